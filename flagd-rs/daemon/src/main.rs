@@ -1,0 +1,2 @@
+//! The `flagd-rs` binary.
+fn main() {}

@@ -1,0 +1,526 @@
+//! The flag store: the single writer that turns source updates into immutable snapshots.
+//!
+//! Sources send [`SourceUpdate`]s; the store task parses and compiles each payload, keeps the
+//! last good flags of a source when a payload is invalid, merges sources by priority (a later
+//! source wins for the same flag set and key) and publishes a new [`Snapshot`] through an
+//! `ArcSwap`. Readers load the current snapshot without locking; subscribers receive the set of
+//! flags that changed.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::{ArcSwap, Guard};
+use flagd_evaluator::{Diagnostic, Flag, FlagSet, Format, LoadError, LoadOptions};
+use rustc_hash::{FxHashMap, FxHasher};
+use smallvec::SmallVec;
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::selector::Selector;
+
+/// What a source reports.
+#[derive(Debug, Clone)]
+pub enum SourceEvent {
+    /// The document's current bytes.
+    Content {
+        /// Raw bytes as read or fetched.
+        bytes: Vec<u8>,
+        /// How to parse them.
+        format: Format,
+    },
+    /// The document is gone (a deleted file): its flags are removed.
+    Removed,
+    /// Fetching failed; the last good flags of the source stay.
+    Failed(String),
+}
+
+/// One message from a source to the store task.
+#[derive(Debug, Clone)]
+pub struct SourceUpdate {
+    /// Index of the source in the configured list; also its priority (higher wins).
+    pub source: usize,
+    /// What happened.
+    pub event: SourceEvent,
+}
+
+/// How a flag changed between two snapshots (flagd's EventStream vocabulary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChangeKind {
+    /// The flag appeared.
+    Write,
+    /// The flag's definition changed.
+    Update,
+    /// The flag disappeared.
+    Delete,
+}
+
+impl ChangeKind {
+    /// The wire string: `write`, `update` or `delete`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Write => "write",
+            ChangeKind::Update => "update",
+            ChangeKind::Delete => "delete",
+        }
+    }
+}
+
+/// One changed flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagChange {
+    /// The flag's key.
+    pub key: Box<str>,
+    /// The flag set it belongs (or belonged) to.
+    pub flag_set_id: Option<Box<str>>,
+    /// The source that defines (or defined) it.
+    pub source: Arc<str>,
+    /// What happened to it.
+    pub kind: ChangeKind,
+}
+
+/// The flags that changed when a revision was published.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The revision that introduced the change.
+    pub revision: u64,
+    /// The changed flags, in store order.
+    pub flags: Vec<FlagChange>,
+}
+
+impl Change {
+    /// The changes visible through `selector`.
+    pub fn selected<'a>(&'a self, selector: &'a Selector) -> impl Iterator<Item = &'a FlagChange> {
+        self.flags
+            .iter()
+            .filter(move |c| selector.matches(c.flag_set_id.as_deref(), &c.source))
+    }
+}
+
+/// A flag as the store serves it.
+#[derive(Debug, Clone, Copy)]
+pub struct FlagRef<'a> {
+    /// The compiled flag.
+    pub flag: &'a Flag,
+    /// The URI of the source that defines it.
+    pub source: &'a Arc<str>,
+    /// The source's priority (its index; higher wins).
+    pub priority: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    source: u32,
+    flag: u32,
+}
+
+/// One immutable, published state of all flags.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Monotonically increasing; bumped on every publish.
+    pub revision: u64,
+    sources: Arc<[Arc<str>]>,
+    documents: Vec<Option<Arc<FlagSet>>>,
+    /// Every stored flag sorted by (flag set, key, priority).
+    entries: Vec<Entry>,
+    /// Key -> entries with that key, ascending priority.
+    by_key: FxHashMap<Box<str>, SmallVec<[u32; 1]>>,
+}
+
+fn flag_at(documents: &[Option<Arc<FlagSet>>], e: Entry) -> Option<&Flag> {
+    documents.get(e.source as usize)?.as_ref()?.flags().get(e.flag as usize)
+}
+
+impl Snapshot {
+    fn build(revision: u64, sources: Arc<[Arc<str>]>, documents: Vec<Option<Arc<FlagSet>>>) -> Self {
+        let mut entries = Vec::new();
+        for (s, doc) in documents.iter().enumerate() {
+            if let Some(doc) = doc {
+                entries.extend((0..doc.len()).map(|f| Entry { source: s as u32, flag: f as u32 }));
+            }
+        }
+        let sort_key = |e: &Entry| {
+            let f = flag_at(&documents, *e);
+            (f.and_then(Flag::flag_set_id), f.map(Flag::key), e.source)
+        };
+        entries.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
+        let mut by_key: FxHashMap<Box<str>, SmallVec<[u32; 1]>> = FxHashMap::default();
+        by_key.reserve(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            if let Some(f) = flag_at(&documents, *e) {
+                by_key.entry(f.key().into()).or_default().push(i as u32);
+            }
+        }
+        for list in by_key.values_mut() {
+            list.sort_by_key(|&i| entries.get(i as usize).map(|e| e.source));
+        }
+        Snapshot { revision, sources, documents, entries, by_key }
+    }
+
+    fn entry_ref(&self, e: Entry) -> Option<FlagRef<'_>> {
+        let doc = self.documents.get(e.source as usize)?.as_ref()?;
+        Some(FlagRef {
+            flag: doc.flags().get(e.flag as usize)?,
+            source: self.sources.get(e.source as usize)?,
+            priority: e.source,
+        })
+    }
+
+    /// Looks up `key` as flagd does: the highest-priority flag with that key that `selector`
+    /// admits.
+    #[inline]
+    pub fn get(&self, key: &str, selector: &Selector) -> Option<FlagRef<'_>> {
+        let ids = self.by_key.get(key)?;
+        ids.iter()
+            .rev()
+            .filter_map(|&i| self.entries.get(i as usize).and_then(|e| self.entry_ref(*e)))
+            .find(|r| selector.matches(r.flag.flag_set_id(), r.source))
+    }
+
+    /// The flags `selector` admits, in store order (flag set, then key). For the same flag set
+    /// and key only the highest-priority source's flag is listed, except under a source
+    /// selector, which lists that source's own flags.
+    pub fn iter<'a>(&'a self, selector: &'a Selector) -> impl Iterator<Item = FlagRef<'a>> + 'a {
+        let entries = &self.entries;
+        entries.iter().enumerate().filter_map(move |(i, e)| {
+            let r = self.entry_ref(*e)?;
+            if !selector.matches(r.flag.flag_set_id(), r.source) {
+                return None;
+            }
+            if !matches!(selector, Selector::Source(_)) {
+                if let Some(n) = entries.get(i + 1).and_then(|e| flag_at(&self.documents, *e)) {
+                    if n.key() == r.flag.key() && n.flag_set_id() == r.flag.flag_set_id() {
+                        return None; // a higher-priority source shadows this one
+                    }
+                }
+            }
+            Some(r)
+        })
+    }
+
+    /// Number of flags visible without a selector.
+    pub fn len(&self) -> usize {
+        self.iter(&Selector::All).count()
+    }
+
+    /// Whether no flag is visible.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The configured sources' URIs, in priority order.
+    pub fn sources(&self) -> &[Arc<str>] {
+        &self.sources
+    }
+
+    /// The last good document of source `index`.
+    pub fn document(&self, index: usize) -> Option<&Arc<FlagSet>> {
+        self.documents.get(index).and_then(Option::as_ref)
+    }
+}
+
+/// Readiness of one source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceStatus {
+    /// The source's URI.
+    pub uri: Arc<str>,
+    /// Whether it has delivered a valid document at least once (sticky).
+    pub synced: bool,
+    /// The last problem reported for it, if its latest update failed.
+    pub last_error: Option<String>,
+}
+
+/// Shared flag state: the current snapshot plus change notifications.
+#[derive(Debug)]
+pub struct Store {
+    sources: Arc<[Arc<str>]>,
+    options: LoadOptions,
+    /// The published snapshot; shared because every request reads it.
+    current: ArcSwap<Snapshot>,
+    /// Change sets, for EventStream subscribers; shared so servers can subscribe.
+    changes: broadcast::Sender<Arc<Change>>,
+    /// The latest revision, for watchers that only need "something changed".
+    revision: watch::Sender<u64>,
+    /// Per source: has it synced once (readiness is sticky, as in flagd).
+    synced: Box<[AtomicBool]>,
+    /// Writer-only bookkeeping (content hashes, last errors); never touched on a request path.
+    writer: Mutex<WriterState>,
+}
+
+#[derive(Debug, Default)]
+struct WriterState {
+    hashes: Vec<Option<u64>>,
+    errors: Vec<Option<String>>,
+}
+
+impl Store {
+    /// A store for `sources` (URIs in priority order), with nothing loaded yet.
+    pub fn new(sources: Vec<String>, options: LoadOptions) -> Arc<Store> {
+        let sources: Arc<[Arc<str>]> = sources.into_iter().map(Arc::from).collect();
+        let n = sources.len();
+        let snapshot = Snapshot::build(0, sources.clone(), vec![None; n]);
+        Arc::new(Store {
+            sources,
+            options,
+            current: ArcSwap::from_pointee(snapshot),
+            changes: broadcast::channel(1024).0,
+            revision: watch::channel(0).0,
+            synced: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            writer: Mutex::new(WriterState { hashes: vec![None; n], errors: vec![None; n] }),
+        })
+    }
+
+    /// The current snapshot. Cheap, lock-free; hold it only for the duration of one request.
+    #[inline]
+    pub fn snapshot(&self) -> Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
+    /// The current snapshot as an owned `Arc`, for holding across `.await`.
+    pub fn snapshot_full(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Receives every published change set.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
+        self.changes.subscribe()
+    }
+
+    /// Watches the latest revision.
+    pub fn watch_revision(&self) -> watch::Receiver<u64> {
+        self.revision.subscribe()
+    }
+
+    /// The load options every document is loaded with.
+    pub fn options(&self) -> &LoadOptions {
+        &self.options
+    }
+
+    /// True once every source has delivered a valid document at least once.
+    pub fn is_ready(&self) -> bool {
+        self.synced.iter().all(|s| s.load(Ordering::Acquire))
+    }
+
+    /// Per-source readiness and last error.
+    pub fn source_status(&self) -> Vec<SourceStatus> {
+        let errors = self.writer.lock().map(|w| w.errors.clone()).unwrap_or_default();
+        self.sources
+            .iter()
+            .enumerate()
+            .map(|(i, uri)| SourceStatus {
+                uri: uri.clone(),
+                synced: self.synced.get(i).is_some_and(|s| s.load(Ordering::Acquire)),
+                last_error: errors.get(i).cloned().flatten(),
+            })
+            .collect()
+    }
+
+    /// Applies one update. Only the store task calls this; it is synchronous because parsing
+    /// and compiling is CPU work. Returns the published change, `Ok(None)` when nothing changed,
+    /// or the reason the payload was rejected (the source's last good flags stay).
+    pub fn apply(&self, update: SourceUpdate) -> Result<Option<Arc<Change>>, LoadError> {
+        let idx = update.source;
+        let Some(uri) = self.sources.get(idx).cloned() else {
+            return Ok(None);
+        };
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let new_doc = match update.event {
+            SourceEvent::Failed(message) => {
+                tracing::warn!(source = %uri, error = %message, "source failed; keeping its last good flags");
+                if let Some(e) = writer.errors.get_mut(idx) {
+                    *e = Some(message);
+                }
+                return Ok(None);
+            }
+            SourceEvent::Removed => {
+                if let Some(h) = writer.hashes.get_mut(idx) {
+                    *h = None;
+                }
+                None
+            }
+            SourceEvent::Content { bytes, format } => {
+                let hash = {
+                    let mut h = FxHasher::default();
+                    bytes.hash(&mut h);
+                    h.finish()
+                };
+                if writer.hashes.get(idx).copied().flatten() == Some(hash) {
+                    return Ok(None);
+                }
+                match flagd_evaluator::load(&bytes, format, &self.options) {
+                    Ok(loaded) => {
+                        log_warnings(&uri, &loaded.diagnostics);
+                        if let Some(h) = writer.hashes.get_mut(idx) {
+                            *h = Some(hash);
+                        }
+                        Some(Arc::new(loaded.flags))
+                    }
+                    Err(err) => {
+                        tracing::error!(source = %uri, error = %err, "rejected flag document; keeping the last good flags");
+                        if let Some(e) = writer.errors.get_mut(idx) {
+                            *e = Some(err.to_string());
+                        }
+                        return Err(err);
+                    }
+                }
+            }
+        };
+        if let Some(e) = writer.errors.get_mut(idx) {
+            *e = None;
+        }
+        let old = self.current.load_full();
+        let mut documents = old.documents.clone();
+        if let Some(slot) = documents.get_mut(idx) {
+            *slot = new_doc.clone();
+        }
+        let next = Snapshot::build(old.revision + 1, self.sources.clone(), documents);
+        let change = Arc::new(Change { revision: next.revision, flags: diff(&old, &next) });
+        let revision = next.revision;
+        self.current.store(Arc::new(next));
+        if new_doc.is_some() {
+            if let Some(s) = self.synced.get(idx) {
+                s.store(true, Ordering::Release);
+            }
+        }
+        drop(writer);
+        self.revision.send_replace(revision);
+        tracing::info!(source = %uri, revision, changed = change.flags.len(), "flags updated");
+        if change.flags.is_empty() {
+            return Ok(None);
+        }
+        let _ = self.changes.send(change.clone());
+        Ok(Some(change))
+    }
+}
+
+fn log_warnings(uri: &str, diagnostics: &[Diagnostic]) {
+    for d in diagnostics {
+        tracing::warn!(source = %uri, "{d}");
+    }
+}
+
+/// Flags visible without a selector, as ((flag set, key) order) references.
+fn visible(s: &Snapshot) -> Vec<FlagRef<'_>> {
+    s.iter(&Selector::All).collect()
+}
+
+/// The change set between two snapshots: one entry per (flag set, key) that was added,
+/// removed, or whose definition or source differs.
+fn diff(old: &Snapshot, new: &Snapshot) -> Vec<FlagChange> {
+    let (a, b) = (visible(old), visible(new));
+    let mut out = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    let change = |r: &FlagRef<'_>, kind| FlagChange {
+        key: r.flag.key().into(),
+        flag_set_id: r.flag.flag_set_id().map(Into::into),
+        source: r.source.clone(),
+        kind,
+    };
+    while i < a.len() || j < b.len() {
+        let ord = match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) => (x.flag.flag_set_id(), x.flag.key()).cmp(&(y.flag.flag_set_id(), y.flag.key())),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        match ord {
+            std::cmp::Ordering::Less => {
+                if let Some(x) = a.get(i) {
+                    out.push(change(x, ChangeKind::Delete));
+                }
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                if let Some(y) = b.get(j) {
+                    out.push(change(y, ChangeKind::Write));
+                }
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                if let (Some(x), Some(y)) = (a.get(i), b.get(j)) {
+                    if x.source != y.source || !x.flag.same_definition(y.flag) {
+                        out.push(change(y, ChangeKind::Update));
+                    }
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The store task: applies updates one at a time, off the async workers.
+pub async fn run(store: Arc<Store>, mut updates: mpsc::Receiver<SourceUpdate>) {
+    while let Some(update) = updates.recv().await {
+        let s = store.clone();
+        // Parsing and compiling a large document is CPU work; keep it off the request workers.
+        let _ = tokio::task::spawn_blocking(move || s.apply(update)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn content(source: usize, json: &str) -> SourceUpdate {
+        SourceUpdate { source, event: SourceEvent::Content { bytes: json.as_bytes().to_vec(), format: Format::Json } }
+    }
+
+    fn doc(flags: &[(&str, &str, Option<&str>)]) -> String {
+        let body: Vec<String> = flags
+            .iter()
+            .map(|(k, v, set)| {
+                let md = set.map(|s| format!(r#","metadata":{{"flagSetId":"{s}"}}"#)).unwrap_or_default();
+                format!(r#""{k}":{{"state":"ENABLED","variants":{{"a":"{v}"}},"defaultVariant":"a"{md}}}"#)
+            })
+            .collect();
+        format!(r#"{{"flags":{{{}}}}}"#, body.join(","))
+    }
+
+    fn value_of(store: &Store, key: &str, sel: &Selector) -> Option<String> {
+        let snap = store.snapshot();
+        let r = snap.get(key, sel)?;
+        r.flag.default_variant().map(|(_, v)| v.as_str().unwrap_or_default().to_owned())
+    }
+
+    #[test]
+    fn later_source_wins_and_changes_are_reported() {
+        let store = Store::new(vec!["one".into(), "two".into()], LoadOptions::default());
+        assert!(!store.is_ready());
+        let c = store.apply(content(0, &doc(&[("x", "1", None), ("y", "1", None)]))).unwrap().unwrap();
+        assert_eq!(c.flags.len(), 2);
+        assert!(c.flags.iter().all(|f| f.kind == ChangeKind::Write));
+        assert!(!store.is_ready());
+        let c = store.apply(content(1, &doc(&[("x", "2", None)]))).unwrap().unwrap();
+        assert_eq!(c.flags, vec![FlagChange { key: "x".into(), flag_set_id: None, source: "two".into(), kind: ChangeKind::Update }]);
+        assert!(store.is_ready());
+        assert_eq!(value_of(&store, "x", &Selector::All).as_deref(), Some("2"));
+        assert_eq!(value_of(&store, "x", &Selector::Source("one".into())).as_deref(), Some("1"));
+        assert_eq!(store.snapshot().len(), 2);
+        // Same bytes again: nothing happens.
+        assert!(store.apply(content(1, &doc(&[("x", "2", None)]))).unwrap().is_none());
+        // Invalid payload: rejected, last good kept.
+        assert!(store.apply(content(1, "{\"flags\":")).is_err());
+        assert_eq!(value_of(&store, "x", &Selector::All).as_deref(), Some("2"));
+        // Removal: the lower-priority definition shows again.
+        let c = store.apply(SourceUpdate { source: 1, event: SourceEvent::Removed }).unwrap().unwrap();
+        assert_eq!(c.flags.len(), 1);
+        assert_eq!(value_of(&store, "x", &Selector::All).as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn flag_sets_keep_same_keys_apart() {
+        let store = Store::new(vec!["s".into()], LoadOptions::default());
+        store.apply(content(0, r#"{"flags":[
+            {"key":"k","state":"ENABLED","variants":{"a":"A"},"defaultVariant":"a","metadata":{"flagSetId":"one"}}]}"#)).unwrap();
+        let store2 = Store::new(vec!["s1".into(), "s2".into()], LoadOptions::default());
+        store2.apply(content(0, &doc(&[("k", "A", Some("one"))]))).unwrap();
+        store2.apply(content(1, &doc(&[("k", "B", Some("two"))]))).unwrap();
+        let snap = store2.snapshot();
+        assert_eq!(snap.iter(&Selector::All).count(), 2);
+        assert_eq!(value_of(&store2, "k", &Selector::FlagSet("one".into())).as_deref(), Some("A"));
+        assert_eq!(value_of(&store2, "k", &Selector::FlagSet("two".into())).as_deref(), Some("B"));
+        assert_eq!(value_of(&store2, "k", &Selector::All).as_deref(), Some("B"));
+        assert!(snap.get("k", &Selector::FlagSet("".into())).is_none());
+    }
+}

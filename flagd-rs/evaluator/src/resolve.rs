@@ -1,0 +1,439 @@
+//! Resolution: from a flag and a context to a variant, value, reason and error code, with
+//! flagd's exact quirks.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use crate::logic::EvalContext;
+use crate::model::{Flag, FlagSet, State};
+
+/// Why a flag resolved the way it did (flagd's reason strings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// No targeting; the default variant.
+    Static,
+    /// Targeting picked a variant.
+    TargetingMatch,
+    /// Targeting returned null (or no variant could be determined): the default applies.
+    Default,
+    /// The flag is disabled.
+    Disabled,
+    /// Evaluation failed; see the error code.
+    Error,
+}
+
+impl Reason {
+    /// flagd's wire string.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::Static => "STATIC",
+            Reason::TargetingMatch => "TARGETING_MATCH",
+            Reason::Default => "DEFAULT",
+            Reason::Disabled => "DISABLED",
+            Reason::Error => "ERROR",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// flagd's error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// No flag with that key (in the selected set).
+    FlagNotFound,
+    /// The variant's value is not of the requested type.
+    TypeMismatch,
+    /// The targeting rule could not be evaluated (unknown operator, bad arguments).
+    ParseError,
+    /// Targeting returned something that names no variant.
+    General,
+}
+
+impl ErrorCode {
+    /// flagd's wire string.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::FlagNotFound => "FLAG_NOT_FOUND",
+            ErrorCode::TypeMismatch => "TYPE_MISMATCH",
+            ErrorCode::ParseError => "PARSE_ERROR",
+            ErrorCode::General => "GENERAL",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The untyped outcome of evaluating one flag. Borrows from the flag: no allocation.
+#[derive(Debug, Clone, Copy)]
+pub struct Evaluation<'a> {
+    /// The flag evaluated.
+    pub flag: &'a Flag,
+    /// The chosen variant's name (absent for DISABLED and for DEFAULT without a default variant;
+    /// present with an error when targeting named an unknown variant is not possible, so absent).
+    pub variant: Option<&'a str>,
+    /// The chosen variant's value.
+    pub value: Option<&'a Value>,
+    /// Why.
+    pub reason: Reason,
+    /// Set exactly when `reason` is [`Reason::Error`].
+    pub error: Option<ErrorCode>,
+}
+
+impl<'a> Evaluation<'a> {
+    /// The flag's merged metadata.
+    pub fn metadata(&self) -> &'a Map<String, Value> {
+        self.flag.metadata()
+    }
+
+    /// Whether this is the "no default variant" outcome (reason DEFAULT, nothing chosen), which
+    /// flagd's v1 RPC reports as FLAG_NOT_FOUND.
+    pub fn is_code_default(&self) -> bool {
+        self.reason == Reason::Default && self.variant.is_none()
+    }
+
+    /// Applies a requested type: a value of another type turns the result into TYPE_MISMATCH
+    /// (the variant name is still reported).
+    pub fn typed<T: FlagType<'a>>(self) -> Resolution<'a, T> {
+        let mut res = Resolution {
+            value: None,
+            variant: self.variant,
+            reason: self.reason,
+            error: self.error,
+            metadata: self.flag.metadata(),
+        };
+        if let Some(v) = self.value {
+            match T::from_value(v) {
+                Some(t) => res.value = Some(t),
+                None => {
+                    res.reason = Reason::Error;
+                    res.error = Some(ErrorCode::TypeMismatch);
+                }
+            }
+        }
+        res
+    }
+}
+
+/// A typed outcome, for in-process Rust users.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolution<'a, T> {
+    /// The value, when a variant was chosen and had the requested type.
+    pub value: Option<T>,
+    /// The chosen variant's name.
+    pub variant: Option<&'a str>,
+    /// Why.
+    pub reason: Reason,
+    /// Set exactly when `reason` is [`Reason::Error`].
+    pub error: Option<ErrorCode>,
+    /// The flag's merged metadata (empty for an unknown flag).
+    pub metadata: &'a Map<String, Value>,
+}
+
+/// The value types a flag can be resolved as.
+pub trait FlagType<'a>: Sized {
+    /// The type's name in messages.
+    const NAME: &'static str;
+    /// Converts a variant value, or `None` if it is of another type.
+    fn from_value(value: &'a Value) -> Option<Self>;
+}
+
+impl<'a> FlagType<'a> for bool {
+    const NAME: &'static str = "boolean";
+    fn from_value(value: &'a Value) -> Option<Self> {
+        value.as_bool()
+    }
+}
+
+impl<'a> FlagType<'a> for &'a str {
+    const NAME: &'static str = "string";
+    fn from_value(value: &'a Value) -> Option<Self> {
+        value.as_str()
+    }
+}
+
+impl<'a> FlagType<'a> for i64 {
+    const NAME: &'static str = "integer";
+    /// flagd reads every number as a float64 and truncates it toward zero (1.9 -> 1).
+    fn from_value(value: &'a Value) -> Option<Self> {
+        match value {
+            Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+            _ => None,
+        }
+    }
+}
+
+impl<'a> FlagType<'a> for f64 {
+    const NAME: &'static str = "float";
+    fn from_value(value: &'a Value) -> Option<Self> {
+        value.as_f64()
+    }
+}
+
+impl<'a> FlagType<'a> for &'a Map<String, Value> {
+    const NAME: &'static str = "object";
+    fn from_value(value: &'a Value) -> Option<Self> {
+        value.as_object()
+    }
+}
+
+static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+
+impl Flag {
+    /// Evaluates the flag against `context` at `timestamp` (Unix seconds, `$flagd.timestamp`).
+    pub fn evaluate<'a>(&'a self, context: &Value, timestamp: i64) -> Evaluation<'a> {
+        let mut out = Evaluation { flag: self, variant: None, value: None, reason: Reason::Error, error: None };
+        if self.state == State::Disabled {
+            out.reason = Reason::Disabled;
+            return out;
+        }
+        let Some(rule) = &self.targeting else {
+            return self.fall_back(out, Reason::Static);
+        };
+        let ctx = EvalContext { data: context, flag_key: &self.key, timestamp };
+        let result = match rule.evaluate(&ctx) {
+            Ok(r) => r,
+            Err(_) => {
+                out.error = Some(ErrorCode::ParseError);
+                return out;
+            }
+        };
+        let Some(name) = variant_name(&result) else {
+            return self.fall_back(out, Reason::Default);
+        };
+        match self.variant_index(&name).and_then(|i| self.variants.get(i)) {
+            Some((k, v)) => {
+                out.variant = Some(k);
+                out.value = Some(v);
+                out.reason = Reason::TargetingMatch;
+            }
+            None => out.error = Some(ErrorCode::General),
+        }
+        out
+    }
+
+    /// The default variant with `reason`, or DEFAULT with nothing chosen when there is none.
+    fn fall_back<'a>(&'a self, mut out: Evaluation<'a>, reason: Reason) -> Evaluation<'a> {
+        match self.default_variant() {
+            Some((name, value)) => {
+                out.variant = Some(name);
+                out.value = Some(value);
+                out.reason = reason;
+            }
+            None => out.reason = Reason::Default,
+        }
+        out
+    }
+}
+
+impl FlagSet {
+    /// Evaluates flag `key`; `None` when there is no such flag.
+    pub fn evaluate<'a>(&'a self, key: &str, context: &Value, timestamp: i64) -> Option<Evaluation<'a>> {
+        self.get(key).map(|f| f.evaluate(context, timestamp))
+    }
+
+    /// Resolves flag `key` as type `T` at the current time.
+    pub fn resolve<'a, T: FlagType<'a>>(&'a self, key: &str, context: &Value) -> Resolution<'a, T> {
+        match self.evaluate(key, context, now_unix_seconds()) {
+            Some(e) => e.typed(),
+            None => Resolution {
+                value: None,
+                variant: None,
+                reason: Reason::Error,
+                error: Some(ErrorCode::FlagNotFound),
+                metadata: &EMPTY,
+            },
+        }
+    }
+
+    /// Resolves a boolean flag.
+    pub fn resolve_bool<'a>(&'a self, key: &str, context: &Value) -> Resolution<'a, bool> {
+        self.resolve(key, context)
+    }
+
+    /// Resolves a string flag.
+    pub fn resolve_string<'a>(&'a self, key: &str, context: &Value) -> Resolution<'a, &'a str> {
+        self.resolve(key, context)
+    }
+
+    /// Resolves an integer flag (numbers are truncated toward zero, as flagd does).
+    pub fn resolve_int<'a>(&'a self, key: &str, context: &Value) -> Resolution<'a, i64> {
+        self.resolve(key, context)
+    }
+
+    /// Resolves a float flag.
+    pub fn resolve_float<'a>(&'a self, key: &str, context: &Value) -> Resolution<'a, f64> {
+        self.resolve(key, context)
+    }
+
+    /// Resolves an object flag.
+    pub fn resolve_object<'a>(&'a self, key: &str, context: &Value) -> Resolution<'a, &'a Map<String, Value>> {
+        self.resolve(key, context)
+    }
+
+    /// Evaluates every flag at one instant, in key order.
+    pub fn evaluate_all<'a>(&'a self, context: &Value) -> impl Iterator<Item = Evaluation<'a>> {
+        let now = now_unix_seconds();
+        self.flags.iter().map(move |f| f.evaluate(context, now))
+    }
+}
+
+/// The current time as Unix seconds, for `$flagd.timestamp`.
+pub fn now_unix_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The variant name a targeting result selects, reproducing flagd: the result is encoded as Go's
+/// `encoding/json` would (HTML-escaping on), then every `"` is removed. `None` means JSON null.
+pub fn variant_name(result: &Value) -> Option<Cow<'_, str>> {
+    match result {
+        Value::Null => None,
+        Value::String(s) => Some(if needs_go_escape(s) {
+            let mut out = String::with_capacity(s.len() + 8);
+            go_escape_into(s, &mut out);
+            Cow::Owned(out.replace('"', ""))
+        } else {
+            Cow::Borrowed(s.as_str())
+        }),
+        Value::Bool(true) => Some(Cow::Borrowed("true")),
+        Value::Bool(false) => Some(Cow::Borrowed("false")),
+        Value::Number(n) => Some(Cow::Owned(go_float(n.as_f64().unwrap_or(0.0)))),
+        other => {
+            let mut out = String::new();
+            go_json_into(other, &mut out);
+            Some(Cow::Owned(out.replace('"', "")))
+        }
+    }
+}
+
+fn needs_go_escape(s: &str) -> bool {
+    s.bytes().any(|b| matches!(b, b'"' | b'\\' | b'<' | b'>' | b'&' | 0..=0x1f))
+        || s.contains(['\u{2028}', '\u{2029}'])
+}
+
+fn go_escape_into(s: &str, out: &mut String) {
+    use std::fmt::Write;
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' | '\u{0}'..='\u{1f}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+/// Go's `encoding/json` rendering of any value (keys sorted, floats as Go prints them).
+fn go_json_into(v: &Value, out: &mut String) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&go_float(n.as_f64().unwrap_or(0.0))),
+        Value::String(s) => {
+            out.push('"');
+            go_escape_into(s, out);
+            out.push('"');
+        }
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                go_json_into(x, out);
+            }
+            out.push(']');
+        }
+        Value::Object(m) => {
+            out.push('{');
+            for (i, (k, x)) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push('"');
+                go_escape_into(k, out);
+                out.push_str("\":");
+                go_json_into(x, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// A float64 as Go's `encoding/json` prints it: shortest round-trip digits, plain notation for
+/// 1e-6 <= |f| < 1e21, otherwise exponent notation like `1e+21` / `1e-7`.
+pub fn go_float(f: f64) -> String {
+    if !f.is_finite() {
+        return "null".to_owned();
+    }
+    let abs = f.abs();
+    if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
+        let s = format!("{f:e}");
+        match s.split_once('e') {
+            Some((mantissa, exp)) if !exp.starts_with('-') => format!("{mantissa}e+{exp}"),
+            _ => s,
+        }
+    } else if f == 0.0 {
+        "0".to_owned()
+    } else {
+        format!("{f}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn variant_names_follow_go_encoding() {
+        let cases: &[(Value, Option<&str>)] = &[
+            (json!(null), None),
+            (json!("on"), Some("on")),
+            (json!("null"), Some("null")),
+            (json!(true), Some("true")),
+            (json!(false), Some("false")),
+            (json!(1), Some("1")),
+            (json!(1.0), Some("1")),
+            (json!(1.5), Some("1.5")),
+            (json!(-0.0), Some("0")),
+            (json!(1e21), Some("1e+21")),
+            (json!(1e20), Some("100000000000000000000")),
+            (json!(0.0000001), Some("1e-7")),
+            (json!(0.000001), Some("0.000001")),
+            (json!("a<b"), Some("a\\u003cb")),
+            (json!("say \"hi\""), Some("say \\hi\\")),
+            (json!({"a": 1, "b": "x"}), Some("{a:1,b:x}")),
+            (json!(["a", 1]), Some("[a,1]")),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(variant_name(value).as_deref(), *expected, "for {value}");
+        }
+    }
+
+    #[test]
+    fn integer_truncates_like_flagd() {
+        assert_eq!(i64::from_value(&json!(1.9)), Some(1));
+        assert_eq!(i64::from_value(&json!(-1.9)), Some(-1));
+        assert_eq!(i64::from_value(&json!("1")), None);
+        assert_eq!(f64::from_value(&json!(3)), Some(3.0));
+    }
+}
