@@ -35,15 +35,6 @@ impl Diagnostic {
             message: message.into(),
         }
     }
-
-    pub(crate) fn warning(flag: Option<&str>, pointer: String, message: impl Into<String>) -> Self {
-        Self {
-            severity: Severity::Warning,
-            flag: flag.map(str::to_owned),
-            pointer,
-            message: message.into(),
-        }
-    }
 }
 
 impl fmt::Display for Diagnostic {

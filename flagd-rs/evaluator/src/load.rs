@@ -220,7 +220,7 @@ pub fn parse(bytes: &[u8], format: Format) -> Result<Value, LoadError> {
 }
 
 fn rejected(mut diagnostics: Vec<Diagnostic>) -> LoadError {
-    diagnostics.sort_by(|a, b| b.severity.cmp(&a.severity));
+    diagnostics.sort_by_key(|d| std::cmp::Reverse(d.severity));
     LoadError::Rejected { diagnostics }
 }
 

@@ -6,13 +6,13 @@ const C1: u32 = 0xcc9e_2d51;
 const C2: u32 = 0x1b87_3593;
 
 /// Scrambles one 32-bit block (or the zero-padded tail) before it is mixed into the state.
-#[inline(always)]
+#[inline]
 fn scramble(k: u32) -> u32 {
     k.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2)
 }
 
 /// Mixes one full 4-byte block into the running state.
-#[inline(always)]
+#[inline]
 fn mix_block(h: u32, k: u32) -> u32 {
     (h ^ scramble(k))
         .rotate_left(13)
@@ -21,7 +21,7 @@ fn mix_block(h: u32, k: u32) -> u32 {
 }
 
 /// Final avalanche so that every input bit affects every output bit.
-#[inline(always)]
+#[inline]
 fn fmix32(mut h: u32) -> u32 {
     h ^= h >> 16;
     h = h.wrapping_mul(0x85eb_ca6b);
@@ -31,7 +31,7 @@ fn fmix32(mut h: u32) -> u32 {
 }
 
 /// Packs up to three trailing bytes little-endian, as the reference reads the tail.
-#[inline(always)]
+#[inline]
 fn pack_tail(tail: &[u8]) -> u32 {
     tail.iter()
         .enumerate()

@@ -1,0 +1,43 @@
+//! Compiles the protobuf schemas in `schemas/protobuf` into Rust: prost messages, tonic
+//! services and, for the evaluation APIs, proto3 JSON (serde) implementations for Connect.
+
+use std::path::PathBuf;
+
+use protox::prost::Message;
+
+const PROTOS: &[&str] = &[
+    "flagd/evaluation/v1/evaluation.proto",
+    "flagd/evaluation/v2/evaluation.proto",
+    "flagd/sync/v1/sync.proto",
+    "schema/v1/schema.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
+    let root = manifest.join("../../schemas/protobuf");
+    println!("cargo:rerun-if-changed={}", root.display());
+    for p in PROTOS {
+        println!("cargo:rerun-if-changed={}", root.join(p).display());
+    }
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+
+    // protox bundles the well-known types, so no system `protoc` is needed.
+    let fds = protox::compile(PROTOS, [&root])?;
+
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        // Struct and friends come from pbjson-types, which also gives them proto3 JSON.
+        .extern_path(".google.protobuf", "::pbjson_types")
+        .out_dir(&out)
+        .compile_fds(fds.clone())?;
+
+    // Connect's JSON codec is protojson with every field emitted and unknown fields ignored.
+    pbjson_build::Builder::new()
+        .register_descriptors(&fds.encode_to_vec())?
+        .out_dir(&out)
+        .emit_fields()
+        .ignore_unknown_fields()
+        .build(&[".flagd.evaluation", ".schema.v1"])?;
+    Ok(())
+}

@@ -1,0 +1,313 @@
+//! Values flowing through evaluation, and the type coercions of the JSONLogic engine flagd uses.
+//!
+//! Evaluation mostly passes borrowed JSON around: a variable lookup points into the caller's
+//! context, a constant points into the compiled rule. Results computed on the way (booleans,
+//! numbers, the flag key) are carried without building a `serde_json::Value`, so the common
+//! operators allocate nothing.
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+
+use serde_json::{Map, Number, Value};
+
+/// A value produced while evaluating a rule.
+#[derive(Debug, Clone)]
+pub(crate) enum Val<'a> {
+    /// JSON `null`.
+    Null,
+    /// A boolean computed by an operator.
+    Bool(bool),
+    /// A number computed by an operator; may be infinite or NaN, as Go's float64 arithmetic is.
+    Num(f64),
+    /// A string borrowed from somewhere other than a JSON value (the flag key).
+    Str(&'a str),
+    /// A value borrowed from the rule or the context.
+    Ref(&'a Value),
+    /// A value built during evaluation.
+    Owned(Value),
+}
+
+/// A uniform read-only view of a [`Val`], so operators match on one shape.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum View<'x> {
+    /// `null`.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// A number as Go's `float64`.
+    Num(f64),
+    /// A string.
+    Str(&'x str),
+    /// An array.
+    Arr(&'x [Value]),
+    /// An object.
+    Obj(&'x Map<String, Value>),
+}
+
+/// Go `reflect.Kind` classes of decoded JSON, compared by `===`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Null,
+    Bool,
+    Num,
+    Str,
+    Arr,
+    Obj,
+}
+
+/// The view of a JSON value.
+#[inline]
+pub(crate) fn view_of(v: &Value) -> View<'_> {
+    match v {
+        Value::Null => View::Null,
+        Value::Bool(b) => View::Bool(*b),
+        Value::Number(n) => View::Num(number_f64(n)),
+        Value::String(s) => View::Str(s),
+        Value::Array(a) => View::Arr(a),
+        Value::Object(m) => View::Obj(m),
+    }
+}
+
+/// A JSON number as the `float64` Go decodes it to.
+#[inline]
+pub(crate) fn number_f64(n: &Number) -> f64 {
+    n.as_f64().unwrap_or(f64::NAN)
+}
+
+impl<'a> Val<'a> {
+    /// A uniform view of this value.
+    #[inline]
+    pub(crate) fn view(&self) -> View<'_> {
+        match self {
+            Val::Null => View::Null,
+            Val::Bool(b) => View::Bool(*b),
+            Val::Num(n) => View::Num(*n),
+            Val::Str(s) => View::Str(s),
+            Val::Ref(v) => view_of(v),
+            Val::Owned(v) => view_of(v),
+        }
+    }
+
+    /// JSONLogic truthiness.
+    #[inline]
+    pub(crate) fn truthy(&self) -> bool {
+        self.view().truthy()
+    }
+
+    /// Whether this is `null`.
+    #[inline]
+    pub(crate) fn is_null(&self) -> bool {
+        matches!(self.view(), View::Null)
+    }
+
+    /// The value as JSON, borrowing when it already is JSON.
+    pub(crate) fn into_cow(self) -> Cow<'a, Value> {
+        match self {
+            Val::Ref(v) => Cow::Borrowed(v),
+            other => Cow::Owned(other.into_value()),
+        }
+    }
+
+    /// The value as owned JSON.
+    pub(crate) fn into_value(self) -> Value {
+        match self {
+            Val::Null => Value::Null,
+            Val::Bool(b) => Value::Bool(b),
+            Val::Num(n) => num_value(n),
+            Val::Str(s) => Value::String(s.to_owned()),
+            Val::Ref(v) => v.clone(),
+            Val::Owned(v) => v,
+        }
+    }
+
+    /// A copy that borrows nothing, for results that must outlive a temporary scope.
+    pub(crate) fn detach(self) -> Val<'static> {
+        match self {
+            Val::Null => Val::Null,
+            Val::Bool(b) => Val::Bool(b),
+            Val::Num(n) => Val::Num(n),
+            Val::Str(s) => Val::Owned(Value::String(s.to_owned())),
+            Val::Ref(v) => Val::Owned(v.clone()),
+            Val::Owned(v) => Val::Owned(v),
+        }
+    }
+
+    /// The value as a JSON reference, building one only for computed scalars.
+    pub(crate) fn as_json(&self) -> Cow<'_, Value> {
+        match self {
+            Val::Ref(v) => Cow::Borrowed(*v),
+            Val::Owned(v) => Cow::Borrowed(v),
+            Val::Null => Cow::Owned(Value::Null),
+            Val::Bool(b) => Cow::Owned(Value::Bool(*b)),
+            Val::Num(n) => Cow::Owned(num_value(*n)),
+            Val::Str(s) => Cow::Owned(Value::String((*s).to_owned())),
+        }
+    }
+}
+
+impl<'x> View<'x> {
+    /// JSONLogic truthiness: `false`, `null`, `0`, `""`, `[]` and `{}` are falsy.
+    #[inline]
+    pub(crate) fn truthy(self) -> bool {
+        match self {
+            View::Null => false,
+            View::Bool(b) => b,
+            View::Num(n) => n != 0.0,
+            View::Str(s) => !s.is_empty(),
+            View::Arr(a) => !a.is_empty(),
+            View::Obj(m) => !m.is_empty(),
+        }
+    }
+
+    /// The Go kind, for strict equality.
+    #[inline]
+    pub(crate) fn kind(self) -> Kind {
+        match self {
+            View::Null => Kind::Null,
+            View::Bool(_) => Kind::Bool,
+            View::Num(_) => Kind::Num,
+            View::Str(_) => Kind::Str,
+            View::Arr(_) => Kind::Arr,
+            View::Obj(_) => Kind::Obj,
+        }
+    }
+
+    /// Whether this is a Go "primitive" (bool, number or string).
+    #[inline]
+    pub(crate) fn is_primitive(self) -> bool {
+        matches!(self, View::Bool(_) | View::Num(_) | View::Str(_))
+    }
+
+    /// JavaScript-style `ToNumber` used by comparisons: `null` is 0, booleans are 0/1, blank
+    /// strings are 0, unparsable strings, arrays and objects are NaN.
+    #[inline]
+    pub(crate) fn js_number(self) -> f64 {
+        match self {
+            View::Null => 0.0,
+            View::Bool(b) => f64::from(u8::from(b)),
+            View::Num(n) => n,
+            View::Str(s) => {
+                if s.trim().is_empty() {
+                    0.0
+                } else {
+                    parse_go_float(s).unwrap_or(f64::NAN)
+                }
+            }
+            View::Arr(_) | View::Obj(_) => f64::NAN,
+        }
+    }
+
+    /// The strict numeric conversion used by arithmetic: numbers as they are, strings parsed
+    /// (0 when unparsable). Anything else made the reference engine panic, so it is `None`.
+    #[inline]
+    pub(crate) fn arith_number(self) -> Option<f64> {
+        match self {
+            View::Num(n) => Some(n),
+            View::Str(s) => Some(parse_go_float(s).unwrap_or(0.0)),
+            _ => None,
+        }
+    }
+
+    /// The string conversion used by `cat`, `substr` and friends: numbers formatted shortest
+    /// without exponent, `null` as empty. Booleans, arrays and objects have none (`None`).
+    pub(crate) fn go_string(self) -> Option<Cow<'x, str>> {
+        match self {
+            View::Str(s) => Some(Cow::Borrowed(s)),
+            View::Num(n) => Some(Cow::Owned(format_number(n))),
+            View::Null => Some(Cow::Borrowed("")),
+            View::Bool(_) | View::Arr(_) | View::Obj(_) => None,
+        }
+    }
+}
+
+/// Go's `strconv.ParseFloat(s, 64)`: `None` for a syntax error; out-of-range values become
+/// infinities (Go returns them alongside a range error that callers ignore).
+pub(crate) fn parse_go_float(s: &str) -> Option<f64> {
+    // Rust accepts the same decimal, exponent, infinity and NaN spellings; it refuses the
+    // hexadecimal and underscore forms Go also reads, which nothing in a flag context uses.
+    s.parse::<f64>().ok()
+}
+
+/// Go's `int(f)` conversion on amd64: NaN, infinities and out-of-range values give `i64::MIN`.
+pub(crate) fn go_int(f: f64) -> i64 {
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0; // 2^63
+    if f.is_nan() || f >= LIMIT || f < -LIMIT {
+        i64::MIN
+    } else {
+        f.trunc() as i64
+    }
+}
+
+/// Formats a number as Go's `strconv.FormatFloat(f, 'f', -1, 64)`: the shortest digits that
+/// read back to the same value, never in exponent form.
+pub(crate) fn format_number(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".to_owned()
+    } else if f == f64::INFINITY {
+        "+Inf".to_owned()
+    } else if f == f64::NEG_INFINITY {
+        "-Inf".to_owned()
+    } else {
+        // Rust's `Display` for floats is shortest round-trip and never uses an exponent.
+        format!("{f}")
+    }
+}
+
+/// A computed number as JSON. Whole numbers within ±2^53 become JSON integers so they print as
+/// Go prints the float64 (`1`, not `1.0`); NaN and infinities, which JSON cannot hold, become
+/// `null`.
+pub(crate) fn num_value(f: f64) -> Value {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    if f.fract() == 0.0 && f.abs() <= EXACT {
+        Value::Number(Number::from(f as i64))
+    } else {
+        Number::from_f64(f).map_or(Value::Null, Value::Number)
+    }
+}
+
+/// `a < b` as the engine compares: strings by bytes when both are strings, otherwise numerically
+/// (NaN compares false).
+#[inline]
+pub(crate) fn less(a: View<'_>, b: View<'_>) -> bool {
+    match (a, b) {
+        (View::Str(x), View::Str(y)) => x < y,
+        _ => a.js_number() < b.js_number(),
+    }
+}
+
+/// Loose equality: `null` equals only `null`; two strings compare as strings; anything else
+/// compares numerically (so arrays and objects never equal anything).
+#[inline]
+pub(crate) fn equals(a: View<'_>, b: View<'_>) -> bool {
+    match (a, b) {
+        (View::Null, View::Null) => true,
+        (View::Null, _) | (_, View::Null) => false,
+        (View::Str(x), View::Str(y)) => x == y,
+        _ => a.js_number() == b.js_number(),
+    }
+}
+
+/// Strict equality: same Go kind, then loose equality.
+#[inline]
+pub(crate) fn strict_equals(a: View<'_>, b: View<'_>) -> bool {
+    a.kind() == b.kind() && equals(a, b)
+}
+
+/// Go's `==` between two decoded JSON values held in interfaces, as `in` uses for membership:
+/// same dynamic type and same value. Comparing two maps or two slices panics in Go (`None`).
+pub(crate) fn go_interface_eq(a: View<'_>, b: View<'_>) -> Option<bool> {
+    Some(match (a, b) {
+        (View::Null, View::Null) => true,
+        (View::Bool(x), View::Bool(y)) => x == y,
+        (View::Num(x), View::Num(y)) => x == y,
+        (View::Str(x), View::Str(y)) => x == y,
+        (View::Arr(_), View::Arr(_)) | (View::Obj(_), View::Obj(_)) => return None,
+        _ => false,
+    })
+}
+
+/// Total order used nowhere in the engine's semantics; kept for deterministic test output.
+#[cfg(test)]
+pub(crate) fn cmp_f64(a: f64, b: f64) -> Ordering {
+    a.partial_cmp(&b).unwrap_or(Ordering::Equal)
+}
