@@ -1,1 +1,6 @@
 //! All integration tests, built into one binary.
+mod conformance;
+mod evaluator_testbed;
+mod reload;
+mod ofrep;
+mod sync;

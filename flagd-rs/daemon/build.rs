@@ -27,7 +27,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
-        // Struct and friends come from pbjson-types, which also gives them proto3 JSON.
+        // Struct and friends come from pbjson-types, which also gives them proto3 JSON; telling
+        // prost to "compile" the well-known types drops its default mapping to prost-types.
+        .compile_well_known_types(true)
         .extern_path(".google.protobuf", "::pbjson_types")
         .out_dir(&out)
         .compile_fds(fds.clone())?;

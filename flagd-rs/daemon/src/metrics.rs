@@ -1,26 +1,355 @@
 //! Metrics with flagd's OpenTelemetry names, exposed in Prometheus text format.
-//! (Placeholder API; the implementation records nothing yet.)
+//!
+//! flagd records its metrics through OpenTelemetry and exports them with the Prometheus exporter,
+//! which turns `feature_flag.flagd.impression` into `feature_flag_flagd_impression_total`, the
+//! attribute `feature_flag.key` into the label `feature_flag_key`, and appends the unit
+//! (`_seconds`) to histograms. This module writes those Prometheus names out directly:
+//!
+//! | flagd instrument | Prometheus series | labels |
+//! |---|---|---|
+//! | `feature_flag.flagd.impression` | `feature_flag_flagd_impression_total` | `feature_flag_key`, `feature_flag_result_variant`, `feature_flag_provider_name`, `feature_flag_reason` |
+//! | `feature_flag.flagd.result.reason` | `feature_flag_flagd_result_reason_total` | `feature_flag_provider_name`, `feature_flag_reason`, and `feature_flag_key` on success or `ExceptionTypeKeyName` (the error code) on error |
+//! | `http.server.request.duration` | `http_server_request_duration_seconds` | `http_route`, `http_request_method`, `http_response_status_code` |
+//! | (ours) | `flagd_rs_build_info` | `version` |
+//!
+//! Recording is on the request path of every evaluation, so it is built to be cheap: each label
+//! combination's counter handle is cached behind a read-mostly lock and found by borrowed string
+//! comparison, so a repeated combination costs one uncontended read lock, a hash lookup and two
+//! atomic increments, with no allocation.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-/// The daemon's metrics registry.
-#[derive(Debug, Default)]
-pub struct Metrics {}
+use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
+
+/// `Content-Type` of [`Metrics::encode`]'s output (Prometheus text format 0.0.4).
+pub const PROMETHEUS_CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// `Content-Type` of [`Metrics::encode_openmetrics`]'s output.
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The value of `feature_flag_provider_name`, as flagd reports it.
+const PROVIDER_NAME: &str = "flagd";
+
+/// Request-duration buckets in seconds (OpenTelemetry's HTTP semantic conventions, as flagd
+/// documents them).
+const DURATION_BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+
+/// Distinct routes kept apart; beyond this, requests are recorded under the route `other` so a
+/// caller passing raw paths cannot grow the registry without bound.
+const MAX_ROUTES: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ImpressionLabels {
+    key: Arc<str>,
+    variant: Arc<str>,
+    reason: Arc<str>,
+}
+
+impl EncodeLabelSet for ImpressionLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        let labels: [(&str, &str); 4] = [
+            ("feature_flag_key", &self.key),
+            ("feature_flag_result_variant", &self.variant),
+            ("feature_flag_provider_name", PROVIDER_NAME),
+            ("feature_flag_reason", &self.reason),
+        ];
+        EncodeLabelSet::encode(&labels, encoder)
+    }
+}
+
+/// Labels of `feature_flag.flagd.result.reason`: flagd names the flag only on success and the
+/// error type only on failure (which keeps unknown keys from creating series).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ReasonLabels {
+    reason: Arc<str>,
+    subject: Subject,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Subject {
+    /// A successful evaluation of this flag.
+    Flag(Arc<str>),
+    /// A failed evaluation with this error code.
+    Error(Arc<str>),
+}
+
+impl EncodeLabelSet for ReasonLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        let subject = match &self.subject {
+            Subject::Flag(key) => ("feature_flag_key", &**key),
+            Subject::Error(code) => ("ExceptionTypeKeyName", &**code),
+        };
+        let labels: [(&str, &str); 3] =
+            [("feature_flag_provider_name", PROVIDER_NAME), ("feature_flag_reason", &self.reason), subject];
+        EncodeLabelSet::encode(&labels, encoder)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct HttpLabels {
+    route: Arc<str>,
+    method: Arc<str>,
+    status: u16,
+}
+
+impl EncodeLabelSet for HttpLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        // Only runs at scrape time, so formatting the status code here costs nothing on requests.
+        let status = self.status.to_string();
+        let labels: [(&str, &str); 3] = [
+            ("http_route", &self.route),
+            ("http_request_method", &self.method),
+            ("http_response_status_code", &status),
+        ];
+        EncodeLabelSet::encode(&labels, encoder)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct DurationHistogram;
+
+impl MetricConstructor<Histogram> for DurationHistogram {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(DURATION_BUCKETS)
+    }
+}
+
+/// Cached counters of one successful (key, variant, reason) combination.
+#[derive(Debug)]
+struct SuccessEntry {
+    variant: Box<str>,
+    reason: Box<str>,
+    impression: Counter,
+    result: Counter,
+}
+
+/// Cached counter of one failed (reason, error) combination.
+#[derive(Debug)]
+struct ErrorEntry {
+    reason: Box<str>,
+    error: Box<str>,
+    result: Counter,
+}
+
+#[derive(Debug)]
+struct HttpEntry {
+    method: Box<str>,
+    status: u16,
+    histogram: Histogram,
+}
+
+/// The daemon's metrics registry. Shared (`Arc<Metrics>`) by every server.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    impressions: Family<ImpressionLabels, Counter>,
+    results: Family<ReasonLabels, Counter>,
+    durations: Family<HttpLabels, Histogram, DurationHistogram>,
+    /// Flag key -> counters per (variant, reason); flags have few variants, so a short list.
+    success: RwLock<FxHashMap<Box<str>, SmallVec<[SuccessEntry; 2]>>>,
+    /// Few combinations exist (error codes x reasons), so a plain list.
+    errors: RwLock<Vec<ErrorEntry>>,
+    /// Route -> histograms per (method, status).
+    http: RwLock<FxHashMap<Box<str>, SmallVec<[HttpEntry; 2]>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl Metrics {
-    /// A new, empty registry.
+    /// A registry with every metric registered and nothing recorded.
     pub fn new() -> Self {
-        Self {}
+        let mut registry = Registry::default();
+        let impressions = Family::<ImpressionLabels, Counter>::default();
+        let results = Family::<ReasonLabels, Counter>::default();
+        let durations = Family::new_with_constructor(DurationHistogram);
+        registry.register(
+            "feature_flag_flagd_impression",
+            "Measures the number of evaluations for a given flag",
+            impressions.clone(),
+        );
+        registry.register(
+            "feature_flag_flagd_result_reason",
+            "Measures the number of evaluations for a given reason",
+            results.clone(),
+        );
+        registry.register_with_unit(
+            "http_server_request_duration",
+            "Measures the duration of inbound HTTP requests",
+            Unit::Seconds,
+            durations.clone(),
+        );
+        registry.register(
+            "flagd_rs_build",
+            "flagd-rs build information",
+            Info::new([("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        Self {
+            registry,
+            impressions,
+            results,
+            durations,
+            success: RwLock::new(FxHashMap::default()),
+            errors: RwLock::new(Vec::new()),
+            http: RwLock::new(FxHashMap::default()),
+        }
     }
 
-    /// Records one evaluation of `flag_key` (impression + result reason).
-    pub fn evaluation(&self, _flag_key: &str, _variant: &str, _reason: &str, _error_code: Option<&str>) {}
+    /// Records one evaluation of `flag_key` (impression + result reason). A successful
+    /// evaluation (`error_code` is `None`) counts an impression and a result for the flag; a
+    /// failed one counts only a result labelled with the error code, as flagd does.
+    #[inline]
+    pub fn evaluation(&self, flag_key: &str, variant: &str, reason: &str, error_code: Option<&str>) {
+        match error_code {
+            None => self.success(flag_key, variant, reason),
+            Some(code) => self.failure(reason, code),
+        }
+    }
 
-    /// Records one served HTTP/gRPC request.
-    pub fn http_request(&self, _route: &str, _method: &str, _status: u16, _elapsed: Duration) {}
+    fn success(&self, key: &str, variant: &str, reason: &str) {
+        {
+            let cache = self.success.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(e) = cache.get(key).and_then(|list| list.iter().find(|e| &*e.variant == variant && &*e.reason == reason)) {
+                e.impression.inc();
+                e.result.inc();
+                return;
+            }
+        }
+        // First time for this combination: resolve the series once and remember the handles.
+        let (key_arc, reason_arc): (Arc<str>, Arc<str>) = (key.into(), reason.into());
+        let impression = self
+            .impressions
+            .get_or_create_owned(&ImpressionLabels { key: key_arc.clone(), variant: variant.into(), reason: reason_arc.clone() });
+        let result = self.results.get_or_create_owned(&ReasonLabels { reason: reason_arc, subject: Subject::Flag(key_arc) });
+        impression.inc();
+        result.inc();
+        let mut cache = self.success.write().unwrap_or_else(|e| e.into_inner());
+        let list = cache.entry(key.into()).or_default();
+        if !list.iter().any(|e| &*e.variant == variant && &*e.reason == reason) {
+            list.push(SuccessEntry { variant: variant.into(), reason: reason.into(), impression, result });
+        }
+    }
 
-    /// Prometheus text exposition of everything recorded.
+    fn failure(&self, reason: &str, code: &str) {
+        {
+            let cache = self.errors.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(e) = cache.iter().find(|e| &*e.reason == reason && &*e.error == code) {
+                e.result.inc();
+                return;
+            }
+        }
+        let result = self.results.get_or_create_owned(&ReasonLabels { reason: reason.into(), subject: Subject::Error(code.into()) });
+        result.inc();
+        let mut cache = self.errors.write().unwrap_or_else(|e| e.into_inner());
+        if !cache.iter().any(|e| &*e.reason == reason && &*e.error == code) {
+            cache.push(ErrorEntry { reason: reason.into(), error: code.into(), result });
+        }
+    }
+
+    /// Records one served HTTP/gRPC request. `route` must be a route template or a procedure
+    /// name (`/flagd.evaluation.v1.Service/ResolveBoolean`), never a raw path with user input.
+    #[inline]
+    pub fn http_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        {
+            let cache = self.http.read().unwrap_or_else(|e| e.into_inner());
+            let route = if cache.len() >= MAX_ROUTES && !cache.contains_key(route) { "other" } else { route };
+            if let Some(e) = cache.get(route).and_then(|list| list.iter().find(|e| e.status == status && &*e.method == method)) {
+                e.histogram.observe(seconds);
+                return;
+            }
+        }
+        let mut cache = self.http.write().unwrap_or_else(|e| e.into_inner());
+        let route = if cache.len() >= MAX_ROUTES && !cache.contains_key(route) { "other" } else { route };
+        let list = cache.entry(route.into()).or_default();
+        let histogram = match list.iter().find(|e| e.status == status && &*e.method == method) {
+            Some(e) => e.histogram.clone(),
+            None => {
+                let h = self.durations.get_or_create_owned(&HttpLabels { route: route.into(), method: method.into(), status });
+                list.push(HttpEntry { method: method.into(), status, histogram: h.clone() });
+                h
+            }
+        };
+        drop(cache);
+        histogram.observe(seconds);
+    }
+
+    /// Prometheus text exposition (format 0.0.4) of everything recorded.
     pub fn encode(&self) -> String {
-        String::new()
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// OpenMetrics text exposition of everything recorded.
+    pub fn encode_openmetrics(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line<'a>(text: &'a str, prefix: &str, needles: &[&str]) -> Option<&'a str> {
+        text.lines().find(|l| l.starts_with(prefix) && needles.iter().all(|n| l.contains(n)))
+    }
+
+    #[test]
+    fn evaluations_use_flagd_names() {
+        let m = Metrics::new();
+        for _ in 0..3 {
+            m.evaluation("my-flag", "on", "STATIC", None);
+        }
+        m.evaluation("my-flag", "off", "TARGETING_MATCH", None);
+        m.evaluation("missing", "", "ERROR", Some("FLAG_NOT_FOUND"));
+        m.evaluation("other-missing", "", "ERROR", Some("FLAG_NOT_FOUND"));
+        let text = m.encode();
+        let l = line(&text, "feature_flag_flagd_impression_total{", &["feature_flag_key=\"my-flag\"", "feature_flag_result_variant=\"on\"", "feature_flag_reason=\"STATIC\"", "feature_flag_provider_name=\"flagd\""]).unwrap();
+        assert!(l.ends_with(" 3"), "{l}");
+        let l = line(&text, "feature_flag_flagd_result_reason_total{", &["feature_flag_key=\"my-flag\"", "feature_flag_reason=\"TARGETING_MATCH\""]).unwrap();
+        assert!(l.ends_with(" 1"), "{l}");
+        let l = line(&text, "feature_flag_flagd_result_reason_total{", &["ExceptionTypeKeyName=\"FLAG_NOT_FOUND\""]).unwrap();
+        assert!(l.ends_with(" 2") && !l.contains("feature_flag_key"), "{l}");
+        assert!(line(&text, "feature_flag_flagd_impression_total{", &["missing"]).is_none());
+        assert!(line(&text, "flagd_rs_build_info{", &["version=\""]).is_some(), "{text}");
+    }
+
+    #[test]
+    fn http_durations_are_histograms_in_seconds() {
+        let m = Metrics::new();
+        m.http_request("/flagd.evaluation.v1.Service/ResolveBoolean", "POST", 200, Duration::from_millis(3));
+        m.http_request("/flagd.evaluation.v1.Service/ResolveBoolean", "POST", 200, Duration::from_millis(30));
+        let text = m.encode();
+        let l = line(&text, "http_server_request_duration_seconds_count{", &["http_route=\"/flagd.evaluation.v1.Service/ResolveBoolean\"", "http_request_method=\"POST\"", "http_response_status_code=\"200\""]).unwrap();
+        assert!(l.ends_with(" 2"), "{l}");
+        let l = line(&text, "http_server_request_duration_seconds_bucket{", &["le=\"0.005\""]).unwrap();
+        assert!(l.ends_with(" 1"), "{l}");
+        assert!(m.encode_openmetrics().ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn routes_are_bounded() {
+        let m = Metrics::new();
+        for i in 0..(MAX_ROUTES + 10) {
+            m.http_request(&format!("/r{i}"), "GET", 404, Duration::ZERO);
+        }
+        let text = m.encode();
+        let l = line(&text, "http_server_request_duration_seconds_count{", &["http_route=\"other\""]).unwrap();
+        assert!(l.ends_with(" 10"), "{l}");
     }
 }

@@ -1,11 +1,35 @@
 //! Compiled JSONLogic: rules are compiled once into a typed tree and evaluated over a borrowed
 //! context.
+//!
+//! The semantics are those of the engine flagd embeds (diegoholiveira/jsonlogic v3), including
+//! its quirks, plus flagd's operators `fractional`, `sem_ver`, `starts_with` and `ends_with`.
+//! Where that engine panics, evaluation returns an [`EvalError`] (flagd answers `PARSE_ERROR`);
+//! flagd's own operators never fail, they return `null` on bad input.
+//!
+//! ```
+//! use flagd_evaluator::{CompileOptions, EvalContext, Rule};
+//! use serde_json::json;
+//!
+//! let rule = json!({"if": [{"in": ["@acme.com", {"var": "email"}]}, "on", "off"]});
+//! let rule = Rule::compile(&rule, &CompileOptions::default()).unwrap();
+//! let data = json!({"email": "ann@acme.com"});
+//! let ctx = EvalContext { data: &data, flag_key: "email-domain", timestamp: 0 };
+//! assert_eq!(*rule.evaluate(&ctx).unwrap(), json!("on"));
+//! ```
 
 use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
 use crate::ops::fractional::HashGeneration;
+
+mod compile;
+mod eval;
+mod tree;
+pub(crate) mod value;
+
+#[cfg(test)]
+mod tests;
 
 /// Options for compiling one targeting rule.
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +70,13 @@ pub enum RuleError {
         /// JSON pointer (relative to the rule) where the limit was crossed.
         pointer: String,
     },
+    /// The rule, with its `$ref`s expanded, is larger than any real rule (evaluators that
+    /// reference each other many times over).
+    #[error("rule expands to more than {max} nodes")]
+    TooLarge {
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// A failure while evaluating a rule; flagd reports it as `PARSE_ERROR`.
@@ -62,17 +93,37 @@ pub enum EvalError {
 /// A compiled targeting rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
-    source: Value,
+    root: tree::Node,
+    /// Kept for rules met at evaluation time (flagd re-reads some results as rules).
+    hash: HashGeneration,
+    max_depth: usize,
 }
 
 impl Rule {
-    /// Compiles `rule`.
-    pub fn compile(rule: &Value, _opts: &CompileOptions<'_>) -> Result<Rule, RuleError> {
-        Ok(Rule { source: rule.clone() })
+    /// Compiles `rule`, inlining the `$ref`s it makes to `opts.evaluators`.
+    ///
+    /// Only the nesting depth and the expanded size are checked here: unknown operators and
+    /// ill-shaped arguments compile to nodes that fail when (and only if) they are evaluated,
+    /// as in flagd.
+    pub fn compile(rule: &Value, opts: &CompileOptions<'_>) -> Result<Rule, RuleError> {
+        let root = compile::Compiler::new(opts).compile(rule, 0)?;
+        Ok(Rule { root, hash: opts.hash, max_depth: opts.max_depth })
     }
 
-    /// Evaluates the rule.
-    pub fn evaluate<'a>(&'a self, _ctx: &EvalContext<'a>) -> Result<Cow<'a, Value>, EvalError> {
-        Ok(Cow::Borrowed(&self.source))
+    /// Evaluates the rule against `ctx`.
+    ///
+    /// `$flagd.flagKey` and `$flagd.timestamp` are served from `ctx` (a `$flagd` key in the
+    /// data is shadowed). The result borrows from the rule or the context where it can.
+    pub fn evaluate<'a>(&'a self, ctx: &EvalContext<'a>) -> Result<Cow<'a, Value>, EvalError> {
+        let rt = eval::Runtime::new(self.hash, self.max_depth);
+        let flagd = eval::Flagd { key: ctx.flag_key, timestamp: ctx.timestamp };
+        let env = eval::Env::root(ctx.data, Some(flagd), &rt);
+        Ok(eval::eval(&self.root, &env)?.into_cow())
+    }
+
+    /// The rule's value when it does not depend on the context (a literal, or operators over
+    /// literals).
+    pub fn constant(&self) -> Option<&Value> {
+        self.root.as_const()
     }
 }

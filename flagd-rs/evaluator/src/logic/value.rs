@@ -6,7 +6,6 @@
 //! operators allocate nothing.
 
 use std::borrow::Cow;
-use std::cmp::Ordering;
 
 use serde_json::{Map, Number, Value};
 
@@ -304,10 +303,4 @@ pub(crate) fn go_interface_eq(a: View<'_>, b: View<'_>) -> Option<bool> {
         (View::Arr(_), View::Arr(_)) | (View::Obj(_), View::Obj(_)) => return None,
         _ => false,
     })
-}
-
-/// Total order used nowhere in the engine's semantics; kept for deterministic test output.
-#[cfg(test)]
-pub(crate) fn cmp_f64(a: f64, b: f64) -> Ordering {
-    a.partial_cmp(&b).unwrap_or(Ordering::Equal)
 }

@@ -1,0 +1,264 @@
+//! flagd-rs on the peer evaluators' workload, printing the same JSON lines as their benchmarks so
+//! that one run can put every evaluator side by side.
+//!
+//! Usage: `peer_workload [--fractional-hash v2|v3] eval | load | mem <flagfile> | diff`.
+//! The workload directory is `$FLAGD_PEERS_WORKLOAD` (default `/tmp/flagd-peers/workload`).
+
+use std::hint::black_box;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use flagd_evaluator::{FlagSet, Format, HashGeneration, LoadOptions, Loaded, now_unix_seconds};
+use flagd_rs_benches::{
+    FLAGS, TIMED_FLAGS, diff_cell, median, parse_contexts, proc_status_mib, resolve_once,
+    workload_dir,
+};
+use serde_json::{Map, Value, json};
+
+type Error = Box<dyn std::error::Error>;
+
+const USAGE: &str =
+    "usage: peer_workload [--fractional-hash v2|v3] eval | load | mem <flagfile> | diff";
+
+fn peer_name(hash: HashGeneration) -> String {
+    let hash = match hash {
+        HashGeneration::V2 => "v2",
+        HashGeneration::V3 => "v3",
+    };
+    format!(
+        "flagd-rs@{}(FlagSet::get+Flag::evaluate+typed, hash {hash})",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+fn main() -> ExitCode {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut hash = HashGeneration::V3;
+    if let Some(i) = args.iter().position(|a| a == "--fractional-hash") {
+        let value = args.get(i + 1).cloned().unwrap_or_default();
+        hash = match value.as_str() {
+            "v2" => HashGeneration::V2,
+            "v3" => HashGeneration::V3,
+            _ => {
+                eprintln!("--fractional-hash takes v2 or v3\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        };
+        args.drain(i..(i + 2).min(args.len()));
+    }
+    let result = match (args.first().map(String::as_str), args.get(1)) {
+        (Some("eval"), None) => mode_eval(hash),
+        (Some("load"), None) => mode_load(hash),
+        (Some("mem"), Some(file)) => mode_mem(hash, file),
+        (Some("diff"), None) => mode_diff(hash),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("peer_workload: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn options(hash: HashGeneration) -> LoadOptions {
+    LoadOptions {
+        hash,
+        ..LoadOptions::default()
+    }
+}
+
+fn read(dir: &Path, file: &str) -> Result<Vec<u8>, Error> {
+    let path = dir.join(file);
+    std::fs::read(&path).map_err(|e| {
+        format!(
+            "{}: {e} (run benches/peers.sh to generate the workload)",
+            path.display()
+        )
+        .into()
+    })
+}
+
+fn load(bytes: &[u8], hash: HashGeneration) -> Result<Loaded, Error> {
+    Ok(flagd_evaluator::load(bytes, Format::Json, &options(hash))?)
+}
+
+fn contexts(dir: &Path) -> Result<Vec<Value>, Error> {
+    let bytes = read(dir, "contexts.jsonl")?;
+    Ok(parse_contexts(std::str::from_utf8(&bytes)?)?)
+}
+
+/// Times whole passes over the contexts the way the peers do: ~1 s of warm-up sizes the runs, then
+/// 7 runs of ~0.5 s; returns the per-run rates in evaluations per second.
+fn time_passes(n_contexts: usize, mut pass: impl FnMut()) -> (Vec<f64>, usize) {
+    let start = Instant::now();
+    let mut passes = 0usize;
+    while start.elapsed().as_secs_f64() < 1.0 {
+        pass();
+        passes += 1;
+    }
+    let per_run = passes.div_ceil(2).max(1);
+    let rates = (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..per_run {
+                pass();
+            }
+            (per_run * n_contexts) as f64 / t.elapsed().as_secs_f64()
+        })
+        .collect();
+    (rates, per_run * n_contexts)
+}
+
+fn mode_eval(hash: HashGeneration) -> Result<(), Error> {
+    let dir = workload_dir();
+    let set: FlagSet = load(&read(&dir, "flags.json")?, hash)?.flags;
+    let ctxs = contexts(&dir)?;
+    let mut out = Map::new();
+    for &(key, kind) in &FLAGS[..TIMED_FLAGS] {
+        let mut errors = 0usize;
+        let (rates, evals_per_run) = time_passes(ctxs.len(), || {
+            // One timestamp per pass over 10k contexts, as a server takes one per request.
+            let now = now_unix_seconds();
+            for ctx in &ctxs {
+                if !resolve_once(&set, black_box(key), kind, ctx, now) {
+                    errors += 1;
+                }
+            }
+        });
+        out.insert(
+            key.to_owned(),
+            json!({
+                "ops_per_s_median": median(&rates).round(),
+                "runs": rates.iter().map(|r| r.round()).collect::<Vec<_>>(),
+                "evals_per_run": evals_per_run,
+                "errors_total": errors,
+            }),
+        );
+    }
+    println!("{}", json!({"peer": peer_name(hash), "eval": out}));
+    Ok(())
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn mode_load(hash: HashGeneration) -> Result<(), Error> {
+    let dir = workload_dir();
+    let opts = options(hash);
+    let mut out = Map::new();
+    for file in ["flags-1000.json", "flags-10000.json"] {
+        let bytes = read(&dir, file)?;
+        for _ in 0..2 {
+            black_box(load(&bytes, hash)?);
+        }
+        let (mut total, mut parse, mut validate, mut build) = (vec![], vec![], vec![], vec![]);
+        let mut flags = 0;
+        let mut warnings = 0;
+        for _ in 0..7 {
+            // The whole load, as a source update runs it: bytes to a compiled, indexed set.
+            let t = Instant::now();
+            let loaded = load(black_box(&bytes), hash)?;
+            total.push(ms(t));
+            flags = loaded.flags.len();
+            warnings = loaded.diagnostics.len();
+            drop(black_box(loaded));
+
+            // The same work in its stages, to show where the time goes.
+            let t = Instant::now();
+            let doc = flagd_evaluator::parse(black_box(&bytes), Format::Json)?;
+            parse.push(ms(t));
+            let t = Instant::now();
+            black_box(flagd_evaluator::schema::SchemaValidator::shared().validate(&doc));
+            validate.push(ms(t));
+            let t = Instant::now();
+            black_box(flagd_evaluator::load_value(&doc, &opts)?);
+            build.push(ms(t));
+        }
+        out.insert(
+            file.to_owned(),
+            json!({
+                "flags": flags,
+                "diagnostics": warnings,
+                "load_ms_median": round2(median(&total)),
+                "parse_ms_median": round2(median(&parse)),
+                "validate_ms_median": round2(median(&validate)),
+                "validate_and_compile_ms_median": round2(median(&build)),
+                "load_runs_ms": total.iter().map(|x| round2(*x)).collect::<Vec<_>>(),
+            }),
+        );
+    }
+    println!(
+        "{}",
+        json!({"peer": peer_name(hash), "load": out,
+            "note": "load_ms = flagd_evaluator::load(bytes): parse + schema validation + checks + compile + index"})
+    );
+    Ok(())
+}
+
+fn round1(x: Option<f64>) -> Value {
+    x.map(|x| json!((x * 10.0).round() / 10.0))
+        .unwrap_or(Value::Null)
+}
+
+fn mode_mem(hash: HashGeneration, file: &str) -> Result<(), Error> {
+    // Read first, as the peers do, so the document text is not counted as added memory.
+    let bytes = read(&workload_dir(), file)?;
+    let before = proc_status_mib("VmRSS");
+    let loaded = load(&bytes, hash)?;
+    let after = proc_status_mib("VmRSS");
+    let peak = proc_status_mib("VmHWM");
+    let added = before.zip(after).map(|(b, a)| a - b);
+    println!(
+        "{}",
+        json!({"peer": peer_name(hash), "file": file, "flags": loaded.flags.len(),
+            "rss_before_mb": round1(before), "rss_after_mb": round1(after), "peak_rss_mb": round1(peak),
+            "rss_added_mb": round1(added)})
+    );
+    // The set stays alive until after the measurement.
+    drop(black_box(loaded));
+    Ok(())
+}
+
+fn mode_diff(hash: HashGeneration) -> Result<(), Error> {
+    let dir = workload_dir();
+    let set = load(&read(&dir, "flags.json")?, hash)?.flags;
+    let ctxs = contexts(&dir)?;
+    let now = now_unix_seconds();
+    let mut lines = String::new();
+    for ctx in &ctxs {
+        let mut results = Map::new();
+        for &(key, kind) in &FLAGS {
+            let cell = match set.get(key) {
+                Some(flag) => diff_cell(flag, kind, ctx, now),
+                None => "ERROR:FLAG_NOT_FOUND".to_owned(),
+            };
+            results.insert(key.to_owned(), Value::String(cell));
+        }
+        let targeting_key = ctx.get("targetingKey").cloned().unwrap_or(Value::Null);
+        lines.push_str(&json!({"targetingKey": targeting_key, "results": results}).to_string());
+        lines.push('\n');
+    }
+    let name = match hash {
+        HashGeneration::V2 => "flagd-rs-v2.jsonl",
+        HashGeneration::V3 => "flagd-rs.jsonl",
+    };
+    let results_dir = dir.join("results");
+    std::fs::create_dir_all(&results_dir)?;
+    std::fs::write(results_dir.join(name), lines)?;
+    println!(
+        "{}",
+        json!({"peer": peer_name(hash), "wrote": format!("workload/results/{name}"), "n": ctxs.len()})
+    );
+    Ok(())
+}

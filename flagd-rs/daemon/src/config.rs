@@ -1,0 +1,407 @@
+//! Command-line interface and the validated daemon configuration built from it.
+//!
+//! Every option of `flagd-rs start` mirrors flagd's `flagd start` flag of the same name and can
+//! also be set through the environment as `FLAGD_<NAME>` (upper case, `-` replaced by `_`).
+//! List-valued options accept repeated flags and comma-separated values.
+
+use std::ffi::OsString;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use flagd_evaluator::{HashGeneration, LoadOptions};
+use serde_json::{Map, Value};
+
+use crate::sources::{self, SourceSpec};
+use crate::state::{ContextConfig, Limits};
+
+/// `flagd-rs`: a flagd-compatible feature-flag daemon.
+#[derive(Debug, Parser)]
+#[command(name = "flagd-rs", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Logging options, accepted before or after the subcommand.
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the daemon.
+    Start(Box<StartArgs>),
+    /// Check flag definition files and print every problem found.
+    Validate(ValidateArgs),
+    /// Print the version.
+    Version,
+}
+
+/// Log output options.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log format.
+    #[arg(short = 'z', long, global = true, env = "FLAGD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Console)]
+    pub log_format: LogFormat,
+    /// Log at debug level (RUST_LOG, when set, takes precedence).
+    #[arg(short = 'x', long, global = true, env = "FLAGD_DEBUG")]
+    pub debug: bool,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Console,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The `fractional` hash generation, as a command-line value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum FractionalHash {
+    /// MurmurHash3 over the deterministic CBOR encoding of the bucketing value.
+    #[default]
+    V3,
+    /// MurmurHash3 over the UTF-8 bucketing string (flagd 0.15 and 0.16).
+    V2,
+}
+
+impl From<FractionalHash> for HashGeneration {
+    fn from(h: FractionalHash) -> Self {
+        match h {
+            FractionalHash::V3 => HashGeneration::V3,
+            FractionalHash::V2 => HashGeneration::V2,
+        }
+    }
+}
+
+/// Options that decide how flag documents are loaded (shared by `start` and `validate`).
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// Hash generation used by `fractional`.
+    #[arg(long, env = "FLAGD_FRACTIONAL_HASH", value_enum, default_value_t = FractionalHash::V3)]
+    pub fractional_hash: FractionalHash,
+    /// Reject documents with any schema violation (flagd only warns).
+    #[arg(long, env = "FLAGD_STRICT")]
+    pub strict: bool,
+}
+
+impl LoadArgs {
+    /// The evaluator's load options for these flags.
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions { hash: self.fractional_hash.into(), strict: self.strict, ..LoadOptions::default() }
+    }
+}
+
+/// Options of `flagd-rs start` (flagd's names, short flags and defaults).
+#[derive(Debug, Clone, Args)]
+pub struct StartArgs {
+    /// Flag source URI (file:, http(s)://, grpc(s)://); repeatable or comma separated.
+    #[arg(short = 'f', long = "uri", env = "FLAGD_URI", value_delimiter = ',')]
+    pub uri: Vec<String>,
+    /// JSON array of source configurations, appended after the --uri sources.
+    #[arg(short = 's', long, env = "FLAGD_SOURCES")]
+    pub sources: Option<String>,
+    /// Port of the evaluation service.
+    #[arg(short = 'p', long, env = "FLAGD_PORT", default_value_t = 8013)]
+    pub port: u16,
+    /// Port of the management service (health, readiness, metrics).
+    #[arg(short = 'm', long, env = "FLAGD_MANAGEMENT_PORT", default_value_t = 8014)]
+    pub management_port: u16,
+    /// Port of the flag sync service.
+    #[arg(short = 'g', long, env = "FLAGD_SYNC_PORT", default_value_t = 8015)]
+    pub sync_port: u16,
+    /// Port of the OFREP service.
+    #[arg(short = 'r', long, env = "FLAGD_OFREP_PORT", default_value_t = 8016)]
+    pub ofrep_port: u16,
+    /// Allowed CORS origin (`*` for any); repeatable or comma separated.
+    #[arg(short = 'C', long, env = "FLAGD_CORS_ORIGIN", value_delimiter = ',')]
+    pub cors_origin: Vec<String>,
+    /// TLS certificate (PEM) for the evaluation service; needs --server-key-path.
+    #[arg(short = 'c', long, env = "FLAGD_SERVER_CERT_PATH")]
+    pub server_cert_path: Option<PathBuf>,
+    /// TLS private key (PEM) for the evaluation service; needs --server-cert-path.
+    #[arg(short = 'k', long, env = "FLAGD_SERVER_KEY_PATH")]
+    pub server_key_path: Option<PathBuf>,
+    /// Serve the evaluation service on this unix socket instead of TCP.
+    #[arg(short = 'd', long, env = "FLAGD_SOCKET_PATH")]
+    pub socket_path: Option<PathBuf>,
+    /// Serve the sync service on this unix socket instead of TCP.
+    #[arg(short = 'e', long, env = "FLAGD_SYNC_SOCKET_PATH")]
+    pub sync_socket_path: Option<PathBuf>,
+    /// Static evaluation context entry `key=value` (always a string); repeatable.
+    #[arg(short = 'X', long, env = "FLAGD_CONTEXT_VALUE", value_delimiter = ',', value_parser = parse_pair)]
+    pub context_value: Vec<(String, String)>,
+    /// Copy a request header into the context: `Header-Name=contextKey`; repeatable.
+    #[arg(short = 'H', long, alias = "header-to-context-key", env = "FLAGD_CONTEXT_FROM_HEADER", value_delimiter = ',', value_parser = parse_pair)]
+    pub context_from_header: Vec<(String, String)>,
+    /// Server-side deadline of event and sync streams (`30s`, `5m`; 0 = none).
+    #[arg(long, env = "FLAGD_STREAM_DEADLINE", default_value = "0", value_parser = parse_duration)]
+    pub stream_deadline: Duration,
+    /// Largest request body in bytes (0 = no limit).
+    #[arg(short = 'B', long, env = "FLAGD_MAX_REQUEST_BODY", default_value_t = 1_000_000)]
+    pub max_request_body: u64,
+    /// Largest total size of request headers in bytes (0 = 1 MiB).
+    #[arg(short = 'R', long, env = "FLAGD_MAX_REQUEST_HEADER", default_value_t = 1_000_000)]
+    pub max_request_header: u64,
+    /// Make the sync service's GetMetadata answer UNIMPLEMENTED.
+    #[arg(long, env = "FLAGD_DISABLE_SYNC_METADATA")]
+    pub disable_sync_metadata: bool,
+    /// How flag documents are loaded.
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+/// Options of `flagd-rs validate`.
+#[derive(Debug, Clone, Args)]
+pub struct ValidateArgs {
+    /// Flag definition files (`.json`, `.yaml` or `.yml`).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// How the files are loaded.
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+/// Parses `key=value` (split at the first `=`; the key must not be empty).
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got `{s}`")),
+    }
+}
+
+/// Parses a duration such as `30s`, `1m30s` or `250ms`; `0` means none.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.is_empty() || s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration `{s}`: {e}"))
+}
+
+/// Paths of the TLS certificate and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPaths {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// The validated configuration [`crate::run`] works from.
+///
+/// Build it from command-line arguments ([`Config::from_args`]) or in code from
+/// [`Config::default`] plus field updates.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Flag sources in priority order (a later source wins). Empty: serve the bundled flags.
+    pub sources: Vec<SourceSpec>,
+    /// Address the TCP listeners bind to (all interfaces by default, as flagd).
+    pub host: IpAddr,
+    /// Evaluation service port (0 picks a free port).
+    pub port: u16,
+    /// Management service port (0 picks a free port).
+    pub management_port: u16,
+    /// Sync service port (not served yet).
+    pub sync_port: u16,
+    /// OFREP service port (not served yet).
+    pub ofrep_port: u16,
+    /// Unix socket for the evaluation service, replacing TCP.
+    pub socket_path: Option<PathBuf>,
+    /// Unix socket for the sync service (not served yet).
+    pub sync_socket_path: Option<PathBuf>,
+    /// TLS for the evaluation service.
+    pub tls: Option<TlsPaths>,
+    /// Allowed CORS origins (`*` or empty: any).
+    pub cors_origins: Vec<String>,
+    /// Static and header-mapped evaluation context.
+    pub context: ContextConfig,
+    /// Request and stream limits.
+    pub limits: Limits,
+    /// How flag documents are loaded.
+    pub load: LoadOptions,
+    /// Make the sync service's GetMetadata answer UNIMPLEMENTED.
+    pub disable_sync_metadata: bool,
+    /// How long shutdown waits for in-flight requests before giving up on them.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            sources: Vec::new(),
+            host: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 8013,
+            management_port: 8014,
+            sync_port: 8015,
+            ofrep_port: 8016,
+            socket_path: None,
+            sync_socket_path: None,
+            tls: None,
+            cors_origins: Vec::new(),
+            context: ContextConfig::default(),
+            limits: Limits::default(),
+            load: LoadOptions::default(),
+            disable_sync_metadata: false,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Config {
+    /// Parses `flagd-rs` arguments (without the program name), e.g. `["start", "-f", path]`.
+    /// `FLAGD_*` environment variables apply as they do on the command line.
+    pub fn from_args<I, T>(args: I) -> anyhow::Result<Config>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let argv = std::iter::once(OsString::from("flagd-rs")).chain(args.into_iter().map(Into::into));
+        let cli = Cli::try_parse_from(argv)?;
+        match cli.command {
+            Command::Start(args) => Config::try_from(*args),
+            _ => bail!("expected the `start` subcommand"),
+        }
+    }
+}
+
+/// An empty string from the environment (`FLAGD_SOCKET_PATH=`) means "not set".
+fn non_empty(path: Option<PathBuf>) -> Option<PathBuf> {
+    path.filter(|p| !p.as_os_str().is_empty())
+}
+
+impl TryFrom<StartArgs> for Config {
+    type Error = anyhow::Error;
+
+    fn try_from(args: StartArgs) -> anyhow::Result<Config> {
+        // flagd's order: every --uri entry, then the --sources entries.
+        let mut specs = Vec::new();
+        for uri in args.uri.iter().map(|u| u.trim()).filter(|u| !u.is_empty()) {
+            let spec = SourceSpec::from_uri(uri).map_err(|e| anyhow::anyhow!("invalid source `{uri}`: {e}"))?;
+            specs.push(spec);
+        }
+        if let Some(json) = args.sources.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            let parsed = sources::parse_sources_json(json).map_err(|e| anyhow::anyhow!("invalid --sources: {e}"))?;
+            specs.extend(parsed);
+        }
+
+        let tls = match (non_empty(args.server_cert_path), non_empty(args.server_key_path)) {
+            (Some(cert), Some(key)) => Some(TlsPaths { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => bail!("--server-cert-path needs --server-key-path"),
+            (None, Some(_)) => bail!("--server-key-path needs --server-cert-path"),
+        };
+
+        let mut static_values = Map::new();
+        for (k, v) in args.context_value {
+            static_values.insert(k, Value::String(v));
+        }
+        let mut from_headers = Vec::with_capacity(args.context_from_header.len());
+        for (header, key) in args.context_from_header {
+            let name = http::HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes())
+                .with_context(|| format!("invalid header name `{header}` in --context-from-header"))?;
+            from_headers.push((name, key));
+        }
+
+        let max_header_bytes = match args.max_request_header {
+            0 => 1 << 20,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        let limits = Limits {
+            max_body_bytes: usize::try_from(args.max_request_body).unwrap_or(usize::MAX),
+            max_header_bytes,
+            stream_deadline: Some(args.stream_deadline).filter(|d| !d.is_zero()),
+            ..Limits::default()
+        };
+
+        Ok(Config {
+            sources: specs,
+            port: args.port,
+            management_port: args.management_port,
+            sync_port: args.sync_port,
+            ofrep_port: args.ofrep_port,
+            socket_path: non_empty(args.socket_path),
+            sync_socket_path: non_empty(args.sync_socket_path),
+            tls,
+            cors_origins: args.cors_origin.into_iter().map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect(),
+            context: ContextConfig { static_values, from_headers },
+            limits,
+            load: args.load.load_options(),
+            disable_sync_metadata: args.disable_sync_metadata,
+            ..Config::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start(args: &[&str]) -> StartArgs {
+        let cli = Cli::try_parse_from(std::iter::once("flagd-rs").chain(args.iter().copied())).unwrap();
+        match cli.command {
+            Command::Start(a) => *a,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_match_flagd() {
+        let a = start(&["start"]);
+        assert_eq!((a.port, a.management_port, a.sync_port, a.ofrep_port), (8013, 8014, 8015, 8016));
+        assert_eq!(a.max_request_body, 1_000_000);
+        assert_eq!(a.max_request_header, 1_000_000);
+        assert_eq!(a.stream_deadline, Duration::ZERO);
+        assert_eq!(a.load.fractional_hash, FractionalHash::V3);
+        assert!(!a.load.strict);
+    }
+
+    #[test]
+    fn short_flags_lists_and_pairs() {
+        let a = start(&[
+            "start", "-f", "a.json,b.json", "--uri", "c.json", "-p", "1", "-m", "2", "-g", "3", "-r", "4", "-C", "x,y",
+            "-X", "env=prod", "-X", "a=b=c", "-H", "X-User=user", "--header-to-context-key", "X-Org=org",
+            "--stream-deadline", "1m30s", "-B", "10", "-R", "20", "--fractional-hash", "v2", "--strict",
+        ]);
+        assert_eq!(a.uri, ["a.json", "b.json", "c.json"]);
+        assert_eq!((a.port, a.management_port, a.sync_port, a.ofrep_port), (1, 2, 3, 4));
+        assert_eq!(a.cors_origin, ["x", "y"]);
+        assert_eq!(a.context_value, [("env".into(), "prod".into()), ("a".into(), "b=c".into())]);
+        assert_eq!(a.context_from_header, [("X-User".into(), "user".into()), ("X-Org".into(), "org".into())]);
+        assert_eq!(a.stream_deadline, Duration::from_secs(90));
+        assert_eq!((a.max_request_body, a.max_request_header), (10, 20));
+        assert_eq!(a.load.load_options().hash, HashGeneration::V2);
+        assert!(a.load.strict);
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        for bad in [
+            &["start", "-X", "novalue"][..],
+            &["start", "--stream-deadline", "soon"],
+            &["start", "--fractional-hash", "v1"],
+            &["start", "-p", "70000"],
+        ] {
+            assert!(Cli::try_parse_from(std::iter::once("flagd-rs").chain(bad.iter().copied())).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn config_from_start_args() {
+        let c = Config::try_from(start(&["start", "-X", "env=prod", "-H", "X-User=user", "-B", "0", "-R", "0", "--stream-deadline", "5s"])).unwrap();
+        assert!(c.sources.is_empty());
+        assert_eq!(c.context.static_values.get("env"), Some(&Value::String("prod".into())));
+        assert_eq!(c.context.from_headers[0].0.as_str(), "x-user");
+        assert_eq!(c.limits.max_body_bytes, 0);
+        assert_eq!(c.limits.max_header_bytes, 1 << 20);
+        assert_eq!(c.limits.stream_deadline, Some(Duration::from_secs(5)));
+        assert!(Config::try_from(start(&["start", "-c", "cert.pem"])).is_err());
+        assert!(Config::try_from(start(&["start", "-H", "bad header=x"])).is_err());
+    }
+}

@@ -1,0 +1,281 @@
+//! Wiring of the daemon: binds the ports, starts the store and the sources, serves every port and
+//! shuts all of it down gracefully.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use flagd_evaluator::Format;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::server::http::{self, Listener};
+use crate::server::management::{self, ManagementState};
+use crate::sources::{self, SourceSpec};
+use crate::state::AppState;
+use crate::store::{self, Store};
+
+/// The bundled default flags, served when no source is configured.
+pub const EMBEDDED_FLAGS: &[u8] = include_bytes!("../../../flags/default.flagd.json");
+
+/// The source URI the bundled flags are known by (in selectors and sync payloads).
+pub const EMBEDDED_SOURCE_URI: &str = "embedded:default.flagd.json";
+
+/// Queue between the sources and the store task. Small: the store applies updates in order and a
+/// slow store should slow the sources down rather than buffer stale documents.
+const UPDATE_QUEUE: usize = 16;
+
+/// How long sources get to stop after shutdown before their tasks are cancelled.
+const SOURCE_STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// The daemon's listeners, bound before [`run`] so that callers (tests) can bind port 0 and read
+/// the ports actually chosen.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The evaluation service (8013): TCP, or the unix socket of `--socket-path`.
+    pub eval: Listener,
+    /// The management service (8014).
+    pub management: TcpListener,
+}
+
+/// The addresses the listeners are bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoundPorts {
+    /// The evaluation port; `None` when it listens on a unix socket.
+    pub eval: Option<u16>,
+    /// The management port.
+    pub management: u16,
+}
+
+impl Listeners {
+    /// Binds the configured addresses: `host:port` (or the unix socket `socket_path`) and
+    /// `host:management_port`. The sync and OFREP ports are not served yet and stay unbound.
+    pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let eval = match &config.socket_path {
+            Some(path) => Listener::Unix(bind_unix(path)?),
+            None => Listener::Tcp(bind_tcp(SocketAddr::new(config.host, config.port), "evaluation").await?),
+        };
+        let management = bind_tcp(SocketAddr::new(config.host, config.management_port), "management").await?;
+        Ok(Listeners { eval, management })
+    }
+
+    /// The ports the listeners are bound to.
+    pub fn ports(&self) -> anyhow::Result<BoundPorts> {
+        let eval = match &self.eval {
+            Listener::Tcp(l) => Some(l.local_addr()?.port()),
+            Listener::Unix(_) => None,
+        };
+        Ok(BoundPorts { eval, management: self.management.local_addr()?.port() })
+    }
+}
+
+async fn bind_tcp(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("binding the {what} port on {addr}"))
+}
+
+/// Binds a unix socket, first removing a socket file a previous run left behind (but never a
+/// regular file someone put there).
+fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
+    use std::os::unix::fs::FileTypeExt as _;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
+        }
+    }
+    UnixListener::bind(path).with_context(|| format!("binding the evaluation socket {}", path.display()))
+}
+
+/// Runs the daemon on already bound `listeners` until `shutdown` completes.
+///
+/// Starts the store task and one task per source (the bundled flags when `config.sources` is
+/// empty), serves the evaluation API and the management port, and on shutdown: marks the daemon
+/// not ready, tells streams to end (they send `provider_shutdown`), stops accepting connections,
+/// lets in-flight requests finish (bounded by `config.shutdown_grace`) and returns `Ok`.
+/// Returns an error when the configuration cannot be served (a TLS file that does not load, a
+/// source that cannot start) or a server stops on its own.
+pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    let tls = match &config.tls {
+        Some(paths) => Some(http::load_tls(&paths.cert, &paths.key)?),
+        None => None,
+    };
+    let ports = listeners.ports()?;
+
+    // Every task below stops when this flag turns true (or its sender is dropped on an early
+    // return), so an error path never leaves tasks behind.
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    let uris: Vec<String> = if config.sources.is_empty() {
+        vec![EMBEDDED_SOURCE_URI.to_owned()]
+    } else {
+        config.sources.iter().map(SourceSpec::source_uri).collect()
+    };
+    tracing::info!(sources = ?uris, "starting flagd-rs {}", env!("CARGO_PKG_VERSION"));
+    let store = Store::new(uris, config.load);
+    let (updates_tx, updates_rx) = mpsc::channel(UPDATE_QUEUE);
+    let store_task = tokio::spawn(store::run(store.clone(), updates_rx));
+    let mut source_tasks = Vec::with_capacity(config.sources.len().max(1));
+    if config.sources.is_empty() {
+        source_tasks.push(sources::spawn_embedded(EMBEDDED_FLAGS, Format::Json, 0, updates_tx.clone())?);
+    }
+    for (index, spec) in config.sources.iter().enumerate() {
+        let task = sources::spawn(spec, index, updates_tx.clone(), shutdown_rx.clone())
+            .with_context(|| format!("starting source {}", spec.uri))?;
+        source_tasks.push(task);
+    }
+    // The store task ends once every source has dropped its sender.
+    drop(updates_tx);
+
+    let metrics = Arc::new(Metrics::new());
+    let max_header_bytes = config.limits.max_header_bytes;
+    let state = AppState {
+        store: store.clone(),
+        context: Arc::new(config.context),
+        metrics: metrics.clone(),
+        shutdown: shutdown_rx.clone(),
+        limits: config.limits,
+        cors_origins: config.cors_origins.into(),
+    };
+
+    let serving = Arc::new(AtomicBool::new(false));
+    let (health, health_routes) = management::health_service();
+    let management_app = http::grpc_or_http(
+        health_routes,
+        management::router(ManagementState { store, metrics, serving: serving.clone() }),
+    );
+
+    let mut servers = JoinSet::new();
+    let eval_app = crate::server::eval::router(state);
+    let rx = shutdown_rx.clone();
+    servers.spawn(async move { ("evaluation", http::serve(listeners.eval, eval_app, tls, max_header_bytes, rx).await) });
+    let rx = shutdown_rx.clone();
+    servers.spawn(async move {
+        ("management", http::serve(Listener::Tcp(listeners.management), management_app, None, max_header_bytes, rx).await)
+    });
+    serving.store(true, Ordering::Release);
+    match ports.eval {
+        Some(port) => tracing::info!(port, management_port = ports.management, "serving"),
+        None => tracing::info!(
+            socket = %config.socket_path.as_deref().unwrap_or(Path::new("")).display(),
+            management_port = ports.management,
+            "serving"
+        ),
+    }
+
+    // Run until asked to stop, or until a server ends by itself (which it only does on error).
+    let mut failure = None;
+    tokio::select! {
+        () = shutdown => tracing::info!("shutting down"),
+        Some(ended) = servers.join_next() => {
+            failure = Some(server_ended(ended));
+        }
+    }
+
+    serving.store(false, Ordering::Release);
+    management::set_not_serving(&health).await;
+    let _ = shutdown_tx.send(true);
+
+    // `serve` bounds its own drain; the outer bound only guards against a server that hangs.
+    let drained = tokio::time::timeout(config.shutdown_grace + Duration::from_secs(1), async {
+        while let Some(ended) = servers.join_next().await {
+            if let Err(e) = server_ended(ended) {
+                tracing::warn!(error = %e, "server stopped with an error during shutdown");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("servers did not stop within the shutdown grace period");
+        servers.abort_all();
+    }
+
+    // File watchers stop on the shutdown flag; whatever is left is cancelled.
+    let stop_sources = async {
+        for task in &mut source_tasks {
+            let _ = task.await;
+        }
+    };
+    if tokio::time::timeout(SOURCE_STOP_GRACE, stop_sources).await.is_err() {
+        source_tasks.iter().for_each(tokio::task::JoinHandle::abort);
+    }
+    store_task.abort();
+    tracing::info!("stopped");
+
+    match failure {
+        Some(Err(e)) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Turns a server task's end into a result: any end before shutdown is a failure.
+fn server_ended(ended: Result<(&'static str, std::io::Result<()>), tokio::task::JoinError>) -> anyhow::Result<()> {
+    match ended {
+        Ok((name, Ok(()))) => Err(anyhow::anyhow!("the {name} server stopped unexpectedly")),
+        Ok((name, Err(e))) => Err(anyhow::Error::new(e).context(format!("the {name} server failed"))),
+        Err(e) => Err(anyhow::Error::new(e).context("a server task failed")),
+    }
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("received SIGTERM"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT"),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the daemon");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_flags_load_without_warnings() {
+        let loaded = flagd_evaluator::load(EMBEDDED_FLAGS, Format::Json, &Default::default()).unwrap();
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        let strict = flagd_evaluator::LoadOptions { strict: true, ..Default::default() };
+        assert!(flagd_evaluator::load(EMBEDDED_FLAGS, Format::Json, &strict).is_ok());
+        for key in ["canary-deployment", "progressive-rollout", "blue-green-deployment", "error-budget-enforcement", "monitoring-enhanced"] {
+            assert!(loaded.flags.flags().iter().any(|f| f.key() == key), "{key}");
+        }
+    }
+
+    #[tokio::test]
+    async fn binds_port_zero_and_reports_ports() {
+        let config = Config { host: [127, 0, 0, 1].into(), port: 0, management_port: 0, ..Config::default() };
+        let listeners = Listeners::bind(&config).await.unwrap();
+        let ports = listeners.ports().unwrap();
+        assert!(ports.eval.is_some_and(|p| p != 0) && ports.management != 0);
+        assert_ne!(ports.eval, Some(ports.management));
+    }
+
+    #[tokio::test]
+    async fn unix_socket_replaces_a_stale_socket_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flagd.sock");
+        let config = Config { host: [127, 0, 0, 1].into(), management_port: 0, socket_path: Some(path.clone()), ..Config::default() };
+        let first = Listeners::bind(&config).await.unwrap();
+        assert_eq!(first.ports().unwrap().eval, None);
+        drop(first);
+        // The socket file stays behind after the listener is dropped; binding again removes it.
+        assert!(Listeners::bind(&config).await.is_ok());
+        let file = dir.path().join("regular");
+        std::fs::write(&file, b"x").unwrap();
+        let config = Config { socket_path: Some(file), ..config };
+        assert!(Listeners::bind(&config).await.is_err());
+    }
+}

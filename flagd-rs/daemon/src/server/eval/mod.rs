@@ -1,0 +1,1 @@
+//! The evaluation port (8013).

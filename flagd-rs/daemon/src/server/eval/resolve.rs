@@ -1,0 +1,262 @@
+//! Transport-independent evaluation: request context and selector from headers, typed
+//! single-flag resolution and bulk resolution with each API's quirks, and metrics.
+
+use flagd_evaluator::{ErrorCode, Evaluation, FlagType, Reason};
+use http::HeaderMap;
+use serde_json::{Map, Value};
+
+use super::error::EvalError;
+use crate::context::{self, map_to_struct};
+use crate::selector::Selector;
+use crate::state::AppState;
+use crate::store::Snapshot;
+
+/// The header that carries the selector.
+pub const SELECTOR_HEADER: &str = "flagd-selector";
+
+/// The evaluation APIs served on the port; they differ in a few behaviours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// `flagd.evaluation.v1`: a flag without a default variant is FLAG_NOT_FOUND.
+    V1,
+    /// `flagd.evaluation.v2`: value and variant are optional.
+    V2,
+    /// The deprecated `schema.v1`: no header-mapped context, no stream deadline.
+    Schema,
+}
+
+impl Api {
+    /// Whether `-H` header mappings apply to this API's context.
+    fn maps_headers(self) -> bool {
+        !matches!(self, Api::Schema)
+    }
+
+    /// The server-side stream deadline for this API.
+    pub fn stream_deadline(self, state: &AppState) -> Option<std::time::Duration> {
+        match self {
+            Api::Schema => None,
+            Api::V1 | Api::V2 => state.limits.stream_deadline.filter(|d| !d.is_zero()),
+        }
+    }
+}
+
+/// The selector of a request (`Flagd-Selector` header; absent or empty = all flags).
+pub fn selector(headers: &HeaderMap) -> Result<Selector, EvalError> {
+    match headers.get(SELECTOR_HEADER) {
+        None => Ok(Selector::All),
+        Some(v) => Ok(Selector::parse(v.to_str().map_err(|_| {
+            EvalError::Malformed("the Flagd-Selector header is not valid text".to_owned())
+        })?)?),
+    }
+}
+
+/// What every evaluation in one request shares: the selector and the assembled context.
+#[derive(Debug)]
+pub struct Call {
+    /// Which flags the request sees.
+    pub selector: Selector,
+    /// The merged evaluation context (request, static values, headers).
+    pub context: Value,
+    api: Api,
+}
+
+impl Call {
+    /// Reads the selector from `headers` and assembles the context for `api`.
+    pub fn new(
+        state: &AppState,
+        api: Api,
+        headers: &HeaderMap,
+        request: Option<pbjson_types::Struct>,
+    ) -> Result<Call, EvalError> {
+        let selector = selector(headers)?;
+        let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let header: Option<&dyn Fn(&str) -> Option<&str>> = if api.maps_headers() { Some(&lookup) } else { None };
+        let context = context::assemble(context::struct_to_map(request), &state.context, header);
+        Ok(Call { selector, context, api })
+    }
+
+    /// The response metadata: the selector's echo overlaid by the flag's metadata (nulls
+    /// skipped).
+    fn metadata(&self, flag: &Map<String, Value>) -> pbjson_types::Struct {
+        let mut md = map_to_struct(&self.selector.echo());
+        md.fields.extend(
+            flag.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), context::json_to_proto(v))),
+        );
+        md
+    }
+}
+
+/// A successful typed resolution, borrowing from the snapshot.
+#[derive(Debug)]
+pub struct Typed<'a, T> {
+    /// The value; `None` for DISABLED and for "no default variant" outcomes.
+    pub value: Option<T>,
+    /// The chosen variant's name.
+    pub variant: Option<&'a str>,
+    /// The reason string.
+    pub reason: &'static str,
+    /// Selector echo overlaid by the flag's metadata.
+    pub metadata: pbjson_types::Struct,
+}
+
+/// Resolves `key` as type `T` with `api`'s rules, recording the evaluation in the metrics.
+pub fn typed<'a, T: FlagType<'a>>(
+    state: &AppState,
+    snapshot: &'a Snapshot,
+    call: &Call,
+    key: &str,
+) -> Result<Typed<'a, T>, EvalError> {
+    let Some(found) = snapshot.get(key, &call.selector) else {
+        record_error(state, key, None, ErrorCode::FlagNotFound);
+        return Err(EvalError::Flag(ErrorCode::FlagNotFound));
+    };
+    let evaluation = found.flag.evaluate(&call.context, flagd_evaluator::now_unix_seconds());
+    if evaluation.is_code_default() {
+        match call.api {
+            // flagd's v1 handlers keep the legacy behaviour for flags without a default variant.
+            Api::V1 => {
+                record_error(state, key, None, ErrorCode::FlagNotFound);
+                return Err(EvalError::Flag(ErrorCode::FlagNotFound));
+            }
+            Api::V2 => {}
+            // The deprecated handler passes the evaluator's internal reason through unchanged.
+            Api::Schema => {
+                record(state, key, None, "FALLBACK", None);
+                return Ok(Typed { value: None, variant: None, reason: "FALLBACK", metadata: call.metadata(evaluation.metadata()) });
+            }
+        }
+    }
+    let resolution = evaluation.typed::<T>();
+    if let Some(code) = resolution.error {
+        record_error(state, key, resolution.variant, code);
+        return Err(EvalError::Flag(code));
+    }
+    let reason = resolution.reason.as_str();
+    record(state, key, resolution.variant, reason, None);
+    Ok(Typed {
+        value: resolution.value,
+        variant: resolution.variant,
+        reason,
+        metadata: call.metadata(resolution.metadata),
+    })
+}
+
+/// A flag's value in a bulk response, typed by its default variant.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AnyValue<'a> {
+    /// `bool_value`.
+    Bool(bool),
+    /// `string_value`.
+    String(&'a str),
+    /// `double_value` (integers too).
+    Double(f64),
+    /// `object_value`.
+    Object(&'a Map<String, Value>),
+}
+
+/// The kinds of value a bulk entry can carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Bool,
+    String,
+    Double,
+    Object,
+}
+
+impl Kind {
+    fn of(v: &Value) -> Option<Kind> {
+        match v {
+            Value::Bool(_) => Some(Kind::Bool),
+            Value::String(_) => Some(Kind::String),
+            Value::Number(_) => Some(Kind::Double),
+            Value::Object(_) => Some(Kind::Object),
+            Value::Null | Value::Array(_) => None,
+        }
+    }
+
+    fn zero(self) -> AnyValue<'static> {
+        static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+        match self {
+            Kind::Bool => AnyValue::Bool(false),
+            Kind::String => AnyValue::String(""),
+            Kind::Double => AnyValue::Double(0.0),
+            Kind::Object => AnyValue::Object(&EMPTY),
+        }
+    }
+
+    fn read(self, v: &Value) -> Option<AnyValue<'_>> {
+        match (self, v) {
+            (Kind::Bool, Value::Bool(b)) => Some(AnyValue::Bool(*b)),
+            (Kind::String, Value::String(s)) => Some(AnyValue::String(s)),
+            (Kind::Double, Value::Number(n)) => n.as_f64().map(AnyValue::Double),
+            (Kind::Object, Value::Object(m)) => Some(AnyValue::Object(m)),
+            _ => None,
+        }
+    }
+}
+
+/// One entry of a bulk (ResolveAll) response.
+#[derive(Debug)]
+pub struct AnyFlag<'a> {
+    /// The flag's key.
+    pub key: &'a str,
+    /// The reason string (`ERROR` for a per-flag failure).
+    pub reason: &'static str,
+    /// The chosen variant's name (empty when none).
+    pub variant: &'a str,
+    /// The value, or the type's zero value for DISABLED and errors.
+    pub value: AnyValue<'a>,
+    /// Selector echo overlaid by the flag's metadata.
+    pub metadata: pbjson_types::Struct,
+}
+
+/// Evaluates every selected flag for ResolveAll, in store order. Flags without a default
+/// variant (or whose default is null or an array) are skipped; per-flag errors become entries
+/// with reason `ERROR` and the zero value.
+pub fn all<'a>(state: &AppState, snapshot: &'a Snapshot, call: &'a Call) -> impl Iterator<Item = AnyFlag<'a>> + 'a {
+    let now = flagd_evaluator::now_unix_seconds();
+    let metrics = state.metrics.clone();
+    snapshot.iter(&call.selector).filter_map(move |found| {
+        let flag = found.flag;
+        let (_, default) = flag.default_variant()?;
+        let kind = Kind::of(default)?;
+        let evaluation: Evaluation<'a> = flag.evaluate(&call.context, now);
+        let key = flag.key();
+        let (reason, variant, value) = match (evaluation.error, evaluation.reason, evaluation.value) {
+            (Some(code), _, _) => {
+                metrics.evaluation(key, evaluation.variant.unwrap_or(""), Reason::Error.as_str(), Some(code.as_str()));
+                (Reason::Error.as_str(), evaluation.variant.unwrap_or(""), kind.zero())
+            }
+            (None, Reason::Disabled, _) | (None, _, None) => {
+                let reason = evaluation.reason.as_str();
+                metrics.evaluation(key, "", reason, None);
+                (reason, "", kind.zero())
+            }
+            (None, reason, Some(v)) => {
+                let variant = evaluation.variant.unwrap_or("");
+                match kind.read(v) {
+                    Some(value) => {
+                        metrics.evaluation(key, variant, reason.as_str(), None);
+                        (reason.as_str(), variant, value)
+                    }
+                    None => {
+                        let code = ErrorCode::TypeMismatch.as_str();
+                        metrics.evaluation(key, variant, Reason::Error.as_str(), Some(code));
+                        (Reason::Error.as_str(), variant, kind.zero())
+                    }
+                }
+            }
+        };
+        Some(AnyFlag { key, reason, variant, value, metadata: call.metadata(evaluation.metadata()) })
+    })
+}
+
+fn record(state: &AppState, key: &str, variant: Option<&str>, reason: &str, error: Option<ErrorCode>) {
+    state.metrics.evaluation(key, variant.unwrap_or(""), reason, error.map(ErrorCode::as_str));
+}
+
+fn record_error(state: &AppState, key: &str, variant: Option<&str>, code: ErrorCode) {
+    record(state, key, variant, Reason::Error.as_str(), Some(code));
+}

@@ -1,0 +1,7 @@
+//! The network servers: shared serving plumbing and one module per port.
+
+pub mod eval;
+pub mod http;
+pub mod management;
+pub mod ofrep;
+pub mod sync;

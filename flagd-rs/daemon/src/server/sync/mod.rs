@@ -1,0 +1,499 @@
+//! The flag sync service (`flagd.sync.v1.FlagSyncService`, port 8015): streams the whole
+//! selected flag configuration to in-process providers and chained daemons.
+//!
+//! Every message carries the full configuration, never a delta: one on connect and one after
+//! each store change that alters what the stream's selector sees. A stream that wakes up for
+//! a revision whose selected configuration is byte-identical to the last one sent stays quiet,
+//! so a change to another selection costs its clients nothing.
+
+pub mod gojson;
+pub mod payload;
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tonic::metadata::MetadataMap;
+use tonic::transport::server::Connected;
+use tonic::{Request, Response, Status};
+
+use crate::context::map_to_struct;
+use crate::proto::flagd::sync::v1::flag_sync_service_server::{
+    FlagSyncService, FlagSyncServiceServer,
+};
+use crate::proto::flagd::sync::v1::{
+    FetchAllFlagsRequest, FetchAllFlagsResponse, GetMetadataRequest, GetMetadataResponse,
+    SyncFlagsRequest, SyncFlagsResponse,
+};
+use crate::selector::Selector;
+use crate::server::http::Listener;
+use crate::state::AppState;
+use crate::store::Snapshot;
+
+pub use payload::flag_configuration;
+
+/// The gRPC metadata key that selects flags; it takes precedence over the request's field.
+const SELECTOR_HEADER: &str = "flagd-selector";
+
+/// How long open connections may take to finish after shutdown before the server returns.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How long a TLS handshake may take before the connection is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Payloads kept for reuse; one per distinct selector in use is plenty.
+const PAYLOAD_CACHE_SIZE: usize = 32;
+
+/// The sync service. Cheap to clone; clones share the payload cache.
+#[derive(Debug, Clone)]
+pub struct SyncService {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: AppState,
+    disable_metadata: bool,
+    /// The latest payload per selector, keyed by snapshot revision: shared so that a store change
+    /// seen by many streams with the same selector is serialised once, not once per stream.
+    cache: Mutex<Vec<CachedPayload>>,
+}
+
+#[derive(Debug)]
+struct CachedPayload {
+    revision: u64,
+    selector: Selector,
+    json: Arc<str>,
+}
+
+impl SyncService {
+    /// A service over `state`'s store. With `disable_metadata`, the deprecated `GetMetadata`
+    /// answers `UNIMPLEMENTED` (flagd's `--disable-sync-metadata`).
+    pub fn new(state: AppState, disable_metadata: bool) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                state,
+                disable_metadata,
+                cache: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// The selected configuration of `snapshot`, reusing a payload built for the same revision
+    /// and selector by another request.
+    fn payload(&self, snapshot: &Snapshot, selector: &Selector) -> Arc<str> {
+        let revision = snapshot.revision;
+        let lookup = |cache: &[CachedPayload]| {
+            cache
+                .iter()
+                .find(|c| c.revision == revision && c.selector == *selector)
+                .map(|c| c.json.clone())
+        };
+        if let Some(json) = self.inner.cache.lock().ok().and_then(|c| lookup(&c)) {
+            return json;
+        }
+        // Built outside the lock: streams with other selectors need not wait for it.
+        let json: Arc<str> = flag_configuration(snapshot, selector).into();
+        if let Ok(mut cache) = self.inner.cache.lock() {
+            cache.retain(|c| c.revision >= revision && c.selector != *selector);
+            if cache.len() >= PAYLOAD_CACHE_SIZE {
+                cache.remove(0);
+            }
+            cache.push(CachedPayload {
+                revision,
+                selector: selector.clone(),
+                json: json.clone(),
+            });
+        }
+        json
+    }
+
+    fn sync_context(&self) -> pbjson_types::Struct {
+        map_to_struct(&self.inner.state.context.static_values)
+    }
+}
+
+/// The tonic service for `state`, ready to add to a tonic router or server.
+pub fn sync_service(state: AppState, disable_metadata: bool) -> FlagSyncServiceServer<SyncService> {
+    // Configurations are sent whole; let large ones through as grpc-go does by default on the
+    // sending side (no limit), while requests stay small.
+    FlagSyncServiceServer::new(SyncService::new(state, disable_metadata))
+        .max_encoding_message_size(usize::MAX)
+}
+
+/// The selector a request asks for: the `flagd-selector` metadata (first value), else the
+/// deprecated request field. A selector flagd would refuse is `INVALID_ARGUMENT`.
+fn request_selector(metadata: &MetadataMap, field: &str) -> Result<Selector, Status> {
+    let header = metadata
+        .get(SELECTOR_HEADER)
+        .map(|v| v.to_str().unwrap_or_default())
+        .filter(|v| !v.is_empty());
+    Selector::parse(header.unwrap_or(field)).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// The response stream of `SyncFlags`.
+pub type SyncFlagsStream =
+    Pin<Box<dyn Stream<Item = Result<SyncFlagsResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl FlagSyncService for SyncService {
+    type SyncFlagsStream = SyncFlagsStream;
+
+    async fn sync_flags(
+        &self,
+        request: Request<SyncFlagsRequest>,
+    ) -> Result<Response<Self::SyncFlagsStream>, Status> {
+        // The deprecated field is still what flagd's own sync client and older providers send.
+        #[allow(deprecated)]
+        let selector = request_selector(request.metadata(), &request.get_ref().selector)?;
+        let state = &self.inner.state;
+        tracing::debug!(provider_id = %request.get_ref().provider_id, ?selector, "sync stream opened");
+        let watch = SyncWatch {
+            service: self.clone(),
+            selector,
+            revisions: state.store.watch_revision(),
+            shutdown: Some(state.shutdown.clone()),
+            deadline: state
+                .limits
+                .stream_deadline
+                .filter(|d| !d.is_zero())
+                .map(|d| Box::pin(tokio::time::sleep(d))),
+            last: None,
+            done: false,
+        };
+        let stream = futures::stream::unfold(watch, |mut w| async move {
+            let item = w.next().await?;
+            Some((item, w))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn fetch_all_flags(
+        &self,
+        request: Request<FetchAllFlagsRequest>,
+    ) -> Result<Response<FetchAllFlagsResponse>, Status> {
+        // The deprecated field is still what flagd's own sync client and older providers send.
+        #[allow(deprecated)]
+        let selector = request_selector(request.metadata(), &request.get_ref().selector)?;
+        let snapshot = self.inner.state.store.snapshot_full();
+        let json = self.payload(&snapshot, &selector);
+        Ok(Response::new(FetchAllFlagsResponse {
+            flag_configuration: json.to_string(),
+        }))
+    }
+
+    async fn get_metadata(
+        &self,
+        _request: Request<GetMetadataRequest>,
+    ) -> Result<Response<GetMetadataResponse>, Status> {
+        if self.inner.disable_metadata {
+            return Err(Status::unimplemented("metadata endpoint disabled"));
+        }
+        #[allow(deprecated)]
+        let response = GetMetadataResponse {
+            metadata: Some(self.sync_context()),
+        };
+        Ok(Response::new(response))
+    }
+}
+
+/// One open `SyncFlags` stream: what it selects and what it last sent.
+struct SyncWatch {
+    service: SyncService,
+    selector: Selector,
+    /// Woken on every published revision; never lags, so no change is missed.
+    revisions: watch::Receiver<u64>,
+    /// `None` once the shutdown sender is gone (nobody can ask for shutdown any more).
+    shutdown: Option<watch::Receiver<bool>>,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    last: Option<Arc<str>>,
+    done: bool,
+}
+
+impl SyncWatch {
+    /// The next message, or `None` when the stream ends (shutdown, store gone, deadline passed).
+    async fn next(&mut self) -> Option<Result<SyncFlagsResponse, Status>> {
+        loop {
+            if self.done || self.shutdown.as_ref().is_some_and(|s| *s.borrow()) {
+                return None;
+            }
+            if self.last.is_some() {
+                match self.wake().await {
+                    Wake::Shutdown { sender_alive } => {
+                        if !sender_alive {
+                            self.shutdown = None;
+                        }
+                        continue;
+                    }
+                    Wake::Deadline => {
+                        self.done = true;
+                        return Some(Err(Status::deadline_exceeded(
+                            "stream closed due to server-side timeout",
+                        )));
+                    }
+                    Wake::Revision { store_alive: false } => return None,
+                    Wake::Revision { store_alive: true } => {}
+                }
+            }
+            // Mark the revision seen before loading the snapshot, so a publish that lands in
+            // between wakes the stream again instead of being lost.
+            self.revisions.borrow_and_update();
+            let snapshot = self.service.inner.state.store.snapshot_full();
+            let json = self.service.payload(&snapshot, &self.selector);
+            if self.last.as_ref().is_some_and(|last| *last == json) {
+                continue;
+            }
+            self.last = Some(json.clone());
+            return Some(Ok(SyncFlagsResponse {
+                flag_configuration: json.to_string(),
+                sync_context: Some(self.service.sync_context()),
+            }));
+        }
+    }
+}
+
+/// Why a waiting stream woke up.
+enum Wake {
+    Shutdown { sender_alive: bool },
+    Deadline,
+    Revision { store_alive: bool },
+}
+
+impl SyncWatch {
+    async fn wake(&mut self) -> Wake {
+        let Self {
+            shutdown,
+            deadline,
+            revisions,
+            ..
+        } = self;
+        tokio::select! {
+            alive = async {
+                match shutdown.as_mut() {
+                    Some(s) => s.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            } => Wake::Shutdown { sender_alive: alive },
+            () = async {
+                match deadline.as_mut() {
+                    Some(d) => d.await,
+                    None => std::future::pending().await,
+                }
+            } => Wake::Deadline,
+            changed = revisions.changed() => Wake::Revision { store_alive: changed.is_ok() },
+        }
+    }
+}
+
+/// Serves the sync service on `listener` (TCP or unix socket) until `shutdown` becomes `true`.
+///
+/// The port speaks gRPC only (HTTP/2, prior knowledge without TLS, ALPN with `tls`), like flagd's
+/// grpc-go server. Open streams end when shutdown starts; the server then waits up to a grace
+/// period for connections to close. Client keepalive pings are always accepted (hyper enforces
+/// no minimum ping interval, which is more permissive than flagd's 30 s policy).
+pub async fn serve_sync(
+    listener: Listener,
+    state: AppState,
+    tls: Option<Arc<ServerConfig>>,
+    disable_metadata: bool,
+    shutdown: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let mut state = state;
+    // Streams must end with the server, whatever receiver the state was built with.
+    state.shutdown = shutdown.clone();
+    let service = sync_service(state, disable_metadata);
+    let (tx, rx) = mpsc::channel::<io::Result<SyncIo>>(64);
+    tokio::spawn(accept_loop(listener, tls.map(TlsAcceptor::from), tx));
+    let incoming = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let server = tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, wait_for(shutdown.clone()));
+    tokio::select! {
+        served = server => served.map_err(io::Error::other),
+        () = async {
+            wait_for(shutdown).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!("sync connections still open after the shutdown grace period; dropping them");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves once `shutdown` is `true`; never if its sender is dropped without that.
+async fn wait_for(mut shutdown: watch::Receiver<bool>) {
+    if shutdown.wait_for(|v| *v).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Accepts connections until the server stops taking them (the receiver is dropped). TLS
+/// handshakes run in their own tasks so a slow client cannot hold up the others.
+async fn accept_loop(
+    listener: Listener,
+    tls: Option<TlsAcceptor>,
+    tx: mpsc::Sender<io::Result<SyncIo>>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            () = tx.closed() => return,
+            accepted = accept(&listener) => accepted,
+        };
+        let io = match accepted {
+            Ok(io) => io,
+            Err(e) => {
+                // Typically EMFILE; back off briefly so a persistent condition does not spin.
+                tracing::warn!(error = %e, "sync accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        match &tls {
+            None => {
+                if tx.send(Ok(io)).await.is_err() {
+                    return;
+                }
+            }
+            Some(acceptor) => {
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    if let Some(io) = handshake(&acceptor, io).await {
+                        let _ = tx.send(Ok(io)).await;
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn accept(listener: &Listener) -> io::Result<SyncIo> {
+    match listener {
+        Listener::Tcp(l) => {
+            let (s, _) = l.accept().await?;
+            // Small stream messages should not wait for Nagle's algorithm.
+            let _ = s.set_nodelay(true);
+            Ok(SyncIo::Tcp(s))
+        }
+        Listener::Unix(l) => Ok(SyncIo::Unix(l.accept().await?.0)),
+    }
+}
+
+async fn handshake(acceptor: &TlsAcceptor, io: SyncIo) -> Option<SyncIo> {
+    let result = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, async {
+        match io {
+            SyncIo::Tcp(s) => acceptor
+                .accept(s)
+                .await
+                .map(|s| SyncIo::TlsTcp(Box::new(s))),
+            SyncIo::Unix(s) => acceptor
+                .accept(s)
+                .await
+                .map(|s| SyncIo::TlsUnix(Box::new(s))),
+            other => Ok(other),
+        }
+    })
+    .await;
+    match result {
+        Ok(Ok(io)) => Some(io),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "sync TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("sync TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// A connection of any kind the sync port accepts.
+enum SyncIo {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+    TlsTcp(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    TlsUnix(Box<tokio_rustls::server::TlsStream<UnixStream>>),
+}
+
+impl Connected for SyncIo {
+    type ConnectInfo = ();
+
+    fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+impl AsyncRead for SyncIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            SyncIo::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            SyncIo::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            SyncIo::TlsTcp(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            SyncIo::TlsUnix(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for SyncIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            SyncIo::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            SyncIo::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            SyncIo::TlsTcp(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            SyncIo::TlsUnix(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            SyncIo::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            SyncIo::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            SyncIo::TlsTcp(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            SyncIo::TlsUnix(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            SyncIo::Tcp(s) => s.is_write_vectored(),
+            SyncIo::Unix(s) => s.is_write_vectored(),
+            SyncIo::TlsTcp(s) => s.is_write_vectored(),
+            SyncIo::TlsUnix(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            SyncIo::Tcp(s) => Pin::new(s).poll_flush(cx),
+            SyncIo::Unix(s) => Pin::new(s).poll_flush(cx),
+            SyncIo::TlsTcp(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            SyncIo::TlsUnix(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            SyncIo::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            SyncIo::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            SyncIo::TlsTcp(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            SyncIo::TlsUnix(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}

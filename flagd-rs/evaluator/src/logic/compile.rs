@@ -1,0 +1,526 @@
+//! Compiles JSONLogic (as JSON) into the typed tree of [`super::tree`].
+//!
+//! Compilation resolves everything that does not depend on the context: `$ref`s are replaced by
+//! their compiled evaluators, `var` paths are split, pure operators over constants are folded,
+//! and the constant parts of the flagd operators (a `sem_ver` target, a `fractional`
+//! distribution) are parsed once.
+
+use std::fmt::Display;
+
+use rustc_hash::FxHashSet;
+use serde_json::{Map, Value};
+
+use super::eval::{self, Env, Runtime};
+use super::tree::{
+    Args, Cmp, Entry, FractionalNode, InNode, IterKind, IterNode, Node, Op, Path, SemVerNode, Seg,
+    Subject, VarNode, VarPath,
+};
+use super::value::{format_number, go_int, parse_go_float, view_of, Val, View};
+use super::{CompileOptions, EvalError, RuleError};
+use crate::ops::fractional;
+use crate::ops::semver;
+
+/// Most nodes one rule may compile to. Only reached by `$ref` chains that multiply (an
+/// evaluator referencing another one several times, over and over); real rules stay far below.
+pub(crate) const MAX_NODES: usize = 1 << 20;
+
+/// Constant arrays of strings longer than this get a hash set for `in`.
+const SET_THRESHOLD: usize = 8;
+
+/// Compilation state for one rule.
+pub(crate) struct Compiler<'o> {
+    opts: &'o CompileOptions<'o>,
+    /// Evaluators being expanded, innermost last, to detect reference cycles.
+    expanding: Vec<&'o str>,
+    /// Nodes created so far.
+    nodes: usize,
+}
+
+/// Adds `segment` in front of the JSON pointer of a depth error raised below it.
+fn at<T>(r: Result<T, RuleError>, segment: impl Display) -> Result<T, RuleError> {
+    r.map_err(|e| match e {
+        RuleError::TooDeep { max, pointer } => {
+            let token = segment.to_string().replace('~', "~0").replace('/', "~1");
+            RuleError::TooDeep { max, pointer: format!("/{token}{pointer}") }
+        }
+        other => other,
+    })
+}
+
+impl<'o> Compiler<'o> {
+    /// A compiler using `opts`.
+    pub(crate) fn new(opts: &'o CompileOptions<'o>) -> Self {
+        Compiler { opts, expanding: Vec::new(), nodes: 0 }
+    }
+
+    fn too_deep(&self) -> RuleError {
+        RuleError::TooDeep { max: self.opts.max_depth, pointer: String::new() }
+    }
+
+    fn count(&mut self) -> Result<(), RuleError> {
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            return Err(RuleError::TooLarge { max: MAX_NODES });
+        }
+        Ok(())
+    }
+
+    /// Compiles `v`, found `depth` containers deep (the rule itself being at depth 0).
+    pub(crate) fn compile(&mut self, v: &Value, depth: usize) -> Result<Node, RuleError> {
+        self.count()?;
+        match v {
+            Value::Object(m) if m.len() == 1 => {
+                if depth >= self.opts.max_depth {
+                    return Err(self.too_deep());
+                }
+                let Some((key, args)) = m.iter().next() else {
+                    return Ok(Node::Const(v.clone()));
+                };
+                at(self.operator(key, args, depth + 1), key)
+            }
+            Value::Object(_) => {
+                // Several keys make a literal; no key makes `{}`, which evaluates to itself.
+                self.check_literal(v, depth)?;
+                Ok(Node::Const(v.clone()))
+            }
+            Value::Array(items) => {
+                if depth >= self.opts.max_depth {
+                    return Err(self.too_deep());
+                }
+                if !contains_rule(v) {
+                    self.check_literal(v, depth)?;
+                    return Ok(Node::Const(v.clone()));
+                }
+                let nodes = self.list(items, depth + 1)?;
+                Ok(fold(Node::Array(nodes)))
+            }
+            scalar => Ok(Node::Const(scalar.clone())),
+        }
+    }
+
+    /// Compiles each element of an argument list.
+    fn list(&mut self, items: &[Value], depth: usize) -> Result<Box<[Node]>, RuleError> {
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| at(self.compile(item, depth), i))
+            .collect()
+    }
+
+    /// Rejects literal containers nested deeper than allowed.
+    fn check_literal(&self, v: &Value, depth: usize) -> Result<(), RuleError> {
+        match v {
+            Value::Array(items) => {
+                if depth >= self.opts.max_depth {
+                    return Err(self.too_deep());
+                }
+                for (i, child) in items.iter().enumerate() {
+                    if matches!(child, Value::Array(_) | Value::Object(_)) {
+                        at(self.check_literal(child, depth + 1), i)?;
+                    }
+                }
+            }
+            Value::Object(m) => {
+                if depth >= self.opts.max_depth {
+                    return Err(self.too_deep());
+                }
+                for (k, child) in m {
+                    if matches!(child, Value::Array(_) | Value::Object(_)) {
+                        at(self.check_literal(child, depth + 1), k)?;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Compiles `{key: args}`; `depth` is the depth of `args`.
+    fn operator(&mut self, key: &str, args: &Value, depth: usize) -> Result<Node, RuleError> {
+        let op = match key {
+            "$ref" => return self.reference(args, depth),
+            "var" => return self.var(args, depth),
+            "if" => return self.lazy(Op::If, args, depth),
+            "and" => return self.lazy(Op::And, args, depth),
+            "or" => return self.lazy(Op::Or, args, depth),
+            "map" => return self.iter(IterKind::Map, args, depth),
+            "filter" => return self.iter(IterKind::Filter, args, depth),
+            "reduce" => return self.iter(IterKind::Reduce, args, depth),
+            "all" => return self.iter(IterKind::All, args, depth),
+            "none" => return self.iter(IterKind::None, args, depth),
+            "some" => return self.iter(IterKind::Some, args, depth),
+            "fractional" => return self.fractional(args, depth),
+            "==" => Op::Cmp(Cmp::Eq),
+            "!=" => Op::Cmp(Cmp::Ne),
+            "===" => Op::Cmp(Cmp::StrictEq),
+            "!==" => Op::Cmp(Cmp::StrictNe),
+            "<" => Op::Cmp(Cmp::Lt),
+            "<=" => Op::Cmp(Cmp::Le),
+            ">" => Op::Cmp(Cmp::Gt),
+            ">=" => Op::Cmp(Cmp::Ge),
+            "!" => Op::Not,
+            "!!" => Op::NotNot,
+            "?:" => Op::Ternary,
+            "+" => Op::Add,
+            "-" => Op::Sub,
+            "*" => Op::Mul,
+            "/" => Op::Div,
+            "%" => Op::Mod,
+            "abs" => Op::Abs,
+            "max" => Op::Max,
+            "min" => Op::Min,
+            "in" => Op::In,
+            "cat" => Op::Cat,
+            "substr" => Op::Substr,
+            "merge" => Op::Merge,
+            "missing" => Op::Missing,
+            "missing_some" => Op::MissingSome,
+            "set" => Op::Set,
+            "contains_all" => Op::ContainsAll,
+            "contains_any" => Op::ContainsAny,
+            "contains_none" => Op::ContainsNone,
+            "starts_with" => Op::StartsWith,
+            "ends_with" => Op::EndsWith,
+            "sem_ver" => Op::SemVer,
+            _ => return Ok(Node::Unknown(key.into())),
+        };
+        let args = match args {
+            Value::Array(items) => {
+                if depth >= self.opts.max_depth {
+                    return Err(self.too_deep());
+                }
+                Args::List(self.list(items, depth + 1)?)
+            }
+            other => Args::One(self.compile(other, depth)?),
+        };
+        Ok(fold(specialize(op, args)))
+    }
+
+    /// Inlines the evaluator `{"$ref": name}` names; a missing one, or one that refers back to
+    /// itself, compiles to an unknown operator as the reference engine reports it.
+    fn reference(&mut self, args: &Value, depth: usize) -> Result<Node, RuleError> {
+        let unknown = || Ok(Node::Unknown("$ref".into()));
+        let Value::String(name) = args else { return unknown() };
+        let Some((name, rule)) = self.opts.evaluators.and_then(|e| e.get_key_value(name.as_str()))
+        else {
+            return unknown();
+        };
+        if self.expanding.iter().any(|n| *n == name.as_str()) {
+            return unknown();
+        }
+        self.expanding.push(name);
+        // The evaluator takes the place of the reference object, one level up.
+        let node = self.compile(rule, depth.saturating_sub(1));
+        self.expanding.pop();
+        node
+    }
+
+    /// `if`, `and`, `or`: arguments are evaluated lazily, so they must be a literal list;
+    /// a rule producing the list is evaluated and its result re-read as rules at run time.
+    fn lazy(&mut self, op: Op, args: &Value, depth: usize) -> Result<Node, RuleError> {
+        match args {
+            Value::Array(items) => {
+                if depth >= self.opts.max_depth {
+                    return Err(self.too_deep());
+                }
+                let nodes = self.list(items, depth + 1)?;
+                Ok(fold(match op {
+                    Op::And => Node::And(nodes),
+                    Op::Or => Node::Or(nodes),
+                    _ => Node::If(nodes),
+                }))
+            }
+            Value::Object(m) if m.len() == 1 => {
+                Ok(Node::Op(op, Box::new(Args::One(self.compile(args, depth)?))))
+            }
+            // A scalar, `null` or a literal object cannot be read as a list: the reference
+            // engine panics on it.
+            _ => Ok(Node::Fail(Box::new(EvalError::InvalidArguments(op.name())))),
+        }
+    }
+
+    /// `var`.
+    fn var(&mut self, args: &Value, depth: usize) -> Result<Node, RuleError> {
+        let fail = || Ok(Node::Fail(Box::new(EvalError::InvalidArguments("var"))));
+        let node = match args {
+            Value::Null => VarNode { path: VarPath::Static(Path::Null), default: None, outer_first: true },
+            Value::String(s) => VarNode {
+                path: VarPath::Static(parse_path(s)),
+                default: None,
+                outer_first: !s.is_empty() && !s.starts_with('.'),
+            },
+            Value::Number(n) => VarNode {
+                path: VarPath::Static(parse_path(&format_number(super::value::number_f64(n)))),
+                default: None,
+                outer_first: true,
+            },
+            Value::Array(items) => {
+                if depth >= self.opts.max_depth {
+                    return Err(self.too_deep());
+                }
+                let Some(first) = items.first() else {
+                    return Ok(Node::Var(Box::new(VarNode {
+                        path: VarPath::Static(Path::Whole),
+                        default: None,
+                        outer_first: false,
+                    })));
+                };
+                let path = match first {
+                    Value::String(s) => VarPath::Static(parse_path(s)),
+                    Value::Object(m) if m.len() == 1 => {
+                        VarPath::Dynamic(at(self.compile(first, depth + 1), 0)?)
+                    }
+                    // The reference engine asserts the first element is a string.
+                    _ => return fail(),
+                };
+                let default = match items.get(1) {
+                    Some(d) if items.len() == 2 => Some(at(self.compile(d, depth + 1), 1)?),
+                    _ => None,
+                };
+                let all_falsy = items.iter().all(|i| !view_of(i).truthy());
+                VarNode { path, default, outer_first: !all_falsy }
+            }
+            Value::Object(m) if m.len() == 1 => VarNode {
+                path: VarPath::Dynamic(self.compile(args, depth)?),
+                default: None,
+                outer_first: false,
+            },
+            Value::Bool(_) | Value::Object(_) => return fail(),
+        };
+        Ok(Node::Var(Box::new(node)))
+    }
+
+    /// `fractional`.
+    fn fractional(&mut self, args: &Value, depth: usize) -> Result<Node, RuleError> {
+        let Value::Array(items) = args else {
+            let one = self.compile(args, depth)?;
+            return Ok(Node::Op(Op::Fractional, Box::new(Args::One(one))));
+        };
+        if depth >= self.opts.max_depth {
+            return Err(self.too_deep());
+        }
+        let depth = depth + 1;
+        // A literal array first is a distribution (the shorthand form); anything else is the
+        // bucketing value or a rule deciding at run time.
+        let (first, rest_at) = match items.first() {
+            Some(Value::Array(_)) | None => (None, 0),
+            Some(v) => (Some(at(self.compile(v, depth), 0)?), 1),
+        };
+        let mut entries = Vec::with_capacity(items.len().saturating_sub(rest_at));
+        for (i, item) in items.iter().enumerate().skip(rest_at) {
+            let entry = match item {
+                Value::Array(pair) if (1..=2).contains(&pair.len()) => {
+                    if depth >= self.opts.max_depth {
+                        return at(Err(self.too_deep()), i);
+                    }
+                    let variant = at(at(self.compile(&pair[0], depth + 1), 0), i)?;
+                    let weight = match pair.get(1) {
+                        Some(w) => Some(at(at(self.compile(w, depth + 1), 1), i)?),
+                        None => None,
+                    };
+                    Entry::Pair(variant, weight)
+                }
+                other => Entry::Other(at(self.compile(other, depth), i)?),
+            };
+            entries.push(entry);
+        }
+        let table = constant_table(&entries);
+        Ok(Node::Fractional(Box::new(FractionalNode {
+            hash: self.opts.hash,
+            first,
+            entries: entries.into_boxed_slice(),
+            table,
+        })))
+    }
+
+    /// `map`, `filter`, `reduce`, `all`, `none`, `some`: their arguments are not evaluated up
+    /// front; the per-element rule runs against each element.
+    fn iter(&mut self, kind: IterKind, args: &Value, depth: usize) -> Result<Node, RuleError> {
+        let Value::Array(items) = args else {
+            return Ok(Node::Fail(Box::new(EvalError::InvalidArguments(iter_name(kind)))));
+        };
+        if depth >= self.opts.max_depth {
+            return Err(self.too_deep());
+        }
+        let depth = depth + 1;
+        let subject = match items.first() {
+            Some(v @ Value::Array(_)) => {
+                at(self.check_literal(v, depth), 0)?;
+                Subject::Literal(v.clone())
+            }
+            Some(v @ Value::Object(_)) => Subject::Rule(at(self.compile(v, depth), 0)?),
+            _ => Subject::Absent,
+        };
+        let (logic, logic_is_rule) = match items.get(1) {
+            Some(v) => (Some(at(self.compile(v, depth), 1)?), v.is_object()),
+            None => (None, false),
+        };
+        let init = match items.get(2) {
+            Some(v) if kind == IterKind::Reduce => Some(at(self.compile(v, depth), 2)?),
+            _ => None,
+        };
+        Ok(Node::Iter(Box::new(IterNode {
+            kind,
+            subject,
+            logic,
+            logic_is_rule,
+            init,
+            arity: items.len(),
+        })))
+    }
+}
+
+/// The name of an array operator.
+pub(crate) fn iter_name(kind: IterKind) -> &'static str {
+    match kind {
+        IterKind::Map => "map",
+        IterKind::Filter => "filter",
+        IterKind::Reduce => "reduce",
+        IterKind::All => "all",
+        IterKind::None => "none",
+        IterKind::Some => "some",
+    }
+}
+
+/// Whether `v` contains an object anywhere (an operator, or a literal the engine would still
+/// look into).
+fn contains_rule(v: &Value) -> bool {
+    match v {
+        Value::Object(_) => true,
+        Value::Array(items) => items.iter().any(contains_rule),
+        _ => false,
+    }
+}
+
+/// Splits a `var` path into segments as the reference engine walks it.
+pub(crate) fn parse_path(s: &str) -> Path {
+    let segs: Box<[Seg]> = s
+        .split('.')
+        .filter(|p| !p.is_empty())
+        .map(|p| Seg { key: p.into(), index: segment_index(p) })
+        .collect();
+    if segs.is_empty() { Path::Whole } else { Path::Segs(segs) }
+}
+
+/// The array index a path segment selects: the engine converts it to a number (0 when it does
+/// not read as one) and truncates.
+pub(crate) fn segment_index(p: &str) -> Option<usize> {
+    let i = go_int(parse_go_float(p).unwrap_or(0.0));
+    usize::try_from(i).ok()
+}
+
+/// Picks the specialised node for common operators with the usual argument shapes.
+fn specialize(op: Op, args: Args) -> Node {
+    match (op, args) {
+        (Op::Cmp(c), Args::List(items)) if items.len() == 2 => match pair(items) {
+            Ok(p) => Node::Cmp(c, p),
+            Err(items) => Node::Op(op, Box::new(Args::List(items))),
+        },
+        (Op::Not, Args::List(items)) if items.len() == 1 => {
+            let mut items = items.into_vec();
+            match items.pop() {
+                Some(arg) => Node::Not(Box::new(arg)),
+                None => Node::Op(op, Box::new(Args::List(Box::default()))),
+            }
+        }
+        (Op::In, Args::List(items)) if items.len() >= 2 => {
+            let mut it = items.into_vec().into_iter();
+            match (it.next(), it.next()) {
+                (Some(needle), Some(haystack)) => {
+                    let set = haystack.as_const().and_then(string_set);
+                    Node::In(Box::new(InNode { needle, haystack, rest: it.collect(), set }))
+                }
+                _ => Node::Op(op, Box::new(Args::List(Box::default()))),
+            }
+        }
+        (Op::StartsWith, Args::List(items)) if items.len() == 2 => match pair(items) {
+            Ok(p) => Node::StartsWith(p),
+            Err(items) => Node::Op(op, Box::new(Args::List(items))),
+        },
+        (Op::EndsWith, Args::List(items)) if items.len() == 2 => match pair(items) {
+            Ok(p) => Node::EndsWith(p),
+            Err(items) => Node::Op(op, Box::new(Args::List(items))),
+        },
+        (Op::SemVer, Args::List(items)) if items.len() == 3 => {
+            match <Box<[Node; 3]>>::try_from(items) {
+                Ok(three) => {
+                    let args = *three;
+                    let fixed = fixed_semver(&args);
+                    Node::SemVer(Box::new(SemVerNode { args, fixed }))
+                }
+                Err(items) => Node::Op(op, Box::new(Args::List(items))),
+            }
+        }
+        (op, args) => Node::Op(op, Box::new(args)),
+    }
+}
+
+/// Two nodes as a fixed-size pair.
+fn pair(items: Box<[Node]>) -> Result<Box<[Node; 2]>, Box<[Node]>> {
+    items.try_into()
+}
+
+/// A hash set of the strings of a large constant array made only of strings.
+fn string_set(v: &Value) -> Option<FxHashSet<Box<str>>> {
+    let Value::Array(items) = v else { return None };
+    if items.len() <= SET_THRESHOLD {
+        return None;
+    }
+    items.iter().map(|i| i.as_str().map(Box::from)).collect()
+}
+
+/// Parses a constant `sem_ver` operator and target once.
+fn fixed_semver(args: &[Node; 3]) -> Option<(Box<str>, Option<semver::Version>)> {
+    let Some(Value::String(op)) = args[1].as_const() else { return None };
+    let target = args[2].as_const()?;
+    let version = semver::coerce(target).and_then(|s| semver::Version::parse(&s));
+    Some((op.as_str().into(), version))
+}
+
+/// The cumulative weights of a distribution whose entries are all constant.
+fn constant_table(entries: &[Entry]) -> Option<Option<Box<[u64]>>> {
+    let mut views = Vec::with_capacity(entries.len());
+    for entry in entries {
+        match entry {
+            Entry::Pair(variant, weight) => {
+                let variant = view_of(variant.as_const()?);
+                let weight = match weight {
+                    Some(w) => Some(view_of(w.as_const()?)),
+                    None => None,
+                };
+                views.push((variant, weight));
+            }
+            Entry::Other(node) => match view_of(node.as_const()?) {
+                View::Arr(items) if !items.is_empty() => {
+                    views.push((view_of(&items[0]), items.get(1).map(view_of)));
+                }
+                _ => return Some(None),
+            },
+        }
+    }
+    Some(fractional::cumulative(views.into_iter()).map(Vec::into_boxed_slice))
+}
+
+/// Evaluates `node` once when its value cannot depend on the context.
+pub(crate) fn fold(node: Node) -> Node {
+    if !node.is_foldable() {
+        return node;
+    }
+    let rt = Runtime::for_folding();
+    let empty = Value::Object(Map::new());
+    let env = Env::root(&empty, None, &rt);
+    let result = eval::eval(&node, &env);
+    if rt.touched_context() {
+        return node;
+    }
+    match result {
+        Ok(v) => match v {
+            // Objects may be re-read as rules by `if`, and non-finite numbers have no JSON
+            // form; keep those as computations.
+            Val::Num(n) if !n.is_finite() => node,
+            v if matches!(v.view(), View::Obj(_)) => node,
+            v => Node::Const(v.into_value()),
+        },
+        Err(e) => Node::Fail(Box::new(e)),
+    }
+}

@@ -1,0 +1,1057 @@
+//! Evaluates a compiled rule over a borrowed context.
+//!
+//! The semantics are those of the JSONLogic engine flagd embeds, quirks included; where that
+//! engine panics (and flagd reports `PARSE_ERROR`) evaluation returns an [`EvalError`].
+
+use std::cell::Cell;
+use std::sync::LazyLock;
+
+use serde_json::{Map, Value};
+use smallvec::SmallVec;
+
+use super::compile::{Compiler, iter_name, parse_path};
+use super::tree::{
+    Args, Cmp, Entry, FractionalNode, InNode, IterKind, IterNode, Node, Op, Path, SemVerNode, Seg,
+    Subject, VarNode, VarPath,
+};
+use super::value::{
+    Kind, Val, View, equals, format_number, go_int, go_interface_eq, less, strict_equals, view_of,
+};
+use super::{CompileOptions, EvalError};
+use crate::ops::fractional::{self, HashGeneration};
+use crate::ops::semver;
+
+/// How many times one evaluation may compile and run a rule found in the context (see
+/// [`dynamic`]). Each such rule can lead to another only through data the caller sent, so a
+/// small budget bounds the work while never limiting a real rule.
+const DYNAMIC_BUDGET: u32 = 64;
+
+/// An empty object, standing in for a context that is not an object (flagd always evaluates
+/// against an object).
+static EMPTY_OBJECT: LazyLock<Value> = LazyLock::new(|| Value::Object(Map::new()));
+
+/// State shared by one evaluation.
+#[derive(Debug)]
+pub(crate) struct Runtime {
+    /// Remaining compilations of rules read from the context.
+    budget: Cell<u32>,
+    /// Set when evaluation reached into the context behind a rule's back (a rule read from
+    /// data); constant folding then keeps the node.
+    touched: Cell<bool>,
+    /// Options for rules compiled at evaluation time.
+    hash: HashGeneration,
+    max_depth: usize,
+}
+
+impl Runtime {
+    /// State for evaluating a rule compiled with these options.
+    pub(crate) fn new(hash: HashGeneration, max_depth: usize) -> Self {
+        Runtime { budget: Cell::new(DYNAMIC_BUDGET), touched: Cell::new(false), hash, max_depth }
+    }
+
+    /// State for evaluating a constant sub-rule at compile time.
+    pub(crate) fn for_folding() -> Self {
+        Runtime::new(HashGeneration::default(), 0)
+    }
+
+    /// Whether evaluation depended on the context in a way the tree does not show.
+    pub(crate) fn touched_context(&self) -> bool {
+        self.touched.get()
+    }
+}
+
+/// The flagd enrichment of the root context (`$flagd`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Flagd<'a> {
+    /// `$flagd.flagKey`.
+    pub(crate) key: &'a str,
+    /// `$flagd.timestamp`.
+    pub(crate) timestamp: i64,
+}
+
+/// Where `var` looks, and the shared state: the root context, or an element inside an array
+/// operator.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Env<'a, 'r> {
+    /// The data `var` paths start from.
+    data: &'a Value,
+    /// Present only at the root, where `$flagd` exists.
+    flagd: Option<Flagd<'a>>,
+    /// The enclosing scope, searched first by `filter`, `none` and `some` bodies.
+    outer: Option<&'r Env<'a, 'r>>,
+    rt: &'r Runtime,
+}
+
+impl<'a, 'r> Env<'a, 'r> {
+    /// The root scope.
+    pub(crate) fn root(data: &'a Value, flagd: Option<Flagd<'a>>, rt: &'r Runtime) -> Self {
+        let data = if data.is_object() { data } else { &EMPTY_OBJECT };
+        Env { data, flagd, outer: None, rt }
+    }
+
+    /// The scope of one array element.
+    fn element(data: &'a Value, outer: Option<&'r Env<'a, 'r>>, rt: &'r Runtime) -> Self {
+        Env { data, flagd: None, outer, rt }
+    }
+}
+
+type Res<'a> = Result<Val<'a>, EvalError>;
+
+/// Evaluates `node`.
+pub(crate) fn eval<'a>(node: &'a Node, env: &Env<'a, '_>) -> Res<'a> {
+    match node {
+        Node::Const(v) => Ok(Val::Ref(v)),
+        Node::Var(v) => eval_var(v, env),
+        Node::If(args) => eval_if(args, env),
+        Node::And(args) => eval_and(args, env),
+        Node::Or(args) => {
+            for arg in args.iter() {
+                let v = eval(arg, env)?;
+                if v.truthy() {
+                    return Ok(v);
+                }
+            }
+            Ok(Val::Bool(false))
+        }
+        Node::Cmp(c, args) => {
+            let a = eval(&args[0], env)?;
+            let b = eval(&args[1], env)?;
+            Ok(Val::Bool(compare(*c, a.view(), b.view())))
+        }
+        Node::Not(arg) => Ok(Val::Bool(!eval(arg, env)?.truthy())),
+        Node::In(n) => eval_in(n, env),
+        Node::StartsWith(args) => {
+            let a = eval(&args[0], env)?;
+            let b = eval(&args[1], env)?;
+            Ok(match (a.view(), b.view()) {
+                (View::Str(s), View::Str(p)) => Val::Bool(s.starts_with(p)),
+                _ => Val::Null,
+            })
+        }
+        Node::EndsWith(args) => {
+            let a = eval(&args[0], env)?;
+            let b = eval(&args[1], env)?;
+            Ok(match (a.view(), b.view()) {
+                (View::Str(s), View::Str(p)) => Val::Bool(s.ends_with(p)),
+                _ => Val::Null,
+            })
+        }
+        Node::SemVer(n) => eval_semver(n, env),
+        Node::Fractional(n) => eval_fractional(n, env),
+        Node::Iter(n) => eval_iter(n, env),
+        Node::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items.iter() {
+                out.push(eval(item, env)?.into_value());
+            }
+            Ok(Val::Owned(Value::Array(out)))
+        }
+        Node::Op(op, args) => eval_op(*op, args, env),
+        Node::Unknown(name) => Err(EvalError::UnknownOperator(name.to_string())),
+        Node::Fail(e) => Err((**e).clone()),
+    }
+}
+
+/// Compiles and evaluates a rule found in the data (flagd's engine re-reads some results as
+/// rules), detached from the temporary tree.
+fn dynamic<'a>(rule: &Value, env: &Env<'a, '_>, op: &'static str) -> Res<'a> {
+    env.rt.touched.set(true);
+    let left = env.rt.budget.get();
+    if left == 0 {
+        return Err(EvalError::InvalidArguments(op));
+    }
+    env.rt.budget.set(left - 1);
+    let opts = CompileOptions { evaluators: None, hash: env.rt.hash, max_depth: env.rt.max_depth };
+    let node = Compiler::new(&opts)
+        .compile(rule, 0)
+        .map_err(|_| EvalError::InvalidArguments(op))?;
+    Ok(eval(&node, env)?.detach())
+}
+
+/// `if`: condition/result pairs, then an optional else.
+fn eval_if<'a>(args: &'a [Node], env: &Env<'a, '_>) -> Res<'a> {
+    let n = args.len();
+    let mut i = 0;
+    while i + 1 < n {
+        if eval(&args[i], env)?.truthy() {
+            return clause(&args[i + 1], env);
+        }
+        i += 2;
+    }
+    match args.last() {
+        Some(last) if n % 2 == 1 => clause(last, env),
+        _ => Ok(Val::Null),
+    }
+}
+
+/// An `if` branch: a result that is a single-key object is evaluated again as a rule.
+fn clause<'a>(node: &'a Node, env: &Env<'a, '_>) -> Res<'a> {
+    let v = eval(node, env)?;
+    match v.view() {
+        View::Obj(m) if m.len() == 1 => dynamic(&v.as_json(), env, "if"),
+        _ => Ok(v),
+    }
+}
+
+/// `and` as the reference engine implements it: an array or `""` operand is returned at once,
+/// `false` stops with `false`, numbers are remembered (the largest, from 0, is the result), and
+/// any other operand (`true`, `null`, non-empty strings, objects) is passed over; with no number
+/// the result is `true`.
+fn eval_and<'a>(args: &'a [Node], env: &Env<'a, '_>) -> Res<'a> {
+    let mut max = 0.0_f64;
+    let mut numeric = false;
+    for arg in args {
+        let v = eval(arg, env)?;
+        match v.view() {
+            View::Arr(_) => return Ok(v),
+            View::Bool(false) => return Ok(Val::Bool(false)),
+            View::Str("") => return Ok(v),
+            View::Num(n) => {
+                numeric = true;
+                if n > max {
+                    max = n;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(if numeric { Val::Num(max) } else { Val::Bool(true) })
+}
+
+/// A two-operand comparison.
+#[inline]
+fn compare(c: Cmp, a: View<'_>, b: View<'_>) -> bool {
+    match c {
+        Cmp::Eq => equals(a, b),
+        Cmp::Ne => !equals(a, b),
+        Cmp::StrictEq => strict_equals(a, b),
+        Cmp::StrictNe => !strict_equals(a, b),
+        Cmp::Lt => less(a, b),
+        Cmp::Gt => less(b, a),
+        Cmp::Le => less(a, b) || equals(a, b),
+        Cmp::Ge => less(b, a) || equals(a, b),
+    }
+}
+
+/// The three-operand form every comparison accepts: `<` and `<=` test `a < b < c`, `>=` tests
+/// `c <= b <= a`, and the others test `c < b < a`.
+fn between(op: Op, a: View<'_>, b: View<'_>, c: View<'_>) -> bool {
+    let le = |x, y| less(x, y) || equals(x, y);
+    match op {
+        Op::Cmp(Cmp::Lt) => less(a, b) && less(b, c),
+        Op::Cmp(Cmp::Le) => le(a, b) && le(b, c),
+        Op::Cmp(Cmp::Ge) => le(c, b) && le(b, a),
+        _ => less(c, b) && less(b, a),
+    }
+}
+
+/// `in`.
+fn eval_in<'a>(n: &'a InNode, env: &Env<'a, '_>) -> Res<'a> {
+    let needle = eval(&n.needle, env)?;
+    let haystack = eval(&n.haystack, env)?;
+    for extra in n.rest.iter() {
+        eval(extra, env)?;
+    }
+    if let (Some(set), View::Str(s)) = (&n.set, needle.view()) {
+        return Ok(Val::Bool(set.contains(s)));
+    }
+    in_check(needle.view(), haystack.view()).map(Val::Bool)
+}
+
+/// Membership: substring for a string haystack (the needle must be a string), element or
+/// inclusive numeric range (`[lo, hi]` elements) for an array, `false` otherwise.
+fn in_check(needle: View<'_>, haystack: View<'_>) -> Result<bool, EvalError> {
+    let bad = || EvalError::InvalidArguments("in");
+    match haystack {
+        View::Str(h) => match needle {
+            View::Str(s) => Ok(h.contains(s)),
+            _ => Err(bad()),
+        },
+        View::Arr(items) => {
+            for item in items {
+                match view_of(item) {
+                    View::Arr(range) => {
+                        let (Some(lo), Some(hi)) = (range.first(), range.get(1)) else {
+                            return Err(bad());
+                        };
+                        let x = needle.arith_number().ok_or_else(bad)?;
+                        let lo = view_of(lo).arith_number().ok_or_else(bad)?;
+                        let hi = view_of(hi).arith_number().ok_or_else(bad)?;
+                        if x >= lo && hi >= x {
+                            return Ok(true);
+                        }
+                    }
+                    element => {
+                        let hit = match needle {
+                            View::Num(x) => element.arith_number().ok_or_else(bad)? == x,
+                            _ => go_interface_eq(element, needle).ok_or_else(bad)?,
+                        };
+                        if hit {
+                            return Ok(true);
+                        }
+                    }
+                }
+            }
+            Ok(false)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// `var`.
+fn eval_var<'a>(v: &'a VarNode, env: &Env<'a, '_>) -> Res<'a> {
+    if v.outer_first {
+        if let Some(outer) = env.outer {
+            let found = eval_var(v, outer)?;
+            if !found.is_null() {
+                return Ok(found);
+            }
+        }
+    }
+    let default = match &v.default {
+        Some(d) => Some(eval(d, env)?),
+        None => None,
+    };
+    let (found, dynamic_default) = match &v.path {
+        VarPath::Static(path) => (lookup(path, env), None),
+        VarPath::Dynamic(node) => {
+            let p = eval(node, env)?;
+            resolve(p.view(), env)?
+        }
+    };
+    Ok(found.or(dynamic_default).or(default).unwrap_or(Val::Null))
+}
+
+/// Interprets an evaluated `var` argument (or a `missing` entry) and looks it up; also returns
+/// the default the argument carries in the `[path, default]` form.
+fn resolve<'a>(p: View<'_>, env: &Env<'a, '_>) -> Result<(Option<Val<'a>>, Option<Val<'a>>), EvalError> {
+    let bad = || EvalError::InvalidArguments("var");
+    Ok(match p {
+        View::Null => (lookup(&Path::Null, env), None),
+        View::Str(s) => (lookup(&parse_path(s), env), None),
+        View::Num(n) => (lookup(&parse_path(&format_number(n)), env), None),
+        View::Arr(items) => {
+            let Some(first) = items.first() else { return Ok((lookup(&Path::Whole, env), None)) };
+            let Value::String(s) = first else { return Err(bad()) };
+            let default = match items.get(1) {
+                Some(d) if items.len() == 2 => Some(Val::Owned(d.clone())),
+                _ => None,
+            };
+            (lookup(&parse_path(s), env), default)
+        }
+        View::Bool(_) | View::Obj(_) => return Err(bad()),
+    })
+}
+
+/// Looks a path up in the scope; `None` when it is absent or `null`.
+fn lookup<'a>(path: &Path, env: &Env<'a, '_>) -> Option<Val<'a>> {
+    match path {
+        Path::Null => match env.data {
+            Value::Bool(_) | Value::Number(_) | Value::String(_) => Some(Val::Ref(env.data)),
+            _ => None,
+        },
+        Path::Whole => Some(match env.flagd {
+            Some(f) => {
+                let mut m = env.data.as_object().cloned().unwrap_or_default();
+                m.insert("$flagd".into(), flagd_object(f));
+                Val::Owned(Value::Object(m))
+            }
+            None => Val::Ref(env.data),
+        }),
+        Path::Segs(segs) => walk(segs, env),
+    }
+}
+
+/// The `$flagd` object.
+fn flagd_object(f: Flagd<'_>) -> Value {
+    let mut m = Map::new();
+    m.insert("flagKey".into(), Value::String(f.key.to_owned()));
+    m.insert("timestamp".into(), Value::from(f.timestamp));
+    Value::Object(m)
+}
+
+/// Walks path segments from the scope's data.
+#[inline]
+fn walk<'a>(segs: &[Seg], env: &Env<'a, '_>) -> Option<Val<'a>> {
+    if let (Some(f), Some(first)) = (env.flagd, segs.first()) {
+        if &*first.key == "$flagd" {
+            return match segs.get(1..).unwrap_or_default() {
+                [] => Some(Val::Owned(flagd_object(f))),
+                [k] if &*k.key == "flagKey" => Some(Val::Str(f.key)),
+                // Numbers travel through flagd's engine as float64.
+                [k] if &*k.key == "timestamp" => Some(Val::Num(f.timestamp as f64)),
+                _ => None,
+            };
+        }
+    }
+    let mut cur = env.data;
+    for seg in segs {
+        cur = match cur {
+            Value::Object(m) => m.get(&*seg.key)?,
+            Value::Array(a) => a.get(seg.index?)?,
+            _ => return None,
+        };
+        if cur.is_null() {
+            return None;
+        }
+    }
+    Some(Val::Ref(cur))
+}
+
+/// `sem_ver`.
+fn eval_semver<'a>(n: &'a SemVerNode, env: &Env<'a, '_>) -> Res<'a> {
+    let actual = eval(&n.args[0], env)?;
+    match &n.fixed {
+        Some((op, target)) => Ok(match target {
+            Some(target) => semver_against(&actual, op, target),
+            None => Val::Null,
+        }),
+        None => {
+            let op = eval(&n.args[1], env)?;
+            let target = eval(&n.args[2], env)?;
+            Ok(semver_values(&actual, &op, &target))
+        }
+    }
+}
+
+/// `sem_ver` over evaluated arguments; `null` for anything invalid.
+fn semver_values(actual: &Val<'_>, op: &Val<'_>, target: &Val<'_>) -> Val<'static> {
+    let View::Str(op) = op.view() else { return Val::Null };
+    let target = semver::coerce(&target.as_json()).and_then(|s| semver::Version::parse(&s));
+    match target {
+        Some(t) => semver_against(actual, op, &t),
+        None => Val::Null,
+    }
+}
+
+/// Compares `actual` with a parsed target.
+fn semver_against(actual: &Val<'_>, op: &str, target: &semver::Version) -> Val<'static> {
+    let parsed = match actual {
+        Val::Ref(Value::String(s)) => semver::Version::parse(s),
+        other => semver::coerce(&other.as_json()).and_then(|s| semver::Version::parse(&s)),
+    };
+    match parsed.and_then(|a| semver::compare(&a, op, target)) {
+        Some(b) => Val::Bool(b),
+        None => Val::Null,
+    }
+}
+
+/// An evaluated distribution entry.
+enum EntryVal<'a> {
+    /// Variant and optional weight, evaluated separately.
+    Pair(Val<'a>, Option<Val<'a>>),
+    /// A value that should be a `[variant, weight?]` array.
+    Whole(Val<'a>),
+}
+
+impl<'a> EntryVal<'a> {
+    /// Variant and weight views; an unusable entry yields an invalid variant.
+    fn views(&self) -> (View<'_>, Option<View<'_>>) {
+        match self {
+            EntryVal::Pair(v, w) => (v.view(), w.as_ref().map(Val::view)),
+            EntryVal::Whole(v) => match v.view() {
+                View::Arr(items) if !items.is_empty() => {
+                    (view_of(&items[0]), items.get(1).map(view_of))
+                }
+                _ => (View::Arr(&[]), None),
+            },
+        }
+    }
+
+    /// The variant, consuming the entry.
+    fn into_variant(self) -> Val<'a> {
+        match self {
+            EntryVal::Pair(v, _) => v,
+            EntryVal::Whole(v) => first_element(v),
+        }
+    }
+}
+
+/// The first element of an array value (`null` otherwise).
+fn first_element(v: Val<'_>) -> Val<'_> {
+    match v {
+        Val::Ref(Value::Array(a)) => a.first().map_or(Val::Null, Val::Ref),
+        Val::Owned(Value::Array(mut a)) if !a.is_empty() => Val::Owned(a.swap_remove(0)),
+        _ => Val::Null,
+    }
+}
+
+/// How the bucketing hash is taken.
+enum Key {
+    /// An explicit string.
+    Str,
+    /// An explicit value of another type (hashed as CBOR).
+    Other,
+    /// `flagKey` and `targetingKey` from the context.
+    Shorthand,
+}
+
+/// `fractional` with a literal argument list.
+fn eval_fractional<'a>(n: &'a FractionalNode, env: &Env<'a, '_>) -> Res<'a> {
+    let first = match &n.first {
+        Some(f) => Some(eval(f, env)?),
+        None => None,
+    };
+    let mut entries: SmallVec<[EntryVal<'a>; 8]> = SmallVec::new();
+    if n.table.is_none() {
+        for e in n.entries.iter() {
+            entries.push(eval_entry(e, env)?);
+        }
+    }
+    if n.first.is_none() && n.entries.is_empty() {
+        return Ok(Val::Null);
+    }
+    fractional_core(n.hash, first, Some(n), entries, env)
+}
+
+/// Evaluates one distribution entry.
+fn eval_entry<'a>(e: &'a Entry, env: &Env<'a, '_>) -> Result<EntryVal<'a>, EvalError> {
+    Ok(match e {
+        Entry::Pair(v, w) => EntryVal::Pair(
+            eval(v, env)?,
+            match w {
+                Some(w) => Some(eval(w, env)?),
+                None => None,
+            },
+        ),
+        Entry::Other(node) => EntryVal::Whole(eval(node, env)?),
+    })
+}
+
+/// `fractional` over evaluated arguments (for arguments computed by a single rule).
+fn fractional_values<'a>(generation: HashGeneration, args: SmallVec<[Val<'a>; 4]>, env: &Env<'a, '_>) -> Res<'a> {
+    let mut it = args.into_iter();
+    let Some(first) = it.next() else { return Ok(Val::Null) };
+    let mut entries: SmallVec<[EntryVal<'a>; 8]> = SmallVec::new();
+    let first = if matches!(first.view(), View::Arr(_)) {
+        entries.push(EntryVal::Whole(first));
+        None
+    } else {
+        Some(first)
+    };
+    entries.extend(it.map(EntryVal::Whole));
+    fractional_core(generation, first, None, entries, env)
+}
+
+/// The bucketing decision shared by both argument forms.
+///
+/// `first` is the first argument when it was not a literal array; `node` supplies constant
+/// entries (and their pre-computed weights) when `entries` was left empty for them.
+fn fractional_core<'a>(
+    generation: HashGeneration,
+    mut first: Option<Val<'a>>,
+    node: Option<&'a FractionalNode>,
+    mut entries: SmallVec<[EntryVal<'a>; 8]>,
+    env: &Env<'a, '_>,
+) -> Res<'a> {
+    // The reference operator requires object data; the root always is one.
+    if !env.data.is_object() {
+        return Ok(Val::Null);
+    }
+    // A first argument that is neither the bucketing value nor dropped becomes an entry.
+    let mut lead: Option<Val<'a>> = None;
+    let kind = first.as_ref().map(|f| f.view().kind());
+    let key = match (generation, kind) {
+        (_, None) => Key::Shorthand,
+        (_, Some(Kind::Str)) => Key::Str,
+        (HashGeneration::V2, Some(Kind::Null)) => Key::Shorthand,
+        (HashGeneration::V3, Some(Kind::Null)) => return Ok(Val::Null),
+        (HashGeneration::V2, Some(_)) | (HashGeneration::V3, Some(Kind::Arr)) => {
+            lead = first.take();
+            Key::Shorthand
+        }
+        (HashGeneration::V3, Some(_)) => Key::Other,
+    };
+    let hash = match key {
+        Key::Str => match first.as_ref().map(Val::view) {
+            Some(View::Str(s)) => fractional::hash_str(generation, s),
+            _ => return Ok(Val::Null),
+        },
+        Key::Other => match first.as_ref().map(|f| fractional::hash_value(generation, &f.as_json())) {
+            Some(Some(h)) => h,
+            _ => return Ok(Val::Null),
+        },
+        Key::Shorthand => {
+            let Some(flagd) = env.flagd else { return Ok(Val::Null) };
+            match env.data.get("targetingKey") {
+                Some(Value::String(tk)) if !tk.is_empty() => {
+                    fractional::hash_shorthand(generation, flagd.key, tk)
+                }
+                _ => return Ok(Val::Null),
+            }
+        }
+    };
+
+    // Constant entries with no leading extra entry: the weights were summed at compile time.
+    if let (None, Some(n), Some(table)) = (&lead, node, node.and_then(|n| n.table.as_ref())) {
+        let Some(cum) = table else { return Ok(Val::Null) };
+        let Some(i) = fractional::pick(cum, hash) else { return Ok(Val::Null) };
+        return Ok(match n.entries.get(i) {
+            Some(Entry::Pair(Node::Const(v), _)) => Val::Ref(v),
+            Some(Entry::Other(Node::Const(v))) => first_element(Val::Ref(v)),
+            _ => Val::Null,
+        });
+    }
+    if let Some(n) = node {
+        if n.table.is_some() {
+            // The constant entries were not evaluated up front; they are constants, so this
+            // cannot fail.
+            for e in n.entries.iter() {
+                entries.push(eval_entry(e, env)?);
+            }
+        }
+    }
+    if let Some(lead) = lead {
+        entries.insert(0, EntryVal::Whole(lead));
+    }
+    let cum = fractional::cumulative(entries.iter().map(EntryVal::views));
+    let Some(i) = cum.and_then(|cum| fractional::pick(&cum, hash)) else {
+        return Ok(Val::Null);
+    };
+    Ok(entries.into_iter().nth(i).map_or(Val::Null, EntryVal::into_variant))
+}
+
+/// `map`, `filter`, `reduce`, `all`, `none`, `some`.
+fn eval_iter<'a>(n: &'a IterNode, env: &Env<'a, '_>) -> Res<'a> {
+    let name = iter_name(n.kind);
+    let bad = || EvalError::InvalidArguments(name);
+    match n.kind {
+        IterKind::Map | IterKind::Filter if n.arity < 2 => {
+            return Ok(Val::Owned(Value::Array(Vec::new())));
+        }
+        IterKind::Reduce if n.arity < 3 => return Ok(Val::Num(0.0)),
+        IterKind::All | IterKind::None | IterKind::Some if n.arity == 0 => return Err(bad()),
+        _ => {}
+    }
+    // `reduce` types its accumulator by the initial value, which must be a scalar.
+    let mut acc = match (&n.init, n.kind) {
+        (Some(init), IterKind::Reduce) => {
+            let v = eval(init, env)?;
+            match v.view() {
+                View::Bool(b) => Acc::Bool(b),
+                View::Num(x) => Acc::Num(x),
+                View::Str(s) => Acc::Str(s.to_owned()),
+                _ => return Err(bad()),
+            }
+        }
+        _ => Acc::Num(0.0),
+    };
+    let subject = match &n.subject {
+        Subject::Literal(v) => Val::Ref(v),
+        Subject::Rule(node) => eval(node, env)?,
+        Subject::Absent => Val::Null,
+    };
+    let items: &[Value] = match subject.view() {
+        View::Arr(items) => items,
+        View::Null => {
+            return Ok(match n.kind {
+                IterKind::Map | IterKind::Filter => Val::Owned(Value::Array(Vec::new())),
+                IterKind::Reduce => Val::Num(0.0),
+                IterKind::All | IterKind::Some => Val::Bool(false),
+                IterKind::None => Val::Bool(true),
+            });
+        }
+        other => {
+            return match n.kind {
+                IterKind::All | IterKind::Some if !other.truthy() => Ok(Val::Bool(false)),
+                IterKind::None if !other.truthy() => Ok(Val::Bool(true)),
+                _ => Err(bad()),
+            };
+        }
+    };
+    match n.kind {
+        IterKind::All if items.is_empty() => return Ok(Val::Bool(false)),
+        IterKind::Some if items.is_empty() => return Ok(Val::Bool(false)),
+        IterKind::None if items.is_empty() => return Ok(Val::Bool(true)),
+        _ => {}
+    }
+    let Some(logic) = &n.logic else { return Err(bad()) };
+    if !n.logic_is_rule && !matches!(n.kind, IterKind::Map | IterKind::Filter) {
+        return Err(bad());
+    }
+    let outer = matches!(n.kind, IterKind::Filter | IterKind::None | IterKind::Some).then_some(env);
+    let mut out = Vec::new();
+    for item in items {
+        match n.kind {
+            IterKind::Reduce => {
+                if item.is_null() {
+                    continue;
+                }
+                let mut scope = Map::new();
+                scope.insert("current".into(), item.clone());
+                scope.insert("accumulator".into(), acc.to_value());
+                scope.insert("valueType".into(), Value::String(acc.type_name().into()));
+                let scope = Value::Object(scope);
+                let inner = Env::element(&scope, None, env.rt);
+                let v = eval(logic, &inner)?;
+                acc = match acc {
+                    Acc::Bool(_) => Acc::Bool(v.truthy()),
+                    Acc::Num(_) => Acc::Num(v.view().arith_number().ok_or_else(bad)?),
+                    Acc::Str(_) => Acc::Str(v.view().go_string().ok_or_else(bad)?.into_owned()),
+                };
+            }
+            kind => {
+                let inner = Env::element(item, outer, env.rt);
+                let v = eval(logic, &inner)?;
+                match kind {
+                    IterKind::Map => out.push(v.into_value()),
+                    IterKind::Filter if v.truthy() => out.push(item.clone()),
+                    IterKind::All if !v.truthy() => return Ok(Val::Bool(false)),
+                    IterKind::None if v.truthy() => return Ok(Val::Bool(false)),
+                    IterKind::Some if v.truthy() => return Ok(Val::Bool(true)),
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(match n.kind {
+        IterKind::Map | IterKind::Filter => Val::Owned(Value::Array(out)),
+        IterKind::Reduce => match acc {
+            Acc::Bool(b) => Val::Bool(b),
+            Acc::Num(x) => Val::Num(x),
+            Acc::Str(s) => Val::Owned(Value::String(s)),
+        },
+        IterKind::All | IterKind::None => Val::Bool(true),
+        IterKind::Some => Val::Bool(false),
+    })
+}
+
+/// `reduce`'s accumulator, typed by the initial value.
+enum Acc {
+    Bool(bool),
+    Num(f64),
+    Str(String),
+}
+
+impl Acc {
+    fn to_value(&self) -> Value {
+        match self {
+            Acc::Bool(b) => Value::Bool(*b),
+            Acc::Num(x) => super::value::num_value(*x),
+            Acc::Str(s) => Value::String(s.clone()),
+        }
+    }
+
+    fn type_name(&self) -> &'static str {
+        match self {
+            Acc::Bool(_) => "bool",
+            Acc::Num(_) => "number",
+            Acc::Str(_) => "string",
+        }
+    }
+}
+
+/// Evaluated arguments of a generic operator.
+enum Shape<'a> {
+    /// A list (from a literal array, or a rule that produced an array).
+    List(SmallVec<[Val<'a>; 4]>),
+    /// A single non-array value.
+    One(Val<'a>),
+}
+
+/// A generic operator: evaluates the arguments, then dispatches on their shape.
+fn eval_op<'a>(op: Op, args: &'a Args, env: &Env<'a, '_>) -> Res<'a> {
+    let shape = match args {
+        Args::List(items) => {
+            let mut vals = SmallVec::with_capacity(items.len());
+            for item in items.iter() {
+                vals.push(eval(item, env)?);
+            }
+            Shape::List(vals)
+        }
+        Args::One(node) => {
+            let v = eval(node, env)?;
+            if matches!(op, Op::If | Op::And | Op::Or) {
+                // The list the rule produced is read again as rules.
+                if !matches!(v.view(), View::Arr(_)) {
+                    return Err(EvalError::InvalidArguments(op.name()));
+                }
+                let mut m = Map::new();
+                m.insert(op.name().into(), v.into_value());
+                return dynamic(&Value::Object(m), env, op.name());
+            }
+            match v {
+                Val::Ref(Value::Array(a)) => Shape::List(a.iter().map(Val::Ref).collect()),
+                Val::Owned(Value::Array(a)) => Shape::List(a.into_iter().map(Val::Owned).collect()),
+                v => Shape::One(v),
+            }
+        }
+    };
+    apply(op, shape, env)
+}
+
+/// Applies a generic operator to evaluated arguments, following the reference engine's order
+/// of checks (which decides, for example, that `{"==": [x]}` is the truthiness of `x`).
+fn apply<'a>(op: Op, shape: Shape<'a>, env: &Env<'a, '_>) -> Res<'a> {
+    let bad = || EvalError::InvalidArguments(op.name());
+    match op {
+        Op::Missing => return missing(shape, env),
+        Op::MissingSome => return missing_some(shape, env),
+        Op::Set => return set(shape),
+        Op::Cat => return cat(shape),
+        Op::Substr => return substr(shape),
+        Op::Merge => return merge(shape),
+        Op::StartsWith
+        | Op::EndsWith
+        | Op::SemVer
+        | Op::Fractional
+        | Op::ContainsAll
+        | Op::ContainsAny
+        | Op::ContainsNone => return custom(op, shape, env),
+        Op::Not => {
+            return Ok(Val::Bool(match &shape {
+                Shape::List(l) => !l.first().is_some_and(Val::truthy),
+                Shape::One(v) => !v.truthy(),
+            }));
+        }
+        Op::If | Op::And | Op::Or => return Err(bad()),
+        _ => {}
+    }
+    let list = match shape {
+        Shape::One(v) => {
+            let view = v.view();
+            return if view.is_primitive() {
+                unary(op, view)
+            } else if view.kind() == Kind::Null && !matches!(op, Op::Max | Op::Min) {
+                Ok(Val::Null)
+            } else {
+                Err(bad())
+            };
+        }
+        Shape::List(l) => l,
+    };
+    if matches!(op, Op::Max | Op::Min) {
+        let mut acc: Option<f64> = None;
+        for v in &list {
+            let x = v.view().arith_number().ok_or_else(bad)?;
+            acc = Some(match acc {
+                None => x,
+                Some(a) if op == Op::Max => a.max(x),
+                Some(a) => a.min(x),
+            });
+        }
+        return Ok(acc.map_or(Val::Null, Val::Num));
+    }
+    if op != Op::In && list.len() == 1 {
+        return unary(op, list[0].view());
+    }
+    let num = |v: &Val<'_>| v.view().arith_number().ok_or_else(bad);
+    match op {
+        Op::Ternary => {
+            let cond = match list.first().map(Val::view) {
+                Some(View::Bool(b)) => b,
+                _ => return Err(bad()),
+            };
+            list.into_iter().nth(if cond { 1 } else { 2 }).ok_or_else(bad)
+        }
+        Op::Add => list.iter().try_fold(0.0, |s, v| Ok(s + num(v)?)).map(Val::Num),
+        Op::Mul => list.iter().try_fold(1.0, |s, v| Ok(s * num(v)?)).map(Val::Num),
+        Op::Sub | Op::Div => {
+            let Some((head, tail)) = list.split_first() else { return Ok(Val::Num(0.0)) };
+            let mut acc = num(head)?;
+            for v in tail {
+                let x = num(v)?;
+                acc = if op == Op::Sub { acc - x } else { acc / x };
+            }
+            Ok(Val::Num(acc))
+        }
+        Op::In => {
+            let needle = list.first().ok_or_else(bad)?;
+            let haystack = list.get(1).map_or(View::Null, Val::view);
+            in_check(needle.view(), haystack).map(Val::Bool)
+        }
+        Op::Mod => match (list.first(), list.get(1)) {
+            (Some(a), Some(b)) => Ok(Val::Num(num(a)? % num(b)?)),
+            _ => Err(bad()),
+        },
+        _ if list.len() == 3 => Ok(Val::Bool(between(op, list[0].view(), list[1].view(), list[2].view()))),
+        Op::Cmp(c) => Ok(Val::Bool(match (list.first(), list.get(1)) {
+            (Some(a), Some(b)) => compare(c, a.view(), b.view()),
+            // Missing operands are `undefined`, which equals and orders against nothing.
+            _ => matches!(c, Cmp::Ne | Cmp::StrictNe),
+        })),
+        _ => Err(bad()),
+    }
+}
+
+/// An operator applied to a single scalar (or a one-element list).
+fn unary<'a>(op: Op, v: View<'_>) -> Res<'a> {
+    let bad = || EvalError::InvalidArguments(op.name());
+    Ok(match op {
+        Op::Add | Op::Mul | Op::Div => Val::Num(v.arith_number().ok_or_else(bad)?),
+        Op::Sub => Val::Num(-v.arith_number().ok_or_else(bad)?),
+        Op::Abs => Val::Num(v.arith_number().ok_or_else(bad)?.abs()),
+        Op::Not => Val::Bool(!v.truthy()),
+        // Every other operator answers the truthiness of a lone operand.
+        _ => Val::Bool(v.truthy()),
+    })
+}
+
+/// The flagd operators and the `contains_*` extras over evaluated arguments: bad input gives
+/// `null` (or `false` for the extras), never an error.
+fn custom<'a>(op: Op, shape: Shape<'a>, env: &Env<'a, '_>) -> Res<'a> {
+    let Shape::List(list) = shape else {
+        return Ok(if matches!(op, Op::ContainsAll | Op::ContainsAny | Op::ContainsNone) {
+            Val::Bool(false)
+        } else {
+            Val::Null
+        });
+    };
+    Ok(match op {
+        Op::StartsWith | Op::EndsWith => match list.as_slice() {
+            [a, b] => match (a.view(), b.view()) {
+                (View::Str(s), View::Str(p)) => {
+                    Val::Bool(if op == Op::StartsWith { s.starts_with(p) } else { s.ends_with(p) })
+                }
+                _ => Val::Null,
+            },
+            _ => Val::Null,
+        },
+        Op::SemVer => match list.as_slice() {
+            [a, o, t] => semver_values(a, o, t),
+            _ => Val::Null,
+        },
+        Op::Fractional => return fractional_values(env.rt.hash, list, env),
+        _ => match (list.first().map(Val::view), list.get(1).map(Val::view)) {
+            (Some(View::Arr(hay)), Some(View::Arr(needles))) => {
+                let found = |n: &Value| hay.iter().any(|h| equals(view_of(h), view_of(n)));
+                Val::Bool(match op {
+                    Op::ContainsAll => needles.iter().all(found),
+                    Op::ContainsAny => needles.iter().any(found),
+                    _ => !needles.iter().any(found),
+                })
+            }
+            _ => Val::Bool(false),
+        },
+    })
+}
+
+/// `missing`: the listed paths that are absent.
+fn missing<'a>(shape: Shape<'a>, env: &Env<'a, '_>) -> Res<'a> {
+    let list = match shape {
+        Shape::One(v) if matches!(v.view(), View::Str(_)) => SmallVec::from_iter([v]),
+        Shape::One(_) => return Err(EvalError::InvalidArguments("missing")),
+        Shape::List(l) => l,
+    };
+    let mut out = Vec::new();
+    for item in list {
+        let (found, default) = resolve(item.view(), env)?;
+        if found.is_none() && default.is_none_or(|d| d.is_null()) {
+            out.push(item.into_value());
+        }
+    }
+    Ok(Val::Owned(Value::Array(out)))
+}
+
+/// `missing_some`: the absent paths, unless at least the required number is present.
+fn missing_some<'a>(shape: Shape<'a>, env: &Env<'a, '_>) -> Res<'a> {
+    let bad = || EvalError::InvalidArguments("missing_some");
+    let Shape::List(list) = shape else { return Err(bad()) };
+    let (Some(need), Some(paths)) = (list.first(), list.get(1)) else { return Err(bad()) };
+    let need = go_int(need.view().arith_number().ok_or_else(bad)?);
+    let View::Arr(paths) = paths.view() else { return Err(bad()) };
+    let mut absent = Vec::new();
+    let mut found = 0_i64;
+    for p in paths {
+        let (hit, default) = resolve(view_of(p), env)?;
+        if hit.is_some() || default.is_some_and(|d| !d.is_null()) {
+            found += 1;
+        } else {
+            absent.push(p.clone());
+        }
+    }
+    Ok(Val::Owned(Value::Array(if need > found { absent } else { Vec::new() })))
+}
+
+/// `set`: a copy of an object with one property replaced.
+fn set<'a>(shape: Shape<'a>) -> Res<'a> {
+    let Shape::List(list) = shape else { return Ok(Val::Null) };
+    let mut it = list.into_iter();
+    let Some(object) = it.next() else { return Ok(Val::Null) };
+    let (Some(key), Some(value)) = (it.next(), it.next()) else { return Ok(object) };
+    let View::Obj(m) = object.view() else { return Ok(object) };
+    let View::Str(key) = key.view() else { return Err(EvalError::InvalidArguments("set")) };
+    let mut m = m.clone();
+    m.insert(key.to_owned(), value.into_value());
+    Ok(Val::Owned(Value::Object(m)))
+}
+
+/// `cat`: concatenation; with two or more operands the result is whitespace-trimmed.
+fn cat<'a>(shape: Shape<'a>) -> Res<'a> {
+    let bad = || EvalError::InvalidArguments("cat");
+    let list = match shape {
+        Shape::One(v) if matches!(v.view(), View::Str(_)) => return Ok(v),
+        Shape::One(_) => return Err(bad()),
+        Shape::List(l) => l,
+    };
+    match list.len() {
+        0 => Ok(Val::Str("")),
+        1 => {
+            let v = list.into_iter().next().unwrap_or(Val::Null);
+            if matches!(v.view(), View::Str(_)) {
+                return Ok(v);
+            }
+            let s = v.view().go_string().ok_or_else(bad)?.into_owned();
+            Ok(Val::Owned(Value::String(s)))
+        }
+        _ => {
+            let mut out = String::new();
+            for v in &list {
+                out.push_str(&v.view().go_string().ok_or_else(bad)?);
+            }
+            let trimmed = out.trim();
+            if trimmed.len() != out.len() {
+                out = trimmed.to_owned();
+            }
+            Ok(Val::Owned(Value::String(out)))
+        }
+    }
+}
+
+/// `substr`: by characters, with negative start (from the end) and negative length (an end
+/// position counted from the end).
+fn substr<'a>(shape: Shape<'a>) -> Res<'a> {
+    let bad = || EvalError::InvalidArguments("substr");
+    let Shape::List(list) = shape else { return Err(bad()) };
+    let (Some(s), Some(start)) = (list.first(), list.get(1)) else { return Err(bad()) };
+    let s = s.view().go_string().ok_or_else(bad)?;
+    let n = s.chars().count() as i64;
+    let mut from = go_int(start.view().arith_number().ok_or_else(bad)?);
+    if from < 0 {
+        from = from.saturating_add(n);
+    }
+    if from < 0 || from > n {
+        return Ok(Val::Owned(Value::String(s.into_owned())));
+    }
+    let length = match list.get(2) {
+        Some(l) if list.len() == 3 => go_int(l.view().arith_number().ok_or_else(bad)?),
+        _ => n,
+    };
+    let mut to = if length < 0 { n.saturating_add(length) } else { from.saturating_add(length) };
+    if to > n {
+        to = n;
+    }
+    if to < from {
+        return Err(bad());
+    }
+    let out: String = s.chars().skip(from as usize).take((to - from) as usize).collect();
+    Ok(Val::Owned(Value::String(out)))
+}
+
+/// `merge`: one level of array flattening.
+fn merge<'a>(shape: Shape<'a>) -> Res<'a> {
+    let list = match shape {
+        Shape::One(v) if v.view().is_primitive() => return Ok(Val::Owned(Value::Array(vec![v.into_value()]))),
+        Shape::One(_) => return Err(EvalError::InvalidArguments("merge")),
+        Shape::List(l) => l,
+    };
+    let mut out = Vec::with_capacity(list.len());
+    for v in list {
+        match v {
+            Val::Ref(Value::Array(a)) => out.extend(a.iter().cloned()),
+            Val::Owned(Value::Array(a)) => out.extend(a),
+            other => out.push(other.into_value()),
+        }
+    }
+    Ok(Val::Owned(Value::Array(out)))
+}

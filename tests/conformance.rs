@@ -1,0 +1,1 @@
+//! One-line conformance cases for flagd evaluation semantics.
