@@ -51,7 +51,9 @@ fn merged_provider_flags(dir: &Path) -> Vec<u8> {
         .map(|e| e.path())
         .filter(|p| {
             p.extension().is_some_and(|x| x == "json")
-                && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("selector-"))
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("selector-"))
         })
         .collect();
     paths.sort();
@@ -110,7 +112,11 @@ impl Report {
             self.rerun_v2,
         );
         println!("{summary}");
-        assert!(self.failures.is_empty(), "{summary}\n\n{}", self.failures.join("\n\n"));
+        assert!(
+            self.failures.is_empty(),
+            "{summary}\n\n{}",
+            self.failures.join("\n\n")
+        );
     }
 }
 
@@ -123,10 +129,18 @@ struct Documents {
 impl Documents {
     fn load(bytes: &[u8]) -> Documents {
         let with = |hash| {
-            let opts = LoadOptions { hash, ..LoadOptions::default() };
-            load(bytes, Format::Json, &opts).map(|l| l.flags).map_err(|e| e.to_string())
+            let opts = LoadOptions {
+                hash,
+                ..LoadOptions::default()
+            };
+            load(bytes, Format::Json, &opts)
+                .map(|l| l.flags)
+                .map_err(|e| e.to_string())
         };
-        Documents { v2: with(HashGeneration::V2), v3: with(HashGeneration::V3) }
+        Documents {
+            v2: with(HashGeneration::V2),
+            v3: with(HashGeneration::V3),
+        }
     }
 
     fn get(&self, hash: HashGeneration) -> Result<&FlagSet, &str> {
@@ -151,7 +165,9 @@ fn run_suite(flags: &[u8], features: &[std::path::PathBuf]) -> Report {
         for case in feature.cases() {
             report.cases += 1;
             if let Some((tag, why)) = SKIPPED_TAGS.iter().find(|(t, _)| case.has_tag(t)) {
-                report.skipped.push(format!("{} (@{tag}: {why})", case.name));
+                report
+                    .skipped
+                    .push(format!("{} (@{tag}: {why})", case.name));
                 continue;
             }
             let v2 = case.has_tag("fractional-v2");
@@ -169,11 +185,16 @@ fn run_suite(flags: &[u8], features: &[std::path::PathBuf]) -> Report {
                 };
                 let outcome = match docs.get(hash) {
                     Ok(set) => run_case(set, &case),
-                    Err(e) => Outcome { result: Err(format!("flag document rejected: {e}")), fractional: false },
+                    Err(e) => Outcome {
+                        result: Err(format!("flag document rejected: {e}")),
+                        fractional: false,
+                    },
                 };
                 match outcome.result {
                     Ok(()) => report.passed += 1,
-                    Err(e) => report.failures.push(format!("{} [{label}]\n    {e}", case.name)),
+                    Err(e) => report
+                        .failures
+                        .push(format!("{} [{label}]\n    {e}", case.name)),
                 }
                 // A case without a generation tag runs under the default (v3); when the flag it
                 // evaluates uses `fractional`, it is run again under v2, because the evaluator
@@ -205,7 +226,10 @@ fn run_case(flags: &FlagSet, case: &Case) -> Outcome {
             break;
         }
     }
-    Outcome { result, fractional: world.fractional }
+    Outcome {
+        result,
+        fractional: world.fractional,
+    }
 }
 
 /// The requested flag type, as named in step text.
@@ -294,11 +318,19 @@ struct World<'a> {
 
 impl<'a> World<'a> {
     fn new(flags: &'a FlagSet) -> Self {
-        World { flags, request: None, context: Map::new(), details: None, fractional: false }
+        World {
+            flags,
+            request: None,
+            context: Map::new(),
+            details: None,
+            fractional: false,
+        }
     }
 
     fn details(&self) -> Result<&Details, String> {
-        self.details.as_ref().ok_or_else(|| "the flag was not evaluated yet".to_owned())
+        self.details
+            .as_ref()
+            .ok_or_else(|| "the flag was not evaluated yet".to_owned())
     }
 
     /// Evaluates the request with the SDK's typed semantics on top of the raw evaluation.
@@ -315,7 +347,10 @@ impl<'a> World<'a> {
             });
             return Ok(());
         };
-        self.fractional |= eval.flag.targeting_source().is_some_and(|s| s.contains("\"fractional\""));
+        self.fractional |= eval
+            .flag
+            .targeting_source()
+            .is_some_and(|s| s.contains("\"fractional\""));
         let fallback = &req.fallback;
         let details = match req.ty {
             Ty::Boolean => sdk_details(eval.typed::<bool>(), fallback, Typed::Bool),
@@ -337,7 +372,10 @@ impl<'a> World<'a> {
 fn check_invariants(eval: &Evaluation<'_>) -> Result<(), String> {
     let reason_is_error = eval.reason == flagd_evaluator::Reason::Error;
     if reason_is_error != eval.error.is_some() {
-        return Err(format!("inconsistent evaluation: reason {:?}, error {:?}", eval.reason, eval.error));
+        return Err(format!(
+            "inconsistent evaluation: reason {:?}, error {:?}",
+            eval.reason, eval.error
+        ));
     }
     if eval.variant.is_some() != eval.value.is_some() {
         return Err(format!(
@@ -358,13 +396,23 @@ fn sdk_details<T>(res: Resolution<'_, T>, fallback: &Typed, wrap: impl Fn(T) -> 
         (None, None) => (fallback.clone(), res.variant.map(str::to_owned)),
         (Some(_), _) => (fallback.clone(), None),
     };
-    Details { value, variant, reason: res.reason.as_str().to_owned(), error_code, metadata }
+    Details {
+        value,
+        variant,
+        reason: res.reason.as_str().to_owned(),
+        error_code,
+        metadata,
+    }
 }
 
 type Handler = fn(&mut World<'_>, &Captures<'_>, &Step) -> Result<(), String>;
 
 /// A quoted step argument; `\"` inside it stands for `"`, as in Cucumber's `{string}`.
 const STR: &str = r#""((?:[^"\\]|\\.)*)""#;
+
+/// A quoted argument at the end of a step, taken greedily: the provider suite writes JSON
+/// objects inside the quotes without escaping them.
+const LAST: &str = r#""(.*)""#;
 
 static STEPS: LazyLock<Vec<(Regex, Handler)>> = LazyLock::new(|| {
     let table: Vec<(String, Handler)> = vec![
@@ -374,25 +422,39 @@ static STEPS: LazyLock<Vec<(Regex, Handler)>> = LazyLock::new(|| {
         }),
         // Provider-suite background steps: nothing to set up for an in-process evaluator.
         ("a stable flagd provider".into(), |_, _, _| Ok(())),
-        (format!("an option {STR} of type {STR} with value {STR}"), |_, _, _| Ok(())),
+        (
+            format!("an option {STR} of type {STR} with value {STR}"),
+            |_, _, _| Ok(()),
+        ),
         (
             format!(r"a (\w+)-flag with key {STR} and a (?:fallback|default) value {STR}"),
             |w, c, _| {
                 let ty = Ty::parse(&c[1])?;
                 let fallback = Typed::parse(ty, &arg(c, 3))?;
-                w.request = Some(Request { ty, key: arg(c, 2), fallback });
+                w.request = Some(Request {
+                    ty,
+                    key: arg(c, 2),
+                    fallback,
+                });
                 Ok(())
             },
         ),
-        (format!(r"a context containing a key {STR}, with type {STR} and with value {STR}"), |w, c, _| {
-            let value = context_value(&arg(c, 2), &arg(c, 3))?;
-            w.context.insert(arg(c, 1), value);
-            Ok(())
-        }),
-        (format!("a context containing a targeting key with value {STR}"), |w, c, _| {
-            w.context.insert("targetingKey".into(), Value::String(arg(c, 1)));
-            Ok(())
-        }),
+        (
+            format!(r"a context containing a key {STR}, with type {STR} and with value {LAST}"),
+            |w, c, _| {
+                let value = context_value(&arg(c, 2), &arg(c, 3))?;
+                w.context.insert(arg(c, 1), value);
+                Ok(())
+            },
+        ),
+        (
+            format!("a context containing a targeting key with value {STR}"),
+            |w, c, _| {
+                w.context
+                    .insert("targetingKey".into(), Value::String(arg(c, 1)));
+                Ok(())
+            },
+        ),
         (
             format!(
                 "a context containing a nested property with outer key {STR} and inner key {STR}, with value {STR}"
@@ -411,13 +473,18 @@ static STEPS: LazyLock<Vec<(Regex, Handler)>> = LazyLock::new(|| {
                 Ok(())
             },
         ),
-        ("the flag was evaluated with details".into(), |w, _, _| w.evaluate()),
-        (format!("the resolved details value should be {STR}"), |w, c, _| {
-            let ty = w.request.as_ref().ok_or("no flag was requested")?.ty;
-            let expected = Typed::parse(ty, &arg(c, 1))?;
-            let got = &w.details()?.value;
-            expect(&expected, got, w.details()?)
+        ("the flag was evaluated with details".into(), |w, _, _| {
+            w.evaluate()
         }),
+        (
+            format!("the resolved details value should be {LAST}"),
+            |w, c, _| {
+                let ty = w.request.as_ref().ok_or("no flag was requested")?.ty;
+                let expected = Typed::parse(ty, &arg(c, 1))?;
+                let got = &w.details()?.value;
+                expect(&expected, got, w.details()?)
+            },
+        ),
         (format!("the reason should be {STR}"), |w, c, _| {
             let d = w.details()?;
             expect(&arg(c, 1), &d.reason, d)
@@ -431,32 +498,43 @@ static STEPS: LazyLock<Vec<(Regex, Handler)>> = LazyLock::new(|| {
             let d = w.details()?;
             expect(&Some(arg(c, 1)), &d.variant, d)
         }),
-        ("the resolved metadata should contain".into(), |w, _, step| {
-            let d = w.details()?;
-            let table = step.table.as_ref().ok_or("the step needs a table")?;
-            let mut problems = Vec::new();
-            for row in table.iter().skip(1) {
-                let [key, ty, value] = row.as_slice() else {
-                    return Err(format!("metadata rows need 3 cells, got {row:?}"));
-                };
-                let got = d.metadata.get(key);
-                let ok = match (ty.as_str(), got) {
-                    ("String", Some(Value::String(s))) => s == value,
-                    ("Integer" | "Long", Some(v)) => v.as_i64().is_some_and(|i| Ok(i) == value.parse()),
-                    ("Float" | "Double", Some(v)) => v.as_f64().is_some_and(|f| Ok(f) == value.parse()),
-                    ("Boolean", Some(Value::Bool(b))) => Ok(*b) == value.parse(),
-                    _ => false,
-                };
-                if !ok {
-                    problems.push(format!("`{key}`: expected {ty} {value}, got {got:?}"));
+        (
+            "the resolved metadata should contain".into(),
+            |w, _, step| {
+                let d = w.details()?;
+                let table = step.table.as_ref().ok_or("the step needs a table")?;
+                let mut problems = Vec::new();
+                for row in table.iter().skip(1) {
+                    let [key, ty, value] = row.as_slice() else {
+                        return Err(format!("metadata rows need 3 cells, got {row:?}"));
+                    };
+                    let got = d.metadata.get(key);
+                    let ok = match (ty.as_str(), got) {
+                        ("String", Some(Value::String(s))) => s == value,
+                        ("Integer" | "Long", Some(v)) => {
+                            v.as_i64().is_some_and(|i| Ok(i) == value.parse())
+                        }
+                        ("Float" | "Double", Some(v)) => {
+                            v.as_f64().is_some_and(|f| Ok(f) == value.parse())
+                        }
+                        ("Boolean", Some(Value::Bool(b))) => Ok(*b) == value.parse(),
+                        _ => false,
+                    };
+                    if !ok {
+                        problems.push(format!("`{key}`: expected {ty} {value}, got {got:?}"));
+                    }
                 }
-            }
-            if problems.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("metadata mismatch: {}; metadata {:?}", problems.join("; "), d.metadata))
-            }
-        }),
+                if problems.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "metadata mismatch: {}; metadata {:?}",
+                        problems.join("; "),
+                        d.metadata
+                    ))
+                }
+            },
+        ),
         ("the resolved metadata is empty".into(), |w, _, _| {
             let d = w.details()?;
             if d.metadata.is_empty() {
@@ -473,7 +551,10 @@ static STEPS: LazyLock<Vec<(Regex, Handler)>> = LazyLock::new(|| {
 });
 
 fn run_step(world: &mut World<'_>, step: &Step) -> Result<(), String> {
-    let matches: Vec<_> = STEPS.iter().filter_map(|(re, h)| re.captures(&step.text).map(|c| (c, h))).collect();
+    let matches: Vec<_> = STEPS
+        .iter()
+        .filter_map(|(re, h)| re.captures(&step.text).map(|c| (c, h)))
+        .collect();
     match matches.as_slice() {
         [(captures, handler)] => handler(world, captures, step),
         [] => Err("unknown step text".into()),
@@ -483,7 +564,10 @@ fn run_step(world: &mut World<'_>, step: &Step) -> Result<(), String> {
 
 /// The `i`-th quoted argument, unescaped.
 fn arg(c: &Captures<'_>, i: usize) -> String {
-    c.get(i).map_or("", |m| m.as_str()).replace("\\\"", "\"").replace("\\'", "'")
+    c.get(i)
+        .map_or("", |m| m.as_str())
+        .replace("\\\"", "\"")
+        .replace("\\'", "'")
 }
 
 fn context_value(ty: &str, text: &str) -> Result<Value, String> {
@@ -496,11 +580,17 @@ fn context_value(ty: &str, text: &str) -> Result<Value, String> {
     })
 }
 
-fn expect<T: PartialEq + std::fmt::Debug>(expected: &T, got: &T, details: &Details) -> Result<(), String> {
+fn expect<T: PartialEq + std::fmt::Debug>(
+    expected: &T,
+    got: &T,
+    details: &Details,
+) -> Result<(), String> {
     if expected == got {
         Ok(())
     } else {
-        Err(format!("expected {expected:?}, got {got:?}\n    details: {details:?}"))
+        Err(format!(
+            "expected {expected:?}, got {got:?}\n    details: {details:?}"
+        ))
     }
 }
 
@@ -515,12 +605,18 @@ fn every_testbed_step_is_understood() {
         let feature = Feature::read(&path).unwrap();
         for case in feature.cases() {
             for step in case.steps {
-                let n = STEPS.iter().filter(|(re, _)| re.is_match(&step.text)).count();
+                let n = STEPS
+                    .iter()
+                    .filter(|(re, _)| re.is_match(&step.text))
+                    .count();
                 if n != 1 {
                     unknown.insert(format!("{}: {step} ({n} matches)", path.display()));
                 }
             }
         }
     }
-    assert!(unknown.is_empty(), "steps without exactly one definition:\n{unknown:#?}");
+    assert!(
+        unknown.is_empty(),
+        "steps without exactly one definition:\n{unknown:#?}"
+    );
 }

@@ -4,3 +4,5 @@ mod evaluator_testbed;
 mod reload;
 mod ofrep;
 mod sync;
+mod cli;
+mod management;

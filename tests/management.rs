@@ -25,10 +25,16 @@ fn flag_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
 async fn wait_for_status(port: u16, path: &str, status: u16) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        if daemon::get(port, path).await.is_ok_and(|r| r.status == status) {
+        if daemon::get(port, path)
+            .await
+            .is_ok_and(|r| r.status == status)
+        {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{path} never answered {status}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{path} never answered {status}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -53,7 +59,13 @@ async fn healthz_and_readyz_follow_the_first_sync() {
     // Readiness is sticky: a broken document later does not make the daemon unready.
     std::fs::write(&missing, "{\"flags\":").unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(daemon::get(d.management_port, "/readyz").await.unwrap().status, 200);
+    assert_eq!(
+        daemon::get(d.management_port, "/readyz")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     d.stop().await.unwrap();
 }
 
@@ -81,7 +93,9 @@ async fn metrics_count_evaluations_with_flagd_names() {
     let eval = |body: &'static str| {
         let port = d.eval_port();
         async move {
-            let r = daemon::post_json(port, "/flagd.evaluation.v1.Service/ResolveString", body).await.unwrap();
+            let r = daemon::post_json(port, "/flagd.evaluation.v1.Service/ResolveString", body)
+                .await
+                .unwrap();
             assert_eq!(r.status, 200, "{}", r.text());
         }
     };
@@ -100,7 +114,12 @@ async fn metrics_count_evaluations_with_flagd_names() {
 
     let m = daemon::get(d.management_port, "/metrics").await.unwrap();
     assert_eq!(m.status, 200);
-    assert!(m.header("content-type").is_some_and(|ct| ct.starts_with("text/plain")), "{:?}", m.headers);
+    assert!(
+        m.header("content-type")
+            .is_some_and(|ct| ct.starts_with("text/plain")),
+        "{:?}",
+        m.headers
+    );
     let text = m.text();
     let sample = |needles: &[&str]| -> Option<f64> {
         text.lines()
@@ -108,24 +127,50 @@ async fn metrics_count_evaluations_with_flagd_names() {
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
     };
-    let impressions = ["feature_flag_flagd_impression_total{", "feature_flag_key=\"targeted\""];
-    assert_eq!(sample(&[impressions[0], impressions[1], "feature_flag_result_variant=\"b\""]), Some(3.0), "{text}");
+    let impressions = [
+        "feature_flag_flagd_impression_total{",
+        "feature_flag_key=\"targeted\"",
+    ];
     assert_eq!(
-        sample(&[impressions[0], impressions[1], "feature_flag_result_variant=\"a\"", "TARGETING_MATCH"]),
+        sample(&[
+            impressions[0],
+            impressions[1],
+            "feature_flag_result_variant=\"b\""
+        ]),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&[
+            impressions[0],
+            impressions[1],
+            "feature_flag_result_variant=\"a\"",
+            "TARGETING_MATCH"
+        ]),
         Some(1.0),
         "{text}"
     );
     assert_eq!(
-        sample(&["feature_flag_flagd_result_reason_total{", "feature_flag_reason=\"TARGETING_MATCH\"", "targeted"]),
+        sample(&[
+            "feature_flag_flagd_result_reason_total{",
+            "feature_flag_reason=\"TARGETING_MATCH\"",
+            "targeted"
+        ]),
         Some(4.0),
         "{text}"
     );
     assert_eq!(
-        sample(&["feature_flag_flagd_result_reason_total{", "ExceptionTypeKeyName=\"FLAG_NOT_FOUND\""]),
+        sample(&[
+            "feature_flag_flagd_result_reason_total{",
+            "ExceptionTypeKeyName=\"FLAG_NOT_FOUND\""
+        ]),
         Some(1.0),
         "{text}"
     );
-    assert!(!text.contains("no-such-flag"), "unknown keys must not create series:\n{text}");
+    assert!(
+        !text.contains("no-such-flag"),
+        "unknown keys must not create series:\n{text}"
+    );
     assert!(text.contains("flagd_rs_build_info{"), "{text}");
     d.stop().await.unwrap();
 }
@@ -134,12 +179,27 @@ async fn metrics_count_evaluations_with_flagd_names() {
 async fn grpc_health_is_served_on_the_management_port() {
     let dir = tempfile::tempdir().unwrap();
     let d = TestDaemon::start(&[flag_file(&dir)]).await;
-    let channel = tonic::transport::Endpoint::from_shared(d.management_url()).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(d.management_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut client = HealthClient::new(channel);
-    let resp = client.check(HealthCheckRequest { service: String::new() }).await.unwrap();
+    let resp = client
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
     assert_eq!(resp.into_inner().status, ServingStatus::Serving as i32);
     // HTTP requests on the same port still reach the probes.
-    assert_eq!(daemon::get(d.management_port, "/healthz").await.unwrap().status, 200);
+    assert_eq!(
+        daemon::get(d.management_port, "/healthz")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     d.stop().await.unwrap();
 }
 
@@ -160,18 +220,28 @@ async fn shutdown_finishes_in_flight_requests_then_returns_ok() {
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     let mut interim = [0u8; 25];
-    tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read_exact(&mut stream, &mut interim))
-        .await
-        .expect("100 Continue")
-        .unwrap();
-    assert!(interim.starts_with(b"HTTP/1.1 100 Continue\r\n\r\n"), "{}", String::from_utf8_lossy(&interim));
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_exact(&mut stream, &mut interim),
+    )
+    .await
+    .expect("100 Continue")
+    .unwrap();
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100 Continue\r\n\r\n"),
+        "{}",
+        String::from_utf8_lossy(&interim)
+    );
 
     d.trigger_shutdown();
     // Wait until the daemon has stopped accepting connections, so the request is completed
     // during the drain and not before it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-        assert!(tokio::time::Instant::now() < deadline, "the listener stayed open after shutdown");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the listener stayed open after shutdown"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     stream.write_all(body).await.unwrap();

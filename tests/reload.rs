@@ -122,7 +122,6 @@ impl Daemon {
     }
 
     /// The next change set, asserted to be exactly `expected` as (key, kind) pairs.
-    #[track_caller]
     async fn expect_change(&mut self, expected: &[(&str, ChangeKind)]) {
         let change = self.next_change().await;
         let got: Vec<(&str, ChangeKind)> = change.flags.iter().map(|f| (&*f.key, f.kind)).collect();

@@ -54,7 +54,12 @@ impl TestDaemon {
             // A dropped sender (the test ended) also stops the daemon.
             let _ = rx.await;
         }));
-        TestDaemon { eval_port: eval, management_port: management, shutdown: Some(tx), task: Some(task) }
+        TestDaemon {
+            eval_port: eval,
+            management_port: management,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
     }
 
     /// The evaluation port; panics for a daemon on a unix socket.
@@ -77,14 +82,20 @@ impl TestDaemon {
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(task) = &self.task {
-                assert!(!task.is_finished(), "the daemon stopped before becoming ready");
+                assert!(
+                    !task.is_finished(),
+                    "the daemon stopped before becoming ready"
+                );
             }
             if let Ok(r) = get(self.management_port, "/readyz").await {
                 if r.status == 200 {
                     return;
                 }
             }
-            assert!(tokio::time::Instant::now() < deadline, "the daemon did not become ready");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the daemon did not become ready"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -122,14 +133,22 @@ impl Drop for TestDaemon {
 pub fn config_for<P: AsRef<Path>>(flag_files: &[P]) -> Config {
     let sources = flag_files
         .iter()
-        .map(|p| SourceSpec::from_uri(&format!("file:{}", p.as_ref().display())).expect("file source"))
+        .map(|p| {
+            SourceSpec::from_uri(&format!("file:{}", p.as_ref().display())).expect("file source")
+        })
         .collect();
-    Config { sources, ..Config::default() }
+    Config {
+        sources,
+        ..Config::default()
+    }
 }
 
 /// The repository root (the workspace directory).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// One HTTP response, fully read.
@@ -147,7 +166,10 @@ impl HttpResponse {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The body as UTF-8 text.
@@ -163,7 +185,14 @@ pub async fn get(port: u16, path: &str) -> std::io::Result<HttpResponse> {
 
 /// `POST path` with a JSON body on 127.0.0.1:`port`.
 pub async fn post_json(port: u16, path: &str, body: &str) -> std::io::Result<HttpResponse> {
-    request(port, "POST", path, &[("content-type", "application/json")], body.as_bytes()).await
+    request(
+        port,
+        "POST",
+        path,
+        &[("content-type", "application/json")],
+        body.as_bytes(),
+    )
+    .await
 }
 
 /// Sends one HTTP/1.1 request (`Connection: close`) and reads the whole response.
@@ -175,7 +204,8 @@ pub async fn request(
     body: &[u8],
 ) -> std::io::Result<HttpResponse> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\n");
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -192,7 +222,10 @@ pub async fn read_response(stream: &mut TcpStream) -> std::io::Result<HttpRespon
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "response timed out"))??;
     parse_response(&raw).ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad response: {}", String::from_utf8_lossy(&raw)))
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("bad response: {}", String::from_utf8_lossy(&raw)),
+        )
     })
 }
 
@@ -212,9 +245,19 @@ pub fn parse_response(mut raw: &[u8]) -> Option<HttpResponse> {
             .filter_map(|l| l.split_once(':'))
             .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
             .collect();
-        let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-        let body = if chunked { dechunk(rest)? } else { rest.to_vec() };
-        return Some(HttpResponse { status, headers, body });
+        let chunked = headers
+            .iter()
+            .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+        let body = if chunked {
+            dechunk(rest)?
+        } else {
+            rest.to_vec()
+        };
+        return Some(HttpResponse {
+            status,
+            headers,
+            body,
+        });
     }
 }
 

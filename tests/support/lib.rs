@@ -1,2 +1,3 @@
 //! Shared helpers for the integration tests.
 pub mod testbed;
+pub mod daemon;

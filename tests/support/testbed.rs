@@ -39,7 +39,9 @@ pub fn json_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
             x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q))
         }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }
         _ => a == b,
     }
@@ -147,18 +149,24 @@ impl Feature {
             .unwrap_or_else(|| self.name.clone());
         let mut cases = Vec::new();
         for scenario in &self.scenarios {
-            let base_tags: Vec<String> =
-                self.tags.iter().chain(&scenario.tags).cloned().collect();
+            let base_tags: Vec<String> = self.tags.iter().chain(&scenario.tags).cloned().collect();
             if scenario.examples.is_empty() {
                 cases.push(Case {
                     name: format!("{file}:{}: {}", scenario.line, scenario.name),
                     tags: base_tags,
-                    steps: self.background.iter().chain(&scenario.steps).cloned().collect(),
+                    steps: self
+                        .background
+                        .iter()
+                        .chain(&scenario.steps)
+                        .cloned()
+                        .collect(),
                 });
                 continue;
             }
             for examples in &scenario.examples {
-                let Some((header, rows)) = examples.table.split_first() else { continue };
+                let Some((header, rows)) = examples.table.split_first() else {
+                    continue;
+                };
                 for (i, row) in rows.iter().enumerate() {
                     let bind = |s: &str| substitute(s, header, row);
                     let steps = self
@@ -169,7 +177,9 @@ impl Feature {
                             keyword: step.keyword.clone(),
                             text: bind(&step.text),
                             table: step.table.as_ref().map(|t| {
-                                t.iter().map(|r| r.iter().map(|c| bind(c)).collect()).collect()
+                                t.iter()
+                                    .map(|r| r.iter().map(|c| bind(c)).collect())
+                                    .collect()
                             }),
                             docstring: step.docstring.as_deref().map(bind),
                             line: step.line,
@@ -255,9 +265,14 @@ pub fn parse_feature(text: &str) -> Result<Feature, String> {
             block = Block::Background;
             continue;
         }
-        if let Some(rest) = ["Scenario Outline:", "Scenario Template:", "Scenario:", "Example:"]
-            .iter()
-            .find_map(|k| line.strip_prefix(k))
+        if let Some(rest) = [
+            "Scenario Outline:",
+            "Scenario Template:",
+            "Scenario:",
+            "Example:",
+        ]
+        .iter()
+        .find_map(|k| line.strip_prefix(k))
         {
             feature.scenarios.push(Scenario {
                 tags: std::mem::take(&mut pending_tags),
@@ -268,7 +283,10 @@ pub fn parse_feature(text: &str) -> Result<Feature, String> {
             block = Block::Scenario;
             continue;
         }
-        if let Some(rest) = ["Examples:", "Scenarios:"].iter().find_map(|k| line.strip_prefix(k)) {
+        if let Some(rest) = ["Examples:", "Scenarios:"]
+            .iter()
+            .find_map(|k| line.strip_prefix(k))
+        {
             let Some(scenario) = feature.scenarios.last_mut() else {
                 return fail("Examples outside a scenario");
             };
@@ -288,7 +306,10 @@ pub fn parse_feature(text: &str) -> Result<Feature, String> {
             let row = parse_row(line).ok_or_else(|| format!("line {line_no}: bad table row"))?;
             match block {
                 Block::Examples => {
-                    if let Some(ex) = feature.scenarios.last_mut().and_then(|s| s.examples.last_mut())
+                    if let Some(ex) = feature
+                        .scenarios
+                        .last_mut()
+                        .and_then(|s| s.examples.last_mut())
                     {
                         ex.table.push(row);
                     }
@@ -305,7 +326,11 @@ pub fn parse_feature(text: &str) -> Result<Feature, String> {
             continue;
         }
         if line.starts_with("\"\"\"") || line.starts_with("```") {
-            let fence = if line.starts_with("```") { "```" } else { "\"\"\"" };
+            let fence = if line.starts_with("```") {
+                "```"
+            } else {
+                "\"\"\""
+            };
             let indent = lines
                 .get(i - 1)
                 .map(|l| l.len() - l.trim_start().len())
@@ -347,7 +372,10 @@ pub fn parse_feature(text: &str) -> Result<Feature, String> {
         }
         // Free text under a header is its description, which carries no meaning for a run.
         let has_steps = match block {
-            Block::Scenario => feature.scenarios.last().is_some_and(|s| !s.steps.is_empty()),
+            Block::Scenario => feature
+                .scenarios
+                .last()
+                .is_some_and(|s| !s.steps.is_empty()),
             Block::Background => !feature.background.is_empty(),
             Block::Examples => feature
                 .scenarios
@@ -362,7 +390,9 @@ pub fn parse_feature(text: &str) -> Result<Feature, String> {
         }
     }
     if !pending_tags.is_empty() {
-        return Err(format!("tags {pending_tags:?} at the end of the file tag nothing"));
+        return Err(format!(
+            "tags {pending_tags:?} at the end of the file tag nothing"
+        ));
     }
     Ok(feature)
 }
@@ -416,7 +446,12 @@ mod tests {
     fn rows_keep_unknown_escapes() {
         assert_eq!(
             parse_row(r#"| {\"a\": 1} | x\|y | a\\b | \u00e9 |"#),
-            Some(vec![r#"{\"a\": 1}"#.into(), "x|y".into(), r"a\b".into(), r"\u00e9".into()])
+            Some(vec![
+                r#"{\"a\": 1}"#.into(),
+                "x|y".into(),
+                r"a\b".into(),
+                r"\u00e9".into()
+            ])
         );
         assert_eq!(parse_row("| a | b"), None);
         assert_eq!(parse_row("| |"), Some(vec![String::new()]));
@@ -430,7 +465,10 @@ mod tests {
         assert_eq!(cases.len(), 4);
         assert_eq!(cases[0].tags, ["f", "s", "e1"]);
         assert_eq!(cases[1].steps[1].text, "a 2");
-        assert_eq!(cases[1].steps[1].table, Some(vec![vec!["k".into(), "2".into()]]));
+        assert_eq!(
+            cases[1].steps[1].table,
+            Some(vec![vec!["k".into(), "2".into()]])
+        );
         assert_eq!(cases[2].tags, ["f", "s"]);
         assert_eq!(cases[3].steps.len(), 2);
         assert_eq!(cases[3].steps[0].text, "an evaluator");

@@ -94,7 +94,11 @@ pub struct LoadArgs {
 impl LoadArgs {
     /// The evaluator's load options for these flags.
     pub fn load_options(&self) -> LoadOptions {
-        LoadOptions { hash: self.fractional_hash.into(), strict: self.strict, ..LoadOptions::default() }
+        LoadOptions {
+            hash: self.fractional_hash.into(),
+            strict: self.strict,
+            ..LoadOptions::default()
+        }
     }
 }
 
@@ -111,7 +115,12 @@ pub struct StartArgs {
     #[arg(short = 'p', long, env = "FLAGD_PORT", default_value_t = 8013)]
     pub port: u16,
     /// Port of the management service (health, readiness, metrics).
-    #[arg(short = 'm', long, env = "FLAGD_MANAGEMENT_PORT", default_value_t = 8014)]
+    #[arg(
+        short = 'm',
+        long,
+        env = "FLAGD_MANAGEMENT_PORT",
+        default_value_t = 8014
+    )]
     pub management_port: u16,
     /// Port of the flag sync service.
     #[arg(short = 'g', long, env = "FLAGD_SYNC_PORT", default_value_t = 8015)]
@@ -144,10 +153,20 @@ pub struct StartArgs {
     #[arg(long, env = "FLAGD_STREAM_DEADLINE", default_value = "0", value_parser = parse_duration)]
     pub stream_deadline: Duration,
     /// Largest request body in bytes (0 = no limit).
-    #[arg(short = 'B', long, env = "FLAGD_MAX_REQUEST_BODY", default_value_t = 1_000_000)]
+    #[arg(
+        short = 'B',
+        long,
+        env = "FLAGD_MAX_REQUEST_BODY",
+        default_value_t = 1_000_000
+    )]
     pub max_request_body: u64,
     /// Largest total size of request headers in bytes (0 = 1 MiB).
-    #[arg(short = 'R', long, env = "FLAGD_MAX_REQUEST_HEADER", default_value_t = 1_000_000)]
+    #[arg(
+        short = 'R',
+        long,
+        env = "FLAGD_MAX_REQUEST_HEADER",
+        default_value_t = 1_000_000
+    )]
     pub max_request_header: u64,
     /// Make the sync service's GetMetadata answer UNIMPLEMENTED.
     #[arg(long, env = "FLAGD_DISABLE_SYNC_METADATA")]
@@ -262,7 +281,8 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        let argv = std::iter::once(OsString::from("flagd-rs")).chain(args.into_iter().map(Into::into));
+        let argv =
+            std::iter::once(OsString::from("flagd-rs")).chain(args.into_iter().map(Into::into));
         let cli = Cli::try_parse_from(argv)?;
         match cli.command {
             Command::Start(args) => Config::try_from(*args),
@@ -283,15 +303,25 @@ impl TryFrom<StartArgs> for Config {
         // flagd's order: every --uri entry, then the --sources entries.
         let mut specs = Vec::new();
         for uri in args.uri.iter().map(|u| u.trim()).filter(|u| !u.is_empty()) {
-            let spec = SourceSpec::from_uri(uri).map_err(|e| anyhow::anyhow!("invalid source `{uri}`: {e}"))?;
+            let spec = SourceSpec::from_uri(uri)
+                .map_err(|e| anyhow::anyhow!("invalid source `{uri}`: {e}"))?;
             specs.push(spec);
         }
-        if let Some(json) = args.sources.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-            let parsed = sources::parse_sources_json(json).map_err(|e| anyhow::anyhow!("invalid --sources: {e}"))?;
+        if let Some(json) = args
+            .sources
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            let parsed = sources::parse_sources_json(json)
+                .map_err(|e| anyhow::anyhow!("invalid --sources: {e}"))?;
             specs.extend(parsed);
         }
 
-        let tls = match (non_empty(args.server_cert_path), non_empty(args.server_key_path)) {
+        let tls = match (
+            non_empty(args.server_cert_path),
+            non_empty(args.server_key_path),
+        ) {
             (Some(cert), Some(key)) => Some(TlsPaths { cert, key }),
             (None, None) => None,
             (Some(_), None) => bail!("--server-cert-path needs --server-key-path"),
@@ -305,7 +335,9 @@ impl TryFrom<StartArgs> for Config {
         let mut from_headers = Vec::with_capacity(args.context_from_header.len());
         for (header, key) in args.context_from_header {
             let name = http::HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes())
-                .with_context(|| format!("invalid header name `{header}` in --context-from-header"))?;
+                .with_context(|| {
+                    format!("invalid header name `{header}` in --context-from-header")
+                })?;
             from_headers.push((name, key));
         }
 
@@ -329,8 +361,16 @@ impl TryFrom<StartArgs> for Config {
             socket_path: non_empty(args.socket_path),
             sync_socket_path: non_empty(args.sync_socket_path),
             tls,
-            cors_origins: args.cors_origin.into_iter().map(|o| o.trim().to_owned()).filter(|o| !o.is_empty()).collect(),
-            context: ContextConfig { static_values, from_headers },
+            cors_origins: args
+                .cors_origin
+                .into_iter()
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            context: ContextConfig {
+                static_values,
+                from_headers,
+            },
             limits,
             load: args.load.load_options(),
             disable_sync_metadata: args.disable_sync_metadata,
@@ -344,7 +384,8 @@ mod tests {
     use super::*;
 
     fn start(args: &[&str]) -> StartArgs {
-        let cli = Cli::try_parse_from(std::iter::once("flagd-rs").chain(args.iter().copied())).unwrap();
+        let cli =
+            Cli::try_parse_from(std::iter::once("flagd-rs").chain(args.iter().copied())).unwrap();
         match cli.command {
             Command::Start(a) => *a,
             other => panic!("unexpected {other:?}"),
@@ -354,7 +395,10 @@ mod tests {
     #[test]
     fn defaults_match_flagd() {
         let a = start(&["start"]);
-        assert_eq!((a.port, a.management_port, a.sync_port, a.ofrep_port), (8013, 8014, 8015, 8016));
+        assert_eq!(
+            (a.port, a.management_port, a.sync_port, a.ofrep_port),
+            (8013, 8014, 8015, 8016)
+        );
         assert_eq!(a.max_request_body, 1_000_000);
         assert_eq!(a.max_request_header, 1_000_000);
         assert_eq!(a.stream_deadline, Duration::ZERO);
@@ -365,15 +409,56 @@ mod tests {
     #[test]
     fn short_flags_lists_and_pairs() {
         let a = start(&[
-            "start", "-f", "a.json,b.json", "--uri", "c.json", "-p", "1", "-m", "2", "-g", "3", "-r", "4", "-C", "x,y",
-            "-X", "env=prod", "-X", "a=b=c", "-H", "X-User=user", "--header-to-context-key", "X-Org=org",
-            "--stream-deadline", "1m30s", "-B", "10", "-R", "20", "--fractional-hash", "v2", "--strict",
+            "start",
+            "-f",
+            "a.json,b.json",
+            "--uri",
+            "c.json",
+            "-p",
+            "1",
+            "-m",
+            "2",
+            "-g",
+            "3",
+            "-r",
+            "4",
+            "-C",
+            "x,y",
+            "-X",
+            "env=prod",
+            "-X",
+            "a=b=c",
+            "-H",
+            "X-User=user",
+            "--header-to-context-key",
+            "X-Org=org",
+            "--stream-deadline",
+            "1m30s",
+            "-B",
+            "10",
+            "-R",
+            "20",
+            "--fractional-hash",
+            "v2",
+            "--strict",
         ]);
         assert_eq!(a.uri, ["a.json", "b.json", "c.json"]);
-        assert_eq!((a.port, a.management_port, a.sync_port, a.ofrep_port), (1, 2, 3, 4));
+        assert_eq!(
+            (a.port, a.management_port, a.sync_port, a.ofrep_port),
+            (1, 2, 3, 4)
+        );
         assert_eq!(a.cors_origin, ["x", "y"]);
-        assert_eq!(a.context_value, [("env".into(), "prod".into()), ("a".into(), "b=c".into())]);
-        assert_eq!(a.context_from_header, [("X-User".into(), "user".into()), ("X-Org".into(), "org".into())]);
+        assert_eq!(
+            a.context_value,
+            [("env".into(), "prod".into()), ("a".into(), "b=c".into())]
+        );
+        assert_eq!(
+            a.context_from_header,
+            [
+                ("X-User".into(), "user".into()),
+                ("X-Org".into(), "org".into())
+            ]
+        );
         assert_eq!(a.stream_deadline, Duration::from_secs(90));
         assert_eq!((a.max_request_body, a.max_request_header), (10, 20));
         assert_eq!(a.load.load_options().hash, HashGeneration::V2);
@@ -388,15 +473,35 @@ mod tests {
             &["start", "--fractional-hash", "v1"],
             &["start", "-p", "70000"],
         ] {
-            assert!(Cli::try_parse_from(std::iter::once("flagd-rs").chain(bad.iter().copied())).is_err(), "{bad:?}");
+            assert!(
+                Cli::try_parse_from(std::iter::once("flagd-rs").chain(bad.iter().copied()))
+                    .is_err(),
+                "{bad:?}"
+            );
         }
     }
 
     #[test]
     fn config_from_start_args() {
-        let c = Config::try_from(start(&["start", "-X", "env=prod", "-H", "X-User=user", "-B", "0", "-R", "0", "--stream-deadline", "5s"])).unwrap();
+        let c = Config::try_from(start(&[
+            "start",
+            "-X",
+            "env=prod",
+            "-H",
+            "X-User=user",
+            "-B",
+            "0",
+            "-R",
+            "0",
+            "--stream-deadline",
+            "5s",
+        ]))
+        .unwrap();
         assert!(c.sources.is_empty());
-        assert_eq!(c.context.static_values.get("env"), Some(&Value::String("prod".into())));
+        assert_eq!(
+            c.context.static_values.get("env"),
+            Some(&Value::String("prod".into()))
+        );
         assert_eq!(c.context.from_headers[0].0.as_str(), "x-user");
         assert_eq!(c.limits.max_body_bytes, 0);
         assert_eq!(c.limits.max_header_bytes, 1 << 20);

@@ -1,6 +1,7 @@
 //! Evaluation context assembly: the request's context (a protobuf `Struct` or a JSON object)
 //! merged with the static `-X` values and the header-mapped `-H` values, later ones winning.
 
+use http::HeaderMap;
 use pbjson_types::value::Kind;
 use serde_json::{Map, Number, Value};
 
@@ -30,6 +31,14 @@ pub fn assemble<'h>(
         }
     }
     Value::Object(ctx)
+}
+
+/// [`assemble`] with the headers of an HTTP request or gRPC call (non-text values ignored).
+pub fn assemble_from(request: Map<String, Value>, config: &ContextConfig, headers: Option<&HeaderMap>) -> Value {
+    match headers {
+        Some(h) => assemble(request, config, Some(&|name: &str| h.get(name).and_then(|v| v.to_str().ok()))),
+        None => assemble(request, config, None),
+    }
 }
 
 /// Converts a request's protobuf `Struct` into a JSON object, moving its strings.
@@ -102,12 +111,10 @@ mod tests {
     fn later_layers_win() {
         let request = json!({"env": "dev", "team": "req", "user": "u", "empty": "kept"});
         let Value::Object(request) = request else { unreachable!() };
-        let headers = |name: &str| match name {
-            "x-team" => Some("header"),
-            "x-empty" => Some(""),
-            _ => None,
-        };
-        let ctx = assemble(request.clone(), &config(), Some(&headers));
+        let mut headers = HeaderMap::new();
+        headers.insert("x-team", "header".parse().unwrap());
+        headers.insert("x-empty", "".parse().unwrap());
+        let ctx = assemble_from(request.clone(), &config(), Some(&headers));
         assert_eq!(ctx, json!({"env": "prod", "team": "header", "user": "u", "empty": "kept"}));
         let ctx = assemble(request, &config(), None);
         assert_eq!(ctx, json!({"env": "prod", "team": "static", "user": "u", "empty": "kept"}));

@@ -30,17 +30,21 @@ use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
 /// `Content-Type` of [`Metrics::encode`]'s output (Prometheus text format 0.0.4).
-pub const PROMETHEUS_CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+pub const PROMETHEUS_CONTENT_TYPE: &str =
+    prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// `Content-Type` of [`Metrics::encode_openmetrics`]'s output.
-pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The value of `feature_flag_provider_name`, as flagd reports it.
 const PROVIDER_NAME: &str = "flagd";
 
 /// Request-duration buckets in seconds (OpenTelemetry's HTTP semantic conventions, as flagd
 /// documents them).
-const DURATION_BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+const DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
 
 /// Distinct routes kept apart; beyond this, requests are recorded under the route `other` so a
 /// caller passing raw paths cannot grow the registry without bound.
@@ -87,8 +91,11 @@ impl EncodeLabelSet for ReasonLabels {
             Subject::Flag(key) => ("feature_flag_key", &**key),
             Subject::Error(code) => ("ExceptionTypeKeyName", &**code),
         };
-        let labels: [(&str, &str); 3] =
-            [("feature_flag_provider_name", PROVIDER_NAME), ("feature_flag_reason", &self.reason), subject];
+        let labels: [(&str, &str); 3] = [
+            ("feature_flag_provider_name", PROVIDER_NAME),
+            ("feature_flag_reason", &self.reason),
+            subject,
+        ];
         EncodeLabelSet::encode(&labels, encoder)
     }
 }
@@ -210,7 +217,13 @@ impl Metrics {
     /// evaluation (`error_code` is `None`) counts an impression and a result for the flag; a
     /// failed one counts only a result labelled with the error code, as flagd does.
     #[inline]
-    pub fn evaluation(&self, flag_key: &str, variant: &str, reason: &str, error_code: Option<&str>) {
+    pub fn evaluation(
+        &self,
+        flag_key: &str,
+        variant: &str,
+        reason: &str,
+        error_code: Option<&str>,
+    ) {
         match error_code {
             None => self.success(flag_key, variant, reason),
             Some(code) => self.failure(reason, code),
@@ -220,7 +233,10 @@ impl Metrics {
     fn success(&self, key: &str, variant: &str, reason: &str) {
         {
             let cache = self.success.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(e) = cache.get(key).and_then(|list| list.iter().find(|e| &*e.variant == variant && &*e.reason == reason)) {
+            if let Some(e) = cache.get(key).and_then(|list| {
+                list.iter()
+                    .find(|e| &*e.variant == variant && &*e.reason == reason)
+            }) {
                 e.impression.inc();
                 e.result.inc();
                 return;
@@ -228,32 +244,58 @@ impl Metrics {
         }
         // First time for this combination: resolve the series once and remember the handles.
         let (key_arc, reason_arc): (Arc<str>, Arc<str>) = (key.into(), reason.into());
-        let impression = self
-            .impressions
-            .get_or_create_owned(&ImpressionLabels { key: key_arc.clone(), variant: variant.into(), reason: reason_arc.clone() });
-        let result = self.results.get_or_create_owned(&ReasonLabels { reason: reason_arc, subject: Subject::Flag(key_arc) });
+        let impression = self.impressions.get_or_create_owned(&ImpressionLabels {
+            key: key_arc.clone(),
+            variant: variant.into(),
+            reason: reason_arc.clone(),
+        });
+        let result = self.results.get_or_create_owned(&ReasonLabels {
+            reason: reason_arc,
+            subject: Subject::Flag(key_arc),
+        });
         impression.inc();
         result.inc();
         let mut cache = self.success.write().unwrap_or_else(|e| e.into_inner());
         let list = cache.entry(key.into()).or_default();
-        if !list.iter().any(|e| &*e.variant == variant && &*e.reason == reason) {
-            list.push(SuccessEntry { variant: variant.into(), reason: reason.into(), impression, result });
+        if !list
+            .iter()
+            .any(|e| &*e.variant == variant && &*e.reason == reason)
+        {
+            list.push(SuccessEntry {
+                variant: variant.into(),
+                reason: reason.into(),
+                impression,
+                result,
+            });
         }
     }
 
     fn failure(&self, reason: &str, code: &str) {
         {
             let cache = self.errors.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(e) = cache.iter().find(|e| &*e.reason == reason && &*e.error == code) {
+            if let Some(e) = cache
+                .iter()
+                .find(|e| &*e.reason == reason && &*e.error == code)
+            {
                 e.result.inc();
                 return;
             }
         }
-        let result = self.results.get_or_create_owned(&ReasonLabels { reason: reason.into(), subject: Subject::Error(code.into()) });
+        let result = self.results.get_or_create_owned(&ReasonLabels {
+            reason: reason.into(),
+            subject: Subject::Error(code.into()),
+        });
         result.inc();
         let mut cache = self.errors.write().unwrap_or_else(|e| e.into_inner());
-        if !cache.iter().any(|e| &*e.reason == reason && &*e.error == code) {
-            cache.push(ErrorEntry { reason: reason.into(), error: code.into(), result });
+        if !cache
+            .iter()
+            .any(|e| &*e.reason == reason && &*e.error == code)
+        {
+            cache.push(ErrorEntry {
+                reason: reason.into(),
+                error: code.into(),
+                result,
+            });
         }
     }
 
@@ -264,20 +306,42 @@ impl Metrics {
         let seconds = elapsed.as_secs_f64();
         {
             let cache = self.http.read().unwrap_or_else(|e| e.into_inner());
-            let route = if cache.len() >= MAX_ROUTES && !cache.contains_key(route) { "other" } else { route };
-            if let Some(e) = cache.get(route).and_then(|list| list.iter().find(|e| e.status == status && &*e.method == method)) {
+            let route = if cache.len() >= MAX_ROUTES && !cache.contains_key(route) {
+                "other"
+            } else {
+                route
+            };
+            if let Some(e) = cache.get(route).and_then(|list| {
+                list.iter()
+                    .find(|e| e.status == status && &*e.method == method)
+            }) {
                 e.histogram.observe(seconds);
                 return;
             }
         }
         let mut cache = self.http.write().unwrap_or_else(|e| e.into_inner());
-        let route = if cache.len() >= MAX_ROUTES && !cache.contains_key(route) { "other" } else { route };
+        let route = if cache.len() >= MAX_ROUTES && !cache.contains_key(route) {
+            "other"
+        } else {
+            route
+        };
         let list = cache.entry(route.into()).or_default();
-        let histogram = match list.iter().find(|e| e.status == status && &*e.method == method) {
+        let histogram = match list
+            .iter()
+            .find(|e| e.status == status && &*e.method == method)
+        {
             Some(e) => e.histogram.clone(),
             None => {
-                let h = self.durations.get_or_create_owned(&HttpLabels { route: route.into(), method: method.into(), status });
-                list.push(HttpEntry { method: method.into(), status, histogram: h.clone() });
+                let h = self.durations.get_or_create_owned(&HttpLabels {
+                    route: route.into(),
+                    method: method.into(),
+                    status,
+                });
+                list.push(HttpEntry {
+                    method: method.into(),
+                    status,
+                    histogram: h.clone(),
+                });
                 h
             }
         };
@@ -306,7 +370,8 @@ mod tests {
     use super::*;
 
     fn line<'a>(text: &'a str, prefix: &str, needles: &[&str]) -> Option<&'a str> {
-        text.lines().find(|l| l.starts_with(prefix) && needles.iter().all(|n| l.contains(n)))
+        text.lines()
+            .find(|l| l.starts_with(prefix) && needles.iter().all(|n| l.contains(n)))
     }
 
     #[test]
@@ -319,25 +384,75 @@ mod tests {
         m.evaluation("missing", "", "ERROR", Some("FLAG_NOT_FOUND"));
         m.evaluation("other-missing", "", "ERROR", Some("FLAG_NOT_FOUND"));
         let text = m.encode();
-        let l = line(&text, "feature_flag_flagd_impression_total{", &["feature_flag_key=\"my-flag\"", "feature_flag_result_variant=\"on\"", "feature_flag_reason=\"STATIC\"", "feature_flag_provider_name=\"flagd\""]).unwrap();
+        let l = line(
+            &text,
+            "feature_flag_flagd_impression_total{",
+            &[
+                "feature_flag_key=\"my-flag\"",
+                "feature_flag_result_variant=\"on\"",
+                "feature_flag_reason=\"STATIC\"",
+                "feature_flag_provider_name=\"flagd\"",
+            ],
+        )
+        .unwrap();
         assert!(l.ends_with(" 3"), "{l}");
-        let l = line(&text, "feature_flag_flagd_result_reason_total{", &["feature_flag_key=\"my-flag\"", "feature_flag_reason=\"TARGETING_MATCH\""]).unwrap();
+        let l = line(
+            &text,
+            "feature_flag_flagd_result_reason_total{",
+            &[
+                "feature_flag_key=\"my-flag\"",
+                "feature_flag_reason=\"TARGETING_MATCH\"",
+            ],
+        )
+        .unwrap();
         assert!(l.ends_with(" 1"), "{l}");
-        let l = line(&text, "feature_flag_flagd_result_reason_total{", &["ExceptionTypeKeyName=\"FLAG_NOT_FOUND\""]).unwrap();
+        let l = line(
+            &text,
+            "feature_flag_flagd_result_reason_total{",
+            &["ExceptionTypeKeyName=\"FLAG_NOT_FOUND\""],
+        )
+        .unwrap();
         assert!(l.ends_with(" 2") && !l.contains("feature_flag_key"), "{l}");
         assert!(line(&text, "feature_flag_flagd_impression_total{", &["missing"]).is_none());
-        assert!(line(&text, "flagd_rs_build_info{", &["version=\""]).is_some(), "{text}");
+        assert!(
+            line(&text, "flagd_rs_build_info{", &["version=\""]).is_some(),
+            "{text}"
+        );
     }
 
     #[test]
     fn http_durations_are_histograms_in_seconds() {
         let m = Metrics::new();
-        m.http_request("/flagd.evaluation.v1.Service/ResolveBoolean", "POST", 200, Duration::from_millis(3));
-        m.http_request("/flagd.evaluation.v1.Service/ResolveBoolean", "POST", 200, Duration::from_millis(30));
+        m.http_request(
+            "/flagd.evaluation.v1.Service/ResolveBoolean",
+            "POST",
+            200,
+            Duration::from_millis(3),
+        );
+        m.http_request(
+            "/flagd.evaluation.v1.Service/ResolveBoolean",
+            "POST",
+            200,
+            Duration::from_millis(30),
+        );
         let text = m.encode();
-        let l = line(&text, "http_server_request_duration_seconds_count{", &["http_route=\"/flagd.evaluation.v1.Service/ResolveBoolean\"", "http_request_method=\"POST\"", "http_response_status_code=\"200\""]).unwrap();
+        let l = line(
+            &text,
+            "http_server_request_duration_seconds_count{",
+            &[
+                "http_route=\"/flagd.evaluation.v1.Service/ResolveBoolean\"",
+                "http_request_method=\"POST\"",
+                "http_response_status_code=\"200\"",
+            ],
+        )
+        .unwrap();
         assert!(l.ends_with(" 2"), "{l}");
-        let l = line(&text, "http_server_request_duration_seconds_bucket{", &["le=\"0.005\""]).unwrap();
+        let l = line(
+            &text,
+            "http_server_request_duration_seconds_bucket{",
+            &["le=\"0.005\""],
+        )
+        .unwrap();
         assert!(l.ends_with(" 1"), "{l}");
         assert!(m.encode_openmetrics().ends_with("# EOF\n"));
     }
@@ -349,7 +464,12 @@ mod tests {
             m.http_request(&format!("/r{i}"), "GET", 404, Duration::ZERO);
         }
         let text = m.encode();
-        let l = line(&text, "http_server_request_duration_seconds_count{", &["http_route=\"other\""]).unwrap();
+        let l = line(
+            &text,
+            "http_server_request_duration_seconds_count{",
+            &["http_route=\"other\""],
+        )
+        .unwrap();
         assert!(l.ends_with(" 10"), "{l}");
     }
 }

@@ -60,9 +60,15 @@ impl Listeners {
     pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
         let eval = match &config.socket_path {
             Some(path) => Listener::Unix(bind_unix(path)?),
-            None => Listener::Tcp(bind_tcp(SocketAddr::new(config.host, config.port), "evaluation").await?),
+            None => Listener::Tcp(
+                bind_tcp(SocketAddr::new(config.host, config.port), "evaluation").await?,
+            ),
         };
-        let management = bind_tcp(SocketAddr::new(config.host, config.management_port), "management").await?;
+        let management = bind_tcp(
+            SocketAddr::new(config.host, config.management_port),
+            "management",
+        )
+        .await?;
         Ok(Listeners { eval, management })
     }
 
@@ -72,12 +78,17 @@ impl Listeners {
             Listener::Tcp(l) => Some(l.local_addr()?.port()),
             Listener::Unix(_) => None,
         };
-        Ok(BoundPorts { eval, management: self.management.local_addr()?.port() })
+        Ok(BoundPorts {
+            eval,
+            management: self.management.local_addr()?.port(),
+        })
     }
 }
 
 async fn bind_tcp(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("binding the {what} port on {addr}"))
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} port on {addr}"))
 }
 
 /// Binds a unix socket, first removing a socket file a previous run left behind (but never a
@@ -86,10 +97,12 @@ fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
     use std::os::unix::fs::FileTypeExt as _;
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if meta.file_type().is_socket() {
-            std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing stale socket {}", path.display()))?;
         }
     }
-    UnixListener::bind(path).with_context(|| format!("binding the evaluation socket {}", path.display()))
+    UnixListener::bind(path)
+        .with_context(|| format!("binding the evaluation socket {}", path.display()))
 }
 
 /// Runs the daemon on already bound `listeners` until `shutdown` completes.
@@ -100,7 +113,11 @@ fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
 /// lets in-flight requests finish (bounded by `config.shutdown_grace`) and returns `Ok`.
 /// Returns an error when the configuration cannot be served (a TLS file that does not load, a
 /// source that cannot start) or a server stops on its own.
-pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     let tls = match &config.tls {
         Some(paths) => Some(http::load_tls(&paths.cert, &paths.key)?),
         None => None,
@@ -122,7 +139,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let store_task = tokio::spawn(store::run(store.clone(), updates_rx));
     let mut source_tasks = Vec::with_capacity(config.sources.len().max(1));
     if config.sources.is_empty() {
-        source_tasks.push(sources::spawn_embedded(EMBEDDED_FLAGS, Format::Json, 0, updates_tx.clone())?);
+        source_tasks.push(sources::spawn_embedded(
+            EMBEDDED_FLAGS,
+            Format::Json,
+            0,
+            updates_tx.clone(),
+        )?);
     }
     for (index, spec) in config.sources.iter().enumerate() {
         let task = sources::spawn(spec, index, updates_tx.clone(), shutdown_rx.clone())
@@ -147,16 +169,35 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let (health, health_routes) = management::health_service();
     let management_app = http::grpc_or_http(
         health_routes,
-        management::router(ManagementState { store, metrics, serving: serving.clone() }),
+        management::router(ManagementState {
+            store,
+            metrics,
+            serving: serving.clone(),
+        }),
     );
 
     let mut servers = JoinSet::new();
     let eval_app = crate::server::eval::router(state);
     let rx = shutdown_rx.clone();
-    servers.spawn(async move { ("evaluation", http::serve(listeners.eval, eval_app, tls, max_header_bytes, rx).await) });
+    servers.spawn(async move {
+        (
+            "evaluation",
+            http::serve(listeners.eval, eval_app, tls, max_header_bytes, rx).await,
+        )
+    });
     let rx = shutdown_rx.clone();
     servers.spawn(async move {
-        ("management", http::serve(Listener::Tcp(listeners.management), management_app, None, max_header_bytes, rx).await)
+        (
+            "management",
+            http::serve(
+                Listener::Tcp(listeners.management),
+                management_app,
+                None,
+                max_header_bytes,
+                rx,
+            )
+            .await,
+        )
     });
     serving.store(true, Ordering::Release);
     match ports.eval {
@@ -201,7 +242,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             let _ = task.await;
         }
     };
-    if tokio::time::timeout(SOURCE_STOP_GRACE, stop_sources).await.is_err() {
+    if tokio::time::timeout(SOURCE_STOP_GRACE, stop_sources)
+        .await
+        .is_err()
+    {
         source_tasks.iter().for_each(tokio::task::JoinHandle::abort);
     }
     store_task.abort();
@@ -214,10 +258,14 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
 }
 
 /// Turns a server task's end into a result: any end before shutdown is a failure.
-fn server_ended(ended: Result<(&'static str, std::io::Result<()>), tokio::task::JoinError>) -> anyhow::Result<()> {
+fn server_ended(
+    ended: Result<(&'static str, std::io::Result<()>), tokio::task::JoinError>,
+) -> anyhow::Result<()> {
     match ended {
         Ok((name, Ok(()))) => Err(anyhow::anyhow!("the {name} server stopped unexpectedly")),
-        Ok((name, Err(e))) => Err(anyhow::Error::new(e).context(format!("the {name} server failed"))),
+        Ok((name, Err(e))) => {
+            Err(anyhow::Error::new(e).context(format!("the {name} server failed")))
+        }
         Err(e) => Err(anyhow::Error::new(e).context("a server task failed")),
     }
 }
@@ -245,18 +293,33 @@ mod tests {
 
     #[test]
     fn bundled_flags_load_without_warnings() {
-        let loaded = flagd_evaluator::load(EMBEDDED_FLAGS, Format::Json, &Default::default()).unwrap();
+        let loaded =
+            flagd_evaluator::load(EMBEDDED_FLAGS, Format::Json, &Default::default()).unwrap();
         assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
-        let strict = flagd_evaluator::LoadOptions { strict: true, ..Default::default() };
+        let strict = flagd_evaluator::LoadOptions {
+            strict: true,
+            ..Default::default()
+        };
         assert!(flagd_evaluator::load(EMBEDDED_FLAGS, Format::Json, &strict).is_ok());
-        for key in ["canary-deployment", "progressive-rollout", "blue-green-deployment", "error-budget-enforcement", "monitoring-enhanced"] {
+        for key in [
+            "canary-deployment",
+            "progressive-rollout",
+            "blue-green-deployment",
+            "error-budget-enforcement",
+            "monitoring-enhanced",
+        ] {
             assert!(loaded.flags.flags().iter().any(|f| f.key() == key), "{key}");
         }
     }
 
     #[tokio::test]
     async fn binds_port_zero_and_reports_ports() {
-        let config = Config { host: [127, 0, 0, 1].into(), port: 0, management_port: 0, ..Config::default() };
+        let config = Config {
+            host: [127, 0, 0, 1].into(),
+            port: 0,
+            management_port: 0,
+            ..Config::default()
+        };
         let listeners = Listeners::bind(&config).await.unwrap();
         let ports = listeners.ports().unwrap();
         assert!(ports.eval.is_some_and(|p| p != 0) && ports.management != 0);
@@ -267,7 +330,12 @@ mod tests {
     async fn unix_socket_replaces_a_stale_socket_only() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("flagd.sock");
-        let config = Config { host: [127, 0, 0, 1].into(), management_port: 0, socket_path: Some(path.clone()), ..Config::default() };
+        let config = Config {
+            host: [127, 0, 0, 1].into(),
+            management_port: 0,
+            socket_path: Some(path.clone()),
+            ..Config::default()
+        };
         let first = Listeners::bind(&config).await.unwrap();
         assert_eq!(first.ports().unwrap().eval, None);
         drop(first);
@@ -275,7 +343,10 @@ mod tests {
         assert!(Listeners::bind(&config).await.is_ok());
         let file = dir.path().join("regular");
         std::fs::write(&file, b"x").unwrap();
-        let config = Config { socket_path: Some(file), ..config };
+        let config = Config {
+            socket_path: Some(file),
+            ..config
+        };
         assert!(Listeners::bind(&config).await.is_err());
     }
 }

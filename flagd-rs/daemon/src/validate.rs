@@ -22,8 +22,16 @@ pub struct FileReport {
 /// Validates one document's bytes (format from the file name) with `options`.
 pub fn check_bytes(name: &str, bytes: &[u8], options: &LoadOptions) -> FileReport {
     match flagd_evaluator::load(bytes, Format::from_path(name), options) {
-        Ok(loaded) => FileReport { accepted: true, flags: loaded.flags.len(), diagnostics: loaded.diagnostics },
-        Err(err) => FileReport { accepted: false, flags: 0, diagnostics: err.diagnostics() },
+        Ok(loaded) => FileReport {
+            accepted: true,
+            flags: loaded.flags.len(),
+            diagnostics: loaded.diagnostics,
+        },
+        Err(err) => FileReport {
+            accepted: false,
+            flags: 0,
+            diagnostics: err.diagnostics(),
+        },
     }
 }
 
@@ -55,12 +63,23 @@ pub fn run_to(args: &ValidateArgs, out: &mut dyn Write) -> bool {
         for d in &report.diagnostics {
             let _ = writeln!(out, "{name}: {d}");
         }
-        let warnings = report.diagnostics.iter().filter(|d| d.severity == Severity::Warning).count();
+        let warnings = report
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+            .count();
         let _ = if report.accepted {
-            writeln!(out, "{name}: ok ({} flags, {warnings} warnings)", report.flags)
+            writeln!(
+                out,
+                "{name}: ok ({} flags, {warnings} warnings)",
+                report.flags
+            )
         } else {
             let errors = report.diagnostics.len() - warnings;
-            writeln!(out, "{name}: rejected ({errors} errors, {warnings} warnings)")
+            writeln!(
+                out,
+                "{name}: rejected ({errors} errors, {warnings} warnings)"
+            )
         };
         all_ok &= report.accepted;
     }
@@ -71,7 +90,11 @@ pub fn run_to(args: &ValidateArgs, out: &mut dyn Write) -> bool {
 pub fn run(args: &ValidateArgs) -> ExitCode {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    if run_to(args, &mut out) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if run_to(args, &mut out) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 #[cfg(test)]
@@ -81,11 +104,32 @@ mod tests {
     #[test]
     fn reports_by_severity() {
         let opts = LoadOptions::default();
-        let ok = check_bytes("a.json", br#"{"flags":{"f":{"state":"ENABLED","variants":{"a":1},"defaultVariant":"a"}}}"#, &opts);
-        assert!(ok.accepted && ok.flags == 1 && ok.diagnostics.is_empty(), "{ok:?}");
-        let bad = check_bytes("a.json", br#"{"flags":{"f":{"state":"ENABLED","variants":{"a":1},"defaultVariant":"b"}}}"#, &opts);
-        assert!(!bad.accepted && bad.diagnostics.iter().any(|d| d.severity == Severity::Error));
-        let yaml = check_bytes("a.yaml", b"flags:\n  f:\n    state: ENABLED\n    variants: {a: true}\n    defaultVariant: a\n", &opts);
+        let ok = check_bytes(
+            "a.json",
+            br#"{"flags":{"f":{"state":"ENABLED","variants":{"a":1},"defaultVariant":"a"}}}"#,
+            &opts,
+        );
+        assert!(
+            ok.accepted && ok.flags == 1 && ok.diagnostics.is_empty(),
+            "{ok:?}"
+        );
+        let bad = check_bytes(
+            "a.json",
+            br#"{"flags":{"f":{"state":"ENABLED","variants":{"a":1},"defaultVariant":"b"}}}"#,
+            &opts,
+        );
+        assert!(
+            !bad.accepted
+                && bad
+                    .diagnostics
+                    .iter()
+                    .any(|d| d.severity == Severity::Error)
+        );
+        let yaml = check_bytes(
+            "a.yaml",
+            b"flags:\n  f:\n    state: ENABLED\n    variants: {a: true}\n    defaultVariant: a\n",
+            &opts,
+        );
         assert!(yaml.accepted, "{yaml:?}");
     }
 }

@@ -83,6 +83,11 @@ impl SchemaValidator {
                 }];
             }
         };
+        // The hand-written check below accepts exactly what the schema accepts and is far
+        // cheaper than the general validator, so a valid document never reaches the latter.
+        if fast::document_ok(document) {
+            return Vec::new();
+        }
         if exceeds_depth(document, MAX_DEPTH) {
             return vec![SchemaViolation {
                 pointer: String::new(),
@@ -91,11 +96,6 @@ impl SchemaValidator {
                     "the document nests deeper than {MAX_DEPTH} levels and was not checked"
                 ),
             }];
-        }
-        // `is_valid` stops at the first failure and builds no error values, so the common case
-        // (a valid document) pays for one cheap pass only.
-        if validator.is_valid(document) {
-            return Vec::new();
         }
         let mut found = Vec::new();
         for error in validator.iter_errors(document) {
@@ -520,9 +520,201 @@ fn plural(count: u64, noun: &str) -> String {
     }
 }
 
+/// A direct implementation of `flags.json` and `targeting.json` for documents that satisfy them.
+///
+/// The general validator needs about 3 µs per flag, which puts a 10,000-flag document far over
+/// the load budget. These functions check the same constraints with plain pattern matching and
+/// answer `true` only for a document the schemas accept; for anything else (including documents
+/// nested deeper than [`MAX_DEPTH`]) they answer `false` and the general validator takes over to
+/// find and explain the violations. The tests compare both on the testbed files, on every
+/// violation case and on generated documents, so a change to the schema files that is not
+/// mirrored here fails the build's tests.
+mod fast {
+    use serde_json::{Map, Value};
+
+    use super::MAX_DEPTH;
+
+    /// The operators `sem_ver` accepts, as listed in `targeting.json`.
+    const SEM_VER_OPERATORS: &[&str] = &["=", "!=", "<", "<=", ">", ">=", "^", "~"];
+
+    pub(super) fn document_ok(document: &Value) -> bool {
+        let Some(root) = document.as_object() else {
+            return false;
+        };
+        let flags_ok = match root.get("flags") {
+            Some(Value::Object(flags)) => flags
+                .iter()
+                .all(|(key, flag)| !key.is_empty() && flag_ok(flag, false)),
+            Some(Value::Array(flags)) => flags.iter().all(|flag| flag_ok(flag, true)),
+            _ => false,
+        };
+        flags_ok
+            && root.get("$schema").is_none_or(Value::is_string)
+            && root.get("$evaluators").is_none_or(|evaluators| {
+                evaluators.as_object().is_some_and(|evaluators| {
+                    evaluators
+                        .iter()
+                        .all(|(name, rule)| !name.is_empty() && targeting_ok(rule))
+                })
+            })
+            && root.get("metadata").is_none_or(|metadata| {
+                metadata_ok(metadata)
+                    && ["flagSetId", "version"]
+                        .iter()
+                        .all(|key| metadata.get(key).is_none_or(Value::is_string))
+            })
+    }
+
+    fn flag_ok(flag: &Value, keyed: bool) -> bool {
+        let Some(flag) = flag.as_object() else {
+            return false;
+        };
+        matches!(
+            flag.get("state").and_then(Value::as_str),
+            Some("ENABLED" | "DISABLED")
+        ) && flag
+            .get("variants")
+            .and_then(Value::as_object)
+            .is_some_and(variants_ok)
+            && flag
+                .get("defaultVariant")
+                .is_none_or(|d| d.is_string() || d.is_null())
+            && flag.get("targeting").is_none_or(targeting_ok)
+            && flag.get("metadata").is_none_or(metadata_ok)
+            && (!keyed
+                || flag
+                    .get("key")
+                    .and_then(Value::as_str)
+                    .is_some_and(|key| !key.is_empty()))
+    }
+
+    /// At least one variant, and all values booleans, all strings, all numbers or all objects.
+    fn variants_ok(variants: &Map<String, Value>) -> bool {
+        let mut values = variants.values();
+        let Some(first) = values.next() else {
+            return false;
+        };
+        let same: fn(&Value) -> bool = match first {
+            Value::Bool(_) => Value::is_boolean,
+            Value::String(_) => Value::is_string,
+            Value::Number(_) => Value::is_number,
+            Value::Object(_) => Value::is_object,
+            Value::Null | Value::Array(_) => return false,
+        };
+        values.all(same)
+    }
+
+    fn metadata_ok(metadata: &Value) -> bool {
+        metadata.as_object().is_some_and(|m| {
+            m.values()
+                .all(|v| v.is_string() || v.is_number() || v.is_boolean())
+        })
+    }
+
+    fn targeting_ok(rule: &Value) -> bool {
+        rule.is_object() && expression_ok(rule, 0)
+    }
+
+    /// Any operand: arrays are checked element by element, objects as rules (known operators
+    /// only), scalars always pass.
+    fn expression_ok(value: &Value, depth: usize) -> bool {
+        if depth > MAX_DEPTH {
+            return false;
+        }
+        match value {
+            Value::Array(items) => items.iter().all(|item| expression_ok(item, depth + 1)),
+            Value::Object(rule) => rule
+                .iter()
+                .all(|(op, args)| operator_ok(op, args, depth + 1)),
+            _ => true,
+        }
+    }
+
+    fn operator_ok(op: &str, args: &Value, depth: usize) -> bool {
+        let operands = |min: usize, max: usize| {
+            args.as_array()
+                .is_some_and(|a| (min..=max).contains(&a.len()))
+                && expression_ok(args, depth)
+        };
+        // A bare operand stands for a one-element list; an explicit list is counted.
+        let bare_or_operands = |min: usize, max: usize| {
+            args.as_array()
+                .is_none_or(|a| (min..=max).contains(&a.len()))
+                && expression_ok(args, depth)
+        };
+        match op {
+            "var" => {
+                !args.is_boolean()
+                    && args.as_array().is_none_or(|a| a.len() <= 2)
+                    && expression_ok(args, depth)
+            }
+            "missing" | "and" | "or" | "+" | "*" | "min" | "max" | "cat" | "merge" => {
+                expression_ok(args, depth)
+            }
+            "if" | "?:" => operands(0, usize::MAX),
+            "missing_some" | "==" | "!=" | "===" | "!==" | "/" | "%" | "in" | "map" | "filter"
+            | "all" | "none" | "some" | "starts_with" | "ends_with" => operands(2, 2),
+            "<" | "<=" | ">" | ">=" | "substr" | "reduce" => operands(2, 3),
+            "!" | "!!" | "abs" => bare_or_operands(1, 1),
+            "-" => bare_or_operands(1, 2),
+            "$ref" => args.as_str().is_some_and(|name| !name.is_empty()),
+            "sem_ver" => match args.as_array().map(Vec::as_slice) {
+                Some([left, operator, right]) => {
+                    let operator_ok = match operator {
+                        Value::String(s) => SEM_VER_OPERATORS.contains(&s.as_str()),
+                        Value::Object(_) => expression_ok(operator, depth + 1),
+                        _ => false,
+                    };
+                    operator_ok && expression_ok(left, depth + 1) && expression_ok(right, depth + 1)
+                }
+                _ => false,
+            },
+            "fractional" => match args.as_array().map(Vec::as_slice) {
+                Some([first, rest @ ..]) => {
+                    let first_ok = match first {
+                        Value::Array(_) => distribution_ok(first, depth + 1),
+                        Value::String(_) | Value::Null => true,
+                        Value::Object(_) => expression_ok(first, depth + 1),
+                        Value::Bool(_) | Value::Number(_) => false,
+                    };
+                    first_ok && rest.iter().all(|d| distribution_ok(d, depth + 1))
+                }
+                _ => false,
+            },
+            // Operators the schema does not list are not checked.
+            _ => true,
+        }
+    }
+
+    /// `[variant]` or `[variant, weight]`; the weight an integer, null or a rule.
+    fn distribution_ok(value: &Value, depth: usize) -> bool {
+        let Some(items) = value.as_array() else {
+            return false;
+        };
+        let variant_ok = |v: &Value| !v.is_array() && expression_ok(v, depth + 1);
+        let weight_ok = |w: &Value| match w {
+            Value::Null => true,
+            Value::Number(n) => is_integer(n),
+            Value::Object(_) => expression_ok(w, depth + 1),
+            _ => false,
+        };
+        match items.as_slice() {
+            [variant] => variant_ok(variant),
+            [variant, weight] => variant_ok(variant) && weight_ok(weight),
+            _ => false,
+        }
+    }
+
+    /// JSON Schema's `integer` (drafts 6 and later): any number without a fractional part.
+    fn is_integer(n: &serde_json::Number) -> bool {
+        n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
     use std::path::PathBuf;
 
@@ -731,6 +923,176 @@ mod tests {
         );
     }
 
+    /// The fast path and the compiled schema agree on the testbed files and the fixed cases.
+    #[test]
+    fn fast_path_agrees_on_fixed_documents() {
+        let validator = SchemaValidator::shared().compiled.as_ref().unwrap();
+        for (doc, ..) in VIOLATION_CASES {
+            let doc: Value = serde_json::from_str(doc).unwrap();
+            assert!(!fast::document_ok(&doc), "fast path accepts {doc}");
+            assert!(!validator.is_valid(&doc), "schema accepts {doc}");
+        }
+        let doc = workload(60);
+        assert!(fast::document_ok(&doc) && validator.is_valid(&doc));
+    }
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            (-3i64..200).prop_map(Value::from),
+            prop_oneof![Just(1.5), Just(2.0), Just(-0.0)].prop_map(Value::from),
+            prop::sample::select(vec!["ENABLED", "DISABLED", "", "x", "on", "=", "===", "^", "~"]).prop_map(Value::from),
+        ]
+    }
+
+    /// Operators with the argument counts the schema allows (`usize::MAX`: any).
+    const ARITIES: &[(&str, usize, usize)] = &[
+        ("var", 1, 2), ("missing", 0, 3), ("missing_some", 2, 2), ("if", 0, 5), ("?:", 3, 3), ("==", 2, 2),
+        ("===", 2, 2), ("<", 2, 3), (">=", 2, 3), ("!", 1, 1), ("!!", 1, 1), ("-", 1, 2), ("and", 1, 3),
+        ("in", 2, 2), ("substr", 2, 3), ("map", 2, 2), ("starts_with", 2, 2), ("ends_with", 2, 2),
+        ("custom_op", 0, 3),
+    ];
+
+    /// Values drawn from a JSONLogic-like grammar: mostly well-formed rules over the operators
+    /// the schema knows (and one it does not), with wrong argument counts, wrong operand types,
+    /// bad `sem_ver` operators and bad `fractional` distributions mixed in.
+    fn rule() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(4, 40, 4, |inner| {
+            let operands = prop::collection::vec(inner.clone(), 0..6);
+            let distribution = (
+                prop_oneof![4 => Just(json!("a")), 1 => inner.clone()],
+                prop_oneof![3 => (-5i64..60).prop_map(Value::from), 1 => Just(json!(1.5)), 1 => inner.clone()],
+                 0u8..10,
+            )
+                .prop_map(|(variant, weight, shape)| match shape {
+                    0 => json!([variant, weight, 1]),
+                    1 => json!([]),
+                    2 => json!([variant]),
+                    3 => variant,
+                    _ => json!([variant, weight]),
+                });
+            prop_oneof![
+                2 => prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                6 => (prop::sample::select(ARITIES), operands.clone(), 0u8..10).prop_map(|((op, min, max), args, pick)| {
+                    // Mostly a count the operator accepts, sometimes any count, sometimes a bare operand.
+                    let len = match pick {
+                        0 => args.len(),
+                        1 => return json!({ op: args.first().cloned().unwrap_or(Value::Null) }),
+                        _ => min + usize::from(pick) % (max.min(5) - min + 1),
+                    };
+                    json!({ op: args.into_iter().cycle().take(len).collect::<Vec<_>>() })
+                }),
+                2 => (inner.clone(), prop::sample::select(vec!["=", "!=", "^", "~", ">=", "===", "", "v"]), inner.clone(), 0u8..8)
+                    .prop_map(|(left, operator, right, shape)| match shape {
+                        0 => json!({"sem_ver": [left, operator]}),
+                        1 => json!({"sem_ver": [left, right, right]}),
+                        2 => json!({"sem_ver": [left, {"var": "op"}, right]}),
+                        _ => json!({"sem_ver": [left, operator, right]}),
+                    }),
+                2 => (prop::option::of(prop_oneof![inner.clone(), Just(json!({"var": "k"}))]), prop::collection::vec(distribution, 0..3))
+                    .prop_map(|(first, mut rest)| {
+                        if let Some(first) = first {
+                            rest.insert(0, first);
+                        }
+                        json!({ "fractional": rest })
+                    }),
+                1 => Just(json!({"$ref": "e"})),
+                1 => prop::sample::select(vec![json!({"$ref": ""}), json!({"$ref": 1}), json!({"var": true})]),
+                1 => prop::collection::vec(inner, 0..3).prop_map(|items| {
+                    Value::Object(items.into_iter().enumerate().map(|(i, v)| (format!("k{i}"), v)).collect())
+                }),
+            ]
+        })
+    }
+
+    fn small_map(values: impl Strategy<Value = Value>) -> impl Strategy<Value = Value> {
+        prop::collection::btree_map(prop::sample::select(vec!["", "a", "b", "flagSetId", "version"]), values, 0..3)
+            .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
+    }
+
+    /// Variants: mostly all of one type, sometimes mixed, empty or not an object.
+    fn variants() -> impl Strategy<Value = Value> {
+        let one_type = prop::sample::select(vec![json!(true), json!("s"), json!(3), json!(0.5), json!({"a": 1})]);
+        prop_oneof![
+            6 => (one_type, 1usize..4).prop_map(|(value, n)| {
+                Value::Object((0..n).map(|i| (format!("v{i}"), value.clone())).collect())
+            }),
+            2 => small_map(prop_oneof![leaf(), Just(json!({"a": 1})), Just(json!([1]))]),
+            1 => leaf(),
+        ]
+    }
+
+    fn flag() -> impl Strategy<Value = Value> {
+        let fields = (
+            prop_oneof![8 => prop::sample::select(vec!["ENABLED", "DISABLED"]).prop_map(|s| Some(json!(s))), 2 => prop::option::of(leaf())],
+            prop_oneof![9 => variants().prop_map(Some), 1 => Just(None)],
+            prop_oneof![2 => Just(None), 2 => Just(Some(json!("v0"))), 1 => prop::option::of(leaf())],
+            prop_oneof![2 => Just(None), 6 => rule().prop_map(|r| Some(if r.is_object() { r } else { json!({"if": [r, "v0", null]}) })), 1 => prop::option::of(rule())],
+            prop_oneof![3 => Just(None), 2 => small_map(leaf()).prop_map(Some), 1 => prop::option::of(rule())],
+            prop_oneof![3 => Just(None), 2 => Just(Some(json!("k"))), 1 => prop::option::of(leaf())],
+        );
+        prop_oneof![
+            1 => leaf(),
+            19 => fields.prop_map(|(state, variants, default, targeting, metadata, key)| {
+                let mut flag = serde_json::Map::new();
+                for (name, value) in [("state", state), ("variants", variants), ("defaultVariant", default), ("targeting", targeting), ("metadata", metadata), ("key", key)] {
+                    if let Some(value) = value {
+                        flag.insert(name.to_owned(), value);
+                    }
+                }
+                Value::Object(flag)
+            }),
+        ]
+    }
+
+    pub(super) fn document_strategy() -> impl Strategy<Value = Value> { document() }
+    pub(super) fn flag_strategy() -> impl Strategy<Value = Value> { flag() }
+    fn document() -> impl Strategy<Value = Value> {
+        (
+            prop_oneof![
+                4 => small_map(flag()),
+                2 => prop::collection::vec(flag(), 0..3).prop_map(Value::from),
+                1 => leaf(),
+            ],
+            prop::option::of(prop_oneof![small_map(rule()), leaf()]),
+            prop::option::of(prop_oneof![small_map(leaf()), leaf()]),
+            prop::option::of(leaf()),
+        )
+            .prop_map(|(flags, evaluators, metadata, schema)| {
+                let mut doc = serde_json::Map::new();
+                doc.insert("flags".to_owned(), flags);
+                for (name, value) in [("$evaluators", evaluators), ("metadata", metadata), ("$schema", schema)] {
+                    if let Some(value) = value {
+                        doc.insert(name.to_owned(), value);
+                    }
+                }
+                Value::Object(doc)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The fast path accepts exactly the documents the compiled schemas accept.
+        #[test]
+        fn fast_path_agrees_with_schema(doc in document()) {
+            let validator = SchemaValidator::shared().compiled.as_ref().unwrap();
+            prop_assert_eq!(fast::document_ok(&doc), validator.is_valid(&doc), "{}", doc);
+        }
+
+        /// Flags taken alone (the rule grammar reaches every operator check) agree as well.
+        #[test]
+        fn fast_path_agrees_on_single_flags(flag in flag()) {
+            let doc = json!({"flags": {"f": flag}});
+            let validator = SchemaValidator::shared().compiled.as_ref().unwrap();
+            prop_assert_eq!(fast::document_ok(&doc), validator.is_valid(&doc), "{}", doc);
+            if !fast::document_ok(&doc) {
+                prop_assert!(!SchemaValidator::shared().validate(&doc).is_empty());
+            }
+        }
+    }
+
     /// A document shaped like the 10,000-flag benchmark workload (six flag templates cycled).
     fn workload(n: usize) -> Value {
         let flags: serde_json::Map<String, Value> = (0..n)
@@ -798,5 +1160,24 @@ mod tests {
             "validate, 10k flags, one violation: {:?} ({found:?})",
             start.elapsed()
         );
+    }
+}
+#[cfg(test)]
+mod scratch_stats {
+    use super::*;
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::TestRunner;
+    #[test]
+    fn stats() {
+        let mut runner = TestRunner::default();
+        let (mut docs_valid, mut flags_valid, mut with_targeting) = (0, 0, 0);
+        for _ in 0..2000 {
+            let d = super::tests::document_strategy().new_tree(&mut runner).unwrap().current();
+            if fast::document_ok(&d) { docs_valid += 1; }
+            let f = super::tests::flag_strategy().new_tree(&mut runner).unwrap().current();
+            let doc = serde_json::json!({"flags": {"f": f.clone()}});
+            if fast::document_ok(&doc) { flags_valid += 1; if f.get("targeting").is_some_and(|t| t.as_object().is_some_and(|o| !o.is_empty())) { with_targeting += 1; } }
+        }
+        println!("valid docs {docs_valid}/2000, valid flags {flags_valid}/2000, with non-empty targeting {with_targeting}");
     }
 }

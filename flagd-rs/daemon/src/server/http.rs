@@ -194,18 +194,18 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 pub fn grpc_or_http(grpc: Router, http: Router) -> Router {
     let dispatch = tower::service_fn(move |req: Request<Body>| {
         let target = if is_grpc(req.headers()) { grpc.clone() } else { http.clone() };
-        async move { Ok::<_, Infallible>(target.oneshot(req).await.into_ok()) }
+        async move { Ok::<_, Infallible>(target.oneshot(req).await.unwrap_infallible()) }
     });
     Router::new().fallback_service(dispatch)
 }
 
 /// Unwraps a result that cannot fail.
-trait IntoOk<T> {
-    fn into_ok(self) -> T;
+trait UnwrapInfallible<T> {
+    fn unwrap_infallible(self) -> T;
 }
 
-impl<T> IntoOk<T> for Result<T, Infallible> {
-    fn into_ok(self) -> T {
+impl<T> UnwrapInfallible<T> for Result<T, Infallible> {
+    fn unwrap_infallible(self) -> T {
         match self {
             Ok(v) => v,
             Err(never) => match never {},

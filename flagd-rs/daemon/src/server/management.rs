@@ -47,12 +47,17 @@ pub fn router(state: ManagementState) -> Router {
 /// [`set_not_serving`] is called on shutdown.
 pub fn health_service() -> (HealthReporter, Router) {
     let (reporter, service) = tonic_health::server::health_reporter();
-    (reporter, tonic::service::Routes::new(service).into_axum_router())
+    (
+        reporter,
+        tonic::service::Routes::new(service).into_axum_router(),
+    )
 }
 
 /// Marks the whole server NOT_SERVING so gRPC health checks fail while shutdown drains.
 pub async fn set_not_serving(reporter: &HealthReporter) {
-    reporter.set_service_status("", ServingStatus::NotServing).await;
+    reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
 }
 
 async fn healthz() -> StatusCode {
@@ -60,7 +65,11 @@ async fn healthz() -> StatusCode {
 }
 
 async fn readyz(State(state): State<ManagementState>) -> StatusCode {
-    if state.is_ready() { StatusCode::OK } else { StatusCode::PRECONDITION_FAILED }
+    if state.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::PRECONDITION_FAILED
+    }
 }
 
 async fn metrics(State(state): State<ManagementState>, headers: HeaderMap) -> Response {
@@ -88,14 +97,26 @@ mod tests {
 
     use crate::store::{SourceEvent, SourceUpdate};
 
-    async fn get(router: &Router, path: &str, accept: Option<&str>) -> (StatusCode, String, String) {
+    async fn get(
+        router: &Router,
+        path: &str,
+        accept: Option<&str>,
+    ) -> (StatusCode, String, String) {
         let mut req = axum::http::Request::get(path);
         if let Some(a) = accept {
             req = req.header(header::ACCEPT, a);
         }
-        let resp = router.clone().oneshot(req.body(axum::body::Body::empty()).unwrap()).await.unwrap();
+        let resp = router
+            .clone()
+            .oneshot(req.body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
         let status = resp.status();
-        let ct = resp.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        let ct = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (status, ct, String::from_utf8(body.to_vec()).unwrap())
     }
@@ -103,15 +124,37 @@ mod tests {
     #[tokio::test]
     async fn probes_follow_store_and_serving() {
         let store = Store::new(vec!["s".into()], LoadOptions::default());
-        let state = ManagementState { store: store.clone(), metrics: Arc::new(Metrics::new()), serving: Arc::new(AtomicBool::new(true)) };
+        let state = ManagementState {
+            store: store.clone(),
+            metrics: Arc::new(Metrics::new()),
+            serving: Arc::new(AtomicBool::new(true)),
+        };
         let r = router(state.clone());
-        assert_eq!(get(&r, "/healthz", None).await, (StatusCode::OK, String::new(), String::new()));
-        assert_eq!(get(&r, "/readyz", None).await.0, StatusCode::PRECONDITION_FAILED);
-        let doc = br#"{"flags":{"f":{"state":"ENABLED","variants":{"a":1},"defaultVariant":"a"}}}"#.to_vec();
-        store.apply(SourceUpdate { source: 0, event: SourceEvent::Content { bytes: doc, format: Format::Json } }).unwrap();
+        assert_eq!(
+            get(&r, "/healthz", None).await,
+            (StatusCode::OK, String::new(), String::new())
+        );
+        assert_eq!(
+            get(&r, "/readyz", None).await.0,
+            StatusCode::PRECONDITION_FAILED
+        );
+        let doc = br#"{"flags":{"f":{"state":"ENABLED","variants":{"a":1},"defaultVariant":"a"}}}"#
+            .to_vec();
+        store
+            .apply(SourceUpdate {
+                source: 0,
+                event: SourceEvent::Content {
+                    bytes: doc,
+                    format: Format::Json,
+                },
+            })
+            .unwrap();
         assert_eq!(get(&r, "/readyz", None).await.0, StatusCode::OK);
         state.serving.store(false, Ordering::Release);
-        assert_eq!(get(&r, "/readyz", None).await.0, StatusCode::PRECONDITION_FAILED);
+        assert_eq!(
+            get(&r, "/readyz", None).await.0,
+            StatusCode::PRECONDITION_FAILED
+        );
     }
 
     #[tokio::test]
@@ -124,9 +167,20 @@ mod tests {
         state.metrics.evaluation("f", "a", "STATIC", None);
         let r = router(state);
         let (status, ct, body) = get(&r, "/metrics", None).await;
-        assert_eq!((status, ct.as_str()), (StatusCode::OK, PROMETHEUS_CONTENT_TYPE));
-        assert!(body.contains("feature_flag_flagd_impression_total{"), "{body}");
-        let (_, ct, body) = get(&r, "/metrics", Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.5")).await;
+        assert_eq!(
+            (status, ct.as_str()),
+            (StatusCode::OK, PROMETHEUS_CONTENT_TYPE)
+        );
+        assert!(
+            body.contains("feature_flag_flagd_impression_total{"),
+            "{body}"
+        );
+        let (_, ct, body) = get(
+            &r,
+            "/metrics",
+            Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.5"),
+        )
+        .await;
         assert_eq!(ct, OPENMETRICS_CONTENT_TYPE);
         assert!(body.ends_with("# EOF\n"));
     }

@@ -152,7 +152,12 @@ impl FileSource {
         if !self.reload(&mut watches).await {
             return;
         }
-        let period = self.options.poll_interval.max(Duration::from_millis(1));
+        // Bounded both ways: a zero period is refused by tokio, and a huge one would overflow the
+        // deadline arithmetic.
+        let period = self
+            .options
+            .poll_interval
+            .clamp(Duration::from_millis(1), Duration::from_secs(86_400));
         let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -704,7 +709,7 @@ mod tests {
 
         // What the kubelet does: a new timestamped directory, a new symlink renamed over
         // `..data`, then the old directory removed.
-        let d = h.dir.path();
+        let d = h.dir.path().to_path_buf();
         std::fs::create_dir(d.join("..2026_02")).unwrap();
         std::fs::write(d.join("..2026_02/flags.json"), V2).unwrap();
         symlink("..2026_02", d.join("..data_tmp")).unwrap();

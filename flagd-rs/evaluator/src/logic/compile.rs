@@ -12,10 +12,10 @@ use serde_json::{Map, Value};
 
 use super::eval::{self, Env, Runtime};
 use super::tree::{
-    Args, Cmp, Entry, FractionalNode, InNode, IterKind, IterNode, Node, Op, Path, SemVerNode, Seg,
+    Args, Cmp, Entry, FractionalNode, InNode, IterKind, IterNode, Node, Op, Path, Seg, SemVerNode,
     Subject, VarNode, VarPath,
 };
-use super::value::{format_number, go_int, parse_go_float, view_of, Val, View};
+use super::value::{Val, View, format_number, go_int, parse_go_float, view_of};
 use super::{CompileOptions, EvalError, RuleError};
 use crate::ops::fractional;
 use crate::ops::semver;
@@ -41,7 +41,10 @@ fn at<T>(r: Result<T, RuleError>, segment: impl Display) -> Result<T, RuleError>
     r.map_err(|e| match e {
         RuleError::TooDeep { max, pointer } => {
             let token = segment.to_string().replace('~', "~0").replace('/', "~1");
-            RuleError::TooDeep { max, pointer: format!("/{token}{pointer}") }
+            RuleError::TooDeep {
+                max,
+                pointer: format!("/{token}{pointer}"),
+            }
         }
         other => other,
     })
@@ -50,11 +53,18 @@ fn at<T>(r: Result<T, RuleError>, segment: impl Display) -> Result<T, RuleError>
 impl<'o> Compiler<'o> {
     /// A compiler using `opts`.
     pub(crate) fn new(opts: &'o CompileOptions<'o>) -> Self {
-        Compiler { opts, expanding: Vec::new(), nodes: 0 }
+        Compiler {
+            opts,
+            expanding: Vec::new(),
+            nodes: 0,
+        }
     }
 
     fn too_deep(&self) -> RuleError {
-        RuleError::TooDeep { max: self.opts.max_depth, pointer: String::new() }
+        RuleError::TooDeep {
+            max: self.opts.max_depth,
+            pointer: String::new(),
+        }
     }
 
     fn count(&mut self) -> Result<(), RuleError> {
@@ -200,12 +210,17 @@ impl<'o> Compiler<'o> {
     /// itself, compiles to an unknown operator as the reference engine reports it.
     fn reference(&mut self, args: &Value, depth: usize) -> Result<Node, RuleError> {
         let unknown = || Ok(Node::Unknown("$ref".into()));
-        let Value::String(name) = args else { return unknown() };
-        let Some((name, rule)) = self.opts.evaluators.and_then(|e| e.get_key_value(name.as_str()))
+        let Value::String(name) = args else {
+            return unknown();
+        };
+        let Some((name, rule)) = self
+            .opts
+            .evaluators
+            .and_then(|e| e.get_key_value(name.as_str()))
         else {
             return unknown();
         };
-        if self.expanding.iter().any(|n| *n == name.as_str()) {
+        if self.expanding.contains(&name.as_str()) {
             return unknown();
         }
         self.expanding.push(name);
@@ -230,9 +245,10 @@ impl<'o> Compiler<'o> {
                     _ => Node::If(nodes),
                 }))
             }
-            Value::Object(m) if m.len() == 1 => {
-                Ok(Node::Op(op, Box::new(Args::One(self.compile(args, depth)?))))
-            }
+            Value::Object(m) if m.len() == 1 => Ok(Node::Op(
+                op,
+                Box::new(Args::One(self.compile(args, depth)?)),
+            )),
             // A scalar, `null` or a literal object cannot be read as a list: the reference
             // engine panics on it.
             _ => Ok(Node::Fail(Box::new(EvalError::InvalidArguments(op.name())))),
@@ -243,7 +259,11 @@ impl<'o> Compiler<'o> {
     fn var(&mut self, args: &Value, depth: usize) -> Result<Node, RuleError> {
         let fail = || Ok(Node::Fail(Box::new(EvalError::InvalidArguments("var"))));
         let node = match args {
-            Value::Null => VarNode { path: VarPath::Static(Path::Null), default: None, outer_first: true },
+            Value::Null => VarNode {
+                path: VarPath::Static(Path::Null),
+                default: None,
+                outer_first: true,
+            },
             Value::String(s) => VarNode {
                 path: VarPath::Static(parse_path(s)),
                 default: None,
@@ -278,7 +298,11 @@ impl<'o> Compiler<'o> {
                     _ => None,
                 };
                 let all_falsy = items.iter().all(|i| !view_of(i).truthy());
-                VarNode { path, default, outer_first: !all_falsy }
+                VarNode {
+                    path,
+                    default,
+                    outer_first: !all_falsy,
+                }
             }
             Value::Object(m) if m.len() == 1 => VarNode {
                 path: VarPath::Dynamic(self.compile(args, depth)?),
@@ -337,7 +361,9 @@ impl<'o> Compiler<'o> {
     /// front; the per-element rule runs against each element.
     fn iter(&mut self, kind: IterKind, args: &Value, depth: usize) -> Result<Node, RuleError> {
         let Value::Array(items) = args else {
-            return Ok(Node::Fail(Box::new(EvalError::InvalidArguments(iter_name(kind)))));
+            return Ok(Node::Fail(Box::new(EvalError::InvalidArguments(
+                iter_name(kind),
+            ))));
         };
         if depth >= self.opts.max_depth {
             return Err(self.too_deep());
@@ -397,9 +423,16 @@ pub(crate) fn parse_path(s: &str) -> Path {
     let segs: Box<[Seg]> = s
         .split('.')
         .filter(|p| !p.is_empty())
-        .map(|p| Seg { key: p.into(), index: segment_index(p) })
+        .map(|p| Seg {
+            key: p.into(),
+            index: segment_index(p),
+        })
         .collect();
-    if segs.is_empty() { Path::Whole } else { Path::Segs(segs) }
+    if segs.is_empty() {
+        Path::Whole
+    } else {
+        Path::Segs(segs)
+    }
 }
 
 /// The array index a path segment selects: the engine converts it to a number (0 when it does
@@ -428,7 +461,12 @@ fn specialize(op: Op, args: Args) -> Node {
             match (it.next(), it.next()) {
                 (Some(needle), Some(haystack)) => {
                     let set = haystack.as_const().and_then(string_set);
-                    Node::In(Box::new(InNode { needle, haystack, rest: it.collect(), set }))
+                    Node::In(Box::new(InNode {
+                        needle,
+                        haystack,
+                        rest: it.collect(),
+                        set,
+                    }))
                 }
                 _ => Node::Op(op, Box::new(Args::List(Box::default()))),
             }
@@ -471,7 +509,9 @@ fn string_set(v: &Value) -> Option<FxHashSet<Box<str>>> {
 
 /// Parses a constant `sem_ver` operator and target once.
 fn fixed_semver(args: &[Node; 3]) -> Option<(Box<str>, Option<semver::Version>)> {
-    let Some(Value::String(op)) = args[1].as_const() else { return None };
+    let Some(Value::String(op)) = args[1].as_const() else {
+        return None;
+    };
     let target = args[2].as_const()?;
     let version = semver::coerce(target).and_then(|s| semver::Version::parse(&s));
     Some((op.as_str().into(), version))

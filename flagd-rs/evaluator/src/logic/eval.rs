@@ -11,7 +11,7 @@ use smallvec::SmallVec;
 
 use super::compile::{Compiler, iter_name, parse_path};
 use super::tree::{
-    Args, Cmp, Entry, FractionalNode, InNode, IterKind, IterNode, Node, Op, Path, SemVerNode, Seg,
+    Args, Cmp, Entry, FractionalNode, InNode, IterKind, IterNode, Node, Op, Path, Seg, SemVerNode,
     Subject, VarNode, VarPath,
 };
 use super::value::{
@@ -46,7 +46,12 @@ pub(crate) struct Runtime {
 impl Runtime {
     /// State for evaluating a rule compiled with these options.
     pub(crate) fn new(hash: HashGeneration, max_depth: usize) -> Self {
-        Runtime { budget: Cell::new(DYNAMIC_BUDGET), touched: Cell::new(false), hash, max_depth }
+        Runtime {
+            budget: Cell::new(DYNAMIC_BUDGET),
+            touched: Cell::new(false),
+            hash,
+            max_depth,
+        }
     }
 
     /// State for evaluating a constant sub-rule at compile time.
@@ -85,13 +90,27 @@ pub(crate) struct Env<'a, 'r> {
 impl<'a, 'r> Env<'a, 'r> {
     /// The root scope.
     pub(crate) fn root(data: &'a Value, flagd: Option<Flagd<'a>>, rt: &'r Runtime) -> Self {
-        let data = if data.is_object() { data } else { &EMPTY_OBJECT };
-        Env { data, flagd, outer: None, rt }
+        let data = if data.is_object() {
+            data
+        } else {
+            &EMPTY_OBJECT
+        };
+        Env {
+            data,
+            flagd,
+            outer: None,
+            rt,
+        }
     }
 
     /// The scope of one array element.
     fn element(data: &'a Value, outer: Option<&'r Env<'a, 'r>>, rt: &'r Runtime) -> Self {
-        Env { data, flagd: None, outer, rt }
+        Env {
+            data,
+            flagd: None,
+            outer,
+            rt,
+        }
     }
 }
 
@@ -161,7 +180,11 @@ fn dynamic<'a>(rule: &Value, env: &Env<'a, '_>, op: &'static str) -> Res<'a> {
         return Err(EvalError::InvalidArguments(op));
     }
     env.rt.budget.set(left - 1);
-    let opts = CompileOptions { evaluators: None, hash: env.rt.hash, max_depth: env.rt.max_depth };
+    let opts = CompileOptions {
+        evaluators: None,
+        hash: env.rt.hash,
+        max_depth: env.rt.max_depth,
+    };
     let node = Compiler::new(&opts)
         .compile(rule, 0)
         .map_err(|_| EvalError::InvalidArguments(op))?;
@@ -215,7 +238,11 @@ fn eval_and<'a>(args: &'a [Node], env: &Env<'a, '_>) -> Res<'a> {
             _ => {}
         }
     }
-    Ok(if numeric { Val::Num(max) } else { Val::Bool(true) })
+    Ok(if numeric {
+        Val::Num(max)
+    } else {
+        Val::Bool(true)
+    })
 }
 
 /// A two-operand comparison.
@@ -300,12 +327,10 @@ fn in_check(needle: View<'_>, haystack: View<'_>) -> Result<bool, EvalError> {
 
 /// `var`.
 fn eval_var<'a>(v: &'a VarNode, env: &Env<'a, '_>) -> Res<'a> {
-    if v.outer_first {
-        if let Some(outer) = env.outer {
-            let found = eval_var(v, outer)?;
-            if !found.is_null() {
-                return Ok(found);
-            }
+    if let (true, Some(outer)) = (v.outer_first, env.outer) {
+        let found = eval_var(v, outer)?;
+        if !found.is_null() {
+            return Ok(found);
         }
     }
     let default = match &v.default {
@@ -324,15 +349,22 @@ fn eval_var<'a>(v: &'a VarNode, env: &Env<'a, '_>) -> Res<'a> {
 
 /// Interprets an evaluated `var` argument (or a `missing` entry) and looks it up; also returns
 /// the default the argument carries in the `[path, default]` form.
-fn resolve<'a>(p: View<'_>, env: &Env<'a, '_>) -> Result<(Option<Val<'a>>, Option<Val<'a>>), EvalError> {
+fn resolve<'a>(
+    p: View<'_>,
+    env: &Env<'a, '_>,
+) -> Result<(Option<Val<'a>>, Option<Val<'a>>), EvalError> {
     let bad = || EvalError::InvalidArguments("var");
     Ok(match p {
         View::Null => (lookup(&Path::Null, env), None),
         View::Str(s) => (lookup(&parse_path(s), env), None),
         View::Num(n) => (lookup(&parse_path(&format_number(n)), env), None),
         View::Arr(items) => {
-            let Some(first) = items.first() else { return Ok((lookup(&Path::Whole, env), None)) };
-            let Value::String(s) = first else { return Err(bad()) };
+            let Some(first) = items.first() else {
+                return Ok((lookup(&Path::Whole, env), None));
+            };
+            let Value::String(s) = first else {
+                return Err(bad());
+            };
             let default = match items.get(1) {
                 Some(d) if items.len() == 2 => Some(Val::Owned(d.clone())),
                 _ => None,
@@ -373,16 +405,16 @@ fn flagd_object(f: Flagd<'_>) -> Value {
 /// Walks path segments from the scope's data.
 #[inline]
 fn walk<'a>(segs: &[Seg], env: &Env<'a, '_>) -> Option<Val<'a>> {
-    if let (Some(f), Some(first)) = (env.flagd, segs.first()) {
-        if &*first.key == "$flagd" {
-            return match segs.get(1..).unwrap_or_default() {
-                [] => Some(Val::Owned(flagd_object(f))),
-                [k] if &*k.key == "flagKey" => Some(Val::Str(f.key)),
-                // Numbers travel through flagd's engine as float64.
-                [k] if &*k.key == "timestamp" => Some(Val::Num(f.timestamp as f64)),
-                _ => None,
-            };
-        }
+    if let (Some(f), Some(first)) = (env.flagd, segs.first())
+        && &*first.key == "$flagd"
+    {
+        return match segs.get(1..).unwrap_or_default() {
+            [] => Some(Val::Owned(flagd_object(f))),
+            [k] if &*k.key == "flagKey" => Some(Val::Str(f.key)),
+            // Numbers travel through flagd's engine as float64.
+            [k] if &*k.key == "timestamp" => Some(Val::Num(f.timestamp as f64)),
+            _ => None,
+        };
     }
     let mut cur = env.data;
     for seg in segs {
@@ -416,7 +448,9 @@ fn eval_semver<'a>(n: &'a SemVerNode, env: &Env<'a, '_>) -> Res<'a> {
 
 /// `sem_ver` over evaluated arguments; `null` for anything invalid.
 fn semver_values(actual: &Val<'_>, op: &Val<'_>, target: &Val<'_>) -> Val<'static> {
-    let View::Str(op) = op.view() else { return Val::Null };
+    let View::Str(op) = op.view() else {
+        return Val::Null;
+    };
     let target = semver::coerce(&target.as_json()).and_then(|s| semver::Version::parse(&s));
     match target {
         Some(t) => semver_against(actual, op, &t),
@@ -519,9 +553,15 @@ fn eval_entry<'a>(e: &'a Entry, env: &Env<'a, '_>) -> Result<EntryVal<'a>, EvalE
 }
 
 /// `fractional` over evaluated arguments (for arguments computed by a single rule).
-fn fractional_values<'a>(generation: HashGeneration, args: SmallVec<[Val<'a>; 4]>, env: &Env<'a, '_>) -> Res<'a> {
+fn fractional_values<'a>(
+    generation: HashGeneration,
+    args: SmallVec<[Val<'a>; 4]>,
+    env: &Env<'a, '_>,
+) -> Res<'a> {
     let mut it = args.into_iter();
-    let Some(first) = it.next() else { return Ok(Val::Null) };
+    let Some(first) = it.next() else {
+        return Ok(Val::Null);
+    };
     let mut entries: SmallVec<[EntryVal<'a>; 8]> = SmallVec::new();
     let first = if matches!(first.view(), View::Arr(_)) {
         entries.push(EntryVal::Whole(first));
@@ -567,12 +607,17 @@ fn fractional_core<'a>(
             Some(View::Str(s)) => fractional::hash_str(generation, s),
             _ => return Ok(Val::Null),
         },
-        Key::Other => match first.as_ref().map(|f| fractional::hash_value(generation, &f.as_json())) {
+        Key::Other => match first
+            .as_ref()
+            .map(|f| fractional::hash_value(generation, &f.as_json()))
+        {
             Some(Some(h)) => h,
             _ => return Ok(Val::Null),
         },
         Key::Shorthand => {
-            let Some(flagd) = env.flagd else { return Ok(Val::Null) };
+            let Some(flagd) = env.flagd else {
+                return Ok(Val::Null);
+            };
             match env.data.get("targetingKey") {
                 Some(Value::String(tk)) if !tk.is_empty() => {
                     fractional::hash_shorthand(generation, flagd.key, tk)
@@ -584,21 +629,25 @@ fn fractional_core<'a>(
 
     // Constant entries with no leading extra entry: the weights were summed at compile time.
     if let (None, Some(n), Some(table)) = (&lead, node, node.and_then(|n| n.table.as_ref())) {
-        let Some(cum) = table else { return Ok(Val::Null) };
-        let Some(i) = fractional::pick(cum, hash) else { return Ok(Val::Null) };
+        let Some(cum) = table else {
+            return Ok(Val::Null);
+        };
+        let Some(i) = fractional::pick(cum, hash) else {
+            return Ok(Val::Null);
+        };
         return Ok(match n.entries.get(i) {
             Some(Entry::Pair(Node::Const(v), _)) => Val::Ref(v),
             Some(Entry::Other(Node::Const(v))) => first_element(Val::Ref(v)),
             _ => Val::Null,
         });
     }
-    if let Some(n) = node {
-        if n.table.is_some() {
-            // The constant entries were not evaluated up front; they are constants, so this
-            // cannot fail.
-            for e in n.entries.iter() {
-                entries.push(eval_entry(e, env)?);
-            }
+    if let Some(n) = node
+        && n.table.is_some()
+    {
+        // The constant entries were not evaluated up front; they are constants, so this
+        // cannot fail.
+        for e in n.entries.iter() {
+            entries.push(eval_entry(e, env)?);
         }
     }
     if let Some(lead) = lead {
@@ -608,7 +657,10 @@ fn fractional_core<'a>(
     let Some(i) = cum.and_then(|cum| fractional::pick(&cum, hash)) else {
         return Ok(Val::Null);
     };
-    Ok(entries.into_iter().nth(i).map_or(Val::Null, EntryVal::into_variant))
+    Ok(entries
+        .into_iter()
+        .nth(i)
+        .map_or(Val::Null, EntryVal::into_variant))
 }
 
 /// `map`, `filter`, `reduce`, `all`, `none`, `some`.
@@ -665,7 +717,9 @@ fn eval_iter<'a>(n: &'a IterNode, env: &Env<'a, '_>) -> Res<'a> {
         IterKind::None if items.is_empty() => return Ok(Val::Bool(true)),
         _ => {}
     }
-    let Some(logic) = &n.logic else { return Err(bad()) };
+    let Some(logic) = &n.logic else {
+        return Err(bad());
+    };
     if !n.logic_is_rule && !matches!(n.kind, IterKind::Map | IterKind::Filter) {
         return Err(bad());
     }
@@ -842,12 +896,22 @@ fn apply<'a>(op: Op, shape: Shape<'a>, env: &Env<'a, '_>) -> Res<'a> {
                 Some(View::Bool(b)) => b,
                 _ => return Err(bad()),
             };
-            list.into_iter().nth(if cond { 1 } else { 2 }).ok_or_else(bad)
+            list.into_iter()
+                .nth(if cond { 1 } else { 2 })
+                .ok_or_else(bad)
         }
-        Op::Add => list.iter().try_fold(0.0, |s, v| Ok(s + num(v)?)).map(Val::Num),
-        Op::Mul => list.iter().try_fold(1.0, |s, v| Ok(s * num(v)?)).map(Val::Num),
+        Op::Add => list
+            .iter()
+            .try_fold(0.0, |s, v| Ok(s + num(v)?))
+            .map(Val::Num),
+        Op::Mul => list
+            .iter()
+            .try_fold(1.0, |s, v| Ok(s * num(v)?))
+            .map(Val::Num),
         Op::Sub | Op::Div => {
-            let Some((head, tail)) = list.split_first() else { return Ok(Val::Num(0.0)) };
+            let Some((head, tail)) = list.split_first() else {
+                return Ok(Val::Num(0.0));
+            };
             let mut acc = num(head)?;
             for v in tail {
                 let x = num(v)?;
@@ -864,7 +928,12 @@ fn apply<'a>(op: Op, shape: Shape<'a>, env: &Env<'a, '_>) -> Res<'a> {
             (Some(a), Some(b)) => Ok(Val::Num(num(a)? % num(b)?)),
             _ => Err(bad()),
         },
-        _ if list.len() == 3 => Ok(Val::Bool(between(op, list[0].view(), list[1].view(), list[2].view()))),
+        _ if list.len() == 3 => Ok(Val::Bool(between(
+            op,
+            list[0].view(),
+            list[1].view(),
+            list[2].view(),
+        ))),
         Op::Cmp(c) => Ok(Val::Bool(match (list.first(), list.get(1)) {
             (Some(a), Some(b)) => compare(c, a.view(), b.view()),
             // Missing operands are `undefined`, which equals and orders against nothing.
@@ -891,18 +960,22 @@ fn unary<'a>(op: Op, v: View<'_>) -> Res<'a> {
 /// `null` (or `false` for the extras), never an error.
 fn custom<'a>(op: Op, shape: Shape<'a>, env: &Env<'a, '_>) -> Res<'a> {
     let Shape::List(list) = shape else {
-        return Ok(if matches!(op, Op::ContainsAll | Op::ContainsAny | Op::ContainsNone) {
-            Val::Bool(false)
-        } else {
-            Val::Null
-        });
+        return Ok(
+            if matches!(op, Op::ContainsAll | Op::ContainsAny | Op::ContainsNone) {
+                Val::Bool(false)
+            } else {
+                Val::Null
+            },
+        );
     };
     Ok(match op {
         Op::StartsWith | Op::EndsWith => match list.as_slice() {
             [a, b] => match (a.view(), b.view()) {
-                (View::Str(s), View::Str(p)) => {
-                    Val::Bool(if op == Op::StartsWith { s.starts_with(p) } else { s.ends_with(p) })
-                }
+                (View::Str(s), View::Str(p)) => Val::Bool(if op == Op::StartsWith {
+                    s.starts_with(p)
+                } else {
+                    s.ends_with(p)
+                }),
                 _ => Val::Null,
             },
             _ => Val::Null,
@@ -946,10 +1019,16 @@ fn missing<'a>(shape: Shape<'a>, env: &Env<'a, '_>) -> Res<'a> {
 /// `missing_some`: the absent paths, unless at least the required number is present.
 fn missing_some<'a>(shape: Shape<'a>, env: &Env<'a, '_>) -> Res<'a> {
     let bad = || EvalError::InvalidArguments("missing_some");
-    let Shape::List(list) = shape else { return Err(bad()) };
-    let (Some(need), Some(paths)) = (list.first(), list.get(1)) else { return Err(bad()) };
+    let Shape::List(list) = shape else {
+        return Err(bad());
+    };
+    let (Some(need), Some(paths)) = (list.first(), list.get(1)) else {
+        return Err(bad());
+    };
     let need = go_int(need.view().arith_number().ok_or_else(bad)?);
-    let View::Arr(paths) = paths.view() else { return Err(bad()) };
+    let View::Arr(paths) = paths.view() else {
+        return Err(bad());
+    };
     let mut absent = Vec::new();
     let mut found = 0_i64;
     for p in paths {
@@ -960,17 +1039,31 @@ fn missing_some<'a>(shape: Shape<'a>, env: &Env<'a, '_>) -> Res<'a> {
             absent.push(p.clone());
         }
     }
-    Ok(Val::Owned(Value::Array(if need > found { absent } else { Vec::new() })))
+    Ok(Val::Owned(Value::Array(if need > found {
+        absent
+    } else {
+        Vec::new()
+    })))
 }
 
 /// `set`: a copy of an object with one property replaced.
 fn set<'a>(shape: Shape<'a>) -> Res<'a> {
-    let Shape::List(list) = shape else { return Ok(Val::Null) };
+    let Shape::List(list) = shape else {
+        return Ok(Val::Null);
+    };
     let mut it = list.into_iter();
-    let Some(object) = it.next() else { return Ok(Val::Null) };
-    let (Some(key), Some(value)) = (it.next(), it.next()) else { return Ok(object) };
-    let View::Obj(m) = object.view() else { return Ok(object) };
-    let View::Str(key) = key.view() else { return Err(EvalError::InvalidArguments("set")) };
+    let Some(object) = it.next() else {
+        return Ok(Val::Null);
+    };
+    let (Some(key), Some(value)) = (it.next(), it.next()) else {
+        return Ok(object);
+    };
+    let View::Obj(m) = object.view() else {
+        return Ok(object);
+    };
+    let View::Str(key) = key.view() else {
+        return Err(EvalError::InvalidArguments("set"));
+    };
     let mut m = m.clone();
     m.insert(key.to_owned(), value.into_value());
     Ok(Val::Owned(Value::Object(m)))
@@ -1012,8 +1105,12 @@ fn cat<'a>(shape: Shape<'a>) -> Res<'a> {
 /// position counted from the end).
 fn substr<'a>(shape: Shape<'a>) -> Res<'a> {
     let bad = || EvalError::InvalidArguments("substr");
-    let Shape::List(list) = shape else { return Err(bad()) };
-    let (Some(s), Some(start)) = (list.first(), list.get(1)) else { return Err(bad()) };
+    let Shape::List(list) = shape else {
+        return Err(bad());
+    };
+    let (Some(s), Some(start)) = (list.first(), list.get(1)) else {
+        return Err(bad());
+    };
     let s = s.view().go_string().ok_or_else(bad)?;
     let n = s.chars().count() as i64;
     let mut from = go_int(start.view().arith_number().ok_or_else(bad)?);
@@ -1027,21 +1124,31 @@ fn substr<'a>(shape: Shape<'a>) -> Res<'a> {
         Some(l) if list.len() == 3 => go_int(l.view().arith_number().ok_or_else(bad)?),
         _ => n,
     };
-    let mut to = if length < 0 { n.saturating_add(length) } else { from.saturating_add(length) };
+    let mut to = if length < 0 {
+        n.saturating_add(length)
+    } else {
+        from.saturating_add(length)
+    };
     if to > n {
         to = n;
     }
     if to < from {
         return Err(bad());
     }
-    let out: String = s.chars().skip(from as usize).take((to - from) as usize).collect();
+    let out: String = s
+        .chars()
+        .skip(from as usize)
+        .take((to - from) as usize)
+        .collect();
     Ok(Val::Owned(Value::String(out)))
 }
 
 /// `merge`: one level of array flattening.
 fn merge<'a>(shape: Shape<'a>) -> Res<'a> {
     let list = match shape {
-        Shape::One(v) if v.view().is_primitive() => return Ok(Val::Owned(Value::Array(vec![v.into_value()]))),
+        Shape::One(v) if v.view().is_primitive() => {
+            return Ok(Val::Owned(Value::Array(vec![v.into_value()])));
+        }
         Shape::One(_) => return Err(EvalError::InvalidArguments("merge")),
         Shape::List(l) => l,
     };

@@ -44,7 +44,11 @@ pub struct CompileOptions<'a> {
 
 impl Default for CompileOptions<'_> {
     fn default() -> Self {
-        Self { evaluators: None, hash: HashGeneration::default(), max_depth: 128 }
+        Self {
+            evaluators: None,
+            hash: HashGeneration::default(),
+            max_depth: 128,
+        }
     }
 }
 
@@ -107,7 +111,11 @@ impl Rule {
     /// as in flagd.
     pub fn compile(rule: &Value, opts: &CompileOptions<'_>) -> Result<Rule, RuleError> {
         let root = compile::Compiler::new(opts).compile(rule, 0)?;
-        Ok(Rule { root, hash: opts.hash, max_depth: opts.max_depth })
+        Ok(Rule {
+            root,
+            hash: opts.hash,
+            max_depth: opts.max_depth,
+        })
     }
 
     /// Evaluates the rule against `ctx`.
@@ -116,7 +124,10 @@ impl Rule {
     /// data is shadowed). The result borrows from the rule or the context where it can.
     pub fn evaluate<'a>(&'a self, ctx: &EvalContext<'a>) -> Result<Cow<'a, Value>, EvalError> {
         let rt = eval::Runtime::new(self.hash, self.max_depth);
-        let flagd = eval::Flagd { key: ctx.flag_key, timestamp: ctx.timestamp };
+        let flagd = eval::Flagd {
+            key: ctx.flag_key,
+            timestamp: ctx.timestamp,
+        };
         let env = eval::Env::root(ctx.data, Some(flagd), &rt);
         Ok(eval::eval(&self.root, &env)?.into_cow())
     }

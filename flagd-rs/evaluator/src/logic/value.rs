@@ -230,7 +230,7 @@ pub(crate) fn parse_go_float(s: &str) -> Option<f64> {
 /// Go's `int(f)` conversion on amd64: NaN, infinities and out-of-range values give `i64::MIN`.
 pub(crate) fn go_int(f: f64) -> i64 {
     const LIMIT: f64 = 9_223_372_036_854_775_808.0; // 2^63
-    if f.is_nan() || f >= LIMIT || f < -LIMIT {
+    if !(-LIMIT..LIMIT).contains(&f) {
         i64::MIN
     } else {
         f.trunc() as i64

@@ -46,7 +46,11 @@ pub(crate) fn hash_value(generation: HashGeneration, v: &Value) -> Option<u32> {
 /// Hash of the shorthand bucketing key: the flag key followed by the targeting key (V2: the two
 /// strings concatenated; V3: the CBOR array `[flagKey, targetingKey]`). Nothing is allocated.
 #[inline]
-pub(crate) fn hash_shorthand(generation: HashGeneration, flag_key: &str, targeting_key: &str) -> u32 {
+pub(crate) fn hash_shorthand(
+    generation: HashGeneration,
+    flag_key: &str,
+    targeting_key: &str,
+) -> u32 {
     match generation {
         HashGeneration::V2 => {
             let mut h = murmur3::Murmur3::new(0);
@@ -132,7 +136,10 @@ mod tests {
         assert_eq!(weight(Some(View::Num(25.0))), Some(25));
         assert_eq!(weight(Some(View::Num(-50.0))), Some(0));
         assert_eq!(weight(Some(View::Num(2.5))), None);
-        assert_eq!(weight(Some(View::Num(2_147_483_647.0))), Some(2_147_483_647));
+        assert_eq!(
+            weight(Some(View::Num(2_147_483_647.0))),
+            Some(2_147_483_647)
+        );
         assert_eq!(weight(Some(View::Num(2_147_483_648.0))), None);
         assert_eq!(weight(Some(View::Str("5"))), None);
         assert_eq!(weight(Some(View::Bool(true))), None);
@@ -141,12 +148,18 @@ mod tests {
     #[test]
     fn cumulative_sums() {
         let e = |w: f64| (View::Str("x"), Some(View::Num(w)));
-        assert_eq!(cumulative([e(25.0), e(25.0), e(50.0)].into_iter()), Some(vec![25, 50, 100]));
+        assert_eq!(
+            cumulative([e(25.0), e(25.0), e(50.0)].into_iter()),
+            Some(vec![25, 50, 100])
+        );
         assert_eq!(cumulative([e(0.0), e(0.0)].into_iter()), None);
         assert_eq!(cumulative(std::iter::empty()), None);
         assert_eq!(cumulative([e(2_147_483_647.0), e(1.0)].into_iter()), None);
         assert_eq!(cumulative([(View::Arr(&[]), None)].into_iter()), None);
-        assert_eq!(cumulative([(View::Null, None), (View::Bool(true), None)].into_iter()), Some(vec![1, 2]));
+        assert_eq!(
+            cumulative([(View::Null, None), (View::Bool(true), None)].into_iter()),
+            Some(vec![1, 2])
+        );
     }
 
     #[test]
@@ -165,8 +178,14 @@ mod tests {
 
     #[test]
     fn hashes() {
-        assert_eq!(hash_str(HashGeneration::V2, "headerColorrachel@faas.com"), 1_805_633_606);
-        assert_eq!(hash_shorthand(HashGeneration::V2, "headerColor", "foo@foo.com"), 3_455_740_957);
+        assert_eq!(
+            hash_str(HashGeneration::V2, "headerColorrachel@faas.com"),
+            1_805_633_606
+        );
+        assert_eq!(
+            hash_shorthand(HashGeneration::V2, "headerColor", "foo@foo.com"),
+            3_455_740_957
+        );
         assert_eq!(hash_value(HashGeneration::V2, &Value::Bool(true)), None);
         assert_eq!(hash_value(HashGeneration::V3, &Value::Null), None);
     }

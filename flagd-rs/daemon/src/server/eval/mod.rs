@@ -1,1 +1,92 @@
-//! The evaluation port (8013).
+//! The evaluation port (8013): `flagd.evaluation.v1`, `flagd.evaluation.v2` and the deprecated
+//! `schema.v1` services over gRPC, gRPC-Web and Connect (JSON and binary) on one listener.
+//!
+//! Requests with a gRPC content type (`application/grpc*`, gRPC-Web included) go to tonic; all
+//! others to the Connect handler. Both call the same service methods in [`services`], which
+//! evaluate on the current store snapshot without locking.
+
+pub mod connect;
+pub mod error;
+pub mod events;
+pub mod resolve;
+pub mod services;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use http::{HeaderName, HeaderValue, Method};
+use tokio::time::Instant;
+use tonic::service::Routes;
+use tower::Layer as _;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+
+use crate::proto::flagd::evaluation::{v1, v2};
+use crate::proto::schema::v1 as schema;
+use crate::server::http::grpc_or_http;
+use crate::state::AppState;
+
+pub use error::{Code, EvalError};
+
+/// Headers browsers may read from responses (flagd's CORS configuration).
+const EXPOSED_HEADERS: [&str; 11] = [
+    "accept",
+    "accept-encoding",
+    "accept-post",
+    "connect-accept-encoding",
+    "connect-content-encoding",
+    "content-encoding",
+    "grpc-accept-encoding",
+    "grpc-encoding",
+    "grpc-message",
+    "grpc-status",
+    "grpc-status-details-bin",
+];
+
+/// The complete application of the evaluation port: gRPC (+ gRPC-Web) and Connect for the
+/// three services, with CORS and request metrics.
+pub fn router(state: AppState) -> Router {
+    let limit = match state.limits.max_body_bytes {
+        0 => usize::MAX,
+        n => n,
+    };
+    let web = tonic_web::GrpcWebLayer::new();
+    let grpc = Routes::new(web.layer(v1::service_server::ServiceServer::new(services::V1::new(state.clone())).max_decoding_message_size(limit)))
+        .add_service(web.layer(v2::service_server::ServiceServer::new(services::V2::new(state.clone())).max_decoding_message_size(limit)))
+        .add_service(
+            web.layer(schema::service_server::ServiceServer::new(services::SchemaV1::new(state.clone())).max_decoding_message_size(limit)),
+        )
+        .into_axum_router();
+    let http = Router::new().fallback(connect::handle).with_state(connect::Connect::new(state.clone()));
+    grpc_or_http(grpc, http)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), record_request))
+        .layer(cors(&state.cors_origins))
+}
+
+/// flagd's CORS policy: the configured origins (`*` or none = any), the usual methods, any
+/// request header, and the protocol headers exposed.
+fn cors(origins: &[String]) -> CorsLayer {
+    let allow_origin = if origins.is_empty() || origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::HEAD, Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_headers(AllowHeaders::mirror_request())
+        .expose_headers(EXPOSED_HEADERS.map(HeaderName::from_static))
+}
+
+/// Records each request (path, method, status, time to the response head) in the metrics.
+async fn record_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let elapsed: Duration = started.elapsed();
+    state.metrics.http_request(&path, method.as_str(), response.status().as_u16(), elapsed);
+    response
+}

@@ -69,9 +69,8 @@ impl Call {
         request: Option<pbjson_types::Struct>,
     ) -> Result<Call, EvalError> {
         let selector = selector(headers)?;
-        let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let header: Option<&dyn Fn(&str) -> Option<&str>> = if api.maps_headers() { Some(&lookup) } else { None };
-        let context = context::assemble(context::struct_to_map(request), &state.context, header);
+        let mapped = if api.maps_headers() { Some(headers) } else { None };
+        let context = context::assemble_from(context::struct_to_map(request), &state.context, mapped);
         Ok(Call { selector, context, api })
     }
 

@@ -240,55 +240,58 @@ impl SchemaV1 {
     }
 }
 
-/// One gRPC unary method delegating to the service's method of the same name.
-macro_rules! grpc_unary {
-    ($svc:ty, $name:ident, $req:ty, $resp:ty) => {
-        async fn $name(&self, request: tonic::Request<$req>) -> Result<tonic::Response<$resp>, tonic::Status> {
-            let (metadata, _, message) = request.into_parts();
-            <$svc>::$name(self, metadata.as_ref(), message).map(tonic::Response::new).map_err(Into::into)
+/// The gRPC trait implementation of API module `$m` for `$svc`, delegating every method to
+/// the service's method of the same name. Written as one macro so `async_trait` sees every
+/// method expanded.
+macro_rules! grpc_service {
+    ($svc:ty, $m:ident, [$($name:ident: $req:ident => $resp:ident),* $(,)?]) => {
+        #[tonic::async_trait]
+        impl $m::service_server::Service for $svc {
+            $(
+                async fn $name(
+                    &self,
+                    request: tonic::Request<$m::$req>,
+                ) -> Result<tonic::Response<$m::$resp>, tonic::Status> {
+                    let (metadata, _, message) = request.into_parts();
+                    <$svc>::$name(self, metadata.as_ref(), message).map(tonic::Response::new).map_err(Into::into)
+                }
+            )*
+
+            type EventStreamStream = EventStream<$m::EventStreamResponse>;
+
+            async fn event_stream(
+                &self,
+                request: tonic::Request<$m::EventStreamRequest>,
+            ) -> Result<tonic::Response<Self::EventStreamStream>, tonic::Status> {
+                let stream = <$svc>::event_stream(self, request.metadata().as_ref())?;
+                Ok(tonic::Response::new(Box::pin(stream.map(|r| r.map_err(tonic::Status::from)))))
+            }
         }
     };
 }
 
-/// The gRPC EventStream method.
-macro_rules! grpc_stream {
-    ($svc:ty, $m:ident) => {
-        type EventStreamStream = EventStream<$m::EventStreamResponse>;
+grpc_service!(V1, v1, [
+    resolve_all: ResolveAllRequest => ResolveAllResponse,
+    resolve_boolean: ResolveBooleanRequest => ResolveBooleanResponse,
+    resolve_string: ResolveStringRequest => ResolveStringResponse,
+    resolve_float: ResolveFloatRequest => ResolveFloatResponse,
+    resolve_int: ResolveIntRequest => ResolveIntResponse,
+    resolve_object: ResolveObjectRequest => ResolveObjectResponse,
+]);
 
-        async fn event_stream(
-            &self,
-            request: tonic::Request<$m::EventStreamRequest>,
-        ) -> Result<tonic::Response<Self::EventStreamStream>, tonic::Status> {
-            let stream = <$svc>::event_stream(self, request.metadata().as_ref())?;
-            Ok(tonic::Response::new(Box::pin(stream.map(|r| r.map_err(tonic::Status::from)))))
-        }
-    };
-}
+grpc_service!(V2, v2, [
+    resolve_boolean: ResolveBooleanRequest => ResolveBooleanResponse,
+    resolve_string: ResolveStringRequest => ResolveStringResponse,
+    resolve_float: ResolveFloatRequest => ResolveFloatResponse,
+    resolve_int: ResolveIntRequest => ResolveIntResponse,
+    resolve_object: ResolveObjectRequest => ResolveObjectResponse,
+]);
 
-/// The typed unary methods of the gRPC trait of API module `$m`.
-macro_rules! grpc_typed {
-    ($svc:ty, $m:ident) => {
-        grpc_unary!($svc, resolve_boolean, $m::ResolveBooleanRequest, $m::ResolveBooleanResponse);
-        grpc_unary!($svc, resolve_string, $m::ResolveStringRequest, $m::ResolveStringResponse);
-        grpc_unary!($svc, resolve_float, $m::ResolveFloatRequest, $m::ResolveFloatResponse);
-        grpc_unary!($svc, resolve_int, $m::ResolveIntRequest, $m::ResolveIntResponse);
-        grpc_unary!($svc, resolve_object, $m::ResolveObjectRequest, $m::ResolveObjectResponse);
-    };
-}
-
-impl v1::service_server::Service for V1 {
-    grpc_typed!(V1, v1);
-    grpc_unary!(V1, resolve_all, v1::ResolveAllRequest, v1::ResolveAllResponse);
-    grpc_stream!(V1, v1);
-}
-
-impl v2::service_server::Service for V2 {
-    grpc_typed!(V2, v2);
-    grpc_stream!(V2, v2);
-}
-
-impl schema::service_server::Service for SchemaV1 {
-    grpc_typed!(SchemaV1, schema);
-    grpc_unary!(SchemaV1, resolve_all, schema::ResolveAllRequest, schema::ResolveAllResponse);
-    grpc_stream!(SchemaV1, schema);
-}
+grpc_service!(SchemaV1, schema, [
+    resolve_all: ResolveAllRequest => ResolveAllResponse,
+    resolve_boolean: ResolveBooleanRequest => ResolveBooleanResponse,
+    resolve_string: ResolveStringRequest => ResolveStringResponse,
+    resolve_float: ResolveFloatRequest => ResolveFloatResponse,
+    resolve_int: ResolveIntRequest => ResolveIntResponse,
+    resolve_object: ResolveObjectRequest => ResolveObjectResponse,
+]);
