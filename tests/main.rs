@@ -6,3 +6,5 @@ mod ofrep;
 mod sync;
 mod cli;
 mod management;
+mod eval_grpc;
+mod eval_connect;

@@ -474,7 +474,7 @@ async fn methods_paths_and_body_limit() {
         r#"{"errorDetails":"request body too large"}"#
     );
     // Without a Content-Length the limit still applies while reading.
-    let chunks = vec![Ok::<_, std::io::Error>(big.clone().into_bytes()); 1];
+    let chunks = vec![Ok::<_, std::io::Error>(big.clone().into_bytes())];
     let resp = s
         .post("/ofrep/v1/evaluate/flags")
         .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))

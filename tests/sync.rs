@@ -1,6 +1,8 @@
 //! The flag sync service over real gRPC: the initial and follow-up configurations, selectors,
 //! FetchAllFlags, GetMetadata, the stream deadline, shutdown, and the OpenFeature flagd
 //! provider in in-process mode.
+// The request `selector` field and `GetMetadata` are deprecated in the protocol but still served.
+#![allow(deprecated)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -266,7 +268,6 @@ async fn fetch_all_and_metadata() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 
-    #[allow(deprecated)]
     let md = client
         .get_metadata(GetMetadataRequest {})
         .await
@@ -279,7 +280,6 @@ async fn fetch_all_and_metadata() {
     );
 
     let disabled = SyncServer::start(&[("a.json", A)], true, Limits::default()).await;
-    #[allow(deprecated)]
     let err = disabled
         .client()
         .await

@@ -10,6 +10,9 @@ use crate::state::ContextConfig;
 /// Largest integer a float64 holds exactly; integral numbers up to it become JSON integers.
 const MAX_EXACT_INT: f64 = 9_007_199_254_740_992.0;
 
+/// Looks a request header up by its lower-case name.
+pub type HeaderLookup<'h> = dyn Fn(&str) -> Option<&'h str> + 'h;
+
 /// Builds the context flagd evaluates with: `request` overlaid by the static values, then by
 /// the values of the configured headers (`header` looks a header up by its lower-case name;
 /// `None` skips the header mapping, as the deprecated `schema.v1` service does). Empty header
@@ -17,7 +20,7 @@ const MAX_EXACT_INT: f64 = 9_007_199_254_740_992.0;
 pub fn assemble<'h>(
     request: Map<String, Value>,
     config: &ContextConfig,
-    header: Option<&dyn Fn(&str) -> Option<&'h str>>,
+    header: Option<&HeaderLookup<'h>>,
 ) -> Value {
     let mut ctx = request;
     for (k, v) in &config.static_values {
@@ -34,17 +37,30 @@ pub fn assemble<'h>(
 }
 
 /// [`assemble`] with the headers of an HTTP request or gRPC call (non-text values ignored).
-pub fn assemble_from(request: Map<String, Value>, config: &ContextConfig, headers: Option<&HeaderMap>) -> Value {
+pub fn assemble_from(
+    request: Map<String, Value>,
+    config: &ContextConfig,
+    headers: Option<&HeaderMap>,
+) -> Value {
     match headers {
-        Some(h) => assemble(request, config, Some(&|name: &str| h.get(name).and_then(|v| v.to_str().ok()))),
+        Some(h) => assemble(
+            request,
+            config,
+            Some(&|name: &str| h.get(name).and_then(|v| v.to_str().ok())),
+        ),
         None => assemble(request, config, None),
     }
 }
 
 /// Converts a request's protobuf `Struct` into a JSON object, moving its strings.
 pub fn struct_to_map(s: Option<pbjson_types::Struct>) -> Map<String, Value> {
-    s.map(|s| s.fields.into_iter().map(|(k, v)| (k, proto_to_json(v))).collect())
-        .unwrap_or_default()
+    s.map(|s| {
+        s.fields
+            .into_iter()
+            .map(|(k, v)| (k, proto_to_json(v)))
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// Converts one protobuf `Value` into JSON. Integral numbers become JSON integers, so targeting
@@ -72,8 +88,15 @@ fn number(n: f64) -> Value {
 }
 
 /// Converts a JSON object into a protobuf `Struct` (for response values and metadata).
-pub fn map_to_struct<'a>(m: impl IntoIterator<Item = (&'a String, &'a Value)>) -> pbjson_types::Struct {
-    pbjson_types::Struct { fields: m.into_iter().map(|(k, v)| (k.clone(), json_to_proto(v))).collect() }
+pub fn map_to_struct<'a>(
+    m: impl IntoIterator<Item = (&'a String, &'a Value)>,
+) -> pbjson_types::Struct {
+    pbjson_types::Struct {
+        fields: m
+            .into_iter()
+            .map(|(k, v)| (k.clone(), json_to_proto(v)))
+            .collect(),
+    }
 }
 
 /// Converts one JSON value into a protobuf `Value`. Numbers become float64, as in protobuf.
@@ -83,7 +106,9 @@ pub fn json_to_proto(v: &Value) -> pbjson_types::Value {
         Value::Bool(b) => Kind::BoolValue(*b),
         Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
         Value::String(s) => Kind::StringValue(s.clone()),
-        Value::Array(a) => Kind::ListValue(pbjson_types::ListValue { values: a.iter().map(json_to_proto).collect() }),
+        Value::Array(a) => Kind::ListValue(pbjson_types::ListValue {
+            values: a.iter().map(json_to_proto).collect(),
+        }),
         Value::Object(m) => Kind::StructValue(map_to_struct(m)),
     };
     pbjson_types::Value { kind: Some(kind) }
@@ -110,20 +135,30 @@ mod tests {
     #[test]
     fn later_layers_win() {
         let request = json!({"env": "dev", "team": "req", "user": "u", "empty": "kept"});
-        let Value::Object(request) = request else { unreachable!() };
+        let Value::Object(request) = request else {
+            unreachable!()
+        };
         let mut headers = HeaderMap::new();
         headers.insert("x-team", "header".parse().unwrap());
         headers.insert("x-empty", "".parse().unwrap());
         let ctx = assemble_from(request.clone(), &config(), Some(&headers));
-        assert_eq!(ctx, json!({"env": "prod", "team": "header", "user": "u", "empty": "kept"}));
+        assert_eq!(
+            ctx,
+            json!({"env": "prod", "team": "header", "user": "u", "empty": "kept"})
+        );
         let ctx = assemble(request, &config(), None);
-        assert_eq!(ctx, json!({"env": "prod", "team": "static", "user": "u", "empty": "kept"}));
+        assert_eq!(
+            ctx,
+            json!({"env": "prod", "team": "static", "user": "u", "empty": "kept"})
+        );
     }
 
     #[test]
     fn struct_round_trip() {
         let v = json!({"a": 1, "b": 1.5, "c": [true, null, "x"], "d": {"e": -3}, "f": 1e300});
-        let Value::Object(m) = v.clone() else { unreachable!() };
+        let Value::Object(m) = v.clone() else {
+            unreachable!()
+        };
         let s = map_to_struct(&m);
         assert_eq!(Value::Object(struct_to_map(Some(s))), v);
         assert_eq!(number(f64::NAN), Value::Null);

@@ -655,7 +655,7 @@ mod fast {
             "missing_some" | "==" | "!=" | "===" | "!==" | "/" | "%" | "in" | "map" | "filter"
             | "all" | "none" | "some" | "starts_with" | "ends_with" => operands(2, 2),
             "<" | "<=" | ">" | ">=" | "substr" | "reduce" => operands(2, 3),
-            "!" | "!!" | "abs" => bare_or_operands(1, 1),
+            "!" | "!!" | "abs" => bare_or_operands(0, 1),
             "-" => bare_or_operands(1, 2),
             "$ref" => args.as_str().is_some_and(|name| !name.is_empty()),
             "sem_ver" => match args.as_array().map(Vec::as_slice) {
@@ -942,15 +942,33 @@ mod tests {
             any::<bool>().prop_map(Value::from),
             (-3i64..200).prop_map(Value::from),
             prop_oneof![Just(1.5), Just(2.0), Just(-0.0)].prop_map(Value::from),
-            prop::sample::select(vec!["ENABLED", "DISABLED", "", "x", "on", "=", "===", "^", "~"]).prop_map(Value::from),
+            prop::sample::select(vec![
+                "ENABLED", "DISABLED", "", "x", "on", "=", "===", "^", "~"
+            ])
+            .prop_map(Value::from),
         ]
     }
 
     /// Operators with the argument counts the schema allows (`usize::MAX`: any).
     const ARITIES: &[(&str, usize, usize)] = &[
-        ("var", 1, 2), ("missing", 0, 3), ("missing_some", 2, 2), ("if", 0, 5), ("?:", 3, 3), ("==", 2, 2),
-        ("===", 2, 2), ("<", 2, 3), (">=", 2, 3), ("!", 1, 1), ("!!", 1, 1), ("-", 1, 2), ("and", 1, 3),
-        ("in", 2, 2), ("substr", 2, 3), ("map", 2, 2), ("starts_with", 2, 2), ("ends_with", 2, 2),
+        ("var", 1, 2),
+        ("missing", 0, 3),
+        ("missing_some", 2, 2),
+        ("if", 0, 5),
+        ("?:", 3, 3),
+        ("==", 2, 2),
+        ("===", 2, 2),
+        ("<", 2, 3),
+        (">=", 2, 3),
+        ("!", 1, 1),
+        ("!!", 1, 1),
+        ("-", 1, 2),
+        ("and", 1, 3),
+        ("in", 2, 2),
+        ("substr", 2, 3),
+        ("map", 2, 2),
+        ("starts_with", 2, 2),
+        ("ends_with", 2, 2),
         ("custom_op", 0, 3),
     ];
 
@@ -975,10 +993,13 @@ mod tests {
             prop_oneof![
                 2 => prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
                 6 => (prop::sample::select(ARITIES), operands.clone(), 0u8..10).prop_map(|((op, min, max), args, pick)| {
-                    // Mostly a count the operator accepts, sometimes any count, sometimes a bare operand.
+                    // Mostly a count the operator accepts, sometimes one just outside that range or any
+                    // count, sometimes a bare operand.
                     let len = match pick {
-                        0 => args.len(),
-                        1 => return json!({ op: args.first().cloned().unwrap_or(Value::Null) }),
+                        0 => max.saturating_add(1).min(6),
+                        1 => min.saturating_sub(1),
+                        2 => args.len(),
+                        3 => return json!({ op: args.first().cloned().unwrap_or(Value::Null) }),
                         _ => min + usize::from(pick) % (max.min(5) - min + 1),
                     };
                     json!({ op: args.into_iter().cycle().take(len).collect::<Vec<_>>() })
@@ -1007,13 +1028,23 @@ mod tests {
     }
 
     fn small_map(values: impl Strategy<Value = Value>) -> impl Strategy<Value = Value> {
-        prop::collection::btree_map(prop::sample::select(vec!["", "a", "b", "flagSetId", "version"]), values, 0..3)
-            .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
+        prop::collection::btree_map(
+            prop::sample::select(vec!["", "a", "b", "flagSetId", "version"]),
+            values,
+            0..3,
+        )
+        .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
     }
 
     /// Variants: mostly all of one type, sometimes mixed, empty or not an object.
     fn variants() -> impl Strategy<Value = Value> {
-        let one_type = prop::sample::select(vec![json!(true), json!("s"), json!(3), json!(0.5), json!({"a": 1})]);
+        let one_type = prop::sample::select(vec![
+            json!(true),
+            json!("s"),
+            json!(3),
+            json!(0.5),
+            json!({"a": 1}),
+        ]);
         prop_oneof![
             6 => (one_type, 1usize..4).prop_map(|(value, n)| {
                 Value::Object((0..n).map(|i| (format!("v{i}"), value.clone())).collect())
@@ -1046,8 +1077,12 @@ mod tests {
         ]
     }
 
-    pub(super) fn document_strategy() -> impl Strategy<Value = Value> { document() }
-    pub(super) fn flag_strategy() -> impl Strategy<Value = Value> { flag() }
+    pub(super) fn document_strategy() -> impl Strategy<Value = Value> {
+        document()
+    }
+    pub(super) fn flag_strategy() -> impl Strategy<Value = Value> {
+        flag()
+    }
     fn document() -> impl Strategy<Value = Value> {
         (
             prop_oneof![
@@ -1062,7 +1097,11 @@ mod tests {
             .prop_map(|(flags, evaluators, metadata, schema)| {
                 let mut doc = serde_json::Map::new();
                 doc.insert("flags".to_owned(), flags);
-                for (name, value) in [("$evaluators", evaluators), ("metadata", metadata), ("$schema", schema)] {
+                for (name, value) in [
+                    ("$evaluators", evaluators),
+                    ("metadata", metadata),
+                    ("$schema", schema),
+                ] {
                     if let Some(value) = value {
                         doc.insert(name.to_owned(), value);
                     }
@@ -1172,12 +1211,29 @@ mod scratch_stats {
         let mut runner = TestRunner::default();
         let (mut docs_valid, mut flags_valid, mut with_targeting) = (0, 0, 0);
         for _ in 0..2000 {
-            let d = super::tests::document_strategy().new_tree(&mut runner).unwrap().current();
-            if fast::document_ok(&d) { docs_valid += 1; }
-            let f = super::tests::flag_strategy().new_tree(&mut runner).unwrap().current();
+            let d = super::tests::document_strategy()
+                .new_tree(&mut runner)
+                .unwrap()
+                .current();
+            if fast::document_ok(&d) {
+                docs_valid += 1;
+            }
+            let f = super::tests::flag_strategy()
+                .new_tree(&mut runner)
+                .unwrap()
+                .current();
             let doc = serde_json::json!({"flags": {"f": f.clone()}});
-            if fast::document_ok(&doc) { flags_valid += 1; if f.get("targeting").is_some_and(|t| t.as_object().is_some_and(|o| !o.is_empty())) { with_targeting += 1; } }
+            if fast::document_ok(&doc) {
+                flags_valid += 1;
+                if f.get("targeting")
+                    .is_some_and(|t| t.as_object().is_some_and(|o| !o.is_empty()))
+                {
+                    with_targeting += 1;
+                }
+            }
         }
-        println!("valid docs {docs_valid}/2000, valid flags {flags_valid}/2000, with non-empty targeting {with_targeting}");
+        println!(
+            "valid docs {docs_valid}/2000, valid flags {flags_valid}/2000, with non-empty targeting {with_targeting}"
+        );
     }
 }

@@ -124,18 +124,28 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("connections still open after the shutdown grace period; dropping them");
     }
     Ok(())
 }
 
 fn connection_builder(max_header_bytes: usize) -> auto::Builder<TokioExecutor> {
-    let limit = if max_header_bytes == 0 { DEFAULT_MAX_HEADER_BYTES } else { max_header_bytes };
+    let limit = if max_header_bytes == 0 {
+        DEFAULT_MAX_HEADER_BYTES
+    } else {
+        max_header_bytes
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper answers 431 when a request head does not fit in the read buffer; it needs at least
     // 8 KiB to work at all.
-    builder.http1().timer(TokioTimer::new()).max_buf_size(limit.max(8192));
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .max_buf_size(limit.max(8192));
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -143,7 +153,10 @@ fn connection_builder(max_header_bytes: usize) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-async fn tls_handshake<S>(acceptor: &TlsAcceptor, stream: S) -> Option<tokio_rustls::server::TlsStream<S>>
+async fn tls_handshake<S>(
+    acceptor: &TlsAcceptor,
+    stream: S,
+) -> Option<tokio_rustls::server::TlsStream<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -181,7 +194,8 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| {
-            ct.get(..16).is_some_and(|p| p.eq_ignore_ascii_case("application/grpc"))
+            ct.get(..16)
+                .is_some_and(|p| p.eq_ignore_ascii_case("application/grpc"))
         })
 }
 
@@ -193,7 +207,11 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 /// not merged: axum refuses overlapping routes.
 pub fn grpc_or_http(grpc: Router, http: Router) -> Router {
     let dispatch = tower::service_fn(move |req: Request<Body>| {
-        let target = if is_grpc(req.headers()) { grpc.clone() } else { http.clone() };
+        let target = if is_grpc(req.headers()) {
+            grpc.clone()
+        } else {
+            http.clone()
+        };
         async move { Ok::<_, Infallible>(target.oneshot(req).await.unwrap_infallible()) }
     });
     Router::new().fallback_service(dispatch)
@@ -221,7 +239,11 @@ pub fn load_tls(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig>> {
     ))
     .collect::<Result<Vec<_>, _>>()
     .with_context(|| format!("reading TLS certificate {}", cert.display()))?;
-    anyhow::ensure!(!certs.is_empty(), "no certificate found in {}", cert.display());
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "no certificate found in {}",
+        cert.display()
+    );
     let key = rustls_pemfile::private_key(&mut BufReader::new(
         File::open(key).with_context(|| format!("opening TLS key {}", key.display()))?,
     ))

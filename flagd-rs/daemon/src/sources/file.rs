@@ -344,14 +344,13 @@ fn probe(path: &Path, format: Format) -> Probe {
     };
     let symlink = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
     let mut dirs: BTreeSet<PathBuf> = parent_dir(path).into_iter().collect();
-    if symlink {
-        if let Some(dir) = std::fs::canonicalize(path)
+    if symlink
+        && let Some(dir) = std::fs::canonicalize(path)
             .ok()
             .as_deref()
             .and_then(parent_dir)
-        {
-            dirs.insert(dir);
-        }
+    {
+        dirs.insert(dir);
     }
     Probe {
         stat,
@@ -449,10 +448,10 @@ impl Filter {
     fn relevant(&self, event: &Event) -> bool {
         // Opening and reading generate events too, including our own reads; only a close after
         // writing says something changed.
-        if let EventKind::Access(kind) = event.kind {
-            if kind != AccessKind::Close(AccessMode::Write) {
-                return false;
-            }
+        if let EventKind::Access(kind) = event.kind
+            && kind != AccessKind::Close(AccessMode::Write)
+        {
+            return false;
         }
         if event.paths.is_empty() || event.need_rescan() || self.follow_all.load(Ordering::Relaxed)
         {

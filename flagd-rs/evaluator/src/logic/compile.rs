@@ -428,10 +428,10 @@ pub(crate) fn parse_path(s: &str) -> Path {
             index: segment_index(p),
         })
         .collect();
-    if segs.is_empty() {
-        Path::Whole
-    } else {
-        Path::Segs(segs)
+    match segs.first() {
+        None => Path::Whole,
+        Some(first) if &*first.key == "$flagd" => Path::Flagd(segs),
+        Some(_) => Path::Segs(segs),
     }
 }
 

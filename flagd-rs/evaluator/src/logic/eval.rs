@@ -15,7 +15,8 @@ use super::tree::{
     Subject, VarNode, VarPath,
 };
 use super::value::{
-    Kind, Val, View, equals, format_number, go_int, go_interface_eq, less, strict_equals, view_of,
+    Kind, Val, View, equals, format_number, go_int, go_interface_eq, less, str_contains,
+    strict_equals, view_of,
 };
 use super::{CompileOptions, EvalError};
 use crate::ops::fractional::{self, HashGeneration};
@@ -208,7 +209,12 @@ fn eval_if<'a>(args: &'a [Node], env: &Env<'a, '_>) -> Res<'a> {
 }
 
 /// An `if` branch: a result that is a single-key object is evaluated again as a rule.
+#[inline]
 fn clause<'a>(node: &'a Node, env: &Env<'a, '_>) -> Res<'a> {
+    // A constant is never a single-key object (that would have compiled as an operator).
+    if let Node::Const(v) = node {
+        return Ok(Val::Ref(v));
+    }
     let v = eval(node, env)?;
     match v.view() {
         View::Obj(m) if m.len() == 1 => dynamic(&v.as_json(), env, "if"),
@@ -291,7 +297,7 @@ fn in_check(needle: View<'_>, haystack: View<'_>) -> Result<bool, EvalError> {
     let bad = || EvalError::InvalidArguments("in");
     match haystack {
         View::Str(h) => match needle {
-            View::Str(s) => Ok(h.contains(s)),
+            View::Str(s) => Ok(str_contains(h, s)),
             _ => Err(bad()),
         },
         View::Arr(items) => {
@@ -391,6 +397,16 @@ fn lookup<'a>(path: &Path, env: &Env<'a, '_>) -> Option<Val<'a>> {
             None => Val::Ref(env.data),
         }),
         Path::Segs(segs) => walk(segs, env),
+        Path::Flagd(segs) => match env.flagd {
+            Some(f) => match segs.get(1..).unwrap_or_default() {
+                [] => Some(Val::Owned(flagd_object(f))),
+                [k] if &*k.key == "flagKey" => Some(Val::Str(f.key)),
+                // Numbers travel through flagd's engine as float64.
+                [k] if &*k.key == "timestamp" => Some(Val::Num(f.timestamp as f64)),
+                _ => None,
+            },
+            None => walk(segs, env),
+        },
     }
 }
 
@@ -405,17 +421,6 @@ fn flagd_object(f: Flagd<'_>) -> Value {
 /// Walks path segments from the scope's data.
 #[inline]
 fn walk<'a>(segs: &[Seg], env: &Env<'a, '_>) -> Option<Val<'a>> {
-    if let (Some(f), Some(first)) = (env.flagd, segs.first())
-        && &*first.key == "$flagd"
-    {
-        return match segs.get(1..).unwrap_or_default() {
-            [] => Some(Val::Owned(flagd_object(f))),
-            [k] if &*k.key == "flagKey" => Some(Val::Str(f.key)),
-            // Numbers travel through flagd's engine as float64.
-            [k] if &*k.key == "timestamp" => Some(Val::Num(f.timestamp as f64)),
-            _ => None,
-        };
-    }
     let mut cur = env.data;
     for seg in segs {
         cur = match cur {

@@ -198,6 +198,9 @@ pub(crate) enum Path {
     Whole,
     /// Dotted segments, empty ones removed.
     Segs(Box<[Seg]>),
+    /// Segments starting with `$flagd`, which the root scope serves from the evaluation
+    /// context instead of the data.
+    Flagd(Box<[Seg]>),
 }
 
 /// One path segment: an object key, and the array index it means when the container is an

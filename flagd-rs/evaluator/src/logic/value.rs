@@ -90,7 +90,11 @@ impl<'a> Val<'a> {
     /// JSONLogic truthiness.
     #[inline]
     pub(crate) fn truthy(&self) -> bool {
-        self.view().truthy()
+        match self {
+            Val::Bool(b) => *b,
+            Val::Null => false,
+            _ => self.view().truthy(),
+        }
     }
 
     /// Whether this is `null`.
@@ -217,6 +221,28 @@ impl<'x> View<'x> {
             View::Bool(_) | View::Arr(_) | View::Obj(_) => None,
         }
     }
+}
+
+/// Whether `needle` occurs in `haystack`.
+///
+/// Rule haystacks are mostly short (an e-mail address, a region), where setting up the standard
+/// library's two-way searcher costs more than the search; short inputs are scanned directly
+/// (first and last byte, then the rest), long ones use the linear-time searcher.
+#[inline]
+pub(crate) fn str_contains(haystack: &str, needle: &str) -> bool {
+    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+    let (Some(&first), Some(&last)) = (n.first(), n.last()) else {
+        return true;
+    };
+    if n.len() > h.len() {
+        return false;
+    }
+    if h.len() > 64 {
+        return haystack.contains(needle);
+    }
+    let span = n.len() - 1;
+    h.windows(n.len())
+        .any(|w| w[0] == first && w[span] == last && w == n)
 }
 
 /// Go's `strconv.ParseFloat(s, 64)`: `None` for a syntax error; out-of-range values become

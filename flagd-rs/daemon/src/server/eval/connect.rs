@@ -39,7 +39,12 @@ pub struct Connect {
 impl Connect {
     /// The handler state over `state`.
     pub fn new(state: AppState) -> Self {
-        Self { v1: V1::new(state.clone()), v2: V2::new(state.clone()), schema: SchemaV1::new(state.clone()), state }
+        Self {
+            v1: V1::new(state.clone()),
+            v2: V2::new(state.clone()),
+            schema: SchemaV1::new(state.clone()),
+            state,
+        }
     }
 }
 
@@ -77,6 +82,11 @@ fn route(path: &str) -> Option<(Api, Rpc)> {
     Some((api, rpc))
 }
 
+/// Whether `path` names one of the served procedures (`/<service>/<method>`).
+pub fn is_procedure(path: &str) -> bool {
+    route(path).is_some()
+}
+
 /// The message encoding of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Codec {
@@ -93,10 +103,16 @@ fn codec(headers: &HeaderMap, streaming: bool) -> Option<Codec> {
         None => (ct.trim(), None),
     };
     let mime = mime.to_ascii_lowercase();
-    let subtype = if streaming { mime.strip_prefix("application/connect+")? } else { mime.strip_prefix("application/")? };
+    let subtype = if streaming {
+        mime.strip_prefix("application/connect+")?
+    } else {
+        mime.strip_prefix("application/")?
+    };
     match (subtype, params) {
         ("json", None) => Some(Codec::Json),
-        ("json", Some(p)) if p.replace(' ', "").eq_ignore_ascii_case("charset=utf-8") => Some(Codec::Json),
+        ("json", Some(p)) if p.replace(' ', "").eq_ignore_ascii_case("charset=utf-8") => {
+            Some(Codec::Json)
+        }
         ("proto", None) => Some(Codec::Proto),
         _ => None,
     }
@@ -106,25 +122,52 @@ fn codec(headers: &HeaderMap, streaming: bool) -> Option<Codec> {
 pub async fn handle(State(connect): State<Connect>, request: Request) -> Response {
     let Some((api, rpc)) = route(request.uri().path()) else {
         let message = format!("{} is not a known procedure", request.uri().path());
-        return (StatusCode::NOT_FOUND, json_body(&connect_error_json(Code::Unimplemented, &message))).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            json_body(&connect_error_json(Code::Unimplemented, &message)),
+        )
+            .into_response();
     };
     if request.method() != Method::POST {
-        return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, HeaderValue::from_static("POST"))]).into_response();
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, HeaderValue::from_static("POST"))],
+        )
+            .into_response();
     }
     let streaming = rpc == Rpc::EventStream;
     let Some(codec) = codec(request.headers(), streaming) else {
-        let accept = if streaming { ACCEPT_POST_STREAM } else { ACCEPT_POST };
-        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, [(http::HeaderName::from_static("accept-post"), accept)]).into_response();
+        let accept = if streaming {
+            ACCEPT_POST_STREAM
+        } else {
+            ACCEPT_POST
+        };
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            [(http::HeaderName::from_static("accept-post"), accept)],
+        )
+            .into_response();
     };
-    let encoding = if streaming { "connect-content-encoding" } else { "content-encoding" };
-    if let Some(enc) = request.headers().get(encoding).filter(|e| e.as_bytes() != b"identity") {
+    let encoding = if streaming {
+        "connect-content-encoding"
+    } else {
+        "content-encoding"
+    };
+    if let Some(enc) = request
+        .headers()
+        .get(encoding)
+        .filter(|e| e.as_bytes() != b"identity")
+    {
         let message = format!(
             "unknown compression {:?}: supported encodings are identity",
             String::from_utf8_lossy(enc.as_bytes())
         );
         let body = connect_error_json(Code::Unimplemented, &message);
         return if streaming {
-            stream_response(codec, futures::stream::once(async move { end_stream(Some(&body)) }))
+            stream_response(
+                codec,
+                futures::stream::once(async move { end_stream(Some(&body)) }),
+            )
         } else {
             (StatusCode::NOT_IMPLEMENTED, json_body(&body)).into_response()
         };
@@ -150,15 +193,25 @@ pub async fn handle(State(connect): State<Connect>, request: Request) -> Respons
         (Api::V2, Rpc::ResolveInt) => unary(codec, &body, |m| connect.v2.resolve_int(h, m)),
         (Api::V2, Rpc::ResolveObject) => unary(codec, &body, |m| connect.v2.resolve_object(h, m)),
         // `route` never yields ResolveAll for v2; answer like an unknown procedure anyway.
-        (Api::V2, Rpc::ResolveAll) => {
-            (StatusCode::NOT_FOUND, json_body(&connect_error_json(Code::Unimplemented, ""))).into_response()
-        }
+        (Api::V2, Rpc::ResolveAll) => (
+            StatusCode::NOT_FOUND,
+            json_body(&connect_error_json(Code::Unimplemented, "")),
+        )
+            .into_response(),
         (Api::Schema, Rpc::ResolveAll) => unary(codec, &body, |m| connect.schema.resolve_all(h, m)),
-        (Api::Schema, Rpc::ResolveBoolean) => unary(codec, &body, |m| connect.schema.resolve_boolean(h, m)),
-        (Api::Schema, Rpc::ResolveString) => unary(codec, &body, |m| connect.schema.resolve_string(h, m)),
-        (Api::Schema, Rpc::ResolveFloat) => unary(codec, &body, |m| connect.schema.resolve_float(h, m)),
+        (Api::Schema, Rpc::ResolveBoolean) => {
+            unary(codec, &body, |m| connect.schema.resolve_boolean(h, m))
+        }
+        (Api::Schema, Rpc::ResolveString) => {
+            unary(codec, &body, |m| connect.schema.resolve_string(h, m))
+        }
+        (Api::Schema, Rpc::ResolveFloat) => {
+            unary(codec, &body, |m| connect.schema.resolve_float(h, m))
+        }
         (Api::Schema, Rpc::ResolveInt) => unary(codec, &body, |m| connect.schema.resolve_int(h, m)),
-        (Api::Schema, Rpc::ResolveObject) => unary(codec, &body, |m| connect.schema.resolve_object(h, m)),
+        (Api::Schema, Rpc::ResolveObject) => {
+            unary(codec, &body, |m| connect.schema.resolve_object(h, m))
+        }
     }
 }
 
@@ -175,23 +228,35 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(EvalError::TooLarge(limit)),
-        Err(e) => Err(EvalError::Malformed(format!("reading the request body: {e}"))),
+        Err(e) => Err(EvalError::Malformed(format!(
+            "reading the request body: {e}"
+        ))),
     }
 }
 
 /// Decodes a request message in `codec`.
-fn decode<M: prost::Message + Default + DeserializeOwned>(codec: Codec, bytes: &[u8]) -> Result<M, EvalError> {
+fn decode<M: prost::Message + Default + DeserializeOwned>(
+    codec: Codec,
+    bytes: &[u8],
+) -> Result<M, EvalError> {
     match codec {
-        Codec::Json if bytes.iter().all(u8::is_ascii_whitespace) => {
-            Err(EvalError::Malformed("unmarshal message: zero-length payload is not a valid JSON object".to_owned()))
+        Codec::Json if bytes.iter().all(u8::is_ascii_whitespace) => Err(EvalError::Malformed(
+            "unmarshal message: zero-length payload is not a valid JSON object".to_owned(),
+        )),
+        Codec::Json => serde_json::from_slice(bytes)
+            .map_err(|e| EvalError::Malformed(format!("unmarshal message: {e}"))),
+        Codec::Proto => {
+            M::decode(bytes).map_err(|e| EvalError::Malformed(format!("unmarshal message: {e}")))
         }
-        Codec::Json => serde_json::from_slice(bytes).map_err(|e| EvalError::Malformed(format!("unmarshal message: {e}"))),
-        Codec::Proto => M::decode(bytes).map_err(|e| EvalError::Malformed(format!("unmarshal message: {e}"))),
     }
 }
 
 /// Runs one unary call: decode, call, encode.
-fn unary<Req, Resp>(codec: Codec, body: &[u8], call: impl FnOnce(Req) -> Result<Resp, EvalError>) -> Response
+fn unary<Req, Resp>(
+    codec: Codec,
+    body: &[u8],
+    call: impl FnOnce(Req) -> Result<Resp, EvalError>,
+) -> Response
 where
     Req: prost::Message + Default + DeserializeOwned,
     Resp: prost::Message + Serialize,
@@ -202,31 +267,56 @@ where
     };
     match codec {
         Codec::Json => match serde_json::to_vec(&response) {
-            Ok(bytes) => ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes).into_response(),
+            Ok(bytes) => (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                bytes,
+            )
+                .into_response(),
             Err(e) => {
                 tracing::error!(error = %e, "encoding a response as JSON");
                 let body = connect_error_json(Code::Internal, "failed to encode the response");
                 (StatusCode::INTERNAL_SERVER_ERROR, json_body(&body)).into_response()
             }
         },
-        Codec::Proto => {
-            ([(header::CONTENT_TYPE, HeaderValue::from_static("application/proto"))], response.encode_to_vec()).into_response()
-        }
+        Codec::Proto => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/proto"),
+            )],
+            response.encode_to_vec(),
+        )
+            .into_response(),
     }
 }
 
 /// A Connect unary error response.
 fn unary_error(e: &EvalError) -> Response {
-    let status = StatusCode::from_u16(e.code().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(e.code().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, json_body(&e.connect_json())).into_response()
 }
 
 fn json_body(v: &serde_json::Value) -> impl IntoResponse + use<> {
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], v.to_string())
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        v.to_string(),
+    )
 }
 
 /// Serves EventStream: checks the (optional) enveloped request message, then streams events.
-fn event_stream(state: &AppState, api: Api, codec: Codec, headers: &HeaderMap, body: &[u8]) -> Response {
+fn event_stream(
+    state: &AppState,
+    api: Api,
+    codec: Codec,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
     if let Err(e) = check_stream_request(codec, body) {
         return stream_error(codec, &e);
     }
@@ -245,13 +335,19 @@ fn check_stream_request(codec: Codec, body: &[u8]) -> Result<(), EvalError> {
         return Ok(());
     }
     let Some((flags, payload, rest)) = split_envelope(body) else {
-        return Err(EvalError::Malformed("protocol error: incomplete envelope".to_owned()));
+        return Err(EvalError::Malformed(
+            "protocol error: incomplete envelope".to_owned(),
+        ));
     };
     if !rest.is_empty() {
-        return Err(EvalError::Malformed("protocol error: more than one request message".to_owned()));
+        return Err(EvalError::Malformed(
+            "protocol error: more than one request message".to_owned(),
+        ));
     }
     if flags & FLAG_COMPRESSED != 0 {
-        return Err(EvalError::Malformed("protocol error: compressed message without an encoding".to_owned()));
+        return Err(EvalError::Malformed(
+            "protocol error: compressed message without an encoding".to_owned(),
+        ));
     }
     decode::<v1::EventStreamRequest>(codec, payload).map(drop)
 }
@@ -269,7 +365,11 @@ fn split_envelope(buf: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 fn envelope(flags: u8, payload: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(5 + payload.len());
     out.push(flags);
-    out.extend_from_slice(&u32::try_from(payload.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(
+        &u32::try_from(payload.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
     out.extend_from_slice(payload);
     Bytes::from(out)
 }
@@ -293,7 +393,10 @@ fn event_frame(codec: Codec, event: Event) -> Bytes {
         }
         // The three APIs' stream messages share one wire format.
         Codec::Proto => {
-            let message = v1::EventStreamResponse { r#type: event.kind.to_owned(), data: event.data };
+            let message = v1::EventStreamResponse {
+                r#type: event.kind.to_owned(),
+                data: event.data,
+            };
             envelope(0, &prost::Message::encode_to_vec(&message))
         }
     }
@@ -305,21 +408,24 @@ fn frames(
     events: impl Stream<Item = Result<Event, EvalError>> + Send + 'static,
 ) -> impl Stream<Item = Bytes> + Send + 'static {
     // `None` marks the end of the events so the end-of-stream frame can follow exactly once.
-    events.map(Some).chain(futures::stream::once(async { None })).scan(false, move |ended, item| {
-        let frame = match (*ended, item) {
-            (true, _) => None,
-            (false, Some(Ok(event))) => Some(event_frame(codec, event)),
-            (false, Some(Err(e))) => {
-                *ended = true;
-                Some(end_stream(Some(&e.connect_json())))
-            }
-            (false, None) => {
-                *ended = true;
-                Some(end_stream(None))
-            }
-        };
-        futures::future::ready(frame)
-    })
+    events
+        .map(Some)
+        .chain(futures::stream::once(async { None }))
+        .scan(false, move |ended, item| {
+            let frame = match (*ended, item) {
+                (true, _) => None,
+                (false, Some(Ok(event))) => Some(event_frame(codec, event)),
+                (false, Some(Err(e))) => {
+                    *ended = true;
+                    Some(end_stream(Some(&e.connect_json())))
+                }
+                (false, None) => {
+                    *ended = true;
+                    Some(end_stream(None))
+                }
+            };
+            futures::future::ready(frame)
+        })
 }
 
 /// A streaming response carrying `frames`.
@@ -329,7 +435,11 @@ fn stream_response(codec: Codec, frames: impl Stream<Item = Bytes> + Send + 'sta
         Codec::Proto => "application/connect+proto",
     };
     let body = Body::from_stream(frames.map(Ok::<_, std::convert::Infallible>));
-    ([(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response()
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body,
+    )
+        .into_response()
 }
 
 /// A streaming response that only reports `e` (streams answer errors with HTTP 200).
@@ -376,9 +486,15 @@ mod tests {
 
     #[test]
     fn routes_and_codecs() {
-        assert_eq!(route("/flagd.evaluation.v1.Service/ResolveAll"), Some((Api::V1, Rpc::ResolveAll)));
+        assert_eq!(
+            route("/flagd.evaluation.v1.Service/ResolveAll"),
+            Some((Api::V1, Rpc::ResolveAll))
+        );
         assert_eq!(route("/flagd.evaluation.v2.Service/ResolveAll"), None);
-        assert_eq!(route("/schema.v1.Service/EventStream"), Some((Api::Schema, Rpc::EventStream)));
+        assert_eq!(
+            route("/schema.v1.Service/EventStream"),
+            Some((Api::Schema, Rpc::EventStream))
+        );
         assert_eq!(route("/flagd.evaluation.v1.Service/Nope"), None);
         assert_eq!(route("/"), None);
         let ct = |v: &str| {
@@ -387,11 +503,20 @@ mod tests {
             h
         };
         assert_eq!(codec(&ct("application/json"), false), Some(Codec::Json));
-        assert_eq!(codec(&ct("application/json; charset=utf-8"), false), Some(Codec::Json));
+        assert_eq!(
+            codec(&ct("application/json; charset=utf-8"), false),
+            Some(Codec::Json)
+        );
         assert_eq!(codec(&ct("application/proto"), false), Some(Codec::Proto));
         assert_eq!(codec(&ct("application/connect+json"), false), None);
-        assert_eq!(codec(&ct("application/connect+json"), true), Some(Codec::Json));
-        assert_eq!(codec(&ct("application/connect+proto"), true), Some(Codec::Proto));
+        assert_eq!(
+            codec(&ct("application/connect+json"), true),
+            Some(Codec::Json)
+        );
+        assert_eq!(
+            codec(&ct("application/connect+proto"), true),
+            Some(Codec::Proto)
+        );
         assert_eq!(codec(&ct("text/plain"), false), None);
         assert_eq!(codec(&HeaderMap::new(), false), None);
     }

@@ -182,14 +182,29 @@ mod tests {
         let status = tonic::Status::from(e.clone());
         assert_eq!(status.code(), grpc);
         assert_eq!(status.message(), message);
-        assert_eq!(e.connect_json(), json!({"code": connect, "message": message}));
+        assert_eq!(
+            e.connect_json(),
+            json!({"code": connect, "message": message})
+        );
     }
 
     #[test]
     fn flagd_error_table() {
         use tonic::Code as G;
-        check(EvalError::Flag(ErrorCode::FlagNotFound), "not_found", G::NotFound, 404, "Flag not found");
-        check(EvalError::Flag(ErrorCode::TypeMismatch), "invalid_argument", G::InvalidArgument, 400, "Type mismatch error");
+        check(
+            EvalError::Flag(ErrorCode::FlagNotFound),
+            "not_found",
+            G::NotFound,
+            404,
+            "Flag not found",
+        );
+        check(
+            EvalError::Flag(ErrorCode::TypeMismatch),
+            "invalid_argument",
+            G::InvalidArgument,
+            400,
+            "Type mismatch error",
+        );
         check(
             EvalError::Flag(ErrorCode::ParseError),
             "data_loss",
@@ -197,7 +212,13 @@ mod tests {
             500,
             "Error parsing input or configuration",
         );
-        check(EvalError::Flag(ErrorCode::General), "unknown", G::Unknown, 500, "General error");
+        check(
+            EvalError::Flag(ErrorCode::General),
+            "unknown",
+            G::Unknown,
+            500,
+            "General error",
+        );
         check(
             EvalError::Selector(SelectorError("team".into())),
             "invalid_argument",
@@ -244,6 +265,9 @@ mod tests {
         for (code, status) in table {
             assert_eq!(code.http_status(), status, "{code:?}");
         }
-        assert_eq!(connect_error_json(Code::Unknown, ""), json!({"code": "unknown"}));
+        assert_eq!(
+            connect_error_json(Code::Unknown, ""),
+            json!({"code": "unknown"})
+        );
     }
 }

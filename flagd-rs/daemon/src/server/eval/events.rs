@@ -35,7 +35,10 @@ pub struct Event {
 
 impl Event {
     fn empty(kind: &'static str) -> Event {
-        Event { kind, data: Some(pbjson_types::Struct::default()) }
+        Event {
+            kind,
+            data: Some(pbjson_types::Struct::default()),
+        }
     }
 }
 
@@ -166,7 +169,9 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-async fn recv(rx: &mut Option<broadcast::Receiver<Arc<Change>>>) -> Result<Arc<Change>, broadcast::error::RecvError> {
+async fn recv(
+    rx: &mut Option<broadcast::Receiver<Arc<Change>>>,
+) -> Result<Arc<Change>, broadcast::error::RecvError> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -174,12 +179,21 @@ async fn recv(rx: &mut Option<broadcast::Receiver<Arc<Change>>>) -> Result<Arc<C
 }
 
 /// `{"flags": {key: {"type": kind}}}`, or `None` when nothing is listed.
-fn change_data<'a>(changes: impl Iterator<Item = (&'a str, ChangeKind)>) -> Option<pbjson_types::Struct> {
+fn change_data<'a>(
+    changes: impl Iterator<Item = (&'a str, ChangeKind)>,
+) -> Option<pbjson_types::Struct> {
     let flags: std::collections::HashMap<String, pbjson_types::Value> = changes
         .map(|(key, kind)| {
             let mut entry = pbjson_types::Struct::default();
-            entry.fields.insert("type".to_owned(), string(kind.as_str()));
-            (key.to_owned(), pbjson_types::Value { kind: Some(Kind::StructValue(entry)) })
+            entry
+                .fields
+                .insert("type".to_owned(), string(kind.as_str()));
+            (
+                key.to_owned(),
+                pbjson_types::Value {
+                    kind: Some(Kind::StructValue(entry)),
+                },
+            )
         })
         .collect();
     if flags.is_empty() {
@@ -188,13 +202,17 @@ fn change_data<'a>(changes: impl Iterator<Item = (&'a str, ChangeKind)>) -> Opti
     let mut data = pbjson_types::Struct::default();
     data.fields.insert(
         "flags".to_owned(),
-        pbjson_types::Value { kind: Some(Kind::StructValue(pbjson_types::Struct { fields: flags })) },
+        pbjson_types::Value {
+            kind: Some(Kind::StructValue(pbjson_types::Struct { fields: flags })),
+        },
     );
     Some(data)
 }
 
 fn string(s: &str) -> pbjson_types::Value {
-    pbjson_types::Value { kind: Some(Kind::StringValue(s.to_owned())) }
+    pbjson_types::Value {
+        kind: Some(Kind::StringValue(s.to_owned())),
+    }
 }
 
 #[cfg(test)]

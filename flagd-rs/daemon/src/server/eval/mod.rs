@@ -52,16 +52,37 @@ pub fn router(state: AppState) -> Router {
         0 => usize::MAX,
         n => n,
     };
+    // The body limit below bounds messages; tonic's own per-message limit would answer
+    // OUT_OF_RANGE instead of flagd's RESOURCE_EXHAUSTED.
     let web = tonic_web::GrpcWebLayer::new();
-    let grpc = Routes::new(web.layer(v1::service_server::ServiceServer::new(services::V1::new(state.clone())).max_decoding_message_size(limit)))
-        .add_service(web.layer(v2::service_server::ServiceServer::new(services::V2::new(state.clone())).max_decoding_message_size(limit)))
-        .add_service(
-            web.layer(schema::service_server::ServiceServer::new(services::SchemaV1::new(state.clone())).max_decoding_message_size(limit)),
-        )
-        .into_axum_router();
-    let http = Router::new().fallback(connect::handle).with_state(connect::Connect::new(state.clone()));
+    let grpc = Routes::new(
+        web.layer(
+            v1::service_server::ServiceServer::new(services::V1::new(state.clone()))
+                .max_decoding_message_size(usize::MAX),
+        ),
+    )
+    .add_service(
+        web.layer(
+            v2::service_server::ServiceServer::new(services::V2::new(state.clone()))
+                .max_decoding_message_size(usize::MAX),
+        ),
+    )
+    .add_service(
+        web.layer(
+            schema::service_server::ServiceServer::new(services::SchemaV1::new(state.clone()))
+                .max_decoding_message_size(usize::MAX),
+        ),
+    )
+    .into_axum_router()
+    .layer(axum::middleware::from_fn_with_state(limit, limit_grpc_body));
+    let http = Router::new()
+        .fallback(connect::handle)
+        .with_state(connect::Connect::new(state.clone()));
     grpc_or_http(grpc, http)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), record_request))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            record_request,
+        ))
         .layer(cors(&state.cors_origins))
 }
 
@@ -75,18 +96,91 @@ fn cors(origins: &[String]) -> CorsLayer {
     };
     CorsLayer::new()
         .allow_origin(allow_origin)
-        .allow_methods([Method::HEAD, Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_methods([
+            Method::HEAD,
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
         .allow_headers(AllowHeaders::mirror_request())
         .expose_headers(EXPOSED_HEADERS.map(HeaderName::from_static))
 }
 
-/// Records each request (path, method, status, time to the response head) in the metrics.
+/// Bounds a gRPC request body to `limit` bytes; past it the body fails with a
+/// RESOURCE_EXHAUSTED status, which tonic reports to the client as is.
+async fn limit_grpc_body(State(limit): State<usize>, request: Request, next: Next) -> Response {
+    next.run(request.map(|body| {
+        axum::body::Body::new(LimitedBody {
+            inner: body,
+            remaining: limit,
+            limit,
+        })
+    }))
+    .await
+}
+
+/// A request body that errors with a gRPC status once more than `limit` bytes arrived.
+struct LimitedBody {
+    inner: axum::body::Body,
+    remaining: usize,
+    limit: usize,
+}
+
+impl http_body::Body for LimitedBody {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        let frame = match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(e))) => {
+                return Poll::Ready(Some(Err(tonic::Status::from_error(Box::new(e)))));
+            }
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        if let Some(data) = frame.data_ref() {
+            match self.remaining.checked_sub(data.len()) {
+                Some(rest) => self.remaining = rest,
+                None => {
+                    let error = EvalError::TooLarge(self.limit);
+                    return Poll::Ready(Some(Err(error.into())));
+                }
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Records each request (procedure, method, status, time to the response head) in the
+/// metrics. Paths that name no procedure are recorded as `other`, so clients cannot create
+/// series at will.
 async fn record_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let route = if connect::is_procedure(request.uri().path()) {
+        request.uri().path().to_owned()
+    } else {
+        "other".to_owned()
+    };
     let response = next.run(request).await;
     let elapsed: Duration = started.elapsed();
-    state.metrics.http_request(&path, method.as_str(), response.status().as_u16(), elapsed);
+    state
+        .metrics
+        .http_request(&route, method.as_str(), response.status().as_u16(), elapsed);
     response
 }

@@ -69,9 +69,18 @@ impl Call {
         request: Option<pbjson_types::Struct>,
     ) -> Result<Call, EvalError> {
         let selector = selector(headers)?;
-        let mapped = if api.maps_headers() { Some(headers) } else { None };
-        let context = context::assemble_from(context::struct_to_map(request), &state.context, mapped);
-        Ok(Call { selector, context, api })
+        let mapped = if api.maps_headers() {
+            Some(headers)
+        } else {
+            None
+        };
+        let context =
+            context::assemble_from(context::struct_to_map(request), &state.context, mapped);
+        Ok(Call {
+            selector,
+            context,
+            api,
+        })
     }
 
     /// The response metadata: the selector's echo overlaid by the flag's metadata (nulls
@@ -111,7 +120,9 @@ pub fn typed<'a, T: FlagType<'a>>(
         record_error(state, key, None, ErrorCode::FlagNotFound);
         return Err(EvalError::Flag(ErrorCode::FlagNotFound));
     };
-    let evaluation = found.flag.evaluate(&call.context, flagd_evaluator::now_unix_seconds());
+    let evaluation = found
+        .flag
+        .evaluate(&call.context, flagd_evaluator::now_unix_seconds());
     if evaluation.is_code_default() {
         match call.api {
             // flagd's v1 handlers keep the legacy behaviour for flags without a default variant.
@@ -123,7 +134,12 @@ pub fn typed<'a, T: FlagType<'a>>(
             // The deprecated handler passes the evaluator's internal reason through unchanged.
             Api::Schema => {
                 record(state, key, None, "FALLBACK", None);
-                return Ok(Typed { value: None, variant: None, reason: "FALLBACK", metadata: call.metadata(evaluation.metadata()) });
+                return Ok(Typed {
+                    value: None,
+                    variant: None,
+                    reason: "FALLBACK",
+                    metadata: call.metadata(evaluation.metadata()),
+                });
             }
         }
     }
@@ -214,7 +230,11 @@ pub struct AnyFlag<'a> {
 /// Evaluates every selected flag for ResolveAll, in store order. Flags without a default
 /// variant (or whose default is null or an array) are skipped; per-flag errors become entries
 /// with reason `ERROR` and the zero value.
-pub fn all<'a>(state: &AppState, snapshot: &'a Snapshot, call: &'a Call) -> impl Iterator<Item = AnyFlag<'a>> + 'a {
+pub fn all<'a>(
+    state: &AppState,
+    snapshot: &'a Snapshot,
+    call: &'a Call,
+) -> impl Iterator<Item = AnyFlag<'a>> + 'a {
     let now = flagd_evaluator::now_unix_seconds();
     let metrics = state.metrics.clone();
     snapshot.iter(&call.selector).filter_map(move |found| {
@@ -223,10 +243,20 @@ pub fn all<'a>(state: &AppState, snapshot: &'a Snapshot, call: &'a Call) -> impl
         let kind = Kind::of(default)?;
         let evaluation: Evaluation<'a> = flag.evaluate(&call.context, now);
         let key = flag.key();
-        let (reason, variant, value) = match (evaluation.error, evaluation.reason, evaluation.value) {
+        let (reason, variant, value) = match (evaluation.error, evaluation.reason, evaluation.value)
+        {
             (Some(code), _, _) => {
-                metrics.evaluation(key, evaluation.variant.unwrap_or(""), Reason::Error.as_str(), Some(code.as_str()));
-                (Reason::Error.as_str(), evaluation.variant.unwrap_or(""), kind.zero())
+                metrics.evaluation(
+                    key,
+                    evaluation.variant.unwrap_or(""),
+                    Reason::Error.as_str(),
+                    Some(code.as_str()),
+                );
+                (
+                    Reason::Error.as_str(),
+                    evaluation.variant.unwrap_or(""),
+                    kind.zero(),
+                )
             }
             (None, Reason::Disabled, _) | (None, _, None) => {
                 let reason = evaluation.reason.as_str();
@@ -248,12 +278,29 @@ pub fn all<'a>(state: &AppState, snapshot: &'a Snapshot, call: &'a Call) -> impl
                 }
             }
         };
-        Some(AnyFlag { key, reason, variant, value, metadata: call.metadata(evaluation.metadata()) })
+        Some(AnyFlag {
+            key,
+            reason,
+            variant,
+            value,
+            metadata: call.metadata(evaluation.metadata()),
+        })
     })
 }
 
-fn record(state: &AppState, key: &str, variant: Option<&str>, reason: &str, error: Option<ErrorCode>) {
-    state.metrics.evaluation(key, variant.unwrap_or(""), reason, error.map(ErrorCode::as_str));
+fn record(
+    state: &AppState,
+    key: &str,
+    variant: Option<&str>,
+    reason: &str,
+    error: Option<ErrorCode>,
+) {
+    state.metrics.evaluation(
+        key,
+        variant.unwrap_or(""),
+        reason,
+        error.map(ErrorCode::as_str),
+    );
 }
 
 fn record_error(state: &AppState, key: &str, variant: Option<&str>, code: ErrorCode) {

@@ -26,7 +26,10 @@ fn event_stream<M: EventMessage>(
     headers: &HeaderMap,
 ) -> Result<impl Stream<Item = Result<M, EvalError>> + Send + 'static, EvalError> {
     let selector = resolve::selector(headers)?;
-    Ok(events::subscribe(state, selector, api.stream_deadline(state)).map(|e| e.map(M::from_event)))
+    Ok(
+        events::subscribe(state, selector, api.stream_deadline(state))
+            .map(|e| e.map(M::from_event)),
+    )
 }
 
 fn owned(s: Option<&str>) -> String {
@@ -46,7 +49,12 @@ macro_rules! typed_method {
             let call = Call::new(&self.state, Self::API, headers, request.context)?;
             let snapshot = self.state.store.snapshot();
             let r = resolve::typed::<$t>(&self.state, &snapshot, &call, &request.flag_key)?;
-            Ok(<$resp>::from(($value(r.value), r.reason.to_owned(), $variant(r.variant), Some(r.metadata))))
+            Ok(<$resp>::from((
+                $value(r.value),
+                r.reason.to_owned(),
+                $variant(r.variant),
+                Some(r.metadata),
+            )))
         }
     };
 }
@@ -110,7 +118,11 @@ impl V1 {
     typed_methods_with_zero_values!(v1);
 
     /// Resolves every selected flag that has a default variant.
-    pub fn resolve_all(&self, headers: &HeaderMap, request: v1::ResolveAllRequest) -> Result<v1::ResolveAllResponse, EvalError> {
+    pub fn resolve_all(
+        &self,
+        headers: &HeaderMap,
+        request: v1::ResolveAllRequest,
+    ) -> Result<v1::ResolveAllResponse, EvalError> {
         let call = Call::new(&self.state, Self::API, headers, request.context)?;
         let snapshot = self.state.store.snapshot();
         let flags = resolve::all(&self.state, &snapshot, &call)
@@ -124,14 +136,20 @@ impl V1 {
                 (f.key.to_owned(), flag)
             })
             .collect();
-        Ok(v1::ResolveAllResponse { flags, metadata: Some(map_to_struct(&call.selector.echo())) })
+        Ok(v1::ResolveAllResponse {
+            flags,
+            metadata: Some(map_to_struct(&call.selector.echo())),
+        })
     }
 
     /// Starts an event stream.
     pub fn event_stream(
         &self,
         headers: &HeaderMap,
-    ) -> Result<impl Stream<Item = Result<v1::EventStreamResponse, EvalError>> + Send + 'static, EvalError> {
+    ) -> Result<
+        impl Stream<Item = Result<v1::EventStreamResponse, EvalError>> + Send + 'static,
+        EvalError,
+    > {
         event_stream(&self.state, Self::API, headers)
     }
 }
@@ -168,10 +186,38 @@ impl V2 {
         Self { state }
     }
 
-    typed_method!(resolve_boolean, v2::ResolveBooleanRequest, v2::ResolveBooleanResponse, bool, |v| v, variant_v2);
-    typed_method!(resolve_string, v2::ResolveStringRequest, v2::ResolveStringResponse, &str, |v: Option<&str>| v.map(str::to_owned), variant_v2);
-    typed_method!(resolve_float, v2::ResolveFloatRequest, v2::ResolveFloatResponse, f64, |v| v, variant_v2);
-    typed_method!(resolve_int, v2::ResolveIntRequest, v2::ResolveIntResponse, i64, |v| v, variant_v2);
+    typed_method!(
+        resolve_boolean,
+        v2::ResolveBooleanRequest,
+        v2::ResolveBooleanResponse,
+        bool,
+        |v| v,
+        variant_v2
+    );
+    typed_method!(
+        resolve_string,
+        v2::ResolveStringRequest,
+        v2::ResolveStringResponse,
+        &str,
+        |v: Option<&str>| v.map(str::to_owned),
+        variant_v2
+    );
+    typed_method!(
+        resolve_float,
+        v2::ResolveFloatRequest,
+        v2::ResolveFloatResponse,
+        f64,
+        |v| v,
+        variant_v2
+    );
+    typed_method!(
+        resolve_int,
+        v2::ResolveIntRequest,
+        v2::ResolveIntResponse,
+        i64,
+        |v| v,
+        variant_v2
+    );
     typed_method!(
         resolve_object,
         v2::ResolveObjectRequest,
@@ -185,7 +231,10 @@ impl V2 {
     pub fn event_stream(
         &self,
         headers: &HeaderMap,
-    ) -> Result<impl Stream<Item = Result<v2::EventStreamResponse, EvalError>> + Send + 'static, EvalError> {
+    ) -> Result<
+        impl Stream<Item = Result<v2::EventStreamResponse, EvalError>> + Send + 'static,
+        EvalError,
+    > {
         event_stream(&self.state, Self::API, headers)
     }
 }
@@ -235,7 +284,10 @@ impl SchemaV1 {
     pub fn event_stream(
         &self,
         headers: &HeaderMap,
-    ) -> Result<impl Stream<Item = Result<schema::EventStreamResponse, EvalError>> + Send + 'static, EvalError> {
+    ) -> Result<
+        impl Stream<Item = Result<schema::EventStreamResponse, EvalError>> + Send + 'static,
+        EvalError,
+    > {
         event_stream(&self.state, Self::API, headers)
     }
 }

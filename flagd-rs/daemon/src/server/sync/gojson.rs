@@ -27,7 +27,7 @@ pub fn write_value(out: &mut String, value: &Value) {
             }
             out.push(']');
         }
-        Value::Object(map) => write_map(out, map, |out, v| write_value(out, v)),
+        Value::Object(map) => write_map(out, map, write_value),
     }
 }
 
