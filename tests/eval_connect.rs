@@ -95,11 +95,11 @@ async fn v1_json_bodies() {
             None,
         )
         .await,
-        json!({"value": 10.0, "reason": "STATIC", "variant": "ten", "metadata": md}),
+        json!({"value": 10, "reason": "STATIC", "variant": "ten", "metadata": md}),
     );
     ok(
         post(&server, &p("ResolveObject"), r#"{"flagKey":"obj"}"#, None).await,
-        json!({"value": {"a": 1.0, "b": "x", "c": [true, null]}, "reason": "STATIC", "variant": "tpl", "metadata": md}),
+        json!({"value": {"a": 1, "b": "x", "c": [true, null]}, "reason": "STATIC", "variant": "tpl", "metadata": md}),
     );
     ok(
         post(
@@ -140,7 +140,7 @@ async fn v1_json_bodies() {
         all["flags"]["bool"],
         json!({"reason": "STATIC", "variant": "on", "boolValue": true, "metadata": {"version": "1", "owner": "qa"}})
     );
-    assert_eq!(all["flags"]["int"]["doubleValue"], json!(10.0));
+    assert_eq!(all["flags"]["int"]["doubleValue"], json!(10));
     assert_eq!(all["flags"]["str"]["stringValue"], json!("hi"));
     assert_eq!(all["flags"]["obj"]["objectValue"]["b"], json!("x"));
     assert_eq!(
@@ -217,7 +217,7 @@ async fn v2_and_schema_json_bodies() {
             None,
         )
         .await,
-        json!({"value": {"a": 1.0, "b": "x", "c": [true, null]}, "reason": "STATIC", "variant": "tpl", "metadata": {"version": "1"}}),
+        json!({"value": {"a": 1, "b": "x", "c": [true, null]}, "reason": "STATIC", "variant": "tpl", "metadata": {"version": "1"}}),
     );
     // v2 has no ResolveAll.
     let (status, _, _) = post(&server, &format!("{V2}ResolveAll"), "{}", None).await;
@@ -438,9 +438,9 @@ async fn large_context_within_limit() {
     assert_eq!(json["value"], json!("EXTERNAL"));
     // Deeply nested contexts are refused, not a crash.
     let deep = format!(
-        r#"{{"flagKey":"bool","context":{}{}}}"#,
+        r#"{{"flagKey":"bool","context":{}1{}}}"#,
         r#"{"a":"#.repeat(200),
-        format!("1{}", "}".repeat(200))
+        "}".repeat(200)
     );
     let (status, _, _) = post(&server, &format!("{V1}ResolveBoolean"), &deep, None).await;
     assert_eq!(status.as_u16(), 400);
@@ -735,4 +735,196 @@ async fn testbed_flags_over_connect() {
     )
     .await;
     assert_eq!(json["value"], json!("10"));
+}
+
+#[tokio::test]
+async fn oversized_headers_are_refused() {
+    let limits = Limits {
+        max_header_bytes: 8192,
+        ..Limits::default()
+    };
+    let server = EvalServer::start_with(
+        FLAGS,
+        Options {
+            limits,
+            ..Options::default()
+        },
+    )
+    .await;
+    let response = client()
+        .post(server.url(&format!("{V1}ResolveBoolean")))
+        .header("content-type", "application/json")
+        .header("x-padding", "x".repeat(16 * 1024))
+        .body(r#"{"flagKey":"bool"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 431);
+    let (status, _, _) = post(
+        &server,
+        &format!("{V1}ResolveBoolean"),
+        r#"{"flagKey":"bool"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn serves_on_a_unix_socket() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flagd.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let server = EvalServer::start(FLAGS).await;
+    let state = server.state();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let serving = tokio::spawn(flagd_rs::server::http::serve(
+        flagd_rs::server::http::Listener::Unix(listener),
+        flagd_rs::server::eval::router(state),
+        None,
+        0,
+        rx,
+    ));
+    let body = r#"{"flagKey":"str"}"#;
+    let mut stream = tokio::net::UnixStream::connect(&path).await.unwrap();
+    let request = format!(
+        "POST {V2}ResolveString HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains(r#""value":"hi""#), "{response}");
+    stop.send(true).unwrap();
+    serving.await.unwrap().unwrap();
+}
+
+/// A self-signed certificate for `localhost` / 127.0.0.1 (P-256, valid for a century), used only
+/// by the TLS test.
+const TEST_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBmDCCAT6gAwIBAgIUFzF8J445xftkbi8ylNF777CXu6AwCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTEyOTA4MDAwNFoYDzIxMjYxMTA1
+MDgwMDA0WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAAQ427GUaGN162OO7qekbIPsWMCr22hsUsoEiPdok5nyhfpgjJOPAW7K
+QFEP+w3nIwvD6SBe+P1T9/KsyRRc5Fvno2wwajAdBgNVHQ4EFgQUlWMywKLu86Hj
+jMSNtQHUUDco7wgwHwYDVR0jBBgwFoAUlWMywKLu86HjjMSNtQHUUDco7wgwGgYD
+VR0RBBMwEYIJbG9jYWxob3N0hwR/AAABMAwGA1UdEwEB/wQCMAAwCgYIKoZIzj0E
+AwIDSAAwRQIgZpzGX+mpcex/aTjAQ5M820eoPsmlELduh9PHNaJSDaACIQDNlaTB
+Jf1kUguwZfr/hTAaTXjv4/4ht19bItRu6eINSg==
+-----END CERTIFICATE-----
+";
+const TEST_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgYZbHWvcrVZRcv/sG
+oCXj+cHF92x8ezhkgjBeGFsBX/ahRANCAAQ427GUaGN162OO7qekbIPsWMCr22hs
+UsoEiPdok5nyhfpgjJOPAW7KQFEP+w3nIwvD6SBe+P1T9/KsyRRc5Fvn
+-----END PRIVATE KEY-----
+";
+
+#[tokio::test]
+async fn serves_tls_with_alpn() {
+    use flagd_rs::server::http;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, TEST_CERT).unwrap();
+    std::fs::write(&key, TEST_KEY).unwrap();
+    assert!(http::load_tls(&cert, &dir.path().join("missing.pem")).is_err());
+    assert!(
+        http::load_tls(&key, &key).is_err(),
+        "a key is not a certificate"
+    );
+    let tls = http::load_tls(&cert, &key).unwrap();
+
+    let server = EvalServer::start(FLAGS).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let serving = tokio::spawn(http::serve(
+        http::Listener::Tcp(listener),
+        flagd_rs::server::eval::router(server.state()),
+        Some(tls),
+        0,
+        rx,
+    ));
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{}{V1}ResolveBoolean", addr.port());
+    let response = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(r#"{"flagKey":"bool"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.version(),
+        reqwest::Version::HTTP_2,
+        "ALPN picks h2"
+    );
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["value"],
+        json!(true)
+    );
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .http1_only()
+        .build()
+        .unwrap();
+    let response = client
+        .post(url.replace("ResolveBoolean", "ResolveString"))
+        .header("content-type", "application/json")
+        .body(r#"{"flagKey":"str"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_11);
+    let body = response.json::<Value>().await.unwrap();
+    assert_eq!(body["value"], json!("hi"), "{body}");
+    stop.send(true).unwrap();
+    serving.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn raw_json_bytes_match_protojson() {
+    let server = EvalServer::start(FLAGS).await;
+    let raw = |path: String, body: &'static str| {
+        let url = server.url(&path);
+        async move {
+            client()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        raw(format!("{V1}ResolveFloat"), r#"{"flagKey":"int"}"#).await,
+        r#"{"value":10,"reason":"STATIC","variant":"ten","metadata":{"version":"1"}}"#
+    );
+    assert_eq!(
+        raw(format!("{V1}ResolveInt"), r#"{"flagKey":"int"}"#).await,
+        r#"{"value":"10","reason":"STATIC","variant":"ten","metadata":{"version":"1"}}"#
+    );
+    // Unset optional fields are left out; metadata keys come in no fixed order.
+    let body = raw(format!("{V2}ResolveBoolean"), r#"{"flagKey":"disabled"}"#).await;
+    assert!(
+        body.starts_with(r#"{"reason":"DISABLED","metadata":{"#),
+        "{body}"
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"reason": "DISABLED", "metadata": {"owner": "ops", "version": "1"}})
+    );
+    assert_eq!(
+        raw(format!("{V1}ResolveBoolean"), r#"{"flagKey":"missing"}"#).await,
+        r#"{"code":"not_found","message":"Flag not found"}"#
+    );
 }

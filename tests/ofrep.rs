@@ -50,11 +50,12 @@ struct Server {
 
 impl Server {
     async fn start(configure: impl FnOnce(&mut AppState)) -> Server {
+        // The flag-set document has the lower priority, so `bool` without a selector is MAIN's.
         let store = Store::new(
-            vec!["main.json".into(), "set.json".into()],
+            vec!["set.json".into(), "main.json".into()],
             LoadOptions::default(),
         );
-        for (i, doc) in [MAIN, SET].iter().enumerate() {
+        for (i, doc) in [SET, MAIN].iter().enumerate() {
             let event = SourceEvent::Content {
                 bytes: doc.as_bytes().to_vec(),
                 format: Format::Json,
@@ -235,7 +236,7 @@ async fn selectors_choose_and_echo() {
             .body("{}")
             .send()
     };
-    // Without a selector the later source wins.
+    // Without a selector the later source wins, whatever its flag set.
     let (_, body) = s.flag("bool", "{}").await;
     assert!(body.contains(r#""variant":"on""#), "{body}");
     let v: Value = eval("flagSetId=payments", "bool")
@@ -431,7 +432,7 @@ async fn bulk_etag_and_conditional_requests() {
             .into_bytes(),
         format: Format::Json,
     };
-    s.store.apply(SourceUpdate { source: 1, event }).unwrap();
+    s.store.apply(SourceUpdate { source: 0, event }).unwrap();
     let resp = bulk(Some(&etag), "").await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_ne!(resp.headers()["etag"], etag.as_str());

@@ -326,7 +326,17 @@ async fn openfeature_in_process_provider() {
 
     let dir = flagd_rs_tests::testbed::testbed_dir().join("flags");
     let testing = std::fs::read_to_string(dir.join("testing-flags.json")).unwrap();
-    let refs = std::fs::read_to_string(dir.join("evaluator-refs.json")).unwrap();
+    // flagd leaves a reference to a missing evaluator in the payload, and this provider refuses
+    // a whole configuration containing one; leave that testbed flag out.
+    let mut refs: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("evaluator-refs.json")).unwrap())
+            .unwrap();
+    refs["flags"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ref-to-nonexistent-evaluator-flag")
+        .unwrap();
+    let refs = refs.to_string();
     let s = SyncServer::start(
         &[("testing.json", &testing), ("refs.json", &refs)],
         false,
@@ -410,4 +420,119 @@ async fn openfeature_in_process_provider() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(value, "bye");
+}
+
+/// The sync port over TLS (ALPN h2) and over a unix socket.
+#[tokio::test]
+async fn tls_and_unix_socket() {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .args([
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ])
+        // rustls refuses a CA certificate as the server's own.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output();
+    if !made.is_ok_and(|o| o.status.success()) {
+        eprintln!("openssl is not available; skipping the TLS part");
+    } else {
+        let store = Store::new(vec!["a.json".into()], LoadOptions::default());
+        apply(&store, 0, A);
+        let (tx, rx) = watch::channel(false);
+        let state = AppState {
+            store,
+            context: Arc::new(ContextConfig::default()),
+            metrics: Arc::new(Metrics::new()),
+            shutdown: rx.clone(),
+            limits: Limits::default(),
+            cors_origins: Arc::from(Vec::<String>::new()),
+        };
+        let tls = flagd_rs::server::http::load_tls(&cert, &key).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(serve_sync(
+            Listener::Tcp(listener),
+            state,
+            Some(tls),
+            false,
+            rx,
+        ));
+        let pem = std::fs::read(&cert).unwrap();
+        let channel = Endpoint::from_shared(format!("https://localhost:{port}"))
+            .unwrap()
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(pem))
+                    .domain_name("localhost"),
+            )
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let all = FlagSyncServiceClient::new(channel)
+            .fetch_all_flags(FetchAllFlagsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            all.flag_configuration,
+            format!("{{\"flags\":{{{A_JSON}}}}}")
+        );
+        tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(15), server)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+
+    // Unix socket, through the in-process provider's socket support.
+    use open_feature::EvaluationContext;
+    use open_feature::provider::FeatureProvider;
+    use open_feature_flagd::{FlagdOptions, FlagdProvider, ResolverType};
+    let store = Store::new(vec!["a.json".into()], LoadOptions::default());
+    apply(&store, 0, A);
+    let (tx, rx) = watch::channel(false);
+    let state = AppState {
+        store,
+        context: Arc::new(ContextConfig::default()),
+        metrics: Arc::new(Metrics::new()),
+        shutdown: rx.clone(),
+        limits: Limits::default(),
+        cors_origins: Arc::from(Vec::<String>::new()),
+    };
+    let socket = dir.path().join("sync.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    tokio::spawn(serve_sync(Listener::Unix(listener), state, None, false, rx));
+    let options = FlagdOptions {
+        socket_path: Some(socket.to_string_lossy().into_owned()),
+        resolver_type: ResolverType::InProcess,
+        cache_settings: None,
+        ..Default::default()
+    };
+    let provider = FlagdProvider::new(options).await.unwrap();
+    let ctx = EvaluationContext::default().with_custom_field("email", "x@example.com");
+    assert!(!provider.resolve_bool_value("a", &ctx).await.unwrap().value);
+    let _ = tx.send(true);
 }

@@ -87,10 +87,11 @@ impl TestDaemon {
                     "the daemon stopped before becoming ready"
                 );
             }
-            if let Ok(r) = get(self.management_port, "/readyz").await {
-                if r.status == 200 {
-                    return;
-                }
+            if get(self.management_port, "/readyz")
+                .await
+                .is_ok_and(|r| r.status == 200)
+            {
+                return;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,

@@ -47,6 +47,7 @@ pub const FLAGS: &str = r#"{
 pub struct EvalServer {
     /// Where it listens.
     pub addr: SocketAddr,
+    state: AppState,
     /// Its store; tests apply documents to it to trigger change events.
     pub store: Arc<Store>,
     shutdown: watch::Sender<bool>,
@@ -93,7 +94,7 @@ impl EvalServer {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        let app = flagd_rs::server::eval::router(state);
+        let app = flagd_rs::server::eval::router(state.clone());
         let max_header = options.limits.max_header_bytes;
         let task = tokio::spawn(http::serve(
             Listener::Tcp(listener),
@@ -104,10 +105,16 @@ impl EvalServer {
         ));
         EvalServer {
             addr,
+            state,
             store,
             shutdown,
             task: Some(task),
         }
+    }
+
+    /// The state the server was built with (to serve the same flags elsewhere).
+    pub fn state(&self) -> AppState {
+        self.state.clone()
     }
 
     /// Publishes `flags` as the source's new content; panics if it is rejected.

@@ -1,5 +1,7 @@
 //! flagd-rs: a flagd-compatible feature-flag daemon.
 
+pub mod authority;
+pub mod cli_admin;
 pub mod metrics;
 pub mod selector;
 pub mod state;

@@ -95,11 +95,11 @@ async fn bind_tcp(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 /// regular file someone put there).
 fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
     use std::os::unix::fs::FileTypeExt as _;
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if meta.file_type().is_socket() {
-            std::fs::remove_file(path)
-                .with_context(|| format!("removing stale socket {}", path.display()))?;
-        }
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && meta.file_type().is_socket()
+    {
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing stale socket {}", path.display()))?;
     }
     UnixListener::bind(path)
         .with_context(|| format!("binding the evaluation socket {}", path.display()))

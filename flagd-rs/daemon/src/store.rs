@@ -5,6 +5,10 @@
 //! source wins for the same flag set and key) and publishes a new [`Snapshot`] through an
 //! `ArcSwap`. Readers load the current snapshot without locking; subscribers receive the set of
 //! flags that changed.
+//!
+//! Overrides (live patches set through the admin API) are layered over the sources' documents
+//! when a snapshot is built, so every server sees the effective flags; they stay applied when a
+//! source reloads.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -12,7 +16,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::{ArcSwap, Guard};
-use flagd_evaluator::{Diagnostic, Flag, FlagSet, Format, LoadError, LoadOptions};
+use flagd_evaluator::{
+    Diagnostic, Flag, FlagSet, Format, LoadError, LoadOptions, OverridePatch, PatchError,
+    PatchFailure,
+};
 use rustc_hash::{FxHashMap, FxHasher};
 use smallvec::SmallVec;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -187,12 +194,12 @@ impl Snapshot {
             if !selector.matches(r.flag.flag_set_id(), r.source) {
                 return None;
             }
-            if !matches!(selector, Selector::Source(_)) {
-                if let Some(n) = entries.get(i + 1).and_then(|e| flag_at(&self.documents, *e)) {
-                    if n.key() == r.flag.key() && n.flag_set_id() == r.flag.flag_set_id() {
-                        return None; // a higher-priority source shadows this one
-                    }
-                }
+            if !matches!(selector, Selector::Source(_))
+                && let Some(n) = entries.get(i + 1).and_then(|e| flag_at(&self.documents, *e))
+                && n.key() == r.flag.key()
+                && n.flag_set_id() == r.flag.flag_set_id()
+            {
+                return None; // a higher-priority source shadows this one
             }
             Some(r)
         })
@@ -251,6 +258,43 @@ pub struct Store {
 struct WriterState {
     hashes: Vec<Option<u64>>,
     errors: Vec<Option<String>>,
+    /// Per source: the last good document as loaded, before overrides.
+    raw: Vec<Option<Arc<FlagSet>>>,
+    /// The override set layered over every document.
+    overrides: Arc<Overrides>,
+    /// Per source: the overrides that did not apply to its document.
+    failures: Vec<Vec<PatchFailure>>,
+}
+
+/// The override set: flag key -> patch, applied to every stored flag with that key.
+pub type Overrides = FxHashMap<Box<str>, OverridePatch>;
+
+/// Why an override cannot be set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OverrideError {
+    /// No source defines a flag with that key.
+    #[error("no flag '{0}' is defined")]
+    UnknownFlag(String),
+    /// The patch does not apply to a stored flag with that key.
+    #[error(transparent)]
+    Patch(#[from] PatchError),
+}
+
+/// `doc` with the overrides that name its flags applied, and the overrides that did not apply.
+/// A document no override names is shared, not copied.
+fn overlay(
+    doc: &Arc<FlagSet>,
+    overrides: &Overrides,
+    options: &LoadOptions,
+) -> (Arc<FlagSet>, Vec<PatchFailure>) {
+    if overrides.is_empty() || !overrides.keys().any(|k| doc.get(k).is_some()) {
+        return (doc.clone(), Vec::new());
+    }
+    let (patched, failures) = doc.with_patches(|key| overrides.get(key), options);
+    for f in &failures {
+        tracing::warn!(flag = %f.key, error = %f.error, "override does not apply; serving the flag as defined");
+    }
+    (Arc::new(patched), failures)
 }
 
 impl Store {
@@ -266,7 +310,13 @@ impl Store {
             changes: broadcast::channel(1024).0,
             revision: watch::channel(0).0,
             synced: (0..n).map(|_| AtomicBool::new(false)).collect(),
-            writer: Mutex::new(WriterState { hashes: vec![None; n], errors: vec![None; n] }),
+            writer: Mutex::new(WriterState {
+                hashes: vec![None; n],
+                errors: vec![None; n],
+                raw: vec![None; n],
+                overrides: Arc::default(),
+                failures: vec![Vec::new(); n],
+            }),
         })
     }
 
@@ -345,6 +395,11 @@ impl Store {
                     h.finish()
                 };
                 if writer.hashes.get(idx).copied().flatten() == Some(hash) {
+                    // The same bytes as the last good document: nothing to publish, and any
+                    // error reported since then no longer applies.
+                    if let Some(e) = writer.errors.get_mut(idx) {
+                        *e = None;
+                    }
                     return Ok(None);
                 }
                 match flagd_evaluator::load(&bytes, format, &self.options) {
@@ -368,19 +423,32 @@ impl Store {
         if let Some(e) = writer.errors.get_mut(idx) {
             *e = None;
         }
+        if let Some(slot) = writer.raw.get_mut(idx) {
+            *slot = new_doc.clone();
+        }
+        let (effective, failures) = match &new_doc {
+            Some(doc) => {
+                let (d, f) = overlay(doc, &writer.overrides, &self.options);
+                (Some(d), f)
+            }
+            None => (None, Vec::new()),
+        };
+        if let Some(slot) = writer.failures.get_mut(idx) {
+            *slot = failures;
+        }
         let old = self.current.load_full();
         let mut documents = old.documents.clone();
         if let Some(slot) = documents.get_mut(idx) {
-            *slot = new_doc.clone();
+            *slot = effective;
         }
         let next = Snapshot::build(old.revision + 1, self.sources.clone(), documents);
         let change = Arc::new(Change { revision: next.revision, flags: diff(&old, &next) });
         let revision = next.revision;
         self.current.store(Arc::new(next));
-        if new_doc.is_some() {
-            if let Some(s) = self.synced.get(idx) {
-                s.store(true, Ordering::Release);
-            }
+        if new_doc.is_some()
+            && let Some(s) = self.synced.get(idx)
+        {
+            s.store(true, Ordering::Release);
         }
         drop(writer);
         self.revision.send_replace(revision);
@@ -390,6 +458,79 @@ impl Store {
         }
         let _ = self.changes.send(change.clone());
         Ok(Some(change))
+    }
+}
+
+impl Store {
+    /// Checks that `patch` applies to every stored flag with key `key`, without changing
+    /// anything.
+    pub fn validate_override(&self, key: &str, patch: &OverridePatch) -> Result<(), OverrideError> {
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut found = false;
+        for doc in writer.raw.iter().flatten() {
+            if let Some(flag) = doc.get(key) {
+                found = true;
+                flag.with_patch(patch, doc.evaluators(), &self.options)?;
+            }
+        }
+        if found { Ok(()) } else { Err(OverrideError::UnknownFlag(key.to_owned())) }
+    }
+
+    /// Replaces the override set and publishes the resulting snapshot (a new revision and a
+    /// change set listing the flags whose effective definition changed, as a source update
+    /// does). Overrides that do not apply to a stored flag leave that flag as defined; they are
+    /// reported by [`Store::override_failures`] and applied again on every later load.
+    pub fn set_overrides(&self, overrides: Arc<Overrides>) -> Option<Arc<Change>> {
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut documents = Vec::with_capacity(writer.raw.len());
+        let mut failures = Vec::with_capacity(writer.raw.len());
+        for raw in &writer.raw {
+            match raw {
+                Some(doc) => {
+                    let (d, f) = overlay(doc, &overrides, &self.options);
+                    documents.push(Some(d));
+                    failures.push(f);
+                }
+                None => {
+                    documents.push(None);
+                    failures.push(Vec::new());
+                }
+            }
+        }
+        writer.overrides = overrides;
+        writer.failures = failures;
+        let old = self.current.load_full();
+        let next = Snapshot::build(old.revision + 1, self.sources.clone(), documents);
+        let change = Arc::new(Change { revision: next.revision, flags: diff(&old, &next) });
+        let revision = next.revision;
+        self.current.store(Arc::new(next));
+        drop(writer);
+        self.revision.send_replace(revision);
+        tracing::info!(revision, changed = change.flags.len(), "overrides applied");
+        if change.flags.is_empty() {
+            return None;
+        }
+        let _ = self.changes.send(change.clone());
+        Some(change)
+    }
+
+    /// The override set in effect.
+    pub fn overrides(&self) -> Arc<Overrides> {
+        self.writer.lock().map(|w| w.overrides.clone()).unwrap_or_default()
+    }
+
+    /// Overrides that do not apply to the flags currently loaded (a reload removed a variant
+    /// or the split), per flag.
+    pub fn override_failures(&self) -> Vec<PatchFailure> {
+        self.writer
+            .lock()
+            .map(|w| w.failures.iter().flatten().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The last good document of source `index` as loaded, before overrides.
+    pub fn defined_document(&self, index: usize) -> Option<Arc<FlagSet>> {
+        self.writer.lock().ok()?.raw.get(index).cloned().flatten()
     }
 }
 
@@ -436,10 +577,10 @@ fn diff(old: &Snapshot, new: &Snapshot) -> Vec<FlagChange> {
                 j += 1;
             }
             std::cmp::Ordering::Equal => {
-                if let (Some(x), Some(y)) = (a.get(i), b.get(j)) {
-                    if x.source != y.source || !x.flag.same_definition(y.flag) {
-                        out.push(change(y, ChangeKind::Update));
-                    }
+                if let (Some(x), Some(y)) = (a.get(i), b.get(j))
+                    && (x.source != y.source || !x.flag.same_definition(y.flag))
+                {
+                    out.push(change(y, ChangeKind::Update));
                 }
                 i += 1;
                 j += 1;
@@ -506,6 +647,46 @@ mod tests {
         let c = store.apply(SourceUpdate { source: 1, event: SourceEvent::Removed }).unwrap().unwrap();
         assert_eq!(c.flags.len(), 1);
         assert_eq!(value_of(&store, "x", &Selector::All).as_deref(), Some("1"));
+    }
+
+    fn overrides(list: &[(&str, OverridePatch)]) -> Arc<Overrides> {
+        Arc::new(list.iter().map(|(k, p)| (Box::from(*k), p.clone())).collect())
+    }
+
+    #[test]
+    fn overrides_are_layered_and_survive_reloads() {
+        let store = Store::new(vec!["s".into()], LoadOptions::default());
+        let two = r#"{"flags":{"x":{"state":"ENABLED","variants":{"a":"A","b":"B"},"defaultVariant":"a"}}}"#;
+        store.apply(content(0, two)).unwrap();
+        let mut events = store.subscribe();
+        let green = OverridePatch { default_variant: Some("b".into()), ..OverridePatch::default() };
+        assert!(store.validate_override("x", &green).is_ok());
+        assert_eq!(store.validate_override("y", &green), Err(OverrideError::UnknownFlag("y".into())));
+        let bad = OverridePatch { default_variant: Some("c".into()), ..OverridePatch::default() };
+        assert!(matches!(store.validate_override("x", &bad), Err(OverrideError::Patch(_))));
+
+        let before = store.snapshot().revision;
+        let change = store.set_overrides(overrides(&[("x", green.clone())])).unwrap();
+        assert_eq!(change.revision, before + 1);
+        assert_eq!(change.flags[0].kind, ChangeKind::Update);
+        assert_eq!(events.try_recv().unwrap().revision, change.revision);
+        assert_eq!(value_of(&store, "x", &Selector::All).as_deref(), Some("B"));
+        assert_eq!(store.defined_document(0).unwrap().get("x").unwrap().default_variant().unwrap().0, "a");
+
+        // A reload keeps the override; a reload that removes the variant serves the flag as defined.
+        store.apply(content(0, &two.replace("\"A\"", "\"A2\""))).unwrap();
+        assert_eq!(value_of(&store, "x", &Selector::All).as_deref(), Some("B"));
+        store.apply(content(0, &doc(&[("x", "1", None)]))).unwrap();
+        assert_eq!(value_of(&store, "x", &Selector::All).as_deref(), Some("1"));
+        assert_eq!(store.override_failures().len(), 1);
+        store.apply(content(0, two)).unwrap();
+        assert_eq!(value_of(&store, "x", &Selector::All).as_deref(), Some("B"));
+        assert!(store.override_failures().is_empty());
+
+        // Clearing publishes the flag as defined again; the same set again publishes no change.
+        assert!(store.set_overrides(Arc::default()).is_some());
+        assert_eq!(value_of(&store, "x", &Selector::All).as_deref(), Some("A"));
+        assert!(store.set_overrides(Arc::default()).is_none());
     }
 
     #[test]

@@ -97,7 +97,7 @@ impl<'o> Compiler<'o> {
                 if depth >= self.opts.max_depth {
                     return Err(self.too_deep());
                 }
-                if !contains_rule(v) {
+                if !contains_rule(v, self.opts.max_depth.saturating_sub(depth)) {
                     self.check_literal(v, depth)?;
                     return Ok(Node::Const(v.clone()));
                 }
@@ -150,9 +150,9 @@ impl<'o> Compiler<'o> {
         let op = match key {
             "$ref" => return self.reference(args, depth),
             "var" => return self.var(args, depth),
-            "if" => return self.lazy(Op::If, args, depth),
-            "and" => return self.lazy(Op::And, args, depth),
-            "or" => return self.lazy(Op::Or, args, depth),
+            "if" => return self.lazy("if", args, depth),
+            "and" => return self.lazy("and", args, depth),
+            "or" => return self.lazy("or", args, depth),
             "map" => return self.iter(IterKind::Map, args, depth),
             "filter" => return self.iter(IterKind::Filter, args, depth),
             "reduce" => return self.iter(IterKind::Reduce, args, depth),
@@ -230,29 +230,21 @@ impl<'o> Compiler<'o> {
         node
     }
 
-    /// `if`, `and`, `or`: arguments are evaluated lazily, so they must be a literal list;
-    /// a rule producing the list is evaluated and its result re-read as rules at run time.
-    fn lazy(&mut self, op: Op, args: &Value, depth: usize) -> Result<Node, RuleError> {
-        match args {
-            Value::Array(items) => {
-                if depth >= self.opts.max_depth {
-                    return Err(self.too_deep());
-                }
-                let nodes = self.list(items, depth + 1)?;
-                Ok(fold(match op {
-                    Op::And => Node::And(nodes),
-                    Op::Or => Node::Or(nodes),
-                    _ => Node::If(nodes),
-                }))
-            }
-            Value::Object(m) if m.len() == 1 => Ok(Node::Op(
-                op,
-                Box::new(Args::One(self.compile(args, depth)?)),
-            )),
-            // A scalar, `null` or a literal object cannot be read as a list: the reference
-            // engine panics on it.
-            _ => Ok(Node::Fail(Box::new(EvalError::InvalidArguments(op.name())))),
+    /// `if`, `and`, `or`: arguments are evaluated lazily, from a literal list; anything else
+    /// makes the reference engine panic.
+    fn lazy(&mut self, op: &'static str, args: &Value, depth: usize) -> Result<Node, RuleError> {
+        let Value::Array(items) = args else {
+            return Ok(Node::Fail(Box::new(EvalError::InvalidArguments(op))));
+        };
+        if depth >= self.opts.max_depth {
+            return Err(self.too_deep());
         }
+        let nodes = self.list(items, depth + 1)?;
+        Ok(fold(match op {
+            "and" => Node::And(nodes),
+            "or" => Node::Or(nodes),
+            _ => Node::If(nodes),
+        }))
     }
 
     /// `var`.
@@ -409,11 +401,12 @@ pub(crate) fn iter_name(kind: IterKind) -> &'static str {
 }
 
 /// Whether `v` contains an object anywhere (an operator, or a literal the engine would still
-/// look into).
-fn contains_rule(v: &Value) -> bool {
+/// look into). Nesting beyond `depth` levels also answers yes, leaving the depth error to the
+/// compiler.
+fn contains_rule(v: &Value, depth: usize) -> bool {
     match v {
         Value::Object(_) => true,
-        Value::Array(items) => items.iter().any(contains_rule),
+        Value::Array(items) => depth == 0 || items.iter().any(|i| contains_rule(i, depth - 1)),
         _ => false,
     }
 }

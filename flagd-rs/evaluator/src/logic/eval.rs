@@ -15,8 +15,8 @@ use super::tree::{
     Subject, VarNode, VarPath,
 };
 use super::value::{
-    Kind, Val, View, equals, format_number, go_int, go_interface_eq, less, str_contains,
-    strict_equals, view_of,
+    Val, View, equals, format_number, go_int, go_interface_eq, less, str_contains, strict_equals,
+    view_of,
 };
 use super::{CompileOptions, EvalError};
 use crate::ops::fractional::{self, HashGeneration};
@@ -27,6 +27,10 @@ use crate::ops::semver;
 /// small budget bounds the work while never limiting a real rule.
 const DYNAMIC_BUDGET: u32 = 64;
 
+/// How deeply rules read from the context may nest inside each other. Each level may nest as
+/// deep as a compiled rule, so this keeps the stack bounded.
+const DYNAMIC_NESTING: u32 = 4;
+
 /// An empty object, standing in for a context that is not an object (flagd always evaluates
 /// against an object).
 static EMPTY_OBJECT: LazyLock<Value> = LazyLock::new(|| Value::Object(Map::new()));
@@ -36,6 +40,8 @@ static EMPTY_OBJECT: LazyLock<Value> = LazyLock::new(|| Value::Object(Map::new()
 pub(crate) struct Runtime {
     /// Remaining compilations of rules read from the context.
     budget: Cell<u32>,
+    /// Rules read from the context currently being evaluated, one inside the other.
+    nesting: Cell<u32>,
     /// Set when evaluation reached into the context behind a rule's back (a rule read from
     /// data); constant folding then keeps the node.
     touched: Cell<bool>,
@@ -49,6 +55,7 @@ impl Runtime {
     pub(crate) fn new(hash: HashGeneration, max_depth: usize) -> Self {
         Runtime {
             budget: Cell::new(DYNAMIC_BUDGET),
+            nesting: Cell::new(0),
             touched: Cell::new(false),
             hash,
             max_depth,
@@ -118,58 +125,81 @@ impl<'a, 'r> Env<'a, 'r> {
 type Res<'a> = Result<Val<'a>, EvalError>;
 
 /// Evaluates `node`.
+#[inline]
 pub(crate) fn eval<'a>(node: &'a Node, env: &Env<'a, '_>) -> Res<'a> {
+    // A thin dispatcher: every operator lives in its own function so that this one, entered at
+    // every node, stays small (no large stack frame to set up for a constant).
     match node {
         Node::Const(v) => Ok(Val::Ref(v)),
         Node::Var(v) => eval_var(v, env),
         Node::If(args) => eval_if(args, env),
         Node::And(args) => eval_and(args, env),
-        Node::Or(args) => {
-            for arg in args.iter() {
-                let v = eval(arg, env)?;
-                if v.truthy() {
-                    return Ok(v);
-                }
-            }
-            Ok(Val::Bool(false))
-        }
-        Node::Cmp(c, args) => {
-            let a = eval(&args[0], env)?;
-            let b = eval(&args[1], env)?;
-            Ok(Val::Bool(compare(*c, a.view(), b.view())))
-        }
-        Node::Not(arg) => Ok(Val::Bool(!eval(arg, env)?.truthy())),
+        Node::Or(args) => eval_or(args, env),
+        Node::Cmp(c, args) => eval_cmp(*c, args, env),
+        Node::Not(arg) => eval_not(arg, env),
         Node::In(n) => eval_in(n, env),
-        Node::StartsWith(args) => {
-            let a = eval(&args[0], env)?;
-            let b = eval(&args[1], env)?;
-            Ok(match (a.view(), b.view()) {
-                (View::Str(s), View::Str(p)) => Val::Bool(s.starts_with(p)),
-                _ => Val::Null,
-            })
-        }
-        Node::EndsWith(args) => {
-            let a = eval(&args[0], env)?;
-            let b = eval(&args[1], env)?;
-            Ok(match (a.view(), b.view()) {
-                (View::Str(s), View::Str(p)) => Val::Bool(s.ends_with(p)),
-                _ => Val::Null,
-            })
-        }
+        Node::StartsWith(args) => eval_affix(true, args, env),
+        Node::EndsWith(args) => eval_affix(false, args, env),
         Node::SemVer(n) => eval_semver(n, env),
         Node::Fractional(n) => eval_fractional(n, env),
         Node::Iter(n) => eval_iter(n, env),
-        Node::Array(items) => {
-            let mut out = Vec::with_capacity(items.len());
-            for item in items.iter() {
-                out.push(eval(item, env)?.into_value());
-            }
-            Ok(Val::Owned(Value::Array(out)))
-        }
+        Node::Array(items) => eval_array(items, env),
         Node::Op(op, args) => eval_op(*op, args, env),
         Node::Unknown(name) => Err(EvalError::UnknownOperator(name.to_string())),
         Node::Fail(e) => Err((**e).clone()),
     }
+}
+
+/// `or`: the first truthy operand, else the last one (`null` for none).
+#[inline(never)]
+fn eval_or<'a>(args: &'a [Node], env: &Env<'a, '_>) -> Res<'a> {
+    let mut last = Val::Null;
+    for arg in args {
+        last = eval(arg, env)?;
+        if last.truthy() {
+            break;
+        }
+    }
+    Ok(last)
+}
+
+/// A two-operand comparison.
+#[inline(never)]
+fn eval_cmp<'a>(c: Cmp, args: &'a [Node; 2], env: &Env<'a, '_>) -> Res<'a> {
+    let a = eval(&args[0], env)?;
+    let b = eval(&args[1], env)?;
+    Ok(Val::Bool(compare(c, a.view(), b.view())))
+}
+
+/// `!` of one operand.
+#[inline(never)]
+fn eval_not<'a>(arg: &'a Node, env: &Env<'a, '_>) -> Res<'a> {
+    Ok(Val::Bool(!eval(arg, env)?.truthy()))
+}
+
+/// `starts_with` (`prefix`) or `ends_with`: both operands must be strings, else `null`.
+#[inline(never)]
+fn eval_affix<'a>(prefix: bool, args: &'a [Node; 2], env: &Env<'a, '_>) -> Res<'a> {
+    let a = eval(&args[0], env)?;
+    let b = eval(&args[1], env)?;
+    Ok(match (a.view(), b.view()) {
+        (View::Str(s), View::Str(p)) => Val::Bool(if prefix {
+            s.starts_with(p)
+        } else {
+            s.ends_with(p)
+        }),
+        _ => Val::Null,
+    })
+}
+
+/// A literal array with rules inside.
+#[inline(never)]
+fn eval_array<'a>(items: &'a [Node], env: &Env<'a, '_>) -> Res<'a> {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        out.push(eval(item, env)?.into_value());
+    }
+    Ok(Val::Owned(Value::Array(out)))
 }
 
 /// Compiles and evaluates a rule found in the data (flagd's engine re-reads some results as
@@ -177,7 +207,8 @@ pub(crate) fn eval<'a>(node: &'a Node, env: &Env<'a, '_>) -> Res<'a> {
 fn dynamic<'a>(rule: &Value, env: &Env<'a, '_>, op: &'static str) -> Res<'a> {
     env.rt.touched.set(true);
     let left = env.rt.budget.get();
-    if left == 0 {
+    let nesting = env.rt.nesting.get();
+    if left == 0 || nesting >= DYNAMIC_NESTING {
         return Err(EvalError::InvalidArguments(op));
     }
     env.rt.budget.set(left - 1);
@@ -189,10 +220,14 @@ fn dynamic<'a>(rule: &Value, env: &Env<'a, '_>, op: &'static str) -> Res<'a> {
     let node = Compiler::new(&opts)
         .compile(rule, 0)
         .map_err(|_| EvalError::InvalidArguments(op))?;
-    Ok(eval(&node, env)?.detach())
+    env.rt.nesting.set(nesting + 1);
+    let out = eval(&node, env).map(Val::detach);
+    env.rt.nesting.set(nesting);
+    out
 }
 
 /// `if`: condition/result pairs, then an optional else.
+#[inline(never)]
 fn eval_if<'a>(args: &'a [Node], env: &Env<'a, '_>) -> Res<'a> {
     let n = args.len();
     let mut i = 0;
@@ -222,33 +257,17 @@ fn clause<'a>(node: &'a Node, env: &Env<'a, '_>) -> Res<'a> {
     }
 }
 
-/// `and` as the reference engine implements it: an array or `""` operand is returned at once,
-/// `false` stops with `false`, numbers are remembered (the largest, from 0, is the result), and
-/// any other operand (`true`, `null`, non-empty strings, objects) is passed over; with no number
-/// the result is `true`.
+/// `and`: the first falsy operand, else the last one (`null` for none).
+#[inline(never)]
 fn eval_and<'a>(args: &'a [Node], env: &Env<'a, '_>) -> Res<'a> {
-    let mut max = 0.0_f64;
-    let mut numeric = false;
+    let mut last = Val::Null;
     for arg in args {
-        let v = eval(arg, env)?;
-        match v.view() {
-            View::Arr(_) => return Ok(v),
-            View::Bool(false) => return Ok(Val::Bool(false)),
-            View::Str("") => return Ok(v),
-            View::Num(n) => {
-                numeric = true;
-                if n > max {
-                    max = n;
-                }
-            }
-            _ => {}
+        last = eval(arg, env)?;
+        if !last.truthy() {
+            break;
         }
     }
-    Ok(if numeric {
-        Val::Num(max)
-    } else {
-        Val::Bool(true)
-    })
+    Ok(last)
 }
 
 /// A two-operand comparison.
@@ -279,6 +298,7 @@ fn between(op: Op, a: View<'_>, b: View<'_>, c: View<'_>) -> bool {
 }
 
 /// `in`.
+#[inline(never)]
 fn eval_in<'a>(n: &'a InNode, env: &Env<'a, '_>) -> Res<'a> {
     let needle = eval(&n.needle, env)?;
     let haystack = eval(&n.haystack, env)?;
@@ -332,6 +352,7 @@ fn in_check(needle: View<'_>, haystack: View<'_>) -> Result<bool, EvalError> {
 }
 
 /// `var`.
+#[inline(never)]
 fn eval_var<'a>(v: &'a VarNode, env: &Env<'a, '_>) -> Res<'a> {
     if let (true, Some(outer)) = (v.outer_first, env.outer) {
         let found = eval_var(v, outer)?;
@@ -424,7 +445,7 @@ fn walk<'a>(segs: &[Seg], env: &Env<'a, '_>) -> Option<Val<'a>> {
     let mut cur = env.data;
     for seg in segs {
         cur = match cur {
-            Value::Object(m) => m.get(&*seg.key)?,
+            Value::Object(m) => get_key(m, &seg.key)?,
             Value::Array(a) => a.get(seg.index?)?,
             _ => return None,
         };
@@ -435,7 +456,23 @@ fn walk<'a>(segs: &[Seg], env: &Env<'a, '_>) -> Option<Val<'a>> {
     Some(Val::Ref(cur))
 }
 
+/// A key's value in an object.
+///
+/// Contexts are small objects; scanning a few entries comparing lengths first beats the tree
+/// search, whose every step is a full string comparison.
+#[inline]
+fn get_key<'m>(m: &'m Map<String, Value>, key: &str) -> Option<&'m Value> {
+    if m.len() <= 8 {
+        m.iter()
+            .find(|(k, _)| k.len() == key.len() && k.as_bytes() == key.as_bytes())
+            .map(|(_, v)| v)
+    } else {
+        m.get(key)
+    }
+}
+
 /// `sem_ver`.
+#[inline(never)]
 fn eval_semver<'a>(n: &'a SemVerNode, env: &Env<'a, '_>) -> Res<'a> {
     let actual = eval(&n.args[0], env)?;
     match &n.fixed {
@@ -515,32 +552,149 @@ fn first_element(v: Val<'_>) -> Val<'_> {
     }
 }
 
-/// How the bucketing hash is taken.
-enum Key {
-    /// An explicit string.
-    Str,
-    /// An explicit value of another type (hashed as CBOR).
-    Other,
-    /// `flagKey` and `targetingKey` from the context.
-    Shorthand,
+/// What the bucketing argument decided.
+enum Bucketing<'a> {
+    /// No bucketing is possible: the result is `null`.
+    Null,
+    /// The hash, and an extra entry to put before the others (a first argument that turned out
+    /// to be a distribution entry).
+    Hash(u32, Option<Val<'a>>),
+}
+
+/// Reads the first argument (absent when it was a literal array) as flagd does.
+///
+/// A string is the bucketing value. V2: `null` is dropped and any other value is an entry,
+/// both falling back to the shorthand key (flag key and targeting key). V3: an array is an
+/// entry (shorthand), `null` is refused, and any other value is hashed as CBOR.
+fn bucketing<'a>(
+    generation: HashGeneration,
+    first: Option<Val<'a>>,
+    env: &Env<'a, '_>,
+) -> Bucketing<'a> {
+    // The reference operator requires object data; the root always is one.
+    if !env.data.is_object() {
+        return Bucketing::Null;
+    }
+    let (explicit, lead) = match (generation, first) {
+        (_, None) => (None, None),
+        (_, Some(f)) if matches!(f.view(), View::Str(_)) => (Some(f), None),
+        (HashGeneration::V2, Some(f)) if f.is_null() => (None, None),
+        (HashGeneration::V3, Some(f)) if f.is_null() => return Bucketing::Null,
+        (HashGeneration::V2, Some(f)) => (None, Some(f)),
+        (HashGeneration::V3, Some(f)) if matches!(f.view(), View::Arr(_)) => (None, Some(f)),
+        (HashGeneration::V3, Some(f)) => (Some(f), None),
+    };
+    let hash = match explicit {
+        Some(v) => match v.view() {
+            View::Str(s) => Some(fractional::hash_str(generation, s)),
+            _ => fractional::hash_value(generation, &v.as_json()),
+        },
+        None => match (
+            env.flagd,
+            env.data
+                .as_object()
+                .and_then(|m| get_key(m, "targetingKey")),
+        ) {
+            (Some(flagd), Some(Value::String(tk))) if !tk.is_empty() => {
+                Some(fractional::hash_shorthand(generation, flagd.key, tk))
+            }
+            _ => None,
+        },
+    };
+    match hash {
+        Some(h) => Bucketing::Hash(h, lead),
+        None => Bucketing::Null,
+    }
 }
 
 /// `fractional` with a literal argument list.
+#[inline(never)]
 fn eval_fractional<'a>(n: &'a FractionalNode, env: &Env<'a, '_>) -> Res<'a> {
-    let first = match &n.first {
-        Some(f) => Some(eval(f, env)?),
-        None => None,
-    };
-    let mut entries: SmallVec<[EntryVal<'a>; 8]> = SmallVec::new();
-    if n.table.is_none() {
-        for e in n.entries.iter() {
-            entries.push(eval_entry(e, env)?);
-        }
-    }
     if n.first.is_none() && n.entries.is_empty() {
         return Ok(Val::Null);
     }
-    fractional_core(n.hash, first, Some(n), entries, env)
+    // A `cat` bucketing value (the usual "seed + user" form) is hashed piece by piece instead of
+    // being built.
+    let mut cat_hash = None;
+    let first = match &n.first {
+        Some(Node::Op(Op::Cat, args)) if matches!(&**args, Args::List(items) if items.len() >= 2) =>
+        {
+            if let Args::List(items) = &**args {
+                cat_hash = Some(hash_cat(n.hash, items, env)?);
+            }
+            None
+        }
+        Some(f) => Some(eval(f, env)?),
+        None => None,
+    };
+    let decided = match cat_hash {
+        Some(h) if env.data.is_object() => Bucketing::Hash(h, None),
+        Some(_) => Bucketing::Null,
+        None => bucketing(n.hash, first, env),
+    };
+    match &n.table {
+        // Constant entries: the weights were summed at compile time.
+        Some(table) => match decided {
+            Bucketing::Null => Ok(Val::Null),
+            Bucketing::Hash(h, None) => {
+                let Some(i) = table.as_deref().and_then(|cum| fractional::pick(cum, h)) else {
+                    return Ok(Val::Null);
+                };
+                Ok(match n.entries.get(i) {
+                    Some(Entry::Pair(Node::Const(v), _)) => Val::Ref(v),
+                    Some(Entry::Other(Node::Const(v))) => first_element(Val::Ref(v)),
+                    _ => Val::Null,
+                })
+            }
+            Bucketing::Hash(h, Some(lead)) => {
+                let mut entries = SmallVec::new();
+                entries.push(EntryVal::Whole(lead));
+                for e in n.entries.iter() {
+                    entries.push(eval_entry(e, env)?);
+                }
+                Ok(pick_entry(entries, h))
+            }
+        },
+        None => {
+            // Every argument is evaluated before the operator runs, so errors inside entries
+            // surface even when no bucketing is possible.
+            let mut entries: SmallVec<[EntryVal<'a>; 8]> = SmallVec::new();
+            for e in n.entries.iter() {
+                entries.push(eval_entry(e, env)?);
+            }
+            match decided {
+                Bucketing::Null => Ok(Val::Null),
+                Bucketing::Hash(h, lead) => {
+                    if let Some(lead) = lead {
+                        entries.insert(0, EntryVal::Whole(lead));
+                    }
+                    Ok(pick_entry(entries, h))
+                }
+            }
+        }
+    }
+}
+
+/// The bucketing hash of `{"cat": items}` (two or more operands), computed without building
+/// the string.
+fn hash_cat<'a>(
+    generation: HashGeneration,
+    items: &'a [Node],
+    env: &Env<'a, '_>,
+) -> Result<u32, EvalError> {
+    let mut vals: SmallVec<[Val<'a>; 4]> = SmallVec::with_capacity(items.len());
+    for item in items {
+        vals.push(eval(item, env)?);
+    }
+    let mut parts: SmallVec<[std::borrow::Cow<'_, str>; 4]> = SmallVec::with_capacity(vals.len());
+    for v in &vals {
+        parts.push(
+            v.view()
+                .go_string()
+                .ok_or(EvalError::InvalidArguments("cat"))?,
+        );
+    }
+    Ok(fractional::hash_trimmed_concat(generation, &parts))
 }
 
 /// Evaluates one distribution entry.
@@ -557,6 +711,18 @@ fn eval_entry<'a>(e: &'a Entry, env: &Env<'a, '_>) -> Result<EntryVal<'a>, EvalE
     })
 }
 
+/// The variant of the entry hash `h` selects, `null` when the distribution is unusable.
+fn pick_entry<'a>(entries: SmallVec<[EntryVal<'a>; 8]>, h: u32) -> Val<'a> {
+    let cum = fractional::cumulative(entries.iter().map(EntryVal::views));
+    match cum.and_then(|cum| fractional::pick(&cum, h)) {
+        Some(i) => entries
+            .into_iter()
+            .nth(i)
+            .map_or(Val::Null, EntryVal::into_variant),
+        None => Val::Null,
+    }
+}
+
 /// `fractional` over evaluated arguments (for arguments computed by a single rule).
 fn fractional_values<'a>(
     generation: HashGeneration,
@@ -568,6 +734,7 @@ fn fractional_values<'a>(
         return Ok(Val::Null);
     };
     let mut entries: SmallVec<[EntryVal<'a>; 8]> = SmallVec::new();
+    // A literal-array first argument is an entry of the shorthand form.
     let first = if matches!(first.view(), View::Arr(_)) {
         entries.push(EntryVal::Whole(first));
         None
@@ -575,100 +742,22 @@ fn fractional_values<'a>(
         Some(first)
     };
     entries.extend(it.map(EntryVal::Whole));
-    fractional_core(generation, first, None, entries, env)
-}
-
-/// The bucketing decision shared by both argument forms.
-///
-/// `first` is the first argument when it was not a literal array; `node` supplies constant
-/// entries (and their pre-computed weights) when `entries` was left empty for them.
-fn fractional_core<'a>(
-    generation: HashGeneration,
-    mut first: Option<Val<'a>>,
-    node: Option<&'a FractionalNode>,
-    mut entries: SmallVec<[EntryVal<'a>; 8]>,
-    env: &Env<'a, '_>,
-) -> Res<'a> {
-    // The reference operator requires object data; the root always is one.
-    if !env.data.is_object() {
+    if entries.is_empty() && first.is_none() {
         return Ok(Val::Null);
     }
-    // A first argument that is neither the bucketing value nor dropped becomes an entry.
-    let mut lead: Option<Val<'a>> = None;
-    let kind = first.as_ref().map(|f| f.view().kind());
-    let key = match (generation, kind) {
-        (_, None) => Key::Shorthand,
-        (_, Some(Kind::Str)) => Key::Str,
-        (HashGeneration::V2, Some(Kind::Null)) => Key::Shorthand,
-        (HashGeneration::V3, Some(Kind::Null)) => return Ok(Val::Null),
-        (HashGeneration::V2, Some(_)) | (HashGeneration::V3, Some(Kind::Arr)) => {
-            lead = first.take();
-            Key::Shorthand
-        }
-        (HashGeneration::V3, Some(_)) => Key::Other,
-    };
-    let hash = match key {
-        Key::Str => match first.as_ref().map(Val::view) {
-            Some(View::Str(s)) => fractional::hash_str(generation, s),
-            _ => return Ok(Val::Null),
-        },
-        Key::Other => match first
-            .as_ref()
-            .map(|f| fractional::hash_value(generation, &f.as_json()))
-        {
-            Some(Some(h)) => h,
-            _ => return Ok(Val::Null),
-        },
-        Key::Shorthand => {
-            let Some(flagd) = env.flagd else {
-                return Ok(Val::Null);
-            };
-            match env.data.get("targetingKey") {
-                Some(Value::String(tk)) if !tk.is_empty() => {
-                    fractional::hash_shorthand(generation, flagd.key, tk)
-                }
-                _ => return Ok(Val::Null),
+    Ok(match bucketing(generation, first, env) {
+        Bucketing::Null => Val::Null,
+        Bucketing::Hash(h, lead) => {
+            if let Some(lead) = lead {
+                entries.insert(0, EntryVal::Whole(lead));
             }
+            pick_entry(entries, h)
         }
-    };
-
-    // Constant entries with no leading extra entry: the weights were summed at compile time.
-    if let (None, Some(n), Some(table)) = (&lead, node, node.and_then(|n| n.table.as_ref())) {
-        let Some(cum) = table else {
-            return Ok(Val::Null);
-        };
-        let Some(i) = fractional::pick(cum, hash) else {
-            return Ok(Val::Null);
-        };
-        return Ok(match n.entries.get(i) {
-            Some(Entry::Pair(Node::Const(v), _)) => Val::Ref(v),
-            Some(Entry::Other(Node::Const(v))) => first_element(Val::Ref(v)),
-            _ => Val::Null,
-        });
-    }
-    if let Some(n) = node
-        && n.table.is_some()
-    {
-        // The constant entries were not evaluated up front; they are constants, so this
-        // cannot fail.
-        for e in n.entries.iter() {
-            entries.push(eval_entry(e, env)?);
-        }
-    }
-    if let Some(lead) = lead {
-        entries.insert(0, EntryVal::Whole(lead));
-    }
-    let cum = fractional::cumulative(entries.iter().map(EntryVal::views));
-    let Some(i) = cum.and_then(|cum| fractional::pick(&cum, hash)) else {
-        return Ok(Val::Null);
-    };
-    Ok(entries
-        .into_iter()
-        .nth(i)
-        .map_or(Val::Null, EntryVal::into_variant))
+    })
 }
 
 /// `map`, `filter`, `reduce`, `all`, `none`, `some`.
+#[inline(never)]
 fn eval_iter<'a>(n: &'a IterNode, env: &Env<'a, '_>) -> Res<'a> {
     let name = iter_name(n.kind);
     let bad = || EvalError::InvalidArguments(name);
@@ -809,6 +898,7 @@ enum Shape<'a> {
 }
 
 /// A generic operator: evaluates the arguments, then dispatches on their shape.
+#[inline(never)]
 fn eval_op<'a>(op: Op, args: &'a Args, env: &Env<'a, '_>) -> Res<'a> {
     let shape = match args {
         Args::List(items) => {
@@ -820,15 +910,6 @@ fn eval_op<'a>(op: Op, args: &'a Args, env: &Env<'a, '_>) -> Res<'a> {
         }
         Args::One(node) => {
             let v = eval(node, env)?;
-            if matches!(op, Op::If | Op::And | Op::Or) {
-                // The list the rule produced is read again as rules.
-                if !matches!(v.view(), View::Arr(_)) {
-                    return Err(EvalError::InvalidArguments(op.name()));
-                }
-                let mut m = Map::new();
-                m.insert(op.name().into(), v.into_value());
-                return dynamic(&Value::Object(m), env, op.name());
-            }
             match v {
                 Val::Ref(Value::Array(a)) => Shape::List(a.iter().map(Val::Ref).collect()),
                 Val::Owned(Value::Array(a)) => Shape::List(a.into_iter().map(Val::Owned).collect()),
@@ -863,7 +944,6 @@ fn apply<'a>(op: Op, shape: Shape<'a>, env: &Env<'a, '_>) -> Res<'a> {
                 Shape::One(v) => !v.truthy(),
             }));
         }
-        Op::If | Op::And | Op::Or => return Err(bad()),
         _ => {}
     }
     let list = match shape {
@@ -871,7 +951,7 @@ fn apply<'a>(op: Op, shape: Shape<'a>, env: &Env<'a, '_>) -> Res<'a> {
             let view = v.view();
             return if view.is_primitive() {
                 unary(op, view)
-            } else if view.kind() == Kind::Null && !matches!(op, Op::Max | Op::Min) {
+            } else if view.kind() == super::value::Kind::Null && !matches!(op, Op::Max | Op::Min) {
                 Ok(Val::Null)
             } else {
                 Err(bad())
@@ -1093,16 +1173,26 @@ fn cat<'a>(shape: Shape<'a>) -> Res<'a> {
             Ok(Val::Owned(Value::String(s)))
         }
         _ => {
-            let mut out = String::new();
+            let mut parts: SmallVec<[std::borrow::Cow<'_, str>; 4]> = SmallVec::new();
             for v in &list {
-                out.push_str(&v.view().go_string().ok_or_else(bad)?);
+                parts.push(v.view().go_string().ok_or_else(bad)?);
             }
-            let trimmed = out.trim();
-            if trimmed.len() != out.len() {
-                out = trimmed.to_owned();
-            }
-            Ok(Val::Owned(Value::String(out)))
+            Ok(Val::Owned(Value::String(concat_trimmed(&parts))))
         }
+    }
+}
+
+/// The concatenation of `parts` with surrounding whitespace removed, built in one allocation.
+pub(crate) fn concat_trimmed<S: AsRef<str>>(parts: &[S]) -> String {
+    let mut out = String::with_capacity(parts.iter().map(|p| p.as_ref().len()).sum());
+    for p in parts {
+        out.push_str(p.as_ref());
+    }
+    let trimmed = out.trim();
+    if trimmed.len() == out.len() {
+        out
+    } else {
+        trimmed.to_owned()
     }
 }
 

@@ -123,11 +123,7 @@ fn truthiness_and_if() {
     check_err(r#"{"if":true}"#, "{}");
     check_err(r#"{"if":null}"#, "{}");
     check_err(r#"{"if":"x"}"#, "{}");
-    check(
-        r#"{"if":{"var":"args"}}"#,
-        r#"{"args":[false,"y","n"]}"#,
-        r#""n""#,
-    );
+    check_err(r#"{"if":{"var":"args"}}"#, r#"{"args":[false,"y","n"]}"#);
     check_err(r#"{"if":{"var":"args"}}"#, r#"{"args":"x"}"#);
 }
 
@@ -155,22 +151,23 @@ fn if_branch_objects_are_evaluated_again() {
 fn and_or() {
     check(r#"{"and":[true,true]}"#, "{}", "true");
     check(r#"{"and":[true,false]}"#, "{}", "false");
-    check(r#"{"and":[]}"#, "{}", "true");
-    check(r#"{"and":[1,3,2]}"#, "{}", "3");
-    check(r#"{"and":[0,true]}"#, "{}", "0");
-    check(r#"{"and":[-1,-2]}"#, "{}", "0");
+    check(r#"{"and":[]}"#, "{}", "null");
+    check(r#"{"and":[1,3,2]}"#, "{}", "2");
+    check(r#"{"and":[3,0,2]}"#, "{}", "0");
     check(r#"{"and":[true,"",false]}"#, "{}", r#""""#);
-    check(r#"{"and":[true,[1],false]}"#, "{}", "[1]");
-    check(r#"{"and":[true,"abc"]}"#, "{}", "true");
-    check(r#"{"and":[true,null]}"#, "{}", "true");
+    check(r#"{"and":[true,[1]]}"#, "{}", "[1]");
+    check(r#"{"and":[true,"abc"]}"#, "{}", r#""abc""#);
+    check(r#"{"and":[true,null]}"#, "{}", "null");
+    check(r#"{"and":[true,{}]}"#, "{}", "{}");
     check(r#"{"and":[false,{"bogus":1}]}"#, "{}", "false");
     check(r#"{"and":[{"==":[1,1]},{"in":["a","abc"]}]}"#, "{}", "true");
     check_err(r#"{"and":true}"#, "{}");
-    check(r#"{"and":{"var":"xs"}}"#, r#"{"xs":[true,false]}"#, "false");
+    check_err(r#"{"and":{"var":"xs"}}"#, r#"{"xs":[true,false]}"#);
     check(r#"{"or":[false,0,"a"]}"#, "{}", r#""a""#);
-    check(r#"{"or":[false,0]}"#, "{}", "false");
-    check(r#"{"or":[]}"#, "{}", "false");
+    check(r#"{"or":[false,0]}"#, "{}", "0");
+    check(r#"{"or":[]}"#, "{}", "null");
     check(r#"{"or":[null,{"var":"x"}]}"#, r#"{"x":[1]}"#, "[1]");
+    check(r#"{"or":[true,{"bogus":1}]}"#, "{}", "true");
     check_err(r#"{"or":"x"}"#, "{}");
 }
 
@@ -817,6 +814,13 @@ fn depth_limit() {
         }
     );
     assert!(Rule::compile(&json!({"if": [{"!": true}, "a"]}), &opts).is_ok());
+    // Deep literals are refused too, without walking them recursively to the bottom.
+    let mut deep = json!(1);
+    for _ in 0..1000 {
+        deep = json!([deep]);
+    }
+    let err = Rule::compile(&json!({"in": [1, deep]}), &CompileOptions::default()).unwrap_err();
+    assert!(matches!(err, RuleError::TooDeep { .. }), "{err:?}");
 }
 
 #[test]

@@ -79,9 +79,6 @@ pub(crate) enum Op {
     Cmp(Cmp),
     Not,
     NotNot,
-    If,
-    And,
-    Or,
     Ternary,
     Add,
     Sub,
@@ -114,9 +111,6 @@ impl Op {
             Op::Cmp(c) => c.name(),
             Op::Not => "!",
             Op::NotNot => "!!",
-            Op::If => "if",
-            Op::And => "and",
-            Op::Or => "or",
             Op::Ternary => "?:",
             Op::Add => "+",
             Op::Sub => "-",
@@ -145,10 +139,7 @@ impl Op {
 
     /// Whether the operator's result depends only on its arguments (so it can be folded).
     pub(crate) fn is_pure(self) -> bool {
-        !matches!(
-            self,
-            Op::Missing | Op::MissingSome | Op::Fractional | Op::If | Op::And | Op::Or
-        )
+        !matches!(self, Op::Missing | Op::MissingSome | Op::Fractional)
     }
 }
 

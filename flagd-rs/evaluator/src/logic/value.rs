@@ -55,7 +55,7 @@ pub(crate) enum Kind {
 }
 
 /// The view of a JSON value.
-#[inline]
+#[inline(always)]
 pub(crate) fn view_of(v: &Value) -> View<'_> {
     match v {
         Value::Null => View::Null,
@@ -75,7 +75,7 @@ pub(crate) fn number_f64(n: &Number) -> f64 {
 
 impl<'a> Val<'a> {
     /// A uniform view of this value.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn view(&self) -> View<'_> {
         match self {
             Val::Null => View::Null,

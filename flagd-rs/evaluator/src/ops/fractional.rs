@@ -62,6 +62,69 @@ pub(crate) fn hash_shorthand(
     }
 }
 
+/// Hash of the string `cat` would build from `parts` (concatenated, then whitespace-trimmed, as
+/// `cat` does with two or more operands), without building it.
+pub(crate) fn hash_trimmed_concat<S: AsRef<str>>(generation: HashGeneration, parts: &[S]) -> u32 {
+    // Whitespace never spans two parts, so trimming the ends of the outermost non-blank parts
+    // trims the concatenation.
+    let first = parts
+        .iter()
+        .position(|p| !p.as_ref().trim_start().is_empty());
+    let last = parts
+        .iter()
+        .rposition(|p| !p.as_ref().trim_end().is_empty());
+    let pieces: &[S] = match (first, last) {
+        (Some(a), Some(b)) if a <= b => parts.get(a..=b).unwrap_or_default(),
+        _ => &[],
+    };
+    let n = pieces.len();
+    fn piece(i: usize, n: usize, p: &str) -> &str {
+        let p = if i == 0 { p.trim_start() } else { p };
+        if i + 1 == n { p.trim_end() } else { p }
+    }
+    let mut h = murmur3::Murmur3::new(0);
+    if generation == HashGeneration::V3 {
+        let total: usize = pieces
+            .iter()
+            .enumerate()
+            .map(|(i, p)| piece(i, n, p.as_ref()).len())
+            .sum();
+        let (head, len) = cbor_text_head(total as u64);
+        h.write(head.get(..len).unwrap_or_default());
+    }
+    for (i, p) in pieces.iter().enumerate() {
+        h.write(piece(i, n, p.as_ref()).as_bytes());
+    }
+    h.finish()
+}
+
+/// The CBOR head of a text string of `len` bytes (major type 3, shortest length encoding).
+fn cbor_text_head(len: u64) -> ([u8; 9], usize) {
+    const TEXT: u8 = 3 << 5;
+    let mut out = [0u8; 9];
+    let used = if len < 24 {
+        out[0] = TEXT | len as u8;
+        1
+    } else if let Ok(b) = u8::try_from(len) {
+        out[0] = TEXT | 24;
+        out[1] = b;
+        2
+    } else if let Ok(b) = u16::try_from(len) {
+        out[0] = TEXT | 25;
+        out[1..3].copy_from_slice(&b.to_be_bytes());
+        3
+    } else if let Ok(b) = u32::try_from(len) {
+        out[0] = TEXT | 26;
+        out[1..5].copy_from_slice(&b.to_be_bytes());
+        5
+    } else {
+        out[0] = TEXT | 27;
+        out[1..9].copy_from_slice(&len.to_be_bytes());
+        9
+    };
+    (out, used)
+}
+
 /// A distribution weight: absent or `null` means 1, negative is clamped to 0; a weight that is
 /// not a whole number, or exceeds `i32::MAX`, is invalid (`None`).
 #[inline]
@@ -174,6 +237,34 @@ mod tests {
         // A zero-weight entry is never picked.
         assert_eq!(pick(&[0, 1], 0), Some(1));
         assert_eq!(pick(&[], 0), None);
+    }
+
+    #[test]
+    fn concatenated_hash_matches_the_built_string() {
+        let long = "x".repeat(300);
+        let longer = "y".repeat(70_000);
+        let cases: [&[&str]; 9] = [
+            &["a", "b"],
+            &["  a", "b  "],
+            &[" ", " a b ", " "],
+            &["", ""],
+            &["\u{a0}\t", "\n"],
+            &["héllo", " wörld "],
+            &[&long, "z"],
+            &[&longer, "z"],
+            &["a", " ", "b"],
+        ];
+        for parts in cases {
+            let built = parts.concat();
+            let built = built.trim();
+            for g in [HashGeneration::V2, HashGeneration::V3] {
+                assert_eq!(
+                    hash_trimmed_concat(g, parts),
+                    hash_str(g, built),
+                    "{g:?} {parts:?}"
+                );
+            }
+        }
     }
 
     #[test]

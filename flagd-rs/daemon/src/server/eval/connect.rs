@@ -82,9 +82,34 @@ fn route(path: &str) -> Option<(Api, Rpc)> {
     Some((api, rpc))
 }
 
-/// Whether `path` names one of the served procedures (`/<service>/<method>`).
-pub fn is_procedure(path: &str) -> bool {
-    route(path).is_some()
+/// The served procedure `path` names (`/<service>/<method>`), as a static string for metric
+/// labels; `None` for any other path.
+pub fn procedure(path: &str) -> Option<&'static str> {
+    let (api, rpc) = route(path)?;
+    let name = match (api, rpc) {
+        (Api::V1, Rpc::ResolveAll) => "/flagd.evaluation.v1.Service/ResolveAll",
+        (Api::V1, Rpc::ResolveBoolean) => "/flagd.evaluation.v1.Service/ResolveBoolean",
+        (Api::V1, Rpc::ResolveString) => "/flagd.evaluation.v1.Service/ResolveString",
+        (Api::V1, Rpc::ResolveFloat) => "/flagd.evaluation.v1.Service/ResolveFloat",
+        (Api::V1, Rpc::ResolveInt) => "/flagd.evaluation.v1.Service/ResolveInt",
+        (Api::V1, Rpc::ResolveObject) => "/flagd.evaluation.v1.Service/ResolveObject",
+        (Api::V1, Rpc::EventStream) => "/flagd.evaluation.v1.Service/EventStream",
+        (Api::V2, Rpc::ResolveAll) => return None,
+        (Api::V2, Rpc::ResolveBoolean) => "/flagd.evaluation.v2.Service/ResolveBoolean",
+        (Api::V2, Rpc::ResolveString) => "/flagd.evaluation.v2.Service/ResolveString",
+        (Api::V2, Rpc::ResolveFloat) => "/flagd.evaluation.v2.Service/ResolveFloat",
+        (Api::V2, Rpc::ResolveInt) => "/flagd.evaluation.v2.Service/ResolveInt",
+        (Api::V2, Rpc::ResolveObject) => "/flagd.evaluation.v2.Service/ResolveObject",
+        (Api::V2, Rpc::EventStream) => "/flagd.evaluation.v2.Service/EventStream",
+        (Api::Schema, Rpc::ResolveAll) => "/schema.v1.Service/ResolveAll",
+        (Api::Schema, Rpc::ResolveBoolean) => "/schema.v1.Service/ResolveBoolean",
+        (Api::Schema, Rpc::ResolveString) => "/schema.v1.Service/ResolveString",
+        (Api::Schema, Rpc::ResolveFloat) => "/schema.v1.Service/ResolveFloat",
+        (Api::Schema, Rpc::ResolveInt) => "/schema.v1.Service/ResolveInt",
+        (Api::Schema, Rpc::ResolveObject) => "/schema.v1.Service/ResolveObject",
+        (Api::Schema, Rpc::EventStream) => "/schema.v1.Service/EventStream",
+    };
+    Some(name)
 }
 
 /// The message encoding of a request.
@@ -266,7 +291,7 @@ where
         Err(e) => return unary_error(&e),
     };
     match codec {
-        Codec::Json => match serde_json::to_vec(&response) {
+        Codec::Json => match to_json(&response) {
             Ok(bytes) => (
                 [(
                     header::CONTENT_TYPE,
@@ -290,6 +315,37 @@ where
         )
             .into_response(),
     }
+}
+
+/// Writes floats as Go's protojson does (`10`, not `10.0`; exponent form outside
+/// [1e-6, 1e21)), so bodies match flagd's byte for byte where field order allows.
+struct GoNumbers;
+
+impl serde_json::ser::Formatter for GoNumbers {
+    fn write_f64<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        value: f64,
+    ) -> std::io::Result<()> {
+        writer.write_all(flagd_evaluator::go_float(value).as_bytes())
+    }
+
+    fn write_f32<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        value: f32,
+    ) -> std::io::Result<()> {
+        self.write_f64(writer, f64::from(value))
+    }
+}
+
+/// Serializes a message as proto3 JSON with Go's number formatting.
+fn to_json<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(128);
+    value.serialize(&mut serde_json::Serializer::with_formatter(
+        &mut out, GoNumbers,
+    ))?;
+    Ok(out)
 }
 
 /// A Connect unary error response.
@@ -461,6 +517,11 @@ mod tests {
         let end = end_stream(None);
         assert_eq!(&end[..], &[2, 0, 0, 0, 2, b'{', b'}']);
         assert!(split_envelope(&[0, 0, 0]).is_none());
+        let numbers = serde_json::json!({"a": 10.0, "b": 0.5, "c": 1e21, "d": -3, "e": 1e-7});
+        assert_eq!(
+            String::from_utf8(to_json(&numbers).unwrap()).unwrap(),
+            r#"{"a":10,"b":0.5,"c":1e+21,"d":-3,"e":1e-7}"#
+        );
         assert!(split_envelope(&[0, 0, 0, 0, 5, 1]).is_none());
         let two = [envelope(0, b"{}"), envelope(0, b"{}")].concat();
         assert_eq!(split_envelope(&two).unwrap().2.len(), 7);
@@ -497,6 +558,15 @@ mod tests {
         );
         assert_eq!(route("/flagd.evaluation.v1.Service/Nope"), None);
         assert_eq!(route("/"), None);
+        assert_eq!(
+            procedure("/schema.v1.Service/ResolveInt"),
+            Some("/schema.v1.Service/ResolveInt")
+        );
+        assert_eq!(
+            procedure("/flagd.evaluation.v2.Service/EventStream"),
+            Some("/flagd.evaluation.v2.Service/EventStream")
+        );
+        assert_eq!(procedure("/flagd.evaluation.v2.Service/ResolveAll"), None);
         let ct = |v: &str| {
             let mut h = HeaderMap::new();
             h.insert(header::CONTENT_TYPE, v.parse().unwrap());

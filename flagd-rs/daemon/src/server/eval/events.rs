@@ -78,8 +78,9 @@ struct Subscription {
     /// `None` once the store is gone (no more changes can come).
     changes: Option<broadcast::Receiver<Arc<Change>>>,
     shutdown: watch::Receiver<bool>,
-    keep_alive: Duration,
-    next_keep_alive: Instant,
+    /// `None` when keep-alives are off (a zero interval).
+    keep_alive: Option<Duration>,
+    next_keep_alive: Option<Instant>,
     deadline: Option<Instant>,
 }
 
@@ -92,7 +93,7 @@ pub fn subscribe(
     deadline: Option<Duration>,
 ) -> impl Stream<Item = Result<Event, EvalError>> + Send + 'static {
     let now = Instant::now();
-    let keep_alive = state.limits.keep_alive.max(Duration::from_millis(1));
+    let keep_alive = Some(state.limits.keep_alive).filter(|d| !d.is_zero());
     let subscription = Subscription {
         phase: Phase::Start,
         store: state.store.clone(),
@@ -100,7 +101,7 @@ pub fn subscribe(
         changes: Some(state.store.subscribe()),
         shutdown: state.shutdown.clone(),
         keep_alive,
-        next_keep_alive: now + keep_alive,
+        next_keep_alive: keep_alive.map(|k| now + k),
         deadline: deadline.map(|d| now + d),
     };
     futures::stream::unfold(subscription, |mut s| async move {
@@ -114,7 +115,7 @@ async fn next(s: &mut Subscription) -> Option<Result<Event, EvalError>> {
         Phase::Done => return None,
         Phase::Start => {
             s.phase = Phase::Running;
-            s.next_keep_alive = Instant::now() + s.keep_alive;
+            s.next_keep_alive = s.keep_alive.map(|k| Instant::now() + k);
             return Some(Ok(Event::empty(PROVIDER_READY)));
         }
         Phase::Running => {}
@@ -144,11 +145,11 @@ async fn next(s: &mut Subscription) -> Option<Result<Event, EvalError>> {
                     }
                 };
                 let Some(data) = data else { continue };
-                s.next_keep_alive = Instant::now() + s.keep_alive;
+                s.next_keep_alive = s.keep_alive.map(|k| Instant::now() + k);
                 return Some(Ok(Event { kind: CONFIGURATION_CHANGE, data: Some(data) }));
             }
-            () = tokio::time::sleep_until(s.next_keep_alive) => {
-                s.next_keep_alive = Instant::now() + s.keep_alive;
+            () = sleep_until(s.next_keep_alive) => {
+                s.next_keep_alive = s.keep_alive.map(|k| Instant::now() + k);
                 return Some(Ok(Event { kind: KEEP_ALIVE, data: None }));
             }
         }
@@ -162,6 +163,7 @@ async fn shutting_down(rx: &mut watch::Receiver<bool>) {
     }
 }
 
+/// Sleeps until `deadline`; forever without one.
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,

@@ -172,15 +172,11 @@ impl http_body::Body for LimitedBody {
 async fn record_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let route = if connect::is_procedure(request.uri().path()) {
-        request.uri().path().to_owned()
-    } else {
-        "other".to_owned()
-    };
+    let route = connect::procedure(request.uri().path()).unwrap_or("other");
     let response = next.run(request).await;
     let elapsed: Duration = started.elapsed();
     state
         .metrics
-        .http_request(&route, method.as_str(), response.status().as_u16(), elapsed);
+        .http_request(route, method.as_str(), response.status().as_u16(), elapsed);
     response
 }

@@ -6,7 +6,7 @@ use http::HeaderMap;
 use serde_json::{Map, Value};
 
 use super::error::EvalError;
-use crate::context::{self, map_to_struct};
+use crate::context;
 use crate::selector::Selector;
 use crate::state::AppState;
 use crate::store::Snapshot;
@@ -86,7 +86,19 @@ impl Call {
     /// The response metadata: the selector's echo overlaid by the flag's metadata (nulls
     /// skipped).
     fn metadata(&self, flag: &Map<String, Value>) -> pbjson_types::Struct {
-        let mut md = map_to_struct(&self.selector.echo());
+        let mut md = pbjson_types::Struct::default();
+        md.fields.reserve(flag.len() + 1);
+        let echo = match &self.selector {
+            Selector::All => None,
+            Selector::FlagSet(id) => Some(("flagSetId", id)),
+            Selector::Source(s) => Some(("source", s)),
+        };
+        if let Some((k, v)) = echo {
+            let v = pbjson_types::Value {
+                kind: Some(pbjson_types::value::Kind::StringValue(v.to_string())),
+            };
+            md.fields.insert(k.to_owned(), v);
+        }
         md.fields.extend(
             flag.iter()
                 .filter(|(_, v)| !v.is_null())

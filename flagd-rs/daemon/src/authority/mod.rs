@@ -1,0 +1,509 @@
+//! The traffic-split authority: the override set layered over the flag files, changed only
+//! through numbered, journaled revisions.
+//!
+//! Every change (set or clear an override, restore an earlier revision, a rollout step) is
+//! validated against the loaded flags, appended to the journal and made durable, and only then
+//! applied to the store, whose next snapshot serves the patched flags on every protocol. At
+//! start-up the journal is replayed, so the daemon comes back with the overrides it had.
+//!
+//! The methods block on disk I/O (an fsync per change); async callers should run them with
+//! `tokio::task::spawn_blocking`.
+
+pub mod admin;
+pub mod journal;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use flagd_evaluator::{OverridePatch, PatchError, SplitEntry, State};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::selector::Selector;
+use crate::store::{OverrideError, Overrides, Store};
+
+pub use journal::{
+    FileJournal, Journal, JournalError, OverrideChange, Recovery, RevisionInfo, RevisionKind,
+};
+
+/// Why the authority refused a change.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorityError {
+    /// No loaded flag has that key.
+    #[error("no flag '{0}' is defined")]
+    UnknownFlag(String),
+    /// The patch does not apply to the flag.
+    #[error(transparent)]
+    Invalid(#[from] PatchError),
+    /// The patch sets nothing.
+    #[error("the override sets nothing: give a state, a defaultVariant or weights")]
+    EmptyPatch,
+    /// The flag has no override to clear.
+    #[error("flag '{0}' has no override")]
+    NoOverride(String),
+    /// The caller's expected revision is not the current one.
+    #[error("revision {expected} is not current: the authority is at revision {head}")]
+    Conflict {
+        /// The revision the caller expected.
+        expected: u64,
+        /// The current revision.
+        head: u64,
+    },
+    /// The revision to restore does not exist.
+    #[error("no revision {revision}: the authority is at revision {head}")]
+    UnknownRevision {
+        /// The revision asked for.
+        revision: u64,
+        /// The current revision.
+        head: u64,
+    },
+    /// The change could not be made durable; it was not applied.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+impl From<OverrideError> for AuthorityError {
+    fn from(e: OverrideError) -> Self {
+        match e {
+            OverrideError::UnknownFlag(key) => AuthorityError::UnknownFlag(key),
+            OverrideError::Patch(p) => AuthorityError::Invalid(p),
+        }
+    }
+}
+
+/// A flag as served, with the override layered on it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EffectiveFlag {
+    /// The flag's key.
+    pub key: String,
+    /// Its flag set, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flag_set_id: Option<String>,
+    /// The source that defines it.
+    pub source: String,
+    /// The effective state.
+    pub state: State,
+    /// The effective default variant.
+    pub default_variant: Option<String>,
+    /// Variant names and values.
+    pub variants: Map<String, Value>,
+    /// The effective `fractional` split, when the flag has a single one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split: Option<Vec<SplitEntry>>,
+    /// The override set on the flag, if any.
+    #[serde(rename = "override", skip_serializing_if = "Option::is_none")]
+    pub override_patch: Option<OverridePatch>,
+    /// Why the override is not applied (the flag's document changed since it was set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub override_error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Every revision, in order; `log[i].revision == i + 1`.
+    log: Vec<RevisionInfo>,
+    overrides: BTreeMap<String, OverridePatch>,
+}
+
+impl Inner {
+    fn head(&self) -> u64 {
+        self.log.last().map_or(0, |r| r.revision)
+    }
+}
+
+/// Owns the journal and the override set, and applies the set to the store.
+#[derive(Debug)]
+pub struct Authority {
+    store: Arc<Store>,
+    journal: Box<dyn Journal>,
+    inner: Mutex<Inner>,
+}
+
+/// Applies a revision's override changes to `overrides`.
+fn apply_changes(overrides: &mut BTreeMap<String, OverridePatch>, changes: &[OverrideChange]) {
+    for c in changes {
+        match &c.after {
+            Some(p) => {
+                overrides.insert(c.flag.clone(), p.clone());
+            }
+            None => {
+                overrides.remove(&c.flag);
+            }
+        }
+    }
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+impl Authority {
+    /// Opens the journal in `state_dir` (created on the first change), replays it and applies
+    /// the resulting overrides to `store`.
+    pub fn open(state_dir: &Path, store: Arc<Store>) -> anyhow::Result<Arc<Authority>> {
+        let (journal, records, recovery) = FileJournal::open(state_dir)
+            .with_context(|| format!("opening the journal in {}", state_dir.display()))?;
+        if let Some(problem) = &recovery.problem {
+            tracing::warn!(%problem, dropped_bytes = recovery.dropped_bytes, "journal recovered");
+        }
+        let authority = Authority::with_journal(Box::new(journal), records, store);
+        tracing::info!(
+            state_dir = %state_dir.display(),
+            revision = authority.head(),
+            overrides = authority.overrides().len(),
+            "authority journal replayed"
+        );
+        Ok(authority)
+    }
+
+    /// An authority over any journal, starting from the revisions it already holds.
+    pub fn with_journal(
+        journal: Box<dyn Journal>,
+        records: Vec<RevisionInfo>,
+        store: Arc<Store>,
+    ) -> Arc<Authority> {
+        let mut overrides = BTreeMap::new();
+        for r in &records {
+            apply_changes(&mut overrides, &r.changes);
+        }
+        let inner = Inner {
+            log: records,
+            overrides,
+        };
+        if !inner.overrides.is_empty() {
+            store.set_overrides(Arc::new(to_store(&inner.overrides)));
+        }
+        Arc::new(Authority {
+            store,
+            journal,
+            inner: Mutex::new(inner),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The store the overrides are applied to.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The latest revision (0 before the first change).
+    pub fn head(&self) -> u64 {
+        self.lock().head()
+    }
+
+    /// The overrides in effect, by flag key.
+    pub fn overrides(&self) -> Vec<(String, OverridePatch)> {
+        self.lock()
+            .overrides
+            .iter()
+            .map(|(k, p)| (k.clone(), p.clone()))
+            .collect()
+    }
+
+    /// The override on flag `key`, if any.
+    pub fn override_of(&self, key: &str) -> Option<OverridePatch> {
+        self.lock().overrides.get(key).cloned()
+    }
+
+    /// Every revision in order, or only those concerning `flag`.
+    pub fn revisions(&self, flag: Option<&str>) -> Vec<RevisionInfo> {
+        let inner = self.lock();
+        match flag {
+            None => inner.log.clone(),
+            Some(key) => inner
+                .log
+                .iter()
+                .filter(|r| r.touches(key))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// One revision.
+    pub fn revision(&self, revision: u64) -> Option<RevisionInfo> {
+        let inner = self.lock();
+        let index = usize::try_from(revision.checked_sub(1)?).ok()?;
+        inner.log.get(index).cloned()
+    }
+
+    /// The rollout records, in order, as (revision, flag, event).
+    pub fn rollout_records(&self) -> Vec<(u64, String, Value)> {
+        self.lock()
+            .log
+            .iter()
+            .filter(|r| r.kind == RevisionKind::Rollout)
+            .filter_map(|r| Some((r.revision, r.flag.clone()?, r.event.clone()?)))
+            .collect()
+    }
+
+    /// Sets (or changes) the override of flag `key`: the fields `patch` sets replace those of
+    /// the current override, the others are kept. With `if_match`, the change is made only if
+    /// the authority is still at that revision.
+    pub fn set_override(
+        &self,
+        key: &str,
+        patch: OverridePatch,
+        actor: &str,
+        reason: &str,
+        if_match: Option<u64>,
+    ) -> Result<RevisionInfo, AuthorityError> {
+        if patch.is_empty() {
+            return Err(AuthorityError::EmptyPatch);
+        }
+        let mut inner = self.lock();
+        check_head(&inner, if_match)?;
+        let before = inner.overrides.get(key).cloned();
+        let after = before
+            .as_ref()
+            .map_or_else(|| patch.clone(), |b| b.merged(&patch));
+        self.store.validate_override(key, &after)?;
+        let change = OverrideChange {
+            flag: key.to_owned(),
+            before,
+            after: Some(after),
+        };
+        self.commit(
+            &mut inner,
+            RevisionKind::Set,
+            Some(key),
+            vec![change],
+            None,
+            None,
+            actor,
+            reason,
+        )
+    }
+
+    /// Removes the override of flag `key`, so it is served as its document defines it.
+    pub fn clear_override(
+        &self,
+        key: &str,
+        actor: &str,
+        reason: &str,
+        if_match: Option<u64>,
+    ) -> Result<RevisionInfo, AuthorityError> {
+        let mut inner = self.lock();
+        check_head(&inner, if_match)?;
+        let Some(before) = inner.overrides.get(key).cloned() else {
+            return Err(AuthorityError::NoOverride(key.to_owned()));
+        };
+        let change = OverrideChange {
+            flag: key.to_owned(),
+            before: Some(before),
+            after: None,
+        };
+        self.commit(
+            &mut inner,
+            RevisionKind::Clear,
+            Some(key),
+            vec![change],
+            None,
+            None,
+            actor,
+            reason,
+        )
+    }
+
+    /// Makes the override set what it was right after `revision` (0: no overrides), as a new
+    /// revision.
+    pub fn restore(
+        &self,
+        revision: u64,
+        actor: &str,
+        reason: &str,
+    ) -> Result<RevisionInfo, AuthorityError> {
+        self.restore_if(revision, actor, reason, None)
+    }
+
+    /// [`Authority::restore`], made only if the authority is still at revision `if_match`.
+    pub fn restore_if(
+        &self,
+        revision: u64,
+        actor: &str,
+        reason: &str,
+        if_match: Option<u64>,
+    ) -> Result<RevisionInfo, AuthorityError> {
+        let mut inner = self.lock();
+        check_head(&inner, if_match)?;
+        let head = inner.head();
+        if revision > head {
+            return Err(AuthorityError::UnknownRevision { revision, head });
+        }
+        let mut target = BTreeMap::new();
+        for r in inner.log.iter().take_while(|r| r.revision <= revision) {
+            apply_changes(&mut target, &r.changes);
+        }
+        let mut changes = Vec::new();
+        for (key, before) in &inner.overrides {
+            if !target.contains_key(key) {
+                changes.push(OverrideChange {
+                    flag: key.clone(),
+                    before: Some(before.clone()),
+                    after: None,
+                });
+            }
+        }
+        for (key, after) in &target {
+            let before = inner.overrides.get(key);
+            if before != Some(after) {
+                self.store.validate_override(key, after)?;
+                changes.push(OverrideChange {
+                    flag: key.clone(),
+                    before: before.cloned(),
+                    after: Some(after.clone()),
+                });
+            }
+        }
+        self.commit(
+            &mut inner,
+            RevisionKind::Restore,
+            None,
+            changes,
+            Some(revision),
+            None,
+            actor,
+            reason,
+        )
+    }
+
+    /// Records a rollout's state change for flag `flag`; with `patch`, the flag's override is
+    /// changed (merged as [`Authority::set_override`] does) in the same revision.
+    pub fn append_rollout(
+        &self,
+        flag: &str,
+        event: Value,
+        patch: Option<OverridePatch>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<RevisionInfo, AuthorityError> {
+        let mut inner = self.lock();
+        let mut changes = Vec::new();
+        if let Some(patch) = patch.filter(|p| !p.is_empty()) {
+            let before = inner.overrides.get(flag).cloned();
+            let after = before
+                .as_ref()
+                .map_or_else(|| patch.clone(), |b| b.merged(&patch));
+            self.store.validate_override(flag, &after)?;
+            if before.as_ref() != Some(&after) {
+                changes.push(OverrideChange {
+                    flag: flag.to_owned(),
+                    before,
+                    after: Some(after),
+                });
+            }
+        }
+        self.commit(
+            &mut inner,
+            RevisionKind::Rollout,
+            Some(flag),
+            changes,
+            None,
+            Some(event),
+            actor,
+            reason,
+        )
+    }
+
+    /// Journals a revision, then applies it.
+    #[allow(clippy::too_many_arguments)]
+    fn commit(
+        &self,
+        inner: &mut Inner,
+        kind: RevisionKind,
+        flag: Option<&str>,
+        changes: Vec<OverrideChange>,
+        restored: Option<u64>,
+        event: Option<Value>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<RevisionInfo, AuthorityError> {
+        let head = inner.head();
+        let record = RevisionInfo {
+            revision: head + 1,
+            time: now(),
+            actor: actor.to_owned(),
+            reason: reason.to_owned(),
+            kind,
+            flag: flag.map(str::to_owned),
+            changes,
+            restored,
+            event,
+        };
+        self.journal.append_if_head(head, &record)?;
+        let touched = !record.changes.is_empty();
+        apply_changes(&mut inner.overrides, &record.changes);
+        inner.log.push(record.clone());
+        if touched {
+            self.store
+                .set_overrides(Arc::new(to_store(&inner.overrides)));
+        }
+        tracing::info!(
+            revision = record.revision,
+            kind = ?record.kind,
+            flag = record.flag.as_deref().unwrap_or(""),
+            actor = %record.actor,
+            reason = %record.reason,
+            "authority revision"
+        );
+        Ok(record)
+    }
+
+    /// Every flag as served (highest-priority definition per flag set and key), with its
+    /// override and split.
+    pub fn effective_flags(&self) -> Vec<EffectiveFlag> {
+        let overrides = self.lock().overrides.clone();
+        let failures = self.store.override_failures();
+        let snapshot = self.store.snapshot_full();
+        snapshot
+            .iter(&Selector::All)
+            .map(|r| {
+                let flag = r.flag;
+                let evaluators = snapshot
+                    .document(r.priority as usize)
+                    .map(|d| d.evaluators());
+                let empty = Map::new();
+                EffectiveFlag {
+                    key: flag.key().to_owned(),
+                    flag_set_id: flag.flag_set_id().map(str::to_owned),
+                    source: r.source.to_string(),
+                    state: flag.state(),
+                    default_variant: flag.default_variant().map(|(n, _)| n.to_owned()),
+                    variants: flag
+                        .variants()
+                        .map(|(k, v)| (k.to_owned(), v.clone()))
+                        .collect(),
+                    split: flag.fractional_split(evaluators.unwrap_or(&empty)).ok(),
+                    override_patch: overrides.get(flag.key()).cloned(),
+                    override_error: failures
+                        .iter()
+                        .find(|f| f.key == flag.key())
+                        .map(|f| f.error.to_string()),
+                }
+            })
+            .collect()
+    }
+}
+
+fn check_head(inner: &Inner, if_match: Option<u64>) -> Result<(), AuthorityError> {
+    match if_match {
+        Some(expected) if expected != inner.head() => Err(AuthorityError::Conflict {
+            expected,
+            head: inner.head(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn to_store(overrides: &BTreeMap<String, OverridePatch>) -> Overrides {
+    overrides
+        .iter()
+        .map(|(k, p)| (Box::from(k.as_str()), p.clone()))
+        .collect()
+}

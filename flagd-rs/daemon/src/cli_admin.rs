@@ -1,0 +1,535 @@
+//! Client subcommands for pipelines: change and inspect overrides through the admin API.
+//!
+//! `flagd-rs split FLAG stable=95 canary=5`, `switch FLAG VARIANT`, `enable FLAG`,
+//! `disable FLAG`, `clear FLAG`, `overrides`, `history [FLAG]` and `restore REVISION` each make
+//! one request to the admin API (`--admin-url`), authenticated with the token from
+//! `--admin-token-file` or `FLAGD_ADMIN_TOKEN`. They print a one-line summary (or the server's
+//! JSON with `--output json`) and exit non-zero when the request fails.
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{Map, Value, json};
+
+/// The admin API's default address.
+pub const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:8017";
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Output {
+    /// One human-readable summary per result.
+    #[default]
+    Text,
+    /// The admin API's JSON answer.
+    Json,
+}
+
+/// How to reach the admin API, and what to record with a change.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Base URL of the admin API.
+    #[arg(long, env = "FLAGD_ADMIN_URL", default_value = DEFAULT_ADMIN_URL)]
+    pub admin_url: String,
+    /// File holding the admin bearer token (else `FLAGD_ADMIN_TOKEN` is used, if set).
+    #[arg(long, env = "FLAGD_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Why the change is made (recorded in the revision).
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// Who makes the change (recorded in the revision; defaults to `$USER`).
+    #[arg(long, env = "FLAGD_ADMIN_ACTOR")]
+    pub actor: Option<String>,
+    /// Make the change only if the authority is still at this revision.
+    #[arg(long, value_name = "REVISION")]
+    pub if_match: Option<u64>,
+}
+
+/// Arguments naming one flag.
+#[derive(Debug, Clone, Args)]
+pub struct FlagArgs {
+    /// The flag's key.
+    pub flag: String,
+    /// Connection and change options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `split FLAG VARIANT=WEIGHT...`.
+#[derive(Debug, Clone, Args)]
+pub struct SplitArgs {
+    /// The flag's key.
+    pub flag: String,
+    /// New weights, e.g. `stable=95 canary=5`; split variants not named get 0.
+    #[arg(required = true, value_name = "VARIANT=WEIGHT", value_parser = parse_weight)]
+    pub weights: Vec<(String, u32)>,
+    /// Connection and change options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `switch FLAG VARIANT`.
+#[derive(Debug, Clone, Args)]
+pub struct SwitchArgs {
+    /// The flag's key.
+    pub flag: String,
+    /// The variant to serve by default.
+    pub variant: String,
+    /// Connection and change options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `history [FLAG]`.
+#[derive(Debug, Clone, Args)]
+pub struct HistoryArgs {
+    /// Only the revisions concerning this flag.
+    pub flag: Option<String>,
+    /// Connection options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `restore REVISION`.
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    /// The revision whose override set to restore (0: no overrides).
+    pub revision: u64,
+    /// Connection and change options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `overrides`.
+#[derive(Debug, Clone, Args)]
+pub struct OverridesArgs {
+    /// Connection options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// The admin client subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum AdminCommand {
+    /// Set the weights of a flag's fractional split.
+    Split(SplitArgs),
+    /// Switch a flag's default variant (blue/green).
+    Switch(SwitchArgs),
+    /// Serve a flag enabled.
+    Enable(FlagArgs),
+    /// Serve a flag disabled.
+    Disable(FlagArgs),
+    /// Remove a flag's override.
+    Clear(FlagArgs),
+    /// List the flags that have an override.
+    Overrides(OverridesArgs),
+    /// List revisions, optionally of one flag.
+    History(HistoryArgs),
+    /// Restore the override set of an earlier revision.
+    Restore(RestoreArgs),
+}
+
+impl AdminCommand {
+    fn client(&self) -> &ClientArgs {
+        match self {
+            AdminCommand::Split(a) => &a.client,
+            AdminCommand::Switch(a) => &a.client,
+            AdminCommand::Enable(a) | AdminCommand::Disable(a) | AdminCommand::Clear(a) => {
+                &a.client
+            }
+            AdminCommand::Overrides(a) => &a.client,
+            AdminCommand::History(a) => &a.client,
+            AdminCommand::Restore(a) => &a.client,
+        }
+    }
+}
+
+/// Parses `variant=weight`.
+fn parse_weight(s: &str) -> Result<(String, u32), String> {
+    let (name, weight) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected VARIANT=WEIGHT, got `{s}`"))?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(format!("missing variant name in `{s}`"));
+    }
+    let weight = weight
+        .trim()
+        .parse()
+        .map_err(|_| format!("the weight in `{s}` must be a whole number >= 0"))?;
+    Ok((name.to_owned(), weight))
+}
+
+/// Parses the admin subcommands alone, for callers that embed them.
+#[derive(Debug, Parser)]
+#[command(name = "flagd-rs", about = "flagd-rs admin client")]
+struct AdminCli {
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+/// Parses `args` (without the program name, e.g. `["split", "f", "a=1"]`) and runs the command;
+/// returns what it prints.
+pub async fn run_args<I, T>(args: I) -> anyhow::Result<String>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let argv = std::iter::once(OsString::from("flagd-rs")).chain(args.into_iter().map(Into::into));
+    let cli = AdminCli::try_parse_from(argv)?;
+    run(&cli.command).await
+}
+
+/// Runs one command from the `flagd-rs` binary: prints its output, or the error on stderr, and
+/// returns the exit code.
+pub async fn main(command: &AdminCommand) -> ExitCode {
+    match run(command).await {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The request a command makes.
+struct Call {
+    method: reqwest::Method,
+    path: Vec<String>,
+    query: Vec<(&'static str, String)>,
+    body: Option<Value>,
+}
+
+/// Runs `command` against the admin API and returns what it prints.
+pub async fn run(command: &AdminCommand) -> anyhow::Result<String> {
+    let client = command.client();
+    let actor = client
+        .actor
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "cli".to_owned());
+    let change = |mut body: Map<String, Value>| {
+        body.insert("actor".into(), Value::String(actor.clone()));
+        body.insert("reason".into(), Value::String(client.reason.clone()));
+        Some(Value::Object(body))
+    };
+    let flag_path = |flag: &str| {
+        vec![
+            "v1".into(),
+            "flags".into(),
+            flag.to_owned(),
+            "override".into(),
+        ]
+    };
+    let put = reqwest::Method::PUT;
+    let call = match command {
+        AdminCommand::Split(a) => {
+            let weights: Map<String, Value> = a
+                .weights
+                .iter()
+                .map(|(n, w)| (n.clone(), Value::from(*w)))
+                .collect();
+            let mut body = Map::new();
+            body.insert("weights".into(), Value::Object(weights));
+            Call {
+                method: put,
+                path: flag_path(&a.flag),
+                query: vec![],
+                body: change(body),
+            }
+        }
+        AdminCommand::Switch(a) => {
+            let mut body = Map::new();
+            body.insert("defaultVariant".into(), Value::String(a.variant.clone()));
+            Call {
+                method: put,
+                path: flag_path(&a.flag),
+                query: vec![],
+                body: change(body),
+            }
+        }
+        AdminCommand::Enable(a) | AdminCommand::Disable(a) => {
+            let state = if matches!(command, AdminCommand::Enable(_)) {
+                "ENABLED"
+            } else {
+                "DISABLED"
+            };
+            let mut body = Map::new();
+            body.insert("state".into(), Value::String(state.into()));
+            Call {
+                method: put,
+                path: flag_path(&a.flag),
+                query: vec![],
+                body: change(body),
+            }
+        }
+        AdminCommand::Clear(a) => Call {
+            method: reqwest::Method::DELETE,
+            path: flag_path(&a.flag),
+            query: vec![("actor", actor.clone()), ("reason", client.reason.clone())],
+            body: None,
+        },
+        AdminCommand::Overrides(_) => Call {
+            method: reqwest::Method::GET,
+            path: vec!["v1".into(), "flags".into()],
+            query: vec![],
+            body: None,
+        },
+        AdminCommand::History(a) => Call {
+            method: reqwest::Method::GET,
+            path: vec!["v1".into(), "revisions".into()],
+            query: a.flag.iter().map(|f| ("flag", f.clone())).collect(),
+            body: None,
+        },
+        AdminCommand::Restore(a) => Call {
+            method: reqwest::Method::POST,
+            path: vec![
+                "v1".into(),
+                "revisions".into(),
+                a.revision.to_string(),
+                "restore".into(),
+            ],
+            query: vec![],
+            body: change(Map::new()),
+        },
+    };
+    let answer = request(client, call).await?;
+    Ok(match client.output {
+        Output::Json => {
+            let shown = match command {
+                AdminCommand::Overrides(_) => only_overrides(&answer),
+                _ => answer,
+            };
+            format!("{}\n", serde_json::to_string_pretty(&shown)?)
+        }
+        Output::Text => match command {
+            AdminCommand::Overrides(_) => overrides_text(&answer),
+            AdminCommand::History(_) => history_text(&answer),
+            _ => format!("{}\n", revision_line(&answer)),
+        },
+    })
+}
+
+fn token(client: &ClientArgs) -> anyhow::Result<Option<String>> {
+    if let Some(path) = &client.admin_token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the admin token file {}", path.display()))?;
+        let token = text.trim();
+        if token.is_empty() {
+            bail!("the admin token file {} is empty", path.display());
+        }
+        return Ok(Some(token.to_owned()));
+    }
+    Ok(std::env::var("FLAGD_ADMIN_TOKEN")
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty()))
+}
+
+async fn request(client: &ClientArgs, call: Call) -> anyhow::Result<Value> {
+    let mut url = reqwest::Url::parse(&client.admin_url)
+        .with_context(|| format!("invalid --admin-url `{}`", client.admin_url))?;
+    {
+        let mut segments = url.path_segments_mut().map_err(|()| {
+            anyhow::anyhow!("--admin-url `{}` cannot take a path", client.admin_url)
+        })?;
+        segments.pop_if_empty();
+        segments.extend(&call.path);
+    }
+    if !call.query.is_empty() {
+        url.query_pairs_mut()
+            .extend_pairs(call.query.iter().map(|(k, v)| (*k, v.as_str())));
+    }
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .context("building the HTTP client")?;
+    let mut req = http.request(call.method, url.clone());
+    if let Some(token) = token(client)? {
+        req = req.bearer_auth(token);
+    }
+    if let Some(revision) = client.if_match {
+        req = req.header(reqwest::header::IF_MATCH, revision.to_string());
+    }
+    if let Some(body) = &call.body {
+        req = req.json(body);
+    }
+    let response = req
+        .send()
+        .await
+        .with_context(|| format!("calling the admin API at {url}"))?;
+    let status = response.status();
+    let text = response
+        .text()
+        .await
+        .context("reading the admin API's answer")?;
+    let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    if !status.is_success() {
+        let message = value
+            .get("message")
+            .and_then(Value::as_str)
+            .map_or_else(|| value.to_string(), str::to_owned);
+        let code = value
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("error");
+        bail!("{} {code}: {message}", status.as_u16());
+    }
+    Ok(value)
+}
+
+/// The flags of a `GET /v1/flags` answer that have an override.
+fn only_overrides(answer: &Value) -> Value {
+    let flags: Vec<&Value> = answer
+        .get("flags")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter(|f| f.get("override").is_some())
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({"revision": answer.get("revision"), "flags": flags})
+}
+
+/// `weights stable=95 canary=5, state DISABLED`: a patch in words.
+fn patch_text(patch: Option<&Value>) -> String {
+    let Some(patch) = patch.filter(|p| !p.is_null()) else {
+        return "none".into();
+    };
+    let mut parts = Vec::new();
+    if let Some(s) = patch.get("state").and_then(Value::as_str) {
+        parts.push(format!("state {s}"));
+    }
+    if let Some(v) = patch.get("defaultVariant").and_then(Value::as_str) {
+        parts.push(format!("defaultVariant {v}"));
+    }
+    if let Some(w) = patch.get("weights").and_then(Value::as_object) {
+        let list: Vec<String> = w.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        parts.push(format!("weights {}", list.join(" ")));
+    }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn revision_line(r: &Value) -> String {
+    let n = r.get("revision").and_then(Value::as_u64).unwrap_or(0);
+    let kind = r.get("kind").and_then(Value::as_str).unwrap_or("?");
+    let mut line = format!("revision {n} {kind}");
+    if let Some(restored) = r.get("restored").and_then(Value::as_u64) {
+        let _ = write!(line, " of revision {restored}");
+    }
+    if let Some(flag) = r.get("flag").and_then(Value::as_str) {
+        let _ = write!(line, " {flag}");
+    }
+    for c in r
+        .get("changes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let flag = c.get("flag").and_then(Value::as_str).unwrap_or("?");
+        let _ = write!(line, "; {flag}: {}", patch_text(c.get("after")));
+    }
+    let actor = r.get("actor").and_then(Value::as_str).unwrap_or("");
+    let _ = write!(line, " (by {actor}");
+    match r
+        .get("reason")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    {
+        Some(reason) => {
+            let _ = write!(line, ": {reason})");
+        }
+        None => line.push(')'),
+    }
+    line
+}
+
+fn history_text(answer: &Value) -> String {
+    let mut out = String::new();
+    let list = answer.get("revisions").and_then(Value::as_array);
+    for r in list.into_iter().flatten() {
+        let time = r.get("time").and_then(Value::as_str).unwrap_or("");
+        let _ = writeln!(out, "{time}  {}", revision_line(r));
+    }
+    if out.is_empty() {
+        out.push_str("no revisions\n");
+    }
+    out
+}
+
+fn overrides_text(answer: &Value) -> String {
+    let mut out = String::new();
+    let list = answer.get("flags").and_then(Value::as_array);
+    for f in list.into_iter().flatten() {
+        let Some(patch) = f.get("override") else {
+            continue;
+        };
+        let key = f.get("key").and_then(Value::as_str).unwrap_or("?");
+        let _ = write!(out, "{key}: {}", patch_text(Some(patch)));
+        if let Some(e) = f.get("overrideError").and_then(Value::as_str) {
+            let _ = write!(out, " (not applied: {e})");
+        }
+        out.push('\n');
+    }
+    if out.is_empty() {
+        out.push_str("no overrides\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_parse() {
+        assert_eq!(parse_weight("canary=5"), Ok(("canary".into(), 5)));
+        assert!(parse_weight("canary").is_err());
+        assert!(parse_weight("=5").is_err());
+        assert!(parse_weight("a=-1").is_err());
+        assert!(parse_weight("a=1.5").is_err());
+    }
+
+    #[test]
+    fn commands_parse() {
+        let cli = AdminCli::try_parse_from(["flagd-rs", "split", "f", "a=1", "b=2", "-o", "json"])
+            .unwrap();
+        match cli.command {
+            AdminCommand::Split(a) => {
+                assert_eq!(a.weights, [("a".into(), 1), ("b".into(), 2)]);
+                assert_eq!(a.client.output, Output::Json);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(AdminCli::try_parse_from(["flagd-rs", "split", "f"]).is_err());
+        assert!(AdminCli::try_parse_from(["flagd-rs", "restore", "x"]).is_err());
+        assert!(AdminCli::try_parse_from(["flagd-rs", "history"]).is_ok());
+    }
+
+    #[test]
+    fn text_summaries() {
+        let r = json!({"revision": 3, "kind": "set", "flag": "f", "actor": "ci", "reason": "ramp",
+            "changes": [{"flag": "f", "before": null, "after": {"weights": {"a": 75, "b": 25}}}]});
+        assert_eq!(
+            revision_line(&r),
+            "revision 3 set f; f: weights a=75 b=25 (by ci: ramp)"
+        );
+        let flags = json!({"revision": 3, "flags": [{"key": "f", "override": {"state": "DISABLED"}}, {"key": "g"}]});
+        assert_eq!(overrides_text(&flags), "f: state DISABLED\n");
+        assert_eq!(only_overrides(&flags)["flags"].as_array().unwrap().len(), 1);
+    }
+}
