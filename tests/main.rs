@@ -8,3 +8,4 @@ mod cli;
 mod management;
 mod eval_grpc;
 mod eval_connect;
+mod authority;

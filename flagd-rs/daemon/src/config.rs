@@ -38,6 +38,10 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Print the version.
     Version,
+    /// Admin client commands (split, switch, enable, disable, clear, overrides, history,
+    /// restore), talking to a running daemon's admin API.
+    #[command(flatten)]
+    Admin(crate::cli_admin::AdminCommand),
 }
 
 /// Log output options.
@@ -171,6 +175,19 @@ pub struct StartArgs {
     /// Make the sync service's GetMetadata answer UNIMPLEMENTED.
     #[arg(long, env = "FLAGD_DISABLE_SYNC_METADATA")]
     pub disable_sync_metadata: bool,
+    /// Port of the admin API (overrides, revisions, rollouts).
+    #[arg(long, env = "FLAGD_ADMIN_PORT", default_value_t = 8017)]
+    pub admin_port: u16,
+    /// Address the admin API listens on; without --admin-token-file it must be a loopback
+    /// address.
+    #[arg(long, env = "FLAGD_ADMIN_ADDRESS", default_value = "127.0.0.1")]
+    pub admin_address: IpAddr,
+    /// File holding the bearer token every admin API request must carry.
+    #[arg(long, env = "FLAGD_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Directory of the override journal (created on the first change).
+    #[arg(long, env = "FLAGD_STATE_DIR", default_value = ".flagd-rs-state")]
+    pub state_dir: PathBuf,
     /// How flag documents are loaded.
     #[command(flatten)]
     pub load: LoadArgs,
@@ -249,6 +266,15 @@ pub struct Config {
     pub disable_sync_metadata: bool,
     /// How long shutdown waits for in-flight requests before giving up on them.
     pub shutdown_grace: Duration,
+    /// Admin API port. The command line defaults to 8017; [`Config::default`] uses 0 (a free
+    /// port), so configurations built in code never collide on it.
+    pub admin_port: u16,
+    /// Address the admin API binds to (loopback unless a token is configured).
+    pub admin_address: IpAddr,
+    /// File holding the admin bearer token; `None`: no authentication, loopback only.
+    pub admin_token_file: Option<PathBuf>,
+    /// Directory of the override journal.
+    pub state_dir: PathBuf,
 }
 
 impl Default for Config {
@@ -269,6 +295,10 @@ impl Default for Config {
             load: LoadOptions::default(),
             disable_sync_metadata: false,
             shutdown_grace: Duration::from_secs(10),
+            admin_port: 0,
+            admin_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            admin_token_file: None,
+            state_dir: PathBuf::from(".flagd-rs-state"),
         }
     }
 }
@@ -374,6 +404,10 @@ impl TryFrom<StartArgs> for Config {
             limits,
             load: args.load.load_options(),
             disable_sync_metadata: args.disable_sync_metadata,
+            admin_port: args.admin_port,
+            admin_address: args.admin_address,
+            admin_token_file: non_empty(args.admin_token_file),
+            state_dir: args.state_dir,
             ..Config::default()
         })
     }

@@ -16,6 +16,7 @@ async fn main() -> ExitCode {
     match cli.command {
         Command::Start(args) => report(start(Config::try_from(*args)).await),
         Command::Validate(args) => validate::run(&args),
+        Command::Admin(command) => flagd_rs::cli_admin::main(&command).await,
         Command::Version => {
             println!("flagd-rs {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

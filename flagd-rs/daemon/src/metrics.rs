@@ -11,6 +11,8 @@
 //! | `feature_flag.flagd.result.reason` | `feature_flag_flagd_result_reason_total` | `feature_flag_provider_name`, `feature_flag_reason`, and `feature_flag_key` on success or `ExceptionTypeKeyName` (the error code) on error |
 //! | `http.server.request.duration` | `http_server_request_duration_seconds` | `http_route`, `http_request_method`, `http_response_status_code` |
 //! | (ours) | `flagd_rs_build_info` | `version` |
+//! | (ours) | `flagd_rs_authority_revision`, `flagd_rs_authority_overrides_active` | |
+//! | (ours) | `flagd_rs_split_weight` | `feature_flag_key`, `variant` |
 //!
 //! Recording is on the request path of every evaluation, so it is built to be cheap: each label
 //! combination's counter handle is cached behind a read-mostly lock and found by borrowed string
@@ -347,6 +349,12 @@ impl Metrics {
         };
         drop(cache);
         histogram.observe(seconds);
+    }
+
+    /// Adds metrics computed at each scrape (the authority's revision, overrides and split
+    /// weights). Call before the registry is shared.
+    pub fn register_collector(&mut self, collector: Box<dyn prometheus_client::collector::Collector>) {
+        self.registry.register_collector(collector);
     }
 
     /// Prometheus text exposition (format 0.0.4) of everything recorded.

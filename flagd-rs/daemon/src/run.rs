@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::authority::{Authority, AuthorityCollector, admin};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::server::http::{self, Listener};
@@ -43,6 +44,8 @@ pub struct Listeners {
     pub eval: Listener,
     /// The management service (8014).
     pub management: TcpListener,
+    /// The admin API (8017).
+    pub admin: TcpListener,
 }
 
 /// The addresses the listeners are bound to.
@@ -69,7 +72,15 @@ impl Listeners {
             "management",
         )
         .await?;
-        Ok(Listeners { eval, management })
+        let admin_addr = SocketAddr::new(config.admin_address, config.admin_port);
+        admin::check_bind(&admin_addr, config.admin_token_file.is_some())?;
+        let admin = bind_tcp(admin_addr, "admin").await?;
+        Ok(Listeners { eval, management, admin })
+    }
+
+    /// The port the admin API listens on.
+    pub fn admin_port(&self) -> anyhow::Result<u16> {
+        Ok(self.admin.local_addr()?.port())
     }
 
     /// The ports the listeners are bound to.
@@ -135,6 +146,13 @@ pub async fn run(
     };
     tracing::info!(sources = ?uris, "starting flagd-rs {}", env!("CARGO_PKG_VERSION"));
     let store = Store::new(uris, config.load);
+    // Overrides are replayed before any source loads, so no flag is ever served without them.
+    let authority = Authority::open(&config.state_dir, store.clone())?;
+    let admin_token = config
+        .admin_token_file
+        .as_deref()
+        .map(admin::AdminToken::from_file)
+        .transpose()?;
     let (updates_tx, updates_rx) = mpsc::channel(UPDATE_QUEUE);
     let store_task = tokio::spawn(store::run(store.clone(), updates_rx));
     let mut source_tasks = Vec::with_capacity(config.sources.len().max(1));
@@ -154,7 +172,9 @@ pub async fn run(
     // The store task ends once every source has dropped its sender.
     drop(updates_tx);
 
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
+    metrics.register_collector(Box::new(AuthorityCollector::new(authority.clone())));
+    let metrics = Arc::new(metrics);
     let max_header_bytes = config.limits.max_header_bytes;
     let state = AppState {
         store: store.clone(),
@@ -192,6 +212,21 @@ pub async fn run(
             http::serve(
                 Listener::Tcp(listeners.management),
                 management_app,
+                None,
+                max_header_bytes,
+                rx,
+            )
+            .await,
+        )
+    });
+    let admin_app = admin::app(authority.clone(), axum::Router::new(), admin_token);
+    let rx = shutdown_rx.clone();
+    servers.spawn(async move {
+        (
+            "admin",
+            http::serve(
+                Listener::Tcp(listeners.admin),
+                admin_app,
                 None,
                 max_header_bytes,
                 rx,

@@ -150,8 +150,8 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
 }
 
 /// Refuses to serve the admin API on a non-loopback address without a token.
-pub fn check_bind(addr: &SocketAddr, token: Option<&AdminToken>) -> anyhow::Result<()> {
-    if token.is_none() && !addr.ip().is_loopback() {
+pub fn check_bind(addr: &SocketAddr, has_token: bool) -> anyhow::Result<()> {
+    if !has_token && !addr.ip().is_loopback() {
         anyhow::bail!(
             "refusing to serve the admin API on {addr} without --admin-token-file: \
              without a token it may only listen on a loopback address"

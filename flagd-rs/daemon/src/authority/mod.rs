@@ -507,3 +507,69 @@ fn to_store(overrides: &BTreeMap<String, OverridePatch>) -> Overrides {
         .map(|(k, p)| (Box::from(k.as_str()), p.clone()))
         .collect()
 }
+
+/// Publishes the authority's state at every scrape: the revision, the number of overrides and
+/// the weight of every variant of every flag's split (whether set by an override or the file).
+#[derive(Debug)]
+pub struct AuthorityCollector(Arc<Authority>);
+
+impl AuthorityCollector {
+    /// A collector reading `authority`.
+    pub fn new(authority: Arc<Authority>) -> Self {
+        AuthorityCollector(authority)
+    }
+}
+
+impl prometheus_client::collector::Collector for AuthorityCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        use prometheus_client::metrics::gauge::ConstGauge;
+
+        let (head, active) = {
+            let inner = self.0.lock();
+            (inner.head(), inner.overrides.len())
+        };
+        let revision = ConstGauge::new(i64::try_from(head).unwrap_or(i64::MAX));
+        let m = encoder.encode_descriptor(
+            "flagd_rs_authority_revision",
+            "The latest override revision",
+            None,
+            revision.metric_type(),
+        )?;
+        revision.encode(m)?;
+        let count = ConstGauge::new(i64::try_from(active).unwrap_or(i64::MAX));
+        let m = encoder.encode_descriptor(
+            "flagd_rs_authority_overrides_active",
+            "Number of flags with an override",
+            None,
+            count.metric_type(),
+        )?;
+        count.encode(m)?;
+
+        // One series per key: when several flag sets define a key, the last one listed is
+        // the one an unqualified evaluation serves.
+        let flags: BTreeMap<String, EffectiveFlag> =
+            self.0.effective_flags().into_iter().map(|f| (f.key.clone(), f)).collect();
+        let mut family = encoder.encode_descriptor(
+            "flagd_rs_split_weight",
+            "Current weight of each variant of a flag's fractional split",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for flag in flags.values() {
+            for entry in flag.split.iter().flatten() {
+                let Some(weight) = entry.weight else {
+                    continue;
+                };
+                let labels: [(&str, &str); 2] =
+                    [("feature_flag_key", &flag.key), ("variant", &entry.variant)];
+                let gauge = ConstGauge::new(i64::try_from(weight).unwrap_or(i64::MAX));
+                gauge.encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -131,6 +131,11 @@ pub(crate) fn eval<'a>(node: &'a Node, env: &Env<'a, '_>) -> Res<'a> {
     // every node, stays small (no large stack frame to set up for a constant).
     match node {
         Node::Const(v) => Ok(Val::Ref(v)),
+        // The common `var`: a plain path at the root or in `map`/`all`.
+        Node::Var(v) if v.default.is_none() && env.outer.is_none() => match &v.path {
+            VarPath::Static(Path::Segs(segs)) => Ok(walk(segs, env).unwrap_or(Val::Null)),
+            _ => eval_var(v, env),
+        },
         Node::Var(v) => eval_var(v, env),
         Node::If(args) => eval_if(args, env),
         Node::And(args) => eval_and(args, env),
@@ -440,7 +445,7 @@ fn flagd_object(f: Flagd<'_>) -> Value {
 }
 
 /// Walks path segments from the scope's data.
-#[inline]
+#[inline(never)]
 fn walk<'a>(segs: &[Seg], env: &Env<'a, '_>) -> Option<Val<'a>> {
     let mut cur = env.data;
     for seg in segs {

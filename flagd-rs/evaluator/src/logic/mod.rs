@@ -6,6 +6,17 @@
 //! Where that engine panics, evaluation returns an [`EvalError`] (flagd answers `PARSE_ERROR`);
 //! flagd's own operators never fail, they return `null` on bad input.
 //!
+//! Choices where the reference engine gives no usable answer:
+//! - Arithmetic is float64 as in Go; a result with no JSON form (division by zero, `x % 0`) is
+//!   `null` once it leaves the engine, while comparisons inside the rule still see the
+//!   infinity (`{">": [{"/": [1, 0]}, 5]}` is `true`).
+//! - `max`/`min` of an empty list are `null`.
+//! - Rules are never read from the context, except that an `if` branch whose value is a
+//!   single-key object is evaluated again as a rule, as flagd does; such re-reading is capped
+//!   per evaluation, where flagd would recurse until its stack overflows.
+//! - `contains_all`/`contains_any`/`contains_none` take `[array, array]` and compare elements
+//!   with loose equality; other shapes give `false`.
+//!
 //! ```
 //! use flagd_evaluator::{CompileOptions, EvalContext, Rule};
 //! use serde_json::json;

@@ -1421,3 +1421,10 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #[test]
+    fn substring_search_matches_std(h in "[ab@.é]{0,80}", n in "[ab@.é]{0,5}") {
+        prop_assert_eq!(super::value::str_contains(&h, &n), h.contains(&n));
+    }
+}

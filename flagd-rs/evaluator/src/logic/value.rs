@@ -241,8 +241,20 @@ pub(crate) fn str_contains(haystack: &str, needle: &str) -> bool {
         return haystack.contains(needle);
     }
     let span = n.len() - 1;
-    h.windows(n.len())
-        .any(|w| w[0] == first && w[span] == last && w == n)
+    let mut from = 0;
+    // Candidate starts are where the first byte occurs; each is confirmed by the last byte,
+    // then by the whole needle.
+    while let Some(rest) = h.get(from..h.len() - span) {
+        let Some(p) = rest.iter().position(|&b| b == first) else {
+            return false;
+        };
+        let start = from + p;
+        if h.get(start + span) == Some(&last) && h.get(start..=start + span) == Some(n) {
+            return true;
+        }
+        from = start + 1;
+    }
+    false
 }
 
 /// Go's `strconv.ParseFloat(s, 64)`: `None` for a syntax error; out-of-range values become
