@@ -335,6 +335,8 @@ async fn the_executable_validates_and_stops_on_sigterm() {
         .env("FLAGD_URI", format!("file:{}", good.display()))
         .env("FLAGD_PORT", port.to_string())
         .env("FLAGD_MANAGEMENT_PORT", management.to_string())
+        .env("FLAGD_ADMIN_PORT", free_port().to_string())
+        .env("FLAGD_STATE_DIR", dir.path().join("state"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)

@@ -9,3 +9,5 @@ mod management;
 mod eval_grpc;
 mod eval_connect;
 mod authority;
+mod remote;
+mod chain;

@@ -22,8 +22,12 @@ pub struct TestDaemon {
     pub eval_port: Option<u16>,
     /// The management port.
     pub management_port: u16,
+    /// The admin API port.
+    pub admin_port: u16,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
+    /// The daemon's own state directory, unless the test chose one; removed with the daemon.
+    _state: Option<tempfile::TempDir>,
 }
 
 impl TestDaemon {
@@ -42,13 +46,23 @@ impl TestDaemon {
     }
 
     /// Starts a daemon with `config` (host and ports are replaced by 127.0.0.1:0) without
-    /// waiting for readiness.
+    /// waiting for readiness. Unless `config.state_dir` was changed from the default, the
+    /// daemon gets a fresh temporary state directory, so daemons never share a journal.
     pub async fn spawn(mut config: Config) -> TestDaemon {
         config.host = [127, 0, 0, 1].into();
         config.port = 0;
         config.management_port = 0;
+        config.admin_port = 0;
+        let state = if config.state_dir == Config::default().state_dir {
+            let dir = tempfile::tempdir().expect("temporary state directory");
+            config.state_dir = dir.path().join("state");
+            Some(dir)
+        } else {
+            None
+        };
         let listeners = Listeners::bind(&config).await.expect("bind test listeners");
         let BoundPorts { eval, management } = listeners.ports().expect("bound ports");
+        let admin_port = listeners.admin_port().expect("admin port");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(flagd_rs::run(config, listeners, async move {
             // A dropped sender (the test ended) also stops the daemon.
@@ -57,8 +71,10 @@ impl TestDaemon {
         TestDaemon {
             eval_port: eval,
             management_port: management,
+            admin_port,
             shutdown: Some(tx),
             task: Some(task),
+            _state: state,
         }
     }
 

@@ -42,6 +42,10 @@ pub enum Command {
     /// restore), talking to a running daemon's admin API.
     #[command(flatten)]
     Admin(crate::cli_admin::AdminCommand),
+    /// Progressive rollouts (start, status, pause, resume, promote, abort), through a running
+    /// daemon's admin API.
+    #[command(subcommand)]
+    Rollout(crate::authority::rollout::cli::RolloutCommand),
 }
 
 /// Log output options.
@@ -244,13 +248,15 @@ pub struct Config {
     pub port: u16,
     /// Management service port (0 picks a free port).
     pub management_port: u16,
-    /// Sync service port (not served yet).
+    /// Sync service port. The command line defaults to 8015; [`Config::default`] uses 0 (a free
+    /// port), as for the admin port.
     pub sync_port: u16,
-    /// OFREP service port (not served yet).
+    /// OFREP service port. The command line defaults to 8016; [`Config::default`] uses 0 (a free
+    /// port), as for the admin port.
     pub ofrep_port: u16,
     /// Unix socket for the evaluation service, replacing TCP.
     pub socket_path: Option<PathBuf>,
-    /// Unix socket for the sync service (not served yet).
+    /// Unix socket for the sync service, replacing TCP.
     pub sync_socket_path: Option<PathBuf>,
     /// TLS for the evaluation service.
     pub tls: Option<TlsPaths>,
@@ -284,8 +290,8 @@ impl Default for Config {
             host: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             port: 8013,
             management_port: 8014,
-            sync_port: 8015,
-            ofrep_port: 8016,
+            sync_port: 0,
+            ofrep_port: 0,
             socket_path: None,
             sync_socket_path: None,
             tls: None,

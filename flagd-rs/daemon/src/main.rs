@@ -17,6 +17,7 @@ async fn main() -> ExitCode {
         Command::Start(args) => report(start(Config::try_from(*args)).await),
         Command::Validate(args) => validate::run(&args),
         Command::Admin(command) => flagd_rs::cli_admin::main(&command).await,
+        Command::Rollout(command) => flagd_rs::authority::rollout::cli::main(&command).await,
         Command::Version => {
             println!("flagd-rs {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

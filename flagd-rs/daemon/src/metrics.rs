@@ -353,7 +353,10 @@ impl Metrics {
 
     /// Adds metrics computed at each scrape (the authority's revision, overrides and split
     /// weights). Call before the registry is shared.
-    pub fn register_collector(&mut self, collector: Box<dyn prometheus_client::collector::Collector>) {
+    pub fn register_collector(
+        &mut self,
+        collector: Box<dyn prometheus_client::collector::Collector>,
+    ) {
         self.registry.register_collector(collector);
     }
 

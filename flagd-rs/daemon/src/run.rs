@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::authority::{Authority, AuthorityCollector, admin};
+use crate::authority::{Authority, AuthorityCollector, admin, rollout};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::server::http::{self, Listener};
@@ -36,6 +36,11 @@ const UPDATE_QUEUE: usize = 16;
 /// How long sources get to stop after shutdown before their tasks are cancelled.
 const SOURCE_STOP_GRACE: Duration = Duration::from_secs(2);
 
+/// How long the sync port waits for every source to deliver its first document before it
+/// serves whatever is loaded (flagd's behaviour), so chained daemons and in-process providers
+/// do not start from a partial configuration.
+const SYNC_START_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The daemon's listeners, bound before [`run`] so that callers (tests) can bind port 0 and read
 /// the ports actually chosen.
 #[derive(Debug)]
@@ -46,6 +51,10 @@ pub struct Listeners {
     pub management: TcpListener,
     /// The admin API (8017).
     pub admin: TcpListener,
+    /// The sync service (8015): TCP, or the unix socket of `--sync-socket-path`.
+    pub sync: Listener,
+    /// The OFREP service (8016).
+    pub ofrep: TcpListener,
 }
 
 /// The addresses the listeners are bound to.
@@ -58,8 +67,9 @@ pub struct BoundPorts {
 }
 
 impl Listeners {
-    /// Binds the configured addresses: `host:port` (or the unix socket `socket_path`) and
-    /// `host:management_port`. The sync and OFREP ports are not served yet and stay unbound.
+    /// Binds the configured addresses: `host:port` (or the unix socket `socket_path`),
+    /// `host:management_port`, `host:sync_port` (or the unix socket `sync_socket_path`),
+    /// `host:ofrep_port` and the admin address.
     pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
         let eval = match &config.socket_path {
             Some(path) => Listener::Unix(bind_unix(path)?),
@@ -75,12 +85,38 @@ impl Listeners {
         let admin_addr = SocketAddr::new(config.admin_address, config.admin_port);
         admin::check_bind(&admin_addr, config.admin_token_file.is_some())?;
         let admin = bind_tcp(admin_addr, "admin").await?;
-        Ok(Listeners { eval, management, admin })
+        let sync = match &config.sync_socket_path {
+            Some(path) => Listener::Unix(bind_unix(path)?),
+            None => Listener::Tcp(
+                bind_tcp(SocketAddr::new(config.host, config.sync_port), "sync").await?,
+            ),
+        };
+        let ofrep = bind_tcp(SocketAddr::new(config.host, config.ofrep_port), "OFREP").await?;
+        Ok(Listeners {
+            eval,
+            management,
+            admin,
+            sync,
+            ofrep,
+        })
     }
 
     /// The port the admin API listens on.
     pub fn admin_port(&self) -> anyhow::Result<u16> {
         Ok(self.admin.local_addr()?.port())
+    }
+
+    /// The port the sync service listens on; `None` when it listens on a unix socket.
+    pub fn sync_port(&self) -> anyhow::Result<Option<u16>> {
+        Ok(match &self.sync {
+            Listener::Tcp(l) => Some(l.local_addr()?.port()),
+            Listener::Unix(_) => None,
+        })
+    }
+
+    /// The port the OFREP service listens on.
+    pub fn ofrep_port(&self) -> anyhow::Result<u16> {
+        Ok(self.ofrep.local_addr()?.port())
     }
 
     /// The ports the listeners are bound to.
@@ -112,8 +148,7 @@ fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
         std::fs::remove_file(path)
             .with_context(|| format!("removing stale socket {}", path.display()))?;
     }
-    UnixListener::bind(path)
-        .with_context(|| format!("binding the evaluation socket {}", path.display()))
+    UnixListener::bind(path).with_context(|| format!("binding the unix socket {}", path.display()))
 }
 
 /// Runs the daemon on already bound `listeners` until `shutdown` completes.
@@ -134,6 +169,7 @@ pub async fn run(
         None => None,
     };
     let ports = listeners.ports()?;
+    let (sync_port, ofrep_port) = (listeners.sync_port()?, listeners.ofrep_port()?);
 
     // Every task below stops when this flag turns true (or its sender is dropped on an early
     // return), so an error path never leaves tasks behind.
@@ -174,6 +210,12 @@ pub async fn run(
 
     let mut metrics = Metrics::new();
     metrics.register_collector(Box::new(AuthorityCollector::new(authority.clone())));
+    // Rollouts recorded in the journal resume here; each waits for the store to load its flag.
+    let rollouts = rollout::RolloutRunner::spawn(
+        authority.clone(),
+        Arc::new(rollout::HttpGates::new()),
+    );
+    metrics.register_collector(Box::new(rollout::RolloutCollector::new(rollouts.clone())));
     let metrics = Arc::new(metrics);
     let max_header_bytes = config.limits.max_header_bytes;
     let state = AppState {
@@ -197,6 +239,9 @@ pub async fn run(
     );
 
     let mut servers = JoinSet::new();
+    let ofrep_app = crate::server::ofrep::router(state.clone());
+    let sync_state = state.clone();
+    let sync_tls = tls.clone();
     let eval_app = crate::server::eval::router(state);
     let rx = shutdown_rx.clone();
     servers.spawn(async move {
@@ -219,7 +264,11 @@ pub async fn run(
             .await,
         )
     });
-    let admin_app = admin::app(authority.clone(), axum::Router::new(), admin_token);
+    let admin_app = admin::app(
+        authority.clone(),
+        rollout::router(rollouts.clone()),
+        admin_token,
+    );
     let rx = shutdown_rx.clone();
     servers.spawn(async move {
         (
@@ -234,7 +283,53 @@ pub async fn run(
             .await,
         )
     });
+    // OFREP is plain HTTP, never TLS, as in flagd.
+    let rx = shutdown_rx.clone();
+    servers.spawn(async move {
+        (
+            "OFREP",
+            http::serve(
+                Listener::Tcp(listeners.ofrep),
+                ofrep_app,
+                None,
+                max_header_bytes,
+                rx,
+            )
+            .await,
+        )
+    });
+    let rx = shutdown_rx.clone();
+    let disable_sync_metadata = config.disable_sync_metadata;
+    servers.spawn(async move {
+        if !wait_for_sources(&sync_state.store, SYNC_START_TIMEOUT, rx.clone()).await {
+            return ("sync", Ok(()));
+        }
+        tracing::info!("serving the sync service");
+        (
+            "sync",
+            crate::server::sync::serve_sync(
+                listeners.sync,
+                sync_state,
+                sync_tls,
+                disable_sync_metadata,
+                rx,
+            )
+            .await,
+        )
+    });
     serving.store(true, Ordering::Release);
+    match sync_port {
+        Some(port) => tracing::info!(
+            sync_port = port,
+            ofrep_port,
+            "serving OFREP; sync opens once sources synced"
+        ),
+        None => tracing::info!(
+            sync_socket = %config.sync_socket_path.as_deref().unwrap_or(Path::new("")).display(),
+            ofrep_port,
+            "serving OFREP; sync opens once sources synced"
+        ),
+    }
     match ports.eval {
         Some(port) => tracing::info!(port, management_port = ports.management, "serving"),
         None => tracing::info!(
@@ -283,12 +378,50 @@ pub async fn run(
     {
         source_tasks.iter().for_each(tokio::task::JoinHandle::abort);
     }
+    rollouts.stop().await;
     store_task.abort();
     tracing::info!("stopped");
 
     match failure {
         Some(Err(e)) => Err(e),
         _ => Ok(()),
+    }
+}
+
+/// Waits until every source has delivered its first document, or `timeout` has passed (then
+/// logs which sources are missing). Returns `false` when shutdown starts first.
+async fn wait_for_sources(
+    store: &Store,
+    timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> bool {
+    let mut revisions = store.watch_revision();
+    let synced = async {
+        // A source's first document publishes a revision, so each one is a reason to look again.
+        while !store.is_ready() {
+            if revisions.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let stopping = async {
+        if shutdown.wait_for(|stop| *stop).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = synced => true,
+        () = tokio::time::sleep(timeout) => {
+            let waiting: Vec<_> = store
+                .source_status()
+                .into_iter()
+                .filter(|s| !s.synced)
+                .map(|s| s.uri)
+                .collect();
+            tracing::warn!(sources = ?waiting, "not every source has synced; serving the sync service anyway");
+            true
+        }
+        () = stopping => false,
     }
 }
 
@@ -359,6 +492,10 @@ mod tests {
         let ports = listeners.ports().unwrap();
         assert!(ports.eval.is_some_and(|p| p != 0) && ports.management != 0);
         assert_ne!(ports.eval, Some(ports.management));
+        let sync = listeners.sync_port().unwrap();
+        let ofrep = listeners.ofrep_port().unwrap();
+        assert!(sync.is_some_and(|p| p != 0) && ofrep != 0);
+        assert_ne!(sync, Some(ofrep));
     }
 
     #[tokio::test]

@@ -180,7 +180,9 @@ impl<'d> Report<'d> {
     fn check(&mut self, validator: &Validator, value: &Value, base: &str) {
         let mut found = Vec::new();
         if exceeds_depth(value, MAX_DEPTH) {
-            let message = format!("nests deeper than {MAX_DEPTH} levels and was not checked");
+            let what = subject(&segments(base));
+            let message =
+                format!("{what} nests deeper than {MAX_DEPTH} levels and was not checked");
             found.push((base.to_owned(), message));
         } else {
             for error in validator.iter_errors(value) {
@@ -617,13 +619,52 @@ fn type_name(value: &Value) -> &'static str {
     }
 }
 
-/// Compact JSON of a value, shortened so a message stays one readable line.
+/// Compact JSON of a value, shortened so a message stays one readable line. Serialisation stops
+/// once the limit is reached, so a huge offending value costs no more than a small one.
 fn preview(value: &Value) -> String {
-    let mut text = value.to_string();
-    truncate(&mut text, 60);
+    const LIMIT: usize = 60;
+    let mut out = Bounded {
+        bytes: Vec::new(),
+        limit: LIMIT + 1,
+    };
+    // The writer refuses bytes past its limit, which ends serialisation with an error.
+    let complete = serde_json::to_writer(&mut out, value).is_ok();
+    let text = match std::str::from_utf8(&out.bytes) {
+        Ok(text) => text,
+        Err(e) => std::str::from_utf8(out.bytes.get(..e.valid_up_to()).unwrap_or_default())
+            .unwrap_or_default(),
+    };
+    let mut text = text.to_owned();
+    if !complete || text.len() > LIMIT {
+        truncate(&mut text, LIMIT);
+    }
     text
 }
 
+/// An `io::Write` that keeps at most `limit` bytes and then fails.
+struct Bounded {
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let room = self.limit.saturating_sub(self.bytes.len());
+        if room == 0 {
+            return Err(std::io::Error::other("preview limit reached"));
+        }
+        let taken = room.min(data.len());
+        self.bytes.extend(data.iter().take(taken));
+        Ok(taken)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Cuts `text` to at most `max` bytes (on a character boundary), marking the cut with `...`,
+/// and folds it onto one line.
 fn truncate(text: &mut String, max: usize) {
     if text.len() > max {
         let mut cut = max;
@@ -1005,6 +1046,20 @@ mod tests {
     }
 
     #[test]
+    fn messages_stay_short_for_huge_values() {
+        let state = "é".repeat(100_000);
+        let doc = json!({"flags": {"f": {"state": state, "variants": {"a": 1}}}});
+        let found = SchemaValidator::shared().validate(&doc);
+        assert_eq!(found.len(), 1);
+        assert!(found[0].message.len() < 200, "{}", found[0].message);
+        assert!(
+            found[0].message.ends_with("\"éééé..."),
+            "{}",
+            found[0].message
+        );
+    }
+
+    #[test]
     fn overly_deep_values_are_not_walked() {
         let mut rule = json!(true);
         for _ in 0..(MAX_DEPTH + 10) {
@@ -1316,7 +1371,7 @@ mod tests {
     #[test]
     #[ignore]
     fn validation_time() {
-        let doc = match std::env::var_os("FLAGD_WORKLOAD_FILE") {
+        let doc = match std::env::var_os("FLAGD_WORKLOAD_FILE").filter(|path| !path.is_empty()) {
             Some(path) => serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap(),
             None => workload(10_000),
         };
@@ -1343,7 +1398,7 @@ mod tests {
         let mut broken = doc.clone();
         let last = broken["flags"]
             .as_object()
-            .and_then(|f| f.keys().last().cloned())
+            .and_then(|f| f.keys().next_back().cloned())
             .unwrap();
         broken["flags"][&last]["state"] = json!("BROKEN");
         time("validate, 10k flags, one broken", &broken, 1);

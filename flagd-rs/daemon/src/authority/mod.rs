@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod journal;
+pub mod rollout;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -20,6 +20,8 @@ use crate::store::SourceUpdate;
 
 pub mod embedded;
 pub mod file;
+pub mod grpc;
+pub mod http;
 
 pub use embedded::spawn_embedded;
 
@@ -263,19 +265,28 @@ pub fn parse_sources_json(json: &str) -> Result<Vec<SourceSpec>, SourceError> {
 /// Starts the task that feeds source `index` into `tx` until `shutdown` becomes `true` (or its
 /// sender is dropped, or the store stops receiving).
 ///
-/// Only file sources exist so far; other providers are refused with
-/// [`SourceError::Unsupported`].
+/// File, HTTP and gRPC sources are served (with default timing); other providers are refused
+/// with [`SourceError::Unsupported`].
 pub fn spawn(
     spec: &SourceSpec,
     index: usize,
     tx: mpsc::Sender<SourceUpdate>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, SourceError> {
-    if !spec.provider.is_file() {
-        return Err(SourceError::Unsupported {
-            provider: spec.provider,
-            uri: spec.uri.clone(),
-        });
+    match spec.provider {
+        Provider::Http => {
+            return http::spawn(spec, index, tx, shutdown, http::HttpOptions::default());
+        }
+        Provider::Grpc => {
+            return grpc::spawn(spec, index, tx, shutdown, grpc::GrpcOptions::default());
+        }
+        p if p.is_file() => {}
+        _ => {
+            return Err(SourceError::Unsupported {
+                provider: spec.provider,
+                uri: spec.uri.clone(),
+            });
+        }
     }
     file::spawn(
         spec.path(),
@@ -464,14 +475,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_file_sources_spawn() {
+    async fn object_store_sources_are_refused() {
         let (tx, _rx) = mpsc::channel(1);
         let (_stop, shutdown) = watch::channel(false);
-        let spec = SourceSpec::from_uri("https://example.com/flags.json").unwrap();
+        let spec = SourceSpec::from_uri("s3://bucket/flags.json").unwrap();
         let err = spawn(&spec, 0, tx, shutdown).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "provider http is not supported yet (source \"https://example.com/flags.json\")"
+            "provider s3 is not supported yet (source \"s3://bucket/flags.json\")"
         );
     }
 

@@ -462,9 +462,18 @@ fn walk<'a>(segs: &[Seg], env: &Env<'a, '_>) -> Option<Val<'a>> {
 }
 
 /// A key's value in an object.
+///
+/// Contexts are small objects: scanning a few entries, comparing lengths before bytes, costs
+/// less than the tree search, whose every step is a full string comparison.
 #[inline]
 fn get_key<'m>(m: &'m Map<String, Value>, key: &str) -> Option<&'m Value> {
-    m.get(key)
+    if m.len() <= 8 {
+        m.iter()
+            .find(|(k, _)| k.len() == key.len() && k.as_bytes() == key.as_bytes())
+            .map(|(_, v)| v)
+    } else {
+        m.get(key)
+    }
 }
 
 /// `sem_ver`.

@@ -1,0 +1,396 @@
+#!/usr/bin/env bash
+# Daemon load benchmarks: flagd-rs and a no-op server on the same serving stack
+# (benches/src/bin/noop_server.rs), loaded in the same run so that every throughput figure is a
+# ratio measured under the same conditions. Results are summarised in benches/RESULTS.md.
+#
+# Usage: benches/load/run.sh [MODE...]   (default: every mode, in this order)
+#   throughput  max req/s: gRPC ResolveBoolean (h2load, 8 connections x 16 streams) for a static
+#               and a targeting flag, Connect JSON ResolveBoolean (wrk, 32 connections), OFREP
+#               single flag (wrk); daemon and no-op alternate, LOAD_REPEAT rounds
+#   latency     p50/p99 at half the daemon's max rate (h2load --rps, per-request log), for the
+#               daemon and for the no-op at the same rate
+#   reload      the flag file rewritten 10 times a second (write and rename) under constant-rate
+#               load, against the same load without rewrites; and under max load (wrk)
+#   events      save -> configuration_change latency over gRPC EventStream, 100 rewrites
+#   ofrep       OFREP bulk evaluation of 100 flags: max req/s and p99 at half of it
+#   watchers    10,000 SyncFlags streams: memory per stream, change -> all notified
+#   memory      resident memory idle with the bundled flags and with 10,000 flags
+#
+# Environment (defaults in brackets):
+#   LOAD_DURATION [10]       seconds of each max-rate measurement (after LOAD_WARMUP [2] s)
+#   LOAD_REPEAT [3]          rounds of the max-rate measurements; tables quote medians
+#   LOAD_LATENCY_DURATION [15]  seconds of each constant-rate measurement
+#   LOAD_THREADS [1]         threads of h2load and wrk
+#   LOAD_BASE_PORT [18000]   ports used: base+13..17 (daemon), +113/+116 (no-op), +213..217 (bulk
+#                            daemon), +313..317 (watchers daemon), +413..417 (memory daemons)
+#   LOAD_WATCHERS [100x100]  SyncFlags connections x streams per connection
+#   LOAD_WORK [/tmp/flagd-load]    scratch directory (flag files, bodies, logs)
+#   LOAD_RESULTS             JSON-lines results [target/load/results-<UTC time>.jsonl]
+#   LOAD_NO_BUILD            set to skip the release build
+#   FLAGD_PEERS_SRC          the peer workload generator's directory [<workspace>/../shared/peers]
+#
+# Every load targets 127.0.0.1, every load command is bounded in time, and every process the
+# script starts is stopped when it exits. Every command is printed before it runs.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+HERE=$ROOT/benches/load
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$TARGET/release
+PEERS_SRC=${FLAGD_PEERS_SRC:-$ROOT/../shared/peers}
+WORK=${LOAD_WORK:-/tmp/flagd-load}
+OUT=${LOAD_RESULTS:-$TARGET/load/results-$(date -u +%Y%m%dT%H%M%SZ).jsonl}
+DURATION=${LOAD_DURATION:-10}
+WARMUP=${LOAD_WARMUP:-2}
+REPEAT=${LOAD_REPEAT:-3}
+LAT_DURATION=${LOAD_LATENCY_DURATION:-15}
+THREADS=${LOAD_THREADS:-1}
+BASE=${LOAD_BASE_PORT:-18000}
+WATCHERS=${LOAD_WATCHERS:-100x100}
+STATS="python3 $HERE/stats.py"
+
+modes=("$@")
+[[ ${#modes[@]} -gt 0 ]] || modes=(throughput latency reload events ofrep watchers memory)
+
+DAEMON=$((BASE + 13))
+NOOP=$((BASE + 113))
+BULK=$((BASE + 213))
+WATCH=$((BASE + 313))
+MEMORY=$((BASE + 413))
+RESOLVE=/flagd.evaluation.v1.Service/ResolveBoolean
+OFREP_SINGLE=/ofrep/v1/evaluate/flags/blue-green-deployment
+OFREP_BULK=/ofrep/v1/evaluate/flags
+
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+run() {
+  printf '+ %s\n' "$*" >&2
+  "$@"
+}
+
+# Appends one JSON result, with the fields given as `key=json` pairs merged in, to the results.
+record() {
+  local json=$1
+  shift
+  python3 -c '
+import json, sys
+row = json.loads(sys.argv[1])
+for pair in sys.argv[2:]:
+    key, value = pair.split("=", 1)
+    row[key] = json.loads(value)
+print(json.dumps(row))' "$json" "$@" | tee -a "$OUT"
+}
+
+ensure_tools() {
+  local missing=()
+  command -v h2load >/dev/null || missing+=(nghttp2-client)
+  command -v wrk >/dev/null || missing+=(wrk)
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    run apt-get install -y -qq -o DPkg::Lock::Timeout=600 "${missing[@]}"
+  fi
+}
+
+build() {
+  [[ -n ${LOAD_NO_BUILD:-} ]] && return
+  (cd "$ROOT" && run cargo build --release -p flagd-rs --bin flagd-rs \
+    -p flagd-rs-benches --bin noop_server --bin load_client)
+}
+
+# Generates the peer workload (the generator writes beside itself, so it runs from a copy) and
+# the request bodies.
+prepare() {
+  mkdir -p "$WORK/peers" "$(dirname "$OUT")"
+  if [[ ! -f $WORK/peers/flags-10000.json ]]; then
+    run cp "$PEERS_SRC/workload/gen.py" "$WORK/peers/gen.py"
+    run python3 "$WORK/peers/gen.py" >&2
+  fi
+  run python3 "$HERE/prepare.py" "$WORK" "$ROOT/flags/default.flagd.json" "$WORK/peers"
+}
+
+# start_daemon <name> <eval port> [start options...]: management, sync, OFREP and admin ports are
+# the next four. Waits until /readyz answers; sets DAEMON_PID.
+start_daemon() {
+  local name=$1 port=$2
+  shift 2
+  rm -rf "$WORK/state-$name"
+  printf '+ %s\n' "flagd-rs start -p $port -m $((port + 1)) -g $((port + 2)) -r $((port + 3)) $*" >&2
+  "$BIN/flagd-rs" start -p "$port" -m $((port + 1)) -g $((port + 2)) -r $((port + 3)) \
+    --admin-port $((port + 4)) --state-dir "$WORK/state-$name" "$@" 2>"$WORK/$name.log" &
+  DAEMON_PID=$!
+  PIDS+=("$DAEMON_PID")
+  local i
+  for i in $(seq 1 300); do
+    if curl -sf -o /dev/null "http://127.0.0.1:$((port + 1))/readyz"; then
+      return 0
+    fi
+    kill -0 "$DAEMON_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "daemon $name did not become ready; log:" >&2
+  tail -20 "$WORK/$name.log" >&2
+  exit 1
+}
+
+stop() {
+  local pid=$1
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+start_noop() {
+  run "$BIN/noop_server" "127.0.0.1:$NOOP" "127.0.0.1:$((NOOP + 3))" 2>"$WORK/noop.log" &
+  NOOP_PID=$!
+  PIDS+=("$NOOP_PID")
+  local i
+  for i in $(seq 1 100); do
+    if curl -sf -o /dev/null -X POST -H 'content-type: application/json' \
+      --data-binary @"$WORK/ofrep-single.json" "http://127.0.0.1:$((NOOP + 3))$OFREP_SINGLE"; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "the no-op server did not start" >&2
+  exit 1
+}
+
+rss_kib() {
+  awk '/^VmRSS:/ {print $2}' "/proc/$1/status"
+}
+
+# Spot checks before any load: each endpoint answers 200 with a real resolution (and gRPC with
+# grpc-status 0 and a message). Sets GRPC_BYTES_<name>, the response body size of each gRPC
+# request, which the load runs use to count gRPC errors h2load cannot see.
+spot_check() {
+  local port=$1 label=$2 ofrep=$3 name out
+  for name in static targeting; do
+    out=$(curl -sS -m 5 -w ' HTTP %{http_code}' -X POST -H 'content-type: application/json' \
+      --data-binary @"$WORK/connect-$name.json" "http://127.0.0.1:$port$RESOLVE")
+    echo "$label Connect $name: $out" >&2
+    [[ $out == *'"value"'*'HTTP 200' ]] || { echo "spot check failed" >&2; exit 1; }
+    curl -sS -m 5 --http2-prior-knowledge -D "$WORK/grpc-headers" -o "$WORK/grpc-response" \
+      -H 'content-type: application/grpc' -H 'te: trailers' \
+      --data-binary @"$WORK/grpc-$name.bin" "http://127.0.0.1:$port$RESOLVE"
+    echo "$label gRPC $name: $(tr -d '\r' <"$WORK/grpc-headers" | grep -i '^grpc-' | tr '\n' ' ')" \
+      "$(stat -c %s "$WORK/grpc-response") bytes" >&2
+    grep -qi '^grpc-status: 0' "$WORK/grpc-headers" || { echo "spot check failed" >&2; exit 1; }
+    printf -v "GRPC_BYTES_$name" '%s' "$(stat -c %s "$WORK/grpc-response")"
+  done
+  out=$(curl -sS -m 5 -w ' HTTP %{http_code}' -X POST -H 'content-type: application/json' \
+    --data-binary @"$WORK/ofrep-single.json" "http://127.0.0.1:$ofrep$OFREP_SINGLE")
+  echo "$label OFREP: $out" >&2
+  [[ $out == *'"value"'*'HTTP 200' ]] || { echo "spot check failed" >&2; exit 1; }
+}
+
+# h2load_max <test> <server> <run> <port> <body> <response bytes>: max-rate gRPC.
+h2load_max() {
+  local test=$1 server=$2 round=$3 port=$4 body=$5 bytes=$6 log=$WORK/$1-$2-$3.out
+  run h2load -c 8 -m 16 -t "$THREADS" -D "$DURATION" --warm-up-time="$WARMUP" -d "$body" \
+    -H 'content-type: application/grpc' -H 'te: trailers' \
+    "http://127.0.0.1:$port$RESOLVE" >"$log"
+  record "$($STATS h2load "$log" "$bytes")" "test=\"$test\"" "server=\"$server\"" "run=$round"
+}
+
+# wrk_max <test> <server> <run> <url> <body> [<key=json>...]: max-rate HTTP/1.1 POST with a JSON
+# body; the optional fields are added to the result.
+wrk_max() {
+  local test=$1 server=$2 round=$3 url=$4 body=$5 log=$WORK/$1-$2-$3.out
+  shift 5
+  run wrk -t "$THREADS" -c 32 -d "${DURATION}s" --timeout 5s -s "$HERE/post.lua" "$url" \
+    -- "$body" application/json >"$log"
+  local json
+  json=$($STATS wrk "$log")
+  record "$json" "test=\"$test\"" "server=\"$server\"" "run=$round" \
+    "errors=$(($($STATS get "$json" non_2xx) + $($STATS get "$json" socket_errors)))" "$@"
+}
+
+throughput() {
+  local round
+  for round in $(seq 1 "$REPEAT"); do
+    h2load_max grpc-static daemon "$round" "$DAEMON" "$WORK/grpc-static.bin" "$GRPC_BYTES_static"
+    h2load_max grpc-static noop "$round" "$NOOP" "$WORK/grpc-static.bin" "$NOOP_GRPC_BYTES"
+    h2load_max grpc-targeting daemon "$round" "$DAEMON" "$WORK/grpc-targeting.bin" "$GRPC_BYTES_targeting"
+    h2load_max grpc-targeting noop "$round" "$NOOP" "$WORK/grpc-targeting.bin" "$NOOP_GRPC_BYTES"
+    wrk_max connect-static daemon "$round" "http://127.0.0.1:$DAEMON$RESOLVE" "$WORK/connect-static.json"
+    wrk_max connect-static noop "$round" "http://127.0.0.1:$NOOP$RESOLVE" "$WORK/connect-static.json"
+    wrk_max connect-targeting daemon "$round" "http://127.0.0.1:$DAEMON$RESOLVE" "$WORK/connect-targeting.json"
+    wrk_max connect-targeting noop "$round" "http://127.0.0.1:$NOOP$RESOLVE" "$WORK/connect-targeting.json"
+    wrk_max ofrep-single daemon "$round" "http://127.0.0.1:$((DAEMON + 3))$OFREP_SINGLE" "$WORK/ofrep-single.json"
+    wrk_max ofrep-single noop "$round" "http://127.0.0.1:$((NOOP + 3))$OFREP_SINGLE" "$WORK/ofrep-single.json"
+  done
+}
+
+grpc_bytes() {
+  local name=GRPC_BYTES_$1
+  echo "${!name}"
+}
+
+# The max rate of a scenario from this run's results, measuring it once if it is not there yet.
+max_rate() {
+  local test=$1 rate
+  rate=$($STATS median-rps "$OUT" "$test" daemon)
+  if [[ $rate -eq 0 ]]; then
+    case $test in
+      grpc-*) h2load_max "$test" daemon 0 "$DAEMON" "$WORK/$test.bin" "$(grpc_bytes "${test#grpc-}")" >&2 ;;
+      connect-*) wrk_max "$test" daemon 0 "http://127.0.0.1:$DAEMON$RESOLVE" "$WORK/$test.json" >&2 ;;
+    esac
+    rate=$($STATS median-rps "$OUT" "$test" daemon)
+  fi
+  echo "$rate"
+}
+
+# h2load_rate <test> <server> <url> <rate> <clients> <extra fields> -- <h2load options...>:
+# constant total rate spread over the clients; p50/p99 from the per-request log, leaving out the
+# first LOAD_WARMUP seconds.
+h2load_rate() {
+  local test=$1 server=$2 url=$3 rate=$4 clients=$5 extra=$6 log=$WORK/$1-$2.log
+  shift 7
+  run h2load -c "$clients" -t "$THREADS" --rps $((rate / clients)) -D $((LAT_DURATION + WARMUP)) \
+    --log-file="$log" "$@" "$url" >"$WORK/$test-$server.out"
+  local summary
+  summary=$($STATS h2load "$WORK/$test-$server.out" "${GRPC_CHECK_BYTES:-0}")
+  record "$($STATS log "$log" "$WARMUP")" "test=\"$test\"" "server=\"$server\"" \
+    "target_rps=$rate" "errors=$($STATS get "$summary" errors)" $extra
+}
+
+grpc_rate() {
+  local test=$1 server=$2 port=$3 body=$4 rate=$5 bytes=$6 extra=${7:-}
+  GRPC_CHECK_BYTES=$bytes h2load_rate "$test" "$server" "http://127.0.0.1:$port$RESOLVE" "$rate" 8 "$extra" -- \
+    -m 16 -d "$body" -H 'content-type: application/grpc' -H 'te: trailers'
+}
+
+connect_rate() {
+  local test=$1 server=$2 port=$3 body=$4 rate=$5 extra=${6:-}
+  h2load_rate "$test" "$server" "http://127.0.0.1:$port$RESOLVE" "$rate" 32 "$extra" -- \
+    --h1 -d "$body" -H 'content-type: application/json'
+}
+
+latency() {
+  local rate flag
+  for flag in static targeting; do
+    rate=$(($(max_rate grpc-$flag) / 2))
+    grpc_rate "p99-grpc-$flag" daemon "$DAEMON" "$WORK/grpc-$flag.bin" "$rate" "$(grpc_bytes "$flag")"
+    grpc_rate "p99-grpc-$flag" noop "$NOOP" "$WORK/grpc-$flag.bin" "$rate" "$NOOP_GRPC_BYTES"
+  done
+  rate=$(($(max_rate connect-static) / 2))
+  connect_rate p99-connect-static daemon "$DAEMON" "$WORK/connect-static.json" "$rate"
+  connect_rate p99-connect-static noop "$NOOP" "$WORK/connect-static.json" "$rate"
+}
+
+# rewrites <seconds>: starts the 10-per-second rewriter in the background; sets REWRITER_PID.
+rewrites() {
+  run "$BIN/load_client" rewrite "$WORK/flags.json" 100 "$1" >"$WORK/rewrites.json" &
+  REWRITER_PID=$!
+  PIDS+=("$REWRITER_PID")
+}
+
+reload() {
+  local rate
+  # Constant rate: p99 and failures with and without rewrites, gRPC and Connect JSON.
+  rate=$(($(max_rate grpc-targeting) / 2))
+  grpc_rate p99-reload-grpc-targeting-none daemon "$DAEMON" "$WORK/grpc-targeting.bin" "$rate" "$GRPC_BYTES_targeting"
+  rewrites $((LAT_DURATION + WARMUP))
+  grpc_rate p99-reload-grpc-targeting-10ps daemon "$DAEMON" "$WORK/grpc-targeting.bin" "$rate" "$GRPC_BYTES_targeting"
+  wait "$REWRITER_PID"
+  cat "$WORK/rewrites.json" >&2
+  rate=$(($(max_rate connect-targeting) / 2))
+  connect_rate p99-reload-connect-targeting-none daemon "$DAEMON" "$WORK/connect-targeting.json" "$rate"
+  rewrites $((LAT_DURATION + WARMUP))
+  connect_rate p99-reload-connect-targeting-10ps daemon "$DAEMON" "$WORK/connect-targeting.json" "$rate"
+  wait "$REWRITER_PID"
+  cat "$WORK/rewrites.json" >&2
+  # Max rate without and with rewrites: throughput and failures.
+  wrk_max reload-wrk daemon 1 "http://127.0.0.1:$DAEMON$RESOLVE" "$WORK/connect-targeting.json" reloads_per_s=0
+  rewrites "$DURATION"
+  wrk_max reload-wrk daemon 2 "http://127.0.0.1:$DAEMON$RESOLVE" "$WORK/connect-targeting.json" \
+    reloads_per_s=10
+  wait "$REWRITER_PID"
+  cat "$WORK/rewrites.json" >&2
+}
+
+events() {
+  local json
+  json=$(run "$BIN/load_client" events "http://127.0.0.1:$DAEMON" "$WORK/flags.json" 100)
+  record "$json" 'test="events"'
+}
+
+ofrep() {
+  local round rate out
+  start_daemon bulk "$BULK" -f "file:$WORK/bulk100.json"
+  local url="http://127.0.0.1:$((BULK + 3))$OFREP_BULK"
+  out=$(curl -sS -m 5 -w ' HTTP %{http_code}' -X POST -H 'content-type: application/json' \
+    --data-binary @"$WORK/ofrep-bulk.json" "$url")
+  echo "bulk: $(printf '%s' "$out" | head -c 300)... $(printf '%s' "$out" | grep -o '"key"' | wc -l) flags ${out##* }" >&2
+  for round in $(seq 1 "$REPEAT"); do
+    wrk_max ofrep-bulk100 daemon "$round" "$url" "$WORK/ofrep-bulk.json"
+    wrk_max ofrep-bulk100 noop "$round" "http://127.0.0.1:$((NOOP + 3))$OFREP_BULK" "$WORK/ofrep-bulk.json"
+  done
+  rate=$(($($STATS median-rps "$OUT" ofrep-bulk100 daemon) / 2))
+  h2load_rate p99-ofrep-bulk100 daemon "$url" "$rate" 32 "" -- \
+    --h1 -d "$WORK/ofrep-bulk.json" -H 'content-type: application/json'
+  stop "$DAEMON_PID"
+}
+
+watchers() {
+  local connections=${WATCHERS%x*} streams=${WATCHERS#*x}
+  # Each connection is one socket on each side; leave room for both.
+  ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+  cp "$WORK/flags.json" "$WORK/watch-flags.json"
+  start_daemon watchers "$WATCH" -f "file:$WORK/watch-flags.json"
+  sleep 1
+  local json
+  json=$(run "$BIN/load_client" watchers "http://127.0.0.1:$((WATCH + 2))" \
+    "$WORK/watch-flags.json" "$DAEMON_PID" "$connections" "$streams")
+  record "$json" 'test="watchers"'
+  stop "$DAEMON_PID"
+}
+
+memory() {
+  local rss
+  start_daemon memory-bundled "$MEMORY"
+  sleep 2
+  rss=$(rss_kib "$DAEMON_PID")
+  record "{\"test\":\"rss\",\"label\":\"idle, bundled flags (no source)\",\"rss_kib\":$rss}"
+  stop "$DAEMON_PID"
+  local started=$SECONDS
+  start_daemon memory-10k "$MEMORY" -f "file:$WORK/peers/flags-10000.json"
+  local ready=$((SECONDS - started))
+  sleep 2
+  rss=$(rss_kib "$DAEMON_PID")
+  record "{\"test\":\"rss\",\"label\":\"idle, 10,000 flags (ready in ${ready} s)\",\"rss_kib\":$rss}"
+  stop "$DAEMON_PID"
+}
+
+ensure_tools
+build
+prepare
+echo "results: $OUT; load: $(uptime)" >&2
+
+start_daemon main "$DAEMON" -f "file:$WORK/flags.json"
+MAIN_PID=$DAEMON_PID
+start_noop
+spot_check "$NOOP" no-op $((NOOP + 3))
+NOOP_GRPC_BYTES=$GRPC_BYTES_static
+spot_check "$DAEMON" flagd-rs $((DAEMON + 3))
+
+for mode in "${modes[@]}"; do
+  echo "== $mode ($(uptime))" >&2
+  case $mode in
+    throughput | latency | reload | events | ofrep | watchers | memory) "$mode" ;;
+    *) echo "unknown mode $mode" >&2; exit 2 ;;
+  esac
+done
+record "{\"test\":\"rss\",\"label\":\"main daemon after the runs above\",\"rss_kib\":$(rss_kib "$MAIN_PID")}"
+
+echo >&2
+$STATS report "$OUT"

@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Parsing and summarising for benches/load/run.sh.
+
+  stats.py h2load <output file> [<bytes>]  h2load's summary as JSON: rps, done, succeeded, failed,
+                                           errored, status_2xx, data_bytes (DATA frame payload) and
+                                           errors; with <bytes>, the size of every good response's
+                                           body, responses that lack it count as errors (gRPC)
+  stats.py wrk <output file>               wrk's summary as JSON: rps, requests, non_2xx,
+                                           socket_errors
+  stats.py log <h2load log file> <skip s>  latency percentiles (ms) of an h2load --log-file, leaving
+                                           out requests started in the first <skip> seconds; also
+                                           the number of responses whose status was not 200
+  stats.py get <json> <key>                one value of a JSON object (for the script's arithmetic)
+  stats.py median-rps <results.jsonl> <test> <server>
+                                           the median req/s of one scenario so far (0 if none)
+  stats.py report <results.jsonl>          the tables of RESULTS.md, medians over repeated runs,
+                                           with the daemon/no-op ratios of this results file
+"""
+import json
+import re
+import statistics
+import sys
+
+
+def number(pattern, text, default=0.0):
+    m = re.search(pattern, text, re.MULTILINE)
+    return float(m.group(1)) if m else default
+
+
+def h2load(path, response_bytes=0):
+    text = open(path, encoding="utf-8", errors="replace").read()
+    m = re.search(
+        r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored",
+        text,
+    )
+    if not m:
+        raise SystemExit(f"no h2load summary in {path}")
+    total, _started, done, succeeded, failed, errored = map(int, m.groups())
+    result = {
+        "rps": number(r"finished in [\d.]+m?s, ([\d.]+) req/s", text),
+        "total": total,
+        "done": done,
+        "succeeded": succeeded,
+        "failed": failed,
+        "errored": errored,
+        "status_2xx": int(number(r"status codes: (\d+) 2xx", text)),
+        "data_bytes": int(number(r"\((\d+)\) data", text)),
+    }
+    errors = failed + errored + (done - result["status_2xx"])
+    if response_bytes:
+        # gRPC errors travel in trailers with an HTTP 200, which h2load counts as success; a
+        # response without its message is one, and every good response carries the same bytes.
+        errors += max(0, done - result["data_bytes"] // response_bytes)
+    result["errors"] = errors
+    return result
+
+
+def wrk(path):
+    text = open(path, encoding="utf-8", errors="replace").read()
+    if "Requests/sec" not in text:
+        raise SystemExit(f"no wrk summary in {path}")
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    return {
+        "rps": number(r"^Requests/sec:\s+([\d.]+)", text),
+        "requests": int(number(r"^\s+(\d+) requests in", text)),
+        "non_2xx": int(number(r"Non-2xx or 3xx responses: (\d+)", text)),
+        "socket_errors": sum(map(int, errors.groups())) if errors else 0,
+    }
+
+
+def percentile(sorted_values, q):
+    """Nearest rank."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(1, -(-int(q * 1000) * len(sorted_values) // 1000))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def log(path, skip):
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            parts = line.split("\t")
+            if len(parts) >= 3:
+                rows.append((int(parts[0]), int(parts[1]), int(parts[2])))
+    if not rows:
+        raise SystemExit(f"no requests in {path}")
+    first = min(r[0] for r in rows)
+    kept = [r for r in rows if r[0] >= first + skip * 1_000_000]
+    durations = sorted(r[2] / 1000.0 for r in kept)
+    span = (max(r[0] for r in kept) - min(r[0] for r in kept)) / 1e6 if kept else 0
+    return {
+        "requests": len(kept),
+        "achieved_rps": len(kept) / span if span else 0.0,
+        "not_200": sum(1 for r in kept if r[1] != 200),
+        "p50_ms": percentile(durations, 0.50),
+        "p90_ms": percentile(durations, 0.90),
+        "p99_ms": percentile(durations, 0.99),
+        "p999_ms": percentile(durations, 0.999),
+        "max_ms": durations[-1] if durations else float("nan"),
+    }
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(v, digits=0):
+    if v is None:
+        return "n/a"
+    if digits == 0:
+        return f"{v:,.0f}"
+    return f"{v:,.{digits}f}"
+
+
+def report(path):
+    rows = [json.loads(line) for line in open(path, encoding="utf-8") if line.startswith("{")]
+
+    def pick(test, server=None):
+        return [r for r in rows if r.get("test") == test and (server is None or r.get("server") == server)]
+
+    out = []
+    throughput = [
+        ("grpc-static", "gRPC ResolveBoolean, static flag (h2load 8x16)"),
+        ("grpc-targeting", "gRPC ResolveBoolean, targeting flag (h2load 8x16)"),
+        ("connect-static", "Connect JSON ResolveBoolean, static flag (wrk 32 conns)"),
+        ("connect-targeting", "Connect JSON ResolveBoolean, targeting flag (wrk 32 conns)"),
+        ("ofrep-single", "OFREP single flag, static (wrk 32 conns)"),
+        ("ofrep-bulk100", "OFREP bulk, 100 flags (wrk 32 conns)"),
+    ]
+    out.append("| Scenario | flagd-rs req/s | no-op req/s | ratio | runs | errors |")
+    out.append("|---|---:|---:|---:|---:|---:|")
+    for test, label in throughput:
+        daemon = pick(test, "daemon")
+        if not daemon:
+            continue
+        noop = pick(test, "noop")
+        d = median([r["rps"] for r in daemon])
+        n = median([r["rps"] for r in noop])
+        # Ratios of the runs paired by repetition, then their median: each pair shares the
+        # machine's conditions of that moment.
+        pairs = [
+            a["rps"] / b["rps"]
+            for a in daemon
+            for b in noop
+            if a.get("run") == b.get("run") and b["rps"]
+        ]
+        ratio = f"{median(pairs) * 100:.1f} %" if pairs else "n/a"
+        errors = sum(r.get("errors", 0) for r in daemon + noop)
+        out.append(f"| {label} | {fmt(d)} | {fmt(n)} | {ratio} | {len(daemon)} | {errors} |")
+
+    latency = [r for r in rows if r.get("test", "").startswith("p99-")]
+    if latency:
+        out.append("")
+        out.append("| Constant-rate scenario | target req/s | achieved req/s | p50 ms | p99 ms | p99.9 ms | max ms | not 200 |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for r in latency:
+            out.append(
+                f"| {r['test']} ({r['server']}) | {fmt(r['target_rps'])} | {fmt(r['achieved_rps'])} | "
+                f"{fmt(r['p50_ms'], 3)} | {fmt(r['p99_ms'], 3)} | {fmt(r['p999_ms'], 3)} | "
+                f"{fmt(r['max_ms'], 2)} | {r['not_200'] + r.get('errors', 0)} |"
+            )
+
+    for r in pick("reload-wrk"):
+        out.append("")
+        out.append(
+            f"Connect JSON at max rate, {r.get('reloads_per_s', 0)} rewrites/s ({r['server']}): "
+            f"{fmt(r['rps'])} req/s, {r['errors']} errors"
+        )
+    for r in pick("events"):
+        out.append("")
+        out.append(
+            f"save -> configuration_change: {r['writes']} writes, p50 {fmt(r['p50_ms'], 1)} ms, "
+            f"p99 {fmt(r['p99_ms'], 1)} ms, max {fmt(r['max_ms'], 1)} ms, extra events {r['extra_events']}"
+        )
+    for r in pick("rss"):
+        out.append("")
+        out.append(f"RSS {r['label']}: {r['rss_kib'] / 1024:.1f} MiB")
+    for r in pick("watchers"):
+        out.append("")
+        out.append(
+            f"SyncFlags watchers: {r['streams']} streams on {r['connections']} connections, opened in "
+            f"{fmt(r['open_ms'])} ms; RSS {r['rss_before_kib'] / 1024:.1f} -> {r['rss_after_kib'] / 1024:.1f} MiB "
+            f"({fmt(r['bytes_per_stream'])} B/stream); change -> all notified: p50 {fmt(r['p50_ms'], 1)} ms, "
+            f"p99 {fmt(r['p99_ms'], 1)} ms, max {fmt(r['max_ms'], 1)} ms ({r['notified']} notified)"
+        )
+    print("\n".join(out))
+
+
+def main():
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "h2load":
+        print(json.dumps(h2load(args[0], int(args[1]) if len(args) > 1 else 0)))
+    elif cmd == "wrk":
+        print(json.dumps(wrk(args[0])))
+    elif cmd == "log":
+        print(json.dumps(log(args[0], float(args[1]))))
+    elif cmd == "get":
+        print(json.loads(args[0])[args[1]])
+    elif cmd == "median-rps":
+        rows = [json.loads(line) for line in open(args[0], encoding="utf-8") if line.startswith("{")]
+        rps = [r["rps"] for r in rows if r.get("test") == args[1] and r.get("server") == args[2]]
+        print(int(median(rps) or 0))
+    elif cmd == "report":
+        report(args[0])
+    else:
+        raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+//! The rollout routes of the admin API, nested under `/v1/rollouts`. Every answer, errors
+//! included, is JSON.
+//!
+//! | route | does |
+//! |---|---|
+//! | `GET /v1/rollouts` | every flag's latest rollout |
+//! | `GET /v1/rollouts/{flag}` | one flag's latest rollout |
+//! | `POST /v1/rollouts/{flag}/start` | start a rollout: `{"plan": {...}, "reason"?, "actor"?}` (the plan may also be YAML text) |
+//! | `POST /v1/rollouts/{flag}/pause` | pause it (`{"reason"?, "actor"?}`) |
+//! | `POST /v1/rollouts/{flag}/resume` | resume it |
+//! | `POST /v1/rollouts/{flag}/promote` | skip the rest of the current hold |
+//! | `POST /v1/rollouts/{flag}/abort` | roll back now |
+//!
+//! Successful answers are the rollout's status, with its last revision as `ETag`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use super::plan::{self, Plan};
+use super::runner::{RolloutError, RolloutRunner, RolloutStatus};
+use crate::authority::AuthorityError;
+
+/// The actor recorded when a request names none.
+const DEFAULT_ACTOR: &str = "admin-api";
+
+/// A JSON error answer: `{"error": code, "message": text}`.
+#[derive(Debug)]
+pub struct RolloutApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl RolloutApiError {
+    fn bad_request(message: impl Into<String>) -> Self {
+        RolloutApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message: message.into(),
+        }
+    }
+}
+
+impl From<RolloutError> for RolloutApiError {
+    fn from(e: RolloutError) -> Self {
+        let (status, code) = match &e {
+            RolloutError::Plan(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_plan"),
+            RolloutError::UnknownFlag(_) => (StatusCode::NOT_FOUND, "unknown_flag"),
+            RolloutError::NoSplit { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "no_split"),
+            RolloutError::NotMonotonic { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "not_monotonic")
+            }
+            RolloutError::Active { .. } => (StatusCode::CONFLICT, "rollout_active"),
+            RolloutError::NoRollout(_) => (StatusCode::NOT_FOUND, "no_rollout"),
+            RolloutError::Finished { .. } => (StatusCode::CONFLICT, "rollout_finished"),
+            RolloutError::Authority(AuthorityError::Invalid(_)) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_override")
+            }
+            RolloutError::Authority(AuthorityError::Conflict { .. }) => {
+                (StatusCode::CONFLICT, "conflict")
+            }
+            RolloutError::Authority(_) => (StatusCode::INTERNAL_SERVER_ERROR, "journal"),
+            RolloutError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
+            RolloutError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+        };
+        RolloutApiError {
+            status,
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for RolloutApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": self.code, "message": self.message});
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// The `/v1/rollouts` routes, to be nested in the admin router.
+pub fn router(runner: Arc<RolloutRunner>) -> Router {
+    Router::new()
+        .route("/", get(list))
+        .route("/{flag}", get(status))
+        .route("/{flag}/start", post(start))
+        .route("/{flag}/pause", post(pause))
+        .route("/{flag}/resume", post(resume))
+        .route("/{flag}/promote", post(promote))
+        .route("/{flag}/abort", post(abort))
+        .with_state(runner)
+}
+
+fn answer(status: &RolloutStatus) -> Response {
+    let mut response = axum::Json(status).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", status.revision)) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    response
+}
+
+async fn list(State(runner): State<Arc<RolloutRunner>>) -> Response {
+    axum::Json(json!({"rollouts": runner.list()})).into_response()
+}
+
+async fn status(
+    State(runner): State<Arc<RolloutRunner>>,
+    Path(flag): Path<String>,
+) -> Result<Response, RolloutApiError> {
+    Ok(answer(&runner.status(&flag)?))
+}
+
+/// The `reason` and `actor` of a verb's optional JSON body.
+#[derive(Debug, Default)]
+struct Note {
+    actor: String,
+    reason: String,
+}
+
+fn field(obj: &serde_json::Map<String, Value>, name: &str) -> Result<String, RolloutApiError> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(RolloutApiError::bad_request(format!(
+            "`{name}` must be a string"
+        ))),
+    }
+}
+
+fn body_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, RolloutApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::Map::new());
+    }
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(obj)) => Ok(obj),
+        Ok(_) => Err(RolloutApiError::bad_request(
+            "the body must be a JSON object",
+        )),
+        Err(e) => Err(RolloutApiError::bad_request(format!(
+            "invalid JSON body: {e}"
+        ))),
+    }
+}
+
+fn note(obj: &serde_json::Map<String, Value>) -> Result<Note, RolloutApiError> {
+    let mut actor = field(obj, "actor")?;
+    if actor.is_empty() {
+        actor = DEFAULT_ACTOR.to_owned();
+    }
+    Ok(Note {
+        actor,
+        reason: field(obj, "reason")?,
+    })
+}
+
+async fn start(
+    State(runner): State<Arc<RolloutRunner>>,
+    Path(flag): Path<String>,
+    body: Bytes,
+) -> Result<Response, RolloutApiError> {
+    let obj = body_object(&body)?;
+    let note = note(&obj)?;
+    let plan: Plan = match obj.get("plan") {
+        Some(Value::String(text)) => plan::parse(text.as_bytes()).map_err(RolloutError::from)?,
+        Some(value @ Value::Object(_)) => serde_json::from_value(value.clone())
+            .map_err(|e| RolloutError::Plan(plan::PlanError(e.to_string())))?,
+        Some(_) => {
+            return Err(RolloutApiError::bad_request(
+                "`plan` must be an object or YAML text",
+            ));
+        }
+        None => return Err(RolloutApiError::bad_request("the body needs a `plan`")),
+    };
+    let status = runner
+        .start(&flag, plan, &note.actor, &note.reason)
+        .await?;
+    Ok((StatusCode::CREATED, answer(&status)).into_response())
+}
+
+macro_rules! verb {
+    ($name:ident) => {
+        async fn $name(
+            State(runner): State<Arc<RolloutRunner>>,
+            Path(flag): Path<String>,
+            body: Bytes,
+        ) -> Result<Response, RolloutApiError> {
+            let note = note(&body_object(&body)?)?;
+            let status = runner.$name(&flag, &note.actor, &note.reason).await?;
+            Ok(answer(&status))
+        }
+    };
+}
+
+verb!(pause);
+verb!(resume);
+verb!(promote);
+verb!(abort);

@@ -1,0 +1,137 @@
+//! Chained daemons: daemon B takes daemon A's sync port (`grpc://`) as its source, so an edit of
+//! A's file is served by B; selectors work at both ends of the chain, and B keeps serving its
+//! last flags while A is away.
+
+use std::time::Duration;
+
+use flagd_rs::sources::SourceSpec;
+use serde_json::json;
+
+use crate::remote::{Daemon, file_source, write_file};
+
+const FLAGS: &str = r#"{"flags":{
+  "greeting":{"state":"ENABLED","variants":{"hi":"hello","yo":"yo"},"defaultVariant":"hi",
+    "targeting":{"if":[{"==":[{"var":"lang"},"slang"]},"yo",null]}},
+  "enabled":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on"}
+}}"#;
+
+const FLAGS_EDITED: &str = r#"{"flags":{
+  "greeting":{"state":"ENABLED","variants":{"hi":"hello","bye":"goodbye"},"defaultVariant":"bye"},
+  "enabled":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on"}
+}}"#;
+
+const PAYMENTS: &str = r#"{"metadata":{"flagSetId":"payments"},"flags":{
+  "greeting":{"state":"ENABLED","variants":{"p":"pay up"},"defaultVariant":"p"},
+  "limit":{"state":"ENABLED","variants":{"low":10,"high":1000},"defaultVariant":"low"}
+}}"#;
+
+fn grpc_source(port: u16) -> SourceSpec {
+    SourceSpec::from_uri(&format!("grpc://127.0.0.1:{port}")).unwrap()
+}
+
+#[tokio::test]
+async fn edits_flow_through_a_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(dir.path(), "flags.json", FLAGS);
+    let a = Daemon::start(vec![file_source(&file)]).await;
+    let b = Daemon::start(vec![grpc_source(a.sync_port)]).await;
+
+    assert_eq!(b.value("greeting").await, json!("hello"));
+    let (status, body) = b.ofrep("greeting", json!({"lang": "slang"}), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (&body["value"], &body["reason"]),
+        (&json!("yo"), &json!("TARGETING_MATCH"))
+    );
+    let (status, body) = b.ofrep("missing", json!({}), None).await;
+    assert_eq!(
+        (status, &body["errorCode"]),
+        (404, &json!("FLAG_NOT_FOUND"))
+    );
+
+    std::fs::write(&file, FLAGS_EDITED).unwrap();
+    b.wait_value("greeting", json!("goodbye")).await;
+
+    // A third daemon chained behind B sees the same flags.
+    let c = Daemon::start(vec![grpc_source(b.sync_port)]).await;
+    assert_eq!(c.value("greeting").await, json!("goodbye"));
+    assert_eq!(c.value("enabled").await, json!(true));
+    c.stop().await.unwrap();
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn selectors_through_a_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = write_file(dir.path(), "flags.json", FLAGS);
+    let payments = write_file(dir.path(), "payments.json", PAYMENTS);
+    let a = Daemon::start(vec![file_source(&main), file_source(&payments)]).await;
+
+    // B follows only the payments flag set.
+    let mut spec = grpc_source(a.sync_port);
+    spec.selector = Some("flagSetId=payments".into());
+    spec.provider_id = Some("chain-test".into());
+    let b = Daemon::start(vec![spec]).await;
+    assert_eq!(b.value("greeting").await, json!("pay up"));
+    assert_eq!(b.value("limit").await, json!(10));
+    let (status, _) = b.ofrep("enabled", json!({}), None).await;
+    assert_eq!(status, 404, "flags outside the selected set are not synced");
+
+    // The flag set survives the hop: B's clients can select it too.
+    let (status, body) = b
+        .ofrep("limit", json!({}), Some("flagSetId=payments"))
+        .await;
+    assert_eq!((status, &body["value"]), (200, &json!(10)));
+    let (status, _) = b.ofrep("limit", json!({}), Some("flagSetId=other")).await;
+    assert_eq!(status, 404);
+
+    // An unselected chain carries both sets (a key defined in both collapses to one entry in
+    // the sync payload, as in flagd); a selector at the far end picks a set.
+    let full = Daemon::start(vec![grpc_source(a.sync_port)]).await;
+    let (status, body) = full
+        .ofrep("limit", json!({}), Some("flagSetId=payments"))
+        .await;
+    assert_eq!((status, &body["value"]), (200, &json!(10)));
+    let (status, body) = full.ofrep("enabled", json!({}), Some("flagSetId=")).await;
+    assert_eq!((status, &body["value"]), (200, &json!(true)));
+    let (status, _) = full.ofrep("limit", json!({}), Some("flagSetId=")).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn chained_daemon_keeps_flags_while_upstream_is_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(dir.path(), "flags.json", FLAGS);
+    let a = Daemon::start(vec![file_source(&file)]).await;
+    let b = Daemon::start(vec![grpc_source(a.sync_port)]).await;
+    assert_eq!(b.value("greeting").await, json!("hello"));
+
+    a.stop().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(b.value("greeting").await, json!("hello"));
+    assert_eq!(b.value("enabled").await, json!(true));
+    assert_eq!(b.readyz().await, 200);
+    assert!(!b.has_stopped());
+    b.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn upstream_down_at_start_is_retried() {
+    // Reserve A's sync port, start B against it, then start A there.
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(dir.path(), "flags.json", FLAGS);
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = probe.local_addr().unwrap().port();
+    drop(probe);
+    let b = Daemon::spawn(vec![grpc_source(port)]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(b.readyz().await, 412);
+    assert!(!b.has_stopped());
+
+    let a = Daemon::start_with_sync_port(vec![file_source(&file)], port).await;
+    b.wait_readyz(200).await;
+    assert_eq!(b.value("greeting").await, json!("hello"));
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
+}
