@@ -51,6 +51,12 @@ async fn edits_flow_through_a_chain() {
 
     std::fs::write(&file, FLAGS_EDITED).unwrap();
     b.wait_value("greeting", json!("goodbye")).await;
+    let (status, body) = b.connect_string("greeting").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (&body["value"], &body["variant"]),
+        (&json!("goodbye"), &json!("bye"))
+    );
 
     // A third daemon chained behind B sees the same flags.
     let c = Daemon::start(vec![grpc_source(b.sync_port)]).await;

@@ -140,6 +140,23 @@ impl Daemon {
         (status, response.json().await.unwrap())
     }
 
+    /// Resolves string flag `key` over Connect JSON on the evaluation port: (status, body).
+    pub async fn connect_string(&self, key: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!(
+                "http://127.0.0.1:{}/flagd.evaluation.v1.Service/ResolveString",
+                self.eval_port
+            ))
+            .json(&json!({ "flagKey": key, "context": {} }))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
     /// The value OFREP returns for `key` (empty context), `Value::Null` when it is not found.
     pub async fn value(&self, key: &str) -> Value {
         let (_, body) = self.ofrep(key, json!({}), None).await;

@@ -22,7 +22,7 @@ use crate::ops::semver;
 
 /// Most nodes one rule may compile to. Only reached by `$ref` chains that multiply (an
 /// evaluator referencing another one several times, over and over); real rules stay far below.
-pub(crate) const MAX_NODES: usize = 1 << 20;
+pub(crate) const MAX_NODES: usize = 1 << 18;
 
 /// Constant arrays of strings longer than this get a hash set for `in`.
 const SET_THRESHOLD: usize = 8;

@@ -178,9 +178,7 @@ async fn start(
         }
         None => return Err(RolloutApiError::bad_request("the body needs a `plan`")),
     };
-    let status = runner
-        .start(&flag, plan, &note.actor, &note.reason)
-        .await?;
+    let status = runner.start(&flag, plan, &note.actor, &note.reason).await?;
     Ok((StatusCode::CREATED, answer(&status)).into_response())
 }
 

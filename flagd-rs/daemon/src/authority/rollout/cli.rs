@@ -129,7 +129,13 @@ pub async fn run(command: &RolloutCommand) -> anyhow::Result<String> {
             if let Some(obj) = body.as_object_mut() {
                 obj.insert("plan".into(), serde_json::to_value(plan)?);
             }
-            request(client, reqwest::Method::POST, &[&a.flag, "start"], Some(body)).await?
+            request(
+                client,
+                reqwest::Method::POST,
+                &[&a.flag, "start"],
+                Some(body),
+            )
+            .await?
         }
         RolloutCommand::Status(a) => match &a.flag {
             None => request(client, reqwest::Method::GET, &[], None).await?,
@@ -176,7 +182,10 @@ async fn wait(client: &ClientArgs, flag: &str, timeout: Duration) -> anyhow::Res
             bail!("{}", shown.trim_end());
         }
         if tokio::time::Instant::now() >= deadline {
-            bail!("still running after {}", humantime::format_duration(timeout));
+            bail!(
+                "still running after {}",
+                humantime::format_duration(timeout)
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -298,10 +307,12 @@ pub fn summary(r: &Value) -> String {
                 .and_then(|l| l.get("verdict"))
                 .and_then(Value::as_str)
                 .unwrap_or("unchecked");
-            Some(match last.and_then(|l| l.get("value")).and_then(Value::as_f64) {
-                Some(v) => format!("{name} {verdict} ({v})"),
-                None => format!("{name} {verdict}"),
-            })
+            Some(
+                match last.and_then(|l| l.get("value")).and_then(Value::as_f64) {
+                    Some(v) => format!("{name} {verdict} ({v})"),
+                    None => format!("{name} {verdict}"),
+                },
+            )
         })
         .collect();
     if !gates.is_empty() {
@@ -316,10 +327,9 @@ mod tests {
 
     #[test]
     fn commands_parse() {
-        let cli = RolloutCli::try_parse_from([
-            "rollout", "start", "f", "--plan", "p.yaml", "-o", "json",
-        ])
-        .unwrap();
+        let cli =
+            RolloutCli::try_parse_from(["rollout", "start", "f", "--plan", "p.yaml", "-o", "json"])
+                .unwrap();
         match cli.command {
             RolloutCommand::Start(a) => {
                 assert_eq!(a.flag, "f");
@@ -333,7 +343,10 @@ mod tests {
         assert!(RolloutCli::try_parse_from(["rollout", "status", "--wait"]).is_err());
         assert!(RolloutCli::try_parse_from(["rollout", "abort"]).is_err());
         for verb in ["pause", "resume", "promote", "abort"] {
-            assert!(RolloutCli::try_parse_from(["rollout", verb, "f"]).is_ok(), "{verb}");
+            assert!(
+                RolloutCli::try_parse_from(["rollout", verb, "f"]).is_ok(),
+                "{verb}"
+            );
         }
     }
 
@@ -347,6 +360,9 @@ mod tests {
             summary(&r),
             "ramp: running, step 3/6, canary 25% (canary=25 stable=75), 7s left; gates: ok pass (0.99), hook unchecked"
         );
-        assert_eq!(render(Output::Text, &json!({"rollouts": []})), "no rollouts\n");
+        assert_eq!(
+            render(Output::Text, &json!({"rollouts": []})),
+            "no rollouts\n"
+        );
     }
 }

@@ -118,7 +118,11 @@ impl HttpGates {
     pub fn new() -> HttpGates {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!("flagd-rs/", env!("CARGO_PKG_VERSION"), " rollout-gate"))
+            .user_agent(concat!(
+                "flagd-rs/",
+                env!("CARGO_PKG_VERSION"),
+                " rollout-gate"
+            ))
             .build()
             .unwrap_or_default();
         HttpGates { client }
@@ -184,7 +188,9 @@ async fn send(request: reqwest::RequestBuilder) -> Result<(reqwest::StatusCode, 
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| error_chain(&e))? {
         if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-            return Err(format!("the answer is larger than {MAX_ANSWER_BYTES} bytes"));
+            return Err(format!(
+                "the answer is larger than {MAX_ANSWER_BYTES} bytes"
+            ));
         }
         body.extend_from_slice(&chunk);
     }
@@ -359,7 +365,8 @@ mod tests {
         assert_eq!(judge(&vector(&["NaN"])), Verdict::Inconclusive);
         assert_eq!(judge(&vector(&["+Inf"])), Verdict::Pass);
         assert_eq!(judge(&vector(&["x"])), Verdict::Inconclusive);
-        let scalar = json!({"status": "success", "data": {"resultType": "scalar", "result": [1.0, "0.2"]}});
+        let scalar =
+            json!({"status": "success", "data": {"resultType": "scalar", "result": [1.0, "0.2"]}});
         let out = judge_prometheus(&scalar, &ge);
         assert_eq!((out.verdict, out.value), (Verdict::Fail, Some(0.2)));
         let error = json!({"status": "error", "errorType": "bad_data", "error": "parse error"});

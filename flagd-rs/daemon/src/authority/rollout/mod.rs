@@ -75,10 +75,7 @@ impl Phase {
 
     /// Whether the rollout is over.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Phase::Completed | Phase::RolledBack | Phase::Aborted
-        )
+        matches!(self, Phase::Completed | Phase::RolledBack | Phase::Aborted)
     }
 }
 
@@ -448,8 +445,12 @@ pub fn step_weights(
     let pct = percent.clamp(0.0, 100.0);
     // Rounded to the pool's granularity; `pool` fits in u32, so the product fits in f64 exactly.
     let canary_f = (pool as f64 * pct / 100.0).round();
-    let canary = u32::try_from(canary_f as u64).unwrap_or(u32::MAX).min(u32::try_from(pool).unwrap_or(u32::MAX));
-    let rest = u32::try_from(pool).unwrap_or(u32::MAX).saturating_sub(canary);
+    let canary = u32::try_from(canary_f as u64)
+        .unwrap_or(u32::MAX)
+        .min(u32::try_from(pool).unwrap_or(u32::MAX));
+    let rest = u32::try_from(pool)
+        .unwrap_or(u32::MAX)
+        .saturating_sub(canary);
     let mut seen_variant = false;
     let mut seen_baseline = false;
     before
@@ -512,7 +513,10 @@ mod tests {
             step_weights(&small, "canary", "stable", 100, 5.0),
             w(&[("canary", 5), ("stable", 95), ("z", 0)])
         );
-        assert_eq!(share(&w(&[("stable", 95), ("canary", 5)]), "canary", "stable"), 5.0);
+        assert_eq!(
+            share(&w(&[("stable", 95), ("canary", 5)]), "canary", "stable"),
+            5.0
+        );
         assert_eq!(share(&w(&[("a", 0)]), "canary", "stable"), 0.0);
     }
 
@@ -566,7 +570,10 @@ mod tests {
         ];
         let states = replay(&records);
         let f = &states["f"];
-        assert_eq!((f.id, f.step, f.phase, f.revision), (3, 2, Phase::Paused, 5));
+        assert_eq!(
+            (f.id, f.step, f.phase, f.revision),
+            (3, 2, Phase::Paused, 5)
+        );
         assert_eq!(f.remaining_ms(99_999), 6000);
         assert_eq!(f.weight(), 50.0);
         let g = &states["g"];

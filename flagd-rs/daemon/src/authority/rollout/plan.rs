@@ -342,7 +342,9 @@ impl Plan {
             return Err(invalid("a plan needs at least one step"));
         }
         if self.steps.len() > MAX_STEPS {
-            return Err(invalid(format!("a plan may have at most {MAX_STEPS} steps")));
+            return Err(invalid(format!(
+                "a plan may have at most {MAX_STEPS} steps"
+            )));
         }
         let mut previous = 0.0;
         let mut scale = 100;
@@ -384,7 +386,9 @@ impl Plan {
             check_url(url, "prometheus")?;
         }
         if self.gates.len() > MAX_GATES {
-            return Err(invalid(format!("a plan may have at most {MAX_GATES} gates")));
+            return Err(invalid(format!(
+                "a plan may have at most {MAX_GATES} gates"
+            )));
         }
         let mut gates: Vec<Gate> = Vec::with_capacity(self.gates.len());
         for spec in &self.gates {
@@ -431,9 +435,7 @@ impl Plan {
             }
             (None, Some(url)) => {
                 if spec.condition.is_some() || spec.prometheus.is_some() {
-                    return Err(what(
-                        "a webhook gate takes no condition or prometheus URL",
-                    ));
+                    return Err(what("a webhook gate takes no condition or prometheus URL"));
                 }
                 let url = expand(url, flag, self);
                 check_url(&url, "webhook")?;
@@ -543,7 +545,12 @@ gates:
         assert_eq!(plan.interval, Duration::from_secs(2));
         assert_eq!(plan.steps[2].hold, Duration::ZERO);
         assert_eq!(plan.on_failure, OnFailure::Rollback);
-        let GateKind::Prometheus { url, query, condition } = &checked.gates[0].kind else {
+        let GateKind::Prometheus {
+            url,
+            query,
+            condition,
+        } = &checked.gates[0].kind
+        else {
             panic!("{:?}", checked.gates[0]);
         };
         assert_eq!(url, "http://127.0.0.1:9090");
@@ -573,9 +580,15 @@ gates:
         refuse(&|p| p.steps.clear(), "at least one step");
         refuse(&|p| p.baseline = "canary".into(), "differ");
         refuse(&|p| p.flag = Some("other".into()), "not 'ramp'");
-        refuse(&|p| p.gates[0].condition = Some("~ 1".into()), "must start with");
+        refuse(
+            &|p| p.gates[0].condition = Some("~ 1".into()),
+            "must start with",
+        );
         refuse(&|p| p.gates[0].condition = None, "needs a condition");
-        refuse(&|p| p.gates[0].webhook = Some("http://x".into()), "not both");
+        refuse(
+            &|p| p.gates[0].webhook = Some("http://x".into()),
+            "not both",
+        );
         refuse(&|p| p.gates[1].name = "success".into(), "two gates");
         refuse(&|p| p.prometheus = None, "no Prometheus URL");
         refuse(&|p| p.interval = Duration::ZERO, "interval");
@@ -590,8 +603,8 @@ gates:
         assert!(parse(b"variant: a\nbaseline: b\nsteps: []\nsurprise: 1\n").is_err());
         assert!(parse(b"variant: a\nbaseline: b\nsteps: [{weight: 1, hold: soon}]\n").is_err());
         assert!(parse(b"variant: a\nbaseline: b\nsteps: [{weight: 1, hold: -1}]\n").is_err());
-        let p = parse(br#"{"variant":"a","baseline":"b","steps":[{"weight":1,"hold":1.5}]}"#)
-            .unwrap();
+        let p =
+            parse(br#"{"variant":"a","baseline":"b","steps":[{"weight":1,"hold":1.5}]}"#).unwrap();
         assert_eq!(p.steps[0].hold, Duration::from_millis(1500));
         assert!(parse(b"").is_err());
         assert!(parse(b"[1, 2]").is_err());

@@ -435,15 +435,7 @@ impl RolloutRunner {
         if !reason.is_empty() {
             text.push_str(&format!(" ({reason})"));
         }
-        let info = record(
-            &self.authority,
-            flag,
-            &event,
-            Some(weights),
-            actor,
-            text,
-        )
-        .await?;
+        let info = record(&self.authority, flag, &event, Some(weights), actor, text).await?;
         let Some(state) = RolloutState::started(info.revision, flag, &event) else {
             return Err(RolloutError::Stopped);
         };
@@ -557,9 +549,8 @@ impl RolloutRunner {
     /// runner). Waits briefly for tasks busy recording a change.
     pub async fn stop(&self) {
         let _ = self.stop_tx.send(true);
-        let tasks: Vec<JoinHandle<()>> = std::mem::take(
-            &mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()),
-        );
+        let tasks: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
         for mut task in tasks {
             if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
                 task.abort();
@@ -590,9 +581,9 @@ async fn record(
     reason: String,
 ) -> Result<crate::authority::RevisionInfo, RolloutError> {
     let value = serde_json::to_value(event).map_err(|e| {
-        RolloutError::Authority(AuthorityError::Journal(
-            crate::authority::JournalError::Io(std::io::Error::other(e)),
-        ))
+        RolloutError::Authority(AuthorityError::Journal(crate::authority::JournalError::Io(
+            std::io::Error::other(e),
+        )))
     })?;
     let patch = weights.map(|w| OverridePatch {
         weights: Some(w),
@@ -818,7 +809,12 @@ impl Driver {
         let _ = cmd.reply.send(result.and_then(|()| self.status()));
     }
 
-    async fn pause(&mut self, left: Duration, actor: &str, reason: String) -> Result<(), RolloutError> {
+    async fn pause(
+        &mut self,
+        left: Duration,
+        actor: &str,
+        reason: String,
+    ) -> Result<(), RolloutError> {
         let event = Event::Pause {
             rollout: self.state.id,
             at_ms: now_ms(),
@@ -839,7 +835,8 @@ impl Driver {
             .iter()
             .find(|g| g.name == gate)
             .map_or(0, |g| g.failure_limit);
-        let why = format!("gate '{gate}' failed: {detail} ({failures} failed checks, limit {limit})");
+        let why =
+            format!("gate '{gate}' failed: {detail} ({failures} failed checks, limit {limit})");
         match self.plan().on_failure {
             OnFailure::Rollback => {
                 let event = Event::Rollback {
@@ -957,7 +954,10 @@ impl Driver {
                     promoted: promoted.is_some(),
                 };
                 let weights = self.step_weights(step.weight);
-                let reason = format!("rollout step {next}/{total}: {variant} {}%{note}", step.weight);
+                let reason = format!(
+                    "rollout step {next}/{total}: {variant} {}%{note}",
+                    step.weight
+                );
                 self.record(event, Some(weights), actor, reason).await
             }
         }
@@ -996,7 +996,10 @@ impl Driver {
                     let _ = cmd.reply.send(self.status());
                 }
                 Input::Command(cmd) => {
-                    return HoldEnd::Command(cmd, deadline.saturating_duration_since(Instant::now()));
+                    return HoldEnd::Command(
+                        cmd,
+                        deadline.saturating_duration_since(Instant::now()),
+                    );
                 }
                 Input::Timer => {
                     let now = Instant::now();
@@ -1032,13 +1035,9 @@ impl Driver {
             weight: self.state.weight(),
         };
         let evaluator = self.runner.gates.clone();
-        let outcomes = futures::future::join_all(
-            self.checked
-                .gates
-                .iter()
-                .map(|g| evaluator.check(g, &ctx)),
-        )
-        .await;
+        let outcomes =
+            futures::future::join_all(self.checked.gates.iter().map(|g| evaluator.check(g, &ctx)))
+                .await;
         let inconclusive_limit = self.plan().inconclusive_limit;
         let when = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
         let mut failed: Option<(String, String)> = None;
