@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use flagd_rs::config::TlsPaths;
 use flagd_rs::sources::SourceSpec;
 use serde_json::json;
 
@@ -138,6 +139,68 @@ async fn upstream_down_at_start_is_retried() {
     let a = Daemon::start_with_sync_port(vec![file_source(&file)], port).await;
     b.wait_readyz(200).await;
     assert_eq!(b.value("greeting").await, json!("hello"));
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn chain_over_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(dir.path(), "flags.json", FLAGS);
+    let socket = dir.path().join("sync.sock");
+    let path = socket.clone();
+    let a = Daemon::start_with(vec![file_source(&file)], move |c| {
+        c.sync_socket_path = Some(path);
+    })
+    .await;
+    let spec = SourceSpec::from_uri(&format!("uds://{}", socket.display())).unwrap();
+    let b = Daemon::start(vec![spec]).await;
+    assert_eq!(b.value("greeting").await, json!("hello"));
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn chain_over_tls_with_a_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ])
+        // rustls refuses a CA certificate as the server's own.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output();
+    if !made.is_ok_and(|o| o.status.success()) {
+        eprintln!("openssl is not available; skipping the TLS chain");
+        return;
+    }
+    let file = write_file(dir.path(), "flags.json", FLAGS);
+    let paths = TlsPaths {
+        cert: cert.clone(),
+        key,
+    };
+    let a = Daemon::start_with(vec![file_source(&file)], move |c| c.tls = Some(paths)).await;
+
+    // Without the CA the server is not trusted: B keeps retrying and is not ready.
+    let untrusted = Daemon::spawn(vec![
+        SourceSpec::from_uri(&format!("grpcs://localhost:{}", a.sync_port)).unwrap(),
+    ])
+    .await;
+    let mut spec = SourceSpec::from_uri(&format!("grpcs://localhost:{}", a.sync_port)).unwrap();
+    spec.cert_path = Some(cert);
+    let b = Daemon::start(vec![spec]).await;
+    assert_eq!(b.value("greeting").await, json!("hello"));
+    assert_eq!(untrusted.readyz().await, 412);
     b.stop().await.unwrap();
     a.stop().await.unwrap();
 }

@@ -11,3 +11,4 @@ mod eval_connect;
 mod authority;
 mod remote;
 mod chain;
+mod rollout;

@@ -30,6 +30,7 @@ const PATIENCE: Duration = Duration::from_secs(15);
 /// A daemon started with `flagd_rs::run` on 127.0.0.1, all ports chosen by the OS.
 pub struct Daemon {
     pub management_port: u16,
+    /// 0 when the sync service listens on a unix socket.
     pub sync_port: u16,
     pub ofrep_port: u16,
     pub eval_port: u16,
@@ -53,21 +54,38 @@ impl Daemon {
     }
 
     async fn spawn_with_sync_port(sources: Vec<SourceSpec>, sync_port: u16) -> Daemon {
+        Daemon::spawn_with(sources, |c| c.sync_port = sync_port).await
+    }
+
+    /// Starts a daemon for `sources` with `configure` applied to its configuration (ports and
+    /// state directory are set beforehand) and waits until it is ready.
+    pub async fn start_with(
+        sources: Vec<SourceSpec>,
+        configure: impl FnOnce(&mut Config),
+    ) -> Daemon {
+        let d = Daemon::spawn_with(sources, configure).await;
+        d.wait_readyz(200).await;
+        d
+    }
+
+    async fn spawn_with(sources: Vec<SourceSpec>, configure: impl FnOnce(&mut Config)) -> Daemon {
         let state = tempfile::tempdir().unwrap();
-        let config = Config {
+        let mut config = Config {
             sources,
             host: [127, 0, 0, 1].into(),
             port: 0,
             management_port: 0,
-            sync_port,
+            sync_port: 0,
             ofrep_port: 0,
             admin_port: 0,
             state_dir: state.path().join("state"),
             ..Config::default()
         };
+        configure(&mut config);
         let listeners = Listeners::bind(&config).await.unwrap();
         let BoundPorts { eval, management } = listeners.ports().unwrap();
-        let sync_port = listeners.sync_port().unwrap().unwrap();
+        // 0 when the sync service listens on a unix socket.
+        let sync_port = listeners.sync_port().unwrap().unwrap_or(0);
         let ofrep_port = listeners.ofrep_port().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(flagd_rs::run(config, listeners, async move {
