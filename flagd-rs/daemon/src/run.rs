@@ -355,6 +355,10 @@ pub async fn run(
     // `serve` bounds its own drain; the outer bound only guards against a server that hangs.
     let drained = tokio::time::timeout(config.shutdown_grace + Duration::from_secs(1), async {
         while let Some(ended) = servers.join_next().await {
+            // A server that returns cleanly is exactly what shutdown asks for.
+            if matches!(ended, Ok((_, Ok(())))) {
+                continue;
+            }
             if let Err(e) = server_ended(ended) {
                 tracing::warn!(error = %e, "server stopped with an error during shutdown");
             }

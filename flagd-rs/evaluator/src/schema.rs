@@ -1404,13 +1404,3 @@ mod tests {
         time("validate, 10k flags, one broken", &broken, 1);
     }
 }
-#[cfg(test)]
-mod scratch_print {
-    #[test]
-    fn print() {
-        for f in ["/work/shared/testbed/evaluator/flags/testkit-flags.json", "/work/shared/testbed/flags/edge-case-flags.json"] {
-            let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
-            for v in super::SchemaValidator::shared().validate(&doc) { println!("{:?} {} : {}", v.flag, v.pointer, v.message); }
-        }
-    }
-}
