@@ -12,3 +12,4 @@ mod authority;
 mod remote;
 mod chain;
 mod rollout;
+mod provider_testbed;

@@ -4,7 +4,7 @@ port) and OFREP (OFREP port).
 
 Ports come from the environment: E2E_EVAL_PORT, E2E_SYNC_PORT, E2E_OFREP_PORT. The daemon must
 have been started with `-X env=prod`, which the env-flag check relies on. Prints one line per
-check and a final `python e2e: N passed, M failed`; exits non-zero when a check fails.
+check and a final `python-e2e: N passed, M failed`; exits non-zero when a check fails.
 """
 
 import os
@@ -123,7 +123,7 @@ def main() -> int:
         api.shutdown()
     except Exception:  # noqa: BLE001 - shutting clients down must not hide the results
         traceback.print_exc()
-    print(f"python e2e: {passed} passed, {failed} failed")
+    print(f"python-e2e: {passed} passed, {failed} failed")
     return 0 if failed == 0 else 1
 
 

@@ -7,7 +7,7 @@
 #   E2E_VENV    virtualenv to create or reuse (default: target/e2e-venv)
 #   E2E_PYTHON  interpreter that creates it (default: python3)
 #   E2E_RELEASE set to 1 to test a release build
-# Prints `python e2e: N passed, M failed` last; exits non-zero on any failure.
+# Prints `python-e2e: N passed, M failed` last; exits non-zero on any failure.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -36,7 +36,7 @@ trap 'exit 130' INT TERM
 fail() {
   echo "$1" >&2
   [[ -f "$work/daemon.log" ]] && tail -n 40 "$work/daemon.log" >&2
-  echo "python e2e: 0 passed, 1 failed"
+  echo "python-e2e: 0 passed, 1 failed"
   exit 1
 }
 
@@ -106,6 +106,6 @@ if [[ $status -ne 0 ]]; then
 fi
 if [[ $status -eq 124 ]]; then
   echo "the Python checks did not finish within 120 s" >&2
-  echo "python e2e: 0 passed, 1 failed"
+  echo "python-e2e: 0 passed, 1 failed"
 fi
 exit "$status"

@@ -2,3 +2,4 @@
 pub mod testbed;
 pub mod daemon;
 pub mod eval;
+pub mod launchpad;

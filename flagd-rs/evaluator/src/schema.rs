@@ -6,6 +6,7 @@
 //! invalid document that fail it go through the general validator, whose errors are rewritten
 //! into short, one-line messages that name the flag and the JSON pointer of the offending value.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::OnceLock;
 
@@ -61,7 +62,12 @@ struct Compiled {
     flag: Validator,
     /// One entry of the `flags` array, which must also carry its `key`.
     keyed_flag: Validator,
+    /// Argument counts of the operators, read from `targeting.json` for the messages.
+    arities: Arities,
 }
+
+/// Operator name to the (minimum, maximum) number of arguments the targeting schema allows.
+type Arities = HashMap<String, (Option<u64>, Option<u64>)>;
 
 impl std::fmt::Debug for SchemaValidator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -99,7 +105,7 @@ impl SchemaValidator {
         if fast::document_ok(document) {
             return Vec::new();
         }
-        let mut report = Report::new(document);
+        let mut report = Report::new(document, &compiled.arities);
         let Some(root) = document.as_object() else {
             report.check(&compiled.document, document, "");
             return report.finish(0);
@@ -161,13 +167,15 @@ impl SchemaValidator {
 /// Collects the violations of one document: deduplicated, capped, each with its flag.
 struct Report<'d> {
     document: &'d Value,
+    arities: &'d Arities,
     violations: Vec<SchemaViolation>,
 }
 
 impl<'d> Report<'d> {
-    fn new(document: &'d Value) -> Self {
+    fn new(document: &'d Value, arities: &'d Arities) -> Self {
         Report {
             document,
+            arities,
             violations: Vec::new(),
         }
     }
@@ -186,7 +194,7 @@ impl<'d> Report<'d> {
             found.push((base.to_owned(), message));
         } else {
             for error in validator.iter_errors(value) {
-                explain(&error, base, &mut found);
+                explain(&error, base, self.arities, &mut found);
             }
         }
         for (pointer, message) in found {
@@ -240,6 +248,7 @@ fn compile() -> Result<Compiled, String> {
         serde_json::from_str(FLAGS_SCHEMA).map_err(|e| format!("flags.json is not JSON: {e}"))?;
     let targeting: Value = serde_json::from_str(TARGETING_SCHEMA)
         .map_err(|e| format!("targeting.json is not JSON: {e}"))?;
+    let arities = operator_arities(&targeting);
     let registry = jsonschema::Registry::new()
         .add(FLAGS_SCHEMA_URI, flags.clone())
         .and_then(|builder| builder.add(TARGETING_SCHEMA_URI, targeting))
@@ -265,7 +274,34 @@ fn compile() -> Result<Compiled, String> {
         document,
         flag: definition("flag")?,
         keyed_flag: definition("keyedFlag")?,
+        arities,
     })
+}
+
+/// Reads the `minItems`/`maxItems` of every operator in `targeting.json`, following a `$ref`
+/// to a shared argument definition, so messages can state the expected count in full.
+fn operator_arities(targeting: &Value) -> Arities {
+    let Some(operators) = targeting
+        .pointer("/definitions/expression/properties")
+        .and_then(Value::as_object)
+    else {
+        return Arities::new();
+    };
+    operators
+        .iter()
+        .filter_map(|(op, schema)| {
+            let schema = match schema.get("$ref").and_then(Value::as_str) {
+                Some(reference) => {
+                    let name = reference.strip_prefix("#/definitions/")?;
+                    targeting.get("definitions")?.get(name)?
+                }
+                None => schema,
+            };
+            let min = schema.get("minItems").and_then(Value::as_u64);
+            let max = schema.get("maxItems").and_then(Value::as_u64);
+            (min.is_some() || max.is_some()).then(|| (op.clone(), (min, max)))
+        })
+        .collect()
 }
 
 /// Whether `value` nests deeper than `limit` arrays/objects. Iterative, so it cannot itself
@@ -293,7 +329,12 @@ fn exceeds_depth(value: &Value, limit: usize) -> bool {
 /// Turns one validator error into `(pointer, message)` pairs, descending into `anyOf`/`oneOf`
 /// failures so that the report names the actual problem instead of every rejected alternative.
 /// `base` is where the validated value sits in the document.
-fn explain(error: &ValidationError<'_>, base: &str, out: &mut Vec<(String, String)>) {
+fn explain(
+    error: &ValidationError<'_>,
+    base: &str,
+    arities: &Arities,
+    out: &mut Vec<(String, String)>,
+) {
     let relative = error.instance_path().as_str();
     let pointer = format!("{base}{relative}");
     let segments = segments(&pointer);
@@ -303,7 +344,7 @@ fn explain(error: &ValidationError<'_>, base: &str, out: &mut Vec<(String, Strin
                 out.push((pointer, variants_message(error.instance())));
             } else if let Some(branch) = best_branch(context, relative) {
                 for inner in branch {
-                    explain(inner, base, out);
+                    explain(inner, base, arities, out);
                 }
             } else {
                 let message = format!("{} matches none of the allowed forms", subject(&segments));
@@ -311,7 +352,7 @@ fn explain(error: &ValidationError<'_>, base: &str, out: &mut Vec<(String, Strin
             }
         }
         kind => {
-            let message = describe(kind, error, &segments);
+            let message = describe(kind, error, &segments, arities);
             out.push((pointer, message));
         }
     }
@@ -346,6 +387,7 @@ fn describe(
     kind: &ValidationErrorKind,
     error: &ValidationError<'_>,
     segments: &[String],
+    arities: &Arities,
 ) -> String {
     let instance = error.instance();
     let what = subject(segments);
@@ -399,10 +441,10 @@ fn describe(
             )
         }
         ValidationErrorKind::MinItems { limit } => {
-            arity_message(segments, instance, "at least", *limit)
+            arity_message(segments, instance, ("at least", *limit), arities)
         }
         ValidationErrorKind::MaxItems { limit } => {
-            arity_message(segments, instance, "at most", *limit)
+            arity_message(segments, instance, ("at most", *limit), arities)
         }
         ValidationErrorKind::MinLength { limit: 1 } => format!("{what} must not be empty"),
         ValidationErrorKind::MinLength { limit } => {
@@ -437,8 +479,13 @@ fn describe(
 }
 
 /// Message for an argument-count violation: operator arguments, `fractional` distributions or
-/// any other array.
-fn arity_message(segments: &[String], instance: &Value, bound: &str, limit: u64) -> String {
+/// any other array. `violated` is the bound that failed, e.g. `("at least", 2)`.
+fn arity_message(
+    segments: &[String],
+    instance: &Value,
+    violated: (&str, u64),
+    arities: &Arities,
+) -> String {
     let found = instance.as_array().map_or(0, Vec::len);
     let last = segments.last().map(String::as_str);
     let parent = segments
@@ -454,12 +501,17 @@ fn arity_message(segments: &[String], instance: &Value, bound: &str, limit: u64)
             plural(found as u64, "item")
         );
     }
+    let (bound, limit) = violated;
     match last {
         Some(op) if in_rule && !is_index(op) => {
-            format!(
-                "{op} expects {bound} {limit} {}, found {found}",
-                plural(limit, "argument")
-            )
+            let expected = match arities.get(op) {
+                Some((Some(min), Some(max))) if min == max => {
+                    format!("exactly {min} {}", plural(*min, "argument"))
+                }
+                Some((Some(min), Some(max))) => format!("{min} to {max} arguments"),
+                _ => format!("{bound} {limit} {}", plural(limit, "argument")),
+            };
+            format!("{op} expects {expected}, found {found}")
         }
         _ => format!(
             "{} must have {bound} {limit} {}, found {found}",
@@ -944,10 +996,12 @@ mod tests {
         (r#"{"flags":[{"key":"","state":"ENABLED","variants":{"a":"x"}}]}"#, "/flags/0/key", Some(""), "key must not be empty"),
         // sem_ver bad operator and arity
         (r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":"x"},"targeting":{"sem_ver":[{"var":"v"},"===","1.0.0"]}}}}"#, "/flags/f/targeting/sem_ver/1", Some("f"), r#"sem_ver operator must be one of "=", "!=", "<", "<=", ">", ">=", "^", "~", found "===""#),
-        (r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":"x"},"targeting":{"sem_ver":[{"var":"v"},"="]}}}}"#, "/flags/f/targeting/sem_ver", Some("f"), "sem_ver expects at least 3 arguments, found 2"),
+        (r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":"x"},"targeting":{"sem_ver":[{"var":"v"},"="]}}}}"#, "/flags/f/targeting/sem_ver", Some("f"), "sem_ver expects exactly 3 arguments, found 2"),
         // starts_with / ends_with arity
-        (r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":"x"},"targeting":{"if":[{"starts_with":["abc"]},"a",null]}}}}"#, "/flags/f/targeting/if/0/starts_with", Some("f"), "starts_with expects at least 2 arguments, found 1"),
-        (r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":"x"},"targeting":{"ends_with":["a","b","c"]}}}}"#, "/flags/f/targeting/ends_with", Some("f"), "ends_with expects at most 2 arguments, found 3"),
+        (r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":"x"},"targeting":{"if":[{"starts_with":["abc"]},"a",null]}}}}"#, "/flags/f/targeting/if/0/starts_with", Some("f"), "starts_with expects exactly 2 arguments, found 1"),
+        (r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":"x"},"targeting":{"ends_with":["a","b","c"]}}}}"#, "/flags/f/targeting/ends_with", Some("f"), "ends_with expects exactly 2 arguments, found 3"),
+        (r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":"x"},"targeting":{"<":[{"var":"n"}]}}}}"#, "/flags/f/targeting/<", Some("f"), "< expects 2 to 3 arguments, found 1"),
+        (r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":"x"},"targeting":{"var":["a",1,2]}}}}"#, "/flags/f/targeting/var", Some("f"), "var expects at most 2 arguments, found 3"),
         // fractional distributions and bucketing value
         (r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":"x"},"targeting":{"fractional":[["a",50],["b",25,1]]}}}}"#, "/flags/f/targeting/fractional/1", Some("f"), "a fractional distribution must be [variant] or [variant, weight], found 3 items"),
         (r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":"x"},"targeting":{"fractional":[["a",1.5]]}}}}"#, "/flags/f/targeting/fractional/0/1", Some("f"), "fractional[0][1] must be integer, object or null, found number"),
@@ -963,7 +1017,7 @@ mod tests {
         (r#"{"flag":{}}"#, "", None, r#"missing required property "flags""#),
         (r#"[]"#, "", None, "the document must be object, found array"),
         // broken shared evaluators
-        (r#"{"flags":{},"$evaluators":{"e":{"in":["x"]}}}"#, "/$evaluators/e/in", None, "in expects at least 2 arguments, found 1"),
+        (r#"{"flags":{},"$evaluators":{"e":{"in":["x"]}}}"#, "/$evaluators/e/in", None, "in expects exactly 2 arguments, found 1"),
         (r#"{"flags":{},"$evaluators":{"e":3}}"#, "/$evaluators/e", None, r#"evaluator "e" must be object, found number"#),
     ];
 

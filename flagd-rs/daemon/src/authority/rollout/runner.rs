@@ -984,11 +984,15 @@ impl Driver {
         let gated = !self.checked.gates.is_empty() && !self.step_hold().is_zero();
         let mut last_check: Option<Instant> = None;
         let mut next_check = start + interval;
+        // A step only moves on after a check in which every gate passed.
+        let mut passed = false;
         loop {
-            let wake = if gated {
-                next_check.min(deadline)
-            } else {
+            let wake = if !gated {
                 deadline
+            } else if Instant::now() >= deadline {
+                next_check
+            } else {
+                next_check.min(deadline)
             };
             match next_input(rx, stop, Some(wake)).await {
                 Input::Stop => return HoldEnd::Stop,
@@ -1005,16 +1009,20 @@ impl Driver {
                     let now = Instant::now();
                     // At the end of the hold, check once more unless a check just ran.
                     let due = now >= next_check
-                        || last_check.is_none_or(|t| now.duration_since(t) >= interval / 2);
+                        || (now >= deadline
+                            && last_check.is_none_or(|t| now.duration_since(t) >= interval / 2));
                     if gated && due {
-                        if let Some(end) = self.check_gates(deadline).await {
-                            return end;
+                        match self.check_gates(deadline).await {
+                            Ok(all_passed) => passed = all_passed,
+                            Err(end) => return end,
                         }
                         let checked = Instant::now();
                         last_check = Some(checked);
                         next_check = checked + interval;
                     }
-                    if Instant::now() >= deadline {
+                    // Past the hold with a check that did not pass (a failure or an
+                    // inconclusive answer within its limit): hold on and check again.
+                    if Instant::now() >= deadline && (!gated || passed) {
                         return HoldEnd::Done;
                     }
                 }
@@ -1022,9 +1030,9 @@ impl Driver {
         }
     }
 
-    /// Checks every gate once (concurrently) and records the results; returns how the hold
-    /// ends if a gate decided it.
-    async fn check_gates(&mut self, deadline: Instant) -> Option<HoldEnd> {
+    /// Checks every gate once (concurrently) and records the results. Returns whether every
+    /// gate passed, or how the hold ends if a gate decided it.
+    async fn check_gates(&mut self, deadline: Instant) -> Result<bool, HoldEnd> {
         let plan = self.plan();
         let ctx = GateContext {
             flag: self.flag.clone(),
@@ -1042,6 +1050,7 @@ impl Driver {
         let when = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
         let mut failed: Option<(String, String)> = None;
         let mut inconclusive: Option<(String, String)> = None;
+        let all_passed = outcomes.iter().all(|o| o.verdict == Verdict::Pass);
         for (status, outcome) in self.gates.iter_mut().zip(outcomes) {
             match outcome.verdict {
                 Verdict::Pass => {
@@ -1073,9 +1082,12 @@ impl Driver {
         let left = deadline.saturating_duration_since(Instant::now());
         // A definite failure outweighs an inconclusive answer of another gate.
         if let Some((gate, detail)) = failed {
-            return Some(HoldEnd::Failed { gate, detail, left });
+            return Err(HoldEnd::Failed { gate, detail, left });
         }
-        inconclusive.map(|(gate, detail)| HoldEnd::Inconclusive { gate, detail, left })
+        if let Some((gate, detail)) = inconclusive {
+            return Err(HoldEnd::Inconclusive { gate, detail, left });
+        }
+        Ok(all_passed)
     }
 }
 
