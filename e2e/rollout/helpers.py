@@ -8,12 +8,20 @@
   helpers.py variants EVAL_PORT FLAG USERS
       print {"variant": count} for FLAG over USERS users
   helpers.py get EXPR                     read JSON on stdin, print the Python expression EXPR of it (`d`)
+  helpers.py first-above PROM_URL QUERY START_RFC3339 END_RFC3339 THRESHOLD
+      print the first time (Unix seconds) between START and END at which the instant query QUERY
+      had a value above THRESHOLD, as Prometheus answers it (a range query, 100 ms steps), or
+      "none"
+  helpers.py epoch RFC3339                print the time as Unix seconds
 """
 
 import http.client
 import json
 import socket
 import sys
+import urllib.parse
+import urllib.request
+from datetime import datetime
 
 
 def free_ports(n):
@@ -57,6 +65,24 @@ def resolve_all(port, users):
     return out
 
 
+def epoch(text):
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def first_above(prom, query, start, end, threshold):
+    params = urllib.parse.urlencode(
+        {"query": query, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": "0.1"})
+    with urllib.request.urlopen(f"{prom}/api/v1/query_range?{params}", timeout=10) as r:
+        answer = json.load(r)
+    times = []
+    for series in answer["data"]["result"]:
+        for t, v in series["values"]:
+            if v not in ("NaN", "+Inf", "-Inf") and float(v) > threshold:
+                times.append(float(t))
+                break
+    return min(times) if times else None
+
+
 def main(argv):
     cmd = argv[1] if len(argv) > 1 else ""
     if cmd == "ports":
@@ -80,6 +106,11 @@ def main(argv):
             variant = data.get("variant", "?")
             counts[variant] = counts.get(variant, 0) + 1
         print(json.dumps(counts, sort_keys=True))
+    elif cmd == "first-above":
+        t = first_above(argv[2], argv[3], epoch(argv[4]), epoch(argv[5]), float(argv[6]))
+        print("none" if t is None else f"{t:.3f}")
+    elif cmd == "epoch":
+        print(f"{epoch(argv[2]):.3f}")
     elif cmd == "get":
         d = json.load(sys.stdin)
         print(eval(argv[2], {"d": d, "json": json}))  # noqa: S307 - test helper, expressions come from run.sh

@@ -69,6 +69,11 @@ pub struct LaunchConfig {
     pub setup: Setup,
     /// The `fractional` hash generation (`--fractional-hash`).
     pub hash: HashGeneration,
+    /// Leave out of the merged document every flag whose targeting refers to an evaluator the
+    /// document does not define. The daemon, like flagd, serves such a flag with the `$ref`
+    /// left in place (it fails with PARSE_ERROR when evaluated), but a client that rejects a
+    /// whole flag configuration holding one cannot load the testbed's flags otherwise.
+    pub omit_unresolved_refs: bool,
 }
 
 /// The ports (or sockets) of a launched daemon; they stay the same across restarts.
@@ -109,6 +114,7 @@ pub struct Launchpad {
     config: Config,
     ports: Ports,
     probes: Vec<String>,
+    omitted: Vec<String>,
     state: DaemonState,
 }
 
@@ -117,7 +123,7 @@ impl Launchpad {
     /// returns once it is ready and serves a flag of every source.
     pub async fn start(testbed_flags: &Path, launch: LaunchConfig) -> anyhow::Result<Launchpad> {
         let work = tempfile::tempdir().context("creating the launchpad work directory")?;
-        prepare_work_dir(testbed_flags, work.path())?;
+        let omitted = prepare_work_dir(testbed_flags, work.path(), launch.omit_unresolved_refs)?;
         let mut config = daemon_config(work.path(), launch)?;
         let listeners = Listeners::bind(&config)
             .await
@@ -146,6 +152,7 @@ impl Launchpad {
             config,
             ports,
             probes,
+            omitted,
             state: DaemonState::Running(running),
         })
     }
@@ -178,6 +185,30 @@ impl Launchpad {
     /// The absolute path of a work-directory file given relative to it.
     pub fn path(&self, relative: &str) -> PathBuf {
         self.work.path().join(relative)
+    }
+
+    /// The definition of flag `key` as the daemon serves it: from the work-directory file
+    /// `selector` names, or without one from the last source that defines it (sources later
+    /// in the list win).
+    pub fn flag_definition(&self, key: &str, selector: Option<&str>) -> Option<Value> {
+        let read = |path: &Path| {
+            let doc: Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+            doc.get("flags")?.get(key).cloned()
+        };
+        match selector {
+            Some(s) if self.work.path().join(s).is_file() => read(&self.path(s)),
+            _ => self
+                .config
+                .sources
+                .iter()
+                .rev()
+                .find_map(|spec| read(&spec.path())),
+        }
+    }
+
+    /// The flags left out of the merged document (see [`LaunchConfig::omit_unresolved_refs`]).
+    pub fn omitted_flags(&self) -> &[String] {
+        &self.omitted
     }
 
     /// The selector the daemon knows for `selector`: a path relative to the work directory
@@ -259,7 +290,7 @@ impl Launchpad {
         };
         *variant = Value::from(next);
         std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)?;
-        merge_flags(self.work.path())?;
+        self.omitted = merge_flags(self.work.path(), self.launch.omit_unresolved_refs)?;
         self.ensure_running().await?;
         let deadline = tokio::time::Instant::now() + CHANGE_TIMEOUT;
         loop {
@@ -300,7 +331,12 @@ impl Launchpad {
 }
 
 /// Copies the testbed's flag files into `rawflags/` and writes the merged document.
-fn prepare_work_dir(testbed_flags: &Path, work: &Path) -> anyhow::Result<()> {
+/// Returns the flags left out of the merged document.
+fn prepare_work_dir(
+    testbed_flags: &Path,
+    work: &Path,
+    omit_refs: bool,
+) -> anyhow::Result<Vec<String>> {
     let raw = work.join("rawflags");
     std::fs::create_dir_all(&raw)?;
     std::fs::create_dir_all(work.join("flags"))?;
@@ -309,12 +345,13 @@ fn prepare_work_dir(testbed_flags: &Path, work: &Path) -> anyhow::Result<()> {
         std::fs::copy(&path, raw.join(name))
             .with_context(|| format!("copying {}", path.display()))?;
     }
-    merge_flags(work)
+    merge_flags(work, omit_refs)
 }
 
 /// Writes `flags/allFlags.json`: every `rawflags/*.json` not named `selector-*`, deep-merged in
-/// file-name order.
-fn merge_flags(work: &Path) -> anyhow::Result<()> {
+/// file-name order; with `omit_refs`, without the flags that refer to a missing evaluator,
+/// whose keys are returned.
+fn merge_flags(work: &Path, omit_refs: bool) -> anyhow::Result<Vec<String>> {
     let mut merged = Map::new();
     for path in json_files(&work.join("rawflags"))? {
         let selector = path
@@ -329,11 +366,46 @@ fn merge_flags(work: &Path) -> anyhow::Result<()> {
             deep_merge(&mut merged, map);
         }
     }
+    let mut omitted = Vec::new();
+    if omit_refs {
+        let evaluators = merged
+            .get("$evaluators")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        if let Some(Value::Object(flags)) = merged.get_mut("flags") {
+            flags.retain(|key, flag| {
+                let keep = flag
+                    .get("targeting")
+                    .is_none_or(|t| !refers_to_missing(t, &evaluators));
+                if !keep {
+                    omitted.push(key.clone());
+                }
+                keep
+            });
+        }
+    }
     std::fs::write(
         work.join(ALL_FLAGS),
         serde_json::to_vec_pretty(&Value::Object(merged))?,
     )?;
-    Ok(())
+    Ok(omitted)
+}
+
+/// Whether `rule` holds a `{"$ref": name}` whose name `evaluators` does not define.
+fn refers_to_missing(rule: &Value, evaluators: &Map<String, Value>) -> bool {
+    match rule {
+        Value::Object(map) => {
+            let missing = map.len() == 1
+                && map
+                    .get("$ref")
+                    .and_then(Value::as_str)
+                    .is_some_and(|name| !evaluators.contains_key(name));
+            missing || map.values().any(|v| refers_to_missing(v, evaluators))
+        }
+        Value::Array(items) => items.iter().any(|v| refers_to_missing(v, evaluators)),
+        _ => false,
+    }
 }
 
 /// Merges `src` into `dst`: maps present on both sides merge key by key, anything else from

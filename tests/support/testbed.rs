@@ -350,6 +350,11 @@ pub fn parse_feature(text: &str) -> Result<Feature, String> {
             if !closed {
                 return fail("unterminated doc string");
             }
+            // A doc string in a feature's description (config.feature holds its option table
+            // in one) is description text.
+            if matches!(block, Block::None | Block::Feature) {
+                continue;
+            }
             let Some(step) = current_steps(&mut feature, block).and_then(|s| s.last_mut()) else {
                 return fail("doc string without a step");
             };

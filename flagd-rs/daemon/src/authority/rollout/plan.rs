@@ -24,6 +24,17 @@
 //! Weights are percentages of the traffic the variant and its baseline share. They may only grow
 //! from one step to the next, so a ramp only ever adds users to the rolled-out variant (the
 //! split keeps its variant order, so the users it already has stay).
+//!
+//! How a plan runs:
+//! - During each hold every gate is checked every `interval`, and once more when the hold ends.
+//!   A step moves on only after a check in which every gate passed; a hold whose last check did
+//!   not pass goes on, checking, until one does or a limit is reached.
+//! - A gate's failed checks are counted over the rollout (and start over when a human resumes
+//!   it); one more than its `failureLimit` rolls the split back to where it was before the
+//!   rollout, or pauses, as `onFailure` says.
+//! - More inconclusive answers in a row than `inconclusiveLimit` (no data, a query error, a
+//!   webhook that does not answer) pause the rollout for a human.
+//! - In queries and webhook URLs, `{{flag}}`, `{{variant}}` and `{{baseline}}` are replaced.
 
 use std::fmt;
 use std::time::Duration;
