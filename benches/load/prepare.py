@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Writes the request bodies and flag files of the daemon load benchmarks into a directory.
 
-Usage: prepare.py <work dir> <bundled flag file> <peer workload dir>
+Usage: prepare.py <work dir> <peer workload dir>
 
-The peer workload dir must already hold the generator's output (flags-1000.json, contexts.jsonl).
+The peer workload dir must already hold the generator's output (flags.json, flags-1000.json,
+contexts.jsonl).
 
 Outputs:
-  flags.json               the bundled flags, served from a file source so that it can be rewritten
+  flags.json               the peer workload's 8 flags (static, targeting, fractional, sem_ver...),
+                           served from a file source so that it can be rewritten
   bulk100.json             the first 100 flags of the peer workload's flags-1000.json
   grpc-static.bin          length-prefixed protobuf ResolveBooleanRequest for the static flag
   grpc-targeting.bin       the same for the targeting flag
@@ -20,10 +22,10 @@ import shutil
 import struct
 import sys
 
-# Flags of the bundled file (flags/default.flagd.json).
-STATIC_FLAG = "blue-green-deployment"  # no targeting
-TARGETING_FLAG = "canary-deployment"  # if + $ref to an `in` rule on `environment`
-CONTEXT = {"targetingKey": "user-1234", "environment": "prod", "email": "jane@example.com"}
+# Boolean flags of the peer workload's flags.json.
+STATIC_FLAG = "static-bool"  # no targeting
+TARGETING_FLAG = "ref-shared"  # if + $ref to a shared rule: and(ends_with email, age >= 30)
+CONTEXT = {"targetingKey": "user-1234", "email": "jane@acme.com", "age": 42}
 
 
 def varint(n):
@@ -73,8 +75,8 @@ def write(path, data):
 
 
 def main():
-    work, bundled, peers = sys.argv[1:4]
-    shutil.copyfile(bundled, f"{work}/flags.json")
+    work, peers = sys.argv[1:3]
+    shutil.copyfile(f"{peers}/flags.json", f"{work}/flags.json")
 
     with open(f"{peers}/flags-1000.json", encoding="utf-8") as fh:
         thousand = json.load(fh)

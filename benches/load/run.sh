@@ -17,7 +17,8 @@
 #   memory      resident memory idle with the bundled flags and with 10,000 flags
 #
 # Environment (defaults in brackets):
-#   LOAD_DURATION [10]       seconds of each max-rate measurement (after LOAD_WARMUP [2] s)
+#   LOAD_DURATION [10]       seconds of each max-rate measurement (after LOAD_WARMUP [2] s of
+#                            h2load warm-up; constant-rate runs leave out their first LOAD_WARMUP s)
 #   LOAD_REPEAT [3]          rounds of the max-rate measurements; tables quote medians
 #   LOAD_LATENCY_DURATION [15]  seconds of each constant-rate measurement
 #   LOAD_THREADS [1]         threads of h2load and wrk
@@ -58,7 +59,7 @@ BULK=$((BASE + 213))
 WATCH=$((BASE + 313))
 MEMORY=$((BASE + 413))
 RESOLVE=/flagd.evaluation.v1.Service/ResolveBoolean
-OFREP_SINGLE=/ofrep/v1/evaluate/flags/blue-green-deployment
+OFREP_SINGLE=/ofrep/v1/evaluate/flags/static-bool
 OFREP_BULK=/ofrep/v1/evaluate/flags
 
 PIDS=()
@@ -115,7 +116,18 @@ prepare() {
     run cp "$PEERS_SRC/workload/gen.py" "$WORK/peers/gen.py"
     run python3 "$WORK/peers/gen.py" >&2
   fi
-  run python3 "$HERE/prepare.py" "$WORK" "$ROOT/flags/default.flagd.json" "$WORK/peers"
+  run python3 "$HERE/prepare.py" "$WORK" "$WORK/peers"
+}
+
+# Refuses to start when something already listens on one of the ports: the load would go to it.
+ports_free() {
+  local port
+  for port in "$@"; do
+    if ss -Htln "sport = :$port" | grep -q .; then
+      echo "port $port is in use; set LOAD_BASE_PORT to use other ports" >&2
+      exit 1
+    fi
+  done
 }
 
 # start_daemon <name> <eval port> [start options...]: management, sync, OFREP and admin ports are
@@ -124,9 +136,10 @@ start_daemon() {
   local name=$1 port=$2
   shift 2
   rm -rf "$WORK/state-$name"
+  ports_free "$port" $((port + 1)) $((port + 2)) $((port + 3)) $((port + 4))
   printf '+ %s\n' "flagd-rs start -p $port -m $((port + 1)) -g $((port + 2)) -r $((port + 3)) $*" >&2
   "$BIN/flagd-rs" start -p "$port" -m $((port + 1)) -g $((port + 2)) -r $((port + 3)) \
-    --admin-port $((port + 4)) --state-dir "$WORK/state-$name" "$@" 2>"$WORK/$name.log" &
+    --admin-port $((port + 4)) --state-dir "$WORK/state-$name" "$@" >/dev/null 2>"$WORK/$name.log" &
   DAEMON_PID=$!
   PIDS+=("$DAEMON_PID")
   local i
@@ -149,7 +162,10 @@ stop() {
 }
 
 start_noop() {
-  run "$BIN/noop_server" "127.0.0.1:$NOOP" "127.0.0.1:$((NOOP + 3))" 2>"$WORK/noop.log" &
+  ports_free "$NOOP" $((NOOP + 3))
+  # Started directly (not through `run`), so that $! is the server's own process.
+  printf '+ %s\n' "noop_server 127.0.0.1:$NOOP 127.0.0.1:$((NOOP + 3))" >&2
+  "$BIN/noop_server" "127.0.0.1:$NOOP" "127.0.0.1:$((NOOP + 3))" 2>"$WORK/noop.log" >/dev/null &
   NOOP_PID=$!
   PIDS+=("$NOOP_PID")
   local i
@@ -162,6 +178,24 @@ start_noop() {
   done
   echo "the no-op server did not start" >&2
   exit 1
+}
+
+# CPU time (user + system) a process has used so far, in clock ticks.
+cpu_ticks() {
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
+# The process serving as <server> (daemon or noop) in the current measurement.
+server_pid() {
+  if [[ $1 == noop ]]; then echo "$NOOP_PID"; else echo "$SERVER_PID"; fi
+}
+
+# cpu_fields <server> <ticks before> <requests>: the server's CPU time per request, which,
+# unlike req/s, does not depend on how much CPU the rest of the machine leaves it.
+cpu_fields() {
+  local used=$(($(cpu_ticks "$(server_pid "$1")") - $2))
+  python3 -c 'import sys; t, n, hz = map(float, sys.argv[1:]); print(f"cpu_us_per_req={t / hz * 1e6 / n if n else 0:.2f}")' \
+    "$used" "$3" "$(getconf CLK_TCK)"
 }
 
 rss_kib() {
@@ -195,10 +229,17 @@ spot_check() {
 # h2load_max <test> <server> <run> <port> <body> <response bytes>: max-rate gRPC.
 h2load_max() {
   local test=$1 server=$2 round=$3 port=$4 body=$5 bytes=$6 log=$WORK/$1-$2-$3.out
-  run h2load -c 8 -m 16 -t "$THREADS" -D "$DURATION" --warm-up-time="$WARMUP" -d "$body" \
-    -H 'content-type: application/grpc' -H 'te: trailers' \
-    "http://127.0.0.1:$port$RESOLVE" >"$log"
-  record "$($STATS h2load "$log" "$bytes")" "test=\"$test\"" "server=\"$server\"" "run=$round"
+  local options=(-c 8 -m 16 -t "$THREADS" -d "$body" -H 'content-type: application/grpc'
+    -H 'te: trailers' "http://127.0.0.1:$port$RESOLVE")
+  # A separate warm-up run: h2load's own --warm-up-time leaves the warm-up's bytes in the
+  # traffic totals, which the gRPC error count below relies on.
+  run h2load -D "$WARMUP" "${options[@]}" >/dev/null
+  local ticks json
+  ticks=$(cpu_ticks "$(server_pid "$server")")
+  run h2load -D "$DURATION" "${options[@]}" >"$log"
+  json=$($STATS h2load "$log" "$bytes")
+  record "$json" "test=\"$test\"" "server=\"$server\"" "run=$round" \
+    "$(cpu_fields "$server" "$ticks" "$($STATS get "$json" done)")"
 }
 
 # wrk_max <test> <server> <run> <url> <body> [<key=json>...]: max-rate HTTP/1.1 POST with a JSON
@@ -206,11 +247,13 @@ h2load_max() {
 wrk_max() {
   local test=$1 server=$2 round=$3 url=$4 body=$5 log=$WORK/$1-$2-$3.out
   shift 5
+  local ticks json
+  ticks=$(cpu_ticks "$(server_pid "$server")")
   run wrk -t "$THREADS" -c 32 -d "${DURATION}s" --timeout 5s -s "$HERE/post.lua" "$url" \
     -- "$body" application/json >"$log"
-  local json
   json=$($STATS wrk "$log")
   record "$json" "test=\"$test\"" "server=\"$server\"" "run=$round" \
+    "$(cpu_fields "$server" "$ticks" "$($STATS get "$json" requests)")" \
     "errors=$(($($STATS get "$json" non_2xx) + $($STATS get "$json" socket_errors)))" "$@"
 }
 
@@ -289,7 +332,8 @@ latency() {
 
 # rewrites <seconds>: starts the 10-per-second rewriter in the background; sets REWRITER_PID.
 rewrites() {
-  run "$BIN/load_client" rewrite "$WORK/flags.json" 100 "$1" >"$WORK/rewrites.json" &
+  printf '+ %s\n' "load_client rewrite $WORK/flags.json 100 $1" >&2
+  "$BIN/load_client" rewrite "$WORK/flags.json" 100 "$1" >"$WORK/rewrites.json" &
   REWRITER_PID=$!
   PIDS+=("$REWRITER_PID")
 }
@@ -327,6 +371,7 @@ events() {
 ofrep() {
   local round rate out
   start_daemon bulk "$BULK" -f "file:$WORK/bulk100.json"
+  SERVER_PID=$DAEMON_PID
   local url="http://127.0.0.1:$((BULK + 3))$OFREP_BULK"
   out=$(curl -sS -m 5 -w ' HTTP %{http_code}' -X POST -H 'content-type: application/json' \
     --data-binary @"$WORK/ofrep-bulk.json" "$url")
@@ -339,6 +384,7 @@ ofrep() {
   h2load_rate p99-ofrep-bulk100 daemon "$url" "$rate" 32 "" -- \
     --h1 -d "$WORK/ofrep-bulk.json" -H 'content-type: application/json'
   stop "$DAEMON_PID"
+  SERVER_PID=$MAIN_PID
 }
 
 watchers() {
@@ -378,6 +424,7 @@ echo "results: $OUT; load: $(uptime)" >&2
 
 start_daemon main "$DAEMON" -f "file:$WORK/flags.json"
 MAIN_PID=$DAEMON_PID
+SERVER_PID=$MAIN_PID
 start_noop
 spot_check "$NOOP" no-op $((NOOP + 3))
 NOOP_GRPC_BYTES=$GRPC_BYTES_static

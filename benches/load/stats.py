@@ -129,8 +129,11 @@ def report(path):
         ("ofrep-single", "OFREP single flag, static (wrk 32 conns)"),
         ("ofrep-bulk100", "OFREP bulk, 100 flags (wrk 32 conns)"),
     ]
-    out.append("| Scenario | flagd-rs req/s | no-op req/s | ratio | runs | errors |")
-    out.append("|---|---:|---:|---:|---:|---:|")
+    out.append(
+        "| Scenario | flagd-rs req/s | no-op req/s | ratio | flagd-rs CPU µs/req | no-op CPU µs/req "
+        "| CPU ratio (no-op/flagd-rs) | runs | errors |"
+    )
+    out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for test, label in throughput:
         daemon = pick(test, "daemon")
         if not daemon:
@@ -148,7 +151,13 @@ def report(path):
         ]
         ratio = f"{median(pairs) * 100:.1f} %" if pairs else "n/a"
         errors = sum(r.get("errors", 0) for r in daemon + noop)
-        out.append(f"| {label} | {fmt(d)} | {fmt(n)} | {ratio} | {len(daemon)} | {errors} |")
+        dc = median([r.get("cpu_us_per_req") for r in daemon])
+        nc = median([r.get("cpu_us_per_req") for r in noop])
+        cpu_ratio = f"{nc / dc * 100:.1f} %" if dc and nc else "n/a"
+        out.append(
+            f"| {label} | {fmt(d)} | {fmt(n)} | {ratio} | {fmt(dc, 1)} | {fmt(nc, 1)} | {cpu_ratio} "
+            f"| {len(daemon)} | {errors} |"
+        )
 
     latency = [r for r in rows if r.get("test", "").startswith("p99-")]
     if latency:
