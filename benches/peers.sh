@@ -4,12 +4,16 @@
 #
 # Usage: benches/peers.sh [mem] [load] [eval] [diff]     (default: mem load eval)
 #
+# On a shared machine the load changes from minute to minute, so `load` and `eval` are repeated
+# ROUNDS times (peers, then flagd-rs, per round) and the report takes the median over rounds.
+#
 # Environment:
 #   FLAGD_PEERS_SRC      the peers directory (default: <workspace>/../shared/peers)
 #   FLAGD_PEERS_RUN      writable copy of it that the run uses (default: /tmp/flagd-peers-src);
 #                        the workload generator writes beside itself, and the source may be read-only
 #   PEERS_WORK           where the peers are installed (default: /tmp/flagd-peers)
 #   FLAGD_PEERS_RESULTS  the JSON-lines results file (default: target/peers/results-<UTC time>.jsonl)
+#   ROUNDS               repetitions of `load` and `eval` (default: 3)
 # Every command is printed before it runs.
 set -euo pipefail
 
@@ -21,6 +25,7 @@ export FLAGD_PEERS_WORKLOAD=$PEERS_WORK/workload
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 OUT=${FLAGD_PEERS_RESULTS:-$TARGET/peers/results-$(date -u +%Y%m%dT%H%M%SZ).jsonl}
 OURS=$TARGET/release/peer_workload
+ROUNDS=${ROUNDS:-3}
 
 modes=("$@")
 [[ ${#modes[@]} -gt 0 ]] || modes=(mem load eval)
@@ -28,6 +33,12 @@ modes=("$@")
 run() {
   printf '+ %s\n' "$*" >&2
   "$@"
+}
+
+# The machine's state, recorded beside the measurements.
+machine() {
+  printf '{"machine":{"nproc":%s,"loadavg":"%s","when":"%s"}}\n' "$(nproc)" \
+    "$(cut -d' ' -f1-3 /proc/loadavg)" "$(date -u +%FT%TZ)" | tee -a "$OUT"
 }
 
 # Measurements go to the results file; anything else the tools print (the generator's file sizes)
@@ -64,11 +75,15 @@ run mkdir -p "$(dirname "$OUT")"
 for m in "${modes[@]}"; do
   case $m in
     mem)
+      machine
       record "$RUN/run.sh" mem
       for f in flags.json flags-10000.json; do record "$OURS" mem "$f"; done ;;
     load | eval)
-      record "$RUN/run.sh" "$m"
-      record "$OURS" "$m" ;;
+      for ((r = 1; r <= ROUNDS; r++)); do
+        machine
+        record "$RUN/run.sh" "$m"
+        record "$OURS" "$m"
+      done ;;
     diff)
       record "$RUN/run.sh" diff
       record "$OURS" diff

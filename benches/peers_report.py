@@ -57,67 +57,114 @@ def print_table(header, rows):
     print()
 
 
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if xs else None
+
+
 def table(path):
-    evals, loads, mems = {}, {}, {}
+    # Each `eval`/`load` measurement is tagged with its round: a round is the peers then flagd-rs,
+    # so a ratio is only ever taken between numbers measured minutes apart, not hours.
+    evals, loads, mems, machines = [], [], {}, []
+    detail = []
+    rnd = {"eval": -1, "load": -1}
+    seen = {"eval": set(), "load": set()}
     with open(path, encoding="utf-8") as fh:
         for raw in fh:
             raw = raw.strip()
             if not raw.startswith("{"):
                 continue
             d = json.loads(raw)
+            if "machine" in d:
+                machines.append(d["machine"])
+                continue
             name = short(d.get("peer", "?"))
+            for mode in ("eval", "load"):
+                if mode in d and (name in seen[mode] or rnd[mode] < 0):
+                    rnd[mode] += 1
+                    seen[mode] = set()
             if "eval" in d:
-                evals[name] = {k: v.get("ops_per_s_median", 0) for k, v in d["eval"].items()}
-                errs = sum(v.get("errors_total", 0) for v in d["eval"].values())
-                if errs:
-                    evals[name]["_errors"] = errs
+                seen["eval"].add(name)
+                evals.append((rnd["eval"], name, {k: v.get("ops_per_s_median", 0) for k, v in d["eval"].items()},
+                              sum(v.get("errors_total", 0) for v in d["eval"].values())))
             elif "load" in d:
-                loads[name] = {f: v.get("load_ms_median") for f, v in d["load"].items()}
+                seen["load"].add(name)
+                loads.append((rnd["load"], name, {f: v.get("load_ms_median") for f, v in d["load"].items()}))
                 if name == "flagd-rs":
-                    loads["_ours_detail"] = d["load"]
+                    detail.append(d["load"])
             elif "file" in d and "rss_after_mb" in d:
                 added = d["rss_after_mb"] - d["rss_before_mb"]
-                mems.setdefault(name, {})[d["file"]] = (added, d.get("peak_rss_mb"))
+                mems.setdefault(name, {})[d["file"]] = (added, d.get("peak_rss_mb"), d.get("rss_added_by_second_copy_mb"))
+
+    if machines:
+        print("machine: " + "; ".join(f"{m['when']} load {m['loadavg']}" for m in machines) + f" ({machines[0]['nproc']} CPUs)")
+        print()
 
     if evals:
-        peers = [p for p in evals if p != "flagd-rs"]
-        header = ["kind"] + peers + ["flagd-rs", "fastest peer", "ours / fastest"]
+        names = list(dict.fromkeys(n for _, n, _, _ in evals))
+        peers = [n for n in names if n != "flagd-rs"]
+        rounds = sorted({r for r, _, _, _ in evals})
+        by = {(r, n): v for r, n, v, _ in evals}
+        header = ["kind"] + peers + ["flagd-rs", "fastest peer", "ours / fastest", "per round"]
         rows = []
         for key, label in KINDS:
-            peer_rates = {p: evals[p].get(key) for p in peers if evals[p].get(key)}
-            best = max(peer_rates, key=peer_rates.get) if peer_rates else None
-            ours = evals.get("flagd-rs", {}).get(key)
-            row = [label] + [rate(evals[p][key]) if evals[p].get(key) else "-" for p in peers]
-            row += [rate(ours) if ours else "-", best or "-"]
-            row.append(f"{ours / peer_rates[best]:.1f}x" if ours and best else "-")
+            med = {n: median([by[(r, n)][key] for r in rounds if (r, n) in by and by[(r, n)].get(key)]) for n in names}
+            ratios, fastest = [], []
+            for r in rounds:
+                pr = {p: by[(r, p)].get(key) for p in peers if (r, p) in by and by[(r, p)].get(key)}
+                ours = by.get((r, "flagd-rs"), {}).get(key)
+                if pr and ours:
+                    best = max(pr, key=pr.get)
+                    fastest.append(best)
+                    ratios.append(ours / pr[best])
+            row = [label] + [rate(med[n]) if med[n] else "-" for n in peers]
+            row += [rate(med["flagd-rs"]) if med.get("flagd-rs") else "-",
+                    max(set(fastest), key=fastest.count) if fastest else "-",
+                    f"{median(ratios):.1f}x" if ratios else "-",
+                    " ".join(f"{x:.1f}" for x in ratios)]
             rows.append(row)
-        print("Evaluations per second (median of 7 runs; higher is better)")
+        print(f"Evaluations per second, median over {len(rounds)} round(s) of each evaluator's median of 7 runs;")
+        print("ratio = median over rounds of flagd-rs / fastest peer in the same round (higher is better)")
         print_table(header, rows)
-        for p, v in evals.items():
-            if v.get("_errors"):
-                print(f"note: {p} reported {v['_errors']} errors while timing")
+        for r, n, _, errs in evals:
+            if errs:
+                print(f"note: {n} reported {errs} errors while timing (round {r + 1})")
 
     if loads:
-        detail = loads.pop("_ours_detail", None)
         files = ["flags-1000.json", "flags-10000.json"]
+        names = list(dict.fromkeys(n for _, n, _ in loads))
+        peers = [n for n in names if n != "flagd-rs"]
+        rounds = sorted({r for r, _, _ in loads})
+        by = {(r, n): v for r, n, v in loads}
         header = ["evaluator"] + [f"load {f}" for f in files]
-        rows = [[p] + [f"{loads[p].get(f, 0):,.2f} ms" if loads[p].get(f) is not None else "-" for f in files] for p in loads]
-        peers = [p for p in loads if p != "flagd-rs"]
-        if "flagd-rs" in loads and peers:
-            row = ["ours / fastest peer"]
+        rows = []
+        for n in names:
+            row = [n]
             for f in files:
-                best = min((loads[p][f] for p in peers if loads[p].get(f)), default=None)
-                ours = loads["flagd-rs"].get(f)
-                row.append(f"{ours / best:.2f}x" if ours and best else "-")
+                m = median([by[(r, n)][f] for r in rounds if (r, n) in by and by[(r, n)].get(f) is not None])
+                row.append(f"{m:,.2f} ms" if m is not None else "-")
             rows.append(row)
-        print("Load of a flag document, bytes to a usable flag set (median; lower is better)")
+        if "flagd-rs" in names and peers:
+            row = ["flagd-rs / fastest peer"]
+            for f in files:
+                ratios = []
+                for r in rounds:
+                    pr = [by[(r, p)][f] for p in peers if (r, p) in by and by[(r, p)].get(f)]
+                    ours = by.get((r, "flagd-rs"), {}).get(f)
+                    if pr and ours:
+                        ratios.append(ours / min(pr))
+                row.append(f"{median(ratios):.2f}x" if ratios else "-")
+            rows.append(row)
+        print(f"Load of a flag document, bytes to a usable flag set (median over {len(rounds)} round(s); lower is better)")
         print_table(header, rows)
-        if detail:
-            for f, v in detail.items():
-                print(f"flagd-rs {f}: parse {v.get('parse_ms_median')} ms, schema validation "
-                      f"{v.get('validate_ms_median')} ms, validation+compile from parsed "
-                      f"{v.get('validate_and_compile_ms_median')} ms, {v.get('diagnostics')} diagnostics")
-            print()
+        for f in files:
+            parts = [d[f] for d in detail if f in d]
+            if parts:
+                pick = lambda k: median([p.get(k) for p in parts if p.get(k) is not None])
+                print(f"flagd-rs {f}: parse {pick('parse_ms_median')} ms, schema validation "
+                      f"{pick('validate_ms_median')} ms, validation+compile from parsed "
+                      f"{pick('validate_and_compile_ms_median')} ms, {parts[0].get('diagnostics')} diagnostics")
+        print()
 
     if mems:
         files = ["flags.json", "flags-10000.json"]
@@ -129,6 +176,11 @@ def table(path):
             rows.append(row)
         print("Memory (VmRSS after load minus before, fresh process per file; lower is better)")
         print_table(header, rows)
+        ours = mems.get("flagd-rs", {}).get("flags-10000.json")
+        if ours and ours[2] is not None:
+            print(f"flagd-rs: a second copy of the 10k set, loaded while the first is alive, adds {ours[2]:+.1f} MB")
+            print("(the first load's transient parse tree stays in the heap and is reused)")
+            print()
 
 
 def norm(cell):
@@ -180,7 +232,7 @@ def compare(ours_path, peer_path, label):
         if mismatch[f]:
             tk, a, b = examples[f]
             print(f"  {f}: {mismatch[f]} differ ({non_ascii[f]} with non-ASCII targetingKey); "
-                  f"e.g. {tk!r}: flagd-rs {a!r}, peer {b!r}")
+                  f"e.g. {tk!r}: {a!r} vs {b!r}")
 
 
 def diff(results_dir):

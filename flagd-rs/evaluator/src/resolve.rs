@@ -7,6 +7,7 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use crate::logic::EvalContext;
+use crate::logic::value::PlainName;
 use crate::model::{Flag, FlagSet, State};
 
 /// Why a flag resolved the way it did (flagd's reason strings).
@@ -201,17 +202,24 @@ impl Flag {
             return self.fall_back(out, Reason::Static);
         };
         let ctx = EvalContext { data: context, flag_key: &self.key, timestamp };
-        let result = match rule.evaluate(&ctx) {
+        let result = match rule.evaluate_val(&ctx) {
             Ok(r) => r,
             Err(_) => {
                 out.error = Some(ErrorCode::ParseError);
                 return out;
             }
         };
-        let Some(name) = variant_name(&result) else {
-            return self.fall_back(out, Reason::Default);
+        // The usual results (a variant name written in the rule, a boolean) are matched
+        // against the variants directly; anything else goes through the full Go rendering.
+        let found = match result.plain_name() {
+            PlainName::Null => return self.fall_back(out, Reason::Default),
+            PlainName::Name(name) => self.variant_by_name(name),
+            PlainName::Other => match variant_name(&result.into_cow()) {
+                None => return self.fall_back(out, Reason::Default),
+                Some(name) => self.variant_by_name(&name),
+            },
         };
-        match self.variant_index(&name).and_then(|i| self.variants.get(i)) {
+        match found {
             Some((k, v)) => {
                 out.variant = Some(k);
                 out.value = Some(v);
@@ -220,6 +228,20 @@ impl Flag {
             None => out.error = Some(ErrorCode::General),
         }
         out
+    }
+
+    /// The variant called `name`. Flags have few variants, so a scan that compares lengths
+    /// before bytes beats the binary search, whose every step is a full string comparison.
+    #[inline]
+    fn variant_by_name(&self, name: &str) -> Option<(&str, &Value)> {
+        if self.variants.len() <= 8 {
+            self.variants
+                .iter()
+                .find(|(k, _)| k.len() == name.len() && k.as_bytes() == name.as_bytes())
+                .map(|(k, v)| (&**k, v))
+        } else {
+            self.variant(name)
+        }
     }
 
     /// The default variant with `reason`, or DEFAULT with nothing chosen when there is none.
@@ -319,10 +341,33 @@ pub fn variant_name(result: &Value) -> Option<Cow<'_, str>> {
     }
 }
 
-fn needs_go_escape(s: &str) -> bool {
-    s.bytes().any(|b| matches!(b, b'"' | b'\\' | b'<' | b'>' | b'&' | 0..=0x1f))
-        || s.contains(['\u{2028}', '\u{2029}'])
+/// Whether Go's encoder would change `s` (or remove a quote from it), so that the variant name
+/// differs from the string.
+#[inline]
+pub(crate) fn needs_go_escape(s: &str) -> bool {
+    // One pass over the bytes; 0xE2 starts U+2028 and U+2029, confirmed by the slower check.
+    s.bytes().any(|b| GO_SPECIAL[usize::from(b)])
+        && (s.bytes().any(|b| matches!(b, b'"' | b'\\' | b'<' | b'>' | b'&' | 0..=0x1f))
+            || s.contains(['\u{2028}', '\u{2029}']))
 }
+
+/// Bytes that may make Go's encoder rewrite a string: quotes, backslashes, HTML-sensitive
+/// characters, control characters, and the lead byte of U+2028/U+2029.
+static GO_SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t[b'<' as usize] = true;
+    t[b'>' as usize] = true;
+    t[b'&' as usize] = true;
+    t[0xE2] = true;
+    t
+};
 
 fn go_escape_into(s: &str, out: &mut String) {
     use std::fmt::Write;

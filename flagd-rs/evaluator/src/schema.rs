@@ -1458,22 +1458,3 @@ mod tests {
         time("validate, 10k flags, one broken", &broken, 1);
     }
 }
-#[cfg(test)]
-mod scratch_cpu {
-    fn cpu_ns() -> u64 { std::fs::read_to_string("/proc/thread-self/schedstat").unwrap().split_whitespace().next().unwrap().parse().unwrap() }
-    fn count(v: &serde_json::Value) -> usize { match v { serde_json::Value::Array(a) => 1 + a.iter().map(count).sum::<usize>(), serde_json::Value::Object(m) => 1 + m.values().map(count).sum::<usize>(), _ => 1 } }
-    #[test]
-    #[ignore]
-    fn cpu() {
-        let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string("/tmp/wl/flags-10000.json").unwrap()).unwrap();
-        let v = super::SchemaValidator::shared();
-        let jsv = &v.compiled.as_ref().unwrap().document;
-        let n = 100;
-        let t = cpu_ns(); for _ in 0..n { assert!(v.validate(std::hint::black_box(&doc)).is_empty()); } println!("validate (fast path): {:.2} ms cpu", (cpu_ns() - t) as f64 / n as f64 / 1e6);
-        let t = cpu_ns(); for _ in 0..n { std::hint::black_box(count(std::hint::black_box(&doc))); } println!("bare traversal: {:.2} ms cpu", (cpu_ns() - t) as f64 / n as f64 / 1e6);
-        let t = cpu_ns(); for _ in 0..20 { assert!(jsv.is_valid(std::hint::black_box(&doc))); } println!("jsonschema is_valid: {:.2} ms cpu", (cpu_ns() - t) as f64 / 20.0 / 1e6);
-        let mut broken = doc.clone(); broken["flags"]["flag-09999"]["state"] = serde_json::json!("BROKEN");
-        let t = cpu_ns(); for _ in 0..n { assert_eq!(v.validate(std::hint::black_box(&broken)).len(), 1); } println!("validate one broken: {:.2} ms cpu", (cpu_ns() - t) as f64 / n as f64 / 1e6);
-        let t = cpu_ns(); let parsed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string("/tmp/wl/flags-10000.json").unwrap()).unwrap(); println!("parse once: {:.2} ms cpu", (cpu_ns() - t) as f64 / 1e6); drop(parsed);
-    }
-}

@@ -143,6 +143,21 @@ impl Rule {
         Ok(eval::eval(&self.root, &env)?.into_cow())
     }
 
+    /// [`Rule::evaluate`] without turning the result into JSON, for the flag resolver.
+    #[inline]
+    pub(crate) fn evaluate_val<'a>(
+        &'a self,
+        ctx: &EvalContext<'a>,
+    ) -> Result<value::Val<'a>, EvalError> {
+        let rt = eval::Runtime::new(self.hash, self.max_depth);
+        let flagd = eval::Flagd {
+            key: ctx.flag_key,
+            timestamp: ctx.timestamp,
+        };
+        let env = eval::Env::root(ctx.data, Some(flagd), &rt);
+        eval::eval(&self.root, &env)
+    }
+
     /// The rule's value when it does not depend on the context (a literal, or operators over
     /// literals).
     pub fn constant(&self) -> Option<&Value> {

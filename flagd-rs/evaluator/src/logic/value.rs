@@ -73,6 +73,17 @@ pub(crate) fn number_f64(n: &Number) -> f64 {
     n.as_f64().unwrap_or(f64::NAN)
 }
 
+/// What a targeting result names, as far as it can be told without rendering it as Go does.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum PlainName<'x> {
+    /// `null`: no variant is named.
+    Null,
+    /// A name Go's encoder leaves as it is (a plain string, or a boolean).
+    Name(&'x str),
+    /// Anything else: the name comes from the full rendering.
+    Other,
+}
+
 impl<'a> Val<'a> {
     /// A uniform view of this value.
     #[inline(always)]
@@ -84,6 +95,25 @@ impl<'a> Val<'a> {
             Val::Str(s) => View::Str(s),
             Val::Ref(v) => view_of(v),
             Val::Owned(v) => view_of(v),
+        }
+    }
+
+    /// The variant name this result selects when that needs no rendering.
+    #[inline]
+    pub(crate) fn plain_name(&self) -> PlainName<'_> {
+        let s = match self {
+            Val::Null | Val::Ref(Value::Null) | Val::Owned(Value::Null) => return PlainName::Null,
+            Val::Bool(b) | Val::Ref(Value::Bool(b)) | Val::Owned(Value::Bool(b)) => {
+                return PlainName::Name(if *b { "true" } else { "false" });
+            }
+            Val::Str(s) => *s,
+            Val::Ref(Value::String(s)) | Val::Owned(Value::String(s)) => s.as_str(),
+            _ => return PlainName::Other,
+        };
+        if crate::resolve::needs_go_escape(s) {
+            PlainName::Other
+        } else {
+            PlainName::Name(s)
         }
     }
 
