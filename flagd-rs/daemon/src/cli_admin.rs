@@ -202,11 +202,12 @@ pub async fn main(command: &AdminCommand) -> ExitCode {
 }
 
 /// The request a command makes.
-struct Call {
-    method: reqwest::Method,
-    path: Vec<String>,
-    query: Vec<(&'static str, String)>,
-    body: Option<Value>,
+/// One admin API request: method, path segments under the admin URL, query and JSON body.
+pub(crate) struct Call {
+    pub(crate) method: reqwest::Method,
+    pub(crate) path: Vec<String>,
+    pub(crate) query: Vec<(&'static str, String)>,
+    pub(crate) body: Option<Value>,
 }
 
 /// Runs `command` against the admin API and returns what it prints.
@@ -335,7 +336,9 @@ fn token(client: &ClientArgs) -> anyhow::Result<Option<String>> {
         .filter(|t| !t.is_empty()))
 }
 
-async fn request(client: &ClientArgs, call: Call) -> anyhow::Result<Value> {
+/// Sends `call` with the client's token and `If-Match`; the JSON answer, or an error naming the
+/// server's.
+pub(crate) async fn request(client: &ClientArgs, call: Call) -> anyhow::Result<Value> {
     let mut url = reqwest::Url::parse(&client.admin_url)
         .with_context(|| format!("invalid --admin-url `{}`", client.admin_url))?;
     {
@@ -350,7 +353,7 @@ async fn request(client: &ClientArgs, call: Call) -> anyhow::Result<Value> {
             .extend_pairs(call.query.iter().map(|(k, v)| (*k, v.as_str())));
     }
     let http = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
+        .timeout(std::time::Duration::from_secs(90))
         .build()
         .context("building the HTTP client")?;
     let mut req = http.request(call.method, url.clone());

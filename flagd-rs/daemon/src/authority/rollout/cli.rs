@@ -191,72 +191,28 @@ async fn wait(client: &ClientArgs, flag: &str, timeout: Duration) -> anyhow::Res
     }
 }
 
-fn token(client: &ClientArgs) -> anyhow::Result<Option<String>> {
-    if let Some(path) = &client.admin_token_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the admin token file {}", path.display()))?;
-        let token = text.trim();
-        if token.is_empty() {
-            bail!("the admin token file {} is empty", path.display());
-        }
-        return Ok(Some(token.to_owned()));
-    }
-    Ok(std::env::var("FLAGD_ADMIN_TOKEN")
-        .ok()
-        .map(|t| t.trim().to_owned())
-        .filter(|t| !t.is_empty()))
-}
-
-/// One request to `/v1/rollouts/<path...>`; the JSON answer, or an error naming the server's.
+/// One request to `/v1/rollouts/<path...>` through the admin client.
 async fn request(
     client: &ClientArgs,
     method: reqwest::Method,
     path: &[&str],
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
-    let mut url = reqwest::Url::parse(&client.admin_url)
-        .with_context(|| format!("invalid --admin-url `{}`", client.admin_url))?;
-    {
-        let mut segments = url.path_segments_mut().map_err(|()| {
-            anyhow::anyhow!("--admin-url `{}` cannot take a path", client.admin_url)
-        })?;
-        segments.pop_if_empty();
-        segments.extend(["v1", "rollouts"]);
-        segments.extend(path);
-    }
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(90))
-        .build()
-        .context("building the HTTP client")?;
-    let mut req = http.request(method, url.clone());
-    if let Some(token) = token(client)? {
-        req = req.bearer_auth(token);
-    }
-    if let Some(body) = &body {
-        req = req.json(body);
-    }
-    let response = req
-        .send()
-        .await
-        .with_context(|| format!("calling the admin API at {url}"))?;
-    let status = response.status();
-    let text = response
-        .text()
-        .await
-        .context("reading the admin API's answer")?;
-    let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    if !status.is_success() {
-        let message = value
-            .get("message")
-            .and_then(Value::as_str)
-            .map_or_else(|| value.to_string(), str::to_owned);
-        let code = value
-            .get("error")
-            .and_then(Value::as_str)
-            .unwrap_or("error");
-        bail!("{} {code}: {message}", status.as_u16());
-    }
-    Ok(value)
+    let path = ["v1", "rollouts"]
+        .into_iter()
+        .chain(path.iter().copied())
+        .map(str::to_owned)
+        .collect();
+    crate::cli_admin::request(
+        client,
+        crate::cli_admin::Call {
+            method,
+            path,
+            query: Vec::new(),
+            body,
+        },
+    )
+    .await
 }
 
 fn weights_text(weights: Option<&Value>) -> String {
