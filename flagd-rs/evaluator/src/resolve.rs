@@ -193,7 +193,13 @@ static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new
 impl Flag {
     /// Evaluates the flag against `context` at `timestamp` (Unix seconds, `$flagd.timestamp`).
     pub fn evaluate<'a>(&'a self, context: &Value, timestamp: i64) -> Evaluation<'a> {
-        let mut out = Evaluation { flag: self, variant: None, value: None, reason: Reason::Error, error: None };
+        let mut out = Evaluation {
+            flag: self,
+            variant: None,
+            value: None,
+            reason: Reason::Error,
+            error: None,
+        };
         if self.state == State::Disabled {
             out.reason = Reason::Disabled;
             return out;
@@ -201,7 +207,11 @@ impl Flag {
         let Some(rule) = &self.targeting else {
             return self.fall_back(out, Reason::Static);
         };
-        let ctx = EvalContext { data: context, flag_key: &self.key, timestamp };
+        let ctx = EvalContext {
+            data: context,
+            flag_key: &self.key,
+            timestamp,
+        };
         let result = match rule.evaluate_val(&ctx) {
             Ok(r) => r,
             Err(_) => {
@@ -260,7 +270,12 @@ impl Flag {
 
 impl FlagSet {
     /// Evaluates flag `key`; `None` when there is no such flag.
-    pub fn evaluate<'a>(&'a self, key: &str, context: &Value, timestamp: i64) -> Option<Evaluation<'a>> {
+    pub fn evaluate<'a>(
+        &'a self,
+        key: &str,
+        context: &Value,
+        timestamp: i64,
+    ) -> Option<Evaluation<'a>> {
         self.get(key).map(|f| f.evaluate(context, timestamp))
     }
 
@@ -299,7 +314,11 @@ impl FlagSet {
     }
 
     /// Resolves an object flag.
-    pub fn resolve_object<'a>(&'a self, key: &str, context: &Value) -> Resolution<'a, &'a Map<String, Value>> {
+    pub fn resolve_object<'a>(
+        &'a self,
+        key: &str,
+        context: &Value,
+    ) -> Resolution<'a, &'a Map<String, Value>> {
         self.resolve(key, context)
     }
 
@@ -347,7 +366,9 @@ pub fn variant_name(result: &Value) -> Option<Cow<'_, str>> {
 pub(crate) fn needs_go_escape(s: &str) -> bool {
     // One pass over the bytes; 0xE2 starts U+2028 and U+2029, confirmed by the slower check.
     s.bytes().any(|b| GO_SPECIAL[usize::from(b)])
-        && (s.bytes().any(|b| matches!(b, b'"' | b'\\' | b'<' | b'>' | b'&' | 0..=0x1f))
+        && (s
+            .bytes()
+            .any(|b| matches!(b, b'"' | b'\\' | b'<' | b'>' | b'&' | 0..=0x1f))
             || s.contains(['\u{2028}', '\u{2029}']))
 }
 

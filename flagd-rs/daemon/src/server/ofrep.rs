@@ -8,6 +8,7 @@
 //! because the Python OFREP provider fails on a response without `variant`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
@@ -24,6 +25,7 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 use crate::context::assemble;
 use crate::selector::Selector;
+use crate::server::http::BrowserCorsLayer;
 use crate::server::sync::gojson::{write_str, write_value};
 use crate::state::AppState;
 use crate::store::Snapshot;
@@ -42,8 +44,9 @@ pub fn router(state: AppState) -> Router {
         .route("/ofrep/v1/evaluate/flags/{key}", post(evaluate_flag))
         .route("/ofrep/v1/evaluate/flags", post(evaluate_flags))
         .route("/ofrep/v1/evaluate/flags/", post(evaluate_flags))
-        .layer(cors)
-        .with_state(state)
+        .layer(BrowserCorsLayer::new(cors))
+        // Shared rather than cloned into every request.
+        .with_state(Arc::new(state))
 }
 
 /// CORS as flagd configures it (`--cors-origin`; empty or `*` allows any origin, an origin may
@@ -301,7 +304,7 @@ fn json_kind(v: &Value) -> &'static str {
 
 /// `POST /ofrep/v1/evaluate/flags/{key}`.
 async fn evaluate_flag(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Path(key): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -335,7 +338,7 @@ async fn evaluate_flag(
 
 /// `POST /ofrep/v1/evaluate/flags` (and with a trailing `/`).
 async fn evaluate_flags(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,

@@ -187,6 +187,14 @@ fn eval_not<'a>(arg: &'a Node, env: &Env<'a, '_>) -> Res<'a> {
 fn eval_affix<'a>(prefix: bool, args: &'a [Node; 2], env: &Env<'a, '_>) -> Res<'a> {
     let a = eval(&args[0], env)?;
     let b = eval(&args[1], env)?;
+    // A context string against a rule literal is the usual case; it needs no general view.
+    if let (Val::Ref(Value::String(s)), Val::Ref(Value::String(p))) = (&a, &b) {
+        return Ok(Val::Bool(if prefix {
+            s.starts_with(p.as_str())
+        } else {
+            s.ends_with(p.as_str())
+        }));
+    }
     Ok(match (a.view(), b.view()) {
         (View::Str(s), View::Str(p)) => Val::Bool(if prefix {
             s.starts_with(p)
@@ -305,6 +313,19 @@ fn between(op: Op, a: View<'_>, b: View<'_>, c: View<'_>) -> bool {
 /// `in`.
 #[inline(never)]
 fn eval_in<'a>(n: &'a InNode, env: &Env<'a, '_>) -> Res<'a> {
+    // A literal string looked for in a context string (`{"in": ["@acme.com", {"var": ..}]}`)
+    // skips the general membership dispatch; a constant needle cannot fail, so evaluating the
+    // haystack first changes nothing.
+    if let (Node::Const(Value::String(needle)), true) = (&n.needle, n.rest.is_empty()) {
+        let haystack = eval(&n.haystack, env)?;
+        if let Val::Ref(Value::String(h)) = &haystack {
+            return Ok(Val::Bool(str_contains(h, needle)));
+        }
+        if let Some(set) = &n.set {
+            return Ok(Val::Bool(set.contains(needle.as_str())));
+        }
+        return in_check(View::Str(needle), haystack.view()).map(Val::Bool);
+    }
     let needle = eval(&n.needle, env)?;
     let haystack = eval(&n.haystack, env)?;
     for extra in n.rest.iter() {

@@ -19,18 +19,25 @@ impl Num {
     /// Reads the decimal number at the start of `s`, returning it and what follows.
     /// Fails when `s` does not start with a digit or the number has a leading zero.
     fn parse_prefix(s: &str) -> Option<(Num, &str)> {
-        let end = s
-            .bytes()
-            .position(|b| !b.is_ascii_digit())
-            .unwrap_or(s.len());
-        let (digits, rest) = s.split_at_checked(end)?;
-        if digits.is_empty() || (digits.len() > 1 && digits.starts_with('0')) {
+        // Digits are accumulated while scanning, so the usual short numbers cost one pass.
+        let bytes = s.as_bytes();
+        let mut end = 0;
+        let mut value: Option<u64> = Some(0);
+        while let Some(&b) = bytes.get(end) {
+            if !b.is_ascii_digit() {
+                break;
+            }
+            value = value
+                .and_then(|v| v.checked_mul(10))
+                .and_then(|v| v.checked_add(u64::from(b - b'0')));
+            end += 1;
+        }
+        if end == 0 || (end > 1 && bytes.first() == Some(&b'0')) {
             return None;
         }
-        // Only overflow can fail here, since `digits` is a non-empty run of ASCII digits.
-        let num = digits
-            .parse()
-            .map_or_else(|_| Num::Big(digits.into()), Num::Small);
+        let (digits, rest) = s.split_at_checked(end)?;
+        // Only overflow leaves no value, since `digits` is a non-empty run of ASCII digits.
+        let num = value.map_or_else(|| Num::Big(digits.into()), Num::Small);
         Some((num, rest))
     }
 }

@@ -2,6 +2,8 @@
 //! JSON) or `application/proto` bodies, server-streaming EventStream with enveloped
 //! `application/connect+json` / `+proto` frames, and Connect error bodies.
 
+use std::sync::Arc;
+
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -27,9 +29,15 @@ const ACCEPT_POST: &str = "application/json, application/json; charset=utf-8, ap
 /// What the streaming endpoint accepts.
 const ACCEPT_POST_STREAM: &str = "application/connect+json, application/connect+proto";
 
-/// Everything the Connect handler needs.
+/// Everything the Connect handler needs. Cheap to clone: the router clones its state for every
+/// request, so the services sit behind one shared pointer.
 #[derive(Debug, Clone)]
 pub struct Connect {
+    inner: Arc<Services>,
+}
+
+#[derive(Debug)]
+struct Services {
     v1: V1,
     v2: V2,
     schema: SchemaV1,
@@ -40,10 +48,12 @@ impl Connect {
     /// The handler state over `state`.
     pub fn new(state: AppState) -> Self {
         Self {
-            v1: V1::new(state.clone()),
-            v2: V2::new(state.clone()),
-            schema: SchemaV1::new(state.clone()),
-            state,
+            inner: Arc::new(Services {
+                v1: V1::new(state.clone()),
+                v2: V2::new(state.clone()),
+                schema: SchemaV1::new(state.clone()),
+                state,
+            }),
         }
     }
 }
@@ -145,6 +155,7 @@ fn codec(headers: &HeaderMap, streaming: bool) -> Option<Codec> {
 
 /// Handles every non-gRPC request on the evaluation port.
 pub async fn handle(State(connect): State<Connect>, request: Request) -> Response {
+    let connect = &*connect.inner;
     let Some((api, rpc)) = route(request.uri().path()) else {
         let message = format!("{} is not a known procedure", request.uri().path());
         return (

@@ -11,6 +11,7 @@ pub mod events;
 pub mod resolve;
 pub mod services;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -21,11 +22,13 @@ use http::{HeaderName, HeaderValue, Method};
 use tokio::time::Instant;
 use tonic::service::Routes;
 use tower::Layer as _;
+use tower::util::MapRequestLayer;
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
+use crate::metrics::Metrics;
 use crate::proto::flagd::evaluation::{v1, v2};
 use crate::proto::schema::v1 as schema;
-use crate::server::http::grpc_or_http;
+use crate::server::http::{BrowserCorsLayer, grpc_or_http};
 use crate::state::AppState;
 
 pub use error::{Code, EvalError};
@@ -74,16 +77,20 @@ pub fn router(state: AppState) -> Router {
         ),
     )
     .into_axum_router()
-    .layer(axum::middleware::from_fn_with_state(limit, limit_grpc_body));
+    // A plain request map rather than a `from_fn` middleware, which would clone and box the
+    // inner service for every request.
+    .layer(MapRequestLayer::new(move |request: Request| {
+        limit_grpc_body(limit, request)
+    }));
     let http = Router::new()
         .fallback(connect::handle)
         .with_state(connect::Connect::new(state.clone()));
     grpc_or_http(grpc, http)
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.metrics.clone(),
             record_request,
         ))
-        .layer(cors(&state.cors_origins))
+        .layer(BrowserCorsLayer::new(cors(&state.cors_origins)))
 }
 
 /// flagd's CORS policy: the configured origins (`*` or none = any), the usual methods, any
@@ -110,15 +117,14 @@ fn cors(origins: &[String]) -> CorsLayer {
 
 /// Bounds a gRPC request body to `limit` bytes; past it the body fails with a
 /// RESOURCE_EXHAUSTED status, which tonic reports to the client as is.
-async fn limit_grpc_body(State(limit): State<usize>, request: Request, next: Next) -> Response {
-    next.run(request.map(|body| {
+fn limit_grpc_body(limit: usize, request: Request) -> Request {
+    request.map(|body| {
         axum::body::Body::new(LimitedBody {
             inner: body,
             remaining: limit,
             limit,
         })
-    }))
-    .await
+    })
 }
 
 /// A request body that errors with a gRPC status once more than `limit` bytes arrived.
@@ -169,14 +175,16 @@ impl http_body::Body for LimitedBody {
 /// Records each request (procedure, method, status, time to the response head) in the
 /// metrics. Paths that name no procedure are recorded as `other`, so clients cannot create
 /// series at will.
-async fn record_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
+async fn record_request(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let route = connect::procedure(request.uri().path()).unwrap_or("other");
     let response = next.run(request).await;
     let elapsed: Duration = started.elapsed();
-    state
-        .metrics
-        .http_request(route, method.as_str(), response.status().as_u16(), elapsed);
+    metrics.http_request(route, method.as_str(), response.status().as_u16(), elapsed);
     response
 }
