@@ -1,15 +1,15 @@
 //! All integration tests, built into one binary.
-mod conformance;
-mod evaluator_testbed;
-mod reload;
-mod ofrep;
-mod sync;
-mod cli;
-mod management;
-mod eval_grpc;
-mod eval_connect;
 mod authority;
-mod remote;
 mod chain;
-mod rollout;
+mod cli;
+mod conformance;
+mod eval_connect;
+mod eval_grpc;
+mod evaluator_testbed;
+mod management;
+mod ofrep;
 mod provider_testbed;
+mod reload;
+mod remote;
+mod rollout;
+mod sync;

@@ -2,16 +2,16 @@
 
 pub mod authority;
 pub mod cli_admin;
-pub mod metrics;
-pub mod selector;
-pub mod state;
-pub mod store;
+pub mod config;
 pub mod context;
+pub mod metrics;
 pub mod proto;
+pub mod run;
+pub mod selector;
 pub mod server;
 pub mod sources;
-pub mod config;
-pub mod run;
+pub mod state;
+pub mod store;
 pub mod telemetry;
 pub mod validate;
 

@@ -211,10 +211,8 @@ pub async fn run(
     let mut metrics = Metrics::new();
     metrics.register_collector(Box::new(AuthorityCollector::new(authority.clone())));
     // Rollouts recorded in the journal resume here; each waits for the store to load its flag.
-    let rollouts = rollout::RolloutRunner::spawn(
-        authority.clone(),
-        Arc::new(rollout::HttpGates::new()),
-    );
+    let rollouts =
+        rollout::RolloutRunner::spawn(authority.clone(), Arc::new(rollout::HttpGates::new()));
     metrics.register_collector(Box::new(rollout::RolloutCollector::new(rollouts.clone())));
     let metrics = Arc::new(metrics);
     let max_header_bytes = config.limits.max_header_bytes;

@@ -67,10 +67,22 @@ mod tests {
     #[test]
     fn parses_like_flagd() {
         assert_eq!(Selector::parse(""), Ok(Selector::All));
-        assert_eq!(Selector::parse("flagSetId=a=b"), Ok(Selector::FlagSet("a=b".into())));
-        assert_eq!(Selector::parse("flagSetId="), Ok(Selector::FlagSet("".into())));
-        assert_eq!(Selector::parse("source=x.json"), Ok(Selector::Source("x.json".into())));
-        assert_eq!(Selector::parse("x.json"), Ok(Selector::Source("x.json".into())));
+        assert_eq!(
+            Selector::parse("flagSetId=a=b"),
+            Ok(Selector::FlagSet("a=b".into()))
+        );
+        assert_eq!(
+            Selector::parse("flagSetId="),
+            Ok(Selector::FlagSet("".into()))
+        );
+        assert_eq!(
+            Selector::parse("source=x.json"),
+            Ok(Selector::Source("x.json".into()))
+        );
+        assert_eq!(
+            Selector::parse("x.json"),
+            Ok(Selector::Source("x.json".into()))
+        );
         assert!(Selector::parse("team=a").is_err());
         assert!(Selector::FlagSet("".into()).matches(None, "s"));
         assert!(!Selector::FlagSet("a".into()).matches(None, "s"));

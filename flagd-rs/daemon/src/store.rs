@@ -135,15 +135,26 @@ pub struct Snapshot {
 }
 
 fn flag_at(documents: &[Option<Arc<FlagSet>>], e: Entry) -> Option<&Flag> {
-    documents.get(e.source as usize)?.as_ref()?.flags().get(e.flag as usize)
+    documents
+        .get(e.source as usize)?
+        .as_ref()?
+        .flags()
+        .get(e.flag as usize)
 }
 
 impl Snapshot {
-    fn build(revision: u64, sources: Arc<[Arc<str>]>, documents: Vec<Option<Arc<FlagSet>>>) -> Self {
+    fn build(
+        revision: u64,
+        sources: Arc<[Arc<str>]>,
+        documents: Vec<Option<Arc<FlagSet>>>,
+    ) -> Self {
         let mut entries = Vec::new();
         for (s, doc) in documents.iter().enumerate() {
             if let Some(doc) = doc {
-                entries.extend((0..doc.len()).map(|f| Entry { source: s as u32, flag: f as u32 }));
+                entries.extend((0..doc.len()).map(|f| Entry {
+                    source: s as u32,
+                    flag: f as u32,
+                }));
             }
         }
         let sort_key = |e: &Entry| {
@@ -161,7 +172,13 @@ impl Snapshot {
         for list in by_key.values_mut() {
             list.sort_by_key(|&i| entries.get(i as usize).map(|e| e.source));
         }
-        Snapshot { revision, sources, documents, entries, by_key }
+        Snapshot {
+            revision,
+            sources,
+            documents,
+            entries,
+            by_key,
+        }
     }
 
     fn entry_ref(&self, e: Entry) -> Option<FlagRef<'_>> {
@@ -180,7 +197,11 @@ impl Snapshot {
         let ids = self.by_key.get(key)?;
         ids.iter()
             .rev()
-            .filter_map(|&i| self.entries.get(i as usize).and_then(|e| self.entry_ref(*e)))
+            .filter_map(|&i| {
+                self.entries
+                    .get(i as usize)
+                    .and_then(|e| self.entry_ref(*e))
+            })
             .find(|r| selector.matches(r.flag.flag_set_id(), r.source))
     }
 
@@ -195,7 +216,9 @@ impl Snapshot {
                 return None;
             }
             if !matches!(selector, Selector::Source(_))
-                && let Some(n) = entries.get(i + 1).and_then(|e| flag_at(&self.documents, *e))
+                && let Some(n) = entries
+                    .get(i + 1)
+                    .and_then(|e| flag_at(&self.documents, *e))
                 && n.key() == r.flag.key()
                 && n.flag_set_id() == r.flag.flag_set_id()
             {
@@ -353,13 +376,20 @@ impl Store {
 
     /// Per-source readiness and last error.
     pub fn source_status(&self) -> Vec<SourceStatus> {
-        let errors = self.writer.lock().map(|w| w.errors.clone()).unwrap_or_default();
+        let errors = self
+            .writer
+            .lock()
+            .map(|w| w.errors.clone())
+            .unwrap_or_default();
         self.sources
             .iter()
             .enumerate()
             .map(|(i, uri)| SourceStatus {
                 uri: uri.clone(),
-                synced: self.synced.get(i).is_some_and(|s| s.load(Ordering::Acquire)),
+                synced: self
+                    .synced
+                    .get(i)
+                    .is_some_and(|s| s.load(Ordering::Acquire)),
                 last_error: errors.get(i).cloned().flatten(),
             })
             .collect()
@@ -442,7 +472,10 @@ impl Store {
             *slot = effective;
         }
         let next = Snapshot::build(old.revision + 1, self.sources.clone(), documents);
-        let change = Arc::new(Change { revision: next.revision, flags: diff(&old, &next) });
+        let change = Arc::new(Change {
+            revision: next.revision,
+            flags: diff(&old, &next),
+        });
         let revision = next.revision;
         self.current.store(Arc::new(next));
         if new_doc.is_some()
@@ -473,7 +506,11 @@ impl Store {
                 flag.with_patch(patch, doc.evaluators(), &self.options)?;
             }
         }
-        if found { Ok(()) } else { Err(OverrideError::UnknownFlag(key.to_owned())) }
+        if found {
+            Ok(())
+        } else {
+            Err(OverrideError::UnknownFlag(key.to_owned()))
+        }
     }
 
     /// Replaces the override set and publishes the resulting snapshot (a new revision and a
@@ -501,7 +538,10 @@ impl Store {
         writer.failures = failures;
         let old = self.current.load_full();
         let next = Snapshot::build(old.revision + 1, self.sources.clone(), documents);
-        let change = Arc::new(Change { revision: next.revision, flags: diff(&old, &next) });
+        let change = Arc::new(Change {
+            revision: next.revision,
+            flags: diff(&old, &next),
+        });
         let revision = next.revision;
         self.current.store(Arc::new(next));
         drop(writer);
@@ -516,7 +556,10 @@ impl Store {
 
     /// The override set in effect.
     pub fn overrides(&self) -> Arc<Overrides> {
-        self.writer.lock().map(|w| w.overrides.clone()).unwrap_or_default()
+        self.writer
+            .lock()
+            .map(|w| w.overrides.clone())
+            .unwrap_or_default()
     }
 
     /// Overrides that do not apply to the flags currently loaded (a reload removed a variant
@@ -559,7 +602,9 @@ fn diff(old: &Snapshot, new: &Snapshot) -> Vec<FlagChange> {
     };
     while i < a.len() || j < b.len() {
         let ord = match (a.get(i), b.get(j)) {
-            (Some(x), Some(y)) => (x.flag.flag_set_id(), x.flag.key()).cmp(&(y.flag.flag_set_id(), y.flag.key())),
+            (Some(x), Some(y)) => {
+                (x.flag.flag_set_id(), x.flag.key()).cmp(&(y.flag.flag_set_id(), y.flag.key()))
+            }
             (Some(_), None) => std::cmp::Ordering::Less,
             _ => std::cmp::Ordering::Greater,
         };
@@ -604,7 +649,13 @@ mod tests {
     use super::*;
 
     fn content(source: usize, json: &str) -> SourceUpdate {
-        SourceUpdate { source, event: SourceEvent::Content { bytes: json.as_bytes().to_vec(), format: Format::Json } }
+        SourceUpdate {
+            source,
+            event: SourceEvent::Content {
+                bytes: json.as_bytes().to_vec(),
+                format: Format::Json,
+            },
+        }
     }
 
     fn doc(flags: &[(&str, &str, Option<&str>)]) -> String {
@@ -621,36 +672,70 @@ mod tests {
     fn value_of(store: &Store, key: &str, sel: &Selector) -> Option<String> {
         let snap = store.snapshot();
         let r = snap.get(key, sel)?;
-        r.flag.default_variant().map(|(_, v)| v.as_str().unwrap_or_default().to_owned())
+        r.flag
+            .default_variant()
+            .map(|(_, v)| v.as_str().unwrap_or_default().to_owned())
     }
 
     #[test]
     fn later_source_wins_and_changes_are_reported() {
         let store = Store::new(vec!["one".into(), "two".into()], LoadOptions::default());
         assert!(!store.is_ready());
-        let c = store.apply(content(0, &doc(&[("x", "1", None), ("y", "1", None)]))).unwrap().unwrap();
+        let c = store
+            .apply(content(0, &doc(&[("x", "1", None), ("y", "1", None)])))
+            .unwrap()
+            .unwrap();
         assert_eq!(c.flags.len(), 2);
         assert!(c.flags.iter().all(|f| f.kind == ChangeKind::Write));
         assert!(!store.is_ready());
-        let c = store.apply(content(1, &doc(&[("x", "2", None)]))).unwrap().unwrap();
-        assert_eq!(c.flags, vec![FlagChange { key: "x".into(), flag_set_id: None, source: "two".into(), kind: ChangeKind::Update }]);
+        let c = store
+            .apply(content(1, &doc(&[("x", "2", None)])))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            c.flags,
+            vec![FlagChange {
+                key: "x".into(),
+                flag_set_id: None,
+                source: "two".into(),
+                kind: ChangeKind::Update
+            }]
+        );
         assert!(store.is_ready());
         assert_eq!(value_of(&store, "x", &Selector::All).as_deref(), Some("2"));
-        assert_eq!(value_of(&store, "x", &Selector::Source("one".into())).as_deref(), Some("1"));
+        assert_eq!(
+            value_of(&store, "x", &Selector::Source("one".into())).as_deref(),
+            Some("1")
+        );
         assert_eq!(store.snapshot().len(), 2);
         // Same bytes again: nothing happens.
-        assert!(store.apply(content(1, &doc(&[("x", "2", None)]))).unwrap().is_none());
+        assert!(
+            store
+                .apply(content(1, &doc(&[("x", "2", None)])))
+                .unwrap()
+                .is_none()
+        );
         // Invalid payload: rejected, last good kept.
         assert!(store.apply(content(1, "{\"flags\":")).is_err());
         assert_eq!(value_of(&store, "x", &Selector::All).as_deref(), Some("2"));
         // Removal: the lower-priority definition shows again.
-        let c = store.apply(SourceUpdate { source: 1, event: SourceEvent::Removed }).unwrap().unwrap();
+        let c = store
+            .apply(SourceUpdate {
+                source: 1,
+                event: SourceEvent::Removed,
+            })
+            .unwrap()
+            .unwrap();
         assert_eq!(c.flags.len(), 1);
         assert_eq!(value_of(&store, "x", &Selector::All).as_deref(), Some("1"));
     }
 
     fn overrides(list: &[(&str, OverridePatch)]) -> Arc<Overrides> {
-        Arc::new(list.iter().map(|(k, p)| (Box::from(*k), p.clone())).collect())
+        Arc::new(
+            list.iter()
+                .map(|(k, p)| (Box::from(*k), p.clone()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -659,22 +744,48 @@ mod tests {
         let two = r#"{"flags":{"x":{"state":"ENABLED","variants":{"a":"A","b":"B"},"defaultVariant":"a"}}}"#;
         store.apply(content(0, two)).unwrap();
         let mut events = store.subscribe();
-        let green = OverridePatch { default_variant: Some("b".into()), ..OverridePatch::default() };
+        let green = OverridePatch {
+            default_variant: Some("b".into()),
+            ..OverridePatch::default()
+        };
         assert!(store.validate_override("x", &green).is_ok());
-        assert_eq!(store.validate_override("y", &green), Err(OverrideError::UnknownFlag("y".into())));
-        let bad = OverridePatch { default_variant: Some("c".into()), ..OverridePatch::default() };
-        assert!(matches!(store.validate_override("x", &bad), Err(OverrideError::Patch(_))));
+        assert_eq!(
+            store.validate_override("y", &green),
+            Err(OverrideError::UnknownFlag("y".into()))
+        );
+        let bad = OverridePatch {
+            default_variant: Some("c".into()),
+            ..OverridePatch::default()
+        };
+        assert!(matches!(
+            store.validate_override("x", &bad),
+            Err(OverrideError::Patch(_))
+        ));
 
         let before = store.snapshot().revision;
-        let change = store.set_overrides(overrides(&[("x", green.clone())])).unwrap();
+        let change = store
+            .set_overrides(overrides(&[("x", green.clone())]))
+            .unwrap();
         assert_eq!(change.revision, before + 1);
         assert_eq!(change.flags[0].kind, ChangeKind::Update);
         assert_eq!(events.try_recv().unwrap().revision, change.revision);
         assert_eq!(value_of(&store, "x", &Selector::All).as_deref(), Some("B"));
-        assert_eq!(store.defined_document(0).unwrap().get("x").unwrap().default_variant().unwrap().0, "a");
+        assert_eq!(
+            store
+                .defined_document(0)
+                .unwrap()
+                .get("x")
+                .unwrap()
+                .default_variant()
+                .unwrap()
+                .0,
+            "a"
+        );
 
         // A reload keeps the override; a reload that removes the variant serves the flag as defined.
-        store.apply(content(0, &two.replace("\"A\"", "\"A2\""))).unwrap();
+        store
+            .apply(content(0, &two.replace("\"A\"", "\"A2\"")))
+            .unwrap();
         assert_eq!(value_of(&store, "x", &Selector::All).as_deref(), Some("B"));
         store.apply(content(0, &doc(&[("x", "1", None)]))).unwrap();
         assert_eq!(value_of(&store, "x", &Selector::All).as_deref(), Some("1"));
@@ -695,12 +806,22 @@ mod tests {
         store.apply(content(0, r#"{"flags":[
             {"key":"k","state":"ENABLED","variants":{"a":"A"},"defaultVariant":"a","metadata":{"flagSetId":"one"}}]}"#)).unwrap();
         let store2 = Store::new(vec!["s1".into(), "s2".into()], LoadOptions::default());
-        store2.apply(content(0, &doc(&[("k", "A", Some("one"))]))).unwrap();
-        store2.apply(content(1, &doc(&[("k", "B", Some("two"))]))).unwrap();
+        store2
+            .apply(content(0, &doc(&[("k", "A", Some("one"))])))
+            .unwrap();
+        store2
+            .apply(content(1, &doc(&[("k", "B", Some("two"))])))
+            .unwrap();
         let snap = store2.snapshot();
         assert_eq!(snap.iter(&Selector::All).count(), 2);
-        assert_eq!(value_of(&store2, "k", &Selector::FlagSet("one".into())).as_deref(), Some("A"));
-        assert_eq!(value_of(&store2, "k", &Selector::FlagSet("two".into())).as_deref(), Some("B"));
+        assert_eq!(
+            value_of(&store2, "k", &Selector::FlagSet("one".into())).as_deref(),
+            Some("A")
+        );
+        assert_eq!(
+            value_of(&store2, "k", &Selector::FlagSet("two".into())).as_deref(),
+            Some("B")
+        );
         assert_eq!(value_of(&store2, "k", &Selector::All).as_deref(), Some("B"));
         assert!(snap.get("k", &Selector::FlagSet("".into())).is_none());
     }

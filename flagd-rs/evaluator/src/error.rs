@@ -47,7 +47,11 @@ impl fmt::Display for Diagnostic {
         if let Some(flag) = &self.flag {
             write!(f, "flag `{flag}`: ")?;
         }
-        let pointer = if self.pointer.is_empty() { "/" } else { &self.pointer };
+        let pointer = if self.pointer.is_empty() {
+            "/"
+        } else {
+            &self.pointer
+        };
         write!(f, "{} (at {pointer})", self.message)
     }
 }

@@ -5,7 +5,10 @@
 //! tree, and resolves flags against an evaluation context with flagd's exact semantics.
 //! It performs no IO and needs no async runtime.
 #![deny(missing_docs)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod logic;
 pub mod ops;

@@ -33,7 +33,12 @@ impl Format {
 
     /// Picks the format from an HTTP `Content-Type`, if it names one.
     pub fn from_content_type(content_type: &str) -> Option<Format> {
-        let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let mime = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         match mime.as_str() {
             "application/json" => Some(Format::Json),
             "application/yaml" | "application/x-yaml" | "text/yaml" => Some(Format::Yaml),
@@ -91,7 +96,10 @@ pub struct Loaded {
 /// warning, unless `strict` is set.
 pub fn load(bytes: &[u8], format: Format, opts: &LoadOptions) -> Result<Loaded, LoadError> {
     if bytes.len() > opts.max_document_bytes {
-        return Err(LoadError::TooLarge { size: bytes.len(), limit: opts.max_document_bytes });
+        return Err(LoadError::TooLarge {
+            size: bytes.len(),
+            limit: opts.max_document_bytes,
+        });
     }
     let document = parse(bytes, format)?;
     load_value(&document, opts)
@@ -103,7 +111,11 @@ pub fn load_value(document: &Value, opts: &LoadOptions) -> Result<Loaded, LoadEr
         .validate(document)
         .into_iter()
         .map(|v| {
-            let severity = if opts.strict { Severity::Error } else { Severity::Warning };
+            let severity = if opts.strict {
+                Severity::Error
+            } else {
+                Severity::Warning
+            };
             Diagnostic {
                 severity,
                 flag: v.flag,
@@ -114,7 +126,11 @@ pub fn load_value(document: &Value, opts: &LoadOptions) -> Result<Loaded, LoadEr
         .collect();
 
     let Some(root) = document.as_object() else {
-        diagnostics.push(Diagnostic::error(None, String::new(), "a flag document must be an object"));
+        diagnostics.push(Diagnostic::error(
+            None,
+            String::new(),
+            "a flag document must be an object",
+        ));
         return Err(rejected(diagnostics));
     };
 
@@ -122,7 +138,11 @@ pub fn load_value(document: &Value, opts: &LoadOptions) -> Result<Loaded, LoadEr
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => m.clone(),
         Some(_) => {
-            diagnostics.push(Diagnostic::error(None, "/metadata".into(), "metadata must be an object"));
+            diagnostics.push(Diagnostic::error(
+                None,
+                "/metadata".into(),
+                "metadata must be an object",
+            ));
             Map::new()
         }
     };
@@ -164,9 +184,14 @@ pub fn load_value(document: &Value, opts: &LoadOptions) -> Result<Loaded, LoadEr
             flags.reserve(map.len());
             for (key, def) in map {
                 let pointer = format!("/flags/{}", pointer_token(key));
-                if let Some(flag) =
-                    decode_flag(key, def, &pointer, &set_metadata, &compile, &mut diagnostics)
-                {
+                if let Some(flag) = decode_flag(
+                    key,
+                    def,
+                    &pointer,
+                    &set_metadata,
+                    &compile,
+                    &mut diagnostics,
+                ) {
                     flags.push(flag);
                 }
             }
@@ -177,9 +202,14 @@ pub fn load_value(document: &Value, opts: &LoadOptions) -> Result<Loaded, LoadEr
                 let pointer = format!("/flags/{i}");
                 match def.get("key").and_then(Value::as_str) {
                     Some(key) => {
-                        if let Some(flag) =
-                            decode_flag(key, def, &pointer, &set_metadata, &compile, &mut diagnostics)
-                        {
+                        if let Some(flag) = decode_flag(
+                            key,
+                            def,
+                            &pointer,
+                            &set_metadata,
+                            &compile,
+                            &mut diagnostics,
+                        ) {
                             flags.push(flag);
                         }
                     }
@@ -201,20 +231,30 @@ pub fn load_value(document: &Value, opts: &LoadOptions) -> Result<Loaded, LoadEr
     if diagnostics.iter().any(|d| d.severity == Severity::Error) {
         return Err(rejected(diagnostics));
     }
-    Ok(Loaded { flags: FlagSet::from_flags(flags, set_metadata, evaluators), diagnostics })
+    Ok(Loaded {
+        flags: FlagSet::from_flags(flags, set_metadata, evaluators),
+        diagnostics,
+    })
 }
 
 /// Parses bytes as JSON or YAML into a JSON value.
 pub fn parse(bytes: &[u8], format: Format) -> Result<Value, LoadError> {
     match format {
-        Format::Json => serde_json::from_slice(bytes)
-            .map_err(|e| LoadError::Syntax { format, message: e.to_string() }),
+        Format::Json => serde_json::from_slice(bytes).map_err(|e| LoadError::Syntax {
+            format,
+            message: e.to_string(),
+        }),
         Format::Yaml => {
             if bytes.iter().all(u8::is_ascii_whitespace) {
-                return Err(LoadError::Syntax { format, message: "the document is empty".into() });
+                return Err(LoadError::Syntax {
+                    format,
+                    message: "the document is empty".into(),
+                });
             }
-            serde_yaml_ng::from_slice(bytes)
-                .map_err(|e| LoadError::Syntax { format, message: e.to_string() })
+            serde_yaml_ng::from_slice(bytes).map_err(|e| LoadError::Syntax {
+                format,
+                message: e.to_string(),
+            })
         }
     }
 }
@@ -237,9 +277,16 @@ fn decode_flag(
     compile: &CompileOptions<'_>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Flag> {
-    let errors_before = diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+    let errors_before = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
     let mut error = |at: &str, message: String| {
-        diagnostics.push(Diagnostic::error(Some(key), format!("{pointer}{at}"), message));
+        diagnostics.push(Diagnostic::error(
+            Some(key),
+            format!("{pointer}{at}"),
+            message,
+        ));
     };
     let Some(obj) = def.as_object() else {
         error("", "a flag must be an object".into());
@@ -257,10 +304,16 @@ fn decode_flag(
     };
 
     let mut variants: Vec<(Box<str>, Value)> = match obj.get("variants") {
-        Some(Value::Object(m)) => m.iter().map(|(k, v)| (k.as_str().into(), v.clone())).collect(),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| (k.as_str().into(), v.clone()))
+            .collect(),
         None | Some(Value::Null) => Vec::new(),
         Some(_) => {
-            error("/variants", "variants must be an object of name -> value".into());
+            error(
+                "/variants",
+                "variants must be an object of name -> value".into(),
+            );
             Vec::new()
         }
     };
@@ -280,7 +333,10 @@ fn decode_flag(
             }
         },
         Some(_) => {
-            error("/defaultVariant", "defaultVariant must be a string or null".into());
+            error(
+                "/defaultVariant",
+                "defaultVariant must be a string or null".into(),
+            );
             None
         }
     };
@@ -295,7 +351,10 @@ fn decode_flag(
         }
         Some(_) => error("/metadata", "metadata must be an object".into()),
     }
-    let flag_set_id = metadata.get("flagSetId").and_then(Value::as_str).map(Box::from);
+    let flag_set_id = metadata
+        .get("flagSetId")
+        .and_then(Value::as_str)
+        .map(Box::from);
 
     let (targeting, targeting_source) = match obj.get("targeting") {
         None | Some(Value::Null) => (None, None),
@@ -309,7 +368,10 @@ fn decode_flag(
         },
     };
 
-    let errors_after = diagnostics.iter().filter(|d| d.severity == Severity::Error).count();
+    let errors_after = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
     (errors_after == errors_before).then(|| Flag {
         key: key.into(),
         state,
@@ -345,19 +407,27 @@ mod tests {
 
     #[test]
     fn loads_map_and_array_forms() {
-        let map = load_json(r#"{"flags":{"a":{"state":"ENABLED","variants":{"on":true},"defaultVariant":"on"}}}"#)
-            .unwrap();
+        let map = load_json(
+            r#"{"flags":{"a":{"state":"ENABLED","variants":{"on":true},"defaultVariant":"on"}}}"#,
+        )
+        .unwrap();
         assert_eq!(map.flags.len(), 1);
         let arr = load_json(r#"{"flags":[{"key":"a","state":"ENABLED","variants":{"on":true},"defaultVariant":"on"}]}"#)
             .unwrap();
-        assert_eq!(arr.flags.get("a").unwrap().default_variant().unwrap().0, "on");
+        assert_eq!(
+            arr.flags.get("a").unwrap().default_variant().unwrap().0,
+            "on"
+        );
     }
 
     #[test]
     fn yaml_is_the_same_structure() {
         let yaml = "flags:\n  a:\n    state: ENABLED\n    variants: {on: true, off: false}\n    defaultVariant: 'off'\n";
         let loaded = load(yaml.as_bytes(), Format::Yaml, &LoadOptions::default()).unwrap();
-        assert_eq!(loaded.flags.get("a").unwrap().default_variant().unwrap().0, "off");
+        assert_eq!(
+            loaded.flags.get("a").unwrap().default_variant().unwrap().0,
+            "off"
+        );
     }
 
     #[test]
@@ -368,20 +438,52 @@ mod tests {
             "/flags/a/defaultVariant",
             "isn't a valid variant",
         );
-        rejects(r#"{"flags":{"a":{"state":1,"variants":{"on":true}}}}"#, Some("a"), "/flags/a/state", "state");
-        rejects(r#"{"flags":{"a/b":{"state":"ENABLED","variants":[]}}}"#, Some("a/b"), "/flags/a~1b/variants", "variants");
-        rejects(r#"{"flags":[{"state":"ENABLED","variants":{"on":true}}]}"#, None, "/flags/0/key", "key");
+        rejects(
+            r#"{"flags":{"a":{"state":1,"variants":{"on":true}}}}"#,
+            Some("a"),
+            "/flags/a/state",
+            "state",
+        );
+        rejects(
+            r#"{"flags":{"a/b":{"state":"ENABLED","variants":[]}}}"#,
+            Some("a/b"),
+            "/flags/a~1b/variants",
+            "variants",
+        );
+        rejects(
+            r#"{"flags":[{"state":"ENABLED","variants":{"on":true}}]}"#,
+            None,
+            "/flags/0/key",
+            "key",
+        );
         rejects(r#"{"flags":"nope"}"#, None, "/flags", "flags must be");
-        rejects(r#"{"$evaluators":{"e":{}},"flags":{}}"#, None, "/$evaluators/e", "empty");
+        rejects(
+            r#"{"$evaluators":{"e":{}},"flags":{}}"#,
+            None,
+            "/$evaluators/e",
+            "empty",
+        );
         rejects(r#"[1,2]"#, None, "", "must be an object");
     }
 
     #[test]
     fn syntax_errors_and_limits() {
-        assert!(matches!(load_json(r#"{"flags": {"#), Err(LoadError::Syntax { .. })));
-        let small = LoadOptions { max_document_bytes: 8, ..LoadOptions::default() };
-        assert!(matches!(load(b"{\"flags\":{}}", Format::Json, &small), Err(LoadError::TooLarge { .. })));
-        assert!(matches!(load(b"", Format::Yaml, &LoadOptions::default()), Err(LoadError::Syntax { .. })));
+        assert!(matches!(
+            load_json(r#"{"flags": {"#),
+            Err(LoadError::Syntax { .. })
+        ));
+        let small = LoadOptions {
+            max_document_bytes: 8,
+            ..LoadOptions::default()
+        };
+        assert!(matches!(
+            load(b"{\"flags\":{}}", Format::Json, &small),
+            Err(LoadError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            load(b"", Format::Yaml, &LoadOptions::default()),
+            Err(LoadError::Syntax { .. })
+        ));
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert!(matches!(load_json(&deep), Err(LoadError::Syntax { .. })));
     }
@@ -390,9 +492,20 @@ mod tests {
     fn schema_violation_is_a_warning_unless_strict() {
         let doc = r#"{"flags":{"a":{"state":"ENABLED","variants":{"on":true,"n":1},"defaultVariant":"on"}}}"#;
         let loaded = load_json(doc).unwrap();
-        assert!(loaded.diagnostics.iter().all(|d| d.severity == Severity::Warning));
-        assert!(!loaded.diagnostics.is_empty(), "mixed variant types should warn");
-        let strict = LoadOptions { strict: true, ..LoadOptions::default() };
+        assert!(
+            loaded
+                .diagnostics
+                .iter()
+                .all(|d| d.severity == Severity::Warning)
+        );
+        assert!(
+            !loaded.diagnostics.is_empty(),
+            "mixed variant types should warn"
+        );
+        let strict = LoadOptions {
+            strict: true,
+            ..LoadOptions::default()
+        };
         assert!(load(doc.as_bytes(), Format::Json, &strict).is_err());
     }
 
@@ -415,7 +528,10 @@ mod tests {
         assert_eq!(Format::from_path("/etc/flags.YAML"), Format::Yaml);
         assert_eq!(Format::from_path("https://x/f.yml?x=1"), Format::Yaml);
         assert_eq!(Format::from_path("flags.json"), Format::Json);
-        assert_eq!(Format::from_content_type("application/x-yaml; charset=utf-8"), Some(Format::Yaml));
+        assert_eq!(
+            Format::from_content_type("application/x-yaml; charset=utf-8"),
+            Some(Format::Yaml)
+        );
         assert_eq!(Format::from_content_type("text/html"), None);
     }
 }

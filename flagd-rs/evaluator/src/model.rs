@@ -56,7 +56,9 @@ impl Flag {
     }
 
     pub(crate) fn variant_index(&self, name: &str) -> Option<usize> {
-        self.variants.binary_search_by(|(k, _)| (**k).cmp(name)).ok()
+        self.variants
+            .binary_search_by(|(k, _)| (**k).cmp(name))
+            .ok()
     }
 
     /// The default variant's name and value, if the flag has one.
@@ -128,13 +130,20 @@ impl FlagSet {
         for (i, flag) in flags.iter().enumerate() {
             index.insert(flag.key.clone(), i as u32);
         }
-        Self { flags, index, metadata, evaluators }
+        Self {
+            flags,
+            index,
+            metadata,
+            evaluators,
+        }
     }
 
     /// Looks a flag up by key.
     #[inline]
     pub fn get(&self, key: &str) -> Option<&Flag> {
-        self.index.get(key).and_then(|&i| self.flags.get(i as usize))
+        self.index
+            .get(key)
+            .and_then(|&i| self.flags.get(i as usize))
     }
 
     /// All flags, sorted by key.

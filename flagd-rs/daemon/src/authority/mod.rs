@@ -552,8 +552,12 @@ impl prometheus_client::collector::Collector for AuthorityCollector {
 
         // One series per key: when several flag sets define a key, the last one listed is
         // the one an unqualified evaluation serves.
-        let flags: BTreeMap<String, EffectiveFlag> =
-            self.0.effective_flags().into_iter().map(|f| (f.key.clone(), f)).collect();
+        let flags: BTreeMap<String, EffectiveFlag> = self
+            .0
+            .effective_flags()
+            .into_iter()
+            .map(|f| (f.key.clone(), f))
+            .collect();
         let mut family = encoder.encode_descriptor(
             "flagd_rs_split_weight",
             "Current weight of each variant of a flag's fractional split",
