@@ -11,7 +11,8 @@
 #   FLAGD_PEERS_SRC      the peers directory (default: <workspace>/../shared/peers)
 #   FLAGD_PEERS_RUN      writable copy of it that the run uses (default: /tmp/flagd-peers-src);
 #                        the workload generator writes beside itself, and the source may be read-only
-#   PEERS_WORK           where the peers are installed (default: /tmp/flagd-peers)
+#   PEERS_WORK           where the peers are installed (default: /tmp/flagd-peers); installing the
+#                        Rust peer needs `protoc` (Debian: apt-get install protobuf-compiler)
 #   FLAGD_PEERS_RESULTS  the JSON-lines results file (default: target/peers/results-<UTC time>.jsonl)
 #   ROUNDS               repetitions of `load` and `eval` (default: 3)
 # Every command is printed before it runs.

@@ -2,7 +2,9 @@
 //! that one run can put every evaluator side by side.
 //!
 //! Usage: `peer_workload [--fractional-hash v2|v3] eval | load | mem <flagfile> | diff`.
-//! The workload directory is `$FLAGD_PEERS_WORKLOAD` (default `/tmp/flagd-peers/workload`).
+//! The workload directory is `$FLAGD_PEERS_WORKLOAD` (default `/tmp/flagd-peers/workload`);
+//! `$FLAGD_PEERS_CONTEXTS=n` makes `eval` and `spin` use only the first n contexts (to see working-set
+//! effects; comparisons use all of them).
 
 use std::hint::black_box;
 use std::path::Path;
@@ -94,6 +96,18 @@ fn contexts(dir: &Path) -> Result<Vec<Value>, Error> {
     Ok(parse_contexts(std::str::from_utf8(&bytes)?)?)
 }
 
+/// A diagnostic knob for `eval` and `spin`, never used for comparisons: only the first
+/// `$FLAGD_PEERS_CONTEXTS` contexts, a smaller working set.
+fn limited(mut ctxs: Vec<Value>) -> Vec<Value> {
+    if let Some(n) = std::env::var("FLAGD_PEERS_CONTEXTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        ctxs.truncate(n);
+    }
+    ctxs
+}
+
 /// Times whole passes over the contexts the way the peers do: ~1 s of warm-up sizes the runs, then
 /// 7 runs of ~0.5 s; returns the per-run rates in evaluations per second.
 fn time_passes(n_contexts: usize, mut pass: impl FnMut()) -> (Vec<f64>, usize) {
@@ -119,7 +133,7 @@ fn time_passes(n_contexts: usize, mut pass: impl FnMut()) -> (Vec<f64>, usize) {
 fn mode_eval(hash: HashGeneration) -> Result<(), Error> {
     let dir = workload_dir();
     let set: FlagSet = load(&read(&dir, "flags.json")?, hash)?.flags;
-    let ctxs = contexts(&dir)?;
+    let ctxs = limited(contexts(&dir)?);
     let mut out = Map::new();
     for &(key, kind) in &FLAGS[..TIMED_FLAGS] {
         let mut errors = 0usize;
@@ -286,7 +300,7 @@ fn mode_spin(hash: HashGeneration, target: &str, repeats: Option<&String>) -> Re
         return Err(format!("unknown flag `{target}`").into());
     };
     let set = load(&read(&dir, "flags.json")?, hash)?.flags;
-    let ctxs = contexts(&dir)?;
+    let ctxs = limited(contexts(&dir)?);
     let now = now_unix_seconds();
     let mut errors = 0usize;
     for _ in 0..repeats {
