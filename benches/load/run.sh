@@ -202,6 +202,13 @@ rss_kib() {
   awk '/^VmRSS:/ {print $2}' "/proc/$1/status"
 }
 
+# The resident memory split into anonymous (heap, stacks) and file-backed (mapped binary and
+# libraries) pages, as JSON fields.
+rss_split() {
+  awk '/^RssAnon:/ {a=$2} /^RssFile:/ {f=$2} END {printf "\"anon_kib\":%d,\"file_kib\":%d", a, f}' \
+    "/proc/$1/status"
+}
+
 # Spot checks before any load: each endpoint answers 200 with a real resolution (and gRPC with
 # grpc-status 0 and a message). Sets GRPC_BYTES_<name>, the response body size of each gRPC
 # request, which the load runs use to count gRPC errors h2load cannot see.
@@ -298,6 +305,7 @@ max_rate() {
 h2load_rate() {
   local test=$1 server=$2 url=$3 rate=$4 clients=$5 extra=$6 log=$WORK/$1-$2.log
   shift 7
+  rm -f "$log" # h2load appends to an existing log
   run h2load -c "$clients" -t "$THREADS" --rps $((rate / clients)) -D $((LAT_DURATION + WARMUP)) \
     --log-file="$log" "$@" "$url" >"$WORK/$test-$server.out"
   local summary
@@ -406,14 +414,15 @@ memory() {
   start_daemon memory-bundled "$MEMORY"
   sleep 2
   rss=$(rss_kib "$DAEMON_PID")
-  record "{\"test\":\"rss\",\"label\":\"idle, bundled flags (no source)\",\"rss_kib\":$rss}"
+  record "{\"test\":\"rss\",\"label\":\"idle, bundled flags (no source)\",\"rss_kib\":$rss,$(rss_split "$DAEMON_PID")}"
   stop "$DAEMON_PID"
-  local started=$SECONDS
+  local started
+  started=$(date +%s%N)
   start_daemon memory-10k "$MEMORY" -f "file:$WORK/peers/flags-10000.json"
-  local ready=$((SECONDS - started))
+  local ready=$((($(date +%s%N) - started) / 1000000))
   sleep 2
   rss=$(rss_kib "$DAEMON_PID")
-  record "{\"test\":\"rss\",\"label\":\"idle, 10,000 flags (ready in ${ready} s)\",\"rss_kib\":$rss}"
+  record "{\"test\":\"rss\",\"label\":\"idle, 10,000 flags (ready in ${ready} ms)\",\"rss_kib\":$rss,$(rss_split "$DAEMON_PID")}"
   stop "$DAEMON_PID"
 }
 
@@ -437,7 +446,7 @@ for mode in "${modes[@]}"; do
     *) echo "unknown mode $mode" >&2; exit 2 ;;
   esac
 done
-record "{\"test\":\"rss\",\"label\":\"main daemon after the runs above\",\"rss_kib\":$(rss_kib "$MAIN_PID")}"
+record "{\"test\":\"rss\",\"label\":\"main daemon after the runs above\",\"rss_kib\":$(rss_kib "$MAIN_PID"),$(rss_split "$MAIN_PID")}"
 
 echo >&2
 $STATS report "$OUT"
