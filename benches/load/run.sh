@@ -8,7 +8,7 @@
 #               and a targeting flag, Connect JSON ResolveBoolean (wrk, 32 connections), OFREP
 #               single flag (wrk); daemon and no-op alternate, LOAD_REPEAT rounds
 #   latency     p50/p99 at half the daemon's max rate (h2load --rps, per-request log), for the
-#               daemon and for the no-op at the same rate
+#               daemon and for the no-op at the same rate; and at a light 1,000 req/s (gRPC)
 #   reload      the flag file rewritten 10 times a second (write and rename) under constant-rate
 #               load, against the same load without rewrites; and under max load (wrk)
 #   events      save -> configuration_change latency over gRPC EventStream, 100 rewrites
@@ -336,6 +336,13 @@ latency() {
   rate=$(($(max_rate connect-static) / 2))
   connect_rate p99-connect-static daemon "$DAEMON" "$WORK/connect-static.json" "$rate"
   connect_rate p99-connect-static noop "$NOOP" "$WORK/connect-static.json" "$rate"
+  # Away from saturation: one connection, one request at a time, 1,000 a second.
+  GRPC_CHECK_BYTES=$GRPC_BYTES_static h2load_rate p99-grpc-static-light daemon \
+    "http://127.0.0.1:$DAEMON$RESOLVE" 1000 1 "" -- -m 1 -d "$WORK/grpc-static.bin" \
+    -H 'content-type: application/grpc' -H 'te: trailers'
+  GRPC_CHECK_BYTES=$NOOP_GRPC_BYTES h2load_rate p99-grpc-static-light noop \
+    "http://127.0.0.1:$NOOP$RESOLVE" 1000 1 "" -- -m 1 -d "$WORK/grpc-static.bin" \
+    -H 'content-type: application/grpc' -H 'te: trailers'
 }
 
 # rewrites <seconds>: starts the 10-per-second rewriter in the background; sets REWRITER_PID.
