@@ -15,6 +15,10 @@
 #   ofrep       OFREP bulk evaluation of 100 flags: max req/s and p99 at half of it
 #   watchers    10,000 SyncFlags streams: memory per stream, change -> all notified
 #   memory      resident memory idle with the bundled flags and with 10,000 flags
+#   overrides   gRPC ResolveBoolean max req/s with no override and with 100 active overrides (the
+#               evaluated flags among them), alternating, LOAD_REPEAT rounds each
+#   override    override accepted -> visible on RPC, EventStream and SyncFlags (200 blue/green
+#               switches through the admin API), idle and under constant gRPC load
 #
 # Environment (defaults in brackets):
 #   LOAD_DURATION [10]       seconds of each max-rate measurement (after LOAD_WARMUP [2] s of
@@ -23,7 +27,8 @@
 #   LOAD_LATENCY_DURATION [15]  seconds of each constant-rate measurement
 #   LOAD_THREADS [1]         threads of h2load and wrk
 #   LOAD_BASE_PORT [18000]   ports used: base+13..17 (daemon), +113/+116 (no-op), +213..217 (bulk
-#                            daemon), +313..317 (watchers daemon), +413..417 (memory daemons)
+#                            daemon), +313..317 (watchers daemon), +413..417 (memory daemons),
+#                            +513..517 (override daemons)
 #   LOAD_WATCHERS [100x100]  SyncFlags connections x streams per connection
 #   LOAD_WORK [/tmp/flagd-load]    scratch directory (flag files, bodies, logs)
 #   LOAD_RESULTS             JSON-lines results [target/load/results-<UTC time>.jsonl]
@@ -51,13 +56,14 @@ WATCHERS=${LOAD_WATCHERS:-100x100}
 STATS="python3 $HERE/stats.py"
 
 modes=("$@")
-[[ ${#modes[@]} -gt 0 ]] || modes=(throughput latency reload events ofrep watchers memory)
+[[ ${#modes[@]} -gt 0 ]] || modes=(throughput latency reload events ofrep watchers memory overrides override)
 
 DAEMON=$((BASE + 13))
 NOOP=$((BASE + 113))
 BULK=$((BASE + 213))
 WATCH=$((BASE + 313))
 MEMORY=$((BASE + 413))
+AUTH=$((BASE + 513))
 RESOLVE=/flagd.evaluation.v1.Service/ResolveBoolean
 OFREP_SINGLE=/ofrep/v1/evaluate/flags/static-bool
 OFREP_BULK=/ofrep/v1/evaluate/flags
@@ -433,6 +439,74 @@ memory() {
   stop "$DAEMON_PID"
 }
 
+# set_overrides <admin url> <keys file>: one override per key (state ENABLED: what the flags
+# already say, so that answers and response sizes stay as they were).
+set_overrides() {
+  local key status
+  while read -r key; do
+    status=$(curl -sS -m 5 -o /dev/null -w '%{http_code}' -X PUT -H 'content-type: application/json' \
+      --data '{"state":"ENABLED","reason":"load benchmark"}' "$1/v1/flags/$key/override")
+    [[ $status == 200 ]] || { echo "override of $key: HTTP $status" >&2; exit 1; }
+  done <"$2"
+}
+
+clear_overrides() {
+  local key status
+  while read -r key; do
+    status=$(curl -sS -m 5 -o /dev/null -w '%{http_code}' -X DELETE "$1/v1/flags/$key/override")
+    [[ $status == 200 ]] || { echo "clearing $key: HTTP $status" >&2; exit 1; }
+  done <"$2"
+}
+
+overrides() {
+  local round count
+  start_daemon overrides "$AUTH" -f "file:$WORK/flags.json" -f "file:$WORK/bulk100.json"
+  SERVER_PID=$DAEMON_PID
+  local admin=http://127.0.0.1:$((AUTH + 4))
+  # The two evaluated flags and 98 of the bulk document's.
+  python3 -c '
+import json, sys
+bulk = list(json.load(open(sys.argv[1]))["flags"])[:98]
+print("\n".join(["static-bool", "ref-shared"] + bulk))' "$WORK/bulk100.json" >"$WORK/override-keys"
+  for round in $(seq 1 "$REPEAT"); do
+    h2load_max overrides-0-static daemon "$round" "$AUTH" "$WORK/grpc-static.bin" "$GRPC_BYTES_static"
+    h2load_max overrides-0-targeting daemon "$round" "$AUTH" "$WORK/grpc-targeting.bin" "$GRPC_BYTES_targeting"
+    printf '+ %s\n' "set_overrides $admin (100 flags)" >&2
+    set_overrides "$admin" "$WORK/override-keys"
+    count=$(curl -sS "$admin/v1/flags" | python3 -c 'import json, sys; print(sum(1 for f in json.load(sys.stdin)["flags"] if f.get("override")))')
+    echo "active overrides: $count" >&2
+    [[ $count -eq 100 ]] || { echo "expected 100 active overrides" >&2; exit 1; }
+    h2load_max overrides-100-static daemon "$round" "$AUTH" "$WORK/grpc-static.bin" "$GRPC_BYTES_static"
+    h2load_max overrides-100-targeting daemon "$round" "$AUTH" "$WORK/grpc-targeting.bin" "$GRPC_BYTES_targeting"
+    printf '+ %s\n' "clear_overrides $admin (100 flags)" >&2
+    clear_overrides "$admin" "$WORK/override-keys"
+  done
+  stop "$DAEMON_PID"
+  SERVER_PID=$MAIN_PID
+}
+
+override() {
+  local json rate loader
+  start_daemon override "$AUTH" -f "file:$ROOT/flags/default.flagd.json" -f "file:$WORK/flags.json"
+  local urls=("http://127.0.0.1:$AUTH" "http://127.0.0.1:$((AUTH + 2))" "http://127.0.0.1:$((AUTH + 4))")
+  json=$(run "$BIN/load_client" override "${urls[@]}" 200)
+  record "$json" 'test="override-visible"' 'load="idle"'
+  # The same under a constant gRPC load of half the main daemon's max rate.
+  rate=$(($(max_rate grpc-static) / 2))
+  printf '+ %s\n' "h2load --rps ... $rate req/s in the background" >&2
+  h2load -c 8 -m 16 -t "$THREADS" --rps $((rate / 8)) -D 60 -d "$WORK/grpc-static.bin" \
+    -H 'content-type: application/grpc' -H 'te: trailers' \
+    "http://127.0.0.1:$AUTH$RESOLVE" >"$WORK/override-load.out" &
+  loader=$!
+  PIDS+=("$loader")
+  sleep 2
+  json=$(run "$BIN/load_client" override "${urls[@]}" 200)
+  record "$json" 'test="override-visible"' "load=\"gRPC $rate req/s\""
+  kill -INT "$loader" 2>/dev/null || true
+  wait "$loader" 2>/dev/null || true
+  stop "$DAEMON_PID"
+}
+
 ensure_tools
 build
 prepare
@@ -449,7 +523,7 @@ spot_check "$DAEMON" flagd-rs $((DAEMON + 3))
 for mode in "${modes[@]}"; do
   echo "== $mode ($(uptime))" >&2
   case $mode in
-    throughput | latency | reload | events | ofrep | watchers | memory) "$mode" ;;
+    throughput | latency | reload | events | ofrep | watchers | memory | overrides | override) "$mode" ;;
     *) echo "unknown mode $mode" >&2; exit 2 ;;
   esac
 done

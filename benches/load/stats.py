@@ -199,6 +199,29 @@ def report(path):
             f"({fmt(r['bytes_per_stream'])} B/stream); change -> all notified: p50 {fmt(r['p50_ms'], 1)} ms, "
             f"p99 {fmt(r['p99_ms'], 1)} ms, max {fmt(r['max_ms'], 1)} ms ({r['notified']} notified)"
         )
+    for flag in ("static", "targeting"):
+        none, hundred = pick(f"overrides-0-{flag}"), pick(f"overrides-100-{flag}")
+        if not none or not hundred:
+            continue
+        pairs = [a["rps"] / b["rps"] for a in hundred for b in none if a.get("run") == b.get("run") and b["rps"]]
+        out.append("")
+        out.append(
+            f"gRPC ResolveBoolean, {flag} flag, 100 active overrides vs none: "
+            f"{fmt(median([r['rps'] for r in hundred]))} vs {fmt(median([r['rps'] for r in none]))} req/s, "
+            f"ratio {median(pairs) * 100:.1f} % (runs {[round(p * 100, 1) for p in pairs]}), CPU µs/req "
+            f"{fmt(median([r.get('cpu_us_per_req') for r in hundred]), 1)} vs "
+            f"{fmt(median([r.get('cpu_us_per_req') for r in none]), 1)}, errors "
+            f"{sum(r.get('errors', 0) for r in none + hundred)}"
+        )
+    for r in pick("override-visible"):
+        out.append("")
+        out.append(
+            f"override accepted -> visible ({r['load']}, {r['switches']} switches), ms p50/p99/max from the "
+            f"request: ack {fmt(r['ack_p50_ms'], 2)}/{fmt(r['ack_p99_ms'], 2)}/{fmt(r['ack_max_ms'], 2)}, "
+            f"RPC {fmt(r['rpc_p50_ms'], 2)}/{fmt(r['rpc_p99_ms'], 2)}/{fmt(r['rpc_max_ms'], 2)}, "
+            f"EventStream {fmt(r['event_p50_ms'], 2)}/{fmt(r['event_p99_ms'], 2)}/{fmt(r['event_max_ms'], 2)}, "
+            f"SyncFlags {fmt(r['sync_p50_ms'], 2)}/{fmt(r['sync_p99_ms'], 2)}/{fmt(r['sync_max_ms'], 2)}"
+        )
     print("\n".join(out))
 
 

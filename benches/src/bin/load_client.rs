@@ -15,6 +15,13 @@
 //!   after, then rewrites `<file>` once and times how long each stream takes to receive a payload
 //!   with the new marker.
 //!
+//! - `load_client override <eval url> <sync url> <admin url> <count>`: with an EventStream and a
+//!   SyncFlags stream open, `count` times switches the bundled `blue-green-deployment` flag
+//!   between `green` and `blue` through the admin API (`PUT /v1/flags/{key}/override`) and times,
+//!   from the start of the request: the admin API's answer (the revision is durable), the first
+//!   `ResolveString` that serves the new variant, the `configuration_change` event naming the
+//!   flag and the sync payload carrying the new default variant. Clears the override at the end.
+//!
 //! Each prints its result as one JSON line on stdout (times in milliseconds).
 //!
 //! The marker flag is `load-bench-marker`, a string flag whose single variant carries the
@@ -24,11 +31,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use flagd_rs::proto::flagd::evaluation::v1::EventStreamRequest;
 use flagd_rs::proto::flagd::evaluation::v1::service_client::ServiceClient;
+use flagd_rs::proto::flagd::evaluation::v1::{EventStreamRequest, ResolveStringRequest};
 use flagd_rs::proto::flagd::sync::v1::SyncFlagsRequest;
 use flagd_rs::proto::flagd::sync::v1::flag_sync_service_client::FlagSyncServiceClient;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{mpsc, watch};
 use tonic::transport::{Channel, Endpoint};
 
@@ -36,7 +44,8 @@ type Error = Box<dyn std::error::Error>;
 
 const USAGE: &str = "usage: load_client rewrite <file> <interval ms> <duration s>
        load_client events <eval url> <file> <count>
-       load_client watchers <sync url> <file> <daemon pid> <connections> <streams each>";
+       load_client watchers <sync url> <file> <daemon pid> <connections> <streams each>
+       load_client override <eval url> <sync url> <admin url> <count>";
 
 /// The flag whose value changes with every rewrite.
 const MARKER_FLAG: &str = "load-bench-marker";
@@ -334,6 +343,180 @@ async fn watchers(
     Ok(())
 }
 
+/// The flag the override measurement switches (bundled flags: `blue` by default).
+const SWITCHED_FLAG: &str = "blue-green-deployment";
+
+/// One plain HTTP/1.1 request to the admin API; returns the status code and the body.
+async fn admin_request(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String), Error> {
+    let authority = base
+        .strip_prefix("http://")
+        .ok_or("the admin URL must start with http://")?
+        .trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(authority).await?;
+    stream.set_nodelay(true)?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("not an HTTP response: {text}"))?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned());
+    Ok((status, body.unwrap_or_default()))
+}
+
+/// Whether an EventStream `configuration_change` names `flag` in its `flags` object.
+fn event_names(data: Option<&pbjson_types::Struct>, flag: &str) -> bool {
+    use pbjson_types::value::Kind;
+    data.and_then(|d| d.fields.get("flags")).is_some_and(
+        |v| matches!(&v.kind, Some(Kind::StructValue(s)) if s.fields.contains_key(flag)),
+    )
+}
+
+/// The default variant a sync payload gives `flag`.
+fn synced_default(payload: &str, flag: &str) -> Option<String> {
+    let document: Value = serde_json::from_str(payload).ok()?;
+    let variant = document.get("flags")?.get(flag)?.get("defaultVariant")?;
+    variant.as_str().map(str::to_owned)
+}
+
+/// Percentiles of one series of times, as JSON fields named `<name>_p50_ms` and so on.
+fn summary(fields: &mut serde_json::Map<String, Value>, name: &str, mut millis: Vec<f64>) {
+    millis.sort_by(f64::total_cmp);
+    fields.insert(format!("{name}_p50_ms"), json!(quantile(&millis, 0.50)));
+    fields.insert(format!("{name}_p99_ms"), json!(quantile(&millis, 0.99)));
+    fields.insert(format!("{name}_max_ms"), json!(quantile(&millis, 1.0)));
+}
+
+async fn overrides(eval: &str, sync: &str, admin: &str, count: u64) -> Result<(), Error> {
+    let mut client = ServiceClient::connect(eval.to_owned()).await?;
+    // EventStream: every configuration_change that names the flag, with its arrival time.
+    let mut events = client
+        .event_stream(EventStreamRequest {})
+        .await?
+        .into_inner();
+    match tokio::time::timeout(EVENT_TIMEOUT, events.message()).await {
+        Ok(Ok(Some(event))) if event.r#type == "provider_ready" => {}
+        _ => return Err("no provider_ready on the event stream".into()),
+    }
+    let (event_tx, mut event_rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(Some(event)) = events.message().await {
+            if event.r#type == "configuration_change"
+                && event_names(event.data.as_ref(), SWITCHED_FLAG)
+            {
+                let _ = event_tx.send(Instant::now());
+            }
+        }
+    });
+    // SyncFlags: the default variant of every payload, with its arrival time.
+    let mut sync_client = FlagSyncServiceClient::connect(sync.to_owned())
+        .await?
+        .max_decoding_message_size(usize::MAX);
+    let mut payloads = sync_client
+        .sync_flags(SyncFlagsRequest {
+            provider_id: "override-bench".to_owned(),
+            selector: String::new(),
+        })
+        .await?
+        .into_inner();
+    match tokio::time::timeout(EVENT_TIMEOUT, payloads.message()).await {
+        Ok(Ok(Some(_))) => {}
+        _ => return Err("no first sync payload".into()),
+    }
+    let (sync_tx, mut sync_rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(Some(message)) = payloads.message().await {
+            let now = Instant::now();
+            if let Some(variant) = synced_default(&message.flag_configuration, SWITCHED_FLAG) {
+                let _ = sync_tx.send((now, variant));
+            }
+        }
+    });
+
+    let path = format!("/v1/flags/{SWITCHED_FLAG}/override");
+    let (mut ack, mut rpc, mut event, mut synced) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut rpc_after_ack, mut event_after_ack, mut sync_after_ack) =
+        (Vec::new(), Vec::new(), Vec::new());
+    let since =
+        |from: Instant, to: Instant| to.saturating_duration_since(from).as_secs_f64() * 1000.0;
+    for i in 1..=count {
+        let variant = if i % 2 == 1 { "green" } else { "blue" };
+        let body = json!({"defaultVariant": variant, "reason": format!("bench {i}"), "actor": "load_client"});
+        let started = Instant::now();
+        let (status, answer) = admin_request(admin, "PUT", &path, &body.to_string()).await?;
+        let acked = Instant::now();
+        if status != 200 {
+            return Err(format!("the override was refused ({status}): {answer}").into());
+        }
+        // RPC: the first resolution after the acknowledgement that serves the new variant.
+        let served = loop {
+            let response = client
+                .resolve_string(ResolveStringRequest {
+                    flag_key: SWITCHED_FLAG.to_owned(),
+                    context: None,
+                })
+                .await?
+                .into_inner();
+            if response.variant == variant {
+                break Instant::now();
+            }
+            if started.elapsed() > EVENT_TIMEOUT {
+                return Err(
+                    format!("RPC still serves {} after switch {i}", response.variant).into(),
+                );
+            }
+        };
+        let changed = match tokio::time::timeout(EVENT_TIMEOUT, event_rx.recv()).await {
+            Ok(Some(at)) => at,
+            _ => return Err(format!("no configuration_change for switch {i}").into()),
+        };
+        let delivered = loop {
+            match tokio::time::timeout(EVENT_TIMEOUT, sync_rx.recv()).await {
+                Ok(Some((at, v))) if v == variant => break at,
+                Ok(Some(_)) => {}
+                _ => return Err(format!("no sync payload for switch {i}").into()),
+            }
+        };
+        ack.push(since(started, acked));
+        rpc.push(since(started, served));
+        event.push(since(started, changed));
+        synced.push(since(started, delivered));
+        rpc_after_ack.push(since(acked, served));
+        event_after_ack.push(since(acked, changed));
+        sync_after_ack.push(since(acked, delivered));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, answer) = admin_request(admin, "DELETE", &path, "").await?;
+    if status != 200 {
+        return Err(format!("clearing the override failed ({status}): {answer}").into());
+    }
+    let mut fields = serde_json::Map::new();
+    fields.insert("switches".into(), json!(count));
+    summary(&mut fields, "ack", ack);
+    summary(&mut fields, "rpc", rpc);
+    summary(&mut fields, "event", event);
+    summary(&mut fields, "sync", synced);
+    summary(&mut fields, "rpc_after_ack", rpc_after_ack);
+    summary(&mut fields, "event_after_ack", event_after_ack);
+    summary(&mut fields, "sync_after_ack", sync_after_ack);
+    println!("{}", Value::Object(fields));
+    Ok(())
+}
+
 fn number<T: std::str::FromStr>(s: &str) -> Result<T, Error> {
     s.parse()
         .map_err(|_| format!("not a number: {s}\n{USAGE}").into())
@@ -369,6 +552,13 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()?;
             runtime.block_on(watchers(url, Path::new(file), pid, connections, streams))
+        })(),
+        ["override", eval, sync, admin, count] => (|| {
+            let count = number(count)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(overrides(eval, sync, admin, count))
         })(),
         _ => Err(USAGE.into()),
     };
