@@ -173,6 +173,19 @@ def report(path):
                 f"{fmt(r['max_ms'], 2)} | {r['not_200'] + r.get('errors', 0)} |"
             )
 
+    for proto in ("grpc", "connect"):
+        none = pick(f"p99-reload-{proto}-targeting-none")
+        busy = pick(f"p99-reload-{proto}-targeting-10ps")
+        pairs = [b["p99_ms"] / a["p99_ms"] for a in none for b in busy if a.get("run") == b.get("run") and a["p99_ms"]]
+        if pairs:
+            out.append("")
+            out.append(
+                f"{proto} p99 with 10 rewrites/s vs none, paired by round: "
+                f"{', '.join(f'{p * 100:.0f} %' for p in pairs)}; median {median(pairs) * 100:.1f} %; "
+                f"median p99 {fmt(median([r['p99_ms'] for r in busy]), 3)} vs "
+                f"{fmt(median([r['p99_ms'] for r in none]), 3)} ms; failed "
+                f"{sum(r['not_200'] + r.get('errors', 0) for r in none + busy)}"
+            )
     for r in pick("reload-wrk"):
         out.append("")
         out.append(

@@ -404,6 +404,7 @@ impl Store {
             return Ok(None);
         };
         let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut trim = false;
         let new_doc = match update.event {
             SourceEvent::Failed(message) => {
                 tracing::warn!(source = %uri, error = %message, "source failed; keeping its last good flags");
@@ -438,6 +439,7 @@ impl Store {
                         if let Some(h) = writer.hashes.get_mut(idx) {
                             *h = Some(hash);
                         }
+                        trim = bytes.len() >= crate::heap::TRIM_AFTER_BYTES;
                         Some(Arc::new(loaded.flags))
                     }
                     Err(err) => {
@@ -484,8 +486,12 @@ impl Store {
             s.store(true, Ordering::Release);
         }
         drop(writer);
+        drop(old);
         self.revision.send_replace(revision);
         tracing::info!(source = %uri, revision, changed = change.flags.len(), "flags updated");
+        if trim {
+            crate::heap::release_free_pages();
+        }
         if change.flags.is_empty() {
             return Ok(None);
         }

@@ -15,8 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
 use http::{HeaderName, HeaderValue, Method};
 use tokio::time::Instant;
@@ -86,10 +85,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(connect::handle)
         .with_state(connect::Connect::new(state.clone()));
     grpc_or_http(grpc, http)
-        .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
-            record_request,
-        ))
+        .layer(RecordLayer {
+            metrics: state.metrics.clone(),
+        })
         .layer(BrowserCorsLayer::new(cors(&state.cors_origins)))
 }
 
@@ -174,17 +172,93 @@ impl http_body::Body for LimitedBody {
 
 /// Records each request (procedure, method, status, time to the response head) in the
 /// metrics. Paths that name no procedure are recorded as `other`, so clients cannot create
-/// series at will.
-async fn record_request(
-    State(metrics): State<Arc<Metrics>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let route = connect::procedure(request.uri().path()).unwrap_or("other");
-    let response = next.run(request).await;
-    let elapsed: Duration = started.elapsed();
-    metrics.http_request(route, method.as_str(), response.status().as_u16(), elapsed);
-    response
+/// series at will. A plain layer rather than a `from_fn` middleware, which would clone and box
+/// the inner service and box a future for every request.
+#[derive(Debug, Clone)]
+struct RecordLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl<S> tower::Layer<S> for RecordLayer {
+    type Service = Record<S>;
+
+    fn layer(&self, inner: S) -> Record<S> {
+        Record {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// The service of [`RecordLayer`].
+#[derive(Debug, Clone)]
+struct Record<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Record<S>
+where
+    S: tower::Service<http::Request<B>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Recorded<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let route = connect::procedure(request.uri().path()).unwrap_or("other");
+        Recorded {
+            inner: self.inner.call(request),
+            started,
+            method,
+            route,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Record`]: records the request once the response head is ready.
+    struct Recorded<F> {
+        #[pin]
+        inner: F,
+        started: Instant,
+        method: Method,
+        route: &'static str,
+        metrics: Arc<Metrics>,
+    }
+}
+
+impl<F, E> std::future::Future for Recorded<F>
+where
+    F: std::future::Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        if let Ok(response) = &result {
+            let elapsed: Duration = this.started.elapsed();
+            this.metrics.http_request(
+                this.route,
+                this.method.as_str(),
+                response.status().as_u16(),
+                elapsed,
+            );
+        }
+        std::task::Poll::Ready(result)
+    }
 }
