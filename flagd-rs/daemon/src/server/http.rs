@@ -194,13 +194,7 @@ where
 /// Whether a request is gRPC (`application/grpc`, `application/grpc+proto`, ...) or gRPC-Web
 /// (`application/grpc-web*`); both are handled by tonic.
 pub fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.get(..16)
-                .is_some_and(|p| p.eq_ignore_ascii_case("application/grpc"))
-        })
+    grpc_kind(headers).is_some()
 }
 
 /// One router that sends gRPC and gRPC-Web requests (by `content-type`) to `grpc` — tonic's
@@ -219,6 +213,28 @@ pub fn grpc_or_http(grpc: Router, http: Router) -> Router {
         async move { Ok::<_, Infallible>(target.oneshot(req).await.unwrap_infallible()) }
     });
     Router::new().fallback_service(dispatch)
+}
+
+/// The two gRPC content-type families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrpcKind {
+    /// `application/grpc`, `application/grpc+proto`, ...
+    Plain,
+    /// `application/grpc-web*`.
+    Web,
+}
+
+/// Which gRPC family a request's `content-type` names, if any.
+pub fn grpc_kind(headers: &HeaderMap) -> Option<GrpcKind> {
+    let ct = headers.get(header::CONTENT_TYPE)?.as_bytes();
+    let prefix = ct.get(..16)?;
+    if !prefix.eq_ignore_ascii_case(b"application/grpc") {
+        return None;
+    }
+    match ct.get(16..20) {
+        Some(web) if web.eq_ignore_ascii_case(b"-web") => Some(GrpcKind::Web),
+        _ => Some(GrpcKind::Plain),
+    }
 }
 
 /// Applies `tower_http`'s CORS handling only to requests that carry an `Origin` header.

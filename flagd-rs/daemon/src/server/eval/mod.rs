@@ -11,6 +11,7 @@ pub mod events;
 pub mod resolve;
 pub mod services;
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,14 +21,13 @@ use axum::response::Response;
 use http::{HeaderName, HeaderValue, Method};
 use tokio::time::Instant;
 use tonic::service::Routes;
-use tower::Layer as _;
-use tower::util::MapRequestLayer;
+use tower::{Layer as _, ServiceExt as _};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 use crate::metrics::Metrics;
 use crate::proto::flagd::evaluation::{v1, v2};
 use crate::proto::schema::v1 as schema;
-use crate::server::http::{BrowserCorsLayer, grpc_or_http};
+use crate::server::http::{BrowserCorsLayer, GrpcKind, grpc_kind};
 use crate::state::AppState;
 
 pub use error::{Code, EvalError};
@@ -47,6 +47,26 @@ const EXPOSED_HEADERS: [&str; 11] = [
     "grpc-status-details-bin",
 ];
 
+/// The three evaluation services as tonic routes, each service wrapped by `$wrap` (a closure,
+/// expanded once per service type).
+macro_rules! evaluation_routes {
+    ($state:expr, $wrap:expr) => {{
+        Routes::new(($wrap)(
+            v1::service_server::ServiceServer::new(services::V1::new($state.clone()))
+                .max_decoding_message_size(usize::MAX),
+        ))
+        .add_service(($wrap)(
+            v2::service_server::ServiceServer::new(services::V2::new($state.clone()))
+                .max_decoding_message_size(usize::MAX),
+        ))
+        .add_service(($wrap)(
+            schema::service_server::ServiceServer::new(services::SchemaV1::new($state.clone()))
+                .max_decoding_message_size(usize::MAX),
+        ))
+        .into_axum_router()
+    }};
+}
+
 /// The complete application of the evaluation port: gRPC (+ gRPC-Web) and Connect for the
 /// three services, with CORS and request metrics.
 pub fn router(state: AppState) -> Router {
@@ -54,41 +74,40 @@ pub fn router(state: AppState) -> Router {
         0 => usize::MAX,
         n => n,
     };
-    // The body limit below bounds messages; tonic's own per-message limit would answer
-    // OUT_OF_RANGE instead of flagd's RESOURCE_EXHAUSTED.
+    // The body limit (`limit_grpc_body`) bounds gRPC messages; tonic's own per-message limit
+    // would answer OUT_OF_RANGE instead of flagd's RESOURCE_EXHAUSTED.
+    let grpc = evaluation_routes!(state, |s| s);
     let web = tonic_web::GrpcWebLayer::new();
-    let grpc = Routes::new(
-        web.layer(
-            v1::service_server::ServiceServer::new(services::V1::new(state.clone()))
-                .max_decoding_message_size(usize::MAX),
-        ),
-    )
-    .add_service(
-        web.layer(
-            v2::service_server::ServiceServer::new(services::V2::new(state.clone()))
-                .max_decoding_message_size(usize::MAX),
-        ),
-    )
-    .add_service(
-        web.layer(
-            schema::service_server::ServiceServer::new(services::SchemaV1::new(state.clone()))
-                .max_decoding_message_size(usize::MAX),
-        ),
-    )
-    .into_axum_router()
-    // A plain request map rather than a `from_fn` middleware, which would clone and box the
-    // inner service for every request.
-    .layer(MapRequestLayer::new(move |request: Request| {
-        limit_grpc_body(limit, request)
-    }));
+    let grpc_web = evaluation_routes!(state, |s| web.layer(s));
     let http = Router::new()
         .fallback(connect::handle)
         .with_state(connect::Connect::new(state.clone()));
-    grpc_or_http(grpc, http)
+    // Plain gRPC over HTTP/2 (nearly all traffic) goes straight to tonic; gRPC-Web, and gRPC
+    // over HTTP/1.1 (which only gRPC-Web can carry), through the gRPC-Web translation; all
+    // other requests to the Connect handler. The layers wrap the dispatch directly rather than
+    // the router, where each one would box and clone its inner service for every request.
+    let dispatch = tower::service_fn(move |request: Request| {
+        let call = match grpc_kind(request.headers()) {
+            Some(GrpcKind::Plain) if request.version() == http::Version::HTTP_2 => {
+                grpc.clone().oneshot(limit_grpc_body(limit, request))
+            }
+            Some(_) => grpc_web.clone().oneshot(limit_grpc_body(limit, request)),
+            None => http.clone().oneshot(request),
+        };
+        async move {
+            match call.await {
+                Ok(response) => Ok::<_, Infallible>(response),
+                Err(never) => match never {},
+            }
+        }
+    });
+    let service = tower::ServiceBuilder::new()
+        .layer(BrowserCorsLayer::new(cors(&state.cors_origins)))
         .layer(RecordLayer {
             metrics: state.metrics.clone(),
         })
-        .layer(BrowserCorsLayer::new(cors(&state.cors_origins)))
+        .service(dispatch);
+    Router::new().fallback_service(service)
 }
 
 /// flagd's CORS policy: the configured origins (`*` or none = any), the usual methods, any

@@ -1,7 +1,9 @@
 //! Transport-independent evaluation: request context and selector from headers, typed
 //! single-flag resolution and bulk resolution with each API's quirks, and metrics.
 
-use flagd_evaluator::{ErrorCode, Evaluation, FlagType, Reason};
+use std::cell::{Cell, OnceCell};
+
+use flagd_evaluator::{ErrorCode, Evaluation, Flag, FlagType, Reason};
 use http::HeaderMap;
 use serde_json::{Map, Value};
 
@@ -13,6 +15,9 @@ use crate::store::Snapshot;
 
 /// The header that carries the selector.
 pub const SELECTOR_HEADER: &str = "flagd-selector";
+
+/// [`SELECTOR_HEADER`] as a header name, which looks up without parsing the name per request.
+static SELECTOR: http::HeaderName = http::HeaderName::from_static(SELECTOR_HEADER);
 
 /// The evaluation APIs served on the port; they differ in a few behaviours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +47,7 @@ impl Api {
 
 /// The selector of a request (`Flagd-Selector` header; absent or empty = all flags).
 pub fn selector(headers: &HeaderMap) -> Result<Selector, EvalError> {
-    match headers.get(SELECTOR_HEADER) {
+    match headers.get(&SELECTOR) {
         None => Ok(Selector::All),
         Some(v) => Ok(Selector::parse(v.to_str().map_err(|_| {
             EvalError::Malformed("the Flagd-Selector header is not valid text".to_owned())
@@ -50,37 +55,66 @@ pub fn selector(headers: &HeaderMap) -> Result<Selector, EvalError> {
     }
 }
 
-/// What every evaluation in one request shares: the selector and the assembled context.
-#[derive(Debug)]
-pub struct Call {
+/// What every evaluation in one request shares: the selector and the evaluation context. The
+/// context (request ∪ static values ∪ mapped headers) is assembled the first time a flag with
+/// targeting asks for it, so resolving a flag without targeting never converts the request's
+/// `Struct` at all.
+pub struct Call<'h> {
     /// Which flags the request sees.
     pub selector: Selector,
-    /// The merged evaluation context (request, static values, headers).
-    pub context: Value,
     api: Api,
+    state: &'h AppState,
+    headers: Option<&'h HeaderMap>,
+    request: Cell<Option<pbjson_types::Struct>>,
+    context: OnceCell<Value>,
 }
 
-impl Call {
-    /// Reads the selector from `headers` and assembles the context for `api`.
+impl std::fmt::Debug for Call<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("selector", &self.selector)
+            .field("api", &self.api)
+            .field("context", &self.context.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'h> Call<'h> {
+    /// Reads the selector from `headers` and keeps what the context of `api` is made of.
     pub fn new(
-        state: &AppState,
+        state: &'h AppState,
         api: Api,
-        headers: &HeaderMap,
+        headers: &'h HeaderMap,
         request: Option<pbjson_types::Struct>,
-    ) -> Result<Call, EvalError> {
+    ) -> Result<Call<'h>, EvalError> {
         let selector = selector(headers)?;
-        let mapped = if api.maps_headers() {
-            Some(headers)
-        } else {
-            None
-        };
-        let context =
-            context::assemble_from(context::struct_to_map(request), &state.context, mapped);
         Ok(Call {
             selector,
-            context,
             api,
+            state,
+            headers: api.maps_headers().then_some(headers),
+            request: Cell::new(request),
+            context: OnceCell::new(),
         })
+    }
+
+    /// The merged evaluation context (request, static values, headers).
+    pub fn context(&self) -> &Value {
+        self.context.get_or_init(|| {
+            context::assemble_from(
+                context::struct_to_map(self.request.take()),
+                &self.state.context,
+                self.headers,
+            )
+        })
+    }
+
+    /// Evaluates `flag` in this call's context; a flag without targeting needs none.
+    fn evaluate<'f>(&self, flag: &'f Flag, now: i64) -> Evaluation<'f> {
+        if flag.targeting().is_none() {
+            return flag.evaluate(&Value::Null, now);
+        }
+        flag.evaluate(self.context(), now)
     }
 
     /// The response metadata: the selector's echo overlaid by the flag's metadata (nulls
@@ -125,16 +159,14 @@ pub struct Typed<'a, T> {
 pub fn typed<'a, T: FlagType<'a>>(
     state: &AppState,
     snapshot: &'a Snapshot,
-    call: &Call,
+    call: &Call<'_>,
     key: &str,
 ) -> Result<Typed<'a, T>, EvalError> {
     let Some(found) = snapshot.get(key, &call.selector) else {
         record_error(state, key, None, ErrorCode::FlagNotFound);
         return Err(EvalError::Flag(ErrorCode::FlagNotFound));
     };
-    let evaluation = found
-        .flag
-        .evaluate(&call.context, flagd_evaluator::now_unix_seconds());
+    let evaluation = call.evaluate(found.flag, flagd_evaluator::now_unix_seconds());
     if evaluation.is_code_default() {
         match call.api {
             // flagd's v1 handlers keep the legacy behaviour for flags without a default variant.
@@ -245,7 +277,7 @@ pub struct AnyFlag<'a> {
 pub fn all<'a>(
     state: &AppState,
     snapshot: &'a Snapshot,
-    call: &'a Call,
+    call: &'a Call<'_>,
 ) -> impl Iterator<Item = AnyFlag<'a>> + 'a {
     let now = flagd_evaluator::now_unix_seconds();
     let metrics = state.metrics.clone();
@@ -253,7 +285,7 @@ pub fn all<'a>(
         let flag = found.flag;
         let (_, default) = flag.default_variant()?;
         let kind = Kind::of(default)?;
-        let evaluation: Evaluation<'a> = flag.evaluate(&call.context, now);
+        let evaluation: Evaluation<'a> = call.evaluate(flag, now);
         let key = flag.key();
         let (reason, variant, value) = match (evaluation.error, evaluation.reason, evaluation.value)
         {
