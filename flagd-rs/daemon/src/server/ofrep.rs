@@ -25,13 +25,11 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 use crate::context::assemble;
 use crate::selector::Selector;
+use crate::server::eval::resolve::SELECTOR_HEADER;
 use crate::server::http::BrowserCorsLayer;
 use crate::server::sync::gojson::{write_str, write_value};
 use crate::state::AppState;
 use crate::store::Snapshot;
-
-/// The header that selects a flag set or source.
-const SELECTOR_HEADER: &str = "flagd-selector";
 
 /// The query parameter an SSE-triggered re-fetch carries (OFREP ADR-0008).
 const FLAG_CONFIG_ETAG: &str = "flagConfigEtag";

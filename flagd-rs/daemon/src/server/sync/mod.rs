@@ -37,11 +37,10 @@ use crate::selector::Selector;
 use crate::server::http::Listener;
 use crate::state::AppState;
 use crate::store::Snapshot;
+// The gRPC metadata key that selects flags; it takes precedence over the request's field.
+use crate::server::eval::resolve::SELECTOR_HEADER;
 
 pub use payload::flag_configuration;
-
-/// The gRPC metadata key that selects flags; it takes precedence over the request's field.
-const SELECTOR_HEADER: &str = "flagd-selector";
 
 /// How long open connections may take to finish after shutdown before the server returns.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
