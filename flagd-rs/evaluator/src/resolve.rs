@@ -192,7 +192,19 @@ static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new
 
 impl Flag {
     /// Evaluates the flag against `context` at `timestamp` (Unix seconds, `$flagd.timestamp`).
+    #[inline]
     pub fn evaluate<'a>(&'a self, context: &Value, timestamp: i64) -> Evaluation<'a> {
+        self.evaluate_with(|| context, timestamp)
+    }
+
+    /// [`Flag::evaluate`] with the context produced by `context` only when the flag's targeting
+    /// reads it (a disabled or static flag never calls it), for callers whose context costs
+    /// something to build.
+    pub fn evaluate_with<'a, 'c>(
+        &'a self,
+        context: impl FnOnce() -> &'c Value,
+        timestamp: i64,
+    ) -> Evaluation<'a> {
         let mut out = Evaluation {
             flag: self,
             variant: None,
@@ -208,7 +220,7 @@ impl Flag {
             return self.fall_back(out, Reason::Static);
         };
         let ctx = EvalContext {
-            data: context,
+            data: context(),
             flag_key: &self.key,
             timestamp,
         };
@@ -223,10 +235,10 @@ impl Flag {
         // against the variants directly; anything else goes through the full Go rendering.
         let found = match result.plain_name() {
             PlainName::Null => return self.fall_back(out, Reason::Default),
-            PlainName::Name(name) => self.variant_by_name(name),
+            PlainName::Name(name) => self.variant(name),
             PlainName::Other => match variant_name(&result.into_cow()) {
                 None => return self.fall_back(out, Reason::Default),
-                Some(name) => self.variant_by_name(&name),
+                Some(name) => self.variant(&name),
             },
         };
         match found {
@@ -238,20 +250,6 @@ impl Flag {
             None => out.error = Some(ErrorCode::General),
         }
         out
-    }
-
-    /// The variant called `name`. Flags have few variants, so a scan that compares lengths
-    /// before bytes beats the binary search, whose every step is a full string comparison.
-    #[inline]
-    fn variant_by_name(&self, name: &str) -> Option<(&str, &Value)> {
-        if self.variants.len() <= 8 {
-            self.variants
-                .iter()
-                .find(|(k, _)| k.len() == name.len() && k.as_bytes() == name.as_bytes())
-                .map(|(k, v)| (&**k, v))
-        } else {
-            self.variant(name)
-        }
     }
 
     /// The default variant with `reason`, or DEFAULT with nothing chosen when there is none.
@@ -364,12 +362,18 @@ pub fn variant_name(result: &Value) -> Option<Cow<'_, str>> {
 /// differs from the string.
 #[inline]
 pub(crate) fn needs_go_escape(s: &str) -> bool {
-    // One pass over the bytes; 0xE2 starts U+2028 and U+2029, confirmed by the slower check.
-    s.bytes().any(|b| GO_SPECIAL[usize::from(b)])
-        && (s
-            .bytes()
-            .any(|b| matches!(b, b'"' | b'\\' | b'<' | b'>' | b'&' | 0..=0x1f))
-            || s.contains(['\u{2028}', '\u{2029}']))
+    // One pass over the bytes; 0xE2 may start U+2028 or U+2029, which only a second look at
+    // such (rare) strings can confirm.
+    let mut maybe_separator = false;
+    for b in s.bytes() {
+        if GO_SPECIAL[usize::from(b)] {
+            if b != 0xE2 {
+                return true;
+            }
+            maybe_separator = true;
+        }
+    }
+    maybe_separator && s.contains(['\u{2028}', '\u{2029}'])
 }
 
 /// Bytes that may make Go's encoder rewrite a string: quotes, backslashes, HTML-sensitive

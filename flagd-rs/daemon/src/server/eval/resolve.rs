@@ -56,8 +56,8 @@ pub fn selector(headers: &HeaderMap) -> Result<Selector, EvalError> {
 }
 
 /// What every evaluation in one request shares: the selector and the evaluation context. The
-/// context (request ∪ static values ∪ mapped headers) is assembled the first time a flag with
-/// targeting asks for it, so resolving a flag without targeting never converts the request's
+/// context (request ∪ static values ∪ mapped headers) is assembled the first time a flag's
+/// targeting reads it, so resolving a static or disabled flag never converts the request's
 /// `Struct` at all.
 pub struct Call<'h> {
     /// Which flags the request sees.
@@ -109,12 +109,9 @@ impl<'h> Call<'h> {
         })
     }
 
-    /// Evaluates `flag` in this call's context; a flag without targeting needs none.
+    /// Evaluates `flag` in this call's context, assembled only if the flag reads it.
     fn evaluate<'f>(&self, flag: &'f Flag, now: i64) -> Evaluation<'f> {
-        if flag.targeting().is_none() {
-            return flag.evaluate(&Value::Null, now);
-        }
-        flag.evaluate(self.context(), now)
+        flag.evaluate_with(|| self.context(), now)
     }
 
     /// The response metadata: the selector's echo overlaid by the flag's metadata (nulls
