@@ -201,7 +201,6 @@ pub async fn main(command: &AdminCommand) -> ExitCode {
     }
 }
 
-/// The request a command makes.
 /// One admin API request: method, path segments under the admin URL, query and JSON body.
 pub(crate) struct Call {
     pub(crate) method: reqwest::Method,

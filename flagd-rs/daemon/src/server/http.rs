@@ -2,7 +2,6 @@
 //! HTTP/2 (h2c or TLS with ALPN) on one listener, graceful shutdown, dispatching gRPC
 //! requests to tonic while everything else goes to axum handlers, and CORS for browser requests.
 
-use std::convert::Infallible;
 use std::fs::File;
 use std::io::{self, BufReader};
 use std::path::Path;
@@ -210,7 +209,7 @@ pub fn grpc_or_http(grpc: Router, http: Router) -> Router {
         } else {
             http.clone()
         };
-        async move { Ok::<_, Infallible>(target.oneshot(req).await.unwrap_infallible()) }
+        target.oneshot(req)
     });
     Router::new().fallback_service(dispatch)
 }
@@ -302,20 +301,6 @@ where
             Either::Right(Cors::clone(&self.cors).oneshot(request))
         } else {
             Either::Left(self.inner.call(request))
-        }
-    }
-}
-
-/// Unwraps a result that cannot fail.
-trait UnwrapInfallible<T> {
-    fn unwrap_infallible(self) -> T;
-}
-
-impl<T> UnwrapInfallible<T> for Result<T, Infallible> {
-    fn unwrap_infallible(self) -> T {
-        match self {
-            Ok(v) => v,
-            Err(never) => match never {},
         }
     }
 }

@@ -11,7 +11,6 @@ pub mod events;
 pub mod resolve;
 pub mod services;
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,20 +85,12 @@ pub fn router(state: AppState) -> Router {
     // over HTTP/1.1 (which only gRPC-Web can carry), through the gRPC-Web translation; all
     // other requests to the Connect handler. The layers wrap the dispatch directly rather than
     // the router, where each one would box and clone its inner service for every request.
-    let dispatch = tower::service_fn(move |request: Request| {
-        let call = match grpc_kind(request.headers()) {
-            Some(GrpcKind::Plain) if request.version() == http::Version::HTTP_2 => {
-                grpc.clone().oneshot(limit_grpc_body(limit, request))
-            }
-            Some(_) => grpc_web.clone().oneshot(limit_grpc_body(limit, request)),
-            None => http.clone().oneshot(request),
-        };
-        async move {
-            match call.await {
-                Ok(response) => Ok::<_, Infallible>(response),
-                Err(never) => match never {},
-            }
+    let dispatch = tower::service_fn(move |request: Request| match grpc_kind(request.headers()) {
+        Some(GrpcKind::Plain) if request.version() == http::Version::HTTP_2 => {
+            grpc.clone().oneshot(limit_grpc_body(limit, request))
         }
+        Some(_) => grpc_web.clone().oneshot(limit_grpc_body(limit, request)),
+        None => http.clone().oneshot(request),
     });
     let service = tower::ServiceBuilder::new()
         .layer(BrowserCorsLayer::new(cors(&state.cors_origins)))
