@@ -398,13 +398,29 @@ impl Store {
     /// Applies one update. Only the store task calls this; it is synchronous because parsing
     /// and compiling is CPU work. Returns the published change, `Ok(None)` when nothing changed,
     /// or the reason the payload was rejected (the source's last good flags stay).
+    ///
+    /// After a large document was parsed, accepted or rejected, its freed parse tree is handed
+    /// back to the system ([`crate::heap`]).
     pub fn apply(&self, update: SourceUpdate) -> Result<Option<Arc<Change>>, LoadError> {
+        let mut parsed_large = false;
+        let result = self.publish(update, &mut parsed_large);
+        if parsed_large {
+            crate::heap::release_free_pages();
+        }
+        result
+    }
+
+    /// [`Store::apply`] itself; sets `parsed_large` when it parsed a large document.
+    fn publish(
+        &self,
+        update: SourceUpdate,
+        parsed_large: &mut bool,
+    ) -> Result<Option<Arc<Change>>, LoadError> {
         let idx = update.source;
         let Some(uri) = self.sources.get(idx).cloned() else {
             return Ok(None);
         };
         let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let mut trim = false;
         let new_doc = match update.event {
             SourceEvent::Failed(message) => {
                 tracing::warn!(source = %uri, error = %message, "source failed; keeping its last good flags");
@@ -433,13 +449,13 @@ impl Store {
                     }
                     return Ok(None);
                 }
+                *parsed_large = bytes.len() >= crate::heap::TRIM_AFTER_BYTES;
                 match flagd_evaluator::load(&bytes, format, &self.options) {
                     Ok(loaded) => {
                         log_warnings(&uri, &loaded.diagnostics);
                         if let Some(h) = writer.hashes.get_mut(idx) {
                             *h = Some(hash);
                         }
-                        trim = bytes.len() >= crate::heap::TRIM_AFTER_BYTES;
                         Some(Arc::new(loaded.flags))
                     }
                     Err(err) => {
@@ -486,12 +502,8 @@ impl Store {
             s.store(true, Ordering::Release);
         }
         drop(writer);
-        drop(old);
         self.revision.send_replace(revision);
         tracing::info!(source = %uri, revision, changed = change.flags.len(), "flags updated");
-        if trim {
-            crate::heap::release_free_pages();
-        }
         if change.flags.is_empty() {
             return Ok(None);
         }
