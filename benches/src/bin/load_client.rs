@@ -182,17 +182,11 @@ async fn events(url: &str, file: &Path, count: u64) -> Result<(), Error> {
             }
         }
     }
-    millis.sort_by(f64::total_cmp);
-    println!(
-        "{}",
-        json!({
-            "writes": count,
-            "p50_ms": quantile(&millis, 0.50),
-            "p99_ms": quantile(&millis, 0.99),
-            "max_ms": quantile(&millis, 1.0),
-            "extra_events": extra,
-        })
-    );
+    let mut fields = serde_json::Map::new();
+    fields.insert("writes".into(), json!(count));
+    summary(&mut fields, "", millis);
+    fields.insert("extra_events".into(), json!(extra));
+    println!("{}", Value::Object(fields));
     Ok(())
 }
 
@@ -320,23 +314,20 @@ async fn watchers(
         }
     }
     let notified = millis.len();
-    millis.sort_by(f64::total_cmp);
     let grown = rss_after.saturating_sub(rss_before);
-    println!(
-        "{}",
-        json!({
-            "streams": total,
-            "connections": connections,
-            "open_ms": opened_ms,
-            "rss_before_kib": rss_before,
-            "rss_after_kib": rss_after,
-            "bytes_per_stream": (grown * 1024) as f64 / total as f64,
-            "notified": notified,
-            "p50_ms": quantile(&millis, 0.50),
-            "p99_ms": quantile(&millis, 0.99),
-            "max_ms": quantile(&millis, 1.0),
-        })
-    );
+    let mut fields = json!({
+        "streams": total,
+        "connections": connections,
+        "open_ms": opened_ms,
+        "rss_before_kib": rss_before,
+        "rss_after_kib": rss_after,
+        "bytes_per_stream": (grown * 1024) as f64 / total as f64,
+        "notified": notified,
+    });
+    if let Some(fields) = fields.as_object_mut() {
+        summary(fields, "", millis);
+    }
+    println!("{fields}");
     if notified < total {
         return Err(format!("only {notified} of {total} streams saw the change").into());
     }
@@ -392,12 +383,13 @@ fn synced_default(payload: &str, flag: &str) -> Option<String> {
     variant.as_str().map(str::to_owned)
 }
 
-/// Percentiles of one series of times, as JSON fields named `<name>_p50_ms` and so on.
-fn summary(fields: &mut serde_json::Map<String, Value>, name: &str, mut millis: Vec<f64>) {
+/// Percentiles of one series of times, as JSON fields named `<prefix>p50_ms`, `<prefix>p99_ms`
+/// and `<prefix>max_ms`.
+fn summary(fields: &mut serde_json::Map<String, Value>, prefix: &str, mut millis: Vec<f64>) {
     millis.sort_by(f64::total_cmp);
-    fields.insert(format!("{name}_p50_ms"), json!(quantile(&millis, 0.50)));
-    fields.insert(format!("{name}_p99_ms"), json!(quantile(&millis, 0.99)));
-    fields.insert(format!("{name}_max_ms"), json!(quantile(&millis, 1.0)));
+    fields.insert(format!("{prefix}p50_ms"), json!(quantile(&millis, 0.50)));
+    fields.insert(format!("{prefix}p99_ms"), json!(quantile(&millis, 0.99)));
+    fields.insert(format!("{prefix}max_ms"), json!(quantile(&millis, 1.0)));
 }
 
 async fn overrides(eval: &str, sync: &str, admin: &str, count: u64) -> Result<(), Error> {
@@ -506,13 +498,13 @@ async fn overrides(eval: &str, sync: &str, admin: &str, count: u64) -> Result<()
     }
     let mut fields = serde_json::Map::new();
     fields.insert("switches".into(), json!(count));
-    summary(&mut fields, "ack", ack);
-    summary(&mut fields, "rpc", rpc);
-    summary(&mut fields, "event", event);
-    summary(&mut fields, "sync", synced);
-    summary(&mut fields, "rpc_after_ack", rpc_after_ack);
-    summary(&mut fields, "event_after_ack", event_after_ack);
-    summary(&mut fields, "sync_after_ack", sync_after_ack);
+    summary(&mut fields, "ack_", ack);
+    summary(&mut fields, "rpc_", rpc);
+    summary(&mut fields, "event_", event);
+    summary(&mut fields, "sync_", synced);
+    summary(&mut fields, "rpc_after_ack_", rpc_after_ack);
+    summary(&mut fields, "event_after_ack_", event_after_ack);
+    summary(&mut fields, "sync_after_ack_", sync_after_ack);
     println!("{}", Value::Object(fields));
     Ok(())
 }
