@@ -163,27 +163,7 @@ async fn chain_over_a_unix_socket() {
 #[tokio::test]
 async fn chain_over_tls_with_a_ca_file() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args([
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-        ])
-        // rustls refuses a CA certificate as the server's own.
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output();
-    if !made.is_ok_and(|o| o.status.success()) {
-        eprintln!("openssl is not available; skipping the TLS chain");
-        return;
-    }
+    let (cert, key) = flagd_rs_tests::tls::self_signed(dir.path());
     let file = write_file(dir.path(), "flags.json", FLAGS);
     let paths = TlsPaths {
         cert: cert.clone(),

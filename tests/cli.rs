@@ -268,25 +268,9 @@ fn flagd_variables_configure_start() {
     );
 }
 
-/// The `flagd-rs` executable next to the test binary, when it has been built
-/// (`cargo build -p flagd-rs`); `cargo test` of this package alone does not build it.
-fn binary() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let path = exe.parent()?.parent()?.join("flagd-rs");
-    if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!(
-            "note: {} not built; skipping the executable checks",
-            path.display()
-        );
-        None
-    }
-}
-
 #[tokio::test]
 async fn the_executable_validates_and_stops_on_sigterm() {
-    let Some(bin) = binary() else { return };
+    let bin = flagd_rs_tests::binary::flagd_rs();
     let dir = tempfile::tempdir().unwrap();
     let good = write(&dir, "good.json", GOOD);
     let bad = write(&dir, "bad.json", REJECTED);

@@ -710,12 +710,10 @@ async fn cors_preflight_and_exposed_headers() {
 
 #[tokio::test]
 async fn testbed_flags_over_connect() {
-    let dir = std::env::var("FLAGD_TESTBED").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testbed").to_owned()
-    });
-    let Ok(flags) = std::fs::read_to_string(format!("{dir}/flags/testing-flags.json")) else {
-        panic!("testbed flags not found under {dir}");
+    let Some(dir) = flagd_rs_tests::require::testbed("the testbed flags over Connect") else {
+        return;
     };
+    let flags = std::fs::read_to_string(dir.join("flags").join("testing-flags.json")).unwrap();
     let server = EvalServer::start(&flags).await;
     let (status, _, json) = post(
         &server,

@@ -8,7 +8,10 @@ mod eval_grpc;
 mod evaluator_testbed;
 mod management;
 mod ofrep;
+#[cfg(feature = "providers")]
 mod provider_testbed;
+#[cfg(not(feature = "providers"))]
+mod providers_off;
 mod reload;
 mod remote;
 mod rollout;

@@ -564,6 +564,7 @@ async fn cors_preflight_and_exposed_etag() {
 }
 
 /// The OpenFeature flagd provider in REST mode speaks OFREP to this server.
+#[cfg(feature = "providers")]
 #[tokio::test]
 async fn openfeature_rest_provider() {
     use open_feature::EvaluationContext;

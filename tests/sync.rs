@@ -318,13 +318,19 @@ async fn deadline_and_shutdown_end_streams() {
 
 /// The OpenFeature flagd provider in in-process mode syncs from this server and evaluates the
 /// testbed's flags itself, including a `$ref` the payload had to inline.
+#[cfg(feature = "providers")]
 #[tokio::test]
 async fn openfeature_in_process_provider() {
     use open_feature::EvaluationContext;
     use open_feature::provider::FeatureProvider;
     use open_feature_flagd::{FlagdOptions, FlagdProvider, ResolverType};
 
-    let dir = flagd_rs_tests::testbed::testbed_dir().join("flags");
+    let Some(dir) =
+        flagd_rs_tests::require::testbed("the in-process provider on the testbed flags")
+    else {
+        return;
+    };
+    let dir = dir.join("flags");
     let testing = std::fs::read_to_string(dir.join("testing-flags.json")).unwrap();
     // flagd leaves a reference to a missing evaluator in the payload, and this provider refuses
     // a whole configuration containing one; leave that testbed flag out.
@@ -422,95 +428,72 @@ async fn openfeature_in_process_provider() {
     assert_eq!(value, "bye");
 }
 
-/// The sync port over TLS (ALPN h2) and over a unix socket.
+/// The sync port over TLS (ALPN h2).
 #[tokio::test]
-async fn tls_and_unix_socket() {
+async fn tls() {
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ])
-        .args([
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-        ])
-        // rustls refuses a CA certificate as the server's own.
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output();
-    if !made.is_ok_and(|o| o.status.success()) {
-        eprintln!("openssl is not available; skipping the TLS part");
-    } else {
-        let store = Store::new(vec!["a.json".into()], LoadOptions::default());
-        apply(&store, 0, A);
-        let (tx, rx) = watch::channel(false);
-        let state = AppState {
-            store,
-            context: Arc::new(ContextConfig::default()),
-            metrics: Arc::new(Metrics::new()),
-            shutdown: rx.clone(),
-            limits: Limits::default(),
-            cors_origins: Arc::from(Vec::<String>::new()),
-        };
-        let tls = flagd_rs::server::http::load_tls(&cert, &key).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = tokio::spawn(serve_sync(
-            Listener::Tcp(listener),
-            state,
-            Some(tls),
-            false,
-            rx,
-        ));
-        let pem = std::fs::read(&cert).unwrap();
-        let channel = Endpoint::from_shared(format!("https://localhost:{port}"))
-            .unwrap()
-            .tls_config(
-                ClientTlsConfig::new()
-                    .ca_certificate(Certificate::from_pem(pem))
-                    .domain_name("localhost"),
-            )
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let all = FlagSyncServiceClient::new(channel)
-            .fetch_all_flags(FetchAllFlagsRequest::default())
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(
-            all.flag_configuration,
-            format!("{{\"flags\":{{{A_JSON}}}}}")
-        );
-        tx.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(15), server)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-    }
+    let (cert, key) = flagd_rs_tests::tls::self_signed(dir.path());
+    let store = Store::new(vec!["a.json".into()], LoadOptions::default());
+    apply(&store, 0, A);
+    let (tx, rx) = watch::channel(false);
+    let state = AppState {
+        store,
+        context: Arc::new(ContextConfig::default()),
+        metrics: Arc::new(Metrics::new()),
+        shutdown: rx.clone(),
+        limits: Limits::default(),
+        cors_origins: Arc::from(Vec::<String>::new()),
+    };
+    let tls = flagd_rs::server::http::load_tls(&cert, &key).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(serve_sync(
+        Listener::Tcp(listener),
+        state,
+        Some(tls),
+        false,
+        rx,
+    ));
+    let pem = std::fs::read(&cert).unwrap();
+    let channel = Endpoint::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(pem))
+                .domain_name("localhost"),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let all = FlagSyncServiceClient::new(channel)
+        .fetch_all_flags(FetchAllFlagsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        all.flag_configuration,
+        format!("{{\"flags\":{{{A_JSON}}}}}")
+    );
+    tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
 
-    // Unix socket, through the in-process provider's socket support.
+/// The sync port over a unix socket, through the in-process provider's socket support.
+#[cfg(feature = "providers")]
+#[tokio::test]
+async fn unix_socket() {
     use open_feature::EvaluationContext;
     use open_feature::provider::FeatureProvider;
     use open_feature_flagd::{FlagdOptions, FlagdProvider, ResolverType};
+
+    let dir = tempfile::tempdir().unwrap();
     let store = Store::new(vec!["a.json".into()], LoadOptions::default());
     apply(&store, 0, A);
     let (tx, rx) = watch::channel(false);

@@ -1,5 +1,8 @@
 //! Shared helpers for the integration tests.
+pub mod binary;
 pub mod daemon;
 pub mod eval;
 pub mod launchpad;
+pub mod require;
 pub mod testbed;
+pub mod tls;
