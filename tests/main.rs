@@ -1,4 +1,5 @@
 //! All integration tests, built into one binary.
+mod admin_guard;
 mod authority;
 mod chain;
 mod cli;

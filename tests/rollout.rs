@@ -800,6 +800,7 @@ async fn admin_routes_cli_and_metrics() {
     assert_eq!(list["rollouts"].as_array().unwrap().len(), 1);
     let bad = http
         .post(format!("{url}/v1/rollouts/ramp/start"))
+        .header("content-type", "application/json")
         .body("not json")
         .send()
         .await

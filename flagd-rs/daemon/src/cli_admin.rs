@@ -37,6 +37,10 @@ pub struct ClientArgs {
     /// File holding the admin bearer token (else `FLAGD_ADMIN_TOKEN` is used, if set).
     #[arg(long, env = "FLAGD_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// CA certificate (PEM) to trust for an `https://` admin URL, besides the system's roots
+    /// (e.g. the daemon's own self-signed certificate).
+    #[arg(long, env = "FLAGD_ADMIN_CA_CERT")]
+    pub admin_ca_cert: Option<PathBuf>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -275,8 +279,8 @@ pub async fn run(command: &AdminCommand) -> anyhow::Result<String> {
         AdminCommand::Clear(a) => Call {
             method: reqwest::Method::DELETE,
             path: flag_path(&a.flag),
-            query: vec![("actor", actor.clone()), ("reason", client.reason.clone())],
-            body: None,
+            query: vec![],
+            body: change(Map::new()),
         },
         AdminCommand::Overrides(_) => Call {
             method: reqwest::Method::GET,
@@ -351,10 +355,16 @@ pub(crate) async fn request(client: &ClientArgs, call: Call) -> anyhow::Result<V
         url.query_pairs_mut()
             .extend_pairs(call.query.iter().map(|(k, v)| (*k, v.as_str())));
     }
-    let http = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(90))
-        .build()
-        .context("building the HTTP client")?;
+    let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(90));
+    if let Some(path) = &client.admin_ca_cert {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("reading the CA certificate {}", path.display()))?;
+        let cert = reqwest::Certificate::from_pem(&pem)
+            .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
+        builder = builder.add_root_certificate(cert);
+    }
+    let http = builder.build().context("building the HTTP client")?;
+    let is_get = call.method == reqwest::Method::GET;
     let mut req = http.request(call.method, url.clone());
     if let Some(token) = token(client)? {
         req = req.bearer_auth(token);
@@ -362,8 +372,11 @@ pub(crate) async fn request(client: &ClientArgs, call: Call) -> anyhow::Result<V
     if let Some(revision) = client.if_match {
         req = req.header(reqwest::header::IF_MATCH, revision.to_string());
     }
-    if let Some(body) = &call.body {
-        req = req.json(body);
+    // Every request that changes something is JSON (the admin API refuses anything else).
+    match &call.body {
+        Some(body) => req = req.json(body),
+        None if !is_get => req = req.json(&json!({})),
+        None => {}
     }
     let response = req
         .send()

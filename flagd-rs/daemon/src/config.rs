@@ -189,9 +189,28 @@ pub struct StartArgs {
     /// File holding the bearer token every admin API request must carry.
     #[arg(long, env = "FLAGD_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
-    /// Directory of the override journal (created on the first change).
-    #[arg(long, env = "FLAGD_STATE_DIR", default_value = ".flagd-rs-state")]
-    pub state_dir: PathBuf,
+    /// TLS certificate (PEM) for the admin API; needs --admin-key-path. Without it the admin API
+    /// uses --server-cert-path's certificate when one is given.
+    #[arg(long, env = "FLAGD_ADMIN_CERT_PATH")]
+    pub admin_cert_path: Option<PathBuf>,
+    /// TLS private key (PEM) for the admin API; needs --admin-cert-path.
+    #[arg(long, env = "FLAGD_ADMIN_KEY_PATH")]
+    pub admin_key_path: Option<PathBuf>,
+    /// Serve the admin API in plaintext on a non-loopback address (with a token).
+    #[arg(long, env = "FLAGD_ADMIN_INSECURE")]
+    pub admin_insecure: bool,
+    /// A host name (or `name:port`) the admin API answers besides loopback names, e.g. the name
+    /// a pipeline reaches it by; repeatable or comma separated.
+    #[arg(long, env = "FLAGD_ADMIN_ALLOWED_HOST", value_delimiter = ',')]
+    pub admin_allowed_host: Vec<String>,
+    /// A web origin (`https://ops.example`) allowed to call the admin API from a browser;
+    /// repeatable or comma separated. Other origins are refused.
+    #[arg(long, env = "FLAGD_ADMIN_ALLOWED_ORIGIN", value_delimiter = ',')]
+    pub admin_allowed_origin: Vec<String>,
+    /// Directory of the override journal. Default: `$STATE_DIRECTORY` when systemd sets it,
+    /// else /var/lib/flagd-rs. A relative path is taken from the working directory at start.
+    #[arg(long, env = "FLAGD_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
     /// How flag documents are loaded.
     #[command(flatten)]
     pub load: LoadArgs,
@@ -279,7 +298,15 @@ pub struct Config {
     pub admin_address: IpAddr,
     /// File holding the admin bearer token; `None`: no authentication, loopback only.
     pub admin_token_file: Option<PathBuf>,
-    /// Directory of the override journal.
+    /// TLS for the admin API; `None`: the evaluation service's TLS, if any.
+    pub admin_tls: Option<TlsPaths>,
+    /// Allow a plaintext admin API on a non-loopback address.
+    pub admin_insecure: bool,
+    /// Hosts and origins the admin API accepts besides loopback and its own origin.
+    pub admin_allowed_hosts: Vec<String>,
+    /// Web origins allowed to call the admin API.
+    pub admin_allowed_origins: Vec<String>,
+    /// Directory of the override journal (absolute).
     pub state_dir: PathBuf,
 }
 
@@ -304,7 +331,11 @@ impl Default for Config {
             admin_port: 0,
             admin_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             admin_token_file: None,
-            state_dir: PathBuf::from(".flagd-rs-state"),
+            admin_tls: None,
+            admin_insecure: false,
+            admin_allowed_hosts: Vec::new(),
+            admin_allowed_origins: Vec::new(),
+            state_dir: default_state_dir(),
         }
     }
 }
@@ -354,14 +385,24 @@ impl TryFrom<StartArgs> for Config {
             specs.extend(parsed);
         }
 
-        let tls = match (
+        let tls = tls_pair(
             non_empty(args.server_cert_path),
             non_empty(args.server_key_path),
-        ) {
-            (Some(cert), Some(key)) => Some(TlsPaths { cert, key }),
-            (None, None) => None,
-            (Some(_), None) => bail!("--server-cert-path needs --server-key-path"),
-            (None, Some(_)) => bail!("--server-key-path needs --server-cert-path"),
+            "--server-cert-path",
+            "--server-key-path",
+        )?;
+        let admin_tls = tls_pair(
+            non_empty(args.admin_cert_path),
+            non_empty(args.admin_key_path),
+            "--admin-cert-path",
+            "--admin-key-path",
+        )?;
+        let state_dir = match non_empty(args.state_dir) {
+            Some(dir) if dir.is_relative() => std::env::current_dir()
+                .context("resolving the relative --state-dir")?
+                .join(dir),
+            Some(dir) => dir,
+            None => default_state_dir(),
         };
 
         let mut static_values = Map::new();
@@ -413,11 +454,54 @@ impl TryFrom<StartArgs> for Config {
             admin_port: args.admin_port,
             admin_address: args.admin_address,
             admin_token_file: non_empty(args.admin_token_file),
-            state_dir: args.state_dir,
+            admin_tls,
+            admin_insecure: args.admin_insecure,
+            admin_allowed_hosts: trimmed(args.admin_allowed_host),
+            admin_allowed_origins: trimmed(args.admin_allowed_origin),
+            state_dir,
             ..Config::default()
         })
     }
 }
+
+/// A certificate and key given together, or neither.
+fn tls_pair(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    cert_flag: &str,
+    key_flag: &str,
+) -> anyhow::Result<Option<TlsPaths>> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsPaths { cert, key })),
+        (None, None) => Ok(None),
+        (Some(_), None) => bail!("{cert_flag} needs {key_flag}"),
+        (None, Some(_)) => bail!("{key_flag} needs {cert_flag}"),
+    }
+}
+
+fn trimmed(list: Vec<String>) -> Vec<String> {
+    list.into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Where the journal lives when `--state-dir` is not given: the directory systemd made for the
+/// unit (`StateDirectory=`, passed as `$STATE_DIRECTORY`; the first one when it lists several),
+/// else `/var/lib/flagd-rs`. Never a path relative to the working directory.
+pub fn default_state_dir() -> PathBuf {
+    std::env::var_os("STATE_DIRECTORY")
+        .and_then(|v| {
+            let text = v.to_string_lossy().into_owned();
+            let first = text.split(':').next().unwrap_or("").trim().to_owned();
+            let path = PathBuf::from(first);
+            path.is_absolute().then_some(path)
+        })
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+}
+
+/// The state directory when neither `--state-dir` nor `$STATE_DIRECTORY` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/flagd-rs";
 
 #[cfg(test)]
 mod tests {

@@ -83,7 +83,12 @@ impl Listeners {
         )
         .await?;
         let admin_addr = SocketAddr::new(config.admin_address, config.admin_port);
-        admin::check_bind(&admin_addr, config.admin_token_file.is_some())?;
+        admin::check_bind(
+            &admin_addr,
+            config.admin_token_file.is_some(),
+            config.admin_tls.is_some() || config.tls.is_some(),
+            config.admin_insecure,
+        )?;
         let admin = bind_tcp(admin_addr, "admin").await?;
         let sync = match &config.sync_socket_path {
             Some(path) => Listener::Unix(bind_unix(path)?),
@@ -168,6 +173,10 @@ pub async fn run(
         Some(paths) => Some(http::load_tls(&paths.cert, &paths.key)?),
         None => None,
     };
+    let admin_tls = match &config.admin_tls {
+        Some(paths) => Some(http::load_tls(&paths.cert, &paths.key)?),
+        None => tls.clone(),
+    };
     let ports = listeners.ports()?;
     let (sync_port, ofrep_port) = (listeners.sync_port()?, listeners.ofrep_port()?);
 
@@ -183,6 +192,9 @@ pub async fn run(
     tracing::info!(sources = ?uris, "starting flagd-rs {}", env!("CARGO_PKG_VERSION"));
     let store = Store::new(uris, config.load);
     // Overrides are replayed before any source loads, so no flag is ever served without them.
+    // The state directory is proven writable first: an override during an incident must not be
+    // the first write to find out that it is not.
+    crate::authority::state_dir::prepare(&config.state_dir)?;
     let authority = Authority::open(&config.state_dir, store.clone())?;
     let admin_token = config
         .admin_token_file
@@ -262,10 +274,16 @@ pub async fn run(
             .await,
         )
     });
+    let guard = crate::authority::guard::Guard::new(crate::authority::guard::GuardConfig {
+        allowed_hosts: config.admin_allowed_hosts.clone(),
+        allowed_origins: config.admin_allowed_origins.clone(),
+        tls: admin_tls.is_some(),
+    });
     let admin_app = admin::app(
         authority.clone(),
         rollout::router(rollouts.clone()),
         admin_token,
+        guard,
     );
     let rx = shutdown_rx.clone();
     servers.spawn(async move {
@@ -274,7 +292,7 @@ pub async fn run(
             http::serve(
                 Listener::Tcp(listeners.admin),
                 admin_app,
-                None,
+                admin_tls,
                 max_header_bytes,
                 rx,
             )

@@ -6,15 +6,18 @@
 //! | `GET /v1/flags` | every served flag with its override and split |
 //! | `GET /v1/flags/{key}` | one flag |
 //! | `PUT /v1/flags/{key}/override` | set or change the override (`{"state"?, "defaultVariant"?, "weights"?, "reason"?, "actor"?}`) |
-//! | `DELETE /v1/flags/{key}/override` | remove the override (`?reason=&actor=`) |
+//! | `DELETE /v1/flags/{key}/override` | remove the override (`{"reason"?, "actor"?}` or `?reason=&actor=`) |
 //! | `GET /v1/revisions?flag=` | the revisions, optionally only one flag's |
 //! | `GET /v1/revisions/{n}` | one revision |
 //! | `POST /v1/revisions/{n}/restore` | restore the override set of revision `n` (`{"reason"?, "actor"?}`) |
 //! | `/v1/rollouts/...` | the rollout routes, nested |
 //!
-//! Changing requests accept `If-Match: <revision>` and answer 409 when the authority has moved
-//! on; successful answers carry the new revision as `ETag`. Without a token the API must only
-//! listen on a loopback address; with one, every request needs `Authorization: Bearer <token>`.
+//! Changing requests are JSON (`Content-Type: application/json`, a JSON object body), accept
+//! `If-Match: <revision>` and answer 409 when the authority has moved on; successful answers
+//! carry the new revision as `ETag`. Without a token the API must only listen on a loopback
+//! address; with one, every request needs `Authorization: Bearer <token>`, and a non-loopback
+//! address also needs TLS (or `--admin-insecure`). Whatever the token, [`super::guard`] refuses
+//! requests a web page could forge (foreign `Host` or `Origin`, non-JSON changes).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +33,7 @@ use flagd_evaluator::OverridePatch;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::guard::Guard;
 use super::{Authority, AuthorityError, RevisionInfo};
 
 /// The actor recorded when a request names none.
@@ -45,7 +49,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -149,12 +153,28 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
-/// Refuses to serve the admin API on a non-loopback address without a token.
-pub fn check_bind(addr: &SocketAddr, has_token: bool) -> anyhow::Result<()> {
-    if !has_token && !addr.ip().is_loopback() {
+/// Refuses to serve the admin API on a non-loopback address without a token, or without TLS
+/// unless `insecure` says plaintext is intended.
+pub fn check_bind(
+    addr: &SocketAddr,
+    has_token: bool,
+    has_tls: bool,
+    insecure: bool,
+) -> anyhow::Result<()> {
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if !has_token {
         anyhow::bail!(
             "refusing to serve the admin API on {addr} without --admin-token-file: \
              without a token it may only listen on a loopback address"
+        );
+    }
+    if !has_tls && !insecure {
+        anyhow::bail!(
+            "refusing to serve the admin API on {addr} in plaintext: give \
+             --admin-cert-path/--admin-key-path (or --server-cert-path/--server-key-path), or \
+             --admin-insecure if the network is trusted"
         );
     }
     Ok(())
@@ -184,13 +204,20 @@ pub fn require_token(app: Router, token: AdminToken) -> Router {
     app.layer(middleware::from_fn_with_state(token, authenticate))
 }
 
-/// The admin app as served: [`router`], behind [`require_token`] when a token is given.
-pub fn app(authority: Arc<Authority>, rollouts: Router, token: Option<AdminToken>) -> Router {
+/// The admin app as served: [`router`], behind [`require_token`] when a token is given, and
+/// behind the browser checks of [`guard`] in every case.
+pub fn app(
+    authority: Arc<Authority>,
+    rollouts: Router,
+    token: Option<AdminToken>,
+    guard: Guard,
+) -> Router {
     let app = router(authority, rollouts);
-    match token {
+    let app = match token {
         Some(t) => require_token(app, t),
         None => app,
-    }
+    };
+    app.layer(middleware::from_fn_with_state(guard, super::guard::check))
 }
 
 async fn authenticate(State(token): State<AdminToken>, request: Request, next: Next) -> Response {
@@ -362,10 +389,21 @@ fn take_string(
 async fn clear_override(
     State(authority): State<Arc<Authority>>,
     Path(key): Path<String>,
-    Query(note): Query<Note>,
+    Query(query): Query<Note>,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
     let expected = if_match(&headers)?;
+    // The note may come in the JSON body or, as before, in the query.
+    let note = if body.iter().all(u8::is_ascii_whitespace) {
+        query
+    } else {
+        let body: Note = parse_json(&body)?;
+        Note {
+            reason: body.reason.or(query.reason),
+            actor: body.actor.or(query.actor),
+        }
+    };
     let info =
         blocking(move || authority.clear_override(&key, note.actor(), note.reason(), expected))
             .await?;
@@ -420,11 +458,12 @@ async fn restore(
 ) -> Result<Response, ApiError> {
     let revision = parse_revision(&revision)?;
     let expected = if_match(&headers)?;
-    let note: Note = if body.iter().all(u8::is_ascii_whitespace) {
-        Note::default()
-    } else {
-        parse_json(&body)?
-    };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "restore takes a JSON object body, e.g. {\"reason\": \"...\"} or {}",
+        ));
+    }
+    let note: Note = parse_json(&body)?;
     let info =
         blocking(move || authority.restore_if(revision, note.actor(), note.reason(), expected))
             .await?;

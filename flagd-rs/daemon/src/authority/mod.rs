@@ -10,8 +10,10 @@
 //! `tokio::task::spawn_blocking`.
 
 pub mod admin;
+pub mod guard;
 pub mod journal;
 pub mod rollout;
+pub mod state_dir;
 
 use std::collections::BTreeMap;
 use std::path::Path;
