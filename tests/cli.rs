@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser as _;
 use flagd_evaluator::{Format, HashGeneration, LoadOptions};
-use flagd_rs::config::{Cli, Command, Config, ValidateArgs};
+use flagd_rs::config::{Cli, Command, Config, DEFAULT_STATE_DIR, ValidateArgs};
 use flagd_rs::sources::Provider;
 use flagd_rs_tests::daemon::{self, workspace_root};
 use serde::Deserialize as _;
@@ -487,11 +487,181 @@ fn deployment_manifests_are_consistent() {
         find(&docs, "ConfigMap")["metadata"]["name"]
     );
 
-    let selector = &find(&docs, "Service")["spec"]["selector"];
+    let service = &find(&docs, "Service")["spec"];
     assert_eq!(
-        selector,
-        &find(&docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"]
+        service["selector"],
+        find(&docs, "Deployment")["spec"]["selector"]["matchLabels"]
     );
+}
+
+/// The Kubernetes Deployment can write its journal as the user it runs as, exposes the admin API
+/// safely (token and TLS from Secrets), and runs one replica that owns the state.
+#[test]
+fn kubernetes_state_is_writable_and_the_admin_api_is_exposed_safely() {
+    let docs = deploy_documents();
+    let deployment = find(&docs, "Deployment");
+    assert_eq!(
+        deployment["spec"]["replicas"], 1,
+        "one replica owns the state"
+    );
+    assert_eq!(
+        deployment["spec"]["strategy"]["type"], "Recreate",
+        "a rolling update would start a second daemon on the same state volume"
+    );
+    let spec = &deployment["spec"]["template"]["spec"];
+    let container = &spec["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let config = Config::from_args(args.iter().copied()).unwrap();
+
+    // The mount holding a path, and the volume behind it.
+    let mounts = container["volumeMounts"].as_array().unwrap();
+    let volumes = spec["volumes"].as_array().unwrap();
+    let mount_of = |path: &Path| {
+        mounts
+            .iter()
+            .filter(|m| path.starts_with(m["mountPath"].as_str().unwrap()))
+            .max_by_key(|m| m["mountPath"].as_str().unwrap().len())
+            .unwrap_or_else(|| panic!("{} is on no volume", path.display()))
+    };
+    let volume_of = |mount: &Value| {
+        volumes
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .unwrap_or_else(|| panic!("no volume {}", mount["name"]))
+    };
+
+    // The root file system is read-only, so the state must be on a writable volume that the
+    // pod's user can write: a claim (or emptyDir) made group-writable through fsGroup.
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert!(config.state_dir.is_absolute());
+    let state_mount = mount_of(&config.state_dir);
+    assert_ne!(
+        state_mount["readOnly"], true,
+        "the state volume is read-only"
+    );
+    let state_volume = volume_of(state_mount);
+    let claim = state_volume["persistentVolumeClaim"]["claimName"].as_str();
+    assert!(
+        claim.is_some() || state_volume.get("emptyDir").is_some(),
+        "the state is not on a writable volume: {state_volume}"
+    );
+    if let Some(claim) = claim {
+        let pvc = find(&docs, "PersistentVolumeClaim");
+        assert_eq!(pvc["metadata"]["name"], claim);
+    }
+    let security = &spec["securityContext"];
+    let user = security["runAsUser"].as_u64().expect("runAsUser");
+    assert_ne!(user, 0);
+    assert_eq!(
+        security["fsGroup"], security["runAsGroup"],
+        "fsGroup makes the volume writable by the daemon's group"
+    );
+
+    // The admin API: off loopback with a token and TLS, each from a Secret, on a named port
+    // that the Service exposes, answering the Service's names.
+    assert!(!config.admin_address.is_loopback());
+    let token = config
+        .admin_token_file
+        .as_deref()
+        .expect("admin token file");
+    assert!(volume_of(mount_of(token))["secret"]["secretName"].is_string());
+    let tls = config.admin_tls.as_ref().expect("admin TLS");
+    assert!(volume_of(mount_of(&tls.cert))["secret"]["secretName"].is_string());
+    assert!(volume_of(mount_of(&tls.key))["secret"]["secretName"].is_string());
+    assert!(!config.admin_insecure);
+    flagd_rs::authority::admin::check_bind(
+        &std::net::SocketAddr::new(config.admin_address, config.admin_port),
+        true,
+        true,
+        false,
+    )
+    .unwrap();
+    assert!(
+        config.admin_allowed_hosts.iter().any(|h| h == "flagd-rs"),
+        "{:?}",
+        config.admin_allowed_hosts
+    );
+    let admin_port = container["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "admin")
+        .expect("admin container port");
+    assert_eq!(admin_port["containerPort"], config.admin_port);
+    assert!(
+        find(&docs, "Service")["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["targetPort"] == "admin"),
+        "the Service exposes the admin port"
+    );
+}
+
+/// The container image can write its journal as the user it runs as.
+#[test]
+fn docker_image_state_is_writable() {
+    let dockerfile = std::fs::read_to_string(workspace_root().join("deploy/Dockerfile")).unwrap();
+    // Join continuation lines so each instruction is one line.
+    let text = dockerfile.replace("\\\n", " ");
+    let final_stage = text.rsplit("\nFROM ").next().unwrap();
+    let user = final_stage
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("USER in the final stage")
+        .trim();
+    assert!(!user.starts_with('0') && user != "root");
+    let env_state = final_stage
+        .lines()
+        .filter_map(|l| l.strip_prefix("ENV "))
+        .flat_map(str::split_whitespace)
+        .find_map(|kv| kv.strip_prefix("FLAGD_STATE_DIR="))
+        .map(str::to_owned);
+    let state = env_state.unwrap_or_else(|| DEFAULT_STATE_DIR.to_owned());
+    assert!(Path::new(&state).is_absolute());
+    assert!(
+        final_stage
+            .lines()
+            .filter(|l| l.starts_with("RUN "))
+            .any(|l| l.contains(&format!("chown {user} {state}"))),
+        "the image does not give {state} to {user}"
+    );
+    assert!(
+        final_stage
+            .lines()
+            .any(|l| l.starts_with("VOLUME") && l.contains(&state)),
+        "no VOLUME for {state}"
+    );
+}
+
+/// The systemd unit gives the dynamic user a state directory that `ProtectSystem=strict` leaves
+/// writable, and the daemon finds it through `$STATE_DIRECTORY`.
+#[test]
+fn systemd_state_is_writable() {
+    let unit =
+        std::fs::read_to_string(workspace_root().join("deploy/systemd/flagd-rs.service")).unwrap();
+    let value = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .map(str::trim)
+    };
+    let state = value("StateDirectory").expect("StateDirectory=");
+    let exec = value("ExecStart").unwrap();
+    assert!(!exec.contains("--state-dir"), "{exec}");
+    // systemd passes /var/lib/<StateDirectory> (the unit's writable path) as $STATE_DIRECTORY.
+    let given = format!("/var/lib/{state}");
+    assert_eq!(
+        flagd_rs::config::state_dir_from(Some(std::ffi::OsStr::new(&given))),
+        Path::new(&given)
+    );
+    if value("ProtectSystem") == Some("strict") {
+        assert!(value("ReadOnlyPaths").is_none_or(|p| !p.contains("/var/lib")));
+    }
 }
 
 #[test]

@@ -487,14 +487,19 @@ fn trimmed(list: Vec<String>) -> Vec<String> {
 }
 
 /// Where the journal lives when `--state-dir` is not given: the directory systemd made for the
-/// unit (`StateDirectory=`, passed as `$STATE_DIRECTORY`; the first one when it lists several),
-/// else `/var/lib/flagd-rs`. Never a path relative to the working directory.
+/// unit (`StateDirectory=`, passed as `$STATE_DIRECTORY`), else `/var/lib/flagd-rs`. Never a
+/// path relative to the working directory.
 pub fn default_state_dir() -> PathBuf {
-    std::env::var_os("STATE_DIRECTORY")
+    state_dir_from(std::env::var_os("STATE_DIRECTORY").as_deref())
+}
+
+/// [`default_state_dir`] for a given `$STATE_DIRECTORY` value: its first entry when it lists
+/// several (colon separated) and that entry is absolute, else `/var/lib/flagd-rs`.
+pub fn state_dir_from(systemd: Option<&std::ffi::OsStr>) -> PathBuf {
+    systemd
         .and_then(|v| {
-            let text = v.to_string_lossy().into_owned();
-            let first = text.split(':').next().unwrap_or("").trim().to_owned();
-            let path = PathBuf::from(first);
+            let text = v.to_string_lossy();
+            let path = PathBuf::from(text.split(':').next().unwrap_or("").trim());
             path.is_absolute().then_some(path)
         })
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
@@ -506,6 +511,33 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/flagd-rs";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_directory_defaults_are_absolute() {
+        use std::ffi::OsStr;
+        use std::path::Path;
+        assert_eq!(state_dir_from(None), Path::new("/var/lib/flagd-rs"));
+        assert_eq!(
+            state_dir_from(Some(OsStr::new("/var/lib/flagd-rs"))),
+            Path::new("/var/lib/flagd-rs")
+        );
+        assert_eq!(
+            state_dir_from(Some(OsStr::new("/var/lib/a:/var/lib/b"))),
+            Path::new("/var/lib/a")
+        );
+        assert_eq!(
+            state_dir_from(Some(OsStr::new("relative"))),
+            Path::new("/var/lib/flagd-rs")
+        );
+        assert_eq!(
+            state_dir_from(Some(OsStr::new(""))),
+            Path::new("/var/lib/flagd-rs")
+        );
+        // An explicit relative --state-dir is taken from the working directory, once, at start.
+        let c = Config::from_args(["start", "--state-dir", "st"]).unwrap();
+        assert!(c.state_dir.is_absolute());
+        assert!(c.state_dir.ends_with("st"));
+    }
 
     fn start(args: &[&str]) -> StartArgs {
         let cli =

@@ -30,7 +30,8 @@ use super::admin::ApiError;
 /// The hosts and origins the admin API accepts besides loopback and its own origin.
 #[derive(Debug, Clone, Default)]
 pub struct GuardConfig {
-    /// Extra `Host` values: a name (any port) or `name:port`, compared case-insensitively.
+    /// Extra `Host` values: a name (any port), `name:port`, or `*.domain` (any name under the
+    /// domain), compared case-insensitively.
     pub allowed_hosts: Vec<String>,
     /// Extra origins, `scheme://host[:port]`, compared case-insensitively.
     pub allowed_origins: Vec<String>,
@@ -65,7 +66,13 @@ impl Guard {
                 .0
                 .allowed_hosts
                 .iter()
-                .any(|a| *a == host || *a == name)
+                .any(|a| match a.strip_prefix('*') {
+                    // `*.svc`: any name under that domain (not the domain itself).
+                    Some(suffix) if suffix.starts_with('.') => {
+                        name.len() > suffix.len() && name.ends_with(suffix)
+                    }
+                    _ => *a == host || *a == name,
+                })
     }
 
     /// Whether `origin` may call the API whose request `Host` is `host`.
@@ -200,7 +207,11 @@ mod tests {
 
     fn guard() -> Guard {
         Guard::new(GuardConfig {
-            allowed_hosts: vec!["Flags.Internal".into(), "10.0.0.5:8017".into()],
+            allowed_hosts: vec![
+                "Flags.Internal".into(),
+                "10.0.0.5:8017".into(),
+                "*.svc".into(),
+            ],
             allowed_origins: vec!["https://ops.example/".into()],
             tls: false,
         })
@@ -218,6 +229,7 @@ mod tests {
             "[::1]",
             "flags.internal:9000",
             "10.0.0.5:8017",
+            "flagd-rs.ops.svc:8017",
         ] {
             assert!(g.host_allowed(ok), "{ok}");
         }
@@ -228,6 +240,9 @@ mod tests {
             "127.0.0.1.nip.io:8017",
             "10.0.0.5:8018",
             "0.0.0.0:8017",
+            "svc",
+            ".svc",
+            "flagd-rs.svc.evil.example",
             "",
         ] {
             assert!(!g.host_allowed(bad), "{bad}");
