@@ -9,6 +9,7 @@ mod eval_grpc;
 mod evaluator_testbed;
 mod management;
 mod ofrep;
+mod overrides;
 #[cfg(feature = "providers")]
 mod provider_testbed;
 #[cfg(not(feature = "providers"))]

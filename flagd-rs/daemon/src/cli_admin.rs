@@ -413,7 +413,8 @@ fn only_overrides(answer: &Value) -> Value {
                 .collect()
         })
         .unwrap_or_default();
-    json!({"revision": answer.get("revision"), "flags": flags})
+    let dangling = answer.get("dangling").cloned().unwrap_or_else(|| json!([]));
+    json!({"revision": answer.get("revision"), "flags": flags, "dangling": dangling})
 }
 
 /// `weights stable=95 canary=5, state DISABLED`: a patch in words.
@@ -496,9 +497,18 @@ fn overrides_text(answer: &Value) -> String {
         let key = f.get("key").and_then(Value::as_str).unwrap_or("?");
         let _ = write!(out, "{key}: {}", patch_text(Some(patch)));
         if let Some(e) = f.get("overrideError").and_then(Value::as_str) {
-            let _ = write!(out, " (not applied: {e})");
+            let _ = write!(out, " (stale, skipped: {e})");
         }
         out.push('\n');
+    }
+    let dangling = answer.get("dangling").and_then(Value::as_array);
+    for d in dangling.into_iter().flatten() {
+        let key = d.get("key").and_then(Value::as_str).unwrap_or("?");
+        let _ = writeln!(
+            out,
+            "{key}: {} (dangling: no source defines '{key}'; `flagd-rs clear {key}` removes it)",
+            patch_text(d.get("override"))
+        );
     }
     if out.is_empty() {
         out.push_str("no overrides\n");

@@ -273,14 +273,20 @@ pub struct Store {
     revision: watch::Sender<u64>,
     /// Per source: has it synced once (readiness is sticky, as in flagd).
     synced: Box<[AtomicBool]>,
-    /// Writer-only bookkeeping (content hashes, last errors); never touched on a request path.
+    /// Writer-only bookkeeping (content hashes, last good documents, the override set). Held
+    /// only to merge and swap, never while a document is parsed; readers never take it.
     writer: Mutex<WriterState>,
+    /// Per source: the last problem reported for it (read by `/readyz` and the logs).
+    errors: Mutex<Vec<Option<String>>>,
+    /// The override set in effect, published for readers.
+    published_overrides: ArcSwap<Overrides>,
+    /// The override fields that do not apply to the flags loaded now, published for readers.
+    published_failures: ArcSwap<Vec<PatchFailure>>,
 }
 
 #[derive(Debug, Default)]
 struct WriterState {
     hashes: Vec<Option<u64>>,
-    errors: Vec<Option<String>>,
     /// Per source: the last good document as loaded, before overrides.
     raw: Vec<Option<Arc<FlagSet>>>,
     /// The override set layered over every document.
@@ -335,11 +341,13 @@ impl Store {
             synced: (0..n).map(|_| AtomicBool::new(false)).collect(),
             writer: Mutex::new(WriterState {
                 hashes: vec![None; n],
-                errors: vec![None; n],
                 raw: vec![None; n],
                 overrides: Arc::default(),
                 failures: vec![Vec::new(); n],
             }),
+            errors: Mutex::new(vec![None; n]),
+            published_overrides: ArcSwap::default(),
+            published_failures: ArcSwap::default(),
         })
     }
 
@@ -376,11 +384,7 @@ impl Store {
 
     /// Per-source readiness and last error.
     pub fn source_status(&self) -> Vec<SourceStatus> {
-        let errors = self
-            .writer
-            .lock()
-            .map(|w| w.errors.clone())
-            .unwrap_or_default();
+        let errors = self.errors.lock().map(|e| e.clone()).unwrap_or_default();
         self.sources
             .iter()
             .enumerate()
@@ -410,7 +414,9 @@ impl Store {
         result
     }
 
-    /// [`Store::apply`] itself; sets `parsed_large` when it parsed a large document.
+    /// [`Store::apply`] itself; sets `parsed_large` when it parsed a large document. The
+    /// document is parsed and compiled before the writer lock is taken; the lock covers only
+    /// the override overlay and the swap.
     fn publish(
         &self,
         update: SourceUpdate,
@@ -420,57 +426,48 @@ impl Store {
         let Some(uri) = self.sources.get(idx).cloned() else {
             return Ok(None);
         };
-        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        // Only the store task publishes source documents, so the hash read here is still the
+        // current one when the parsed document is swapped in below.
         let new_doc = match update.event {
             SourceEvent::Failed(message) => {
                 tracing::warn!(source = %uri, error = %message, "source failed; keeping its last good flags");
-                if let Some(e) = writer.errors.get_mut(idx) {
-                    *e = Some(message);
-                }
+                self.set_error(idx, Some(message));
                 return Ok(None);
             }
-            SourceEvent::Removed => {
-                if let Some(h) = writer.hashes.get_mut(idx) {
-                    *h = None;
-                }
-                None
-            }
+            SourceEvent::Removed => None,
             SourceEvent::Content { bytes, format } => {
                 let hash = {
                     let mut h = FxHasher::default();
                     bytes.hash(&mut h);
                     h.finish()
                 };
-                if writer.hashes.get(idx).copied().flatten() == Some(hash) {
+                let unchanged = self.lock_writer().hashes.get(idx).copied().flatten() == Some(hash);
+                if unchanged {
                     // The same bytes as the last good document: nothing to publish, and any
                     // error reported since then no longer applies.
-                    if let Some(e) = writer.errors.get_mut(idx) {
-                        *e = None;
-                    }
+                    self.set_error(idx, None);
                     return Ok(None);
                 }
                 *parsed_large = bytes.len() >= crate::heap::TRIM_AFTER_BYTES;
                 match flagd_evaluator::load(&bytes, format, &self.options) {
                     Ok(loaded) => {
                         log_warnings(&uri, &loaded.diagnostics);
-                        if let Some(h) = writer.hashes.get_mut(idx) {
-                            *h = Some(hash);
-                        }
-                        Some(Arc::new(loaded.flags))
+                        Some((hash, Arc::new(loaded.flags)))
                     }
                     Err(err) => {
                         tracing::error!(source = %uri, error = %err, "rejected flag document; keeping the last good flags");
-                        if let Some(e) = writer.errors.get_mut(idx) {
-                            *e = Some(err.to_string());
-                        }
+                        self.set_error(idx, Some(err.to_string()));
                         return Err(err);
                     }
                 }
             }
         };
-        if let Some(e) = writer.errors.get_mut(idx) {
-            *e = None;
+        self.set_error(idx, None);
+        let mut writer = self.lock_writer();
+        if let Some(h) = writer.hashes.get_mut(idx) {
+            *h = new_doc.as_ref().map(|(hash, _)| *hash);
         }
+        let new_doc = new_doc.map(|(_, doc)| doc);
         if let Some(slot) = writer.raw.get_mut(idx) {
             *slot = new_doc.clone();
         }
@@ -484,6 +481,9 @@ impl Store {
         if let Some(slot) = writer.failures.get_mut(idx) {
             *slot = failures;
         }
+        self.published_failures.store(Arc::new(
+            writer.failures.iter().flatten().cloned().collect(),
+        ));
         let old = self.current.load_full();
         let mut documents = old.documents.clone();
         if let Some(slot) = documents.get_mut(idx) {
@@ -509,6 +509,17 @@ impl Store {
         }
         let _ = self.changes.send(change.clone());
         Ok(Some(change))
+    }
+
+    fn lock_writer(&self) -> std::sync::MutexGuard<'_, WriterState> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_error(&self, idx: usize, error: Option<String>) {
+        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = errors.get_mut(idx) {
+            *slot = error;
+        }
     }
 }
 
@@ -552,6 +563,9 @@ impl Store {
                 }
             }
         }
+        self.published_overrides.store(overrides.clone());
+        self.published_failures
+            .store(Arc::new(failures.iter().flatten().cloned().collect()));
         writer.overrides = overrides;
         writer.failures = failures;
         let old = self.current.load_full();
@@ -572,21 +586,15 @@ impl Store {
         Some(change)
     }
 
-    /// The override set in effect.
+    /// The override set in effect. Lock-free.
     pub fn overrides(&self) -> Arc<Overrides> {
-        self.writer
-            .lock()
-            .map(|w| w.overrides.clone())
-            .unwrap_or_default()
+        self.published_overrides.load_full()
     }
 
-    /// Overrides that do not apply to the flags currently loaded (a reload removed a variant
-    /// or the split), per flag.
-    pub fn override_failures(&self) -> Vec<PatchFailure> {
-        self.writer
-            .lock()
-            .map(|w| w.failures.iter().flatten().cloned().collect())
-            .unwrap_or_default()
+    /// The override fields that do not apply to the flags currently loaded (a reload removed a
+    /// variant or the split), per flag and field. Lock-free.
+    pub fn override_failures(&self) -> Arc<Vec<PatchFailure>> {
+        self.published_failures.load_full()
     }
 
     /// The last good document of source `index` as loaded, before overrides.

@@ -379,42 +379,79 @@ impl Flag {
         entries(&self.key, items, located.first_entry)
     }
 
-    /// This flag with `patch` applied, compiled against the document's `evaluators` with the
-    /// document's load options. Nothing is changed when an error is returned.
+    /// This flag with every field of `patch` applied, compiled against the document's
+    /// `evaluators` with the document's load options; the first field that does not apply is
+    /// the error, and nothing is changed then. This is how a requested change is validated.
     pub fn with_patch(
         &self,
         patch: &OverridePatch,
         evaluators: &Map<String, Value>,
         opts: &LoadOptions,
     ) -> Result<Flag, PatchError> {
+        let (flag, mut stale) = self.with_patch_fields(patch, evaluators, opts);
+        match stale.drain(..).next() {
+            Some((_, error)) => Err(error),
+            None => Ok(flag),
+        }
+    }
+
+    /// This flag with each field of `patch` applied on its own: `state` always applies, a
+    /// `defaultVariant` or `weights` that does not fit the flag as it is now defined (a variant
+    /// renamed in the file, the split removed) is skipped and returned with the reason, and the
+    /// other fields still apply.
+    pub fn with_patch_fields(
+        &self,
+        patch: &OverridePatch,
+        evaluators: &Map<String, Value>,
+        opts: &LoadOptions,
+    ) -> (Flag, Vec<(PatchField, PatchError)>) {
         let mut flag = self.clone();
+        let mut stale = Vec::new();
         if let Some(state) = patch.state {
             flag.state = state;
         }
         if let Some(name) = &patch.default_variant {
-            let index = self
-                .variant_index(name)
-                .ok_or_else(|| PatchError::UnknownVariant {
-                    flag: self.key.to_string(),
-                    variant: name.clone(),
-                })?;
-            flag.default_variant = Some(index);
+            match self.variant_index(name) {
+                Some(index) => flag.default_variant = Some(index),
+                None => stale.push((
+                    PatchField::DefaultVariant,
+                    PatchError::UnknownVariant {
+                        flag: self.key.to_string(),
+                        variant: name.clone(),
+                    },
+                )),
+            }
         }
         if let Some(weights) = &patch.weights {
-            let (rule, source) = self.reweighted(weights, evaluators)?;
-            let compile = CompileOptions {
-                evaluators: Some(evaluators),
-                hash: opts.hash,
-                max_depth: opts.max_rule_depth,
-            };
-            let compiled = Rule::compile(&rule, &compile).map_err(|source| PatchError::Rule {
-                flag: self.key.to_string(),
-                source,
-            })?;
-            flag.targeting = Some(compiled);
-            flag.targeting_source = Some(source.into_boxed_str());
+            match self.compiled_reweighted(weights, evaluators, opts) {
+                Ok((rule, source)) => {
+                    flag.targeting = Some(rule);
+                    flag.targeting_source = Some(source.into_boxed_str());
+                }
+                Err(error) => stale.push((PatchField::Weights, error)),
+            }
         }
-        Ok(flag)
+        (flag, stale)
+    }
+
+    /// The targeting rule with the split's weights replaced, compiled, and its compact JSON.
+    fn compiled_reweighted(
+        &self,
+        weights: &[(String, u32)],
+        evaluators: &Map<String, Value>,
+        opts: &LoadOptions,
+    ) -> Result<(Rule, String), PatchError> {
+        let (rule, source) = self.reweighted(weights, evaluators)?;
+        let compile = CompileOptions {
+            evaluators: Some(evaluators),
+            hash: opts.hash,
+            max_depth: opts.max_rule_depth,
+        };
+        let compiled = Rule::compile(&rule, &compile).map_err(|source| PatchError::Rule {
+            flag: self.key.to_string(),
+            source,
+        })?;
+        Ok((compiled, source))
     }
 
     /// The targeting rule with the split's weights replaced, and its compact JSON.
@@ -480,19 +517,50 @@ impl Flag {
     }
 }
 
-/// A flag of a document that a patch could not be applied to; the flag stays as the document
-/// defines it.
+/// A field of an override.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PatchField {
+    /// `state`.
+    State,
+    /// `defaultVariant`.
+    DefaultVariant,
+    /// `weights`.
+    Weights,
+}
+
+impl PatchField {
+    /// The field's name in an override (`defaultVariant`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            PatchField::State => "state",
+            PatchField::DefaultVariant => "defaultVariant",
+            PatchField::Weights => "weights",
+        }
+    }
+}
+
+impl fmt::Display for PatchField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A field of a flag's override that does not apply to the flag as its document now defines it
+/// (a file edit made it stale); the flag is served with the override's other fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PatchFailure {
     /// The flag's key.
     pub key: String,
-    /// Why the patch does not apply.
+    /// The stale field.
+    pub field: PatchField,
+    /// Why it does not apply.
     pub error: PatchError,
 }
 
 impl FlagSet {
-    /// A copy of this document with `patch_for(key)` applied to each of its flags. Flags whose
-    /// patch does not apply keep their definition and are reported.
+    /// A copy of this document with `patch_for(key)` applied to each of its flags, field by
+    /// field ([`Flag::with_patch_fields`]); the fields that do not apply are reported.
     pub fn with_patches<'p>(
         &self,
         patch_for: impl Fn(&str) -> Option<&'p OverridePatch>,
@@ -504,13 +572,13 @@ impl FlagSet {
             let Some(patch) = patch_for(&flag.key) else {
                 continue;
             };
-            match flag.with_patch(patch, &self.evaluators, opts) {
-                Ok(patched) => *flag = patched,
-                Err(error) => failures.push(PatchFailure {
-                    key: flag.key.to_string(),
-                    error,
-                }),
-            }
+            let (patched, stale) = flag.with_patch_fields(patch, &self.evaluators, opts);
+            failures.extend(stale.into_iter().map(|(field, error)| PatchFailure {
+                key: flag.key.to_string(),
+                field,
+                error,
+            }));
+            *flag = patched;
         }
         (out, failures)
     }
@@ -761,6 +829,44 @@ mod tests {
             out.get("plain")
                 .unwrap()
                 .same_definition(set.get("plain").unwrap())
+        );
+    }
+
+    /// A stale field is skipped and reported; the others, and `state` always, still apply.
+    #[test]
+    fn fields_apply_independently() {
+        let set = set();
+        let opts = LoadOptions::default();
+        let kill = OverridePatch {
+            state: Some(State::Disabled),
+            default_variant: Some("gone".into()),
+            weights: Some(vec![("stable".into(), 50), ("canary".into(), 50)]),
+        };
+        let ramp = set.get("ramp").unwrap();
+        let (flag, stale) = ramp.with_patch_fields(&kill, set.evaluators(), &opts);
+        assert_eq!(flag.state(), State::Disabled);
+        assert_eq!(flag.default_variant().unwrap().0, "stable");
+        assert!(
+            flag.targeting_source()
+                .unwrap()
+                .contains(r#"["canary",50]"#)
+        );
+        assert_eq!(stale.len(), 1);
+        assert_eq!(stale[0].0, PatchField::DefaultVariant);
+        assert!(matches!(stale[0].1, PatchError::UnknownVariant { .. }));
+        // Validation of a request is strict: the first stale field is the error.
+        assert!(ramp.with_patch(&kill, set.evaluators(), &opts).is_err());
+
+        let plain = set.get("plain").unwrap();
+        let (flag, stale) = plain.with_patch_fields(&kill, set.evaluators(), &opts);
+        assert_eq!(flag.state(), State::Disabled);
+        let fields: Vec<_> = stale.iter().map(|(f, _)| *f).collect();
+        assert_eq!(fields, [PatchField::DefaultVariant, PatchField::Weights]);
+        let (_, failures) = set.with_patches(|_| Some(&kill), &opts);
+        assert!(
+            failures
+                .iter()
+                .any(|f| f.key == "plain" && f.field == PatchField::Weights)
         );
     }
 }

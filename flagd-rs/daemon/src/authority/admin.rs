@@ -3,7 +3,7 @@
 //!
 //! | route | does |
 //! |---|---|
-//! | `GET /v1/flags` | every served flag with its override and split |
+//! | `GET /v1/flags` | every served flag with its override (stale fields named) and split, and the dangling overrides of flags no source defines |
 //! | `GET /v1/flags/{key}` | one flag |
 //! | `PUT /v1/flags/{key}/override` | set or change the override (`{"state"?, "defaultVariant"?, "weights"?, "reason"?, "actor"?}`) |
 //! | `DELETE /v1/flags/{key}/override` | remove the override (`{"reason"?, "actor"?}` or `?reason=&actor=`) |
@@ -328,9 +328,18 @@ fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> 
 }
 
 async fn list_flags(State(authority): State<Arc<Authority>>) -> Result<Response, ApiError> {
-    let (head, flags) =
-        blocking(move || Ok((authority.head(), authority.effective_flags()))).await?;
-    Ok(with_etag(head, json!({"revision": head, "flags": flags})))
+    let (head, flags, dangling) = blocking(move || {
+        Ok((
+            authority.head(),
+            authority.effective_flags(),
+            authority.dangling_overrides(),
+        ))
+    })
+    .await?;
+    Ok(with_etag(
+        head,
+        json!({"revision": head, "flags": flags, "dangling": dangling}),
+    ))
 }
 
 async fn get_flag(

@@ -21,7 +21,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use anyhow::Context as _;
-use flagd_evaluator::{OverridePatch, PatchError, SplitEntry, State};
+use arc_swap::ArcSwap;
+use flagd_evaluator::{OverridePatch, PatchError, PatchField, SplitEntry, State};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -100,9 +101,41 @@ pub struct EffectiveFlag {
     /// The override set on the flag, if any.
     #[serde(rename = "override", skip_serializing_if = "Option::is_none")]
     pub override_patch: Option<OverridePatch>,
-    /// Why the override is not applied (the flag's document changed since it was set).
+    /// The override's fields that are not applied because the flag's document changed since
+    /// they were set (the other fields are applied).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stale_fields: Vec<StaleField>,
+    /// The same, as one message (`None` when every field applies).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub override_error: Option<String>,
+}
+
+/// An override field that a file edit made stale.
+#[derive(Debug, Clone, Serialize)]
+pub struct StaleField {
+    /// The field's name (`defaultVariant`, `weights`).
+    pub field: PatchField,
+    /// Why it does not apply.
+    pub error: String,
+}
+
+/// An override on a flag that no source defines any more. It stays in the journal (and applies
+/// again if the flag comes back) until it is cleared.
+#[derive(Debug, Clone, Serialize)]
+pub struct DanglingOverride {
+    /// The flag's key.
+    pub key: String,
+    /// The override.
+    #[serde(rename = "override")]
+    pub override_patch: OverridePatch,
+}
+
+/// What the authority publishes for readers: the latest revision and the override set. Readers
+/// (the admin list views, `/metrics`, the rollout runner) load it without any lock.
+#[derive(Debug, Default)]
+struct Published {
+    head: u64,
+    overrides: BTreeMap<String, OverridePatch>,
 }
 
 #[derive(Debug, Default)]
@@ -123,7 +156,9 @@ impl Inner {
 pub struct Authority {
     store: Arc<Store>,
     journal: Box<dyn Journal>,
+    /// Serializes changes; readers use `published` instead.
     inner: Mutex<Inner>,
+    published: ArcSwap<Published>,
 }
 
 /// Applies a revision's override changes to `overrides`.
@@ -180,10 +215,15 @@ impl Authority {
         if !inner.overrides.is_empty() {
             store.set_overrides(Arc::new(to_store(&inner.overrides)));
         }
+        let published = ArcSwap::from_pointee(Published {
+            head: inner.head(),
+            overrides: inner.overrides.clone(),
+        });
         Arc::new(Authority {
             store,
             journal,
             inner: Mutex::new(inner),
+            published,
         })
     }
 
@@ -196,23 +236,24 @@ impl Authority {
         &self.store
     }
 
-    /// The latest revision (0 before the first change).
+    /// The latest revision (0 before the first change). Lock-free.
     pub fn head(&self) -> u64 {
-        self.lock().head()
+        self.published.load().head
     }
 
-    /// The overrides in effect, by flag key.
+    /// The overrides in effect, by flag key. Lock-free.
     pub fn overrides(&self) -> Vec<(String, OverridePatch)> {
-        self.lock()
+        self.published
+            .load()
             .overrides
             .iter()
             .map(|(k, p)| (k.clone(), p.clone()))
             .collect()
     }
 
-    /// The override on flag `key`, if any.
+    /// The override on flag `key`, if any. Lock-free.
     pub fn override_of(&self, key: &str) -> Option<OverridePatch> {
-        self.lock().overrides.get(key).cloned()
+        self.published.load().overrides.get(key).cloned()
     }
 
     /// Every revision in order, or only those concerning `flag`.
@@ -247,8 +288,10 @@ impl Authority {
     }
 
     /// Sets (or changes) the override of flag `key`: the fields `patch` sets replace those of
-    /// the current override, the others are kept. With `if_match`, the change is made only if
-    /// the authority is still at that revision.
+    /// the current override, the others are kept. Only the fields `patch` sets are validated:
+    /// a field of the current override that a file edit made stale neither blocks the change
+    /// nor is dropped by it (it stays reported until it is set again or cleared). With
+    /// `if_match`, the change is made only if the authority is still at that revision.
     pub fn set_override(
         &self,
         key: &str,
@@ -262,11 +305,11 @@ impl Authority {
         }
         let mut inner = self.lock();
         check_head(&inner, if_match)?;
+        self.store.validate_override(key, &patch)?;
         let before = inner.overrides.get(key).cloned();
         let after = before
             .as_ref()
             .map_or_else(|| patch.clone(), |b| b.merged(&patch));
-        self.store.validate_override(key, &after)?;
         let change = OverrideChange {
             flag: key.to_owned(),
             before,
@@ -315,7 +358,9 @@ impl Authority {
     }
 
     /// Makes the override set what it was right after `revision` (0: no overrides), as a new
-    /// revision.
+    /// revision. A recorded state is restored as it was recorded: fields that no longer fit the
+    /// flags are reported as stale and skipped, as after a file edit, and overrides of flags
+    /// that are gone are kept as dangling.
     pub fn restore(
         &self,
         revision: u64,
@@ -356,7 +401,6 @@ impl Authority {
         for (key, after) in &target {
             let before = inner.overrides.get(key);
             if before != Some(after) {
-                self.store.validate_override(key, after)?;
                 changes.push(OverrideChange {
                     flag: key.clone(),
                     before: before.cloned(),
@@ -447,6 +491,10 @@ impl Authority {
             self.store
                 .set_overrides(Arc::new(to_store(&inner.overrides)));
         }
+        self.published.store(Arc::new(Published {
+            head: record.revision,
+            overrides: inner.overrides.clone(),
+        }));
         tracing::info!(
             revision = record.revision,
             kind = ?record.kind,
@@ -458,10 +506,26 @@ impl Authority {
         Ok(record)
     }
 
+    /// Overrides on flags that no source defines now. Lock-free.
+    pub fn dangling_overrides(&self) -> Vec<DanglingOverride> {
+        let published = self.published.load();
+        let snapshot = self.store.snapshot();
+        published
+            .overrides
+            .iter()
+            .filter(|(key, _)| snapshot.get(key, &Selector::All).is_none())
+            .map(|(key, patch)| DanglingOverride {
+                key: key.clone(),
+                override_patch: patch.clone(),
+            })
+            .collect()
+    }
+
     /// Every flag as served (highest-priority definition per flag set and key), with its
-    /// override and split.
+    /// override, its stale override fields and its split. Lock-free.
     pub fn effective_flags(&self) -> Vec<EffectiveFlag> {
-        let overrides = self.lock().overrides.clone();
+        let published = self.published.load_full();
+        let overrides = &published.overrides;
         let failures = self.store.override_failures();
         let snapshot = self.store.snapshot_full();
         snapshot
@@ -472,6 +536,21 @@ impl Authority {
                     .document(r.priority as usize)
                     .map(|d| d.evaluators());
                 let empty = Map::new();
+                let stale_fields: Vec<StaleField> = failures
+                    .iter()
+                    .filter(|f| f.key == flag.key())
+                    .map(|f| StaleField {
+                        field: f.field,
+                        error: f.error.to_string(),
+                    })
+                    .collect();
+                let override_error = (!stale_fields.is_empty()).then(|| {
+                    stale_fields
+                        .iter()
+                        .map(|f| format!("{} not applied: {}", f.field, f.error))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                });
                 EffectiveFlag {
                     key: flag.key().to_owned(),
                     flag_set_id: flag.flag_set_id().map(str::to_owned),
@@ -484,10 +563,8 @@ impl Authority {
                         .collect(),
                     split: flag.fractional_split(evaluators.unwrap_or(&empty)).ok(),
                     override_patch: overrides.get(flag.key()).cloned(),
-                    override_error: failures
-                        .iter()
-                        .find(|f| f.key == flag.key())
-                        .map(|f| f.error.to_string()),
+                    stale_fields,
+                    override_error,
                 }
             })
             .collect()
@@ -531,9 +608,10 @@ impl prometheus_client::collector::Collector for AuthorityCollector {
         use prometheus_client::encoding::EncodeMetric as _;
         use prometheus_client::metrics::gauge::ConstGauge;
 
+        // Published state only: a scrape never waits on a change being journaled.
         let (head, active) = {
-            let inner = self.0.lock();
-            (inner.head(), inner.overrides.len())
+            let published = self.0.published.load();
+            (published.head, published.overrides.len())
         };
         let revision = ConstGauge::new(i64::try_from(head).unwrap_or(i64::MAX));
         let m = encoder.encode_descriptor(
@@ -552,12 +630,43 @@ impl prometheus_client::collector::Collector for AuthorityCollector {
         )?;
         count.encode(m)?;
 
-        // One series per key: when several flag sets define a key, the last one listed is
-        // the one an unqualified evaluation serves.
+        let dangling =
+            ConstGauge::new(i64::try_from(self.0.dangling_overrides().len()).unwrap_or(i64::MAX));
+        let m = encoder.encode_descriptor(
+            "flagd_rs_authority_overrides_dangling",
+            "Number of overrides on flags that no source defines",
+            None,
+            dangling.metric_type(),
+        )?;
+        dangling.encode(m)?;
+        let failures = self.0.store.override_failures();
+        let mut family = encoder.encode_descriptor(
+            "flagd_rs_authority_override_stale_fields",
+            "Override fields not applied because the flag's file changed (1 per flag and field)",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        let mut seen = std::collections::BTreeSet::new();
+        for f in failures.iter() {
+            if seen.insert((f.key.as_str(), f.field)) {
+                let labels: [(&str, &str); 2] =
+                    [("feature_flag_key", &f.key), ("field", f.field.name())];
+                ConstGauge::new(1i64).encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        // One series per key: the definition an unqualified evaluation serves (the
+        // highest-priority source's), when several flag sets define the key.
+        let snapshot = self.0.store.snapshot_full();
         let flags: BTreeMap<String, EffectiveFlag> = self
             .0
             .effective_flags()
             .into_iter()
+            .filter(|f| {
+                snapshot.get(&f.key, &Selector::All).is_some_and(|r| {
+                    **r.source == *f.source && r.flag.flag_set_id() == f.flag_set_id.as_deref()
+                })
+            })
             .map(|f| (f.key.clone(), f))
             .collect();
         let mut family = encoder.encode_descriptor(
