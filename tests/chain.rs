@@ -184,3 +184,50 @@ async fn chain_over_tls_with_a_ca_file() {
     b.stop().await.unwrap();
     a.stop().await.unwrap();
 }
+
+/// A peer whose stream deadline is tiny ends every sync stream at once; the downstream daemon
+/// reopens it, but not in a tight loop (each reopening is a full pull on the peer).
+#[tokio::test]
+async fn a_tiny_upstream_deadline_is_not_a_tight_loop() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(dir.path(), "flags.json", FLAGS);
+    let a = Daemon::start_with(vec![file_source(&file)], |c| {
+        c.limits.stream_deadline = Some(Duration::from_millis(5));
+    })
+    .await;
+    // Every sync connection from B to A goes through this proxy, which counts them.
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_port = proxy.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    let upstream = a.sync_port;
+    let pump = tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = proxy.accept().await else {
+                continue;
+            };
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut outbound) =
+                    tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    let b = Daemon::start(vec![grpc_source(proxy_port)]).await;
+    assert_eq!(b.value("greeting").await, json!("hello"));
+    let before = connections.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let opened = connections.load(Ordering::SeqCst) - before;
+    // About one reopening per second (the first retry delay); a tight loop opens hundreds.
+    assert!(opened <= 5, "{opened} sync connections in 2 s");
+    assert!(opened >= 1, "the stream was never reopened");
+    pump.abort();
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
+}

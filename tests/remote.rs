@@ -247,6 +247,8 @@ struct OriginState {
     not_modified: usize,
     /// Lower-cased headers of the last request.
     last_headers: Vec<(String, String)>,
+    /// Answer `302` to this location instead of the document, if set.
+    redirect: Option<String>,
 }
 
 /// A flag document served over HTTP by the test; it can be stopped and started again on the
@@ -311,6 +313,10 @@ impl Origin {
 
     fn set_status(&self, status: Option<u16>) {
         self.state.lock().unwrap().status = status;
+    }
+
+    fn set_redirect(&self, location: &str) {
+        self.state.lock().unwrap().redirect = Some(location.to_owned());
     }
 
     fn counts(&self) -> (usize, usize) {
@@ -381,7 +387,11 @@ async fn answer(mut stream: TcpStream, state: Arc<Mutex<OriginState>>) {
             .find(|(k, _)| k == "if-none-match")
             .map(|(_, v)| v.clone());
         s.last_headers = headers;
-        if let Some(status) = s.status {
+        if let Some(location) = &s.redirect {
+            format!(
+                "HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            )
+        } else if let Some(status) = s.status {
             format!("HTTP/1.1 {status} Oops\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
         } else if s.etag.is_some() && if_none_match == s.etag {
             s.not_modified += 1;
@@ -523,6 +533,70 @@ async fn http_source_honours_etag_and_sends_only_changes() {
         .await
         .unwrap()
         .unwrap();
+}
+
+/// A redirect to another origin is followed only when the source sends nothing secret; the
+/// other origin never sees the source's headers. Credentials in the URL never show in names or
+/// messages.
+#[tokio::test]
+async fn http_source_redirects_never_carry_secrets_to_another_origin() {
+    let target = Origin::start(&doc("moved"), None).await;
+    let redirector = Origin::start("", None).await;
+    redirector.set_redirect(&target.url("/flags.json"));
+
+    // Nothing secret: the redirect is followed.
+    let spec = SourceSpec::new(redirector.url("/flags.json"), Provider::Http);
+    let (tx, mut rx) = mpsc::channel(8);
+    let (_stop, shutdown) = watch::channel(false);
+    let _task = http_source::spawn(&spec, 0, tx, shutdown, fast_options()).unwrap();
+    match next_update(&mut rx).await {
+        SourceEvent::Content { bytes, .. } => assert_eq!(bytes, doc("moved").as_bytes()),
+        other => panic!("unexpected {other:?}"),
+    }
+    drop(_stop);
+
+    // An API key: refused before anything reaches the other origin.
+    let seen = target.counts().0;
+    let mut spec = SourceSpec::new(redirector.url("/flags.json"), Provider::Http);
+    spec.headers.insert("X-Api-Key".into(), "k3y".into());
+    let (tx, mut rx) = mpsc::channel(8);
+    let (_stop, shutdown) = watch::channel(false);
+    let _task = http_source::spawn(&spec, 0, tx, shutdown, fast_options()).unwrap();
+    match next_update(&mut rx).await {
+        SourceEvent::Failed(message) => {
+            assert!(message.contains("another origin"), "{message}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    redirector.wait_requests(redirector.counts().0 + 2).await;
+    assert_eq!(target.counts().0, seen, "the other origin was asked");
+
+    // Credentials in the URL: kept for the request, never shown.
+    let url = redirector
+        .url("/flags.json")
+        .replacen("http://", "http://user:pa55word@", 1);
+    let spec = SourceSpec::new(url, Provider::Http);
+    assert!(
+        !spec.source_uri().contains("pa55word"),
+        "{}",
+        spec.source_uri()
+    );
+    assert!(
+        !spec.source_uri().contains("user@"),
+        "{}",
+        spec.source_uri()
+    );
+    let (tx, mut rx) = mpsc::channel(8);
+    let (_stop, shutdown) = watch::channel(false);
+    let _task = http_source::spawn(&spec, 0, tx, shutdown, fast_options()).unwrap();
+    match next_update(&mut rx).await {
+        SourceEvent::Failed(message) => {
+            assert!(message.contains("another origin"), "{message}");
+            assert!(!message.contains("pa55word"), "{message}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(target.counts().0, seen);
 }
 
 #[tokio::test]

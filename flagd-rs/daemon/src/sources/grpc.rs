@@ -188,6 +188,7 @@ impl GrpcSource {
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut failures: u32 = 0;
         loop {
+            let started = tokio::time::Instant::now();
             let ended = tokio::select! {
                 () = wait_for_stop(&mut shutdown) => return,
                 ended = self.follow() => ended,
@@ -196,6 +197,16 @@ impl GrpcSource {
                 Ended::Stop => return,
                 Ended::Deadline => {
                     failures = 0;
+                    // A stream the peer ends after its deadline is reopened at once, but never
+                    // sooner than the first retry delay after the last one was opened: a peer
+                    // with a tiny deadline must not get a full pull in a tight loop.
+                    let pause = self.options.retry.initial.saturating_sub(started.elapsed());
+                    if !pause.is_zero() {
+                        tokio::select! {
+                            () = wait_for_stop(&mut shutdown) => return,
+                            () = tokio::time::sleep(pause) => {}
+                        }
+                    }
                     continue;
                 }
                 Ended::Broke(problem) => {

@@ -106,8 +106,13 @@ pub fn spawn(
                 .map(|s| Duration::from_secs(u64::from(s)))
         })
         .unwrap_or(DEFAULT_INTERVAL);
+    let carries_secrets = !spec.headers.is_empty()
+        || spec.auth_header.as_deref().is_some_and(|a| !a.is_empty())
+        || has_userinfo(spec.uri.trim());
     let source = HttpSource {
         url: spec.uri.trim().to_owned(),
+        shown: spec.source_uri(),
+        carries_secrets,
         headers: request_headers(spec),
         timeout: spec
             .timeout_s
@@ -165,6 +170,10 @@ enum Polled {
 /// The state of one running HTTP source, owned by its task.
 struct HttpSource {
     url: String,
+    /// The URL as logs and errors show it: without user name and password.
+    shown: String,
+    /// Whether requests carry something a foreign origin must not see (headers, credentials).
+    carries_secrets: bool,
     headers: Result<HeaderMap, String>,
     timeout: Option<Duration>,
     interval: Duration,
@@ -184,7 +193,7 @@ impl HttpSource {
             Ok(h) => h,
             Err(problem) => {
                 // A configuration error does not heal by retrying: report it and wait.
-                tracing::error!(source = %self.url, error = %problem, "HTTP source cannot start");
+                tracing::error!(source = %self.shown, error = %problem, "HTTP source cannot start");
                 self.fail(problem).await;
                 wait_for_stop(&mut shutdown).await;
                 return;
@@ -193,7 +202,7 @@ impl HttpSource {
         let client = match self.client() {
             Ok(c) => c,
             Err(problem) => {
-                tracing::error!(source = %self.url, error = %problem, "HTTP source cannot start");
+                tracing::error!(source = %self.shown, error = %problem, "HTTP source cannot start");
                 self.fail(problem).await;
                 wait_for_stop(&mut shutdown).await;
                 return;
@@ -223,7 +232,7 @@ impl HttpSource {
                 }
                 Err(problem) => {
                     failures = failures.saturating_add(1);
-                    tracing::debug!(source = %self.url, failures, error = %problem, "HTTP poll failed");
+                    tracing::debug!(source = %self.shown, failures, error = %problem, "HTTP poll failed");
                     self.fail(problem).await
                 }
             };
@@ -245,6 +254,7 @@ impl HttpSource {
     fn client(&self) -> Result<reqwest::Client, String> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(self.options.connect_timeout)
+            .redirect(redirect_policy(self.carries_secrets))
             .user_agent(concat!("flagd-rs/", env!("CARGO_PKG_VERSION")));
         if let Some(timeout) = self.timeout {
             builder = builder.timeout(timeout);
@@ -264,22 +274,25 @@ impl HttpSource {
         if let Some(etag) = &self.etag {
             request = request.header(IF_NONE_MATCH, etag.clone());
         }
-        let mut response = request
-            .send()
-            .await
-            .map_err(|e| format!("GET {} failed: {}", self.url, error_chain(&e)))?;
+        let mut response = request.send().await.map_err(|e| {
+            format!(
+                "GET {} failed: {}",
+                self.shown,
+                error_chain(&e.without_url())
+            )
+        })?;
         let status = response.status();
         if status == StatusCode::NOT_MODIFIED {
             return Ok(Polled::Unchanged);
         }
         if !status.is_success() {
-            return Err(format!("GET {} answered {status}", self.url));
+            return Err(format!("GET {} answered {status}", self.shown));
         }
         if response
             .content_length()
             .is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64)
         {
-            return Err(too_large(&self.url));
+            return Err(too_large(&self.shown));
         }
         let etag = response.headers().get(ETAG).cloned();
         let format = document_format(
@@ -290,13 +303,15 @@ impl HttpSource {
                 .and_then(|v| v.to_str().ok()),
         );
         let mut bytes = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| format!("reading {} failed: {}", self.url, error_chain(&e)))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            format!(
+                "reading {} failed: {}",
+                self.shown,
+                error_chain(&e.without_url())
+            )
+        })? {
             if bytes.len().saturating_add(chunk.len()) > MAX_DOCUMENT_BYTES {
-                return Err(too_large(&self.url));
+                return Err(too_large(&self.shown));
             }
             bytes.extend_from_slice(&chunk);
         }
@@ -380,6 +395,65 @@ fn hash_of(bytes: &[u8]) -> u64 {
     let mut h = DefaultHasher::new();
     bytes.hash(&mut h);
     h.finish()
+}
+
+/// How many redirects one poll follows.
+const MAX_REDIRECTS: usize = 10;
+
+/// Redirects are followed, but never from `https` to plain `http` (the document would travel in
+/// cleartext), and, when the source sends headers or credentials, never to another origin
+/// (they would be sent to it).
+fn redirect_policy(carries_secrets: bool) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        let previous = attempt.previous();
+        if previous.len() > MAX_REDIRECTS {
+            return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+        }
+        let (Some(first), Some(last)) = (previous.first(), previous.last()) else {
+            return attempt.follow();
+        };
+        let next = attempt.url();
+        if last.scheme() == "https" && next.scheme() != "https" {
+            let refused = format!(
+                "refusing a redirect from https to {}://{}",
+                next.scheme(),
+                next.host_str().unwrap_or("")
+            );
+            return attempt.error(refused);
+        }
+        if carries_secrets && origin(first) != origin(next) {
+            let refused = format!(
+                "refusing a redirect to another origin ({}://{}) with the source's headers or \
+                 credentials; point the source at the final URL",
+                next.scheme(),
+                next.host_str().unwrap_or("")
+            );
+            return attempt.error(refused);
+        }
+        attempt.follow()
+    })
+}
+
+fn origin(url: &reqwest::Url) -> (&str, Option<&str>, Option<u16>) {
+    (url.scheme(), url.host_str(), url.port_or_known_default())
+}
+
+/// Whether `uri` carries a user name or password (`https://user:token@host/...`).
+pub(crate) fn has_userinfo(uri: &str) -> bool {
+    reqwest::Url::parse(uri).is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
+}
+
+/// `uri` without its user name and password, for names that appear in logs, metrics and
+/// payloads; unchanged when it has none.
+pub(crate) fn without_userinfo(uri: &str) -> String {
+    match reqwest::Url::parse(uri) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        _ => uri.to_owned(),
+    }
 }
 
 fn too_large(url: &str) -> String {

@@ -229,8 +229,9 @@ impl SourceSpec {
     }
 
     /// The URI the store, selectors and sync payloads know this source by: the path for files,
-    /// the full URL for HTTP, `host:port` for `grpc://` and `grpcs://`, `namespace/name` for
-    /// Kubernetes, and the URI as given otherwise.
+    /// the full URL for HTTP (without a user name or password, which would otherwise show up in
+    /// logs, payloads and the admin API), `host:port` for `grpc://` and `grpcs://`,
+    /// `namespace/name` for Kubernetes, and the URI as given otherwise.
     pub fn source_uri(&self) -> String {
         let uri = self.uri.as_str();
         let stripped = match self.provider {
@@ -238,6 +239,7 @@ impl SourceSpec {
             Provider::Grpc => strip_prefix_ignore_case(uri, "grpcs://")
                 .or_else(|| strip_prefix_ignore_case(uri, "grpc://")),
             Provider::Kubernetes => strip_prefix_ignore_case(uri, KUBERNETES_PREFIX),
+            Provider::Http => return http::without_userinfo(uri),
             _ => None,
         };
         stripped.unwrap_or(uri).to_owned()
