@@ -689,3 +689,26 @@ fn systemd_unit_and_dockerfile_are_consistent() {
             .any(|l| l.starts_with("USER ") && !l.contains("root"))
     );
 }
+
+/// A deployment that cannot write its journal fails at start with a message saying so, instead
+/// of starting and failing the first override during an incident.
+#[test]
+fn an_unwritable_state_directory_stops_the_start() {
+    let bin = flagd_rs_tests::binary::flagd_rs();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(&dir, "not-a-dir", "x");
+    let state = file.join("state");
+    let out = std::process::Command::new(&bin)
+        .args(["start", "-p", "0", "-m", "0", "-g", "0", "-r", "0", "--admin-port", "0"])
+        .arg("--state-dir")
+        .arg(&state)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("state directory") && stderr.contains("--state-dir"),
+        "{stderr}"
+    );
+}

@@ -456,7 +456,8 @@ set_overrides() {
 clear_overrides() {
   local key status
   while read -r key; do
-    status=$(curl -sS -m 5 -o /dev/null -w '%{http_code}' -X DELETE "$1/v1/flags/$key/override")
+    status=$(curl -sS -m 5 -o /dev/null -w '%{http_code}' -X DELETE -H 'content-type: application/json' \
+      "$1/v1/flags/$key/override")
     [[ $status == 200 ]] || { echo "clearing $key: HTTP $status" >&2; exit 1; }
   done <"$2"
 }
