@@ -309,8 +309,8 @@ pub enum OverrideError {
     Patch(#[from] PatchError),
 }
 
-/// `doc` with the overrides that name its flags applied, and the overrides that did not apply.
-/// A document no override names is shared, not copied.
+/// `doc` with the overrides that name its flags applied field by field, and the fields that did
+/// not apply. A document no override names is shared, not copied.
 fn overlay(
     doc: &Arc<FlagSet>,
     overrides: &Overrides,
@@ -321,7 +321,7 @@ fn overlay(
     }
     let (patched, failures) = doc.with_patches(|key| overrides.get(key), options);
     for f in &failures {
-        tracing::warn!(flag = %f.key, error = %f.error, "override does not apply; serving the flag as defined");
+        tracing::warn!(flag = %f.key, field = %f.field, error = %f.error, "override field is stale after a file change; skipped, the other fields apply");
     }
     (Arc::new(patched), failures)
 }
@@ -544,8 +544,9 @@ impl Store {
 
     /// Replaces the override set and publishes the resulting snapshot (a new revision and a
     /// change set listing the flags whose effective definition changed, as a source update
-    /// does). Overrides that do not apply to a stored flag leave that flag as defined; they are
-    /// reported by [`Store::override_failures`] and applied again on every later load.
+    /// does). Each override is applied field by field: a field that does not fit the stored
+    /// flag is skipped (reported by [`Store::override_failures`] and tried again on every later
+    /// load) while the override's other fields apply.
     pub fn set_overrides(&self, overrides: Arc<Overrides>) -> Option<Arc<Change>> {
         let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let mut documents = Vec::with_capacity(writer.raw.len());
