@@ -60,6 +60,8 @@ impl From<RolloutError> for RolloutApiError {
             RolloutError::Active { .. } => (StatusCode::CONFLICT, "rollout_active"),
             RolloutError::NoRollout(_) => (StatusCode::NOT_FOUND, "no_rollout"),
             RolloutError::Finished { .. } => (StatusCode::CONFLICT, "rollout_finished"),
+            RolloutError::Unresumable { .. } => (StatusCode::CONFLICT, "rollout_unresumable"),
+            RolloutError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             RolloutError::Authority(AuthorityError::Invalid(_)) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_override")
             }
