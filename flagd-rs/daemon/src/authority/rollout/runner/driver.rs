@@ -467,3 +467,157 @@ impl Driver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use flagd_evaluator::OverridePatch;
+    use tokio::sync::oneshot;
+    use tokio::time::Instant;
+
+    use super::super::super::Phase;
+    use super::super::super::gates::Verdict;
+    use super::super::testkit::{FLAGS, Script, open, plan, store, until, until_phase};
+    use super::super::{Command, RolloutError, Verb};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_verb_reaches_the_rollout_while_a_gate_check_hangs() {
+        let dir = tempfile::tempdir().unwrap();
+        let gates = Script::new(None);
+        let (authority, runner) = open(dir.path(), store(FLAGS, 1), gates.clone());
+        runner
+            .start("ramp", plan(&[(10.0, 3600), (100.0, 0)], ""), "ci", "")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(gates.checks(), 1, "a check is under way");
+        let asked = Instant::now();
+        let status = runner.abort("ramp", "ops", "stop").await.unwrap();
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            asked.elapsed()
+        );
+        assert_eq!(status.phase, Phase::Aborted);
+        // The flag had no override: it has none again.
+        assert_eq!(authority.override_of("ramp"), None);
+        runner.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resumed_rollout_answers_verbs_while_the_sources_load() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let gates = Script::new(Some(Verdict::Pass));
+            let (_, runner) = open(dir.path(), store(FLAGS, 1), gates);
+            runner
+                .start("ramp", plan(&[(10.0, 3600), (100.0, 0)], ""), "ci", "")
+                .await
+                .unwrap();
+            runner.stop().await;
+        }
+        // The second source never loads: the store is not ready.
+        let (authority, runner) = open(dir.path(), store(FLAGS, 2), Script::new(None));
+        assert!(!authority.store().is_ready());
+        let asked = Instant::now();
+        let err = runner.promote("ramp", "ops", "").await.unwrap_err();
+        assert!(matches!(err, RolloutError::NotReady(_)), "{err}");
+        let paused = runner.pause("ramp", "ops", "").await.unwrap();
+        assert_eq!(paused.phase, Phase::Paused);
+        let aborted = runner.abort("ramp", "ops", "").await.unwrap();
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            asked.elapsed()
+        );
+        assert_eq!(aborted.phase, Phase::Aborted);
+        assert_eq!(authority.override_of("ramp"), None);
+        runner.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_verb_whose_caller_has_gone_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, runner) = open(
+            dir.path(),
+            store(FLAGS, 1),
+            Script::new(Some(Verdict::Pass)),
+        );
+        runner
+            .start("ramp", plan(&[(10.0, 3600), (100.0, 0)], ""), "ci", "")
+            .await
+            .unwrap();
+        let inbox = runner.lock()["ramp"].commands.clone().unwrap();
+        let (reply, answer) = oneshot::channel();
+        drop(answer);
+        let command = Command {
+            verb: Verb::Pause,
+            actor: "ops".into(),
+            reason: String::new(),
+            reply,
+        };
+        inbox.send(command).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let status = runner.status("ramp").unwrap();
+        assert_eq!(status.phase, Phase::Running);
+        runner.stop().await;
+    }
+
+    const TRI: &str = r#"{"flags": {
+      "ramp": {"state": "ENABLED", "variants": {"holdout": "h", "stable": "s", "canary": "c"},
+               "defaultVariant": "stable",
+               "targeting": {"fractional": [["holdout", 10], ["stable", 90], ["canary", 0]]}}
+    }}"#;
+
+    #[tokio::test(start_paused = true)]
+    async fn resume_goes_on_from_a_split_changed_by_hand() {
+        let dir = tempfile::tempdir().unwrap();
+        let (authority, runner) = open(dir.path(), store(TRI, 1), Script::new(Some(Verdict::Pass)));
+        runner
+            .start(
+                "ramp",
+                plan(&[(10.0, 5), (50.0, 5), (100.0, 0)], ""),
+                "ci",
+                "",
+            )
+            .await
+            .unwrap();
+        let by_hand = OverridePatch {
+            weights: Some(vec![
+                ("holdout".into(), 30),
+                ("stable".into(), 60),
+                ("canary".into(), 10),
+            ]),
+            ..OverridePatch::default()
+        };
+        authority
+            .set_override("ramp", by_hand, "ops", "more holdout", None)
+            .unwrap();
+        let paused = until_phase(&runner, "ramp", Phase::Paused).await;
+        assert!(
+            paused
+                .reason
+                .unwrap()
+                .contains("resume to go on from that split"),
+        );
+        let resumed = runner.resume("ramp", "ops", "").await.unwrap();
+        assert_eq!(resumed.phase, Phase::Running);
+        let step2 = until(&runner, "ramp", |s| s.step == 2).await;
+        // The holdout keeps its 30 % from the hand-made split; canary has half of the rest.
+        let w = |name: &str| step2.weights[name].as_u64().unwrap();
+        let total = w("holdout") + w("stable") + w("canary");
+        assert_eq!((w("holdout") * 100 / total, step2.weight), (30, 50.0));
+        let revisions = authority.revisions(Some("ramp"));
+        let resume = revisions
+            .iter()
+            .find(|r| r.reason.starts_with("rollout resumed"))
+            .unwrap();
+        assert!(
+            resume.reason.contains("going on from the split as changed"),
+            "{}",
+            resume.reason
+        );
+        runner.stop().await;
+    }
+}

@@ -441,3 +441,58 @@ mod tests {
         assert_eq!(book.statuses[1].failures, 0);
     }
 }
+
+#[cfg(test)]
+mod paused {
+    use std::time::Duration;
+
+    use super::super::super::Phase;
+    use super::super::super::gates::Verdict;
+    use super::super::testkit::{FLAGS, Script, open, plan, store, until, until_phase};
+
+    #[tokio::test(start_paused = true)]
+    async fn failure_counts_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = plan(&[(10.0, 3600), (100.0, 0)], "failureLimit: 2");
+        {
+            let (_, runner) = open(
+                dir.path(),
+                store(FLAGS, 1),
+                Script::new(Some(Verdict::Fail)),
+            );
+            runner.start("ramp", p, "ci", "").await.unwrap();
+            until(&runner, "ramp", |s| s.gates[0].failures == 2).await;
+            runner.stop().await;
+        }
+        let gates = Script::new(Some(Verdict::Fail));
+        let (authority, runner) = open(dir.path(), store(FLAGS, 1), gates.clone());
+        let status = runner.status("ramp").unwrap();
+        assert_eq!(
+            (status.phase, status.gates[0].failures),
+            (Phase::Running, 2)
+        );
+        // One more failure is past the limit of 2.
+        let done = until_phase(&runner, "ramp", Phase::RolledBack).await;
+        assert_eq!(gates.checks(), 1);
+        assert!(done.reason.unwrap().contains("3 failed checks, limit 2"));
+        assert_eq!(authority.override_of("ramp"), None);
+        runner.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hold_moves_on_only_after_a_passing_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let gates = Script::new(Some(Verdict::Inconclusive));
+        let (_, runner) = open(dir.path(), store(FLAGS, 1), gates.clone());
+        let p = plan(&[(10.0, 3), (100.0, 0)], "inconclusiveLimit: 1000");
+        runner.start("ramp", p, "ci", "").await.unwrap();
+        // Well past the 3 s hold, still at step 1, checking every second.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let status = runner.status("ramp").unwrap();
+        assert_eq!((status.step, status.phase), (1, Phase::Running));
+        assert!(gates.checks() >= 9, "{}", gates.checks());
+        gates.set(Some(Verdict::Pass));
+        until_phase(&runner, "ramp", Phase::Completed).await;
+        runner.stop().await;
+    }
+}

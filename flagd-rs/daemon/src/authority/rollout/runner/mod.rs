@@ -9,6 +9,8 @@
 mod driver;
 mod hold;
 mod status;
+#[cfg(test)]
+mod testkit;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -546,5 +548,77 @@ impl RolloutRunner {
             .values()
             .map(|s| (s.state.clone(), s.gates.clone()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Prior;
+    use super::super::gates::Verdict;
+    use super::testkit::{FLAGS, Script, open, plan, store};
+    use super::*;
+    use flagd_evaluator::OverridePatch;
+
+    /// Journals a running rollout of `ramp` whose plan no longer validates (an interval below
+    /// today's minimum), over an override that had only a default variant.
+    fn strand(authority: &Authority) {
+        let prior = OverridePatch {
+            default_variant: Some("canary".into()),
+            ..OverridePatch::default()
+        };
+        authority
+            .set_override("ramp", prior.clone(), "ops", "", None)
+            .unwrap();
+        let mut p = plan(&[(10.0, 3600), (100.0, 0)], "");
+        p.interval = Duration::from_millis(10);
+        let weights = vec![("stable".to_owned(), 90), ("canary".to_owned(), 10)];
+        let event = Event::Start {
+            plan: p,
+            before: vec![("stable".to_owned(), 100), ("canary".to_owned(), 0)],
+            prior: Some(Prior { patch: Some(prior) }),
+            layout: None,
+            weights: weights.clone(),
+            step: 1,
+            weight: 10.0,
+            at_ms: now_ms(),
+            hold_ms: 3_600_000,
+        };
+        authority
+            .append_rollout(
+                "ramp",
+                serde_json::to_value(event).unwrap(),
+                RolloutChange::Weights(weights),
+                "ci",
+                "started",
+            )
+            .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rollout_that_cannot_go_on_is_listed_and_can_be_aborted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (authority, runner) = open(dir.path(), store(FLAGS, 1), Script::new(None));
+        runner.stop().await;
+        strand(&authority);
+        drop(runner);
+        let runner = RolloutRunner::spawn(authority.clone(), Script::new(Some(Verdict::Pass)));
+        let status = runner.status("ramp").unwrap();
+        assert_eq!(status.phase, super::super::Phase::Running);
+        assert!(status.problem.unwrap().contains("cannot resume"));
+        let err = runner.resume("ramp", "ops", "").await.unwrap_err();
+        assert!(matches!(err, RolloutError::Unresumable { .. }), "{err}");
+        let p = plan(&[(10.0, 1), (100.0, 0)], "");
+        let err = runner.start("ramp", p.clone(), "ci", "").await.unwrap_err();
+        assert!(matches!(err, RolloutError::Active { .. }), "{err}");
+        let aborted = runner.abort("ramp", "ops", "").await.unwrap();
+        assert_eq!(aborted.phase, super::super::Phase::Aborted);
+        // Exactly the override from before: a default variant, no weights.
+        let back = authority.override_of("ramp").unwrap();
+        assert_eq!(
+            (back.default_variant.as_deref(), back.weights),
+            (Some("canary"), None)
+        );
+        runner.start("ramp", p, "ci", "").await.unwrap();
+        runner.stop().await;
     }
 }
