@@ -127,7 +127,7 @@ pub enum Event {
     #[serde(rename_all = "camelCase")]
     Start {
         /// The plan.
-        plan: Plan,
+        plan: Box<Plan>,
         /// The split's weights before the rollout, in split order.
         before: Weights,
         /// The flag's whole override before the rollout, put back when it ends other than by
@@ -317,7 +317,7 @@ impl RolloutState {
         let mut state = RolloutState {
             id: revision,
             flag: flag.to_owned(),
-            plan: plan.clone(),
+            plan: (**plan).clone(),
             before: before.clone(),
             prior: prior.clone(),
             base: before.clone(),
@@ -552,7 +552,7 @@ mod tests {
     fn replay_folds_the_latest_rollout() {
         let plan: Plan = plan::parse(b"variant: canary\nbaseline: stable\nsteps: [{weight: 1, hold: 10s}, {weight: 50, hold: 10s}]\n").unwrap();
         let start = Event::Start {
-            plan: plan.clone(),
+            plan: Box::new(plan.clone()),
             before: w(&[("stable", 100), ("canary", 0)]),
             prior: Some(Prior::default()),
             layout: Some(Layout {

@@ -171,7 +171,7 @@ fn start_record(
     let weights = weights_at(&before, &plan.variant, &plan.baseline, layout, first);
     let hold = plan.steps.first().map_or(Duration::ZERO, |s| s.hold);
     let event = Event::Start {
-        plan: plan.clone(),
+        plan: Box::new(plan.clone()),
         before,
         prior: Some(Prior {
             patch: basis.current,
@@ -573,7 +573,7 @@ mod tests {
         p.interval = Duration::from_millis(10);
         let weights = vec![("stable".to_owned(), 90), ("canary".to_owned(), 10)];
         let event = Event::Start {
-            plan: p,
+            plan: Box::new(p),
             before: vec![("stable".to_owned(), 100), ("canary".to_owned(), 0)],
             prior: Some(Prior { patch: Some(prior) }),
             layout: None,
