@@ -21,19 +21,24 @@
 //!     webhook: http://127.0.0.1:9000/check
 //! ```
 //!
-//! Weights are percentages of the traffic the variant and its baseline share. They may only grow
-//! from one step to the next, so a ramp only ever adds users to the rolled-out variant (the
-//! split keeps its variant order, so the users it already has stay).
+//! Weights are percentages of the traffic the variant and its baseline share (the *pool*); every
+//! other variant of the split keeps exactly its users. They may only grow from one step to the
+//! next, so a ramp only ever adds users to the rolled-out variant. Each step is served exactly
+//! (or, for a split whose total leaves no room, within 0.1 point); a split that cannot carry the
+//! plan is refused when the rollout starts (see [`super::split`]).
 //!
 //! How a plan runs:
 //! - During each hold every gate is checked every `interval`, and once more when the hold ends.
 //!   A step moves on only after a check in which every gate passed; a hold whose last check did
 //!   not pass goes on, checking, until one does or a limit is reached.
-//! - A gate's failed checks are counted over the rollout (and start over when a human resumes
-//!   it); one more than its `failureLimit` rolls the split back to where it was before the
-//!   rollout, or pauses, as `onFailure` says.
+//! - A gate's failed checks are counted over the rollout, restarts of the daemon included (the
+//!   counts are journaled), and start over when a human resumes it; one more than its
+//!   `failureLimit` rolls back (the flag's override goes back to exactly what it was before the
+//!   rollout, none if it had none), or pauses, as `onFailure` says.
 //! - More inconclusive answers in a row than `inconclusiveLimit` (no data, a query error, a
 //!   webhook that does not answer) pause the rollout for a human.
+//! - A plan makes at most 20 gate checks a second (its gates divided by its interval), and its
+//!   interval is at least 50 ms.
 //! - In queries and webhook URLs, `{{flag}}`, `{{variant}}` and `{{baseline}}` are replaced.
 
 use std::fmt;
