@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use flagd_evaluator::{EvalContext, Format, LoadOptions, OverridePatch, PatchError, State};
 use flagd_rs::authority::journal::{JOURNAL_FILE, encode_record};
-use flagd_rs::authority::{Authority, AuthorityError, OverrideChange, RevisionInfo, RevisionKind};
+use flagd_rs::authority::{
+    Authority, AuthorityError, OverrideChange, RevisionInfo, RevisionKind, RolloutChange,
+};
 use flagd_rs::config::Config;
 use flagd_rs::proto::flagd::evaluation::v1;
 use flagd_rs::selector::Selector;
@@ -255,7 +257,13 @@ fn journal_replays_after_restart() {
             )
             .unwrap();
         authority
-            .append_rollout("ramp", json!({"step": 1}), None, "rollout", "started")
+            .append_rollout(
+                "ramp",
+                json!({"step": 1}),
+                RolloutChange::Keep,
+                "rollout",
+                "started",
+            )
             .unwrap();
         authority.clear_override("bg", "a", "r3", None).unwrap();
     }

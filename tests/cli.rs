@@ -699,7 +699,19 @@ fn an_unwritable_state_directory_stops_the_start() {
     let file = write(&dir, "not-a-dir", "x");
     let state = file.join("state");
     let out = std::process::Command::new(&bin)
-        .args(["start", "-p", "0", "-m", "0", "-g", "0", "-r", "0", "--admin-port", "0"])
+        .args([
+            "start",
+            "-p",
+            "0",
+            "-m",
+            "0",
+            "-g",
+            "0",
+            "-r",
+            "0",
+            "--admin-port",
+            "0",
+        ])
         .arg("--state-dir")
         .arg(&state)
         .stdin(Stdio::null())

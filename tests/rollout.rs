@@ -154,9 +154,26 @@ fn store_with(flags: &str) -> Arc<Store> {
 }
 
 fn open(dir: &Path) -> (Arc<Authority>, Arc<RolloutRunner>) {
-    let authority = Authority::open(dir, store_with(FLAGS)).unwrap();
+    open_over(dir, store_with(FLAGS))
+}
+
+fn open_over(dir: &Path, store: Arc<Store>) -> (Arc<Authority>, Arc<RolloutRunner>) {
+    let authority = Authority::open(dir, store).unwrap();
     let runner = RolloutRunner::spawn(authority.clone(), Arc::new(rollout::HttpGates::new()));
     (authority, runner)
+}
+
+/// Replaces the store's (single) document with `flags`.
+fn load(store: &Store, flags: &str) {
+    store
+        .apply(SourceUpdate {
+            source: 0,
+            event: SourceEvent::Content {
+                bytes: flags.as_bytes().to_vec(),
+                format: Format::Json,
+            },
+        })
+        .unwrap();
 }
 
 /// A plan: `steps` as (weight, hold ms), gates `ok` (>= 0.95 on query "ok") and, with `hook`,
@@ -167,7 +184,7 @@ fn plan(prom: &str, steps: &[(f64, u64)], extra: &str) -> Plan {
         .map(|(w, h)| format!("  - {{weight: {w}, hold: {h}ms}}"))
         .collect();
     let text = format!(
-        "variant: canary\nbaseline: stable\nprometheus: {prom}\ninterval: 40ms\n{extra}\nsteps:\n{}\ngates:\n  - name: ok\n    query: ok\n    condition: \">= 0.95\"\n",
+        "variant: canary\nbaseline: stable\nprometheus: {prom}\ninterval: 50ms\n{extra}\nsteps:\n{}\ngates:\n  - name: ok\n    query: ok\n    condition: \">= 0.95\"\n",
         steps.join("\n")
     );
     rollout::plan::parse(text.as_bytes()).unwrap()
@@ -318,14 +335,15 @@ async fn a_failing_gate_rolls_back_within_two_intervals() {
     let failed_at = tokio::time::Instant::now();
     let status = wait_phase(&runner, "ramp", &[Phase::RolledBack]).await;
     // The first failed check acts (failure limit 0): the rollback comes within one interval of
-    // the failure (40 ms here; the bound leaves room for a loaded machine).
+    // the failure (50 ms here; the bound leaves room for a loaded machine).
     assert_eq!(status.gates[0].checks.fail, 1, "{:?}", status.gates);
     assert!(
         failed_at.elapsed() < Duration::from_secs(2),
         "{:?}",
         failed_at.elapsed()
     );
-    assert_eq!(split(&authority, "ramp"), "canary=0 stable=100");
+    // The flag had no override before the rollout: it has none again.
+    assert_eq!(authority.override_of("ramp"), None);
     assert_eq!(
         served_variant(authority.store(), "ramp", "anyone"),
         "stable"
@@ -382,13 +400,18 @@ async fn failure_limit_tolerates_failures_and_pause_on_failure_keeps_the_step() 
         .into_iter()
         .map(|r| r.reason)
         .collect();
+    // The failure counts were journaled as they grew; the pause, resume and promotion follow.
     assert_eq!(
-        reasons[2], "rollout resumed by ops: looked fine",
+        reasons[1..],
+        [
+            "rollout gate counts: 'ok' 1 failed, 0 inconclusive in a row",
+            "rollout gate counts: 'ok' 2 failed, 0 inconclusive in a row",
+            "rollout paused: gate 'ok' failed: 0.5 is not >= 0.95 (3 failed checks, limit 2)",
+            "rollout resumed by ops: looked fine",
+            "rollout step 2/2: canary 100% (promoted by ops)",
+            "rollout completed: canary at 100%",
+        ],
         "{reasons:#?}"
-    );
-    assert_eq!(
-        reasons[3],
-        "rollout step 2/2: canary 100% (promoted by ops)"
     );
     runner.stop().await;
 }
@@ -463,6 +486,8 @@ async fn webhook_gates_decide_too() {
     let dir = tempfile::tempdir().unwrap();
     let (authority, runner) = open(dir.path());
     let mut p = plan(&prom, &[(50.0, 5000), (100.0, 0)], "");
+    // Two gates may be checked at most every 100 ms.
+    p.interval = Duration::from_millis(100);
     p.gates.push(rollout::plan::GateSpec {
         name: "budget".into(),
         query: None,
@@ -480,7 +505,7 @@ async fn webhook_gates_decide_too() {
             .unwrap()
             .contains("gate 'budget' failed: budget burnt"),
     );
-    assert_eq!(split(&authority, "ramp"), "canary=0 stable=100");
+    assert_eq!(authority.override_of("ramp"), None);
     runner.stop().await;
 }
 
@@ -490,7 +515,7 @@ async fn verbs_pause_promote_and_abort() {
     fake.set("ok", "0.99");
     let dir = tempfile::tempdir().unwrap();
     let (authority, runner) = open(dir.path());
-    // "five" starts at 5 %: the rollback goes back there.
+    // "five" starts at 5 % (from its file, without an override): the abort goes back there.
     let steps = [(5.0, 60_000), (50.0, 60_000), (100.0, 0)];
     runner
         .start("five", plan(&prom, &steps, ""), "ci", "")
@@ -515,7 +540,7 @@ async fn verbs_pause_promote_and_abort() {
     let aborted = runner.abort("five", "ops", "wrong build").await.unwrap();
     assert_eq!(aborted.phase, Phase::Aborted);
     assert_eq!(aborted.weight, 5.0);
-    assert_eq!(split(&authority, "five"), "canary=5 stable=95");
+    assert_eq!(authority.override_of("five"), None);
     let last = authority.revisions(Some("five")).pop().unwrap();
     assert_eq!(last.reason, "rollout aborted by ops: wrong build");
     assert_eq!(last.actor, "ops");
@@ -682,6 +707,7 @@ async fn a_hold_that_ran_out_while_down_advances_after_a_gate_check() {
 /// A daemon serving `FLAGS` with its admin API, for the routes, CLI and metrics.
 struct Daemon {
     admin_url: String,
+    flags: std::path::PathBuf,
     management_port: u16,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -711,6 +737,7 @@ impl Daemon {
             if reqwest::get(&ready).await.is_ok_and(|r| r.status() == 200) {
                 return Daemon {
                     admin_url,
+                    flags: flags.clone(),
                     management_port: ports.management,
                     shutdown: Some(tx),
                     task: Some(task),
@@ -731,6 +758,18 @@ impl Daemon {
             assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
         }
     }
+}
+
+async fn runner_phase(http: &reqwest::Client, url: &str, flag: &str) -> String {
+    let status: Value = http
+        .get(format!("{url}/v1/rollouts/{flag}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    status["phase"].as_str().unwrap_or_default().to_owned()
 }
 
 async fn cli(args: &[&str], url: &str) -> anyhow::Result<String> {
@@ -806,6 +845,27 @@ async fn admin_routes_cli_and_metrics() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
+    // Verbs take a JSON body sent as JSON: a form post or an empty body is refused.
+    for (content_type, body, code) in [
+        (None, "", 415),
+        (Some("application/x-www-form-urlencoded"), "reason=x", 415),
+        (Some("text/plain"), "{}", 415),
+        (Some("application/json"), "", 400),
+    ] {
+        let mut request = http
+            .post(format!("{url}/v1/rollouts/ramp/pause"))
+            .body(body);
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        let answer = request.send().await.unwrap();
+        assert_eq!(answer.status(), code, "{content_type:?} {body:?}");
+    }
+    assert_eq!(
+        runner_phase(&http, &url, "ramp").await,
+        "running",
+        "a refused verb changes nothing"
+    );
     // A plan may also be sent as YAML text.
     let started = http
         .post(format!("{url}/v1/rollouts/five/start"))
@@ -857,4 +917,338 @@ async fn admin_routes_cli_and_metrics() {
     let out = cli(&["status"], &url).await.unwrap();
     assert_eq!(out.lines().count(), 2, "{out}");
     daemon.stop().await;
+}
+
+/// `FLAGS` without the flag `ramp`.
+const FLAGS_WITHOUT_RAMP: &str = r#"{
+  "flags": {
+    "five": {"state": "ENABLED", "variants": {"stable": "stable", "canary": "canary"},
+             "defaultVariant": "stable",
+             "targeting": {"fractional": [["stable", 95], ["canary", 5]]}}
+  }
+}"#;
+
+/// Splits with a third variant.
+const THIRD: &str = r#"{
+  "flags": {
+    "between": {"state": "ENABLED", "variants": {"stable": "stable", "canary": "canary", "other": "other"},
+                "defaultVariant": "stable",
+                "targeting": {"fractional": [["canary", 0], ["other", 10], ["stable", 90]]}},
+    "beside": {"state": "ENABLED", "variants": {"stable": "stable", "canary": "canary", "other": "other"},
+               "defaultVariant": "stable",
+               "targeting": {"fractional": [["other", 10], ["stable", 90], ["canary", 0]]}},
+    "pool2": {"state": "ENABLED", "variants": {"stable": "stable", "canary": "canary", "holdout": "holdout"},
+              "defaultVariant": "stable",
+              "targeting": {"fractional": [["holdout", 98], ["stable", 2], ["canary", 0]]}}
+  }
+}"#;
+
+/// A plan with no gates: `steps` as (weight, hold ms).
+fn ungated(steps: &[(f64, u64)]) -> Plan {
+    let steps: Vec<String> = steps
+        .iter()
+        .map(|(w, h)| format!("  - {{weight: {w}, hold: {h}ms}}"))
+        .collect();
+    let text = format!(
+        "variant: canary\nbaseline: stable\nsteps:\n{}\n",
+        steps.join("\n")
+    );
+    rollout::plan::parse(text.as_bytes()).unwrap()
+}
+
+async fn admin_flag(http: &reqwest::Client, url: &str, key: &str) -> Value {
+    let flags: Value = http
+        .get(format!("{url}/v1/flags"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    flags["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["key"] == key)
+        .cloned()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn abort_leaves_no_pinned_override() {
+    let (fake, prom) = Fake::start().await;
+    fake.set("ok", "0.99");
+    let daemon = Daemon::start().await;
+    let url = daemon.admin_url.clone();
+    let http = reqwest::Client::new();
+    let p = plan(&prom, &[(10.0, 60_000), (100.0, 0)], "");
+    let started = http
+        .post(format!("{url}/v1/rollouts/ramp/start"))
+        .json(&json!({"plan": p}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 201);
+    assert!(
+        admin_flag(&http, &url, "ramp")
+            .await
+            .get("override")
+            .is_some()
+    );
+    cli(&["abort", "ramp"], &url).await.unwrap();
+    let flag = admin_flag(&http, &url, "ramp").await;
+    assert!(flag.get("override").is_none(), "{flag}");
+    // An edit of the file's split is served, since no override pins the old one.
+    std::fs::write(
+        &daemon.flags,
+        FLAGS.replace(
+            r#"[["stable", 100], ["canary", 0]]"#,
+            r#"[["stable", 50], ["canary", 50]]"#,
+        ),
+    )
+    .unwrap();
+    let mut served = Value::Null;
+    for _ in 0..400 {
+        served = admin_flag(&http, &url, "ramp").await["split"].clone();
+        if served
+            == json!([{"variant": "stable", "weight": 50}, {"variant": "canary", "weight": 50}])
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        served,
+        json!([{"variant": "stable", "weight": 50}, {"variant": "canary", "weight": 50}])
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn rollback_restores_exactly_the_override_from_before() {
+    let (fake, prom) = Fake::start().await;
+    fake.set("ok", "0.99");
+    let dir = tempfile::tempdir().unwrap();
+    let (authority, runner) = open(dir.path());
+    // Only a default variant: the rollback must not add weights to it.
+    let before = OverridePatch {
+        default_variant: Some("canary".into()),
+        ..OverridePatch::default()
+    };
+    authority
+        .set_override("ramp", before.clone(), "ops", "blue/green", None)
+        .unwrap();
+    runner
+        .start(
+            "ramp",
+            plan(&prom, &[(10.0, 60_000), (100.0, 0)], ""),
+            "ci",
+            "",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        authority
+            .override_of("ramp")
+            .unwrap()
+            .default_variant
+            .as_deref(),
+        Some("canary")
+    );
+    fake.set("ok", "0.5");
+    wait_phase(&runner, "ramp", &[Phase::RolledBack]).await;
+    assert_eq!(authority.override_of("ramp"), Some(before));
+    runner.stop().await;
+}
+
+#[tokio::test]
+async fn a_rollout_whose_flag_left_the_file_can_be_aborted() {
+    let (fake, prom) = Fake::start().await;
+    fake.set("ok", "0.99");
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with(FLAGS);
+    let (authority, runner) = open_over(dir.path(), store.clone());
+    let p = plan(&prom, &[(10.0, 60_000), (100.0, 0)], "");
+    runner.start("ramp", p.clone(), "ci", "").await.unwrap();
+    load(&store, FLAGS_WITHOUT_RAMP);
+    let aborted = runner.abort("ramp", "ops", "flag removed").await.unwrap();
+    assert_eq!(aborted.phase, Phase::Aborted);
+    assert_eq!(authority.override_of("ramp"), None);
+    load(&store, FLAGS);
+    runner.start("ramp", p.clone(), "ci", "").await.unwrap();
+    runner.stop().await;
+    drop((authority, runner));
+
+    // Across a restart: the daemon comes back without the flag.
+    let (authority, runner) = open_over(dir.path(), store_with(FLAGS_WITHOUT_RAMP));
+    let aborted = runner.abort("ramp", "ops", "").await.unwrap();
+    assert_eq!(aborted.phase, Phase::Aborted);
+    assert_eq!(authority.override_of("ramp"), None);
+    load(authority.store(), FLAGS);
+    let again = runner.start("ramp", p, "ci", "").await.unwrap();
+    assert_eq!(again.phase, Phase::Running);
+    runner.stop().await;
+}
+
+/// A server that accepts connections and never answers.
+async fn silent() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn abort_answers_while_a_gate_check_or_the_sources_keep_it_waiting() {
+    let hang = silent().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (authority, runner) = open(dir.path());
+    let p: Plan = rollout::plan::parse(
+        format!(
+            "variant: canary\nbaseline: stable\ninterval: 50ms\nsteps: [{{weight: 10, hold: 1h}}, {{weight: 100}}]\ngates:\n  - {{name: slow, webhook: '{hang}/hook', timeout: 1h}}\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    runner.start("ramp", p.clone(), "ci", "").await.unwrap();
+    // Let the first check start (and hang).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = tokio::time::Instant::now();
+    let aborted = tokio::time::timeout(Duration::from_secs(20), runner.abort("ramp", "ops", ""))
+        .await
+        .expect("the abort was answered")
+        .unwrap();
+    assert_eq!(aborted.phase, Phase::Aborted);
+    assert!(asked.elapsed() < Duration::from_secs(20));
+    assert_eq!(authority.override_of("ramp"), None);
+
+    // A restarted daemon whose second source never loads: the rollout waits, and answers.
+    runner.start("ramp", p, "ci", "").await.unwrap();
+    runner.stop().await;
+    drop((authority, runner));
+    let store = Store::new(vec!["mem".into(), "never".into()], LoadOptions::default());
+    load(&store, FLAGS);
+    let (authority, runner) = open_over(dir.path(), store);
+    let err = runner.promote("ramp", "ops", "").await.unwrap_err();
+    assert!(matches!(err, RolloutError::NotReady(_)), "{err}");
+    let aborted = tokio::time::timeout(Duration::from_secs(20), runner.abort("ramp", "ops", ""))
+        .await
+        .expect("the abort was answered")
+        .unwrap();
+    assert_eq!(aborted.phase, Phase::Aborted);
+    assert_eq!(authority.override_of("ramp"), None);
+    runner.stop().await;
+}
+
+#[tokio::test]
+async fn a_third_variant_keeps_its_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let (authority, runner) = open_over(dir.path(), store_with(THIRD));
+    // Between canary and stable, its users would move at every step: refused, nothing changes.
+    let err = runner
+        .start("between", ungated(&[(10.0, 60_000), (100.0, 0)]), "ci", "")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("variant 'other' (weight 10) sits between"),
+        "{err}"
+    );
+    assert_eq!(authority.override_of("between"), None);
+
+    // Beside them, its users stay exactly where they are, step after step.
+    let users: Vec<String> = (0..3000).map(|i| format!("user-{i}")).collect();
+    let other: Vec<bool> = users
+        .iter()
+        .map(|u| served_variant(authority.store(), "beside", u) == "other")
+        .collect();
+    assert!(other.iter().any(|o| *o));
+    let steps = [(10.0, 60_000), (35.0, 60_000), (80.0, 60_000), (100.0, 0)];
+    runner
+        .start("beside", ungated(&steps), "ci", "")
+        .await
+        .unwrap();
+    for step in 1..=steps.len() {
+        let status = runner.status("beside").unwrap();
+        assert_eq!((status.step, status.weight), (step, steps[step - 1].0));
+        for (u, was) in users.iter().zip(&other) {
+            let now = served_variant(authority.store(), "beside", u) == "other";
+            assert_eq!(now, *was, "{u} at step {step}");
+        }
+        if step < steps.len() {
+            runner.promote("beside", "ci", "").await.unwrap();
+        }
+    }
+    runner.stop().await;
+}
+
+#[tokio::test]
+async fn a_two_point_pool_steps_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (authority, runner) = open_over(dir.path(), store_with(THIRD));
+    let steps = [1.0, 10.0, 25.0, 50.0, 100.0];
+    let plan = ungated(&steps.map(|w| (w, 60_000)));
+    runner.start("pool2", plan, "ci", "").await.unwrap();
+    for (i, want) in steps.iter().enumerate() {
+        let status = runner.status("pool2").unwrap();
+        let w = |name: &str| status.weights[name].as_f64().unwrap();
+        assert_eq!(status.step, i + 1);
+        // The canary has exactly the plan's share of the 2 % that canary and stable share.
+        assert_eq!(w("canary") * 100.0 / (w("canary") + w("stable")), *want);
+        assert_eq!(status.weight, *want);
+        // And the holdout keeps its 98 %.
+        assert_eq!(
+            w("holdout") * 100.0 / (w("holdout") + w("canary") + w("stable")),
+            98.0
+        );
+        if i + 1 < steps.len() {
+            runner.promote("pool2", "ci", "").await.unwrap();
+        }
+    }
+    let served = authority.override_of("pool2").unwrap().weights.unwrap();
+    assert_eq!(served.iter().map(|(_, w)| *w).sum::<u32>(), 5000);
+    runner.stop().await;
+}
+
+#[tokio::test]
+async fn gate_failure_counts_survive_a_restart() {
+    let (fake, prom) = Fake::start().await;
+    fake.set("ok", "0.5");
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = plan(&prom, &[(10.0, 600_000), (100.0, 0)], "failureLimit: 2");
+    p.interval = Duration::from_millis(400);
+    {
+        let (_authority, runner) = open(dir.path());
+        runner.start("ramp", p, "ci", "").await.unwrap();
+        for _ in 0..400 {
+            if runner.status("ramp").unwrap().gates[0].failures >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        runner.stop().await;
+    }
+    let (authority, runner) = open(dir.path());
+    let status = runner.status("ramp").unwrap();
+    assert_eq!(
+        (status.phase, status.gates[0].failures),
+        (Phase::Running, 2),
+        "{status:?}"
+    );
+    let done = wait_phase(&runner, "ramp", &[Phase::RolledBack]).await;
+    assert!(
+        done.reason
+            .as_deref()
+            .unwrap()
+            .contains("(3 failed checks, limit 2)"),
+        "{:?}",
+        done.reason
+    );
+    assert_eq!(authority.override_of("ramp"), None);
+    runner.stop().await;
 }

@@ -138,6 +138,58 @@ struct Published {
     overrides: BTreeMap<String, OverridePatch>,
 }
 
+/// What a rollout record does to the flag's override.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RolloutChange {
+    /// Nothing.
+    Keep,
+    /// Sets the split's weights (merged into the override as [`Authority::set_override`] does,
+    /// and validated: refused if they do not apply).
+    Weights(Vec<(String, u32)>),
+    /// Puts back exactly this override (`None`: no override), without validating it against
+    /// the flag as it is now.
+    Restore(Option<OverridePatch>),
+    /// Puts back the split's weights (merged into the override) if they still apply to the
+    /// flag; otherwise leaves the override as it is. For rollouts recorded without their
+    /// earlier override.
+    RestoreWeights(Vec<(String, u32)>),
+}
+
+/// A flag as a rollout starts from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutBasis {
+    /// The served flag's `fractional` split, if its targeting has a single one.
+    pub split: Option<Vec<SplitEntry>>,
+    /// The flag's override, if it has one.
+    pub current: Option<OverridePatch>,
+}
+
+/// What [`Authority::start_rollout`] journals.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutStart {
+    /// The start record.
+    pub event: Value,
+    /// The split's weights at the first step.
+    pub weights: Vec<(String, u32)>,
+    /// The revision's reason.
+    pub reason: String,
+}
+
+fn weights_only(weights: &[(String, u32)]) -> OverridePatch {
+    OverridePatch {
+        weights: Some(weights.to_vec()),
+        ..OverridePatch::default()
+    }
+}
+
+fn merged_weights(current: Option<&OverridePatch>, weights: Vec<(String, u32)>) -> OverridePatch {
+    let patch = OverridePatch {
+        weights: Some(weights),
+        ..OverridePatch::default()
+    };
+    current.map_or_else(|| patch.clone(), |c| c.merged(&patch))
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     /// Every revision, in order; `log[i].revision == i + 1`.
@@ -420,32 +472,74 @@ impl Authority {
         )
     }
 
-    /// Records a rollout's state change for flag `flag`; with `patch`, the flag's override is
-    /// changed (merged as [`Authority::set_override`] does) in the same revision.
+    /// The flag an unqualified evaluation of `flag` serves (the highest-priority source's,
+    /// with the override layered on it): its `fractional` split, if it has a single one, and its
+    /// override.
+    pub fn rollout_basis(&self, flag: &str) -> Result<RolloutBasis, AuthorityError> {
+        let inner = self.lock();
+        self.basis(&inner, flag)
+    }
+
+    fn basis(&self, inner: &Inner, flag: &str) -> Result<RolloutBasis, AuthorityError> {
+        let snapshot = self.store.snapshot_full();
+        let served = snapshot
+            .get(flag, &Selector::All)
+            .ok_or_else(|| AuthorityError::UnknownFlag(flag.to_owned()))?;
+        let empty = Map::new();
+        let evaluators = snapshot
+            .document(served.priority as usize)
+            .map_or(&empty, |d| d.evaluators());
+        Ok(RolloutBasis {
+            split: served.flag.fractional_split(evaluators).ok(),
+            current: inner.overrides.get(flag).cloned(),
+        })
+    }
+
+    /// Starts a rollout of flag `flag` in one step under the authority's lock: `build` is given
+    /// the flag as served now ([`RolloutBasis`]) and returns the start record, the split's first
+    /// weights and the reason; they are journaled (the weights merged into the flag's override
+    /// and validated) before anything else can change the flag. Returns the revision and what
+    /// `build` handed back with the record.
+    pub fn start_rollout<T, E>(
+        &self,
+        flag: &str,
+        actor: &str,
+        build: impl FnOnce(RolloutBasis) -> Result<(RolloutStart, T), E>,
+    ) -> Result<(RevisionInfo, T), E>
+    where
+        E: From<AuthorityError>,
+    {
+        let mut inner = self.lock();
+        let basis = self.basis(&inner, flag)?;
+        let (start, out) = build(basis)?;
+        let changes = self.rollout_changes(&inner, flag, RolloutChange::Weights(start.weights))?;
+        let info = self.commit(
+            &mut inner,
+            RevisionKind::Rollout,
+            Some(flag),
+            changes,
+            None,
+            Some(start.event),
+            actor,
+            &start.reason,
+        )?;
+        Ok((info, out))
+    }
+
+    /// Records a rollout's state change for flag `flag`, changing the flag's override in the
+    /// same revision as `change` says. Only [`RolloutChange::Weights`] is validated against the
+    /// flag; putting back an earlier override is always recorded, even for a flag or variant
+    /// that is gone.
     pub fn append_rollout(
         &self,
         flag: &str,
         event: Value,
-        patch: Option<OverridePatch>,
+        change: RolloutChange,
         actor: &str,
         reason: &str,
     ) -> Result<RevisionInfo, AuthorityError> {
         let mut inner = self.lock();
-        let mut changes = Vec::new();
-        if let Some(patch) = patch.filter(|p| !p.is_empty()) {
-            let before = inner.overrides.get(flag).cloned();
-            let after = before
-                .as_ref()
-                .map_or_else(|| patch.clone(), |b| b.merged(&patch));
-            self.store.validate_override(flag, &after)?;
-            if before.as_ref() != Some(&after) {
-                changes.push(OverrideChange {
-                    flag: flag.to_owned(),
-                    before,
-                    after: Some(after),
-                });
-            }
-        }
+        let changes = self.rollout_changes(&inner, flag, change)?;
         self.commit(
             &mut inner,
             RevisionKind::Rollout,
@@ -456,6 +550,43 @@ impl Authority {
             actor,
             reason,
         )
+    }
+
+    fn rollout_changes(
+        &self,
+        inner: &Inner,
+        flag: &str,
+        change: RolloutChange,
+    ) -> Result<Vec<OverrideChange>, AuthorityError> {
+        let before = inner.overrides.get(flag).cloned();
+        let after = match change {
+            RolloutChange::Keep => return Ok(Vec::new()),
+            // Only the weights are validated: another field of the override that a file edit
+            // made stale is kept (and stays reported), as for any other change.
+            RolloutChange::Weights(weights) => {
+                self.store
+                    .validate_override(flag, &weights_only(&weights))?;
+                Some(merged_weights(before.as_ref(), weights))
+            }
+            RolloutChange::Restore(prior) => prior,
+            RolloutChange::RestoreWeights(weights) => {
+                let check = self.store.validate_override(flag, &weights_only(&weights));
+                let after = merged_weights(before.as_ref(), weights);
+                if let Err(e) = check {
+                    tracing::warn!(flag, error = %e, "a rollout's earlier split no longer applies; the override is left as it is");
+                    return Ok(Vec::new());
+                }
+                Some(after)
+            }
+        };
+        if after == before {
+            return Ok(Vec::new());
+        }
+        Ok(vec![OverrideChange {
+            flag: flag.to_owned(),
+            before,
+            after,
+        }])
     }
 
     /// Journals a revision, then applies it.

@@ -7,18 +7,21 @@
 //! | `GET /v1/rollouts/{flag}` | one flag's latest rollout |
 //! | `POST /v1/rollouts/{flag}/start` | start a rollout: `{"plan": {...}, "reason"?, "actor"?}` (the plan may also be YAML text) |
 //! | `POST /v1/rollouts/{flag}/pause` | pause it (`{"reason"?, "actor"?}`) |
-//! | `POST /v1/rollouts/{flag}/resume` | resume it |
+//! | `POST /v1/rollouts/{flag}/resume` | resume it (a split changed by hand is kept) |
 //! | `POST /v1/rollouts/{flag}/promote` | skip the rest of the current hold |
-//! | `POST /v1/rollouts/{flag}/abort` | roll back now |
+//! | `POST /v1/rollouts/{flag}/abort` | end it now, putting back the override from before |
 //!
-//! Successful answers are the rollout's status, with its last revision as `ETag`.
+//! Every verb takes a JSON object body (`{}` at least) sent with `Content-Type:
+//! application/json`; anything else is refused (`415 unsupported_media_type`, `400
+//! bad_request`), so a browser form cannot drive a rollout. Successful answers are the
+//! rollout's status, with its last revision as `ETag`.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -46,6 +49,16 @@ impl RolloutApiError {
             message: message.into(),
         }
     }
+
+    fn not_json() -> Self {
+        RolloutApiError {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code: "unsupported_media_type",
+            message:
+                "send a JSON object body (`{}` at least) with `Content-Type: application/json`"
+                    .into(),
+        }
+    }
 }
 
 impl From<RolloutError> for RolloutApiError {
@@ -60,6 +73,8 @@ impl From<RolloutError> for RolloutApiError {
             RolloutError::Active { .. } => (StatusCode::CONFLICT, "rollout_active"),
             RolloutError::NoRollout(_) => (StatusCode::NOT_FOUND, "no_rollout"),
             RolloutError::Finished { .. } => (StatusCode::CONFLICT, "rollout_finished"),
+            RolloutError::Unresumable { .. } => (StatusCode::CONFLICT, "rollout_unresumable"),
+            RolloutError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             RolloutError::Authority(AuthorityError::Invalid(_)) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_override")
             }
@@ -134,17 +149,26 @@ fn field(obj: &serde_json::Map<String, Value>, name: &str) -> Result<String, Rol
     }
 }
 
-fn body_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, RolloutApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(serde_json::Map::new());
+/// The request's body: a JSON object sent as `application/json` (`{}` at least).
+fn body_object(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<serde_json::Map<String, Value>, RolloutApiError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(RolloutApiError::not_json());
     }
     match serde_json::from_slice(body) {
         Ok(Value::Object(obj)) => Ok(obj),
         Ok(_) => Err(RolloutApiError::bad_request(
-            "the body must be a JSON object",
+            "the body must be a JSON object (`{}` at least)",
         )),
         Err(e) => Err(RolloutApiError::bad_request(format!(
-            "invalid JSON body: {e}"
+            "invalid JSON body (`{{}}` at least): {e}"
         ))),
     }
 }
@@ -163,9 +187,10 @@ fn note(obj: &serde_json::Map<String, Value>) -> Result<Note, RolloutApiError> {
 async fn start(
     State(runner): State<Arc<RolloutRunner>>,
     Path(flag): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, RolloutApiError> {
-    let obj = body_object(&body)?;
+    let obj = body_object(&headers, &body)?;
     let note = note(&obj)?;
     let plan: Plan = match obj.get("plan") {
         Some(Value::String(text)) => plan::parse(text.as_bytes()).map_err(RolloutError::from)?,
@@ -187,9 +212,10 @@ macro_rules! verb {
         async fn $name(
             State(runner): State<Arc<RolloutRunner>>,
             Path(flag): Path<String>,
+            headers: HeaderMap,
             body: Bytes,
         ) -> Result<Response, RolloutApiError> {
-            let note = note(&body_object(&body)?)?;
+            let note = note(&body_object(&headers, &body)?)?;
             let status = runner.$name(&flag, &note.actor, &note.reason).await?;
             Ok(answer(&status))
         }
@@ -200,3 +226,41 @@ verb!(pause);
 verb!(resume);
 verb!(promote);
 verb!(abort);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(content_type: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(ct) = content_type {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn verbs_take_a_json_object_sent_as_json() {
+        let json = headers(Some("application/json; charset=utf-8"));
+        assert!(body_object(&json, b"{}").unwrap().is_empty());
+        let obj = body_object(&json, br#"{"reason": "r"}"#).unwrap();
+        assert_eq!(note(&obj).unwrap().reason, "r");
+        assert_eq!(note(&obj).unwrap().actor, DEFAULT_ACTOR);
+        for (h, body, code) in [
+            (headers(None), &b"{}"[..], "unsupported_media_type"),
+            (headers(Some("text/plain")), b"{}", "unsupported_media_type"),
+            (
+                headers(Some("application/x-www-form-urlencoded")),
+                b"a=b",
+                "unsupported_media_type",
+            ),
+            (json.clone(), b"", "bad_request"),
+            (json.clone(), b"[]", "bad_request"),
+            (json.clone(), b"not json", "bad_request"),
+        ] {
+            assert_eq!(body_object(&h, body).unwrap_err().code, code);
+        }
+        let bad = body_object(&json, br#"{"reason": 1}"#).unwrap();
+        assert_eq!(note(&bad).unwrap_err().code, "bad_request");
+    }
+}

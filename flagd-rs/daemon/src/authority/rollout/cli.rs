@@ -1,6 +1,7 @@
 //! The `flagd-rs rollout` client: `start FLAG --plan FILE`, `status [FLAG]`, `pause`, `resume`,
 //! `promote` and `abort FLAG`, each one request to the admin API (same connection options as the
-//! other admin commands). They print a one-line summary (or the server's JSON with
+//! other admin commands); every verb sends a JSON object body as `application/json`, as the API
+//! requires. They print a one-line summary (or the server's JSON with
 //! `--output json`) and exit non-zero when the request fails. `status --wait` polls until the
 //! rollout stops running and exits zero only if it completed.
 

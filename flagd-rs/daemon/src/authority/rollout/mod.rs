@@ -1,17 +1,20 @@
 //! Progressive rollouts: a plan moves a flag's `fractional` split step by step towards a variant,
 //! checking gates during every hold, and rolls back (or pauses) when a gate fails.
 //!
-//! A rollout lives entirely in the authority's journal: its start record holds the plan and the
-//! split as it was before, and every later change (a step, a pause, a resume, the end) is one
+//! A rollout lives entirely in the authority's journal: its start record holds the plan, the
+//! flag's whole override as it was before (possibly none) and the split it starts from, and
+//! every later change (a step, a pause, a resume, the gates' failure counters, the end) is one
 //! more rollout revision, the split changes included in the same revision. [`replay`] folds those
 //! records back into each flag's rollout, so a daemon that restarts (even after `kill -9`)
 //! resumes a rollout where the journal says it was, with the hold time left as of the last
-//! record. Gate counters are not journaled; they start over after a restart.
+//! record and the gates' failure counts it had. An abort or rollback puts back exactly the
+//! override the flag had before the rollout, and is recorded even when the flag or its variants
+//! are gone.
 //!
-//! Module map: [`plan`] parses and validates plans, [`gates`] checks Prometheus and webhook
-//! gates, [`runner`] drives rollouts (one task per active rollout), [`api`] serves the verbs
-//! under `/v1/rollouts`, [`cli`] is the `flagd-rs rollout` client, [`metrics`] exports phases,
-//! weights and gate results.
+//! Module map: [`plan`] parses and validates plans, [`split`] turns step percentages into split
+//! weights, [`gates`] checks Prometheus and webhook gates, [`runner`] drives rollouts (one task
+//! per active rollout), [`api`] serves the verbs under `/v1/rollouts`, [`cli`] is the
+//! `flagd-rs rollout` client, [`metrics`] exports phases, weights and gate results.
 
 pub mod api;
 pub mod cli;
@@ -19,11 +22,12 @@ pub mod gates;
 pub mod metrics;
 pub mod plan;
 pub mod runner;
+pub mod split;
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use flagd_evaluator::SplitEntry;
+use flagd_evaluator::OverridePatch;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -32,8 +36,9 @@ pub use gates::{GateContext, GateEvaluator, GateOutcome, HttpGates, Verdict};
 pub use metrics::RolloutCollector;
 pub use plan::{CheckedPlan, OnFailure, Plan, PlanError, Step};
 pub use runner::{GateStatus, RolloutError, RolloutRunner, RolloutStatus};
+pub use split::{Layout, Weights, share};
 
-use super::AuthorityError;
+use super::{AuthorityError, RolloutChange};
 
 /// Where a rollout is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,8 +84,42 @@ impl Phase {
     }
 }
 
+/// The flag's override before a rollout started (`None`: it had none).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prior {
+    /// The override, if the flag had one.
+    #[serde(rename = "override", default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<OverridePatch>,
+}
+
+/// A split a human accepted (by resuming or promoting a rollout after the split was changed
+/// outside it): the steps that follow start from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rebase {
+    /// The split as served when it was accepted, in entry order.
+    pub base: Weights,
+    /// How the remaining steps are laid over it.
+    pub layout: Layout,
+}
+
+/// A gate's counters that outlive a restart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GateCounters {
+    /// Failed checks counted against the gate's failure limit.
+    #[serde(default)]
+    pub failures: u32,
+    /// Inconclusive checks in a row (as recorded: never fewer than there were).
+    #[serde(default)]
+    pub inconclusive: u32,
+}
+
 /// A rollout journal record (the `event` of a rollout revision). Every record but the start
 /// names its rollout by the revision that started it.
+///
+/// Fields added after the first version are optional, so records written before them still
+/// replay.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
@@ -88,12 +127,22 @@ pub enum Event {
     #[serde(rename_all = "camelCase")]
     Start {
         /// The plan.
-        plan: Plan,
+        plan: Box<Plan>,
         /// The split's weights before the rollout, in split order.
-        before: Vec<(String, u32)>,
+        before: Weights,
+        /// The flag's whole override before the rollout, put back when it ends other than by
+        /// completing (absent in records that predate it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prior: Option<Prior>,
+        /// How the steps are laid over the split.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        layout: Option<Layout>,
+        /// The weights set by the first step.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        weights: Weights,
         /// The step applied (1).
         step: usize,
-        /// Its weight in percent.
+        /// Its weight in percent, as the plan says.
         weight: f64,
         /// Wall-clock time of the record, in Unix milliseconds.
         at_ms: u64,
@@ -107,8 +156,14 @@ pub enum Event {
         rollout: u64,
         /// The step applied (1-based).
         step: usize,
-        /// Its weight in percent.
+        /// Its weight in percent, as the plan says.
         weight: f64,
+        /// The weights set.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        weights: Weights,
+        /// A split changed by hand that a human accepted with this step.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rebase: Option<Rebase>,
         /// Record time, Unix milliseconds.
         at_ms: u64,
         /// The step's hold.
@@ -138,6 +193,17 @@ pub enum Event {
         at_ms: u64,
         /// Hold time left.
         remaining_ms: u64,
+        /// A split changed by hand that the human accepted by resuming.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rebase: Option<Rebase>,
+    },
+    /// The gates' failure counters changed (recorded so that a restart does not reset them).
+    #[serde(rename_all = "camelCase")]
+    Gates {
+        /// The rollout.
+        rollout: u64,
+        /// Every gate's counters, by gate name.
+        counters: BTreeMap<String, GateCounters>,
     },
     /// The last hold passed.
     #[serde(rename_all = "camelCase")]
@@ -147,7 +213,7 @@ pub enum Event {
         /// Record time, Unix milliseconds.
         at_ms: u64,
     },
-    /// A gate failed; the split was put back as it was before the rollout.
+    /// A gate failed; the flag's override was put back as it was before the rollout.
     #[serde(rename_all = "camelCase")]
     Rollback {
         /// The rollout.
@@ -160,7 +226,7 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         gate: Option<String>,
     },
-    /// Aborted by hand; the split was put back.
+    /// Aborted by hand; the flag's override was put back as it was before the rollout.
     #[serde(rename_all = "camelCase")]
     Abort {
         /// The rollout.
@@ -180,6 +246,7 @@ impl Event {
             Event::Step { rollout, .. }
             | Event::Pause { rollout, .. }
             | Event::Resume { rollout, .. }
+            | Event::Gates { rollout, .. }
             | Event::Complete { rollout, .. }
             | Event::Rollback { rollout, .. }
             | Event::Abort { rollout, .. } => Some(*rollout),
@@ -198,7 +265,18 @@ pub struct RolloutState {
     /// The plan.
     pub plan: Plan,
     /// The split before the rollout, in split order.
-    pub before: Vec<(String, u32)>,
+    pub before: Weights,
+    /// The flag's override before the rollout (`None` only for records that predate it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prior: Option<Prior>,
+    /// The split the steps are computed from: `before`, or a split changed by hand that a human
+    /// accepted.
+    pub base: Weights,
+    /// How the steps are laid over `base` (`None` for old records: computed when resumed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layout: Option<Layout>,
+    /// The weights the rollout set last (the split as served, unless changed outside it).
+    pub weights: Weights,
     /// The current step (1-based).
     pub step: usize,
     /// The phase.
@@ -213,6 +291,8 @@ pub struct RolloutState {
     /// Why it paused or ended.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The gates' recorded counters, by gate name.
+    pub counters: BTreeMap<String, GateCounters>,
     /// The last revision recorded for it.
     pub revision: u64,
 }
@@ -223,6 +303,9 @@ impl RolloutState {
         let Event::Start {
             plan,
             before,
+            prior,
+            layout,
+            weights,
             step,
             at_ms,
             hold_ms,
@@ -231,19 +314,28 @@ impl RolloutState {
         else {
             return None;
         };
-        Some(RolloutState {
+        let mut state = RolloutState {
             id: revision,
             flag: flag.to_owned(),
-            plan: plan.clone(),
+            plan: (**plan).clone(),
             before: before.clone(),
+            prior: prior.clone(),
+            base: before.clone(),
+            layout: *layout,
+            weights: weights.clone(),
             step: *step,
             phase: Phase::Running,
             hold_ms: *hold_ms,
             at_ms: *at_ms,
             started_ms: *at_ms,
             reason: None,
+            counters: BTreeMap::new(),
             revision,
-        })
+        };
+        if state.weights.is_empty() {
+            state.weights = state.computed_weights(state.plan_weight());
+        }
+        Some(state)
     }
 
     /// Applies a later record of this rollout.
@@ -253,15 +345,30 @@ impl RolloutState {
             Event::Start { .. } => {}
             Event::Step {
                 step,
+                weight,
+                weights,
+                rebase,
                 at_ms,
                 hold_ms,
                 ..
             } => {
+                if let Some(r) = rebase {
+                    self.rebase(r);
+                }
                 self.step = *step;
+                self.weights = if weights.is_empty() {
+                    self.computed_weights(*weight)
+                } else {
+                    weights.clone()
+                };
                 self.at_ms = *at_ms;
                 self.hold_ms = *hold_ms;
                 self.phase = Phase::Running;
                 self.reason = None;
+                // A new step starts counting inconclusive answers over.
+                for c in self.counters.values_mut() {
+                    c.inconclusive = 0;
+                }
             }
             Event::Pause {
                 at_ms,
@@ -277,32 +384,44 @@ impl RolloutState {
             Event::Resume {
                 at_ms,
                 remaining_ms,
+                rebase,
                 ..
             } => {
+                if let Some(r) = rebase {
+                    self.rebase(r);
+                    self.weights = r.base.clone();
+                }
                 self.phase = Phase::Running;
                 self.at_ms = *at_ms;
                 self.hold_ms = *remaining_ms;
                 self.reason = None;
+                // A human resuming starts every gate's counters over.
+                self.counters.clear();
             }
+            Event::Gates { counters, .. } => self.counters = counters.clone(),
             Event::Complete { at_ms, .. } => {
                 self.phase = Phase::Completed;
                 self.at_ms = *at_ms;
                 self.hold_ms = 0;
                 self.reason = None;
             }
-            Event::Rollback { at_ms, reason, .. } => {
-                self.phase = Phase::RolledBack;
-                self.at_ms = *at_ms;
-                self.hold_ms = 0;
-                self.reason = Some(reason.clone());
-            }
-            Event::Abort { at_ms, reason, .. } => {
-                self.phase = Phase::Aborted;
+            Event::Rollback { at_ms, reason, .. } | Event::Abort { at_ms, reason, .. } => {
+                self.phase = if matches!(event, Event::Abort { .. }) {
+                    Phase::Aborted
+                } else {
+                    Phase::RolledBack
+                };
+                self.weights = self.before.clone();
                 self.at_ms = *at_ms;
                 self.hold_ms = 0;
                 self.reason = Some(reason.clone());
             }
         }
+    }
+
+    fn rebase(&mut self, r: &Rebase) {
+        self.base = r.base.clone();
+        self.layout = Some(r.layout);
     }
 
     /// Hold time left at wall-clock time `now_ms` (while paused: what is left when resumed).
@@ -316,17 +435,59 @@ impl RolloutState {
         }
     }
 
-    /// The current step's weight in percent (0 once rolled back or aborted).
+    /// The current step's weight as the plan gives it.
+    pub fn plan_weight(&self) -> f64 {
+        self.step
+            .checked_sub(1)
+            .and_then(|i| self.plan.steps.get(i))
+            .map_or(0.0, |s| s.weight)
+    }
+
+    /// The variant's share in percent of the pool as served: of the weights the rollout set
+    /// (the split from before once it was rolled back or aborted).
     pub fn weight(&self) -> f64 {
-        match self.phase {
-            Phase::RolledBack | Phase::Aborted => {
-                share(&self.before, &self.plan.variant, &self.plan.baseline)
-            }
-            _ => self
-                .step
-                .checked_sub(1)
-                .and_then(|i| self.plan.steps.get(i))
-                .map_or(0.0, |s| s.weight),
+        share(&self.weights, &self.plan.variant, &self.plan.baseline)
+    }
+
+    /// The layout of the steps over `base`: the recorded one, or (for old records) computed.
+    pub fn layout_or_compute(&self) -> Result<Layout, RolloutError> {
+        if let Some(l) = self.layout {
+            return Ok(l);
+        }
+        let checked = self.plan.check(&self.flag)?;
+        let steps: Vec<f64> = self.plan.steps.iter().map(|s| s.weight).collect();
+        split::layout(
+            &self.flag,
+            &self.base,
+            &self.plan.variant,
+            &self.plan.baseline,
+            &steps,
+            checked.scale,
+        )
+    }
+
+    /// The weights of a step of `percent`, computed from `base`, or `base` itself when the steps
+    /// cannot be laid over it.
+    pub fn computed_weights(&self, percent: f64) -> Weights {
+        match self.layout_or_compute() {
+            Ok(layout) => split::weights_at(
+                &self.base,
+                &self.plan.variant,
+                &self.plan.baseline,
+                layout,
+                percent,
+            ),
+            Err(_) => self.base.clone(),
+        }
+    }
+
+    /// What ending this rollout other than by completing does to the flag's override: put back
+    /// exactly the override from before (old records, which lack it, put back the split's
+    /// weights if they still apply).
+    pub fn restore_change(&self) -> RolloutChange {
+        match &self.prior {
+            Some(prior) => RolloutChange::Restore(prior.patch.clone()),
+            None => RolloutChange::RestoreWeights(self.before.clone()),
         }
     }
 }
@@ -370,109 +531,6 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The variant's share, in percent, of the traffic it and its baseline get under `weights`.
-pub fn share(weights: &[(String, u32)], variant: &str, baseline: &str) -> f64 {
-    let of = |name: &str| {
-        weights
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, w)| f64::from(*w))
-            .sum::<f64>()
-    };
-    let (v, b) = (of(variant), of(baseline));
-    if v + b <= 0.0 {
-        0.0
-    } else {
-        v * 100.0 / (v + b)
-    }
-}
-
-/// The split's weights before a rollout, checked for `plan`: every entry must have a literal
-/// weight, and the variant and its baseline must be in the split.
-pub fn split_weights(
-    flag: &str,
-    split: &[SplitEntry],
-    plan: &Plan,
-) -> Result<Vec<(String, u32)>, RolloutError> {
-    let no_split = |detail: String| RolloutError::NoSplit {
-        flag: flag.to_owned(),
-        detail,
-    };
-    let mut out = Vec::with_capacity(split.len());
-    for entry in split {
-        let weight = entry
-            .weight
-            .and_then(|w| u32::try_from(w).ok())
-            .ok_or_else(|| {
-                no_split(format!(
-                    "the weight of variant '{}' is not a literal number",
-                    entry.variant
-                ))
-            })?;
-        out.push((entry.variant.clone(), weight));
-    }
-    for name in [&plan.variant, &plan.baseline] {
-        if !out.iter().any(|(n, _)| n == name) {
-            return Err(no_split(format!("the split has no variant '{name}'")));
-        }
-    }
-    Ok(out)
-}
-
-/// The split's weights at `percent` for the rolled-out variant: every other variant of the split
-/// keeps its weight from before the rollout, and the variant and its baseline share the rest.
-/// When no other variant has users, the two share `scale` (100, or 10000 for steps with
-/// decimals) so that every percentage is exact.
-pub fn step_weights(
-    before: &[(String, u32)],
-    variant: &str,
-    baseline: &str,
-    scale: u32,
-    percent: f64,
-) -> Vec<(String, u32)> {
-    let others_have_users = before
-        .iter()
-        .any(|(n, w)| n != variant && n != baseline && *w > 0);
-    let pool: u64 = if others_have_users {
-        before
-            .iter()
-            .filter(|(n, _)| n == variant || n == baseline)
-            .map(|(_, w)| u64::from(*w))
-            .sum()
-    } else {
-        u64::from(scale)
-    };
-    let pct = percent.clamp(0.0, 100.0);
-    // Rounded to the pool's granularity; `pool` fits in u32, so the product fits in f64 exactly.
-    let canary_f = (pool as f64 * pct / 100.0).round();
-    let canary = u32::try_from(canary_f as u64)
-        .unwrap_or(u32::MAX)
-        .min(u32::try_from(pool).unwrap_or(u32::MAX));
-    let rest = u32::try_from(pool)
-        .unwrap_or(u32::MAX)
-        .saturating_sub(canary);
-    let mut seen_variant = false;
-    let mut seen_baseline = false;
-    before
-        .iter()
-        .map(|(name, weight)| {
-            // A variant listed twice keeps its later entries at 0, as a patch does.
-            let w = if name == variant && !seen_variant {
-                seen_variant = true;
-                canary
-            } else if name == baseline && !seen_baseline {
-                seen_baseline = true;
-                rest
-            } else if name == variant || name == baseline || !others_have_users {
-                0
-            } else {
-                *weight
-            };
-            (name.clone(), w)
-        })
-        .collect()
-}
-
 impl From<AuthorityError> for RolloutError {
     fn from(e: AuthorityError) -> Self {
         match e {
@@ -486,68 +544,62 @@ impl From<AuthorityError> for RolloutError {
 mod tests {
     use super::*;
 
-    fn w(list: &[(&str, u32)]) -> Vec<(String, u32)> {
+    fn w(list: &[(&str, u32)]) -> Weights {
         list.iter().map(|(n, w)| ((*n).to_owned(), *w)).collect()
-    }
-
-    #[test]
-    fn step_weights_share_the_pool() {
-        let before = w(&[("stable", 100), ("canary", 0)]);
-        assert_eq!(
-            step_weights(&before, "canary", "stable", 100, 25.0),
-            w(&[("stable", 75), ("canary", 25)])
-        );
-        assert_eq!(
-            step_weights(&before, "canary", "stable", 10_000, 0.5),
-            w(&[("stable", 9950), ("canary", 50)])
-        );
-        // Another variant with users keeps them; the two share what they had.
-        let three = w(&[("a", 10), ("stable", 80), ("canary", 0), ("c", 10)]);
-        assert_eq!(
-            step_weights(&three, "canary", "stable", 100, 50.0),
-            w(&[("a", 10), ("stable", 40), ("canary", 40), ("c", 10)])
-        );
-        // Without other users, a 1/1 split becomes a percentage split.
-        let small = w(&[("canary", 1), ("stable", 1), ("z", 0)]);
-        assert_eq!(
-            step_weights(&small, "canary", "stable", 100, 5.0),
-            w(&[("canary", 5), ("stable", 95), ("z", 0)])
-        );
-        assert_eq!(
-            share(&w(&[("stable", 95), ("canary", 5)]), "canary", "stable"),
-            5.0
-        );
-        assert_eq!(share(&w(&[("a", 0)]), "canary", "stable"), 0.0);
     }
 
     #[test]
     fn replay_folds_the_latest_rollout() {
         let plan: Plan = plan::parse(b"variant: canary\nbaseline: stable\nsteps: [{weight: 1, hold: 10s}, {weight: 50, hold: 10s}]\n").unwrap();
         let start = Event::Start {
-            plan: plan.clone(),
+            plan: Box::new(plan.clone()),
             before: w(&[("stable", 100), ("canary", 0)]),
+            prior: Some(Prior::default()),
+            layout: Some(Layout {
+                multiplier: 1,
+                pool: 100,
+            }),
+            weights: w(&[("stable", 99), ("canary", 1)]),
             step: 1,
             weight: 1.0,
             at_ms: 1000,
             hold_ms: 10_000,
         };
         let v = |e: &Event| serde_json::to_value(e).unwrap();
+        let mut counters = BTreeMap::new();
+        counters.insert(
+            "ok".to_owned(),
+            GateCounters {
+                failures: 2,
+                inconclusive: 1,
+            },
+        );
         let records = vec![
             (3, "f".to_owned(), v(&start)),
             (
                 4,
                 "f".to_owned(),
+                v(&Event::Gates {
+                    rollout: 3,
+                    counters: counters.clone(),
+                }),
+            ),
+            (
+                5,
+                "f".to_owned(),
                 v(&Event::Step {
                     rollout: 3,
                     step: 2,
                     weight: 50.0,
+                    weights: w(&[("stable", 50), ("canary", 50)]),
+                    rebase: None,
                     at_ms: 11_000,
                     hold_ms: 10_000,
                     promoted: false,
                 }),
             ),
             (
-                5,
+                6,
                 "f".to_owned(),
                 v(&Event::Pause {
                     rollout: 3,
@@ -558,27 +610,60 @@ mod tests {
             ),
             // A stray record of another rollout and garbage are skipped.
             (
-                6,
+                7,
                 "f".to_owned(),
                 v(&Event::Complete {
                     rollout: 1,
                     at_ms: 0,
                 }),
             ),
-            (7, "f".to_owned(), serde_json::json!({"type": "unheard_of"})),
-            (8, "g".to_owned(), v(&start)),
+            (8, "f".to_owned(), serde_json::json!({"type": "unheard_of"})),
+            (9, "g".to_owned(), v(&start)),
         ];
         let states = replay(&records);
         let f = &states["f"];
         assert_eq!(
             (f.id, f.step, f.phase, f.revision),
-            (3, 2, Phase::Paused, 5)
+            (3, 2, Phase::Paused, 6)
         );
         assert_eq!(f.remaining_ms(99_999), 6000);
         assert_eq!(f.weight(), 50.0);
+        // The step kept the failures and started the inconclusive count over.
+        assert_eq!(
+            f.counters["ok"],
+            GateCounters {
+                failures: 2,
+                inconclusive: 0
+            }
+        );
+        assert_eq!(f.restore_change(), RolloutChange::Restore(None));
         let g = &states["g"];
-        assert_eq!((g.id, g.step, g.phase), (8, 1, Phase::Running));
+        assert_eq!((g.id, g.step, g.phase), (9, 1, Phase::Running));
         assert_eq!(g.remaining_ms(4000), 7000);
         assert_eq!(g.remaining_ms(50_000), 0);
+    }
+
+    #[test]
+    fn records_from_before_the_prior_override_still_replay() {
+        // A start record as first written: weights and override absent.
+        let old = serde_json::json!({
+            "type": "start",
+            "plan": {"variant": "canary", "baseline": "stable", "steps": [{"weight": 10}, {"weight": 100}]},
+            "before": [["stable", 100], ["canary", 0]],
+            "step": 1, "weight": 10.0, "atMs": 5, "holdMs": 0
+        });
+        let step = serde_json::json!({"type": "step", "rollout": 1, "step": 2, "weight": 100.0,
+            "atMs": 6, "holdMs": 0});
+        let abort = serde_json::json!({"type": "abort", "rollout": 1, "atMs": 7, "reason": "x"});
+        let states = replay(&[(1, "f".into(), old), (2, "f".into(), step)]);
+        let f = &states["f"];
+        assert_eq!(f.weights, w(&[("stable", 0), ("canary", 100)]));
+        assert_eq!(
+            f.restore_change(),
+            RolloutChange::RestoreWeights(w(&[("stable", 100), ("canary", 0)]))
+        );
+        let mut f = f.clone();
+        f.apply(3, &serde_json::from_value(abort).unwrap());
+        assert_eq!((f.phase, f.weight()), (Phase::Aborted, 0.0));
     }
 }

@@ -21,19 +21,24 @@
 //!     webhook: http://127.0.0.1:9000/check
 //! ```
 //!
-//! Weights are percentages of the traffic the variant and its baseline share. They may only grow
-//! from one step to the next, so a ramp only ever adds users to the rolled-out variant (the
-//! split keeps its variant order, so the users it already has stay).
+//! Weights are percentages of the traffic the variant and its baseline share (the *pool*); every
+//! other variant of the split keeps exactly its users. They may only grow from one step to the
+//! next, so a ramp only ever adds users to the rolled-out variant. Each step is served exactly
+//! (or, for a split whose total leaves no room, within 0.1 point); a split that cannot carry the
+//! plan is refused when the rollout starts (see [`super::split`]).
 //!
 //! How a plan runs:
 //! - During each hold every gate is checked every `interval`, and once more when the hold ends.
 //!   A step moves on only after a check in which every gate passed; a hold whose last check did
 //!   not pass goes on, checking, until one does or a limit is reached.
-//! - A gate's failed checks are counted over the rollout (and start over when a human resumes
-//!   it); one more than its `failureLimit` rolls the split back to where it was before the
-//!   rollout, or pauses, as `onFailure` says.
+//! - A gate's failed checks are counted over the rollout, restarts of the daemon included (the
+//!   counts are journaled), and start over when a human resumes it; one more than its
+//!   `failureLimit` rolls back (the flag's override goes back to exactly what it was before the
+//!   rollout, none if it had none), or pauses, as `onFailure` says.
 //! - More inconclusive answers in a row than `inconclusiveLimit` (no data, a query error, a
 //!   webhook that does not answer) pause the rollout for a human.
+//! - A plan makes at most 20 gate checks a second (its gates divided by its interval), and its
+//!   interval is at least 50 ms.
 //! - In queries and webhook URLs, `{{flag}}`, `{{variant}}` and `{{baseline}}` are replaced.
 
 use std::fmt;
@@ -45,8 +50,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// The gate interval when the plan gives none.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 
-/// The shortest accepted gate interval; shorter ones would flood Prometheus.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+/// The shortest accepted gate interval.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The most gate checks a plan may make per second (its gates divided by its interval), so that
+/// one plan cannot flood Prometheus or a webhook: 20 gates need an interval of at least 1 s.
+pub const MAX_CHECKS_PER_SECOND: u32 = 20;
 
 /// How long one gate check may take when the gate gives no timeout.
 pub const DEFAULT_GATE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -401,6 +410,21 @@ impl Plan {
                 "a plan may have at most {MAX_GATES} gates"
             )));
         }
+        // gates / interval <= MAX_CHECKS_PER_SECOND, in whole milliseconds.
+        let per_second_ms = self.gates.len() as u128 * 1000;
+        if per_second_ms > u128::from(MAX_CHECKS_PER_SECOND) * self.interval.as_millis() {
+            let needed = Duration::from_millis(
+                u64::try_from(per_second_ms.div_ceil(u128::from(MAX_CHECKS_PER_SECOND)))
+                    .unwrap_or(u64::MAX),
+            );
+            return Err(invalid(format!(
+                "{} gates every {} would make more than {MAX_CHECKS_PER_SECOND} checks a second; \
+                 use an interval of at least {}",
+                self.gates.len(),
+                humantime::format_duration(self.interval),
+                humantime::format_duration(needed)
+            )));
+        }
         let mut gates: Vec<Gate> = Vec::with_capacity(self.gates.len());
         for spec in &self.gates {
             let gate = self.check_gate(spec, flag)?;
@@ -603,6 +627,18 @@ gates:
         refuse(&|p| p.gates[1].name = "success".into(), "two gates");
         refuse(&|p| p.prometheus = None, "no Prometheus URL");
         refuse(&|p| p.interval = Duration::ZERO, "interval");
+        refuse(
+            &|p| p.interval = Duration::from_millis(40),
+            "between 50ms and a year",
+        );
+        // Two gates may be checked every 100 ms, not every 99 ms.
+        refuse(
+            &|p| p.interval = Duration::from_millis(99),
+            "more than 20 checks a second; use an interval of at least 100ms",
+        );
+        let mut p = base.clone();
+        p.interval = Duration::from_millis(100);
+        assert!(p.check("ramp").is_ok());
         refuse(&|p| p.gates[1].webhook = Some("ftp://x".into()), "http(s)");
         let mut p = base.clone();
         p.steps[0].weight = 0.5;
