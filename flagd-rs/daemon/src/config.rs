@@ -46,6 +46,10 @@ pub enum Command {
     /// daemon's admin API.
     #[command(subcommand)]
     Rollout(crate::authority::rollout::cli::RolloutCommand),
+    /// The override journal in a state directory (check, recover, compact), while no daemon
+    /// uses it.
+    #[command(subcommand)]
+    Journal(crate::authority::journal::cli::JournalCommand),
 }
 
 /// Log output options.
@@ -192,6 +196,10 @@ pub struct StartArgs {
     /// Directory of the override journal (created on the first change).
     #[arg(long, env = "FLAGD_STATE_DIR", default_value = ".flagd-rs-state")]
     pub state_dir: PathBuf,
+    /// Compact the override journal once the revisions after its last snapshot take this many
+    /// bytes (0: only `flagd-rs journal compact` compacts it).
+    #[arg(long, env = "FLAGD_JOURNAL_COMPACT_BYTES", default_value_t = crate::authority::journal::DEFAULT_COMPACT_BYTES)]
+    pub journal_compact_bytes: u64,
     /// How flag documents are loaded.
     #[command(flatten)]
     pub load: LoadArgs,
@@ -281,6 +289,8 @@ pub struct Config {
     pub admin_token_file: Option<PathBuf>,
     /// Directory of the override journal.
     pub state_dir: PathBuf,
+    /// Journal size after its snapshot at which it is compacted (0: never by itself).
+    pub journal_compact_bytes: u64,
 }
 
 impl Default for Config {
@@ -305,6 +315,7 @@ impl Default for Config {
             admin_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             admin_token_file: None,
             state_dir: PathBuf::from(".flagd-rs-state"),
+            journal_compact_bytes: crate::authority::journal::DEFAULT_COMPACT_BYTES,
         }
     }
 }
@@ -414,6 +425,7 @@ impl TryFrom<StartArgs> for Config {
             admin_address: args.admin_address,
             admin_token_file: non_empty(args.admin_token_file),
             state_dir: args.state_dir,
+            journal_compact_bytes: args.journal_compact_bytes,
             ..Config::default()
         })
     }

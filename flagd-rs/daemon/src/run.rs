@@ -183,7 +183,10 @@ pub async fn run(
     tracing::info!(sources = ?uris, "starting flagd-rs {}", env!("CARGO_PKG_VERSION"));
     let store = Store::new(uris, config.load);
     // Overrides are replayed before any source loads, so no flag is ever served without them.
-    let authority = Authority::open(&config.state_dir, store.clone())?;
+    let journal = crate::authority::FileOptions {
+        compact_bytes: config.journal_compact_bytes,
+    };
+    let authority = Authority::open_with(&config.state_dir, store.clone(), journal)?;
     let admin_token = config
         .admin_token_file
         .as_deref()
@@ -381,6 +384,9 @@ pub async fn run(
         source_tasks.iter().for_each(tokio::task::JoinHandle::abort);
     }
     rollouts.stop().await;
+    // Nothing writes any more: release the state directory even if a stray task still holds
+    // the authority.
+    authority.close();
     store_task.abort();
     tracing::info!("stopped");
 
