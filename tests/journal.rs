@@ -67,11 +67,19 @@ fn synthetic(revision: u64) -> RevisionInfo {
         }
         1 => (
             "bg",
-            default_variant(if revision % 2 == 0 { "green" } else { "blue" }),
+            default_variant(if revision.is_multiple_of(2) {
+                "green"
+            } else {
+                "blue"
+            }),
         ),
         _ => (
             "toggle",
-            default_variant(if revision % 2 == 0 { "off" } else { "on" }),
+            default_variant(if revision.is_multiple_of(2) {
+                "off"
+            } else {
+                "on"
+            }),
         ),
     };
     RevisionInfo {
@@ -322,7 +330,11 @@ fn damage_in_the_middle_stops_the_start_until_an_operator_recovers() {
     for name in &names {
         assert!(stderr.contains(name), "{name}: {stderr}");
     }
-    assert_eq!(std::fs::read(&path).unwrap(), damaged, "nothing was changed");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        damaged,
+        "nothing was changed"
+    );
 
     // `journal check` reports it and fails.
     let out = journal_command(&["check", "--list"], &state);
@@ -431,7 +443,10 @@ fn kill_9_during_compaction_loses_and_duplicates_no_revision() {
             all.iter().map(|r| r.revision).eq(1..=HEAD),
             "round {round}: every revision exactly once"
         );
-        assert!(all.iter().all(|r| *r == synthetic(r.revision)), "round {round}");
+        assert!(
+            all.iter().all(|r| *r == synthetic(r.revision)),
+            "round {round}"
+        );
         if round + 1 == ROUNDS {
             assert_eq!(replay.base(), HEAD, "an uninterrupted compaction completes");
         }
@@ -462,7 +477,10 @@ fn compaction_keeps_history_restores_and_active_rollouts() {
     let store = store();
     let authority = Authority::open_with(dir.path(), store.clone(), options).unwrap();
     let weights = |canary: u32| OverridePatch {
-        weights: Some(vec![("stable".into(), 100 - canary), ("canary".into(), canary)]),
+        weights: Some(vec![
+            ("stable".into(), 100 - canary),
+            ("canary".into(), canary),
+        ]),
         ..OverridePatch::default()
     };
     // A rollout that starts early and is still running at the end.
@@ -510,7 +528,9 @@ fn compaction_keeps_history_restores_and_active_rollouts() {
     let archive = dir.path().join("archive");
     let segments = std::fs::read_dir(&archive).unwrap().count();
     assert!(segments >= 2, "the journal compacted by itself: {segments}");
-    let live = std::fs::metadata(dir.path().join(JOURNAL_FILE)).unwrap().len();
+    let live = std::fs::metadata(dir.path().join(JOURNAL_FILE))
+        .unwrap()
+        .len();
     assert!(live < 2 * 4096, "the live journal stays bounded: {live}");
 
     // The whole history reads back, archived revisions included.
@@ -521,10 +541,19 @@ fn compaction_keeps_history_restores_and_active_rollouts() {
     let rollout_records: Vec<(u64, String, Value)> = all
         .iter()
         .filter(|r| r.kind == RevisionKind::Rollout)
-        .map(|r| (r.revision, r.flag.clone().unwrap(), r.event.clone().unwrap()))
+        .map(|r| {
+            (
+                r.revision,
+                r.flag.clone().unwrap(),
+                r.event.clone().unwrap(),
+            )
+        })
         .collect();
     let expected_rollouts = rollout::replay(&rollout_records);
-    assert_eq!(rollout::replay(&authority.rollout_records()), expected_rollouts);
+    assert_eq!(
+        rollout::replay(&authority.rollout_records()),
+        expected_rollouts
+    );
     assert_eq!(
         expected_rollouts["ramp"].phase,
         rollout::Phase::Running,
@@ -550,8 +579,17 @@ fn compaction_keeps_history_restores_and_active_rollouts() {
     let authority = Authority::open_with(dir.path(), store, options).unwrap();
     assert_eq!(authority.head(), head);
     assert_eq!(authority.overrides(), overrides);
-    assert_eq!(rollout::replay(&authority.rollout_records()), expected_rollouts);
-    assert!(authority.revisions(None).iter().map(|r| r.revision).eq(1..=head));
+    assert_eq!(
+        rollout::replay(&authority.rollout_records()),
+        expected_rollouts
+    );
+    assert!(
+        authority
+            .revisions(None)
+            .iter()
+            .map(|r| r.revision)
+            .eq(1..=head)
+    );
 }
 
 #[tokio::test]
@@ -655,7 +693,12 @@ async fn revision_history_is_paginated_across_the_archive() {
         out.lines().count(),
         (1..=HEAD).filter(|r| r % 3 == 2).count()
     );
-    assert!(out.lines().next().unwrap().contains("revision 2 set toggle"));
+    assert!(
+        out.lines()
+            .next()
+            .unwrap()
+            .contains("revision 2 set toggle")
+    );
 
     // Restoring an archived revision.
     let response = http
@@ -686,7 +729,11 @@ async fn revision_history_is_paginated_across_the_archive() {
     };
     let expected = synthetic_overrides(10);
     for (flag, patch) in &restored {
-        assert_eq!(expected.get(flag).map(sorted), Some(sorted(patch)), "{flag}");
+        assert_eq!(
+            expected.get(flag).map(sorted),
+            Some(sorted(patch)),
+            "{flag}"
+        );
     }
     daemon.stop().await.unwrap();
 }

@@ -322,9 +322,8 @@ pub async fn run(command: &AdminCommand) -> anyhow::Result<String> {
 /// `history`: every revision (of one flag), oldest first, read a page at a time.
 async fn history(client: &ClientArgs, args: &HistoryArgs) -> anyhow::Result<String> {
     let mut revisions = Vec::new();
-    let mut head = Value::Null;
     let mut after = 0u64;
-    loop {
+    let head = loop {
         let mut query = vec![
             ("after", after.to_string()),
             ("limit", HISTORY_PAGE.to_string()),
@@ -339,15 +338,14 @@ async fn history(client: &ClientArgs, args: &HistoryArgs) -> anyhow::Result<Stri
             body: None,
         };
         let mut answer = request(client, call).await?;
-        head = answer.get("head").cloned().unwrap_or(Value::Null);
         if let Some(Value::Array(page)) = answer.get_mut("revisions").map(Value::take) {
             revisions.extend(page);
         }
         match answer.pointer("/next/after").and_then(Value::as_u64) {
             Some(next) if next > after => after = next,
-            _ => break,
+            _ => break answer.get("head").cloned().unwrap_or(Value::Null),
         }
-    }
+    };
     let answer = json!({"head": head, "revisions": revisions});
     Ok(match client.output {
         Output::Json => format!("{}\n", serde_json::to_string_pretty(&answer)?),

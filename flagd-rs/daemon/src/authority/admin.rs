@@ -415,9 +415,7 @@ async fn list_revisions(
     };
     let cursor = match (query.before, query.after) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(
-                "give `before` or `after`, not both",
-            ));
+            return Err(ApiError::bad_request("give `before` or `after`, not both"));
         }
         (Some(before), None) => Cursor::Before(before),
         (None, Some(after)) => Cursor::After(after),

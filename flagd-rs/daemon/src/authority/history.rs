@@ -99,7 +99,10 @@ impl Authority {
                 })
             }
             Cursor::After(after) => {
-                for segment in segments.iter().filter(|s| s.last > after && s.first <= base) {
+                for segment in segments
+                    .iter()
+                    .filter(|s| s.last > after && s.first <= base)
+                {
                     if found.len() >= want {
                         break;
                     }
@@ -144,7 +147,10 @@ impl Authority {
                 Err(e) => {
                     tracing::warn!(error = %e, "part of the revision history cannot be read");
                     let inner = self.lock();
-                    let live = inner.log.iter().filter(|r| flag.is_none_or(|k| r.touches(k)));
+                    let live = inner
+                        .log
+                        .iter()
+                        .filter(|r| flag.is_none_or(|k| r.touches(k)));
                     return live.cloned().collect();
                 }
             }

@@ -31,11 +31,11 @@ use crate::selector::Selector;
 use crate::store::{OverrideError, Overrides, Store};
 
 pub use history::{Cursor, Page};
+use journal::apply_changes;
 pub use journal::{
     FileJournal, FileOptions, Journal, JournalError, OverrideChange, Recovery, Replay,
     RevisionInfo, RevisionKind, Segment, Snapshot,
 };
-use journal::apply_changes;
 
 /// Why the authority refused a change.
 #[derive(Debug, thiserror::Error)]

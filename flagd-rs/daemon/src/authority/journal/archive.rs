@@ -284,7 +284,10 @@ mod tests {
     #[test]
     fn segment_names_round_trip_and_sort() {
         let s = Segment { first: 3, last: 41 };
-        assert_eq!(s.file_name(), "journal-00000000000000000003-00000000000000000041.log");
+        assert_eq!(
+            s.file_name(),
+            "journal-00000000000000000003-00000000000000000041.log"
+        );
         assert_eq!(Segment::parse(&s.file_name()), Some(s));
         for bad in [
             "journal-3-1.log",

@@ -169,7 +169,11 @@ pub fn run(command: &JournalCommand) -> anyhow::Result<(String, bool)> {
 pub fn check_text(report: &CheckReport, list: bool) -> String {
     let mut out = String::new();
     if !report.exists {
-        let _ = writeln!(out, "{}: no journal (no revision yet)", report.path.display());
+        let _ = writeln!(
+            out,
+            "{}: no journal (no revision yet)",
+            report.path.display()
+        );
     } else {
         let _ = write!(out, "{}: {} bytes", report.path.display(), report.bytes);
         if let Some(s) = &report.snapshot {
@@ -266,7 +270,10 @@ pub fn check_text(report: &CheckReport, list: bool) -> String {
                 "DAMAGED at byte {offset}: revision {revision} cannot be read ({detail})"
             );
             if let Some((at, next)) = resume {
-                let _ = write!(out, "; intact records follow at byte {at} (revision {next})");
+                let _ = write!(
+                    out,
+                    "; intact records follow at byte {at} (revision {next})"
+                );
             }
             let _ = writeln!(
                 out,

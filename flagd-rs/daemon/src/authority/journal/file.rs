@@ -23,8 +23,7 @@ use super::archive::{self, COMPACT_TEMP, Segment};
 use super::lock::StateLock;
 use super::record::{self, Problem, Scan};
 use super::{
-    Damage, JOURNAL_FILE, Journal, JournalError, Recovery, Replay, RevisionInfo, Snapshot,
-    durable,
+    Damage, JOURNAL_FILE, Journal, JournalError, Recovery, Replay, RevisionInfo, Snapshot, durable,
 };
 
 /// The default size of the records after the snapshot at which the journal is compacted.
@@ -132,7 +131,8 @@ impl FileJournal {
                 let tail = bytes
                     .get(usize::try_from(offset).unwrap_or(usize::MAX)..)
                     .unwrap_or_default();
-                let saved = durable::save_aside(dir, &format!("{JOURNAL_FILE}.corrupt-{offset}"), tail)?;
+                let saved =
+                    durable::save_aside(dir, &format!("{JOURNAL_FILE}.corrupt-{offset}"), tail)?;
                 if let Some(file) = &file {
                     file.set_len(offset)?;
                     file.sync_all()?;
@@ -300,8 +300,7 @@ impl FileJournal {
 /// journal (whose archive ends at `archived`) is its snapshot, fsynced before it took the
 /// journal's name, so if it is bad the file was damaged, not torn.
 pub(super) fn settle(scan: &mut Scan, archived: Option<u64>) {
-    if let (Some(Problem::Torn { offset: 0, detail }), Some(archived)) = (&scan.problem, archived)
-    {
+    if let (Some(Problem::Torn { offset: 0, detail }), Some(archived)) = (&scan.problem, archived) {
         scan.problem = Some(Problem::Damaged {
             offset: 0,
             revision: archived,
@@ -431,9 +430,9 @@ impl Journal for FileJournal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::authority::journal::record::tests::{journal, record};
-    use crate::authority::journal::record::HEADER_BYTES;
     use crate::authority::journal::lock::LOCK_FILE;
+    use crate::authority::journal::record::HEADER_BYTES;
+    use crate::authority::journal::record::tests::{journal, record};
     use flagd_evaluator::OverridePatch;
 
     fn files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
@@ -470,8 +469,14 @@ mod tests {
         let (j, replay, recovery) = FileJournal::open(&state_dir).unwrap();
         assert_eq!(replay, Replay::default());
         assert_eq!(recovery, Recovery::default());
-        assert!(state_dir.join(LOCK_FILE).exists(), "the lock is taken at open");
-        assert!(!j.path().exists(), "the journal is created by the first write");
+        assert!(
+            state_dir.join(LOCK_FILE).exists(),
+            "the lock is taken at open"
+        );
+        assert!(
+            !j.path().exists(),
+            "the journal is created by the first write"
+        );
         assert_eq!(j.append_if_head(0, &record(1)).unwrap(), 1);
         assert_eq!(j.append_if_head(1, &record(2)).unwrap(), 2);
         assert!(matches!(
@@ -513,14 +518,16 @@ mod tests {
             std::fs::write(dir.path().join(JOURNAL_FILE), torn).unwrap();
             let (j, replay, recovery) = FileJournal::open(dir.path()).unwrap();
             assert_eq!(replay.head(), 2, "round {round}");
-            assert!(recovery.problem.unwrap().contains(&format!("byte {}", starts[2])));
+            assert!(
+                recovery
+                    .problem
+                    .unwrap()
+                    .contains(&format!("byte {}", starts[2]))
+            );
             let path = recovery.saved_to.unwrap();
             assert_eq!(std::fs::read(&path).unwrap(), &torn[starts[2]..]);
             assert_eq!(recovery.dropped_bytes, (torn.len() - starts[2]) as u64);
-            assert_eq!(
-                std::fs::metadata(j.path()).unwrap().len(),
-                starts[2] as u64
-            );
+            assert_eq!(std::fs::metadata(j.path()).unwrap().len(), starts[2] as u64);
             // Writing continues after the last intact record.
             j.append_if_head(2, &record(3)).unwrap();
             drop(j);
@@ -603,7 +610,11 @@ mod tests {
             [Segment { first: 1, last: 5 }, Segment { first: 6, last: 8 }]
         );
         let seg = j.read_segment(&Segment { first: 6, last: 8 }).unwrap();
-        assert_eq!(seg.base(), 5, "a segment starts from the snapshot it followed");
+        assert_eq!(
+            seg.base(),
+            5,
+            "a segment starts from the snapshot it followed"
+        );
         assert_eq!(seg.records, all[5..8]);
         drop(j);
 
@@ -624,9 +635,10 @@ mod tests {
         assert_eq!(j.read_from(1).unwrap(), expected);
         // The live journal holds the snapshot and revision 9 only.
         let live = std::fs::metadata(j.path()).unwrap().len();
-        let archived = std::fs::metadata(archive::path_of(dir.path(), &Segment { first: 1, last: 5 }))
-            .unwrap()
-            .len();
+        let archived =
+            std::fs::metadata(archive::path_of(dir.path(), &Segment { first: 1, last: 5 }))
+                .unwrap()
+                .len();
         assert!(live < archived, "{live} < {archived}");
     }
 
@@ -720,7 +732,10 @@ mod tests {
         drop(j);
         std::fs::remove_file(dir.path().join(JOURNAL_FILE)).unwrap();
         let err = FileJournal::open(dir.path()).unwrap_err();
-        assert!(err.to_string().contains("reuse those revision numbers"), "{err}");
+        assert!(
+            err.to_string().contains("reuse those revision numbers"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -249,9 +249,7 @@ pub struct CompactReport {
 /// Compacts the journal in state directory `dir`: its revisions go into the archive, and the
 /// live journal becomes one snapshot record. Fails while a daemon holds the directory.
 pub fn compact(dir: &Path) -> anyhow::Result<CompactReport> {
-    let options = FileOptions {
-        compact_bytes: 0,
-    };
+    let options = FileOptions { compact_bytes: 0 };
     let (journal, replay, recovery) = FileJournal::open_with(dir, options)?;
     let size = || std::fs::metadata(journal.path()).map_or(0, |m| m.len());
     let before = size();
@@ -297,7 +295,10 @@ mod tests {
 
         // Cutting above the intact revisions or below zero is refused.
         assert!(recover(dir.path(), 3).is_err());
-        assert!(compact(dir.path()).is_err(), "a damaged journal is not compacted");
+        assert!(
+            compact(dir.path()).is_err(),
+            "a damaged journal is not compacted"
+        );
         let done = recover(dir.path(), 2).unwrap();
         assert_eq!(done.cut_at, starts[2] as u64);
         let saved = done.saved_to.unwrap();
@@ -309,7 +310,10 @@ mod tests {
         let again = recover(dir.path(), 1).unwrap();
         assert_ne!(again.saved_to.as_ref(), Some(&saved));
         assert_eq!(std::fs::read(&saved).unwrap(), &bytes[starts[2]..]);
-        assert!(recover(dir.path(), 1).unwrap().saved_to.is_none(), "nothing to cut");
+        assert!(
+            recover(dir.path(), 1).unwrap().saved_to.is_none(),
+            "nothing to cut"
+        );
 
         let compacted = compact(dir.path()).unwrap();
         assert_eq!(compacted.segment, Some(Segment { first: 1, last: 1 }));

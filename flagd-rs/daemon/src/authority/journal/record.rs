@@ -395,7 +395,11 @@ pub(crate) mod tests {
             ("checksum", flipped, 2),
             ("garbage", garbage, 2),
             ("zeros", [whole.clone(), vec![0; 16]].concat(), 3),
-            ("one record's header only", whole[..HEADER_BYTES].to_vec(), 0),
+            (
+                "one record's header only",
+                whole[..HEADER_BYTES].to_vec(),
+                0,
+            ),
         ];
         for (name, bytes, head) in cases {
             let scan = scan(&bytes);
@@ -467,7 +471,10 @@ pub(crate) mod tests {
             encode_record(&record(1)).unwrap(),
         ]
         .concat();
-        assert!(matches!(scan(&again).problem, Some(Problem::Damaged { .. })));
+        assert!(matches!(
+            scan(&again).problem,
+            Some(Problem::Damaged { .. })
+        ));
         let late_snapshot = [
             encode_record(&record(1)).unwrap(),
             encode_snapshot(&Snapshot {
