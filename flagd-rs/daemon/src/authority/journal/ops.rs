@@ -178,6 +178,7 @@ pub struct RecoverReport {
 /// bytes are durable before the journal is cut, so a crash in between leaves them in both
 /// places, never in neither. Fails while a daemon holds the directory.
 pub fn recover(dir: &Path, keep: u64) -> anyhow::Result<RecoverReport> {
+    existing(dir)?;
     let _lock = StateLock::acquire(dir)?;
     let path = dir.join(JOURNAL_FILE);
     let (file, bytes) = file::read_live(&path)?;
@@ -224,6 +225,14 @@ pub fn recover(dir: &Path, keep: u64) -> anyhow::Result<RecoverReport> {
     })
 }
 
+/// A tool that changes a state directory never creates one (a mistyped path is an error).
+fn existing(dir: &Path) -> anyhow::Result<()> {
+    if !dir.is_dir() {
+        bail!("there is no state directory at {}", dir.display());
+    }
+    Ok(())
+}
+
 fn cut(file: &File, len: u64) -> std::io::Result<()> {
     file.set_len(len)?;
     file.sync_all()
@@ -249,6 +258,7 @@ pub struct CompactReport {
 /// Compacts the journal in state directory `dir`: its revisions go into the archive, and the
 /// live journal becomes one snapshot record. Fails while a daemon holds the directory.
 pub fn compact(dir: &Path) -> anyhow::Result<CompactReport> {
+    existing(dir)?;
     let options = FileOptions { compact_bytes: 0 };
     let (journal, replay, recovery) = FileJournal::open_with(dir, options)?;
     let size = || std::fs::metadata(journal.path()).map_or(0, |m| m.len());
@@ -337,5 +347,8 @@ mod tests {
             assert!(err.to_string().contains(&pid), "{err}");
         }
         assert!(check(dir.path()).is_ok(), "checking only reads");
+        let missing = dir.path().join("missing");
+        assert!(compact(&missing).is_err() && recover(&missing, 0).is_err());
+        assert!(!missing.exists(), "no directory is created");
     }
 }
