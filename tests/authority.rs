@@ -291,7 +291,9 @@ fn journal_replays_after_restart() {
             .collect::<Vec<_>>(),
         ["r1", "r2", "started", "r3"]
     );
-    // Overrides replayed before the flags load apply once they do.
+    // Overrides replayed before the flags load apply once they do. One authority at a time
+    // owns a state directory.
+    drop(authority);
     let empty = Store::new(vec!["mem".into()], LoadOptions::default());
     let late = Authority::open(dir.path(), empty.clone()).unwrap();
     assert_eq!(late.head(), 4);
@@ -466,7 +468,7 @@ fn restore_reproduces_the_served_flags() {
     assert_ne!(flag_configuration(&store.snapshot(), &Selector::All), at_2);
 
     authority.restore(2, "oncall", "roll back").unwrap();
-    let info = authority.revision(authority.head()).unwrap();
+    let info = authority.revision(authority.head()).unwrap().unwrap();
     assert_eq!((info.kind, info.restored), (RevisionKind::Restore, Some(2)));
     assert_eq!(flag_configuration(&store.snapshot(), &Selector::All), at_2);
     assert_eq!(info.changes.len(), 3);

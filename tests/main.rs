@@ -7,6 +7,7 @@ mod conformance;
 mod eval_connect;
 mod eval_grpc;
 mod evaluator_testbed;
+mod journal;
 mod management;
 mod ofrep;
 mod overrides;

@@ -4,7 +4,8 @@
 //! `disable FLAG`, `clear FLAG`, `overrides`, `history [FLAG]` and `restore REVISION` each make
 //! one request to the admin API (`--admin-url`), authenticated with the token from
 //! `--admin-token-file` or `FLAGD_ADMIN_TOKEN`. They print a one-line summary (or the server's
-//! JSON with `--output json`) and exit non-zero when the request fails.
+//! JSON with `--output json`) and exit non-zero when the request fails. `history` pages through
+//! the whole history (`GET /v1/revisions?after=`), oldest first.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -17,6 +18,9 @@ use serde_json::{Map, Value, json};
 
 /// The admin API's default address.
 pub const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:8017";
+
+/// Revisions `history` asks for per request (the API's largest page).
+const HISTORY_PAGE: usize = 1000;
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
@@ -288,12 +292,8 @@ pub async fn run(command: &AdminCommand) -> anyhow::Result<String> {
             query: vec![],
             body: None,
         },
-        AdminCommand::History(a) => Call {
-            method: reqwest::Method::GET,
-            path: vec!["v1".into(), "revisions".into()],
-            query: a.flag.iter().map(|f| ("flag", f.clone())).collect(),
-            body: None,
-        },
+        // Several requests, one per page.
+        AdminCommand::History(a) => return history(client, a).await,
         AdminCommand::Restore(a) => Call {
             method: reqwest::Method::POST,
             path: vec![
@@ -320,6 +320,40 @@ pub async fn run(command: &AdminCommand) -> anyhow::Result<String> {
             AdminCommand::History(_) => history_text(&answer),
             _ => format!("{}\n", revision_line(&answer)),
         },
+    })
+}
+
+/// `history`: every revision (of one flag), oldest first, read a page at a time.
+async fn history(client: &ClientArgs, args: &HistoryArgs) -> anyhow::Result<String> {
+    let mut revisions = Vec::new();
+    let mut after = 0u64;
+    let head = loop {
+        let mut query = vec![
+            ("after", after.to_string()),
+            ("limit", HISTORY_PAGE.to_string()),
+        ];
+        if let Some(flag) = &args.flag {
+            query.push(("flag", flag.clone()));
+        }
+        let call = Call {
+            method: reqwest::Method::GET,
+            path: vec!["v1".into(), "revisions".into()],
+            query,
+            body: None,
+        };
+        let mut answer = request(client, call).await?;
+        if let Some(Value::Array(page)) = answer.get_mut("revisions").map(Value::take) {
+            revisions.extend(page);
+        }
+        match answer.pointer("/next/after").and_then(Value::as_u64) {
+            Some(next) if next > after => after = next,
+            _ => break answer.get("head").cloned().unwrap_or(Value::Null),
+        }
+    };
+    let answer = json!({"head": head, "revisions": revisions});
+    Ok(match client.output {
+        Output::Json => format!("{}\n", serde_json::to_string_pretty(&answer)?),
+        Output::Text => history_text(&answer),
     })
 }
 

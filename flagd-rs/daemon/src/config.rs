@@ -46,6 +46,10 @@ pub enum Command {
     /// daemon's admin API.
     #[command(subcommand)]
     Rollout(crate::authority::rollout::cli::RolloutCommand),
+    /// The override journal in a state directory (check, recover, compact), while no daemon
+    /// uses it.
+    #[command(subcommand)]
+    Journal(crate::authority::journal::cli::JournalCommand),
 }
 
 /// Log output options.
@@ -211,6 +215,10 @@ pub struct StartArgs {
     /// else /var/lib/flagd-rs. A relative path is taken from the working directory at start.
     #[arg(long, env = "FLAGD_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Compact the override journal once the revisions after its last snapshot take this many
+    /// bytes (0: only `flagd-rs journal compact` compacts it).
+    #[arg(long, env = "FLAGD_JOURNAL_COMPACT_BYTES", default_value_t = crate::authority::journal::DEFAULT_COMPACT_BYTES)]
+    pub journal_compact_bytes: u64,
     /// How flag documents are loaded.
     #[command(flatten)]
     pub load: LoadArgs,
@@ -308,6 +316,8 @@ pub struct Config {
     pub admin_allowed_origins: Vec<String>,
     /// Directory of the override journal (absolute).
     pub state_dir: PathBuf,
+    /// Journal size after its snapshot at which it is compacted (0: never by itself).
+    pub journal_compact_bytes: u64,
 }
 
 impl Default for Config {
@@ -336,6 +346,7 @@ impl Default for Config {
             admin_allowed_hosts: Vec::new(),
             admin_allowed_origins: Vec::new(),
             state_dir: default_state_dir(),
+            journal_compact_bytes: crate::authority::journal::DEFAULT_COMPACT_BYTES,
         }
     }
 }
@@ -459,6 +470,7 @@ impl TryFrom<StartArgs> for Config {
             admin_allowed_hosts: trimmed(args.admin_allowed_host),
             admin_allowed_origins: trimmed(args.admin_allowed_origin),
             state_dir,
+            journal_compact_bytes: args.journal_compact_bytes,
             ..Config::default()
         })
     }

@@ -18,6 +18,7 @@ async fn main() -> ExitCode {
         Command::Validate(args) => validate::run(&args),
         Command::Admin(command) => flagd_rs::cli_admin::main(&command).await,
         Command::Rollout(command) => flagd_rs::authority::rollout::cli::main(&command).await,
+        Command::Journal(command) => flagd_rs::authority::journal::cli::main(&command),
         Command::Version => {
             println!("flagd-rs {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

@@ -195,7 +195,10 @@ pub async fn run(
     // The state directory is proven writable first: an override during an incident must not be
     // the first write to find out that it is not.
     crate::authority::state_dir::prepare(&config.state_dir)?;
-    let authority = Authority::open(&config.state_dir, store.clone())?;
+    let journal = crate::authority::FileOptions {
+        compact_bytes: config.journal_compact_bytes,
+    };
+    let authority = Authority::open_with(&config.state_dir, store.clone(), journal)?;
     let admin_token = config
         .admin_token_file
         .as_deref()
@@ -399,6 +402,9 @@ pub async fn run(
         source_tasks.iter().for_each(tokio::task::JoinHandle::abort);
     }
     rollouts.stop().await;
+    // Nothing writes any more: release the state directory even if a stray task still holds
+    // the authority.
+    authority.close();
     store_task.abort();
     tracing::info!("stopped");
 

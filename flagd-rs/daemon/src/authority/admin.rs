@@ -7,7 +7,7 @@
 //! | `GET /v1/flags/{key}` | one flag |
 //! | `PUT /v1/flags/{key}/override` | set or change the override (`{"state"?, "defaultVariant"?, "weights"?, "reason"?, "actor"?}`) |
 //! | `DELETE /v1/flags/{key}/override` | remove the override (`{"reason"?, "actor"?}` or `?reason=&actor=`) |
-//! | `GET /v1/revisions?flag=` | the revisions, optionally only one flag's |
+//! | `GET /v1/revisions?flag=&limit=&before=\|after=` | a page of revisions, oldest first (default: the latest 100; `next` is the cursor of the following page) |
 //! | `GET /v1/revisions/{n}` | one revision |
 //! | `POST /v1/revisions/{n}/restore` | restore the override set of revision `n` (`{"reason"?, "actor"?}`) |
 //! | `/v1/rollouts/...` | the rollout routes, nested |
@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -34,7 +35,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::guard::Guard;
-use super::{Authority, AuthorityError, RevisionInfo};
+use super::{Authority, AuthorityError, Cursor, JournalError, RevisionInfo};
 
 /// The actor recorded when a request names none.
 const DEFAULT_ACTOR: &str = "admin-api";
@@ -78,6 +79,9 @@ impl From<AuthorityError> for ApiError {
             }
             AuthorityError::UnknownRevision { head, .. } => {
                 (StatusCode::NOT_FOUND, "unknown_revision", Some(*head))
+            }
+            AuthorityError::Journal(JournalError::Missing { .. }) => {
+                (StatusCode::GONE, "revision_unavailable", None)
             }
             AuthorityError::Journal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "journal", None),
         };
@@ -419,26 +423,61 @@ async fn clear_override(
     Ok(revision_response(&info))
 }
 
+/// Revisions per page unless `limit` says otherwise.
+const DEFAULT_PAGE: usize = 100;
+
+/// The largest `limit`.
+const MAX_PAGE: usize = 1000;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RevisionQuery {
     #[serde(default)]
     flag: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    before: Option<u64>,
+    #[serde(default)]
+    after: Option<u64>,
 }
 
+/// A page of revisions, oldest first: by default the latest `limit`; with `before=N` the
+/// latest below N; with `after=N` the first above N. `next`, when present, is the query of the
+/// following page in the same direction (`{"before": N}` or `{"after": N}`).
 async fn list_revisions(
     State(authority): State<Arc<Authority>>,
-    Query(query): Query<RevisionQuery>,
+    query: Result<Query<RevisionQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let (head, revisions) = blocking(move || {
+    let Query(query) =
+        query.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
+    let limit = match query.limit {
+        None => DEFAULT_PAGE,
+        Some(n) if (1..=MAX_PAGE).contains(&n) => n,
+        Some(n) => {
+            return Err(ApiError::bad_request(format!(
+                "`limit` must be between 1 and {MAX_PAGE}, got {n}"
+            )));
+        }
+    };
+    let cursor = match (query.before, query.after) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("give `before` or `after`, not both"));
+        }
+        (Some(before), None) => Cursor::Before(before),
+        (None, Some(after)) => Cursor::After(after),
+        (None, None) => Cursor::Before(u64::MAX),
+    };
+    let page = blocking(move || {
         let flag = query.flag.as_deref().filter(|f| !f.is_empty());
-        Ok((authority.head(), authority.revisions(flag)))
+        authority.revisions_page(flag, cursor, limit)
     })
     .await?;
-    Ok(with_etag(
-        head,
-        json!({"head": head, "revisions": revisions}),
-    ))
+    let mut body = json!({"head": page.head, "revisions": page.revisions});
+    if let (Some(next), Some(obj)) = (page.next, body.as_object_mut()) {
+        obj.insert("next".into(), json!(next));
+    }
+    Ok(with_etag(page.head, body))
 }
 
 fn parse_revision(text: &str) -> Result<u64, ApiError> {
@@ -452,7 +491,7 @@ async fn get_revision(
 ) -> Result<Response, ApiError> {
     let revision = parse_revision(&revision)?;
     let (head, info) =
-        blocking(move || Ok((authority.head(), authority.revision(revision)))).await?;
+        blocking(move || Ok((authority.head(), authority.revision(revision)?))).await?;
     match info {
         Some(info) => Ok(with_etag(head, json!(info))),
         None => Err(AuthorityError::UnknownRevision { revision, head }.into()),

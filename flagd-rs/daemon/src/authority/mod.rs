@@ -4,13 +4,17 @@
 //! Every change (set or clear an override, restore an earlier revision, a rollout step) is
 //! validated against the loaded flags, appended to the journal and made durable, and only then
 //! applied to the store, whose next snapshot serves the patched flags on every protocol. At
-//! start-up the journal is replayed, so the daemon comes back with the overrides it had.
+//! start-up the journal is replayed, so the daemon comes back with the overrides it had. When
+//! the journal grows past its threshold it is compacted: the authority keeps only the revisions
+//! after the journal's snapshot in memory, and reads older ones from the archive on demand
+//! ([`history`]).
 //!
 //! The methods block on disk I/O (an fsync per change); async callers should run them with
 //! `tokio::task::spawn_blocking`.
 
 pub mod admin;
 pub mod guard;
+pub mod history;
 pub mod journal;
 pub mod rollout;
 pub mod state_dir;
@@ -29,8 +33,11 @@ use serde_json::{Map, Value};
 use crate::selector::Selector;
 use crate::store::{OverrideError, Overrides, Store};
 
+pub use history::{Cursor, Page};
+use journal::apply_changes;
 pub use journal::{
-    FileJournal, Journal, JournalError, OverrideChange, Recovery, RevisionInfo, RevisionKind,
+    FileJournal, FileOptions, Journal, JournalError, OverrideChange, Recovery, Replay,
+    RevisionInfo, RevisionKind, Segment, Snapshot,
 };
 
 /// Why the authority refused a change.
@@ -192,14 +199,29 @@ fn merged_weights(current: Option<&OverridePatch>, weights: Vec<(String, u32)>) 
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Every revision, in order; `log[i].revision == i + 1`.
+    /// The state the live revisions follow: the journal's snapshot (revision 0 without one).
+    base: Snapshot,
+    /// The revisions after `base`, in order; `log[i].revision == base.revision + i + 1`. Older
+    /// revisions are in the journal's archive.
     log: Vec<RevisionInfo>,
     overrides: BTreeMap<String, OverridePatch>,
 }
 
 impl Inner {
     fn head(&self) -> u64 {
-        self.log.last().map_or(0, |r| r.revision)
+        self.log.last().map_or(self.base.revision, |r| r.revision)
+    }
+
+    /// The override set right after `revision`, if it is `base` or a live revision.
+    fn overrides_at(&self, revision: u64) -> Option<BTreeMap<String, OverridePatch>> {
+        if revision < self.base.revision || revision > self.head() {
+            return None;
+        }
+        let mut target = self.base.overrides.clone();
+        for r in self.log.iter().take_while(|r| r.revision <= revision) {
+            apply_changes(&mut target, &r.changes);
+        }
+        Some(target)
     }
 }
 
@@ -213,34 +235,38 @@ pub struct Authority {
     published: ArcSwap<Published>,
 }
 
-/// Applies a revision's override changes to `overrides`.
-fn apply_changes(overrides: &mut BTreeMap<String, OverridePatch>, changes: &[OverrideChange]) {
-    for c in changes {
-        match &c.after {
-            Some(p) => {
-                overrides.insert(c.flag.clone(), p.clone());
-            }
-            None => {
-                overrides.remove(&c.flag);
-            }
-        }
-    }
-}
-
 fn now() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
 impl Authority {
-    /// Opens the journal in `state_dir` (created on the first change), replays it and applies
-    /// the resulting overrides to `store`.
+    /// [`Authority::open_with`] with the default journal options.
     pub fn open(state_dir: &Path, store: Arc<Store>) -> anyhow::Result<Arc<Authority>> {
-        let (journal, records, recovery) = FileJournal::open(state_dir)
+        Authority::open_with(state_dir, store, FileOptions::default())
+    }
+
+    /// Opens the journal in `state_dir` (taking the directory's lock, so no other process can
+    /// use it while this authority lives), replays it and applies the resulting overrides to
+    /// `store`. Fails when another process holds the directory or the journal is damaged.
+    pub fn open_with(
+        state_dir: &Path,
+        store: Arc<Store>,
+        options: FileOptions,
+    ) -> anyhow::Result<Arc<Authority>> {
+        let (journal, replay, recovery) = FileJournal::open_with(state_dir, options)
             .with_context(|| format!("opening the journal in {}", state_dir.display()))?;
         if let Some(problem) = &recovery.problem {
             tracing::warn!(%problem, dropped_bytes = recovery.dropped_bytes, "journal recovered");
         }
-        let authority = Authority::with_journal(Box::new(journal), records, store);
+        for done in &recovery.tidied {
+            tracing::info!("{done}");
+        }
+        let authority = Authority::with_journal(Box::new(journal), replay, store);
+        if authority.journal.compaction_due()
+            && let Err(e) = authority.compact()
+        {
+            tracing::warn!(error = %e, "could not compact the journal");
+        }
         tracing::info!(
             state_dir = %state_dir.display(),
             revision = authority.head(),
@@ -250,18 +276,20 @@ impl Authority {
         Ok(authority)
     }
 
-    /// An authority over any journal, starting from the revisions it already holds.
+    /// An authority over any journal, starting from what it already holds.
     pub fn with_journal(
         journal: Box<dyn Journal>,
-        records: Vec<RevisionInfo>,
+        replay: Replay,
         store: Arc<Store>,
     ) -> Arc<Authority> {
-        let mut overrides = BTreeMap::new();
-        for r in &records {
+        let base = replay.snapshot.unwrap_or_default();
+        let mut overrides = base.overrides.clone();
+        for r in &replay.records {
             apply_changes(&mut overrides, &r.changes);
         }
         let inner = Inner {
-            log: records,
+            base,
+            log: replay.records,
             overrides,
         };
         if !inner.overrides.is_empty() {
@@ -308,35 +336,48 @@ impl Authority {
         self.published.load().overrides.get(key).cloned()
     }
 
-    /// Every revision in order, or only those concerning `flag`.
-    pub fn revisions(&self, flag: Option<&str>) -> Vec<RevisionInfo> {
-        let inner = self.lock();
-        match flag {
-            None => inner.log.clone(),
-            Some(key) => inner
-                .log
-                .iter()
-                .filter(|r| r.touches(key))
-                .cloned()
-                .collect(),
-        }
-    }
-
-    /// One revision.
-    pub fn revision(&self, revision: u64) -> Option<RevisionInfo> {
-        let inner = self.lock();
-        let index = usize::try_from(revision.checked_sub(1)?).ok()?;
-        inner.log.get(index).cloned()
-    }
-
-    /// The rollout records, in order, as (revision, flag, event).
+    /// The rollout records a replay needs, in order, as (revision, flag, event): those the
+    /// journal's snapshot kept (each flag's latest rollout) and every later one.
     pub fn rollout_records(&self) -> Vec<(u64, String, Value)> {
-        self.lock()
+        let inner = self.lock();
+        let kept = inner
+            .base
+            .rollouts
+            .iter()
+            .map(|r| (r.revision, r.flag.clone(), r.event.clone()));
+        let live = inner
             .log
             .iter()
             .filter(|r| r.kind == RevisionKind::Rollout)
-            .filter_map(|r| Some((r.revision, r.flag.clone()?, r.event.clone()?)))
-            .collect()
+            .filter_map(|r| Some((r.revision, r.flag.clone()?, r.event.clone()?)));
+        kept.chain(live).collect()
+    }
+
+    /// Compacts the journal now: the revisions after its snapshot move into its archive and it
+    /// restarts from a snapshot at the head. Returns the archived range (`None`: nothing to
+    /// compact, or a journal that does not compact).
+    pub fn compact(&self) -> Result<Option<Segment>, AuthorityError> {
+        let mut inner = self.lock();
+        self.compact_locked(&mut inner)
+    }
+
+    fn compact_locked(&self, inner: &mut Inner) -> Result<Option<Segment>, AuthorityError> {
+        if inner.log.is_empty() {
+            return Ok(None);
+        }
+        let snapshot = inner.base.advanced(&inner.log, now());
+        let segment = self.journal.compact(&snapshot)?;
+        if segment.is_some() {
+            inner.base = snapshot;
+            inner.log = Vec::new();
+        }
+        Ok(segment)
+    }
+
+    /// Closes the journal: no change is accepted any more, and the state directory is free for
+    /// another process. Called when the daemon stops.
+    pub fn close(&self) {
+        self.journal.close();
     }
 
     /// Sets (or changes) the override of flag `key`: the fields `patch` sets replace those of
@@ -430,16 +471,29 @@ impl Authority {
         reason: &str,
         if_match: Option<u64>,
     ) -> Result<RevisionInfo, AuthorityError> {
-        let mut inner = self.lock();
+        // A revision older than the journal's snapshot is read from the archive first, without
+        // the lock (history never changes). The snapshot only moves forward, so a revision the
+        // lock finds newer than it stays in memory.
+        let mut archived = None;
+        let mut inner = loop {
+            let inner = self.lock();
+            if archived.is_some() || revision >= inner.base.revision {
+                break inner;
+            }
+            drop(inner);
+            archived = Some(self.archived_overrides(revision)?);
+        };
         check_head(&inner, if_match)?;
         let head = inner.head();
         if revision > head {
             return Err(AuthorityError::UnknownRevision { revision, head });
         }
-        let mut target = BTreeMap::new();
-        for r in inner.log.iter().take_while(|r| r.revision <= revision) {
-            apply_changes(&mut target, &r.changes);
-        }
+        let target = match archived {
+            Some(target) => target,
+            None => inner
+                .overrides_at(revision)
+                .ok_or(AuthorityError::UnknownRevision { revision, head })?,
+        };
         let mut changes = Vec::new();
         for (key, before) in &inner.overrides {
             if !target.contains_key(key) {
@@ -634,6 +688,13 @@ impl Authority {
             reason = %record.reason,
             "authority revision"
         );
+        // The revision is durable and applied; a failed compaction only leaves the journal
+        // longer, and is tried again after the next revision.
+        if self.journal.compaction_due()
+            && let Err(e) = self.compact_locked(inner)
+        {
+            tracing::warn!(error = %e, "could not compact the journal");
+        }
         Ok(record)
     }
 
