@@ -15,8 +15,9 @@
 #   ofrep       OFREP bulk evaluation of 100 flags: max req/s and p99 at half of it
 #   watchers    10,000 SyncFlags streams: memory per stream, change -> all notified
 #   memory      resident memory idle with the bundled flags and with 10,000 flags
-#   overrides   gRPC ResolveBoolean max req/s with no override and with 100 active overrides (the
-#               evaluated flags among them), alternating, LOAD_REPEAT rounds each
+#   overrides   gRPC ResolveBoolean max req/s with no override, with 100 active overrides (the
+#               evaluated flags among them), and with those and one admin write a second,
+#               alternating, LOAD_REPEAT rounds each
 #   override    override accepted -> visible on RPC, EventStream and SyncFlags (200 blue/green
 #               switches through the admin API), idle and under constant gRPC load
 #
@@ -453,6 +454,19 @@ set_overrides() {
   done <"$2"
 }
 
+# admin_writes <admin url> <seconds>: one override write a second (static-bool set ENABLED
+# again, which is what the flag says), each answered only once it is durable.
+admin_writes() {
+  local end=$((SECONDS + $2)) i=0
+  while ((SECONDS < end)); do
+    curl -sS -m 5 -o /dev/null -X PUT -H 'content-type: application/json' \
+      --data "{\"state\":\"ENABLED\",\"reason\":\"load benchmark write $i\"}" \
+      "$1/v1/flags/static-bool/override" || true
+    i=$((i + 1))
+    sleep 1
+  done
+}
+
 clear_overrides() {
   local key status
   while read -r key; do
@@ -482,6 +496,15 @@ print("\n".join(["static-bool", "ref-shared"] + bulk))' "$WORK/bulk100.json" >"$
     [[ $count -eq 100 ]] || { echo "expected 100 active overrides" >&2; exit 1; }
     h2load_max overrides-100-static daemon "$round" "$AUTH" "$WORK/grpc-static.bin" "$GRPC_BYTES_static"
     h2load_max overrides-100-targeting daemon "$round" "$AUTH" "$WORK/grpc-targeting.bin" "$GRPC_BYTES_targeting"
+    # The same with one admin write a second (each one journaled, fsynced and applied).
+    local flag writer
+    for flag in static targeting; do
+      admin_writes "$admin" $((WARMUP + DURATION + 1)) &
+      writer=$!
+      local bytes_var=GRPC_BYTES_$flag
+      h2load_max "overrides-100w-$flag" daemon "$round" "$AUTH" "$WORK/grpc-$flag.bin" "${!bytes_var}"
+      wait "$writer"
+    done
     printf '+ %s\n' "clear_overrides $admin (100 flags)" >&2
     clear_overrides "$admin" "$WORK/override-keys"
   done

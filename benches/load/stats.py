@@ -212,14 +212,17 @@ def report(path):
             f"({fmt(r['bytes_per_stream'])} B/stream); change -> all notified: p50 {fmt(r['p50_ms'], 1)} ms, "
             f"p99 {fmt(r['p99_ms'], 1)} ms, max {fmt(r['max_ms'], 1)} ms ({r['notified']} notified)"
         )
-    for flag in ("static", "targeting"):
-        none, hundred = pick(f"overrides-0-{flag}"), pick(f"overrides-100-{flag}")
+    for flag, label, base in [(f, l, b) for f in ("static", "targeting") for l, b in (
+        ("100 active overrides vs none", "overrides-100"),
+        ("100 active overrides and 1 admin write/s vs none", "overrides-100w"),
+    )]:
+        none, hundred = pick(f"overrides-0-{flag}"), pick(f"{base}-{flag}")
         if not none or not hundred:
             continue
         pairs = [a["rps"] / b["rps"] for a in hundred for b in none if a.get("run") == b.get("run") and b["rps"]]
         out.append("")
         out.append(
-            f"gRPC ResolveBoolean, {flag} flag, 100 active overrides vs none: "
+            f"gRPC ResolveBoolean, {flag} flag, {label}: "
             f"{fmt(median([r['rps'] for r in hundred]))} vs {fmt(median([r['rps'] for r in none]))} req/s, "
             f"ratio {median(pairs) * 100:.1f} % (runs {[round(p * 100, 1) for p in pairs]}), CPU µs/req "
             f"{fmt(median([r.get('cpu_us_per_req') for r in hundred]), 1)} vs "
