@@ -6,8 +6,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use crate::logic::EvalContext;
 use crate::logic::value::PlainName;
+use crate::logic::{EvalContext, EvalError, Exceeded};
 use crate::model::{Flag, FlagSet, State};
 
 /// Why a flag resolved the way it did (flagd's reason strings).
@@ -53,7 +53,8 @@ pub enum ErrorCode {
     TypeMismatch,
     /// The targeting rule could not be evaluated (unknown operator, bad arguments).
     ParseError,
-    /// Targeting returned something that names no variant.
+    /// Targeting returned something that names no variant, or its evaluation exceeded the
+    /// evaluation budget (see [`ErrorDetail`]).
     General,
 }
 
@@ -75,6 +76,23 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+/// What an error was, beyond flagd's error code, for the errors flagd-rs adds to flagd's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorDetail {
+    /// The targeting rule needed more work or memory than the evaluation budget allows
+    /// ([`crate::EvalBudget`]); the error code is [`ErrorCode::General`].
+    BudgetExceeded(Exceeded),
+}
+
+impl fmt::Display for ErrorDetail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ErrorDetail::BudgetExceeded(what) => write!(f, "evaluation budget exceeded: {what}"),
+        }
+    }
+}
+
 /// The untyped outcome of evaluating one flag. Borrows from the flag: no allocation.
 #[derive(Debug, Clone, Copy)]
 pub struct Evaluation<'a> {
@@ -89,12 +107,19 @@ pub struct Evaluation<'a> {
     pub reason: Reason,
     /// Set exactly when `reason` is [`Reason::Error`].
     pub error: Option<ErrorCode>,
+    /// More about the error, for the errors flagd does not have.
+    pub detail: Option<ErrorDetail>,
 }
 
 impl<'a> Evaluation<'a> {
     /// The flag's merged metadata.
     pub fn metadata(&self) -> &'a Map<String, Value> {
         self.flag.metadata()
+    }
+
+    /// Whether evaluation stopped at the evaluation budget.
+    pub fn budget_exceeded(&self) -> bool {
+        matches!(self.detail, Some(ErrorDetail::BudgetExceeded(_)))
     }
 
     /// Whether this is the "no default variant" outcome (reason DEFAULT, nothing chosen), which
@@ -111,6 +136,7 @@ impl<'a> Evaluation<'a> {
             variant: self.variant,
             reason: self.reason,
             error: self.error,
+            detail: self.detail,
             metadata: self.flag.metadata(),
         };
         if let Some(v) = self.value {
@@ -137,6 +163,8 @@ pub struct Resolution<'a, T> {
     pub reason: Reason,
     /// Set exactly when `reason` is [`Reason::Error`].
     pub error: Option<ErrorCode>,
+    /// More about the error, for the errors flagd does not have.
+    pub detail: Option<ErrorDetail>,
     /// The flag's merged metadata (empty for an unknown flag).
     pub metadata: &'a Map<String, Value>,
 }
@@ -211,6 +239,7 @@ impl Flag {
             value: None,
             reason: Reason::Error,
             error: None,
+            detail: None,
         };
         if self.state == State::Disabled {
             out.reason = Reason::Disabled;
@@ -226,6 +255,11 @@ impl Flag {
         };
         let result = match rule.evaluate_val(&ctx) {
             Ok(r) => r,
+            Err(EvalError::BudgetExceeded(what)) => {
+                out.error = Some(ErrorCode::General);
+                out.detail = Some(ErrorDetail::BudgetExceeded(what));
+                return out;
+            }
             Err(_) => {
                 out.error = Some(ErrorCode::ParseError);
                 return out;
@@ -286,6 +320,7 @@ impl FlagSet {
                 variant: None,
                 reason: Reason::Error,
                 error: Some(ErrorCode::FlagNotFound),
+                detail: None,
                 metadata: &EMPTY,
             },
         }

@@ -1,7 +1,7 @@
 //! Errors of the evaluation services and their one mapping to gRPC statuses, Connect error
 //! codes and HTTP statuses, shared by every transport.
 
-use flagd_evaluator::ErrorCode;
+use flagd_evaluator::{ErrorCode, ErrorDetail};
 use serde_json::json;
 
 use crate::selector::SelectorError;
@@ -112,6 +112,10 @@ pub enum EvalError {
     /// The evaluator reported an error for the flag.
     #[error("{}", flag_message(*.0))]
     Flag(ErrorCode),
+    /// The evaluator reported an error flagd does not have (the evaluation budget): the code's
+    /// status, with the detail as the message.
+    #[error("{1}")]
+    Detailed(ErrorCode, ErrorDetail),
     /// The `Flagd-Selector` header could not be parsed.
     #[error("{0}")]
     Selector(#[from] SelectorError),
@@ -140,10 +144,12 @@ impl EvalError {
     /// The status code flagd answers with.
     pub const fn code(&self) -> Code {
         match self {
-            EvalError::Flag(ErrorCode::FlagNotFound) => Code::NotFound,
-            EvalError::Flag(ErrorCode::TypeMismatch) => Code::InvalidArgument,
-            EvalError::Flag(ErrorCode::ParseError) => Code::DataLoss,
-            EvalError::Flag(ErrorCode::General) => Code::Unknown,
+            EvalError::Flag(code) | EvalError::Detailed(code, _) => match code {
+                ErrorCode::FlagNotFound => Code::NotFound,
+                ErrorCode::TypeMismatch => Code::InvalidArgument,
+                ErrorCode::ParseError => Code::DataLoss,
+                ErrorCode::General => Code::Unknown,
+            },
             EvalError::Selector(_) | EvalError::Malformed(_) => Code::InvalidArgument,
             EvalError::TooLarge(_) => Code::ResourceExhausted,
             EvalError::StreamDeadline => Code::DeadlineExceeded,
@@ -218,6 +224,16 @@ mod tests {
             G::Unknown,
             500,
             "General error",
+        );
+        check(
+            EvalError::Detailed(
+                ErrorCode::General,
+                ErrorDetail::BudgetExceeded(flagd_evaluator::Exceeded::Operations(10)),
+            ),
+            "unknown",
+            G::Unknown,
+            500,
+            "evaluation budget exceeded: more than 10 operations",
         );
         check(
             EvalError::Selector(SelectorError("team".into())),
