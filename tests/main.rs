@@ -5,6 +5,7 @@ mod cli;
 mod conformance;
 mod eval_connect;
 mod eval_grpc;
+mod evaluation_budget;
 mod evaluator_testbed;
 mod management;
 mod ofrep;

@@ -535,6 +535,49 @@ mod tests {
     }
 
     #[test]
+    fn an_exceeded_budget_is_general_with_its_detail() {
+        let doc = br#"{"flags": {"f": {"state": "ENABLED", "variants": {"on": true, "off": false},
+            "defaultVariant": "off",
+            "targeting": {"if": [{"some": [{"var": "xs"}, {"==": [{"var": ""}, 9]}]}, "on", "off"]}}}}"#;
+        let opts = crate::LoadOptions {
+            budget: crate::EvalBudget {
+                max_operations: 50,
+                ..crate::EvalBudget::default()
+            },
+            ..crate::LoadOptions::default()
+        };
+        let flags = crate::load(doc, crate::Format::Json, &opts).unwrap().flags;
+        let small = json!({"xs": [1, 9]});
+        let e = flags.evaluate("f", &small, 0).unwrap();
+        assert_eq!(
+            (e.variant, e.reason, e.error),
+            (Some("on"), Reason::TargetingMatch, None)
+        );
+        assert!(!e.budget_exceeded());
+
+        let large = json!({"xs": vec![0; 100]});
+        let e = flags.evaluate("f", &large, 0).unwrap();
+        assert_eq!(
+            (e.variant, e.reason, e.error),
+            (None, Reason::Error, Some(ErrorCode::General))
+        );
+        let detail = ErrorDetail::BudgetExceeded(Exceeded::Operations(50));
+        assert_eq!(e.detail, Some(detail));
+        assert!(e.budget_exceeded());
+        assert_eq!(
+            detail.to_string(),
+            "evaluation budget exceeded: more than 50 operations"
+        );
+        let typed = flags.resolve_bool("f", &large);
+        assert_eq!(
+            (typed.error, typed.detail),
+            (Some(ErrorCode::General), Some(detail))
+        );
+        // Other failures carry no detail.
+        assert_eq!(flags.resolve_bool("missing", &large).detail, None);
+    }
+
+    #[test]
     fn integer_truncates_like_flagd() {
         assert_eq!(i64::from_value(&json!(1.9)), Some(1));
         assert_eq!(i64::from_value(&json!(-1.9)), Some(-1));

@@ -103,7 +103,8 @@ pub enum RuleError {
     },
 }
 
-/// A failure while evaluating a rule; flagd reports it as `PARSE_ERROR`.
+/// A failure while evaluating a rule; flag resolution reports it as `PARSE_ERROR`, except an
+/// exceeded budget, which is `GENERAL`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EvalError {
     /// The rule uses an operator that is not supported (including an unresolved `$ref`).
