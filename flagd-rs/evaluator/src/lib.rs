@@ -22,7 +22,9 @@ mod resolve;
 
 pub use error::{Diagnostic, LoadError, Severity};
 pub use load::{Format, LoadOptions, Loaded, load, load_value, parse};
-pub use logic::{CompileOptions, EvalBudget, EvalContext, EvalError, Exceeded, Rule, RuleError};
+pub use logic::{
+    BudgetLimit, CompileOptions, EvalBudget, EvalContext, EvalError, Exceeded, Rule, RuleError,
+};
 pub use model::{Flag, FlagSet, State};
 pub use ops::fractional::HashGeneration;
 pub use patch::{OverridePatch, PatchError, PatchFailure, SplitEntry};

@@ -7,7 +7,7 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use crate::logic::value::PlainName;
-use crate::logic::{EvalContext, EvalError, Exceeded};
+use crate::logic::{BudgetLimit, EvalContext, EvalError, Exceeded};
 use crate::model::{Flag, FlagSet, State};
 
 /// Why a flag resolved the way it did (flagd's reason strings).
@@ -76,19 +76,22 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// What an error was, beyond flagd's error code, for the errors flagd-rs adds to flagd's.
+/// What an error was, beyond flagd's error code, for the errors flagd-rs adds to flagd's. One
+/// byte, so that every evaluation carries it at no cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorDetail {
     /// The targeting rule needed more work or memory than the evaluation budget allows
     /// ([`crate::EvalBudget`]); the error code is [`ErrorCode::General`].
-    BudgetExceeded(Exceeded),
+    BudgetExceeded(BudgetLimit),
 }
 
 impl fmt::Display for ErrorDetail {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ErrorDetail::BudgetExceeded(what) => write!(f, "evaluation budget exceeded: {what}"),
+            ErrorDetail::BudgetExceeded(limit) => {
+                write!(f, "evaluation budget exceeded ({limit})")
+            }
         }
     }
 }
@@ -117,9 +120,15 @@ impl<'a> Evaluation<'a> {
         self.flag.metadata()
     }
 
-    /// Whether evaluation stopped at the evaluation budget.
-    pub fn budget_exceeded(&self) -> bool {
-        matches!(self.detail, Some(ErrorDetail::BudgetExceeded(_)))
+    /// The limit evaluation stopped at, with its value, when the targeting rule needed more
+    /// than the evaluation budget allows.
+    pub fn budget_exceeded(&self) -> Option<Exceeded> {
+        self.detail.map(|ErrorDetail::BudgetExceeded(limit)| {
+            self.flag
+                .targeting()
+                .map_or_else(crate::EvalBudget::default, crate::Rule::budget)
+                .exceeded(limit)
+        })
     }
 
     /// Whether this is the "no default variant" outcome (reason DEFAULT, nothing chosen), which
@@ -257,7 +266,7 @@ impl Flag {
             Ok(r) => r,
             Err(EvalError::BudgetExceeded(what)) => {
                 out.error = Some(ErrorCode::General);
-                out.detail = Some(ErrorDetail::BudgetExceeded(what));
+                out.detail = Some(ErrorDetail::BudgetExceeded(what.limit()));
                 return out;
             }
             Err(_) => {
@@ -553,7 +562,7 @@ mod tests {
             (e.variant, e.reason, e.error),
             (Some("on"), Reason::TargetingMatch, None)
         );
-        assert!(!e.budget_exceeded());
+        assert_eq!(e.budget_exceeded(), None);
 
         let large = json!({"xs": vec![0; 100]});
         let e = flags.evaluate("f", &large, 0).unwrap();
@@ -561,13 +570,15 @@ mod tests {
             (e.variant, e.reason, e.error),
             (None, Reason::Error, Some(ErrorCode::General))
         );
-        let detail = ErrorDetail::BudgetExceeded(Exceeded::Operations(50));
+        let detail = ErrorDetail::BudgetExceeded(BudgetLimit::Operations);
         assert_eq!(e.detail, Some(detail));
-        assert!(e.budget_exceeded());
+        assert_eq!(e.budget_exceeded(), Some(Exceeded::Operations(50)));
         assert_eq!(
             detail.to_string(),
-            "evaluation budget exceeded: more than 50 operations"
+            "evaluation budget exceeded (operations)"
         );
+        // The detail costs no space.
+        assert_eq!(std::mem::size_of::<Option<ErrorDetail>>(), 1);
         let typed = flags.resolve_bool("f", &large);
         assert_eq!(
             (typed.error, typed.detail),

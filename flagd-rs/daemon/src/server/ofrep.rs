@@ -16,7 +16,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
-use flagd_evaluator::{ErrorCode, ErrorDetail, Evaluation, Flag, now_unix_seconds};
+use flagd_evaluator::{ErrorCode, Evaluation, Exceeded, Flag, now_unix_seconds};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Limited};
@@ -114,7 +114,7 @@ enum OfrepError {
     Evaluation {
         key: String,
         code: ErrorCode,
-        detail: Option<ErrorDetail>,
+        exceeded: Option<Exceeded>,
         metadata: Map<String, Value>,
     },
 }
@@ -156,10 +156,10 @@ impl IntoResponse for OfrepError {
             OfrepError::Evaluation {
                 key,
                 code,
-                detail,
+                exceeded,
                 metadata,
             } => {
-                let (code, details) = evaluation_error(key, *code, *detail);
+                let (code, details) = evaluation_error(key, *code, *exceeded);
                 write_error(&mut out, Some(key), code, &details, Some(metadata));
                 StatusCode::BAD_REQUEST
             }
@@ -173,11 +173,14 @@ impl IntoResponse for OfrepError {
 fn evaluation_error(
     key: &str,
     code: ErrorCode,
-    detail: Option<ErrorDetail>,
+    exceeded: Option<Exceeded>,
 ) -> (&'static str, String) {
-    match (code, detail) {
+    match (code, exceeded) {
         (ErrorCode::ParseError, _) => ("PARSE_ERROR", format!("error parsing the flag `{key}`")),
-        (_, Some(detail)) => ("GENERAL", format!("flag `{key}`: {detail}")),
+        (_, Some(what)) => (
+            "GENERAL",
+            format!("flag `{key}`: evaluation budget exceeded: {what}"),
+        ),
         (_, None) => (
             "GENERAL",
             "error processing the flag for evaluation".to_owned(),
@@ -334,7 +337,7 @@ async fn evaluate_flag(
         return Err(OfrepError::Evaluation {
             key,
             code,
-            detail: eval.detail,
+            exceeded: eval.budget_exceeded(),
             metadata,
         });
     }
@@ -365,7 +368,8 @@ async fn evaluate_flags(
         match eval.error {
             None => write_success(&mut out, &eval, &echo),
             Some(code) => {
-                let (code, details) = evaluation_error(found.flag.key(), code, eval.detail);
+                let (code, details) =
+                    evaluation_error(found.flag.key(), code, eval.budget_exceeded());
                 write_error(
                     &mut out,
                     Some(found.flag.key()),
@@ -399,7 +403,7 @@ async fn evaluate_flags(
 }
 
 fn record(state: &AppState, eval: &Evaluation<'_>) {
-    if eval.budget_exceeded() {
+    if eval.budget_exceeded().is_some() {
         state.metrics.budget_exceeded(eval.flag.key());
     }
     state.metrics.evaluation(

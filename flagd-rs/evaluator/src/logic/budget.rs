@@ -52,6 +52,32 @@ impl EvalBudget {
         max_operations: u64::MAX,
         max_bytes: u64::MAX,
     };
+
+    /// `limit` with this budget's value.
+    pub fn exceeded(&self, limit: BudgetLimit) -> Exceeded {
+        match limit {
+            BudgetLimit::Operations => Exceeded::Operations(self.max_operations),
+            BudgetLimit::Memory => Exceeded::Memory(self.max_bytes),
+        }
+    }
+}
+
+/// One of the two limits of an [`EvalBudget`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BudgetLimit {
+    /// [`EvalBudget::max_operations`].
+    Operations,
+    /// [`EvalBudget::max_bytes`].
+    Memory,
+}
+
+impl fmt::Display for BudgetLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BudgetLimit::Operations => "operations",
+            BudgetLimit::Memory => "memory",
+        })
+    }
 }
 
 impl Default for EvalBudget {
@@ -63,13 +89,23 @@ impl Default for EvalBudget {
     }
 }
 
-/// Which limit of an [`EvalBudget`] an evaluation ran into.
+/// Which limit of an [`EvalBudget`] an evaluation ran into, and its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Exceeded {
     /// The operation limit, [`EvalBudget::max_operations`].
     Operations(u64),
     /// The memory limit, [`EvalBudget::max_bytes`].
     Memory(u64),
+}
+
+impl Exceeded {
+    /// Which limit it is.
+    pub fn limit(&self) -> BudgetLimit {
+        match self {
+            Exceeded::Operations(_) => BudgetLimit::Operations,
+            Exceeded::Memory(_) => BudgetLimit::Memory,
+        }
+    }
 }
 
 impl fmt::Display for Exceeded {

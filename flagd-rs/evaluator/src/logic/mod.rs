@@ -37,7 +37,7 @@ use serde_json::{Map, Value};
 
 use crate::ops::fractional::HashGeneration;
 
-pub use budget::{EvalBudget, Exceeded};
+pub use budget::{BudgetLimit, EvalBudget, Exceeded};
 
 pub mod budget;
 mod compile;
@@ -172,6 +172,11 @@ impl Rule {
             Some(what) => Err(EvalError::BudgetExceeded(what)),
             None => out,
         }
+    }
+
+    /// The work each evaluation of the rule may do.
+    pub fn budget(&self) -> EvalBudget {
+        self.budget
     }
 
     /// The rule's value when it does not depend on the context (a literal, or operators over

@@ -1,7 +1,7 @@
 //! Errors of the evaluation services and their one mapping to gRPC statuses, Connect error
 //! codes and HTTP statuses, shared by every transport.
 
-use flagd_evaluator::{ErrorCode, ErrorDetail};
+use flagd_evaluator::{ErrorCode, Exceeded};
 use serde_json::json;
 
 use crate::selector::SelectorError;
@@ -112,10 +112,10 @@ pub enum EvalError {
     /// The evaluator reported an error for the flag.
     #[error("{}", flag_message(*.0))]
     Flag(ErrorCode),
-    /// The evaluator reported an error flagd does not have (the evaluation budget): the code's
-    /// status, with the detail as the message.
-    #[error("{1}")]
-    Detailed(ErrorCode, ErrorDetail),
+    /// The flag's targeting needed more than the evaluation budget allows: flagd's GENERAL
+    /// status, with the limit in the message.
+    #[error("evaluation budget exceeded: {0}")]
+    Budget(Exceeded),
     /// The `Flagd-Selector` header could not be parsed.
     #[error("{0}")]
     Selector(#[from] SelectorError),
@@ -144,12 +144,10 @@ impl EvalError {
     /// The status code flagd answers with.
     pub const fn code(&self) -> Code {
         match self {
-            EvalError::Flag(code) | EvalError::Detailed(code, _) => match code {
-                ErrorCode::FlagNotFound => Code::NotFound,
-                ErrorCode::TypeMismatch => Code::InvalidArgument,
-                ErrorCode::ParseError => Code::DataLoss,
-                ErrorCode::General => Code::Unknown,
-            },
+            EvalError::Flag(ErrorCode::FlagNotFound) => Code::NotFound,
+            EvalError::Flag(ErrorCode::TypeMismatch) => Code::InvalidArgument,
+            EvalError::Flag(ErrorCode::ParseError) => Code::DataLoss,
+            EvalError::Flag(ErrorCode::General) | EvalError::Budget(_) => Code::Unknown,
             EvalError::Selector(_) | EvalError::Malformed(_) => Code::InvalidArgument,
             EvalError::TooLarge(_) => Code::ResourceExhausted,
             EvalError::StreamDeadline => Code::DeadlineExceeded,
@@ -226,10 +224,7 @@ mod tests {
             "General error",
         );
         check(
-            EvalError::Detailed(
-                ErrorCode::General,
-                ErrorDetail::BudgetExceeded(flagd_evaluator::Exceeded::Operations(10)),
-            ),
+            EvalError::Budget(Exceeded::Operations(10)),
             "unknown",
             G::Unknown,
             500,

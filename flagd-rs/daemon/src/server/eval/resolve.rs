@@ -164,7 +164,8 @@ pub fn typed<'a, T: FlagType<'a>>(
         return Err(EvalError::Flag(ErrorCode::FlagNotFound));
     };
     let evaluation = call.evaluate(found.flag, flagd_evaluator::now_unix_seconds());
-    if evaluation.budget_exceeded() {
+    let exceeded = evaluation.budget_exceeded();
+    if exceeded.is_some() {
         state.metrics.budget_exceeded(key);
     }
     if evaluation.is_code_default() {
@@ -190,8 +191,8 @@ pub fn typed<'a, T: FlagType<'a>>(
     let resolution = evaluation.typed::<T>();
     if let Some(code) = resolution.error {
         record_error(state, key, resolution.variant, code);
-        return Err(match resolution.detail {
-            Some(detail) => EvalError::Detailed(code, detail),
+        return Err(match exceeded {
+            Some(what) => EvalError::Budget(what),
             None => EvalError::Flag(code),
         });
     }
@@ -290,7 +291,7 @@ pub fn all<'a>(
         let kind = Kind::of(default)?;
         let evaluation: Evaluation<'a> = call.evaluate(flag, now);
         let key = flag.key();
-        if evaluation.budget_exceeded() {
+        if evaluation.budget_exceeded().is_some() {
             metrics.budget_exceeded(key);
         }
         let (reason, variant, value) = match (evaluation.error, evaluation.reason, evaluation.value)
