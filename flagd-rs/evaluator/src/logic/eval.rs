@@ -1225,6 +1225,11 @@ fn custom<'a>(op: Op, shape: Shape<'a>, env: &Env<'a, '_>) -> Res<'a> {
 /// `contains_all`, `contains_any` or `contains_none` over two arrays: each needle is looked
 /// for in the whole haystack, so the cost of one haystack pass is charged per needle.
 fn contains(op: Op, hay: &[Value], needles: &[Value], meter: &Meter) -> Result<bool, EvalError> {
+    // The answer when no needle decides it.
+    let undecided = !matches!(op, Op::ContainsAny);
+    if needles.is_empty() {
+        return Ok(undecided);
+    }
     let mut pass = hay.len() as u64;
     for h in hay {
         if let Value::String(s) = h {
@@ -1242,7 +1247,7 @@ fn contains(op: Op, hay: &[Value], needles: &[Value], meter: &Meter) -> Result<b
             _ => {}
         }
     }
-    Ok(!matches!(op, Op::ContainsAny))
+    Ok(undecided)
 }
 
 /// `missing`: the listed paths that are absent.
