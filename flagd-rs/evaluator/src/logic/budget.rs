@@ -219,7 +219,7 @@ impl Meter {
     pub(crate) fn read(&self, v: &Value) -> Result<(), EvalError> {
         let mut size = Size::default();
         // A walk stopped early has already cost more than is left, which the charge reports.
-        measure(v, &mut size, self.ops.get(), u64::MAX);
+        measure(v, &mut size, self.ops.get(), u64::MAX, 0);
         self.spend(size.ops())
     }
 
@@ -241,9 +241,20 @@ impl Meter {
         }
         let mut size = Size::default();
         // A walk stopped early has already cost more than is left, which the charges report.
-        measure(v, &mut size, self.ops.get(), self.bytes.get());
+        measure(v, &mut size, self.ops.get(), self.bytes.get(), 0);
         self.spend(size.ops())?;
         self.build(size.bytes())
+    }
+
+    /// Compiling `rule` read from the data: copying it into a tree, and at each level of
+    /// nesting looking through what lies below for rules (so each value inside may be visited
+    /// once per container around it).
+    pub(crate) fn compile(&self, rule: &Value) -> Result<(), EvalError> {
+        let mut size = Size::default();
+        measure(rule, &mut size, self.ops.get(), self.bytes.get(), 0);
+        self.spend(size.ops())?;
+        self.build(size.bytes())?;
+        self.spend(size.nodes.saturating_mul(size.depth))
     }
 
     /// Records that a limit was crossed and returns the error; every later step fails too.
@@ -286,12 +297,13 @@ pub(crate) fn read_cost(len: usize) -> u64 {
     if len > LONG_TEXT { text_ops(len) } else { 0 }
 }
 
-/// The size of a value: how many JSON values (and object keys) it holds and how long its text
-/// is.
+/// The size of a value: how many JSON values (and object keys) it holds, how long its text is,
+/// and how deeply its containers nest.
 #[derive(Debug, Default, Clone, Copy)]
 struct Size {
     nodes: u64,
     text: u64,
+    depth: u64,
 }
 
 impl Size {
@@ -306,15 +318,17 @@ impl Size {
     }
 }
 
-/// Adds the size of `v` to `size`; stops early, returning `false`, once the size costs more than
-/// `ops` operations or `bytes` bytes (so the walk is bounded by what is left of the budget).
-fn measure(v: &Value, size: &mut Size, ops: u64, bytes: u64) -> bool {
+/// Adds the size of `v`, found inside `level` containers, to `size`; stops early, returning
+/// `false`, once the size costs more than `ops` operations or `bytes` bytes (so the walk is
+/// bounded by what is left of the budget).
+fn measure(v: &Value, size: &mut Size, ops: u64, bytes: u64, level: u64) -> bool {
     size.nodes += 1;
+    size.depth = size.depth.max(level);
     match v {
         Value::String(s) => size.text += s.len() as u64,
         Value::Array(items) => {
             for item in items {
-                if !measure(item, size, ops, bytes) {
+                if !measure(item, size, ops, bytes, level + 1) {
                     return false;
                 }
             }
@@ -323,7 +337,7 @@ fn measure(v: &Value, size: &mut Size, ops: u64, bytes: u64) -> bool {
             for (k, item) in m {
                 size.nodes += 1;
                 size.text += k.len() as u64;
-                if !measure(item, size, ops, bytes) {
+                if !measure(item, size, ops, bytes, level + 1) {
                     return false;
                 }
             }
@@ -500,6 +514,21 @@ mod tests {
             run_with(&rule, &data, small),
             Err(EvalError::BudgetExceeded(Exceeded::Operations(10_000)))
         );
+    }
+
+    #[test]
+    fn deep_rules_from_the_context_pay_for_every_level() {
+        // Compiling looks through everything below each array level for rules: 20,000 values
+        // under 50 levels are looked at 50 times each.
+        let mut deep = json!([numbers(20_000), {"var": "a"}]);
+        for _ in 0..49 {
+            deep = json!([deep, {"var": "a"}]);
+        }
+        let rule = json!({"if": [true, {"var": "x"}, null]});
+        let data = json!({"x": {"!": [deep]}});
+        assert_operations_exceeded(run(&rule, &data));
+        let shallow = json!({"x": {"!": [[numbers(20_000), {"var": "a"}]]}});
+        assert_eq!(run(&rule, &shallow), Ok(json!(false)));
     }
 
     #[test]

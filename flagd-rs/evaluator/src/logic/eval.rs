@@ -256,8 +256,7 @@ fn dynamic<'a>(rule: &Value, env: &Env<'a, '_>, op: &'static str) -> Res<'a> {
         return Err(EvalError::InvalidArguments(op));
     }
     env.rt.dynamic_left.set(left - 1);
-    // Compiling copies the rule into a tree.
-    env.rt.meter.copy(rule)?;
+    env.rt.meter.compile(rule)?;
     let opts = CompileOptions {
         evaluators: None,
         hash: env.rt.hash,
