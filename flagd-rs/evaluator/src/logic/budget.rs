@@ -126,7 +126,7 @@ pub(crate) struct Meter {
     /// Bytes left.
     bytes: Cell<u64>,
     /// The limit crossed first, once one is.
-    over: Cell<Option<Exceeded>>,
+    over: Cell<Option<BudgetLimit>>,
     limits: EvalBudget,
 }
 
@@ -141,9 +141,14 @@ impl Meter {
         }
     }
 
+    /// The budget this meter started from.
+    pub(crate) fn limits(&self) -> EvalBudget {
+        self.limits
+    }
+
     /// The limit crossed, if any.
     pub(crate) fn exceeded(&self) -> Option<Exceeded> {
-        self.over.get()
+        self.over.get().map(|limit| self.limits.exceeded(limit))
     }
 
     /// One node visit. On the path of every node: a decrement and a branch.
@@ -162,7 +167,7 @@ impl Meter {
     pub(crate) fn spend(&self, n: u64) -> Result<(), EvalError> {
         let left = self.ops.get();
         if n > left {
-            return Err(self.exceed(Exceeded::Operations(self.limits.max_operations)));
+            return Err(self.exceed(BudgetLimit::Operations));
         }
         self.ops.set(left - n);
         Ok(())
@@ -173,7 +178,7 @@ impl Meter {
     pub(crate) fn build(&self, n: u64) -> Result<(), EvalError> {
         let left = self.bytes.get();
         if n > left {
-            return Err(self.exceed(Exceeded::Memory(self.limits.max_bytes)));
+            return Err(self.exceed(BudgetLimit::Memory));
         }
         self.bytes.set(left - n);
         Ok(())
@@ -215,12 +220,13 @@ impl Meter {
         self.build(NODE_BYTES)
     }
 
-    /// Reading all of `v` (hashing it): one operation per value inside plus its text.
-    pub(crate) fn read(&self, v: &Value) -> Result<(), EvalError> {
+    /// Reading all of `v` (hashing it) where no error can be returned: one operation per value
+    /// inside plus its text; a value that does not fit exhausts the meter.
+    pub(crate) fn read_value(&self, v: &Value) {
         let mut size = Size::default();
         // A walk stopped early has already cost more than is left, which the charge reports.
         measure(v, &mut size, self.ops.get(), u64::MAX, 0);
-        self.spend(size.ops())
+        let _ = self.spend(size.ops());
     }
 
     /// Copying all of `v`: one operation per value inside plus its text, and its size in bytes.
@@ -259,28 +265,19 @@ impl Meter {
 
     /// Records that a limit was crossed and returns the error; every later step fails too.
     #[cold]
-    fn exceed(&self, what: Exceeded) -> EvalError {
+    fn exceed(&self, limit: BudgetLimit) -> EvalError {
         if self.over.get().is_none() {
-            self.over.set(Some(what));
+            self.over.set(Some(limit));
         }
         self.ops.set(0);
-        self.error()
+        EvalError::BudgetExceeded(self.limits.exceeded(self.over.get().unwrap_or(limit)))
     }
 
     /// The error of a step taken with no operation left.
     #[cold]
     #[inline(never)]
     fn exhausted(&self) -> EvalError {
-        self.exceed(Exceeded::Operations(self.limits.max_operations))
-    }
-
-    /// The error for the limit crossed.
-    fn error(&self) -> EvalError {
-        EvalError::BudgetExceeded(
-            self.over
-                .get()
-                .unwrap_or(Exceeded::Operations(self.limits.max_operations)),
-        )
+        self.exceed(BudgetLimit::Operations)
     }
 }
 

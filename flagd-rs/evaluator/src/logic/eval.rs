@@ -52,7 +52,6 @@ pub(crate) struct Runtime {
     /// Options for rules compiled at evaluation time.
     hash: HashGeneration,
     max_depth: usize,
-    budget: EvalBudget,
 }
 
 impl Runtime {
@@ -65,7 +64,6 @@ impl Runtime {
             touched: Cell::new(false),
             hash,
             max_depth,
-            budget,
         }
     }
 
@@ -261,7 +259,7 @@ fn dynamic<'a>(rule: &Value, env: &Env<'a, '_>, op: &'static str) -> Res<'a> {
         evaluators: None,
         hash: env.rt.hash,
         max_depth: env.rt.max_depth,
-        budget: env.rt.budget,
+        budget: env.rt.meter.limits(),
     };
     let node = Compiler::for_one_evaluation(&opts)
         .compile(rule, 0)
@@ -678,16 +676,16 @@ fn bucketing<'a>(
     generation: HashGeneration,
     first: Option<Val<'a>>,
     env: &Env<'a, '_>,
-) -> Result<Bucketing<'a>, EvalError> {
+) -> Bucketing<'a> {
     // The reference operator requires object data; the root always is one.
     if !env.data.is_object() {
-        return Ok(Bucketing::Null);
+        return Bucketing::Null;
     }
     let (explicit, lead) = match (generation, first) {
         (_, None) => (None, None),
         (_, Some(f)) if matches!(f.view(), View::Str(_)) => (Some(f), None),
         (HashGeneration::V2, Some(f)) if f.is_null() => (None, None),
-        (HashGeneration::V3, Some(f)) if f.is_null() => return Ok(Bucketing::Null),
+        (HashGeneration::V3, Some(f)) if f.is_null() => return Bucketing::Null,
         (HashGeneration::V2, Some(f)) => (None, Some(f)),
         (HashGeneration::V3, Some(f)) if matches!(f.view(), View::Arr(_)) => (None, Some(f)),
         (HashGeneration::V3, Some(f)) => (Some(f), None),
@@ -697,8 +695,9 @@ fn bucketing<'a>(
             View::Str(s) => Some(fractional::hash_str(generation, s)),
             _ => {
                 let json = v.as_json();
-                // Hashing encodes the whole value.
-                env.rt.meter.read(&json)?;
+                // Hashing encodes the whole value (reported by the next step, or at the end of
+                // the evaluation).
+                env.rt.meter.read_value(&json);
                 fractional::hash_value(generation, &json)
             }
         },
@@ -709,16 +708,16 @@ fn bucketing<'a>(
                 .and_then(|m| get_key(m, "targetingKey")),
         ) {
             (Some(flagd), Some(Value::String(tk))) if !tk.is_empty() => {
-                env.rt.meter.read_str(tk)?;
+                env.rt.meter.read_text(tk.len());
                 Some(fractional::hash_shorthand(generation, flagd.key, tk))
             }
             _ => None,
         },
     };
-    Ok(match hash {
+    match hash {
         Some(h) => Bucketing::Hash(h, lead),
         None => Bucketing::Null,
-    })
+    }
 }
 
 /// `fractional` with a literal argument list.
@@ -744,7 +743,7 @@ fn eval_fractional<'a>(n: &'a FractionalNode, env: &Env<'a, '_>) -> Res<'a> {
     let decided = match cat_hash {
         Some(h) if env.data.is_object() => Bucketing::Hash(h, None),
         Some(_) => Bucketing::Null,
-        None => bucketing(n.hash, first, env)?,
+        None => bucketing(n.hash, first, env),
     };
     match &n.table {
         // Constant entries: the weights were summed at compile time.
@@ -859,7 +858,7 @@ fn fractional_values<'a>(
     if entries.is_empty() && first.is_none() {
         return Ok(Val::Null);
     }
-    Ok(match bucketing(generation, first, env)? {
+    Ok(match bucketing(generation, first, env) {
         Bucketing::Null => Val::Null,
         Bucketing::Hash(h, lead) => {
             if let Some(lead) = lead {
