@@ -6,6 +6,7 @@ mod cli;
 mod conformance;
 mod eval_connect;
 mod eval_grpc;
+mod evaluation_budget;
 mod evaluator_testbed;
 mod journal;
 mod management;

@@ -24,6 +24,8 @@ pub struct TestDaemon {
     pub management_port: u16,
     /// The admin API port.
     pub admin_port: u16,
+    /// The OFREP port.
+    pub ofrep_port: u16,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
     /// The daemon's own state directory, unless the test chose one; removed with the daemon.
@@ -63,6 +65,7 @@ impl TestDaemon {
         let listeners = Listeners::bind(&config).await.expect("bind test listeners");
         let BoundPorts { eval, management } = listeners.ports().expect("bound ports");
         let admin_port = listeners.admin_port().expect("admin port");
+        let ofrep_port = listeners.ofrep_port().expect("OFREP port");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(flagd_rs::run(config, listeners, async move {
             // A dropped sender (the test ended) also stops the daemon.
@@ -72,6 +75,7 @@ impl TestDaemon {
             eval_port: eval,
             management_port: management,
             admin_port,
+            ofrep_port,
             shutdown: Some(tx),
             task: Some(task),
             _state: state,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use flagd_evaluator::{HashGeneration, LoadOptions};
+use flagd_evaluator::{EvalBudget, HashGeneration, LoadOptions};
 use serde_json::{Map, Value};
 
 use crate::sources::{self, SourceSpec};
@@ -180,6 +180,14 @@ pub struct StartArgs {
         default_value_t = 1_000_000
     )]
     pub max_request_header: u64,
+    /// Most operations one flag evaluation may perform (rule nodes, array elements, 64-byte
+    /// blocks of long text) before it fails with GENERAL (0 = no limit).
+    #[arg(long, env = "FLAGD_MAX_EVALUATION_OPS", default_value_t = EvalBudget::default().max_operations)]
+    pub max_evaluation_ops: u64,
+    /// Most bytes of values one flag evaluation may build or copy (estimated) before it fails
+    /// with GENERAL (0 = no limit).
+    #[arg(long, env = "FLAGD_MAX_EVALUATION_BYTES", default_value_t = EvalBudget::default().max_bytes)]
+    pub max_evaluation_bytes: u64,
     /// Make the sync service's GetMetadata answer UNIMPLEMENTED.
     #[arg(long, env = "FLAGD_DISABLE_SYNC_METADATA")]
     pub disable_sync_metadata: bool,
@@ -439,6 +447,14 @@ impl TryFrom<StartArgs> for Config {
             stream_deadline: Some(args.stream_deadline).filter(|d| !d.is_zero()),
             ..Limits::default()
         };
+        let no_limit_if_zero = |n: u64| if n == 0 { u64::MAX } else { n };
+        let load = LoadOptions {
+            budget: EvalBudget {
+                max_operations: no_limit_if_zero(args.max_evaluation_ops),
+                max_bytes: no_limit_if_zero(args.max_evaluation_bytes),
+            },
+            ..args.load.load_options()
+        };
 
         Ok(Config {
             sources: specs,
@@ -460,7 +476,7 @@ impl TryFrom<StartArgs> for Config {
                 from_headers,
             },
             limits,
-            load: args.load.load_options(),
+            load,
             disable_sync_metadata: args.disable_sync_metadata,
             admin_port: args.admin_port,
             admin_address: args.admin_address,
@@ -572,6 +588,8 @@ mod tests {
         assert_eq!(a.stream_deadline, Duration::ZERO);
         assert_eq!(a.load.fractional_hash, FractionalHash::V3);
         assert!(!a.load.strict);
+        let c = Config::try_from(a).unwrap();
+        assert_eq!(c.load.budget, EvalBudget::default());
     }
 
     #[test]
@@ -663,8 +681,19 @@ mod tests {
             "0",
             "--stream-deadline",
             "5s",
+            "--max-evaluation-ops",
+            "5000",
+            "--max-evaluation-bytes",
+            "0",
         ]))
         .unwrap();
+        assert_eq!(
+            c.load.budget,
+            EvalBudget {
+                max_operations: 5000,
+                max_bytes: u64::MAX
+            }
+        );
         assert!(c.sources.is_empty());
         assert_eq!(
             c.context.static_values.get("env"),

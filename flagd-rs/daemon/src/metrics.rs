@@ -13,6 +13,7 @@
 //! | (ours) | `flagd_rs_build_info` | `version` |
 //! | (ours) | `flagd_rs_authority_revision`, `flagd_rs_authority_overrides_active` | |
 //! | (ours) | `flagd_rs_split_weight` | `feature_flag_key`, `variant` |
+//! | (ours) | `flagd_rs_evaluation_budget_exceeded_total` | `feature_flag_key` |
 //!
 //! Recording is on the request path of every evaluation, so it is built to be cheap: each label
 //! combination's counter handle is cached behind a read-mostly lock and found by borrowed string
@@ -102,6 +103,19 @@ impl EncodeLabelSet for ReasonLabels {
     }
 }
 
+/// The label of a per-flag counter of our own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FlagLabel {
+    key: Arc<str>,
+}
+
+impl EncodeLabelSet for FlagLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        let labels: [(&str, &str); 1] = [("feature_flag_key", &self.key)];
+        EncodeLabelSet::encode(&labels, encoder)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct HttpLabels {
     route: Arc<str>,
@@ -162,6 +176,8 @@ pub struct Metrics {
     impressions: Family<ImpressionLabels, Counter>,
     results: Family<ReasonLabels, Counter>,
     durations: Family<HttpLabels, Histogram, DurationHistogram>,
+    /// Evaluations stopped by the evaluation budget, per flag.
+    budget_exceeded: Family<FlagLabel, Counter>,
     /// Flag key -> counters per (variant, reason); flags have few variants, so a short list.
     success: RwLock<FxHashMap<Box<str>, SmallVec<[SuccessEntry; 2]>>>,
     /// Few combinations exist (error codes x reasons), so a plain list.
@@ -183,6 +199,7 @@ impl Metrics {
         let impressions = Family::<ImpressionLabels, Counter>::default();
         let results = Family::<ReasonLabels, Counter>::default();
         let durations = Family::new_with_constructor(DurationHistogram);
+        let budget_exceeded = Family::<FlagLabel, Counter>::default();
         registry.register(
             "feature_flag_flagd_impression",
             "Measures the number of evaluations for a given flag",
@@ -200,6 +217,12 @@ impl Metrics {
             durations.clone(),
         );
         registry.register(
+            "flagd_rs_evaluation_budget_exceeded",
+            "Evaluations stopped because the targeting rule needed more work or memory than the \
+             evaluation budget allows",
+            budget_exceeded.clone(),
+        );
+        registry.register(
             "flagd_rs_build",
             "flagd-rs build information",
             Info::new([("version", env!("CARGO_PKG_VERSION"))]),
@@ -209,6 +232,7 @@ impl Metrics {
             impressions,
             results,
             durations,
+            budget_exceeded,
             success: RwLock::new(FxHashMap::default()),
             errors: RwLock::new(Vec::new()),
             http: RwLock::new(FxHashMap::default()),
@@ -299,6 +323,17 @@ impl Metrics {
                 result,
             });
         }
+    }
+
+    /// Counts an evaluation of `flag_key` that stopped at the evaluation budget (in addition to
+    /// the [`Metrics::evaluation`] every evaluation records). Rare, so not cached: only flags
+    /// that exist reach here, which bounds the series.
+    pub fn budget_exceeded(&self, flag_key: &str) {
+        self.budget_exceeded
+            .get_or_create(&FlagLabel {
+                key: flag_key.into(),
+            })
+            .inc();
     }
 
     /// Records one served HTTP/gRPC request. `route` must be a route template or a procedure
@@ -429,6 +464,30 @@ mod tests {
             line(&text, "flagd_rs_build_info{", &["version=\""]).is_some(),
             "{text}"
         );
+    }
+
+    #[test]
+    fn budget_exceeded_is_counted_per_flag() {
+        let m = Metrics::new();
+        assert!(!m.encode().contains("flagd_rs_evaluation_budget_exceeded"));
+        m.budget_exceeded("hostile");
+        m.budget_exceeded("hostile");
+        m.budget_exceeded("other");
+        let text = m.encode();
+        let l = line(
+            &text,
+            "flagd_rs_evaluation_budget_exceeded_total{",
+            &["feature_flag_key=\"hostile\""],
+        )
+        .unwrap();
+        assert!(l.ends_with(" 2"), "{l}");
+        let l = line(
+            &text,
+            "flagd_rs_evaluation_budget_exceeded_total{",
+            &["feature_flag_key=\"other\""],
+        )
+        .unwrap();
+        assert!(l.ends_with(" 1"), "{l}");
     }
 
     #[test]

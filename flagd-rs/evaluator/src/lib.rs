@@ -22,10 +22,13 @@ mod resolve;
 
 pub use error::{Diagnostic, LoadError, Severity};
 pub use load::{Format, LoadOptions, Loaded, load, load_value, parse};
-pub use logic::{CompileOptions, EvalContext, EvalError, Rule, RuleError};
+pub use logic::{
+    BudgetLimit, CompileOptions, EvalBudget, EvalContext, EvalError, Exceeded, Rule, RuleError,
+};
 pub use model::{Flag, FlagSet, State};
 pub use ops::fractional::HashGeneration;
 pub use patch::{OverridePatch, PatchError, PatchFailure, PatchField, SplitEntry};
 pub use resolve::{
-    ErrorCode, Evaluation, FlagType, Reason, Resolution, go_float, now_unix_seconds, variant_name,
+    ErrorCode, ErrorDetail, Evaluation, FlagType, Reason, Resolution, go_float, now_unix_seconds,
+    variant_name,
 };

@@ -5,7 +5,7 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use crate::error::{Diagnostic, LoadError, Severity, pointer_token};
-use crate::logic::{CompileOptions, Rule};
+use crate::logic::{CompileOptions, EvalBudget, Rule};
 use crate::model::{Flag, FlagSet, State};
 use crate::ops::fractional::HashGeneration;
 use crate::schema::SchemaValidator;
@@ -67,6 +67,8 @@ pub struct LoadOptions {
     pub max_document_bytes: usize,
     /// Deepest nesting accepted inside one targeting rule.
     pub max_rule_depth: usize,
+    /// The work each evaluation of a targeting rule may do.
+    pub budget: EvalBudget,
 }
 
 impl Default for LoadOptions {
@@ -76,6 +78,7 @@ impl Default for LoadOptions {
             strict: false,
             max_document_bytes: 64 * 1024 * 1024,
             max_rule_depth: 64,
+            budget: EvalBudget::default(),
         }
     }
 }
@@ -175,6 +178,7 @@ pub fn load_value(document: &Value, opts: &LoadOptions) -> Result<Loaded, LoadEr
         evaluators: Some(&evaluators),
         hash: opts.hash,
         max_depth: opts.max_rule_depth,
+        budget: opts.budget,
     };
 
     let mut flags = Vec::new();

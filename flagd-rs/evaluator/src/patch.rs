@@ -446,6 +446,7 @@ impl Flag {
             evaluators: Some(evaluators),
             hash: opts.hash,
             max_depth: opts.max_rule_depth,
+            budget: opts.budget,
         };
         let compiled = Rule::compile(&rule, &compile).map_err(|source| PatchError::Rule {
             flag: self.key.to_string(),

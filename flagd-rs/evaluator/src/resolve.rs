@@ -6,8 +6,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use crate::logic::EvalContext;
 use crate::logic::value::PlainName;
+use crate::logic::{BudgetLimit, EvalContext, EvalError, Exceeded};
 use crate::model::{Flag, FlagSet, State};
 
 /// Why a flag resolved the way it did (flagd's reason strings).
@@ -53,7 +53,8 @@ pub enum ErrorCode {
     TypeMismatch,
     /// The targeting rule could not be evaluated (unknown operator, bad arguments).
     ParseError,
-    /// Targeting returned something that names no variant.
+    /// Targeting returned something that names no variant, or its evaluation exceeded the
+    /// evaluation budget (see [`ErrorDetail`]).
     General,
 }
 
@@ -75,6 +76,26 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+/// What an error was, beyond flagd's error code, for the errors flagd-rs adds to flagd's. One
+/// byte, so that every evaluation carries it at no cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorDetail {
+    /// The targeting rule needed more work or memory than the evaluation budget allows
+    /// ([`crate::EvalBudget`]); the error code is [`ErrorCode::General`].
+    BudgetExceeded(BudgetLimit),
+}
+
+impl fmt::Display for ErrorDetail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ErrorDetail::BudgetExceeded(limit) => {
+                write!(f, "evaluation budget exceeded ({limit})")
+            }
+        }
+    }
+}
+
 /// The untyped outcome of evaluating one flag. Borrows from the flag: no allocation.
 #[derive(Debug, Clone, Copy)]
 pub struct Evaluation<'a> {
@@ -89,12 +110,25 @@ pub struct Evaluation<'a> {
     pub reason: Reason,
     /// Set exactly when `reason` is [`Reason::Error`].
     pub error: Option<ErrorCode>,
+    /// More about the error, for the errors flagd does not have.
+    pub detail: Option<ErrorDetail>,
 }
 
 impl<'a> Evaluation<'a> {
     /// The flag's merged metadata.
     pub fn metadata(&self) -> &'a Map<String, Value> {
         self.flag.metadata()
+    }
+
+    /// The limit evaluation stopped at, with its value, when the targeting rule needed more
+    /// than the evaluation budget allows.
+    pub fn budget_exceeded(&self) -> Option<Exceeded> {
+        self.detail.map(|ErrorDetail::BudgetExceeded(limit)| {
+            self.flag
+                .targeting()
+                .map_or_else(crate::EvalBudget::default, crate::Rule::budget)
+                .exceeded(limit)
+        })
     }
 
     /// Whether this is the "no default variant" outcome (reason DEFAULT, nothing chosen), which
@@ -111,6 +145,7 @@ impl<'a> Evaluation<'a> {
             variant: self.variant,
             reason: self.reason,
             error: self.error,
+            detail: self.detail,
             metadata: self.flag.metadata(),
         };
         if let Some(v) = self.value {
@@ -137,6 +172,8 @@ pub struct Resolution<'a, T> {
     pub reason: Reason,
     /// Set exactly when `reason` is [`Reason::Error`].
     pub error: Option<ErrorCode>,
+    /// More about the error, for the errors flagd does not have.
+    pub detail: Option<ErrorDetail>,
     /// The flag's merged metadata (empty for an unknown flag).
     pub metadata: &'a Map<String, Value>,
 }
@@ -211,6 +248,7 @@ impl Flag {
             value: None,
             reason: Reason::Error,
             error: None,
+            detail: None,
         };
         if self.state == State::Disabled {
             out.reason = Reason::Disabled;
@@ -226,6 +264,11 @@ impl Flag {
         };
         let result = match rule.evaluate_val(&ctx) {
             Ok(r) => r,
+            Err(EvalError::BudgetExceeded(what)) => {
+                out.error = Some(ErrorCode::General);
+                out.detail = Some(ErrorDetail::BudgetExceeded(what.limit()));
+                return out;
+            }
             Err(_) => {
                 out.error = Some(ErrorCode::ParseError);
                 return out;
@@ -286,6 +329,7 @@ impl FlagSet {
                 variant: None,
                 reason: Reason::Error,
                 error: Some(ErrorCode::FlagNotFound),
+                detail: None,
                 metadata: &EMPTY,
             },
         }
@@ -497,6 +541,51 @@ mod tests {
         for (value, expected) in cases {
             assert_eq!(variant_name(value).as_deref(), *expected, "for {value}");
         }
+    }
+
+    #[test]
+    fn an_exceeded_budget_is_general_with_its_detail() {
+        let doc = br#"{"flags": {"f": {"state": "ENABLED", "variants": {"on": true, "off": false},
+            "defaultVariant": "off",
+            "targeting": {"if": [{"some": [{"var": "xs"}, {"==": [{"var": ""}, 9]}]}, "on", "off"]}}}}"#;
+        let opts = crate::LoadOptions {
+            budget: crate::EvalBudget {
+                max_operations: 50,
+                ..crate::EvalBudget::default()
+            },
+            ..crate::LoadOptions::default()
+        };
+        let flags = crate::load(doc, crate::Format::Json, &opts).unwrap().flags;
+        let small = json!({"xs": [1, 9]});
+        let e = flags.evaluate("f", &small, 0).unwrap();
+        assert_eq!(
+            (e.variant, e.reason, e.error),
+            (Some("on"), Reason::TargetingMatch, None)
+        );
+        assert_eq!(e.budget_exceeded(), None);
+
+        let large = json!({"xs": vec![0; 100]});
+        let e = flags.evaluate("f", &large, 0).unwrap();
+        assert_eq!(
+            (e.variant, e.reason, e.error),
+            (None, Reason::Error, Some(ErrorCode::General))
+        );
+        let detail = ErrorDetail::BudgetExceeded(BudgetLimit::Operations);
+        assert_eq!(e.detail, Some(detail));
+        assert_eq!(e.budget_exceeded(), Some(Exceeded::Operations(50)));
+        assert_eq!(
+            detail.to_string(),
+            "evaluation budget exceeded (operations)"
+        );
+        // The detail costs no space.
+        assert_eq!(std::mem::size_of::<Option<ErrorDetail>>(), 1);
+        let typed = flags.resolve_bool("f", &large);
+        assert_eq!(
+            (typed.error, typed.detail),
+            (Some(ErrorCode::General), Some(detail))
+        );
+        // Other failures carry no detail.
+        assert_eq!(flags.resolve_bool("missing", &large).detail, None);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
-use flagd_evaluator::{ErrorCode, Evaluation, Flag, now_unix_seconds};
+use flagd_evaluator::{ErrorCode, Evaluation, Exceeded, Flag, now_unix_seconds};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Limited};
@@ -114,6 +114,7 @@ enum OfrepError {
     Evaluation {
         key: String,
         code: ErrorCode,
+        exceeded: Option<Exceeded>,
         metadata: Map<String, Value>,
     },
 }
@@ -155,9 +156,10 @@ impl IntoResponse for OfrepError {
             OfrepError::Evaluation {
                 key,
                 code,
+                exceeded,
                 metadata,
             } => {
-                let (code, details) = evaluation_error(key, *code);
+                let (code, details) = evaluation_error(key, *code, *exceeded);
                 write_error(&mut out, Some(key), code, &details, Some(metadata));
                 StatusCode::BAD_REQUEST
             }
@@ -166,11 +168,20 @@ impl IntoResponse for OfrepError {
     }
 }
 
-/// flagd's error code and details for a failed evaluation (PARSE_ERROR, else GENERAL).
-fn evaluation_error(key: &str, code: ErrorCode) -> (&'static str, String) {
-    match code {
-        ErrorCode::ParseError => ("PARSE_ERROR", format!("error parsing the flag `{key}`")),
-        _ => (
+/// flagd's error code and details for a failed evaluation (PARSE_ERROR, else GENERAL); an
+/// error flagd does not have (the evaluation budget) is GENERAL with its own details.
+fn evaluation_error(
+    key: &str,
+    code: ErrorCode,
+    exceeded: Option<Exceeded>,
+) -> (&'static str, String) {
+    match (code, exceeded) {
+        (ErrorCode::ParseError, _) => ("PARSE_ERROR", format!("error parsing the flag `{key}`")),
+        (_, Some(what)) => (
+            "GENERAL",
+            format!("flag `{key}`: evaluation budget exceeded: {what}"),
+        ),
+        (_, None) => (
             "GENERAL",
             "error processing the flag for evaluation".to_owned(),
         ),
@@ -326,6 +337,7 @@ async fn evaluate_flag(
         return Err(OfrepError::Evaluation {
             key,
             code,
+            exceeded: eval.budget_exceeded(),
             metadata,
         });
     }
@@ -356,7 +368,8 @@ async fn evaluate_flags(
         match eval.error {
             None => write_success(&mut out, &eval, &echo),
             Some(code) => {
-                let (code, details) = evaluation_error(found.flag.key(), code);
+                let (code, details) =
+                    evaluation_error(found.flag.key(), code, eval.budget_exceeded());
                 write_error(
                     &mut out,
                     Some(found.flag.key()),
@@ -390,6 +403,9 @@ async fn evaluate_flags(
 }
 
 fn record(state: &AppState, eval: &Evaluation<'_>) {
+    if eval.budget_exceeded().is_some() {
+        state.metrics.budget_exceeded(eval.flag.key());
+    }
     state.metrics.evaluation(
         eval.flag.key(),
         eval.variant.unwrap_or_default(),

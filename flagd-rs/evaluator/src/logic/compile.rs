@@ -10,10 +10,11 @@ use std::fmt::Display;
 use rustc_hash::FxHashSet;
 use serde_json::{Map, Value};
 
+use super::budget::{self, EvalBudget};
 use super::eval::{self, Env, Runtime};
 use super::tree::{
-    Args, Cmp, Entry, FractionalNode, InNode, IterKind, IterNode, Node, Op, Path, Seg, SemVerNode,
-    Subject, VarNode, VarPath,
+    Args, Cmp, Costly, Entry, FractionalNode, InNode, IterKind, IterNode, Node, Op, Path, Seg,
+    SemVerNode, Subject, VarNode, VarPath,
 };
 use super::value::{Val, View, format_number, go_int, parse_go_float, view_of};
 use super::{CompileOptions, EvalError, RuleError};
@@ -34,6 +35,8 @@ pub(crate) struct Compiler<'o> {
     expanding: Vec<&'o str>,
     /// Nodes created so far.
     nodes: usize,
+    /// Whether constant sub-rules are evaluated once, here.
+    folding: bool,
 }
 
 /// Adds `segment` in front of the JSON pointer of a depth error raised below it.
@@ -57,6 +60,25 @@ impl<'o> Compiler<'o> {
             opts,
             expanding: Vec::new(),
             nodes: 0,
+            folding: true,
+        }
+    }
+
+    /// A compiler for a rule that is evaluated once (a rule read from the context): folding
+    /// would only move work out of the evaluation's budget.
+    pub(crate) fn for_one_evaluation(opts: &'o CompileOptions<'o>) -> Self {
+        Compiler {
+            folding: false,
+            ..Compiler::new(opts)
+        }
+    }
+
+    /// [`fold`], when folding.
+    fn fold(&self, node: Node) -> Node {
+        if self.folding {
+            fold(node, self.opts.budget)
+        } else {
+            node
         }
     }
 
@@ -102,8 +124,9 @@ impl<'o> Compiler<'o> {
                     return Ok(Node::Const(v.clone()));
                 }
                 let nodes = self.list(items, depth + 1)?;
-                Ok(fold(Node::Array(nodes)))
+                Ok(self.fold(Node::Array(nodes)))
             }
+            Value::String(s) => Ok(costly(Node::Const(v.clone()), s.len())),
             scalar => Ok(Node::Const(scalar.clone())),
         }
     }
@@ -203,7 +226,7 @@ impl<'o> Compiler<'o> {
             }
             other => Args::One(self.compile(other, depth)?),
         };
-        Ok(fold(specialize(op, args)))
+        Ok(self.fold(specialize(op, args)))
     }
 
     /// Inlines the evaluator `{"$ref": name}` names; a missing one, or one that refers back to
@@ -240,15 +263,29 @@ impl<'o> Compiler<'o> {
             return Err(self.too_deep());
         }
         let nodes = self.list(items, depth + 1)?;
-        Ok(fold(match op {
+        let node = match op {
             "and" => Node::And(nodes),
             "or" => Node::Or(nodes),
             _ => Node::If(nodes),
-        }))
+        };
+        Ok(self.fold(node))
     }
 
-    /// `var`.
+    /// `var`; a long static path is charged by its length on every lookup.
     fn var(&mut self, args: &Value, depth: usize) -> Result<Node, RuleError> {
+        let node = self.var_node(args, depth)?;
+        Ok(match args {
+            Value::String(s) => costly(node, s.len()),
+            Value::Array(items) => match items.first() {
+                Some(Value::String(s)) => costly(node, s.len()),
+                _ => node,
+            },
+            _ => node,
+        })
+    }
+
+    /// The node of a `var`.
+    fn var_node(&mut self, args: &Value, depth: usize) -> Result<Node, RuleError> {
         let fail = || Ok(Node::Fail(Box::new(EvalError::InvalidArguments("var"))));
         let node = match args {
             Value::Null => VarNode {
@@ -534,16 +571,27 @@ fn constant_table(entries: &[Entry]) -> Option<Option<Box<[u64]>>> {
     Some(fractional::cumulative(views.into_iter()).map(Vec::into_boxed_slice))
 }
 
-/// Evaluates `node` once when its value cannot depend on the context.
-pub(crate) fn fold(node: Node) -> Node {
+/// `node`, wrapped so that each visit is charged for reading `len` bytes of text when that is
+/// long.
+fn costly(node: Node, len: usize) -> Node {
+    match budget::read_cost(len) {
+        0 => node,
+        cost => Node::Costly(Box::new(Costly { node, cost })),
+    }
+}
+
+/// Evaluates `node` once when its value cannot depend on the context, within the budget of one
+/// evaluation.
+pub(crate) fn fold(node: Node, budget: EvalBudget) -> Node {
     if !node.is_foldable() {
         return node;
     }
-    let rt = Runtime::for_folding();
+    let rt = Runtime::for_folding(budget);
     let empty = Value::Object(Map::new());
     let env = Env::root(&empty, None, &rt);
     let result = eval::eval(&node, &env);
-    if rt.touched_context() {
+    // A computation too large to fold is left to each evaluation, whose own budget decides.
+    if rt.touched_context() || rt.exceeded().is_some() {
         return node;
     }
     match result {

@@ -9,10 +9,11 @@ use std::sync::LazyLock;
 use serde_json::{Map, Value};
 use smallvec::SmallVec;
 
+use super::budget::{EvalBudget, Exceeded, Meter};
 use super::compile::{Compiler, iter_name, parse_path};
 use super::tree::{
-    Args, Cmp, Entry, FractionalNode, InNode, IterKind, IterNode, Node, Op, Path, Seg, SemVerNode,
-    Subject, VarNode, VarPath,
+    Args, Cmp, Costly, Entry, FractionalNode, InNode, IterKind, IterNode, Node, Op, Path, Seg,
+    SemVerNode, Subject, VarNode, VarPath,
 };
 use super::value::{
     Val, View, equals, format_number, go_int, go_interface_eq, less, str_contains, strict_equals,
@@ -24,8 +25,9 @@ use crate::ops::semver;
 
 /// How many times one evaluation may compile and run a rule found in the context (see
 /// [`dynamic`]). Each such rule can lead to another only through data the caller sent, so a
-/// small budget bounds the work while never limiting a real rule.
-const DYNAMIC_BUDGET: u32 = 64;
+/// small number never limits a real rule; the work of each is charged to the evaluation's
+/// budget.
+const DYNAMIC_RULES: u32 = 64;
 
 /// How deeply rules read from the context may nest inside each other. Each level may nest as
 /// deep as a compiled rule, so this keeps the stack bounded.
@@ -38,8 +40,10 @@ static EMPTY_OBJECT: LazyLock<Value> = LazyLock::new(|| Value::Object(Map::new()
 /// State shared by one evaluation.
 #[derive(Debug)]
 pub(crate) struct Runtime {
+    /// What is left of the evaluation's budget.
+    pub(crate) meter: Meter,
     /// Remaining compilations of rules read from the context.
-    budget: Cell<u32>,
+    dynamic_left: Cell<u32>,
     /// Rules read from the context currently being evaluated, one inside the other.
     nesting: Cell<u32>,
     /// Set when evaluation reached into the context behind a rule's back (a rule read from
@@ -52,9 +56,10 @@ pub(crate) struct Runtime {
 
 impl Runtime {
     /// State for evaluating a rule compiled with these options.
-    pub(crate) fn new(hash: HashGeneration, max_depth: usize) -> Self {
+    pub(crate) fn new(hash: HashGeneration, max_depth: usize, budget: EvalBudget) -> Self {
         Runtime {
-            budget: Cell::new(DYNAMIC_BUDGET),
+            meter: Meter::new(budget),
+            dynamic_left: Cell::new(DYNAMIC_RULES),
             nesting: Cell::new(0),
             touched: Cell::new(false),
             hash,
@@ -63,8 +68,13 @@ impl Runtime {
     }
 
     /// State for evaluating a constant sub-rule at compile time.
-    pub(crate) fn for_folding() -> Self {
-        Runtime::new(HashGeneration::default(), 0)
+    pub(crate) fn for_folding(budget: EvalBudget) -> Self {
+        Runtime::new(HashGeneration::default(), 0, budget)
+    }
+
+    /// The budget limit crossed, if any.
+    pub(crate) fn exceeded(&self) -> Option<Exceeded> {
+        self.meter.exceeded()
     }
 
     /// Whether evaluation depended on the context in a way the tree does not show.
@@ -129,6 +139,7 @@ type Res<'a> = Result<Val<'a>, EvalError>;
 pub(crate) fn eval<'a>(node: &'a Node, env: &Env<'a, '_>) -> Res<'a> {
     // A thin dispatcher: every operator lives in its own function so that this one, entered at
     // every node, stays small (no large stack frame to set up for a constant).
+    env.rt.meter.step()?;
     match node {
         Node::Const(v) => Ok(Val::Ref(v)),
         // The common `var`: a plain path at the root or in `map`/`all`.
@@ -150,9 +161,27 @@ pub(crate) fn eval<'a>(node: &'a Node, env: &Env<'a, '_>) -> Res<'a> {
         Node::Iter(n) => eval_iter(n, env),
         Node::Array(items) => eval_array(items, env),
         Node::Op(op, args) => eval_op(*op, args, env),
+        Node::Costly(c) => eval_costly(c, env),
         Node::Unknown(name) => Err(EvalError::UnknownOperator(name.to_string())),
         Node::Fail(e) => Err((**e).clone()),
     }
+}
+
+/// A node whose every visit costs more than one operation (it reads long text).
+#[inline(never)]
+fn eval_costly<'a>(c: &'a Costly, env: &Env<'a, '_>) -> Res<'a> {
+    env.rt.meter.spend(c.cost)?;
+    eval(&c.node, env)
+}
+
+/// `v` as owned JSON, charging the copy or the slot it takes.
+fn owned(v: Val<'_>, meter: &Meter) -> Result<Value, EvalError> {
+    match &v {
+        Val::Ref(r) => meter.copy(r)?,
+        Val::Str(s) => meter.build_text(s.len())?,
+        Val::Null | Val::Bool(_) | Val::Num(_) | Val::Owned(_) => meter.build_slot()?,
+    }
+    Ok(v.into_value())
 }
 
 /// `or`: the first truthy operand, else the last one (`null` for none).
@@ -210,7 +239,7 @@ fn eval_affix<'a>(prefix: bool, args: &'a [Node; 2], env: &Env<'a, '_>) -> Res<'
 fn eval_array<'a>(items: &'a [Node], env: &Env<'a, '_>) -> Res<'a> {
     let mut out = Vec::with_capacity(items.len());
     for item in items {
-        out.push(eval(item, env)?.into_value());
+        out.push(owned(eval(item, env)?, &env.rt.meter)?);
     }
     Ok(Val::Owned(Value::Array(out)))
 }
@@ -219,24 +248,36 @@ fn eval_array<'a>(items: &'a [Node], env: &Env<'a, '_>) -> Res<'a> {
 /// rules), detached from the temporary tree.
 fn dynamic<'a>(rule: &Value, env: &Env<'a, '_>, op: &'static str) -> Res<'a> {
     env.rt.touched.set(true);
-    let left = env.rt.budget.get();
+    let left = env.rt.dynamic_left.get();
     let nesting = env.rt.nesting.get();
     if left == 0 || nesting >= DYNAMIC_NESTING {
         return Err(EvalError::InvalidArguments(op));
     }
-    env.rt.budget.set(left - 1);
+    env.rt.dynamic_left.set(left - 1);
+    env.rt.meter.compile(rule)?;
     let opts = CompileOptions {
         evaluators: None,
         hash: env.rt.hash,
         max_depth: env.rt.max_depth,
+        budget: env.rt.meter.limits(),
     };
-    let node = Compiler::new(&opts)
+    let node = Compiler::for_one_evaluation(&opts)
         .compile(rule, 0)
         .map_err(|_| EvalError::InvalidArguments(op))?;
     env.rt.nesting.set(nesting + 1);
-    let out = eval(&node, env).map(Val::detach);
+    let out = eval(&node, env).and_then(|v| detach(v, &env.rt.meter));
     env.rt.nesting.set(nesting);
     out
+}
+
+/// [`Val::detach`], charging the copy.
+fn detach(v: Val<'_>, meter: &Meter) -> Result<Val<'static>, EvalError> {
+    match &v {
+        Val::Ref(r) => meter.copy(r)?,
+        Val::Str(s) => meter.build_text(s.len())?,
+        Val::Null | Val::Bool(_) | Val::Num(_) | Val::Owned(_) => {}
+    }
+    Ok(v.detach())
 }
 
 /// `if`: condition/result pairs, then an optional else.
@@ -324,7 +365,7 @@ fn eval_in<'a>(n: &'a InNode, env: &Env<'a, '_>) -> Res<'a> {
         if let Some(set) = &n.set {
             return Ok(Val::Bool(set.contains(needle.as_str())));
         }
-        return in_check(View::Str(needle), haystack.view()).map(Val::Bool);
+        return in_check(View::Str(needle), haystack.view(), &env.rt.meter).map(Val::Bool);
     }
     let needle = eval(&n.needle, env)?;
     let haystack = eval(&n.haystack, env)?;
@@ -334,12 +375,12 @@ fn eval_in<'a>(n: &'a InNode, env: &Env<'a, '_>) -> Res<'a> {
     if let (Some(set), View::Str(s)) = (&n.set, needle.view()) {
         return Ok(Val::Bool(set.contains(s)));
     }
-    in_check(needle.view(), haystack.view()).map(Val::Bool)
+    in_check(needle.view(), haystack.view(), &env.rt.meter).map(Val::Bool)
 }
 
 /// Membership: substring for a string haystack (the needle must be a string), element or
 /// inclusive numeric range (`[lo, hi]` elements) for an array, `false` otherwise.
-fn in_check(needle: View<'_>, haystack: View<'_>) -> Result<bool, EvalError> {
+fn in_check(needle: View<'_>, haystack: View<'_>, meter: &Meter) -> Result<bool, EvalError> {
     let bad = || EvalError::InvalidArguments("in");
     match haystack {
         View::Str(h) => match needle {
@@ -347,6 +388,7 @@ fn in_check(needle: View<'_>, haystack: View<'_>) -> Result<bool, EvalError> {
             _ => Err(bad()),
         },
         View::Arr(items) => {
+            meter.spend(items.len() as u64)?;
             for item in items {
                 match view_of(item) {
                     View::Arr(range) => {
@@ -354,6 +396,8 @@ fn in_check(needle: View<'_>, haystack: View<'_>) -> Result<bool, EvalError> {
                             return Err(bad());
                         };
                         let x = needle.arith_number().ok_or_else(bad)?;
+                        read_scalar(lo, meter)?;
+                        read_scalar(hi, meter)?;
                         let lo = view_of(lo).arith_number().ok_or_else(bad)?;
                         let hi = view_of(hi).arith_number().ok_or_else(bad)?;
                         if x >= lo && hi >= x {
@@ -361,6 +405,7 @@ fn in_check(needle: View<'_>, haystack: View<'_>) -> Result<bool, EvalError> {
                         }
                     }
                     element => {
+                        read_scalar(item, meter)?;
                         let hit = match needle {
                             View::Num(x) => element.arith_number().ok_or_else(bad)? == x,
                             _ => go_interface_eq(element, needle).ok_or_else(bad)?,
@@ -377,10 +422,20 @@ fn in_check(needle: View<'_>, haystack: View<'_>) -> Result<bool, EvalError> {
     }
 }
 
+/// Charges reading a scalar that no node read (an array element): its text, when long.
+#[inline]
+fn read_scalar(v: &Value, meter: &Meter) -> Result<(), EvalError> {
+    match v {
+        Value::String(s) => meter.read_str(s),
+        _ => Ok(()),
+    }
+}
+
 /// `var`.
 #[inline(never)]
 fn eval_var<'a>(v: &'a VarNode, env: &Env<'a, '_>) -> Res<'a> {
     if let (true, Some(outer)) = (v.outer_first, env.outer) {
+        env.rt.meter.step()?;
         let found = eval_var(v, outer)?;
         if !found.is_null() {
             return Ok(found);
@@ -391,7 +446,7 @@ fn eval_var<'a>(v: &'a VarNode, env: &Env<'a, '_>) -> Res<'a> {
         None => None,
     };
     let (found, dynamic_default) = match &v.path {
-        VarPath::Static(path) => (lookup(path, env), None),
+        VarPath::Static(path) => (lookup(path, env)?, None),
         VarPath::Dynamic(node) => {
             let p = eval(node, env)?;
             resolve(p.view(), env)?
@@ -408,53 +463,74 @@ fn resolve<'a>(
 ) -> Result<(Option<Val<'a>>, Option<Val<'a>>), EvalError> {
     let bad = || EvalError::InvalidArguments("var");
     Ok(match p {
-        View::Null => (lookup(&Path::Null, env), None),
-        View::Str(s) => (lookup(&parse_path(s), env), None),
-        View::Num(n) => (lookup(&parse_path(&format_number(n)), env), None),
+        View::Null => (lookup(&Path::Null, env)?, None),
+        View::Str(s) => (lookup(&parse_path(s), env)?, None),
+        View::Num(n) => (lookup(&parse_path(&format_number(n)), env)?, None),
         View::Arr(items) => {
             let Some(first) = items.first() else {
-                return Ok((lookup(&Path::Whole, env), None));
+                return Ok((lookup(&Path::Whole, env)?, None));
             };
             let Value::String(s) = first else {
                 return Err(bad());
             };
+            env.rt.meter.read_str(s)?;
             let default = match items.get(1) {
-                Some(d) if items.len() == 2 => Some(Val::Owned(d.clone())),
+                Some(d) if items.len() == 2 => {
+                    env.rt.meter.copy(d)?;
+                    Some(Val::Owned(d.clone()))
+                }
                 _ => None,
             };
-            (lookup(&parse_path(s), env), default)
+            (lookup(&parse_path(s), env)?, default)
         }
         View::Bool(_) | View::Obj(_) => return Err(bad()),
     })
 }
 
 /// Looks a path up in the scope; `None` when it is absent or `null`.
-fn lookup<'a>(path: &Path, env: &Env<'a, '_>) -> Option<Val<'a>> {
-    match path {
+fn lookup<'a>(path: &Path, env: &Env<'a, '_>) -> Result<Option<Val<'a>>, EvalError> {
+    let meter = &env.rt.meter;
+    Ok(match path {
         Path::Null => match env.data {
-            Value::Bool(_) | Value::Number(_) | Value::String(_) => Some(Val::Ref(env.data)),
+            Value::String(s) => {
+                meter.read_str(s)?;
+                Some(Val::Ref(env.data))
+            }
+            Value::Bool(_) | Value::Number(_) => Some(Val::Ref(env.data)),
             _ => None,
         },
         Path::Whole => Some(match env.flagd {
             Some(f) => {
+                // The data is copied to add `$flagd` to it.
+                meter.copy(env.data)?;
+                meter.build_text(f.key.len())?;
                 let mut m = env.data.as_object().cloned().unwrap_or_default();
                 m.insert("$flagd".into(), flagd_object(f));
                 Val::Owned(Value::Object(m))
             }
-            None => Val::Ref(env.data),
+            None => {
+                read_scalar(env.data, meter)?;
+                Val::Ref(env.data)
+            }
         }),
         Path::Segs(segs) => walk(segs, env),
         Path::Flagd(segs) => match env.flagd {
             Some(f) => match segs.get(1..).unwrap_or_default() {
-                [] => Some(Val::Owned(flagd_object(f))),
-                [k] if &*k.key == "flagKey" => Some(Val::Str(f.key)),
+                [] => {
+                    meter.build_text(f.key.len())?;
+                    Some(Val::Owned(flagd_object(f)))
+                }
+                [k] if &*k.key == "flagKey" => {
+                    meter.read_str(f.key)?;
+                    Some(Val::Str(f.key))
+                }
                 // Numbers travel through flagd's engine as float64.
                 [k] if &*k.key == "timestamp" => Some(Val::Num(f.timestamp as f64)),
                 _ => None,
             },
             None => walk(segs, env),
         },
-    }
+    })
 }
 
 /// The `$flagd` object.
@@ -478,6 +554,10 @@ fn walk<'a>(segs: &[Seg], env: &Env<'a, '_>) -> Option<Val<'a>> {
         if cur.is_null() {
             return None;
         }
+    }
+    if let Value::String(s) = cur {
+        // Reported by the next step, or at the end of the evaluation.
+        env.rt.meter.read_text(s.len());
     }
     Some(Val::Ref(cur))
 }
@@ -613,7 +693,13 @@ fn bucketing<'a>(
     let hash = match explicit {
         Some(v) => match v.view() {
             View::Str(s) => Some(fractional::hash_str(generation, s)),
-            _ => fractional::hash_value(generation, &v.as_json()),
+            _ => {
+                let json = v.as_json();
+                // Hashing encodes the whole value (reported by the next step, or at the end of
+                // the evaluation).
+                env.rt.meter.read_value(&json);
+                fractional::hash_value(generation, &json)
+            }
         },
         None => match (
             env.flagd,
@@ -622,6 +708,7 @@ fn bucketing<'a>(
                 .and_then(|m| get_key(m, "targetingKey")),
         ) {
             (Some(flagd), Some(Value::String(tk))) if !tk.is_empty() => {
+                env.rt.meter.read_text(tk.len());
                 Some(fractional::hash_shorthand(generation, flagd.key, tk))
             }
             _ => None,
@@ -802,7 +889,10 @@ fn eval_iter<'a>(n: &'a IterNode, env: &Env<'a, '_>) -> Res<'a> {
             match v.view() {
                 View::Bool(b) => Acc::Bool(b),
                 View::Num(x) => Acc::Num(x),
-                View::Str(s) => Acc::Str(s.to_owned()),
+                View::Str(s) => {
+                    env.rt.meter.build_text(s.len())?;
+                    Acc::Str(s.to_owned())
+                }
                 _ => return Err(bad()),
             }
         }
@@ -844,12 +934,19 @@ fn eval_iter<'a>(n: &'a IterNode, env: &Env<'a, '_>) -> Res<'a> {
         return Err(bad());
     }
     let outer = matches!(n.kind, IterKind::Filter | IterKind::None | IterKind::Some).then_some(env);
+    let meter = &env.rt.meter;
     let mut out = Vec::new();
     for item in items {
+        meter.step()?;
         match n.kind {
             IterKind::Reduce => {
                 if item.is_null() {
                     continue;
+                }
+                // The scope holds copies of the element and of the accumulator.
+                meter.copy(item)?;
+                if let Acc::Str(s) = &acc {
+                    meter.build_text(s.len())?;
                 }
                 let mut scope = Map::new();
                 scope.insert("current".into(), item.clone());
@@ -861,15 +958,22 @@ fn eval_iter<'a>(n: &'a IterNode, env: &Env<'a, '_>) -> Res<'a> {
                 acc = match acc {
                     Acc::Bool(_) => Acc::Bool(v.truthy()),
                     Acc::Num(_) => Acc::Num(v.view().arith_number().ok_or_else(bad)?),
-                    Acc::Str(_) => Acc::Str(v.view().go_string().ok_or_else(bad)?.into_owned()),
+                    Acc::Str(_) => {
+                        let s = v.view().go_string().ok_or_else(bad)?;
+                        meter.build_text(s.len())?;
+                        Acc::Str(s.into_owned())
+                    }
                 };
             }
             kind => {
                 let inner = Env::element(item, outer, env.rt);
                 let v = eval(logic, &inner)?;
                 match kind {
-                    IterKind::Map => out.push(v.into_value()),
-                    IterKind::Filter if v.truthy() => out.push(item.clone()),
+                    IterKind::Map => out.push(owned(v, meter)?),
+                    IterKind::Filter if v.truthy() => {
+                        meter.copy(item)?;
+                        out.push(item.clone());
+                    }
                     IterKind::All if !v.truthy() => return Ok(Val::Bool(false)),
                     IterKind::None if v.truthy() => return Ok(Val::Bool(false)),
                     IterKind::Some if v.truthy() => return Ok(Val::Bool(true)),
@@ -937,8 +1041,19 @@ fn eval_op<'a>(op: Op, args: &'a Args, env: &Env<'a, '_>) -> Res<'a> {
         Args::One(node) => {
             let v = eval(node, env)?;
             match v {
-                Val::Ref(Value::Array(a)) => Shape::List(a.iter().map(Val::Ref).collect()),
-                Val::Owned(Value::Array(a)) => Shape::List(a.into_iter().map(Val::Owned).collect()),
+                Val::Ref(Value::Array(a)) => {
+                    // The elements become arguments no node has read.
+                    let meter = &env.rt.meter;
+                    meter.spend(a.len() as u64)?;
+                    for item in a {
+                        read_scalar(item, meter)?;
+                    }
+                    Shape::List(a.iter().map(Val::Ref).collect())
+                }
+                Val::Owned(Value::Array(a)) => {
+                    env.rt.meter.spend(a.len() as u64)?;
+                    Shape::List(a.into_iter().map(Val::Owned).collect())
+                }
                 v => Shape::One(v),
             }
         }
@@ -953,10 +1068,10 @@ fn apply<'a>(op: Op, shape: Shape<'a>, env: &Env<'a, '_>) -> Res<'a> {
     match op {
         Op::Missing => return missing(shape, env),
         Op::MissingSome => return missing_some(shape, env),
-        Op::Set => return set(shape),
-        Op::Cat => return cat(shape),
-        Op::Substr => return substr(shape),
-        Op::Merge => return merge(shape),
+        Op::Set => return set(shape, &env.rt.meter),
+        Op::Cat => return cat(shape, &env.rt.meter),
+        Op::Substr => return substr(shape, &env.rt.meter),
+        Op::Merge => return merge(shape, &env.rt.meter),
         Op::StartsWith
         | Op::EndsWith
         | Op::SemVer
@@ -1033,7 +1148,7 @@ fn apply<'a>(op: Op, shape: Shape<'a>, env: &Env<'a, '_>) -> Res<'a> {
         Op::In => {
             let needle = list.first().ok_or_else(bad)?;
             let haystack = list.get(1).map_or(View::Null, Val::view);
-            in_check(needle.view(), haystack).map(Val::Bool)
+            in_check(needle.view(), haystack, &env.rt.meter).map(Val::Bool)
         }
         Op::Mod => match (list.first(), list.get(1)) {
             (Some(a), Some(b)) => Ok(Val::Num(num(a)? % num(b)?)),
@@ -1098,16 +1213,39 @@ fn custom<'a>(op: Op, shape: Shape<'a>, env: &Env<'a, '_>) -> Res<'a> {
         Op::Fractional => return fractional_values(env.rt.hash, list, env),
         _ => match (list.first().map(Val::view), list.get(1).map(Val::view)) {
             (Some(View::Arr(hay)), Some(View::Arr(needles))) => {
-                let found = |n: &Value| hay.iter().any(|h| equals(view_of(h), view_of(n)));
-                Val::Bool(match op {
-                    Op::ContainsAll => needles.iter().all(found),
-                    Op::ContainsAny => needles.iter().any(found),
-                    _ => !needles.iter().any(found),
-                })
+                Val::Bool(contains(op, hay, needles, &env.rt.meter)?)
             }
             _ => Val::Bool(false),
         },
     })
+}
+
+/// `contains_all`, `contains_any` or `contains_none` over two arrays: each needle is looked
+/// for in the whole haystack, so the cost of one haystack pass is charged per needle.
+fn contains(op: Op, hay: &[Value], needles: &[Value], meter: &Meter) -> Result<bool, EvalError> {
+    // The answer when no needle decides it.
+    let undecided = !matches!(op, Op::ContainsAny);
+    if needles.is_empty() {
+        return Ok(undecided);
+    }
+    let mut pass = hay.len() as u64;
+    for h in hay {
+        if let Value::String(s) = h {
+            pass = pass.saturating_add((s.len() / 64) as u64);
+        }
+    }
+    for n in needles {
+        meter.spend(pass)?;
+        read_scalar(n, meter)?;
+        let found = hay.iter().any(|h| equals(view_of(h), view_of(n)));
+        match op {
+            Op::ContainsAll if !found => return Ok(false),
+            Op::ContainsAny if found => return Ok(true),
+            Op::ContainsNone if found => return Ok(false),
+            _ => {}
+        }
+    }
+    Ok(undecided)
 }
 
 /// `missing`: the listed paths that are absent.
@@ -1121,7 +1259,7 @@ fn missing<'a>(shape: Shape<'a>, env: &Env<'a, '_>) -> Res<'a> {
     for item in list {
         let (found, default) = resolve(item.view(), env)?;
         if found.is_none() && default.is_none_or(|d| d.is_null()) {
-            out.push(item.into_value());
+            out.push(owned(item, &env.rt.meter)?);
         }
     }
     Ok(Val::Owned(Value::Array(out)))
@@ -1140,13 +1278,17 @@ fn missing_some<'a>(shape: Shape<'a>, env: &Env<'a, '_>) -> Res<'a> {
     let View::Arr(paths) = paths.view() else {
         return Err(bad());
     };
+    let meter = &env.rt.meter;
     let mut absent = Vec::new();
     let mut found = 0_i64;
     for p in paths {
+        meter.step()?;
+        read_scalar(p, meter)?;
         let (hit, default) = resolve(view_of(p), env)?;
         if hit.is_some() || default.is_some_and(|d| !d.is_null()) {
             found += 1;
         } else {
+            meter.copy(p)?;
             absent.push(p.clone());
         }
     }
@@ -1158,7 +1300,7 @@ fn missing_some<'a>(shape: Shape<'a>, env: &Env<'a, '_>) -> Res<'a> {
 }
 
 /// `set`: a copy of an object with one property replaced.
-fn set<'a>(shape: Shape<'a>) -> Res<'a> {
+fn set<'a>(shape: Shape<'a>, meter: &Meter) -> Res<'a> {
     let Shape::List(list) = shape else {
         return Ok(Val::Null);
     };
@@ -1175,13 +1317,16 @@ fn set<'a>(shape: Shape<'a>) -> Res<'a> {
     let View::Str(key) = key.view() else {
         return Err(EvalError::InvalidArguments("set"));
     };
+    meter.copy(object.as_json().as_ref())?;
+    meter.build_text(key.len())?;
+    let value = owned(value, meter)?;
     let mut m = m.clone();
-    m.insert(key.to_owned(), value.into_value());
+    m.insert(key.to_owned(), value);
     Ok(Val::Owned(Value::Object(m)))
 }
 
 /// `cat`: concatenation; with two or more operands the result is whitespace-trimmed.
-fn cat<'a>(shape: Shape<'a>) -> Res<'a> {
+fn cat<'a>(shape: Shape<'a>, meter: &Meter) -> Res<'a> {
     let bad = || EvalError::InvalidArguments("cat");
     let list = match shape {
         Shape::One(v) if matches!(v.view(), View::Str(_)) => return Ok(v),
@@ -1196,13 +1341,18 @@ fn cat<'a>(shape: Shape<'a>) -> Res<'a> {
                 return Ok(v);
             }
             let s = v.view().go_string().ok_or_else(bad)?.into_owned();
+            meter.build_text(s.len())?;
             Ok(Val::Owned(Value::String(s)))
         }
         _ => {
             let mut parts: SmallVec<[std::borrow::Cow<'_, str>; 4]> = SmallVec::new();
+            let mut len = 0_usize;
             for v in &list {
-                parts.push(v.view().go_string().ok_or_else(bad)?);
+                let part = v.view().go_string().ok_or_else(bad)?;
+                len = len.saturating_add(part.len());
+                parts.push(part);
             }
+            meter.build_text(len)?;
             Ok(Val::Owned(Value::String(concat_trimmed(&parts))))
         }
     }
@@ -1224,7 +1374,7 @@ pub(crate) fn concat_trimmed<S: AsRef<str>>(parts: &[S]) -> String {
 
 /// `substr`: by characters, with negative start (from the end) and negative length (an end
 /// position counted from the end).
-fn substr<'a>(shape: Shape<'a>) -> Res<'a> {
+fn substr<'a>(shape: Shape<'a>, meter: &Meter) -> Res<'a> {
     let bad = || EvalError::InvalidArguments("substr");
     let Shape::List(list) = shape else {
         return Err(bad());
@@ -1239,6 +1389,7 @@ fn substr<'a>(shape: Shape<'a>) -> Res<'a> {
         from = from.saturating_add(n);
     }
     if from < 0 || from > n {
+        meter.build_text(s.len())?;
         return Ok(Val::Owned(Value::String(s.into_owned())));
     }
     let length = match list.get(2) {
@@ -1261,24 +1412,35 @@ fn substr<'a>(shape: Shape<'a>) -> Res<'a> {
         .skip(from as usize)
         .take((to - from) as usize)
         .collect();
+    meter.build_text(out.len())?;
     Ok(Val::Owned(Value::String(out)))
 }
 
 /// `merge`: one level of array flattening.
-fn merge<'a>(shape: Shape<'a>) -> Res<'a> {
+fn merge<'a>(shape: Shape<'a>, meter: &Meter) -> Res<'a> {
     let list = match shape {
         Shape::One(v) if v.view().is_primitive() => {
-            return Ok(Val::Owned(Value::Array(vec![v.into_value()])));
+            meter.build_slot()?;
+            return Ok(Val::Owned(Value::Array(vec![owned(v, meter)?])));
         }
         Shape::One(_) => return Err(EvalError::InvalidArguments("merge")),
         Shape::List(l) => l,
     };
+    meter.build_slot()?;
     let mut out = Vec::with_capacity(list.len());
     for v in list {
         match v {
-            Val::Ref(Value::Array(a)) => out.extend(a.iter().cloned()),
-            Val::Owned(Value::Array(a)) => out.extend(a),
-            other => out.push(other.into_value()),
+            Val::Ref(Value::Array(a)) => {
+                for item in a {
+                    meter.copy(item)?;
+                }
+                out.extend(a.iter().cloned());
+            }
+            Val::Owned(Value::Array(a)) => {
+                meter.spend(a.len() as u64)?;
+                out.extend(a);
+            }
+            other => out.push(owned(other, meter)?),
         }
     }
     Ok(Val::Owned(Value::Array(out)))

@@ -14,6 +14,9 @@
 //! - Rules are never read from the context, except that an `if` branch whose value is a
 //!   single-key object is evaluated again as a rule, as flagd does; such re-reading is capped
 //!   per evaluation, where flagd would recurse until its stack overflows.
+//! - Every evaluation works within an [`EvalBudget`] of operations and memory (see
+//!   [`budget`](self::budget)); past it, evaluation fails with [`EvalError::BudgetExceeded`]
+//!   where flagd would keep going.
 //! - `contains_all`/`contains_any`/`contains_none` take `[array, array]` and compare elements
 //!   with loose equality; other shapes give `false`.
 //!
@@ -34,6 +37,9 @@ use serde_json::{Map, Value};
 
 use crate::ops::fractional::HashGeneration;
 
+pub use budget::{BudgetLimit, EvalBudget, Exceeded};
+
+pub mod budget;
 mod compile;
 mod eval;
 mod tree;
@@ -51,6 +57,8 @@ pub struct CompileOptions<'a> {
     pub hash: HashGeneration,
     /// Deepest nesting of rule objects/arrays accepted.
     pub max_depth: usize,
+    /// The work each evaluation of the rule may do.
+    pub budget: EvalBudget,
 }
 
 impl Default for CompileOptions<'_> {
@@ -59,6 +67,7 @@ impl Default for CompileOptions<'_> {
             evaluators: None,
             hash: HashGeneration::default(),
             max_depth: 128,
+            budget: EvalBudget::default(),
         }
     }
 }
@@ -94,7 +103,8 @@ pub enum RuleError {
     },
 }
 
-/// A failure while evaluating a rule; flagd reports it as `PARSE_ERROR`.
+/// A failure while evaluating a rule; flag resolution reports it as `PARSE_ERROR`, except an
+/// exceeded budget, which is `GENERAL`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EvalError {
     /// The rule uses an operator that is not supported (including an unresolved `$ref`).
@@ -103,6 +113,10 @@ pub enum EvalError {
     /// An operator got arguments it cannot work with.
     #[error("invalid arguments for `{0}`")]
     InvalidArguments(&'static str),
+    /// The evaluation needed more work or memory than its [`EvalBudget`] allows. flagd has no
+    /// such limit; flagd-rs reports it as a `GENERAL` error.
+    #[error("evaluation budget exceeded: {0}")]
+    BudgetExceeded(Exceeded),
 }
 
 /// A compiled targeting rule.
@@ -112,6 +126,7 @@ pub struct Rule {
     /// Kept for rules met at evaluation time (flagd re-reads some results as rules).
     hash: HashGeneration,
     max_depth: usize,
+    budget: EvalBudget,
 }
 
 impl Rule {
@@ -126,6 +141,7 @@ impl Rule {
             root,
             hash: opts.hash,
             max_depth: opts.max_depth,
+            budget: opts.budget,
         })
     }
 
@@ -134,13 +150,7 @@ impl Rule {
     /// `$flagd.flagKey` and `$flagd.timestamp` are served from `ctx` (a `$flagd` key in the
     /// data is shadowed). The result borrows from the rule or the context where it can.
     pub fn evaluate<'a>(&'a self, ctx: &EvalContext<'a>) -> Result<Cow<'a, Value>, EvalError> {
-        let rt = eval::Runtime::new(self.hash, self.max_depth);
-        let flagd = eval::Flagd {
-            key: ctx.flag_key,
-            timestamp: ctx.timestamp,
-        };
-        let env = eval::Env::root(ctx.data, Some(flagd), &rt);
-        Ok(eval::eval(&self.root, &env)?.into_cow())
+        Ok(self.evaluate_val(ctx)?.into_cow())
     }
 
     /// [`Rule::evaluate`] without turning the result into JSON, for the flag resolver.
@@ -149,13 +159,24 @@ impl Rule {
         &'a self,
         ctx: &EvalContext<'a>,
     ) -> Result<value::Val<'a>, EvalError> {
-        let rt = eval::Runtime::new(self.hash, self.max_depth);
+        let rt = eval::Runtime::new(self.hash, self.max_depth, self.budget);
         let flagd = eval::Flagd {
             key: ctx.flag_key,
             timestamp: ctx.timestamp,
         };
         let env = eval::Env::root(ctx.data, Some(flagd), &rt);
-        eval::eval(&self.root, &env)
+        let out = eval::eval(&self.root, &env);
+        // A limit crossed where no error could be returned, or whose error another one
+        // replaced on the way up, still ends the evaluation.
+        match rt.exceeded() {
+            Some(what) => Err(EvalError::BudgetExceeded(what)),
+            None => out,
+        }
+    }
+
+    /// The work each evaluation of the rule may do.
+    pub fn budget(&self) -> EvalBudget {
+        self.budget
     }
 
     /// The rule's value when it does not depend on the context (a literal, or operators over

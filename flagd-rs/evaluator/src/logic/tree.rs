@@ -44,6 +44,9 @@ pub(crate) enum Node {
     Iter(Box<IterNode>),
     /// Any other operator, or a hot one whose arguments have an unusual shape.
     Op(Op, Box<Args>),
+    /// A node that reads long text (a long string literal, a long `var` path), charged to the
+    /// evaluation's budget by its length on every visit.
+    Costly(Box<Costly>),
     /// An operator the engine does not know (including an unresolved `$ref`); fails when
     /// evaluated.
     Unknown(Box<str>),
@@ -251,6 +254,15 @@ pub(crate) enum Entry {
     Other(Node),
 }
 
+/// A node and the operations each of its visits costs beyond the first.
+#[derive(Debug, Clone)]
+pub(crate) struct Costly {
+    /// The node.
+    pub(crate) node: Node,
+    /// The extra operations.
+    pub(crate) cost: u64,
+}
+
 /// A compiled array operator.
 #[derive(Debug, Clone)]
 pub(crate) struct IterNode {
@@ -325,6 +337,7 @@ impl Node {
             | Node::Var(_)
             | Node::Fractional(_)
             | Node::Iter(_)
+            | Node::Costly(_)
             | Node::Unknown(_)
             | Node::Fail(_) => false,
         }

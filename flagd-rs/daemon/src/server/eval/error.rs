@@ -1,7 +1,7 @@
 //! Errors of the evaluation services and their one mapping to gRPC statuses, Connect error
 //! codes and HTTP statuses, shared by every transport.
 
-use flagd_evaluator::ErrorCode;
+use flagd_evaluator::{ErrorCode, Exceeded};
 use serde_json::json;
 
 use crate::selector::SelectorError;
@@ -112,6 +112,10 @@ pub enum EvalError {
     /// The evaluator reported an error for the flag.
     #[error("{}", flag_message(*.0))]
     Flag(ErrorCode),
+    /// The flag's targeting needed more than the evaluation budget allows: flagd's GENERAL
+    /// status, with the limit in the message.
+    #[error("evaluation budget exceeded: {0}")]
+    Budget(Exceeded),
     /// The `Flagd-Selector` header could not be parsed.
     #[error("{0}")]
     Selector(#[from] SelectorError),
@@ -143,7 +147,7 @@ impl EvalError {
             EvalError::Flag(ErrorCode::FlagNotFound) => Code::NotFound,
             EvalError::Flag(ErrorCode::TypeMismatch) => Code::InvalidArgument,
             EvalError::Flag(ErrorCode::ParseError) => Code::DataLoss,
-            EvalError::Flag(ErrorCode::General) => Code::Unknown,
+            EvalError::Flag(ErrorCode::General) | EvalError::Budget(_) => Code::Unknown,
             EvalError::Selector(_) | EvalError::Malformed(_) => Code::InvalidArgument,
             EvalError::TooLarge(_) => Code::ResourceExhausted,
             EvalError::StreamDeadline => Code::DeadlineExceeded,
@@ -218,6 +222,13 @@ mod tests {
             G::Unknown,
             500,
             "General error",
+        );
+        check(
+            EvalError::Budget(Exceeded::Operations(10)),
+            "unknown",
+            G::Unknown,
+            500,
+            "evaluation budget exceeded: more than 10 operations",
         );
         check(
             EvalError::Selector(SelectorError("team".into())),

@@ -164,6 +164,10 @@ pub fn typed<'a, T: FlagType<'a>>(
         return Err(EvalError::Flag(ErrorCode::FlagNotFound));
     };
     let evaluation = call.evaluate(found.flag, flagd_evaluator::now_unix_seconds());
+    let exceeded = evaluation.budget_exceeded();
+    if exceeded.is_some() {
+        state.metrics.budget_exceeded(key);
+    }
     if evaluation.is_code_default() {
         match call.api {
             // flagd's v1 handlers keep the legacy behaviour for flags without a default variant.
@@ -187,7 +191,10 @@ pub fn typed<'a, T: FlagType<'a>>(
     let resolution = evaluation.typed::<T>();
     if let Some(code) = resolution.error {
         record_error(state, key, resolution.variant, code);
-        return Err(EvalError::Flag(code));
+        return Err(match exceeded {
+            Some(what) => EvalError::Budget(what),
+            None => EvalError::Flag(code),
+        });
     }
     let reason = resolution.reason.as_str();
     record(state, key, resolution.variant, reason, None);
@@ -284,6 +291,9 @@ pub fn all<'a>(
         let kind = Kind::of(default)?;
         let evaluation: Evaluation<'a> = call.evaluate(flag, now);
         let key = flag.key();
+        if evaluation.budget_exceeded().is_some() {
+            metrics.budget_exceeded(key);
+        }
         let (reason, variant, value) = match (evaluation.error, evaluation.reason, evaluation.value)
         {
             (Some(code), _, _) => {
