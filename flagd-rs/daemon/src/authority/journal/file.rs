@@ -366,6 +366,7 @@ impl Journal for FileJournal {
             let undone = file.set_len(at).and_then(|()| file.sync_data());
             if undone.is_err() {
                 state.poisoned = true;
+                return Err(JournalError::Unconfirmed(e));
             }
             return Err(e.into());
         }

@@ -241,6 +241,15 @@ pub enum JournalError {
     /// daemon restarts (and recovers the file on open).
     #[error("the journal is unusable after a failed write; restart to recover it")]
     Poisoned,
+    /// Writing or syncing a record failed and removing it failed too: the record may be on disk
+    /// in full. The change was not applied, but the next start may replay it; the journal
+    /// accepts no more writes until then.
+    #[error(
+        "the change could not be made durable ({0}) and could not be taken back either: it is \
+         not applied now, but it may take effect when the daemon restarts (`flagd-rs journal \
+         check` shows whether it is there); the journal accepts no more changes until a restart"
+    )]
+    Unconfirmed(std::io::Error),
     /// The journal was closed (its daemon is stopping) and accepts no more writes.
     #[error("the journal is closed")]
     Closed,
