@@ -465,12 +465,7 @@ impl TryFrom<StartArgs> for Config {
             socket_path: non_empty(args.socket_path),
             sync_socket_path: non_empty(args.sync_socket_path),
             tls,
-            cors_origins: args
-                .cors_origin
-                .into_iter()
-                .map(|o| o.trim().to_owned())
-                .filter(|o| !o.is_empty())
-                .collect(),
+            cors_origins: trimmed(args.cors_origin),
             context: ContextConfig {
                 static_values,
                 from_headers,

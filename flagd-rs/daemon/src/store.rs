@@ -278,8 +278,6 @@ pub struct Store {
     writer: Mutex<WriterState>,
     /// Per source: the last problem reported for it (read by `/readyz` and the logs).
     errors: Mutex<Vec<Option<String>>>,
-    /// The override set in effect, published for readers.
-    published_overrides: ArcSwap<Overrides>,
     /// The override fields that do not apply to the flags loaded now, published for readers.
     published_failures: ArcSwap<Vec<PatchFailure>>,
 }
@@ -346,7 +344,6 @@ impl Store {
                 failures: vec![Vec::new(); n],
             }),
             errors: Mutex::new(vec![None; n]),
-            published_overrides: ArcSwap::default(),
             published_failures: ArcSwap::default(),
         })
     }
@@ -564,7 +561,6 @@ impl Store {
                 }
             }
         }
-        self.published_overrides.store(overrides.clone());
         self.published_failures
             .store(Arc::new(failures.iter().flatten().cloned().collect()));
         writer.overrides = overrides;
@@ -585,11 +581,6 @@ impl Store {
         }
         let _ = self.changes.send(change.clone());
         Some(change)
-    }
-
-    /// The override set in effect. Lock-free.
-    pub fn overrides(&self) -> Arc<Overrides> {
-        self.published_overrides.load_full()
     }
 
     /// The override fields that do not apply to the flags currently loaded (a reload removed a

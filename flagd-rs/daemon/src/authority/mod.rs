@@ -189,12 +189,12 @@ fn weights_only(weights: &[(String, u32)]) -> OverridePatch {
     }
 }
 
-fn merged_weights(current: Option<&OverridePatch>, weights: Vec<(String, u32)>) -> OverridePatch {
-    let patch = OverridePatch {
-        weights: Some(weights),
-        ..OverridePatch::default()
-    };
-    current.map_or_else(|| patch.clone(), |c| c.merged(&patch))
+/// `patch` merged into the `current` override, as [`Authority::set_override`] merges.
+fn merged(current: Option<&OverridePatch>, patch: OverridePatch) -> OverridePatch {
+    match current {
+        Some(c) => c.merged(&patch),
+        None => patch,
+    }
 }
 
 #[derive(Debug, Default)]
@@ -400,9 +400,7 @@ impl Authority {
         check_head(&inner, if_match)?;
         self.store.validate_override(key, &patch)?;
         let before = inner.overrides.get(key).cloned();
-        let after = before
-            .as_ref()
-            .map_or_else(|| patch.clone(), |b| b.merged(&patch));
+        let after = merged(before.as_ref(), patch);
         let change = OverrideChange {
             flag: key.to_owned(),
             before,
@@ -618,19 +616,18 @@ impl Authority {
             // Only the weights are validated: another field of the override that a file edit
             // made stale is kept (and stays reported), as for any other change.
             RolloutChange::Weights(weights) => {
-                self.store
-                    .validate_override(flag, &weights_only(&weights))?;
-                Some(merged_weights(before.as_ref(), weights))
+                let patch = weights_only(&weights);
+                self.store.validate_override(flag, &patch)?;
+                Some(merged(before.as_ref(), patch))
             }
             RolloutChange::Restore(prior) => prior,
             RolloutChange::RestoreWeights(weights) => {
-                let check = self.store.validate_override(flag, &weights_only(&weights));
-                let after = merged_weights(before.as_ref(), weights);
-                if let Err(e) = check {
+                let patch = weights_only(&weights);
+                if let Err(e) = self.store.validate_override(flag, &patch) {
                     tracing::warn!(flag, error = %e, "a rollout's earlier split no longer applies; the override is left as it is");
                     return Ok(Vec::new());
                 }
-                Some(after)
+                Some(merged(before.as_ref(), patch))
             }
         };
         if after == before {

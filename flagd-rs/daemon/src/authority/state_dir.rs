@@ -2,16 +2,18 @@
 //! durable) and a file written there reaches the disk. A deployment that cannot write its
 //! journal fails at start with a message saying so, not at the first override.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::path::Path;
 
 use anyhow::Context as _;
 
+use super::journal::durable::{create_dir_all, sync_dir};
+
 /// Creates `dir` if needed and proves it writable by writing, fsyncing and removing a probe file.
 pub fn prepare(dir: &Path) -> anyhow::Result<()> {
     let hint = "give --state-dir (FLAGD_STATE_DIR) a writable directory, e.g. a volume";
-    create_durably(dir).with_context(|| {
+    create_dir_all(dir).with_context(|| {
         format!(
             "cannot create the state directory {}; {hint}",
             dir.display()
@@ -23,25 +25,6 @@ pub fn prepare(dir: &Path) -> anyhow::Result<()> {
             dir.display()
         )
     })
-}
-
-/// `create_dir_all`, fsyncing the parent of every directory it creates.
-fn create_durably(dir: &Path) -> std::io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        create_durably(parent)?;
-    }
-    match std::fs::create_dir(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
-        Err(e) => return Err(e),
-    }
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        sync_dir(parent)?;
-    }
-    Ok(())
 }
 
 fn probe(dir: &Path) -> std::io::Result<()> {
@@ -59,10 +42,6 @@ fn probe(dir: &Path) -> std::io::Result<()> {
     result?;
     removed?;
     sync_dir(dir)
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@
 
 pub mod archive;
 pub mod cli;
-mod durable;
+pub(crate) mod durable;
 pub mod file;
 pub mod lock;
 pub mod ops;
