@@ -25,7 +25,7 @@ export PEERS_WORK=${PEERS_WORK:-/tmp/flagd-peers}
 export FLAGD_PEERS_WORKLOAD=$PEERS_WORK/workload
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 OUT=${FLAGD_PEERS_RESULTS:-$TARGET/peers/results-$(date -u +%Y%m%dT%H%M%SZ).jsonl}
-OURS=$TARGET/release/peer_workload
+OURS=$TARGET/dist/peer_workload
 ROUNDS=${ROUNDS:-3}
 
 modes=("$@")
@@ -67,8 +67,8 @@ run python3 "$RUN/workload/gen.py" >&2
 run mkdir -p "$PEERS_WORK"
 run ln -sfn "$RUN/workload" "$PEERS_WORK/workload"
 
-# 4. flagd-rs's side, built in release.
-run cargo build --release --manifest-path "$ROOT/Cargo.toml" -p flagd-rs-benches --bin peer_workload
+# 4. flagd-rs's side, built with the shipped binary's settings (the dist profile).
+run cargo build --profile dist --manifest-path "$ROOT/Cargo.toml" -p flagd-rs-benches --bin peer_workload
 
 # 5. Peers and flagd-rs, mode by mode, one after another on the same machine.
 run mkdir -p "$(dirname "$OUT")"

@@ -33,7 +33,7 @@
 #   LOAD_WATCHERS [100x100]  SyncFlags connections x streams per connection
 #   LOAD_WORK [/tmp/flagd-load]    scratch directory (flag files, bodies, logs)
 #   LOAD_RESULTS             JSON-lines results [target/load/results-<UTC time>.jsonl]
-#   LOAD_NO_BUILD            set to skip the release build
+#   LOAD_NO_BUILD            set to skip the build (dist profile)
 #   FLAGD_PEERS_SRC          the peer workload generator's directory [<workspace>/../shared/peers]
 #
 # Every load targets 127.0.0.1, every load command is bounded in time, and every process the
@@ -43,7 +43,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE=$ROOT/benches/load
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=$TARGET/release
+BIN=$TARGET/dist
 PEERS_SRC=${FLAGD_PEERS_SRC:-$ROOT/../shared/peers}
 WORK=${LOAD_WORK:-/tmp/flagd-load}
 OUT=${LOAD_RESULTS:-$TARGET/load/results-$(date -u +%Y%m%dT%H%M%SZ).jsonl}
@@ -111,7 +111,7 @@ ensure_tools() {
 
 build() {
   [[ -n ${LOAD_NO_BUILD:-} ]] && return
-  (cd "$ROOT" && run cargo build --release -p flagd-rs --bin flagd-rs \
+  (cd "$ROOT" && run cargo build --profile dist -p flagd-rs --bin flagd-rs \
     -p flagd-rs-benches --bin noop_server --bin load_client)
 }
 
