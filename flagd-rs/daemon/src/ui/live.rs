@@ -1,0 +1,284 @@
+//! What keeps an open page current: the live feed (`/ui/events`, server-sent events) and the
+//! impression samples behind the served-share view.
+//!
+//! The feed is made from the notifications the daemon already sends: the store's change sets
+//! (a file reload, an override, a rollout step: each changed flag's row is sent re-rendered)
+//! and the authority's head (every revision, rollout records included: pages redraw). Nothing
+//! runs per evaluation; the impression counters are read every [`SAMPLE_EVERY`] by one task
+//! that exists only while the dashboard is served.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use serde_json::json;
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
+
+use super::Dashboard;
+use super::pages::flags::{self, Filter};
+use crate::metrics::Metrics;
+
+/// How often the impression counters are sampled.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
+
+/// Samples kept at [`SAMPLE_EVERY`] (a little over a minute).
+const FINE: usize = 8;
+
+/// Every this many samples, one is also kept in the coarse ring.
+const COARSE_EVERY: u64 = 6;
+
+/// Coarse samples kept (a little over an hour at one a minute).
+const COARSE: usize = 62;
+
+/// The impression counters per (flag key, variant) at one moment.
+#[derive(Debug, Clone)]
+struct Sample {
+    at: Instant,
+    counts: Arc<Vec<(Box<str>, Box<str>, u64)>>,
+}
+
+#[derive(Debug, Default)]
+struct Rings {
+    fine: VecDeque<Sample>,
+    coarse: VecDeque<Sample>,
+    taken: u64,
+}
+
+/// The share of evaluations served per variant over a window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Share {
+    /// Evaluations per variant in the window, in the order the counters list them.
+    pub counts: Vec<(String, u64)>,
+    /// How long the window actually is (shorter than asked while the daemon is young).
+    pub span: Duration,
+}
+
+impl Share {
+    /// All evaluations in the window.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// A small ring of impression-counter samples: a fine one (every [`SAMPLE_EVERY`], a minute
+/// back) and a coarse one (every minute, an hour back). Bounded whatever the traffic.
+#[derive(Debug)]
+pub struct Served {
+    metrics: Arc<Metrics>,
+    rings: Mutex<Rings>,
+}
+
+impl Served {
+    /// No samples yet.
+    pub fn new(metrics: Arc<Metrics>) -> Served {
+        Served {
+            metrics,
+            rings: Mutex::new(Rings::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Rings> {
+        self.rings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes one sample now.
+    pub fn sample(&self) {
+        let sample = Sample {
+            at: Instant::now(),
+            counts: Arc::new(self.metrics.impression_totals()),
+        };
+        let mut rings = self.lock();
+        if rings.taken % COARSE_EVERY == 0 {
+            rings.coarse.push_back(sample.clone());
+            if rings.coarse.len() > COARSE {
+                rings.coarse.pop_front();
+            }
+        }
+        rings.fine.push_back(sample);
+        if rings.fine.len() > FINE {
+            rings.fine.pop_front();
+        }
+        rings.taken += 1;
+    }
+
+    /// Samples every [`SAMPLE_EVERY`] until `shutdown` turns true.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(SAMPLE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.sample(),
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+    }
+
+    /// The evaluations of `flag` per variant over about the last `window`: the live counters
+    /// against the newest sample at least `window` old (or the oldest one there is). `None`
+    /// before the first sample.
+    pub fn share(&self, flag: &str, window: Duration) -> Option<Share> {
+        let now = Instant::now();
+        let base = {
+            let rings = self.lock();
+            let ring = if window > SAMPLE_EVERY * FINE as u32 {
+                &rings.coarse
+            } else {
+                &rings.fine
+            };
+            ring.iter()
+                .rev()
+                .find(|s| now.duration_since(s.at) >= window)
+                .or_else(|| ring.front())
+                .cloned()?
+        };
+        let live = self.metrics.impression_totals();
+        let counts = live
+            .iter()
+            .filter(|(k, _, _)| &**k == flag)
+            .map(|(_, variant, n)| {
+                let before = base
+                    .counts
+                    .iter()
+                    .find(|(k, v, _)| &**k == flag && v == variant)
+                    .map_or(0, |(_, _, n)| *n);
+                (variant.to_string(), n.saturating_sub(before))
+            })
+            .collect();
+        Some(Share {
+            counts,
+            span: now.duration_since(base.at),
+        })
+    }
+}
+
+/// `GET /ui/events`: the live feed. Events:
+///
+/// - `row`: `{"id", "html"}`, a Flags row re-rendered for the filter in the query (`html` is
+///   `null` when the flag is gone or no longer matches);
+/// - `changed`: `{"revision"}`, something a page shows may have changed;
+/// - `reload`: the feed fell behind; reload the page.
+pub async fn events(
+    State(dashboard): State<Arc<Dashboard>>,
+    Query(filter): Query<Filter>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let changes = dashboard.authority.store().subscribe();
+    let head = dashboard.authority.watch_head();
+    let state = (dashboard, filter, changes, head);
+    let stream = futures::stream::unfold(state, |(dashboard, filter, mut changes, mut head)| async move {
+        let events = tokio::select! {
+            change = changes.recv() => match change {
+                Ok(change) => {
+                    let keys: Vec<(Option<String>, String)> = change
+                        .flags
+                        .iter()
+                        .map(|c| (c.flag_set_id.as_deref().map(str::to_owned), c.key.to_string()))
+                        .collect();
+                    let mut out = row_events(&dashboard, &filter, &keys);
+                    out.push(changed(change.revision));
+                    out
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => vec![Event::default().event("reload").data("{}")],
+                Err(broadcast::error::RecvError::Closed) => return None,
+            },
+            moved = head.changed() => {
+                if moved.is_err() {
+                    return None;
+                }
+                let revision = *head.borrow_and_update();
+                // A rollout record may change a row's badge without moving any override.
+                let keys: Vec<(Option<String>, String)> = dashboard
+                    .rollouts
+                    .list()
+                    .into_iter()
+                    .flat_map(|r| {
+                        dashboard
+                            .authority
+                            .store()
+                            .snapshot()
+                            .iter(&crate::selector::Selector::All)
+                            .filter(|f| f.flag.key() == r.flag)
+                            .map(|f| (f.flag.flag_set_id().map(str::to_owned), r.flag.clone()))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                let mut out = row_events(&dashboard, &filter, &keys);
+                out.push(changed(revision));
+                out
+            }
+        };
+        Some((futures::stream::iter(events.into_iter().map(Ok)), (dashboard, filter, changes, head)))
+    });
+    use futures::StreamExt;
+    Sse::new(stream.flatten()).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+fn changed(revision: u64) -> Event {
+    Event::default()
+        .event("changed")
+        .data(json!({"revision": revision}).to_string())
+}
+
+/// One `row` event per (flag set, key).
+fn row_events(
+    dashboard: &Dashboard,
+    filter: &Filter,
+    keys: &[(Option<String>, String)],
+) -> Vec<Event> {
+    if keys.is_empty() {
+        return Vec::new();
+    }
+    let rows = flags::rows(dashboard);
+    keys.iter()
+        .map(|(set, key)| {
+            let html = rows
+                .iter()
+                .find(|r| r.flag.key == *key && r.flag.flag_set_id == *set)
+                .filter(|r| filter.matches(r))
+                .map(|r| flags::row(dashboard, r).into_string());
+            Event::default().event("row").data(
+                json!({"id": flags::row_id(set.as_deref(), key), "html": html}).to_string(),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn shares_come_from_the_sample_a_window_ago() {
+        let metrics = Arc::new(Metrics::new());
+        let served = Served::new(metrics.clone());
+        assert_eq!(served.share("f", Duration::from_secs(60)), None);
+        for _ in 0..5 {
+            metrics.evaluation("f", "a", "STATIC", None);
+        }
+        served.sample();
+        for _ in 0..90 {
+            tokio::time::advance(SAMPLE_EVERY).await;
+            metrics.evaluation("f", "a", "TARGETING_MATCH", None);
+            metrics.evaluation("f", "b", "TARGETING_MATCH", None);
+            metrics.evaluation("f", "b", "TARGETING_MATCH", None);
+            metrics.evaluation("g", "x", "STATIC", None);
+            served.sample();
+        }
+        // Over the last minute: the last six rounds, whatever happened before.
+        let minute = served.share("f", Duration::from_secs(60)).unwrap();
+        assert_eq!(minute.counts, [("a".to_owned(), 6), ("b".to_owned(), 12)]);
+        assert_eq!(minute.total(), 18);
+        assert_eq!(minute.span, Duration::from_secs(60));
+        // Fifteen minutes of samples cover less than an hour: the oldest coarse sample.
+        let hour = served.share("f", Duration::from_secs(3600)).unwrap();
+        assert_eq!(hour.counts, [("a".to_owned(), 90), ("b".to_owned(), 180)]);
+        assert_eq!(hour.span, SAMPLE_EVERY * 90);
+        // The rings stay bounded.
+        let rings = served.lock();
+        assert!(rings.fine.len() <= FINE && rings.coarse.len() <= COARSE);
+    }
+}
