@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
 use crate::require;
@@ -153,8 +154,7 @@ impl Drop for Browser {
 async fn connect_when_up(url: &str, capabilities: serde_json::Map<String, Value>) -> Client {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let attempt = ClientBuilder::rustls()
-            .expect("a TLS-capable WebDriver client")
+        let attempt = ClientBuilder::new(HttpConnector::new())
             .capabilities(capabilities.clone())
             .connect(url)
             .await;
