@@ -31,21 +31,33 @@ const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded")
 /// A daemon with the dashboard and a client that does not follow redirects.
 pub struct Ui {
     pub daemon: TestDaemon,
+    /// The flag file the daemon serves.
+    pub flags: std::path::PathBuf,
     _dir: tempfile::TempDir,
     http: reqwest::Client,
 }
 
 impl Ui {
     pub async fn start(mode: UiMode, edit: impl FnOnce(&mut Config, &Path)) -> Ui {
+        Ui::serving(FLAGS, mode, edit).await
+    }
+
+    /// A daemon serving the flag document `document`.
+    pub async fn serving(
+        document: &str,
+        mode: UiMode,
+        edit: impl FnOnce(&mut Config, &Path),
+    ) -> Ui {
         let dir = tempfile::tempdir().unwrap();
         let flags = dir.path().join("flags.json");
-        std::fs::write(&flags, FLAGS).unwrap();
+        std::fs::write(&flags, document).unwrap();
         let mut config = config_for(&[&flags]);
         config.state_dir = dir.path().join("state");
         config.ui = mode;
         edit(&mut config, dir.path());
         Ui {
             daemon: TestDaemon::start_with(config).await,
+            flags,
             _dir: dir,
             http: reqwest::Client::builder()
                 .redirect(redirect::Policy::none())
@@ -200,7 +212,9 @@ async fn forms_set_and_clear_overrides_and_restore_a_revision() {
 
     // The kill switch.
     let body = format!("form_token={token}&state=DISABLED&reason=incident+42&actor=alice");
-    let (status, headers, text) = ui.post_form("/ui/flags/checkout/override", &[], &body).await;
+    let (status, headers, text) = ui
+        .post_form("/ui/flags/checkout/override", &[], &body)
+        .await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{text}");
     assert!(location(&headers).starts_with("/ui/flags/checkout?done="));
     let flag = ui.api(Method::GET, "/v1/flags/checkout", "").await;
@@ -213,7 +227,10 @@ async fn forms_set_and_clear_overrides_and_restore_a_revision() {
     let flag = ui.api(Method::GET, "/v1/flags/ramp", "").await;
     assert_eq!(flag["flag"]["override"]["weights"]["canary"], 40);
     let (_, flags) = ui.get("/ui/?override=1").await;
-    assert!(flags.contains("alice") && flags.contains("incident 42"), "{flags}");
+    assert!(
+        flags.contains("alice") && flags.contains("incident 42"),
+        "{flags}"
+    );
     assert!(flags.contains("stable 60%, canary 40%"), "{flags}");
     let (_, detail) = ui.get("/ui/flags/ramp").await;
     assert!(detail.contains("stable 60 / canary 40"), "{detail}");
@@ -242,11 +259,17 @@ async fn forms_set_and_clear_overrides_and_restore_a_revision() {
     // Restore revision 1: the confirmation shows the diff against what is live.
     let (status, confirm) = ui.get("/ui/history/1/restore").await;
     assert_eq!(status, StatusCode::OK);
-    assert!(confirm.contains("checkout") && confirm.contains("ramp"), "{confirm}");
+    assert!(
+        confirm.contains("checkout") && confirm.contains("ramp"),
+        "{confirm}"
+    );
     let body = format!("form_token={token}&head=3&reason=back+to+1");
     let (status, headers, text) = ui.post_form("/ui/history/1/restore", &[], &body).await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{text}");
-    assert!(location(&headers).starts_with("/ui/history/4"), "{headers:?}");
+    assert!(
+        location(&headers).starts_with("/ui/history/4"),
+        "{headers:?}"
+    );
     let flag = ui.api(Method::GET, "/v1/flags/checkout", "").await;
     assert_eq!(flag["flag"]["state"], "DISABLED");
     let flag = ui.api(Method::GET, "/v1/flags/ramp", "").await;
@@ -339,7 +362,9 @@ async fn with_a_token_the_dashboard_needs_a_sign_in() {
     let token = form_token(&login);
     // A write without the session is refused, even with the form token.
     let body = format!("form_token={token}&state=DISABLED");
-    let (status, _, _) = ui.post_form("/ui/flags/checkout/override", &[], &body).await;
+    let (status, _, _) = ui
+        .post_form("/ui/flags/checkout/override", &[], &body)
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // The wrong token gets no cookie.
     let wrong = format!("form_token={token}&token=guess&next=%2Fui%2Fhistory");
@@ -359,7 +384,11 @@ async fn with_a_token_the_dashboard_needs_a_sign_in() {
         .await;
     assert_eq!(status, StatusCode::OK);
     let (status, _, text) = ui
-        .post_form("/ui/flags/checkout/override", &[("cookie", &session)], &body)
+        .post_form(
+            "/ui/flags/checkout/override",
+            &[("cookie", &session)],
+            &body,
+        )
         .await;
     assert_eq!(status, StatusCode::SEE_OTHER, "{text}");
     // The bearer token works too (for scripts that read pages).
@@ -380,7 +409,13 @@ async fn abort_from_the_rollouts_page_rolls_back_and_is_in_the_history() {
     ui.api(Method::POST, "/v1/rollouts/ramp/start", PLAN).await;
     let (status, page) = ui.get("/ui/rollouts").await;
     assert_eq!(status, StatusCode::OK);
-    for expected in ["step 1 of 3", "aria-current=\"step\"", "Pause…", "Promote…", "Abort…"] {
+    for expected in [
+        "step 1 of 3",
+        "aria-current=\"step\"",
+        "Pause…",
+        "Promote…",
+        "Abort…",
+    ] {
         assert!(page.contains(expected), "{expected}: {page}");
     }
     assert!(!page.contains("Resume…"));
@@ -397,18 +432,28 @@ async fn abort_from_the_rollouts_page_rolls_back_and_is_in_the_history() {
     let flag = ui.api(Method::GET, "/v1/flags/ramp", "").await;
     assert!(flag["flag"].get("override").is_none(), "{flag}");
     let (_, page) = ui.get("/ui/rollouts").await;
-    assert!(page.contains("aborted") && !page.contains("Abort…"), "{page}");
+    assert!(
+        page.contains("aborted") && !page.contains("Abort…"),
+        "{page}"
+    );
     let (_, history) = ui.get("/ui/history?flag=ramp").await;
     assert!(history.contains("rollout abort"), "{history}");
-    assert!(history.contains("oncall") && history.contains("bad canary"), "{history}");
+    assert!(
+        history.contains("oncall") && history.contains("bad canary"),
+        "{history}"
+    );
     // A verb the phase does not allow is refused by the runner, as over the API.
     let (status, _, _) = ui.post_form("/ui/rollouts/ramp/resume", &[], &body).await;
     assert_eq!(status, StatusCode::CONFLICT);
 }
 
 #[tokio::test]
-async fn the_live_feed_sends_a_changed_row() {
-    let ui = Ui::start(UiMode::Readonly, |_, _| {}).await;
+async fn the_live_feed_sends_a_changed_row_and_ends_at_shutdown() {
+    // A grace period longer than the daemon is given to stop: an open feed must not use it.
+    let ui = Ui::start(UiMode::Readonly, |config, _| {
+        config.shutdown_grace = Duration::from_secs(120);
+    })
+    .await;
     let response = ui
         .http
         .get(format!("{}/ui/events?q=ramp", ui.origin()))
@@ -437,6 +482,18 @@ async fn the_live_feed_sends_a_changed_row() {
     .await;
     assert_eq!(found, Ok(true), "{seen}");
     assert!(seen.contains("row:") && seen.contains(":ramp"), "{seen}");
+    assert!(seen.contains("event: changed"), "{seen}");
+    // Shutting down ends the feed instead of waiting for the page to go away.
+    let Ui { daemon, .. } = ui;
+    daemon
+        .stop()
+        .await
+        .expect("the daemon stops with a feed open");
+    let rest = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await;
+    assert!(rest.is_ok(), "the feed did not end");
 }
 
 #[tokio::test]
@@ -446,4 +503,50 @@ async fn the_dashboard_can_be_turned_off() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let (status, _) = ui.get("/v1/flags").await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn health_shows_warnings_and_rejections_with_their_pointers() {
+    let with_warning = FLAGS.replacen(
+        r#""flags": {"#,
+        r#""flags": {
+    "mixed": {"state": "ENABLED", "variants": {"on": true, "n": 1}, "defaultVariant": "on"},"#,
+        1,
+    );
+    let ui = Ui::serving(&with_warning, UiMode::Readonly, |_, _| {}).await;
+    let (status, health) = ui.get("/ui/health").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        health.contains("Ready: every source has loaded"),
+        "{health}"
+    );
+    assert!(
+        health.contains(">warning<") && health.contains("/flags/mixed"),
+        "{health}"
+    );
+    // A broken edit is rejected; the page says so, with where, and the last good flags stay.
+    let broken = FLAGS.replace(
+        r#""defaultVariant": "blue""#,
+        r#""defaultVariant": "purple""#,
+    );
+    std::fs::write(&ui.flags, broken).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let health = loop {
+        let (_, health) = ui.get("/ui/health").await;
+        if health.contains("rejected, last good kept") {
+            break health;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{health}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        health.contains("/flags/checkout/defaultVariant"),
+        "{health}"
+    );
+    assert!(health.contains("purple"), "{health}");
+    let (_, flags) = ui.get("/ui/").await;
+    assert!(
+        flags.contains("row::checkout") && flags.contains("row::mixed"),
+        "{flags}"
+    );
 }

@@ -130,7 +130,10 @@ impl Browser {
         );
         if w != width || h != height {
             self.client
-                .set_window_size(width + width.saturating_sub(w), height + height.saturating_sub(h))
+                .set_window_size(
+                    width + width.saturating_sub(w),
+                    height + height.saturating_sub(h),
+                )
                 .await
                 .expect("resize the window");
         }

@@ -293,6 +293,7 @@ pub async fn run(
             config.ui,
             admin_token.clone(),
             admin_tls.is_some(),
+            shutdown_rx.clone(),
         )
     });
     let mut admin_app = admin::app(
@@ -303,7 +304,7 @@ pub async fn run(
     );
     if let Some(dashboard) = dashboard {
         // The served-share samples are taken only while the dashboard is served.
-        tokio::spawn(dashboard.served.clone().run(shutdown_rx.clone()));
+        tokio::spawn(dashboard.served.clone().run(dashboard.shutdown.clone()));
         admin_app = admin_app.merge(crate::ui::router(dashboard, guard));
     }
     let rx = shutdown_rx.clone();

@@ -304,10 +304,20 @@ pub async fn login_page(
     State(dashboard): State<Arc<Dashboard>>,
     Query(query): Query<LoginQuery>,
 ) -> Response {
-    login_form(&dashboard, safe_next(query.next.as_deref()), None, StatusCode::OK)
+    login_form(
+        &dashboard,
+        safe_next(query.next.as_deref()),
+        None,
+        StatusCode::OK,
+    )
 }
 
-fn login_form(dashboard: &Dashboard, next: &str, error: Option<&str>, status: StatusCode) -> Response {
+fn login_form(
+    dashboard: &Dashboard,
+    next: &str,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
     let body = html! {
         h1 { "Sign in" }
         @if !dashboard.access.needs_sign_in() {
@@ -388,8 +398,16 @@ mod tests {
         let other = Access::new(AdminToken::new("s3cret"), false);
         let stale = format!("{SESSION_COOKIE}={}", other.session);
         assert!(!access.signed_in(&headers(&[("cookie", &stale)])));
-        assert!(access.session_cookie().contains("HttpOnly; SameSite=Strict"));
-        assert!(Access::new(None, true).session_cookie().ends_with("; Secure"));
+        assert!(
+            access
+                .session_cookie()
+                .contains("HttpOnly; SameSite=Strict")
+        );
+        assert!(
+            Access::new(None, true)
+                .session_cookie()
+                .ends_with("; Secure")
+        );
     }
 
     #[test]
@@ -399,9 +417,17 @@ mod tests {
         assert!(write_refusal(&headers(&[form, ("sec-fetch-site", "same-origin")])).is_none());
         for site in ["cross-site", "same-site", "none"] {
             let refused = write_refusal(&headers(&[form, ("sec-fetch-site", site)]));
-            assert_eq!(refused.map(|e| e.status), Some(StatusCode::FORBIDDEN), "{site}");
+            assert_eq!(
+                refused.map(|e| e.status),
+                Some(StatusCode::FORBIDDEN),
+                "{site}"
+            );
         }
-        for ct in ["text/plain", "multipart/form-data; boundary=x", "application/json"] {
+        for ct in [
+            "text/plain",
+            "multipart/form-data; boundary=x",
+            "application/json",
+        ] {
             let refused = write_refusal(&headers(&[("content-type", ct)]));
             assert_eq!(
                 refused.map(|e| e.status),

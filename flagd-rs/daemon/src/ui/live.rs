@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde_json::json;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
@@ -168,52 +168,64 @@ pub async fn events(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let changes = dashboard.authority.store().subscribe();
     let head = dashboard.authority.watch_head();
-    let state = (dashboard, filter, changes, head);
-    let stream = futures::stream::unfold(state, |(dashboard, filter, mut changes, mut head)| async move {
-        let events = tokio::select! {
-            change = changes.recv() => match change {
-                Ok(change) => {
-                    let keys: Vec<(Option<String>, String)> = change
-                        .flags
-                        .iter()
-                        .map(|c| (c.flag_set_id.as_deref().map(str::to_owned), c.key.to_string()))
-                        .collect();
-                    let mut out = row_events(&dashboard, &filter, &keys);
-                    out.push(changed(change.revision));
-                    out
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => vec![Event::default().event("reload").data("{}")],
-                Err(broadcast::error::RecvError::Closed) => return None,
-            },
-            moved = head.changed() => {
-                if moved.is_err() {
-                    return None;
-                }
-                let revision = *head.borrow_and_update();
-                // A rollout record may change a row's badge without moving any override.
-                let keys: Vec<(Option<String>, String)> = dashboard
-                    .rollouts
-                    .list()
-                    .into_iter()
-                    .flat_map(|r| {
-                        dashboard
-                            .authority
-                            .store()
-                            .snapshot()
+    let shutdown = dashboard.shutdown.clone();
+    let state = (dashboard, filter, changes, head, shutdown);
+    let stream = futures::stream::unfold(
+        state,
+        |(dashboard, filter, mut changes, mut head, mut shutdown)| async move {
+            let next = tokio::select! {
+                // An open page must not hold up the daemon's shutdown.
+                _ = shutdown.wait_for(|stop| *stop) => None,
+                change = changes.recv() => match change {
+                    Ok(change) => {
+                        let keys: Vec<(Option<String>, String)> = change
+                            .flags
+                            .iter()
+                            .map(|c| (c.flag_set_id.as_deref().map(str::to_owned), c.key.to_string()))
+                            .collect();
+                        Some(Some((change.revision, keys)))
+                    }
+                    // Fell behind: the page reloads.
+                    Err(broadcast::error::RecvError::Lagged(_)) => Some(None),
+                    Err(broadcast::error::RecvError::Closed) => None,
+                },
+                moved = head.changed() => match moved {
+                    Err(_) => None,
+                    Ok(()) => {
+                    let revision = *head.borrow_and_update();
+                    // A rollout record may change a row's badge without moving any override.
+                    let keys: Vec<(Option<String>, String)> = {
+                        let rollouts = dashboard.rollouts.list();
+                        let snapshot = dashboard.authority.store().snapshot();
+                        snapshot
                             .iter(&crate::selector::Selector::All)
-                            .filter(|f| f.flag.key() == r.flag)
-                            .map(|f| (f.flag.flag_set_id().map(str::to_owned), r.flag.clone()))
-                            .collect::<Vec<_>>()
-                    })
-                    .collect();
-                let mut out = row_events(&dashboard, &filter, &keys);
-                out.push(changed(revision));
-                out
-            }
-        };
-        Some((futures::stream::iter(events.into_iter().map(Ok)), (dashboard, filter, changes, head)))
-    });
-    use futures::StreamExt;
+                            .filter(|f| rollouts.iter().any(|r| r.flag == f.flag.key()))
+                            .map(|f| (f.flag.flag_set_id().map(str::to_owned), f.flag.key().to_owned()))
+                            .collect()
+                    };
+                    Some(Some((revision, keys)))
+                    }
+                }
+            };
+            let Some((revision, keys)) = next? else {
+                let reload = vec![Ok(Event::default().event("reload").data("{}"))];
+                return Some((
+                    futures::stream::iter(reload),
+                    (dashboard, filter, changes, head, shutdown),
+                ));
+            };
+            // Rendering reads the history, which may read the archive: off the async workers.
+            let (d, f) = (dashboard.clone(), filter.clone());
+            let mut events = tokio::task::spawn_blocking(move || row_events(&d, &f, &keys))
+                .await
+                .unwrap_or_default();
+            events.push(changed(revision));
+            Some((
+                futures::stream::iter(events.into_iter().map(Ok).collect::<Vec<_>>()),
+                (dashboard, filter, changes, head, shutdown),
+            ))
+        },
+    );
     Sse::new(stream.flatten()).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
@@ -232,17 +244,17 @@ fn row_events(
     if keys.is_empty() {
         return Vec::new();
     }
-    let rows = flags::rows(dashboard);
+    let rows = flags::rows_for(dashboard, Some(keys));
     keys.iter()
         .map(|(set, key)| {
             let html = rows
                 .iter()
                 .find(|r| r.flag.key == *key && r.flag.flag_set_id == *set)
                 .filter(|r| filter.matches(r))
-                .map(|r| flags::row(dashboard, r).into_string());
-            Event::default().event("row").data(
-                json!({"id": flags::row_id(set.as_deref(), key), "html": html}).to_string(),
-            )
+                .map(|r| flags::row(r).into_string());
+            Event::default()
+                .event("row")
+                .data(json!({"id": flags::row_id(set.as_deref(), key), "html": html}).to_string())
         })
         .collect()
 }

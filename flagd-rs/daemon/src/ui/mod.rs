@@ -39,8 +39,8 @@ use crate::authority::Authority;
 use crate::authority::admin::AdminToken;
 use crate::authority::guard::Guard;
 use crate::authority::rollout::runner::RolloutRunner;
-use crate::state::ContextConfig;
 use crate::metrics::Metrics;
+use crate::state::ContextConfig;
 
 pub use access::Access;
 
@@ -72,11 +72,13 @@ pub struct Dashboard {
     pub access: Access,
     /// `--ui`.
     pub mode: UiMode,
+    /// Turns true when the daemon shuts down; the live feeds end then.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Dashboard {
     /// A dashboard over the daemon's parts. `tls`: whether the admin port serves TLS (the
-    /// session cookie is then `Secure`).
+    /// session cookie is then `Secure`); `shutdown` turns true when the daemon stops.
     pub fn new(
         authority: Arc<Authority>,
         rollouts: Arc<RolloutRunner>,
@@ -85,6 +87,7 @@ impl Dashboard {
         mode: UiMode,
         token: Option<AdminToken>,
         tls: bool,
+        shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Arc<Dashboard> {
         Arc::new(Dashboard {
             authority,
@@ -93,6 +96,7 @@ impl Dashboard {
             served: Arc::new(live::Served::new(metrics)),
             access: Access::new(token, tls),
             mode,
+            shutdown,
         })
     }
 

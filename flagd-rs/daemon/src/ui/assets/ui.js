@@ -7,7 +7,7 @@
   var status = document.getElementById("live-status");
   if (!mode || !window.EventSource) return;
 
-  function say(text) { if (status) status.textContent = text; }
+  function say(text) { if (status) status.textContent = "· " + text; }
 
   var url = "/ui/events" + (mode === "rows" ? window.location.search : "");
   var source = new EventSource(url);

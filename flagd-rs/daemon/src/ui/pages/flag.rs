@@ -15,8 +15,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{
-    Live, UiError, actor, blocking, change_fields, done, done_banner, flag_href, frame, patch_summary,
-    pct, percentages, pretty, short, state_name,
+    Live, UiError, actor, blocking, change_fields, done, done_banner, flag_href, frame,
+    patch_summary, pct, percentages, pretty, short, state_name,
 };
 use crate::authority::EffectiveFlag;
 use crate::selector::Selector;
@@ -60,14 +60,14 @@ pub struct Evaluated {
 /// Evaluates `flag` in `context` (a JSON object; the static `-X` context is added as the
 /// servers add it) with the evaluator the servers use. No impression is counted, so the
 /// served share stays what clients were served.
-pub fn evaluate(
-    dashboard: &Dashboard,
-    flag: &Flag,
-    context: &str,
-) -> Result<Evaluated, String> {
+pub fn evaluate(dashboard: &Dashboard, flag: &Flag, context: &str) -> Result<Evaluated, String> {
     let request: Map<String, Value> = match serde_json::from_str::<Value>(context) {
         Ok(Value::Object(m)) => m,
-        Ok(_) => return Err("the context must be a JSON object, e.g. {\"targetingKey\": \"user-1\"}".into()),
+        Ok(_) => {
+            return Err(
+                "the context must be a JSON object, e.g. {\"targetingKey\": \"user-1\"}".into(),
+            );
+        }
         Err(e) => return Err(format!("the context is not valid JSON: {e}")),
     };
     let context = crate::context::assemble_from(request, &dashboard.context, None);
@@ -81,11 +81,22 @@ pub fn evaluate(
 }
 
 /// The three columns' rows: (field, file, override, effective).
-fn comparison(file: Option<&Flag>, patch: Option<&OverridePatch>, eff: &EffectiveFlag, file_split: Option<String>) -> Vec<(&'static str, String, String, String)> {
+fn comparison(
+    file: Option<&Flag>,
+    patch: Option<&OverridePatch>,
+    eff: &EffectiveFlag,
+    file_split: Option<String>,
+) -> Vec<(&'static str, String, String, String)> {
     let dash = || "—".to_owned();
     let split_text = |s: &[flagd_evaluator::SplitEntry]| {
         s.iter()
-            .map(|e| format!("{} {}", e.variant, e.weight.map_or("1".into(), |w| w.to_string())))
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e.variant,
+                    e.weight.map_or("1".into(), |w| w.to_string())
+                )
+            })
             .collect::<Vec<_>>()
             .join(" / ")
     };
@@ -93,13 +104,18 @@ fn comparison(file: Option<&Flag>, patch: Option<&OverridePatch>, eff: &Effectiv
         (
             "State",
             file.map_or_else(dash, |f| state_name(f.state()).to_owned()),
-            patch.and_then(|p| p.state).map_or_else(dash, |s| state_name(s).to_owned()),
+            patch
+                .and_then(|p| p.state)
+                .map_or_else(dash, |s| state_name(s).to_owned()),
             state_name(eff.state).to_owned(),
         ),
         (
             "Default variant",
-            file.and_then(|f| f.default_variant()).map_or_else(dash, |(n, _)| n.to_owned()),
-            patch.and_then(|p| p.default_variant.clone()).unwrap_or_else(dash),
+            file.and_then(|f| f.default_variant())
+                .map_or_else(dash, |(n, _)| n.to_owned()),
+            patch
+                .and_then(|p| p.default_variant.clone())
+                .unwrap_or_else(dash),
             eff.default_variant.clone().unwrap_or_else(dash),
         ),
         (
@@ -107,7 +123,12 @@ fn comparison(file: Option<&Flag>, patch: Option<&OverridePatch>, eff: &Effectiv
             file_split.unwrap_or_else(dash),
             patch
                 .and_then(|p| p.weights.as_ref())
-                .map_or_else(dash, |w| w.iter().map(|(n, w)| format!("{n} {w}")).collect::<Vec<_>>().join(" / ")),
+                .map_or_else(dash, |w| {
+                    w.iter()
+                        .map(|(n, w)| format!("{n} {w}"))
+                        .collect::<Vec<_>>()
+                        .join(" / ")
+                }),
             eff.split.as_deref().map_or_else(dash, split_text),
         ),
     ]
@@ -130,13 +151,17 @@ fn share_cell(share: Option<&Share>, variant: &str) -> Markup {
     }
 }
 
-fn span_text(share: Option<&Share>, asked: Duration) -> String {
+/// The column heading of a served-share window: `last minute`, or the shorter span the
+/// samples cover while the daemon is young.
+fn window_label(share: Option<&Share>, asked: Duration, name: &str) -> String {
     match share {
-        Some(s) if s.span + Duration::from_secs(5) < asked => {
-            format!("over the {} s the daemon has sampled", s.span.as_secs())
+        Some(s) if s.span + crate::ui::live::SAMPLE_EVERY / 2 < asked => {
+            format!(
+                "Served, last {} s (since sampling began)",
+                s.span.as_secs().max(1)
+            )
         }
-        Some(_) => String::new(),
-        None => "no sample yet".to_owned(),
+        _ => format!("Served, {name}"),
     }
 }
 
@@ -177,11 +202,22 @@ pub async fn page(
         .and_then(|f| f.fractional_split(&evaluators).ok())
         .map(|s| {
             s.iter()
-                .map(|e| format!("{} {}", e.variant, e.weight.map_or("1".into(), |w| w.to_string())))
+                .map(|e| {
+                    format!(
+                        "{} {}",
+                        e.variant,
+                        e.weight.map_or("1".into(), |w| w.to_string())
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(" / ")
         });
-    let rows = comparison(file_flag.as_ref(), eff.override_patch.as_ref(), &eff, file_split);
+    let rows = comparison(
+        file_flag.as_ref(),
+        eff.override_patch.as_ref(),
+        &eff,
+        file_split,
+    );
     let minute = dashboard.served.share(&key, Duration::from_secs(60));
     let hour = dashboard.served.share(&key, Duration::from_secs(3600));
     let evaluated = match (&served, query.context.as_deref()) {
@@ -191,11 +227,18 @@ pub async fn page(
     let rule = served
         .as_ref()
         .and_then(|f| f.targeting_source())
-        .map(|src| serde_json::from_str::<Value>(src).map_or_else(|_| src.to_owned(), |v| pretty(&v)));
+        .map(|src| {
+            serde_json::from_str::<Value>(src).map_or_else(|_| src.to_owned(), |v| pretty(&v))
+        });
     let here = flag_href(&key, set);
     let post_base = format!("/ui/flags/{}", super::path_segment(&key));
     let set_query = set
-        .map(|s| format!("?{}", serde_urlencoded::to_string([("set", s)]).unwrap_or_default()))
+        .map(|s| {
+            format!(
+                "?{}",
+                serde_urlencoded::to_string([("set", s)]).unwrap_or_default()
+            )
+        })
         .unwrap_or_default();
     let body = html! {
         p.crumbs { a href="/ui/" { "Flags" } " / " (key) @if let Some(s) = set { " (" (s) ")" } }
@@ -229,7 +272,8 @@ pub async fn page(
             h2 #served { "Configured split vs served" }
             @if let Some(split) = &eff.split {
                 table {
-                    thead { tr { th scope="col" { "Variant" } th scope="col" { "Configured" } th scope="col" { "Served, last minute" } th scope="col" { "Served, last hour" } } }
+                    thead { tr { th scope="col" { "Variant" } th scope="col" { "Configured" } th scope="col" { (window_label(minute.as_ref(), Duration::from_secs(60), "last minute")) }
+                        th scope="col" { (window_label(hour.as_ref(), Duration::from_secs(3600), "last hour")) } } }
                     tbody {
                         @for (variant, configured) in percentages(split) {
                             tr {
@@ -242,10 +286,9 @@ pub async fn page(
                     }
                 }
                 p.muted.small {
-                    "Served shares count the evaluations clients made (impression counters, sampled every "
-                    (crate::ui::live::SAMPLE_EVERY.as_secs()) " s). "
-                    (span_text(minute.as_ref(), Duration::from_secs(60))) " "
-                    (span_text(hour.as_ref(), Duration::from_secs(3600)))
+                    "Served shares count the evaluations clients were answered with (the impression \
+                     counters, sampled every " (crate::ui::live::SAMPLE_EVERY.as_secs()) " s); \
+                     the evaluate box below does not count."
                 }
             } @else {
                 p { "This flag has no single fractional split." }

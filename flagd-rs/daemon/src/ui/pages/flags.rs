@@ -87,7 +87,23 @@ pub struct Row {
 
 /// Every flag's row. Blocking (reads the history).
 pub fn rows(dashboard: &Dashboard) -> Vec<Row> {
-    let flags = dashboard.authority.effective_flags();
+    rows_for(dashboard, None)
+}
+
+/// The rows of the flags `only` names as (flag set, key), or every row. Blocking.
+pub fn rows_for(dashboard: &Dashboard, only: Option<&[(Option<String>, String)]>) -> Vec<Row> {
+    let wanted = |f: &EffectiveFlag| {
+        only.is_none_or(|keys| {
+            keys.iter()
+                .any(|(set, key)| *key == f.key && *set == f.flag_set_id)
+        })
+    };
+    let flags: Vec<EffectiveFlag> = dashboard
+        .authority
+        .effective_flags()
+        .into_iter()
+        .filter(|f| wanted(f))
+        .collect();
     let rollouts: HashMap<String, RolloutStatus> = dashboard
         .rollouts
         .list()
@@ -95,9 +111,10 @@ pub fn rows(dashboard: &Dashboard) -> Vec<Row> {
         .map(|r| (r.flag.clone(), r))
         .collect();
     let mut last: HashMap<String, RevisionInfo> = HashMap::new();
-    if let Ok(page) = dashboard
-        .authority
-        .revisions_page(None, Cursor::Before(u64::MAX), RECENT)
+    if only.is_none()
+        && let Ok(page) = dashboard
+            .authority
+            .revisions_page(None, Cursor::Before(u64::MAX), RECENT)
     {
         for r in page.revisions {
             let mut keys: Vec<&str> = r.changes.iter().map(|c| c.flag.as_str()).collect();
@@ -108,15 +125,17 @@ pub fn rows(dashboard: &Dashboard) -> Vec<Row> {
         }
     }
     for f in &flags {
-        if f.override_patch.is_some() && !last.contains_key(&f.key) {
-            if let Ok(page) =
+        // A flag changed just now (a live row) or with an override set long ago.
+        let look_up = only.is_some() || f.override_patch.is_some();
+        if look_up
+            && !last.contains_key(&f.key)
+            && let Ok(page) =
                 dashboard
                     .authority
                     .revisions_page(Some(&f.key), Cursor::Before(u64::MAX), 1)
-                && let Some(r) = page.revisions.into_iter().next()
-            {
-                last.insert(f.key.clone(), r);
-            }
+            && let Some(r) = page.revisions.into_iter().next()
+        {
+            last.insert(f.key.clone(), r);
         }
     }
     flags
@@ -135,15 +154,17 @@ pub fn row_id(set: Option<&str>, key: &str) -> String {
 }
 
 /// One row of the table.
-pub fn row(_dashboard: &Dashboard, r: &Row) -> Markup {
+pub fn row(r: &Row) -> Markup {
     let f = &r.flag;
     let set = f.flag_set_id.as_deref();
     let shares = f.split.as_deref().map(super::percentages);
     html! {
         tr id=(row_id(set, &f.key)) {
-            td data-label="Flag" { a href=(flag_href(&f.key, set)) { (f.key) } }
+            td data-label="Flag" {
+                a.key href=(flag_href(&f.key, set)) { (f.key) }
+                br; span.source.muted { (f.source) }
+            }
             td data-label="Flag set" { (set.unwrap_or("—")) }
-            td data-label="Source" { span.source { (f.source) } }
             td data-label="Type" { (flag_type(f.variants.values())) }
             td data-label="State" {
                 @match f.state {
@@ -233,16 +254,98 @@ pub async fn page(
             caption.visually-hidden { "Flags as served, with their overrides, splits and rollouts" }
             thead {
                 tr {
-                    th scope="col" { "Flag" } th scope="col" { "Flag set" } th scope="col" { "Source" }
+                    th scope="col" { "Flag and source" } th scope="col" { "Flag set" }
                     th scope="col" { "Type" } th scope="col" { "State" } th scope="col" { "Default" }
                     th scope="col" { "Override" } th scope="col" { "Split" } th scope="col" { "Rollout" }
                     th scope="col" { "Last revision" }
                 }
             }
             tbody {
-                @for r in &shown { (row(&dashboard, r)) }
+                @for r in &shown { (row(r)) }
             }
         }
     };
     Ok(frame(&dashboard, "Flags", "flags", Live::Rows, body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flagd_evaluator::{OverridePatch, SplitEntry, State};
+
+    fn make(key: &str, set: Option<&str>, with_override: bool) -> Row {
+        Row {
+            flag: EffectiveFlag {
+                key: key.into(),
+                flag_set_id: set.map(Into::into),
+                source: "file:/etc/flags/<prod>.json".into(),
+                state: State::Enabled,
+                default_variant: Some("on".into()),
+                variants: serde_json::from_str(r#"{"on": true, "off": false}"#).unwrap(),
+                split: Some(vec![
+                    SplitEntry {
+                        variant: "on".into(),
+                        weight: Some(1),
+                    },
+                    SplitEntry {
+                        variant: "off".into(),
+                        weight: Some(3),
+                    },
+                ]),
+                override_patch: with_override.then(|| OverridePatch {
+                    state: Some(State::Disabled),
+                    ..OverridePatch::default()
+                }),
+                stale_fields: Vec::new(),
+                override_error: None,
+            },
+            rollout: None,
+            last: None,
+        }
+    }
+
+    #[track_caller]
+    fn check(query: &str, r: &Row, expected: bool) {
+        let filter: Filter = serde_urlencoded::from_str(query).unwrap();
+        assert_eq!(filter.matches(r), expected, "{query}");
+    }
+
+    #[test]
+    fn filters() {
+        let plain = make("new-checkout", None, false);
+        let set = make("beta-search", Some("search"), true);
+        check("", &plain, true);
+        check("q=CHECK", &plain, true);
+        check("q=prod", &plain, true);
+        check("q=search", &set, true);
+        check("q=search", &plain, false);
+        check("set=search", &set, true);
+        check("set=search", &plain, false);
+        check("set=-", &plain, true);
+        check("set=-", &set, false);
+        check("override=1", &set, true);
+        check("override=1", &plain, false);
+        check("override=0", &plain, true);
+        check("rollout=1", &plain, false);
+    }
+
+    #[test]
+    fn rows_are_escaped_and_named() {
+        let r = make("<script>alert(1)</script>", Some("s"), true);
+        let html = row(&r).into_string();
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(html.contains("&lt;script&gt;"), "{html}");
+        assert!(html.contains("&lt;prod&gt;.json"), "{html}");
+        assert!(
+            html.contains(r#"href="/ui/flags/%3Cscript%3Ealert%281%29%3C%2Fscript%3E?set=s""#),
+            "{html}"
+        );
+        assert!(
+            html.contains("on 25%, off 75%") && html.contains("state DISABLED"),
+            "{html}"
+        );
+        assert!(html.contains(">boolean<"), "{html}");
+        assert_eq!(row_id(Some("s"), "k"), "row:s:k");
+        assert_eq!(row_id(None, "k"), "row::k");
+    }
 }

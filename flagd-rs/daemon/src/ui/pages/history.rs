@@ -85,7 +85,8 @@ pub async fn page(
     let flag = query.flag.clone().filter(|f| !f.is_empty());
     let d = dashboard.clone();
     let f = flag.clone();
-    let page = blocking(move || Ok(d.authority.revisions_page(f.as_deref(), cursor, PAGE)?)).await?;
+    let page =
+        blocking(move || Ok(d.authority.revisions_page(f.as_deref(), cursor, PAGE)?)).await?;
     let newest = page.revisions.last().map(|r| r.revision);
     let oldest = page.revisions.first().map(|r| r.revision);
     let older = match cursor {
@@ -144,17 +145,17 @@ fn change_row(flag: &str, before: Option<&OverridePatch>, after: Option<&Overrid
     html! {
         tr {
             th scope="row" { (flag) }
-            td data-label="Before" { del { (patch_summary(before)) } }
-            td data-label="After" { ins { (patch_summary(after)) } }
+            td { del { (patch_summary(before)) } }
+            td { ins { (patch_summary(after)) } }
         }
     }
 }
 
-fn diff_table(caption: &str, rows: Markup) -> Markup {
+fn diff_table(caption: &str, columns: (&str, &str), rows: Markup) -> Markup {
     html! {
         table.diff {
             caption { (caption) }
-            thead { tr { th scope="col" { "Flag" } th scope="col" { "Before" } th scope="col" { "After" } } }
+            thead { tr { th scope="col" { "Flag" } th scope="col" { (columns.0) } th scope="col" { (columns.1) } } }
             tbody { (rows) }
         }
     }
@@ -168,9 +169,9 @@ pub async fn revision(
 ) -> Result<Response, UiError> {
     let d = dashboard.clone();
     let info = blocking(move || {
-        d.authority.revision(revision)?.ok_or_else(|| {
-            UiError::not_found(format!("No revision {revision}."))
-        })
+        d.authority
+            .revision(revision)?
+            .ok_or_else(|| UiError::not_found(format!("No revision {revision}.")))
     })
     .await?;
     let body = html! {
@@ -187,7 +188,7 @@ pub async fn revision(
         @if info.changes.is_empty() {
             p { "This revision changed no override." }
         } @else {
-            (diff_table("What it changed", html! {
+            (diff_table("What it changed", ("Before", "After"), html! {
                 @for c in &info.changes { (change_row(&c.flag, c.before.as_ref(), c.after.as_ref())) }
             }))
         }
@@ -198,7 +199,14 @@ pub async fn revision(
             p.actions { a.button href={"/ui/history/" (info.revision) "/restore"} { "Restore this revision…" } }
         }
     };
-    Ok(frame(&dashboard, &format!("Revision {revision}"), "history", Live::Off, body).into_response())
+    Ok(frame(
+        &dashboard,
+        &format!("Revision {revision}"),
+        "history",
+        Live::Off,
+        body,
+    )
+    .into_response())
 }
 
 /// The changes a restore of a recorded override set would make to the live one.
@@ -235,7 +243,7 @@ pub async fn confirm_restore(
         @if diff.is_empty() {
             p.banner.good role="status" { "The live overrides already equal that state: restoring changes nothing." }
         } @else {
-            (diff_table("Live now → after the restore", html! {
+            (diff_table("Live now → after the restore", ("Live now", "After the restore"), html! {
                 @for (flag, before, after) in &diff { (change_row(flag, before.as_ref(), after.as_ref())) }
             }))
         }
@@ -263,7 +271,10 @@ pub async fn restore(
 ) -> Result<Response, UiError> {
     let form = dashboard.write_form(&headers, &body)?;
     let expected = match form.get("head") {
-        Some(h) => Some(h.parse::<u64>().map_err(|_| UiError::bad_request("`head` must be a revision number"))?),
+        Some(h) => Some(
+            h.parse::<u64>()
+                .map_err(|_| UiError::bad_request("`head` must be a revision number"))?,
+        ),
         None => None,
     };
     let (who, why) = (actor(&form), form.get("reason").unwrap_or("").to_owned());
@@ -286,7 +297,10 @@ pub async fn restore(
         })?;
     Ok(done(
         &format!("/ui/history/{}", info.revision),
-        &format!("Restored revision {revision} as revision {}.", info.revision),
+        &format!(
+            "Restored revision {revision} as revision {}.",
+            info.revision
+        ),
     ))
 }
 

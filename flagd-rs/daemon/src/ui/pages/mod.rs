@@ -85,8 +85,8 @@ pub fn frame(
                     }
                     span.mode {
                         @if dashboard.writable() { "read-write" } @else { "read-only" }
-                        " · revision " (dashboard.authority.head())
-                        " · " span #live-status aria-live="polite" { "static" }
+                        " · revision " (dashboard.authority.head()) " "
+                        span #live-status aria-live="polite" {}
                     }
                 }
                 main #main tabindex="-1" { (body) }
@@ -173,9 +173,12 @@ impl IntoResponse for UiError {
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, UiError> + Send + 'static,
 ) -> Result<T, UiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(UiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())))
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(UiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            e.to_string(),
+        ))
+    })
 }
 
 /// After a change: back to `path` with a note saying what was done.

@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{Live, UiError, actor, change_fields, done, done_banner, flag_href, frame, layout, pct};
+use super::{
+    Live, UiError, actor, change_fields, done, done_banner, flag_href, frame, layout, pct,
+};
 use crate::authority::rollout::Phase;
 use crate::authority::rollout::runner::RolloutStatus;
 use crate::ui::Dashboard;
@@ -60,10 +62,18 @@ impl Verb {
 
     fn explains(self) -> &'static str {
         match self {
-            Verb::Promote => "skips the rest of the current hold: the next step's weights are served now (or the rollout completes after its last step).",
-            Verb::Pause => "stops the hold and the gate checks; the split stays where it is until the rollout is resumed or aborted.",
-            Verb::Resume => "goes on where the hold stopped (a split changed by hand meanwhile is kept); gate counters start over.",
-            Verb::Abort => "ends the rollout now and puts back the override the flag had before it started.",
+            Verb::Promote => {
+                "skips the rest of the current hold: the next step's weights are served now (or the rollout completes after its last step)."
+            }
+            Verb::Pause => {
+                "stops the hold and the gate checks; the split stays where it is until the rollout is resumed or aborted."
+            }
+            Verb::Resume => {
+                "goes on where the hold stopped (a split changed by hand meanwhile is kept); gate counters start over."
+            }
+            Verb::Abort => {
+                "ends the rollout now and puts back the override the flag had before it started."
+            }
         }
     }
 }
