@@ -662,12 +662,31 @@ mod tests {
             &["start", "--stream-deadline", "soon"],
             &["start", "--fractional-hash", "v1"],
             &["start", "-p", "70000"],
+            &["start", "--ui", "admin"],
         ] {
             assert!(
                 Cli::try_parse_from(std::iter::once("flagd-rs").chain(bad.iter().copied()))
                     .is_err(),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn the_dashboard_is_read_only_unless_asked() {
+        use crate::ui::UiMode;
+        assert_eq!(
+            Config::try_from(start(&["start"])).unwrap().ui,
+            UiMode::Readonly
+        );
+        assert_eq!(Config::default().ui, UiMode::Readonly);
+        for (arg, mode) in [
+            ("readwrite", UiMode::Readwrite),
+            ("readonly", UiMode::Readonly),
+            ("off", UiMode::Off),
+        ] {
+            let c = Config::try_from(start(&["start", "--ui", arg])).unwrap();
+            assert_eq!(c.ui, mode, "{arg}");
         }
     }
 

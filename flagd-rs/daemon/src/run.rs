@@ -290,9 +290,11 @@ pub async fn run(
             rollouts.clone(),
             ui_metrics,
             ui_context,
-            config.ui,
-            admin_token.clone(),
-            admin_tls.is_some(),
+            crate::ui::Settings {
+                mode: config.ui,
+                token: admin_token.clone(),
+                tls: admin_tls.is_some(),
+            },
             shutdown_rx.clone(),
         )
     });

@@ -205,14 +205,14 @@ fn is_form(headers: &HeaderMap) -> bool {
 
 /// Why a browser's write is refused before it reaches a handler, if it is.
 fn write_refusal(headers: &HeaderMap) -> Option<UiError> {
-    if let Some(site) = headers.get("sec-fetch-site") {
-        if !site.as_bytes().eq_ignore_ascii_case(b"same-origin") {
-            return Some(UiError::new(
-                StatusCode::FORBIDDEN,
-                "This form was sent from a page of another site; the dashboard only accepts \
-                 forms from its own pages.",
-            ));
-        }
+    if let Some(site) = headers.get("sec-fetch-site")
+        && !site.as_bytes().eq_ignore_ascii_case(b"same-origin")
+    {
+        return Some(UiError::new(
+            StatusCode::FORBIDDEN,
+            "This form was sent from a page of another site; the dashboard only accepts \
+             forms from its own pages.",
+        ));
     }
     if !is_form(headers) {
         return Some(UiError::new(
@@ -231,7 +231,7 @@ pub async fn check(
     next: Next,
 ) -> Response {
     if let Err(refusal) = guard.screen(&request) {
-        return refusal;
+        return refusal.into_response();
     }
     let path = request.uri().path();
     let open = path == "/ui/login" || path.starts_with("/ui/assets/") || path == "/";

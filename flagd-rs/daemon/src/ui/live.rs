@@ -35,11 +35,14 @@ const COARSE_EVERY: u64 = 6;
 /// Coarse samples kept (a little over an hour at one a minute).
 const COARSE: usize = 62;
 
-/// The impression counters per (flag key, variant) at one moment.
+/// Impressions per (flag key, variant), as [`Metrics::impression_totals`] lists them.
+type Counts = Vec<(Box<str>, Box<str>, u64)>;
+
+/// The impression counters at one moment.
 #[derive(Debug, Clone)]
 struct Sample {
     at: Instant,
-    counts: Arc<Vec<(Box<str>, Box<str>, u64)>>,
+    counts: Arc<Counts>,
 }
 
 #[derive(Debug, Default)]
@@ -93,7 +96,7 @@ impl Served {
             counts: Arc::new(self.metrics.impression_totals()),
         };
         let mut rings = self.lock();
-        if rings.taken % COARSE_EVERY == 0 {
+        if rings.taken.is_multiple_of(COARSE_EVERY) {
             rings.coarse.push_back(sample.clone());
             if rings.coarse.len() > COARSE {
                 rings.coarse.pop_front();

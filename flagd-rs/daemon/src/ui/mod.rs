@@ -76,17 +76,25 @@ pub struct Dashboard {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
+/// How the dashboard is served.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `--ui`.
+    pub mode: UiMode,
+    /// The admin token, when one is configured: pages then need a sign-in.
+    pub token: Option<AdminToken>,
+    /// Whether the admin port serves TLS (the session cookie is then `Secure`).
+    pub tls: bool,
+}
+
 impl Dashboard {
-    /// A dashboard over the daemon's parts. `tls`: whether the admin port serves TLS (the
-    /// session cookie is then `Secure`); `shutdown` turns true when the daemon stops.
+    /// A dashboard over the daemon's parts; `shutdown` turns true when the daemon stops.
     pub fn new(
         authority: Arc<Authority>,
         rollouts: Arc<RolloutRunner>,
         metrics: Arc<Metrics>,
         context: Arc<ContextConfig>,
-        mode: UiMode,
-        token: Option<AdminToken>,
-        tls: bool,
+        settings: Settings,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Arc<Dashboard> {
         Arc::new(Dashboard {
@@ -94,8 +102,8 @@ impl Dashboard {
             rollouts,
             context,
             served: Arc::new(live::Served::new(metrics)),
-            access: Access::new(token, tls),
-            mode,
+            access: Access::new(settings.token, settings.tls),
+            mode: settings.mode,
             shutdown,
         })
     }

@@ -67,7 +67,7 @@ impl Filter {
         if on(&self.has_override) && f.override_patch.is_none() {
             return false;
         }
-        if on(&self.rollout) && !row.rollout.as_ref().is_some_and(|r| !r.phase.is_terminal()) {
+        if on(&self.rollout) && row.rollout.as_ref().is_none_or(|r| r.phase.is_terminal()) {
             return false;
         }
         true
