@@ -180,6 +180,35 @@ async fn every_screen_renders_passes_the_accessibility_check_and_fits_a_phone() 
         let png = browser.client.screenshot().await.unwrap();
         std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
     }
+    // The check itself finds what it looks for: faint text and an unlabelled field.
+    let planted = browser
+        .client
+        .execute(
+            &format!(
+                "const p = document.createElement('p'); p.textContent = 'faint'; \
+                 p.style.color = '#bbbbbb'; document.querySelector('main').append(p); \
+                 document.querySelector('main').append(document.createElement('input')); \
+                 return (function () {{ {ACCESSIBILITY_CHECK} }})();"
+            ),
+            vec![],
+        )
+        .await
+        .unwrap();
+    let planted: Vec<&str> = planted
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        planted
+            .iter()
+            .any(|p| p.starts_with("contrast") && p.contains("faint"))
+            && planted
+                .iter()
+                .any(|p| p.starts_with("form control without a label")),
+        "{planted:?}"
+    );
     browser.resize(375, 800).await;
     for (name, path) in &screens {
         browser

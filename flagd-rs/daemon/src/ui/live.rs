@@ -159,6 +159,93 @@ impl Served {
     }
 }
 
+/// What one open feed holds between events.
+struct Feed {
+    dashboard: Arc<Dashboard>,
+    filter: Filter,
+    changes: broadcast::Receiver<Arc<crate::store::Change>>,
+    head: watch::Receiver<u64>,
+    /// The last authority revision the feed has sent rows for.
+    seen: u64,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Why the feed woke up.
+enum Wake {
+    /// The store published these (flag set, key) changes in this store revision.
+    Store(u64, Vec<(Option<String>, String)>),
+    /// The authority moved from revision `.0` to `.1`.
+    Head(u64, u64),
+    /// The feed fell behind the store's changes.
+    Lagged,
+}
+
+impl Feed {
+    async fn wake(&mut self) -> Option<Wake> {
+        tokio::select! {
+            // An open page must not hold up the daemon's shutdown.
+            _ = self.shutdown.wait_for(|stop| *stop) => None,
+            change = self.changes.recv() => match change {
+                Ok(change) => Some(Wake::Store(
+                    change.revision,
+                    change
+                        .flags
+                        .iter()
+                        .map(|c| (c.flag_set_id.as_deref().map(str::to_owned), c.key.to_string()))
+                        .collect(),
+                )),
+                Err(broadcast::error::RecvError::Lagged(_)) => Some(Wake::Lagged),
+                Err(broadcast::error::RecvError::Closed) => None,
+            },
+            moved = self.head.changed() => match moved {
+                Err(_) => None,
+                Ok(()) => {
+                    let to = *self.head.borrow_and_update();
+                    let from = std::mem::replace(&mut self.seen, to);
+                    Some(Wake::Head(from, to))
+                }
+            },
+        }
+    }
+}
+
+/// The rows the revisions after `from` touched: the flags whose override they changed and the
+/// flags they are about (a rollout record may change a badge without moving an override).
+/// The store announces an override before the authority publishes it, so these rows are
+/// rendered again once the authority's head has moved.
+fn touched_after(dashboard: &Dashboard, from: u64) -> Vec<(Option<String>, String)> {
+    let Ok(page) =
+        dashboard
+            .authority
+            .revisions_page(None, crate::authority::Cursor::After(from), 100)
+    else {
+        return Vec::new();
+    };
+    let mut keys: Vec<&str> = page
+        .revisions
+        .iter()
+        .flat_map(|r| {
+            r.changes
+                .iter()
+                .map(|c| c.flag.as_str())
+                .chain(r.flag.as_deref())
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let snapshot = dashboard.authority.store().snapshot();
+    snapshot
+        .iter(&crate::selector::Selector::All)
+        .filter(|f| keys.contains(&f.flag.key()))
+        .map(|f| {
+            (
+                f.flag.flag_set_id().map(str::to_owned),
+                f.flag.key().to_owned(),
+            )
+        })
+        .collect()
+}
+
 /// `GET /ui/events`: the live feed. Events:
 ///
 /// - `row`: `{"id", "html"}`, a Flags row re-rendered for the filter in the query (`html` is
@@ -169,66 +256,38 @@ pub async fn events(
     State(dashboard): State<Arc<Dashboard>>,
     Query(filter): Query<Filter>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let changes = dashboard.authority.store().subscribe();
     let head = dashboard.authority.watch_head();
-    let shutdown = dashboard.shutdown.clone();
-    let state = (dashboard, filter, changes, head, shutdown);
-    let stream = futures::stream::unfold(
-        state,
-        |(dashboard, filter, mut changes, mut head, mut shutdown)| async move {
-            let next = tokio::select! {
-                // An open page must not hold up the daemon's shutdown.
-                _ = shutdown.wait_for(|stop| *stop) => None,
-                change = changes.recv() => match change {
-                    Ok(change) => {
-                        let keys: Vec<(Option<String>, String)> = change
-                            .flags
-                            .iter()
-                            .map(|c| (c.flag_set_id.as_deref().map(str::to_owned), c.key.to_string()))
-                            .collect();
-                        Some(Some((change.revision, keys)))
-                    }
-                    // Fell behind: the page reloads.
-                    Err(broadcast::error::RecvError::Lagged(_)) => Some(None),
-                    Err(broadcast::error::RecvError::Closed) => None,
-                },
-                moved = head.changed() => match moved {
-                    Err(_) => None,
-                    Ok(()) => {
-                    let revision = *head.borrow_and_update();
-                    // A rollout record may change a row's badge without moving any override.
-                    let keys: Vec<(Option<String>, String)> = {
-                        let rollouts = dashboard.rollouts.list();
-                        let snapshot = dashboard.authority.store().snapshot();
-                        snapshot
-                            .iter(&crate::selector::Selector::All)
-                            .filter(|f| rollouts.iter().any(|r| r.flag == f.flag.key()))
-                            .map(|f| (f.flag.flag_set_id().map(str::to_owned), f.flag.key().to_owned()))
-                            .collect()
-                    };
-                    Some(Some((revision, keys)))
-                    }
-                }
-            };
-            let Some((revision, keys)) = next? else {
-                let reload = vec![Ok(Event::default().event("reload").data("{}"))];
-                return Some((
-                    futures::stream::iter(reload),
-                    (dashboard, filter, changes, head, shutdown),
-                ));
-            };
-            // Rendering reads the history, which may read the archive: off the async workers.
-            let (d, f) = (dashboard.clone(), filter.clone());
-            let mut events = tokio::task::spawn_blocking(move || row_events(&d, &f, &keys))
-                .await
-                .unwrap_or_default();
-            events.push(changed(revision));
-            Some((
-                futures::stream::iter(events.into_iter().map(Ok).collect::<Vec<_>>()),
-                (dashboard, filter, changes, head, shutdown),
-            ))
-        },
-    );
+    let seen = *head.borrow();
+    let feed = Feed {
+        changes: dashboard.authority.store().subscribe(),
+        seen,
+        head,
+        shutdown: dashboard.shutdown.clone(),
+        filter,
+        dashboard,
+    };
+    let stream = futures::stream::unfold(feed, |mut feed| async move {
+        let wake = feed.wake().await?;
+        let (d, f) = (feed.dashboard.clone(), feed.filter.clone());
+        // Rendering reads the history, which may read the archive: off the async workers.
+        let events = tokio::task::spawn_blocking(move || match wake {
+            Wake::Lagged => vec![Event::default().event("reload").data("{}")],
+            Wake::Store(revision, keys) => {
+                let mut out = row_events(&d, &f, &keys);
+                out.push(changed(revision));
+                out
+            }
+            Wake::Head(from, to) => {
+                let mut out = row_events(&d, &f, &touched_after(&d, from));
+                out.push(changed(to));
+                out
+            }
+        })
+        .await
+        .unwrap_or_default();
+        let events: Vec<Result<Event, Infallible>> = events.into_iter().map(Ok).collect();
+        Some((futures::stream::iter(events), feed))
+    });
     Sse::new(stream.flatten()).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
