@@ -442,6 +442,8 @@ async fn abort_from_the_rollouts_page_rolls_back_and_is_in_the_history() {
         history.contains("oncall") && history.contains("bad canary"),
         "{history}"
     );
+    let (_, confirm) = ui.get("/ui/rollouts/ramp/abort").await;
+    assert!(confirm.contains("cannot be aborted") && !confirm.contains("Confirm: Abort"));
     // A verb the phase does not allow is refused by the runner, as over the API.
     let (status, _, _) = ui.post_form("/ui/rollouts/ramp/resume", &[], &body).await;
     assert_eq!(status, StatusCode::CONFLICT);

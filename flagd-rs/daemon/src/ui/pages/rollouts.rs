@@ -60,6 +60,15 @@ impl Verb {
         }
     }
 
+    fn past(self) -> &'static str {
+        match self {
+            Verb::Promote => "promoted",
+            Verb::Pause => "paused",
+            Verb::Resume => "resumed",
+            Verb::Abort => "aborted",
+        }
+    }
+
     fn explains(self) -> &'static str {
         match self {
             Verb::Promote => {
@@ -247,7 +256,7 @@ pub async fn confirm(
         p { (verb.label()) " " (verb.explains()) }
         p { "Now: step " (status.step) " of " (status.steps) ", serving " (pct(status.weight)) " of " (status.variant) ", " (status.phase.as_str()) "." }
         @if !offered {
-            p.banner.warn role="status" { "A rollout that is " (status.phase.as_str()) " cannot be " (verb.name()) "d." }
+            p.banner.warn role="status" { "A rollout that is " (status.phase.as_str()) " cannot be " (verb.past()) "." }
         } @else if !dashboard.writable() {
             p.muted { "Read-only dashboard." }
         } @else {
@@ -308,5 +317,6 @@ mod tests {
         }
         assert_eq!(Verb::parse("abort"), Some(Verb::Abort));
         assert_eq!(Verb::parse("start"), None);
+        assert_eq!(Verb::Abort.past(), "aborted");
     }
 }
