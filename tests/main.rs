@@ -4,6 +4,8 @@ mod authority;
 mod chain;
 mod cli;
 mod conformance;
+mod dashboard;
+mod dashboard_browser;
 mod eval_connect;
 mod eval_grpc;
 mod evaluation_budget;

@@ -1,5 +1,6 @@
 //! Shared helpers for the integration tests.
 pub mod binary;
+pub mod browser;
 pub mod daemon;
 pub mod eval;
 pub mod launchpad;

@@ -219,6 +219,11 @@ pub struct StartArgs {
     /// repeatable or comma separated. Other origins are refused.
     #[arg(long, env = "FLAGD_ADMIN_ALLOWED_ORIGIN", value_delimiter = ',')]
     pub admin_allowed_origin: Vec<String>,
+    /// The operators' dashboard on the admin port (`/ui/`): `readonly` shows flags, rollouts,
+    /// history and health; `readwrite` also offers the forms that change them (with the admin
+    /// token when one is set); `off` does not serve it.
+    #[arg(long, env = "FLAGD_UI", value_enum, default_value_t = crate::ui::UiMode::Readonly)]
+    pub ui: crate::ui::UiMode,
     /// Directory of the override journal. Default: `$STATE_DIRECTORY` when systemd sets it,
     /// else /var/lib/flagd-rs. A relative path is taken from the working directory at start.
     #[arg(long, env = "FLAGD_STATE_DIR")]
@@ -322,6 +327,8 @@ pub struct Config {
     pub admin_allowed_hosts: Vec<String>,
     /// Web origins allowed to call the admin API.
     pub admin_allowed_origins: Vec<String>,
+    /// The dashboard's mode (`--ui`).
+    pub ui: crate::ui::UiMode,
     /// Directory of the override journal (absolute).
     pub state_dir: PathBuf,
     /// Journal size after its snapshot at which it is compacted (0: never by itself).
@@ -353,6 +360,7 @@ impl Default for Config {
             admin_insecure: false,
             admin_allowed_hosts: Vec::new(),
             admin_allowed_origins: Vec::new(),
+            ui: crate::ui::UiMode::Readonly,
             state_dir: default_state_dir(),
             journal_compact_bytes: crate::authority::journal::DEFAULT_COMPACT_BYTES,
         }
@@ -480,6 +488,7 @@ impl TryFrom<StartArgs> for Config {
             admin_insecure: args.admin_insecure,
             admin_allowed_hosts: trimmed(args.admin_allowed_host),
             admin_allowed_origins: trimmed(args.admin_allowed_origin),
+            ui: args.ui,
             state_dir,
             journal_compact_bytes: args.journal_compact_bytes,
             ..Config::default()
@@ -653,12 +662,31 @@ mod tests {
             &["start", "--stream-deadline", "soon"],
             &["start", "--fractional-hash", "v1"],
             &["start", "-p", "70000"],
+            &["start", "--ui", "admin"],
         ] {
             assert!(
                 Cli::try_parse_from(std::iter::once("flagd-rs").chain(bad.iter().copied()))
                     .is_err(),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn the_dashboard_is_read_only_unless_asked() {
+        use crate::ui::UiMode;
+        assert_eq!(
+            Config::try_from(start(&["start"])).unwrap().ui,
+            UiMode::Readonly
+        );
+        assert_eq!(Config::default().ui, UiMode::Readonly);
+        for (arg, mode) in [
+            ("readwrite", UiMode::Readwrite),
+            ("readonly", UiMode::Readonly),
+            ("off", UiMode::Off),
+        ] {
+            let c = Config::try_from(start(&["start", "--ui", arg])).unwrap();
+            assert_eq!(c.ui, mode, "{arg}");
         }
     }
 

@@ -14,6 +14,7 @@ pub mod sources;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod ui;
 pub mod validate;
 
 pub use run::{BoundPorts, Listeners, run};

@@ -325,6 +325,29 @@ impl Metrics {
         }
     }
 
+    /// The impressions counted so far per (flag key, variant), summed over reasons, for the
+    /// dashboard's served-share view. Reads the counters' handles under the cache's read lock
+    /// (which evaluations share), so it never holds up an evaluation.
+    pub fn impression_totals(&self) -> Vec<(Box<str>, Box<str>, u64)> {
+        let cache = self.success.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<(Box<str>, Box<str>, u64)> = Vec::with_capacity(cache.len() * 2);
+        for (key, list) in cache.iter() {
+            for e in list {
+                let n = e.impression.get();
+                match out
+                    .iter_mut()
+                    .rev()
+                    .take_while(|(k, _, _)| k == key)
+                    .find(|(_, v, _)| *v == e.variant)
+                {
+                    Some(slot) => slot.2 += n,
+                    None => out.push((key.clone(), e.variant.clone(), n)),
+                }
+            }
+        }
+        out
+    }
+
     /// Counts an evaluation of `flag_key` that stopped at the evaluation budget (in addition to
     /// the [`Metrics::evaluation`] every evaluation records). Rare, so not cached: only flags
     /// that exist reach here, which bounds the series.

@@ -230,6 +230,7 @@ pub async fn run(
         rollout::RolloutRunner::spawn(authority.clone(), Arc::new(rollout::HttpGates::new()));
     metrics.register_collector(Box::new(rollout::RolloutCollector::new(rollouts.clone())));
     let metrics = Arc::new(metrics);
+    let ui_metrics = metrics.clone();
     let max_header_bytes = config.limits.max_header_bytes;
     let state = AppState {
         store: store.clone(),
@@ -240,6 +241,7 @@ pub async fn run(
         cors_origins: config.cors_origins.into(),
     };
 
+    let ui_context = state.context.clone();
     let serving = Arc::new(AtomicBool::new(false));
     let (health, health_routes) = management::health_service();
     let management_app = http::grpc_or_http(
@@ -282,12 +284,31 @@ pub async fn run(
         allowed_origins: config.admin_allowed_origins.clone(),
         tls: admin_tls.is_some(),
     });
-    let admin_app = admin::app(
+    let dashboard = (config.ui != crate::ui::UiMode::Off).then(|| {
+        crate::ui::Dashboard::new(
+            authority.clone(),
+            rollouts.clone(),
+            ui_metrics,
+            ui_context,
+            crate::ui::Settings {
+                mode: config.ui,
+                token: admin_token.clone(),
+                tls: admin_tls.is_some(),
+            },
+            shutdown_rx.clone(),
+        )
+    });
+    let mut admin_app = admin::app(
         authority.clone(),
         rollout::router(rollouts.clone()),
         admin_token,
-        guard,
+        guard.clone(),
     );
+    if let Some(dashboard) = dashboard {
+        // The served-share samples are taken only while the dashboard is served.
+        tokio::spawn(dashboard.served.clone().run(dashboard.shutdown.clone()));
+        admin_app = admin_app.merge(crate::ui::router(dashboard, guard));
+    }
     let rx = shutdown_rx.clone();
     servers.spawn(async move {
         (

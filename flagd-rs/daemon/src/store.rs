@@ -258,6 +258,19 @@ pub struct SourceStatus {
     pub synced: bool,
     /// The last problem reported for it, if its latest update failed.
     pub last_error: Option<String>,
+    /// When it last delivered a document that was accepted (or the same bytes again).
+    pub last_sync: Option<std::time::SystemTime>,
+    /// The diagnostics of the last document it delivered: the errors that rejected it (the
+    /// last good flags were kept), or the warnings of an accepted one.
+    pub diagnostics: Vec<flagd_evaluator::Diagnostic>,
+}
+
+/// What the store remembers of a source's latest update, for `/readyz` and the dashboard.
+#[derive(Debug, Clone, Default)]
+struct SourceReport {
+    last_error: Option<String>,
+    last_sync: Option<std::time::SystemTime>,
+    diagnostics: Vec<flagd_evaluator::Diagnostic>,
 }
 
 /// Shared flag state: the current snapshot plus change notifications.
@@ -276,8 +289,9 @@ pub struct Store {
     /// Writer-only bookkeeping (content hashes, last good documents, the override set). Held
     /// only to merge and swap, never while a document is parsed; readers never take it.
     writer: Mutex<WriterState>,
-    /// Per source: the last problem reported for it (read by `/readyz` and the logs).
-    errors: Mutex<Vec<Option<String>>>,
+    /// Per source: the last problem reported for it, its last sync and the diagnostics of its
+    /// last document (read by `/readyz` and the dashboard).
+    errors: Mutex<Vec<SourceReport>>,
     /// The override fields that do not apply to the flags loaded now, published for readers.
     published_failures: ArcSwap<Vec<PatchFailure>>,
 }
@@ -343,7 +357,7 @@ impl Store {
                 overrides: Arc::default(),
                 failures: vec![Vec::new(); n],
             }),
-            errors: Mutex::new(vec![None; n]),
+            errors: Mutex::new(vec![SourceReport::default(); n]),
             published_failures: ArcSwap::default(),
         })
     }
@@ -391,7 +405,12 @@ impl Store {
                     .synced
                     .get(i)
                     .is_some_and(|s| s.load(Ordering::Acquire)),
-                last_error: errors.get(i).cloned().flatten(),
+                last_error: errors.get(i).and_then(|r| r.last_error.clone()),
+                last_sync: errors.get(i).and_then(|r| r.last_sync),
+                diagnostics: errors
+                    .get(i)
+                    .map(|r| r.diagnostics.clone())
+                    .unwrap_or_default(),
             })
             .collect()
     }
@@ -443,17 +462,20 @@ impl Store {
                     // The same bytes as the last good document: nothing to publish, and any
                     // error reported since then no longer applies.
                     self.set_error(idx, None);
+                    self.mark_synced(idx, None);
                     return Ok(None);
                 }
                 *parsed_large = bytes.len() >= crate::heap::TRIM_AFTER_BYTES;
                 match flagd_evaluator::load(&bytes, format, &self.options) {
                     Ok(loaded) => {
                         log_warnings(&uri, &loaded.diagnostics);
+                        self.mark_synced(idx, Some(loaded.diagnostics.clone()));
                         Some((hash, Arc::new(loaded.flags)))
                     }
                     Err(err) => {
                         tracing::error!(source = %uri, error = %err, "rejected flag document; keeping the last good flags");
                         self.set_error(idx, Some(err.to_string()));
+                        self.set_diagnostics(idx, rejection_diagnostics(&err));
                         return Err(err);
                     }
                 }
@@ -515,7 +537,26 @@ impl Store {
     fn set_error(&self, idx: usize, error: Option<String>) {
         let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = errors.get_mut(idx) {
-            *slot = error;
+            slot.last_error = error;
+        }
+    }
+
+    /// Notes an accepted document (`diagnostics`: its warnings) or the same bytes again
+    /// (`None`: the diagnostics stay those of the document that was accepted).
+    fn mark_synced(&self, idx: usize, diagnostics: Option<Vec<flagd_evaluator::Diagnostic>>) {
+        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = errors.get_mut(idx) {
+            slot.last_sync = Some(std::time::SystemTime::now());
+            if let Some(d) = diagnostics {
+                slot.diagnostics = d;
+            }
+        }
+    }
+
+    fn set_diagnostics(&self, idx: usize, diagnostics: Vec<flagd_evaluator::Diagnostic>) {
+        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = errors.get_mut(idx) {
+            slot.diagnostics = diagnostics;
         }
     }
 }
@@ -592,6 +633,15 @@ impl Store {
     /// The last good document of source `index` as loaded, before overrides.
     pub fn defined_document(&self, index: usize) -> Option<Arc<FlagSet>> {
         self.writer.lock().ok()?.raw.get(index).cloned().flatten()
+    }
+}
+
+/// The diagnostics a rejection carries (a syntax error or an oversized document has none: its
+/// message is the source's last error).
+fn rejection_diagnostics(err: &LoadError) -> Vec<flagd_evaluator::Diagnostic> {
+    match err {
+        LoadError::Rejected { diagnostics } => diagnostics.clone(),
+        _ => Vec::new(),
     }
 }
 

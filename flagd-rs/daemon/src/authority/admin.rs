@@ -62,6 +62,16 @@ impl ApiError {
     fn bad_request(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
+
+    /// The answer's status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// What went wrong, in one sentence.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl From<AuthorityError> for ApiError {

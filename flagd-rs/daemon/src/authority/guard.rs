@@ -121,40 +121,59 @@ fn is_json(content_type: Option<&HeaderValue>) -> bool {
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
 }
 
+fn refusal(message: String) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
 fn forbidden(message: String) -> Response {
-    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message).into_response()
+    refusal(message).into_response()
+}
+
+impl Guard {
+    /// The checks every request to the admin port passes, whatever it is for (the API or the
+    /// dashboard): a loopback or allowed `Host`, and a present `Origin` that is the port's own
+    /// or an allowed one. Returns the request's `Origin`, or the refusal.
+    pub fn screen(&self, request: &Request) -> Result<Option<String>, ApiError> {
+        let host = request_host(request)
+            .ok_or_else(|| refusal("the admin API needs a Host header".into()))?;
+        if !self.host_allowed(&host) {
+            return Err(refusal(format!(
+                "host `{host}` is not allowed: the admin API answers loopback names and the \
+                 hosts given with --admin-allowed-host"
+            )));
+        }
+        match request.headers().get(header::ORIGIN) {
+            None => Ok(None),
+            Some(value) => {
+                let text = value.to_str().unwrap_or("");
+                if !self.origin_allowed(text, &host) {
+                    return Err(refusal(format!(
+                        "origin `{text}` is not allowed: the admin API refuses requests from \
+                         other web origins unless they are given with --admin-allowed-origin"
+                    )));
+                }
+                Ok(Some(text.to_owned()))
+            }
+        }
+    }
+}
+
+/// The `Host` header, or the HTTP/2 authority.
+fn request_host(request: &Request) -> Option<String> {
+    request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned()))
 }
 
 /// The middleware: refuses what a browser could forge, answers preflights of explicitly allowed
 /// origins, and passes the rest on.
 pub async fn check(State(guard): State<Guard>, request: Request, next: Next) -> Response {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned()));
-    let Some(host) = host else {
-        return forbidden("the admin API needs a Host header".into());
-    };
-    if !guard.host_allowed(&host) {
-        return forbidden(format!(
-            "host `{host}` is not allowed: the admin API answers loopback names and the hosts \
-             given with --admin-allowed-host"
-        ));
-    }
-    let origin = match request.headers().get(header::ORIGIN) {
-        None => None,
-        Some(value) => {
-            let text = value.to_str().unwrap_or("");
-            if !guard.origin_allowed(text, &host) {
-                return forbidden(format!(
-                    "origin `{text}` is not allowed: the admin API refuses requests from other \
-                     web origins unless they are given with --admin-allowed-origin"
-                ));
-            }
-            Some(text.to_owned())
-        }
+    let origin = match guard.screen(&request) {
+        Ok(origin) => origin,
+        Err(refusal) => return refusal.into_response(),
     };
     // Cross-origin headers only for origins the operator listed.
     let cors_origin = origin.filter(|o| guard.explicitly_allowed(&o.to_ascii_lowercase()));

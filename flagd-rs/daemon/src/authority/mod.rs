@@ -233,6 +233,9 @@ pub struct Authority {
     /// Serializes changes; readers use `published` instead.
     inner: Mutex<Inner>,
     published: ArcSwap<Published>,
+    /// The head after every revision, for watchers that redraw on any change (the dashboard's
+    /// live view); rollout revisions that move no override reach nobody through the store.
+    head_tx: tokio::sync::watch::Sender<u64>,
 }
 
 fn now() -> String {
@@ -295,6 +298,7 @@ impl Authority {
         if !inner.overrides.is_empty() {
             store.set_overrides(Arc::new(to_store(&inner.overrides)));
         }
+        let head_tx = tokio::sync::watch::channel(inner.head()).0;
         let published = ArcSwap::from_pointee(Published {
             head: inner.head(),
             overrides: inner.overrides.clone(),
@@ -304,6 +308,7 @@ impl Authority {
             journal,
             inner: Mutex::new(inner),
             published,
+            head_tx,
         })
     }
 
@@ -319,6 +324,11 @@ impl Authority {
     /// The latest revision (0 before the first change). Lock-free.
     pub fn head(&self) -> u64 {
         self.published.load().head
+    }
+
+    /// Watches the head: changes after every revision (override or rollout record).
+    pub fn watch_head(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.head_tx.subscribe()
     }
 
     /// The overrides in effect, by flag key. Lock-free.
@@ -469,29 +479,8 @@ impl Authority {
         reason: &str,
         if_match: Option<u64>,
     ) -> Result<RevisionInfo, AuthorityError> {
-        // A revision older than the journal's snapshot is read from the archive first, without
-        // the lock (history never changes). The snapshot only moves forward, so a revision the
-        // lock finds newer than it stays in memory.
-        let mut archived = None;
-        let mut inner = loop {
-            let inner = self.lock();
-            if archived.is_some() || revision >= inner.base.revision {
-                break inner;
-            }
-            drop(inner);
-            archived = Some(self.archived_overrides(revision)?);
-        };
+        let (mut inner, target) = self.locked_with_target(revision)?;
         check_head(&inner, if_match)?;
-        let head = inner.head();
-        if revision > head {
-            return Err(AuthorityError::UnknownRevision { revision, head });
-        }
-        let target = match archived {
-            Some(target) => target,
-            None => inner
-                .overrides_at(revision)
-                .ok_or(AuthorityError::UnknownRevision { revision, head })?,
-        };
         let mut changes = Vec::new();
         for (key, before) in &inner.overrides {
             if !target.contains_key(key) {
@@ -522,6 +511,45 @@ impl Authority {
             actor,
             reason,
         )
+    }
+
+    /// The override set right after `revision` (0: none), as [`Authority::restore`] would put
+    /// it back: what a restore's confirmation compares with the live set.
+    pub fn overrides_at(
+        &self,
+        revision: u64,
+    ) -> Result<BTreeMap<String, OverridePatch>, AuthorityError> {
+        self.locked_with_target(revision).map(|(_, target)| target)
+    }
+
+    /// The lock, and the override set right after `revision`. A revision older than the
+    /// journal's snapshot is read from the archive first, without the lock (history never
+    /// changes). The snapshot only moves forward, so a revision the lock finds newer than it
+    /// stays in memory.
+    fn locked_with_target(
+        &self,
+        revision: u64,
+    ) -> Result<(MutexGuard<'_, Inner>, BTreeMap<String, OverridePatch>), AuthorityError> {
+        let mut archived = None;
+        let inner = loop {
+            let inner = self.lock();
+            if archived.is_some() || revision >= inner.base.revision {
+                break inner;
+            }
+            drop(inner);
+            archived = Some(self.archived_overrides(revision)?);
+        };
+        let head = inner.head();
+        if revision > head {
+            return Err(AuthorityError::UnknownRevision { revision, head });
+        }
+        let target = match archived {
+            Some(target) => target,
+            None => inner
+                .overrides_at(revision)
+                .ok_or(AuthorityError::UnknownRevision { revision, head })?,
+        };
+        Ok((inner, target))
     }
 
     /// The flag an unqualified evaluation of `flag` serves (the highest-priority source's,
@@ -677,6 +705,7 @@ impl Authority {
             head: record.revision,
             overrides: inner.overrides.clone(),
         }));
+        self.head_tx.send_replace(record.revision);
         tracing::info!(
             revision = record.revision,
             kind = ?record.kind,

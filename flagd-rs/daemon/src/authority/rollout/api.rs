@@ -50,6 +50,16 @@ impl RolloutApiError {
         }
     }
 
+    /// The answer's status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// What went wrong, in one sentence.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     fn not_json() -> Self {
         RolloutApiError {
             status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
