@@ -3,7 +3,7 @@
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
-use super::{CompileOptions, EvalContext, EvalError, Rule, RuleError};
+use super::{CompileOptions, Context, EvalContext, EvalError, Rule, RuleError};
 use crate::ops::fractional::HashGeneration;
 
 const TS: i64 = 1_700_000_000;
@@ -25,7 +25,14 @@ fn run_with(
         flag_key,
         timestamp: TS,
     };
-    rule.evaluate(&ctx).map(std::borrow::Cow::into_owned)
+    let got = rule.evaluate(&ctx).map(std::borrow::Cow::into_owned);
+    // Every case also runs over the context built for lookups, which must agree exactly.
+    let built = Context::from_json(&data);
+    let flat = rule
+        .evaluate_with(&built, flag_key, TS)
+        .map(std::borrow::Cow::into_owned);
+    assert_eq!(flat, got, "built context disagrees: {data}");
+    got
 }
 
 fn run(rule: &str, data: &str) -> Result<Value, EvalError> {

@@ -18,7 +18,8 @@ pub(crate) enum Val<'a> {
     Bool(bool),
     /// A number computed by an operator; may be infinite or NaN, as Go's float64 arithmetic is.
     Num(f64),
-    /// A string borrowed from somewhere other than a JSON value (the flag key).
+    /// A string borrowed from somewhere other than a JSON value (the flag key, a built
+    /// context).
     Str(&'a str),
     /// A value borrowed from the rule or the context.
     Ref(&'a Value),
@@ -114,6 +115,16 @@ impl<'a> Val<'a> {
             PlainName::Other
         } else {
             PlainName::Name(s)
+        }
+    }
+
+    /// The value when it is a string.
+    #[inline(always)]
+    pub(crate) fn as_text(&self) -> Option<&str> {
+        match self {
+            Val::Str(s) => Some(s),
+            Val::Ref(Value::String(s)) => Some(s),
+            _ => None,
         }
     }
 
@@ -285,6 +296,64 @@ pub(crate) fn str_contains(haystack: &str, needle: &str) -> bool {
         from = start + 1;
     }
     false
+}
+
+/// A literal string looked for in other strings (`in` with a literal needle), prepared once.
+///
+/// Haystacks of rules are short (an e-mail address, a region): each candidate position is tested
+/// by comparing one 8-byte word against the needle's first bytes, then the rest of the needle.
+#[derive(Debug, Clone)]
+pub(crate) struct Needle {
+    text: Box<str>,
+    /// The needle's first (up to) eight bytes, little-endian, zero-padded.
+    head: u64,
+    /// Selects the bytes of `head` that belong to the needle.
+    mask: u64,
+}
+
+/// Haystacks up to this length are searched word by word; longer ones by the standard library.
+const WORD_SCAN: usize = 64;
+
+impl Needle {
+    /// Prepares `text` for searching.
+    pub(crate) fn new(text: &str) -> Needle {
+        let b = text.as_bytes();
+        let n = b.len().min(8);
+        let mut head = [0u8; 8];
+        head[..n].copy_from_slice(&b[..n]);
+        Needle {
+            text: text.into(),
+            head: u64::from_le_bytes(head),
+            mask: if n == 8 { u64::MAX } else { (1u64 << (8 * n)) - 1 },
+        }
+    }
+
+    /// Whether the needle occurs in `haystack`.
+    #[inline]
+    pub(crate) fn found_in(&self, haystack: &str) -> bool {
+        let (h, n) = (haystack.as_bytes(), self.text.as_bytes());
+        if n.len() > h.len() {
+            return false;
+        }
+        if n.is_empty() {
+            return true;
+        }
+        if h.len() > WORD_SCAN {
+            return haystack.contains(&*self.text);
+        }
+        // The haystack, zero-padded so that a word can be read at every candidate position.
+        let mut buf = [0u8; WORD_SCAN + 8];
+        buf[..h.len()].copy_from_slice(h);
+        let tail = n.get(8..).unwrap_or_default();
+        (0..=h.len() - n.len()).any(|i| {
+            let word = buf
+                .get(i..i + 8)
+                .and_then(|w| <[u8; 8]>::try_from(w).ok())
+                .map_or(0, u64::from_le_bytes);
+            word & self.mask == self.head
+                && (tail.is_empty() || buf.get(i + 8..i + n.len()) == Some(tail))
+        })
+    }
 }
 
 /// Go's `strconv.ParseFloat(s, 64)`: `None` for a syntax error; out-of-range values become
