@@ -621,7 +621,7 @@ fn affix(prefix: bool, args: Box<[Node; 2]>) -> Node {
         [subject, Node::Const(Value::String(affix))] if subject.as_const().is_none() => {
             Node::Affix(Box::new(AffixNode {
                 subject,
-                affix: affix.into_boxed_str(),
+                affix: Needle::new(&affix),
                 prefix,
             }))
         }

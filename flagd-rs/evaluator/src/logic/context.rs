@@ -3,7 +3,8 @@
 //! A request's context is built once into a [`Context`]: its top-level entries sit in one small
 //! inline array and all their text (keys and string values) in one buffer, so building it is
 //! one allocation for a context of up to [`INLINE_ENTRIES`] entries, and a `var` lookup compares
-//! a key's length and first eight bytes (one machine word) before it looks at any text. Numbers,
+//! a key's length and first sixteen bytes (two machine words), looking at the text only for
+//! longer keys. Numbers,
 //! booleans and `null` are stored in the entry; nested objects and arrays stay JSON values.
 //!
 //! A `&serde_json::Value` still works wherever a context is taken ([`ContextRef`]); building a
@@ -50,11 +51,10 @@ struct Entry {
     value: Slot,
 }
 
-/// A key: its length and first eight bytes inline, its text in the context's buffer.
+/// A key: its length and first sixteen bytes inline, its text in the context's buffer.
 #[derive(Clone, Copy)]
 struct KeyRef {
-    head: u64,
-    len: u32,
+    probe: Probe,
     start: u32,
 }
 
@@ -72,11 +72,12 @@ enum Slot {
     Json(Box<Value>),
 }
 
-/// What a key is compared by: its length and its first eight bytes, computed once (at rule
-/// compile time for a `var` path).
+/// What a key is compared by: its length and its first sixteen bytes as two words, computed
+/// once (at rule compile time for a `var` path).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Probe {
     head: u64,
+    tail: u64,
     len: u32,
 }
 
@@ -84,8 +85,10 @@ impl Probe {
     /// The probe of `key`.
     #[inline]
     pub(crate) fn of(key: &str) -> Probe {
+        let b = key.as_bytes();
         Probe {
-            head: head_word(key.as_bytes()),
+            head: head_word(b),
+            tail: head_word(b.get(8..).unwrap_or_default()),
             // A key longer than 4 GiB cannot be in a context (the buffer offsets are 32-bit),
             // so saturating never makes a false match.
             len: u32::try_from(key.len()).unwrap_or(u32::MAX),
@@ -169,11 +172,14 @@ impl ContextBuilder {
         let Some(key) = self.ctx.add_text(key) else {
             return self;
         };
-        let head = head_word(key_bytes(&self.ctx.text, key));
+        let bytes = key_bytes(&self.ctx.text, key);
         let entry = Entry {
             key: KeyRef {
-                head,
-                len: key.1,
+                probe: Probe {
+                    head: head_word(bytes),
+                    tail: head_word(bytes.get(8..).unwrap_or_default()),
+                    len: key.1,
+                },
                 start: key.0,
             },
             value,
@@ -265,8 +271,7 @@ impl ContextBuilder {
             let mut kept: SmallVec<[Entry; INLINE_ENTRIES]> = SmallVec::new();
             for e in ctx.entries.drain(..) {
                 let same = kept.iter_mut().find(|k| {
-                    k.key.len == e.key.len
-                        && k.key.head == e.key.head
+                    k.key.probe == e.key.probe
                         && key_bytes_of(text, k.key) == key_bytes_of(text, e.key)
                 });
                 match same {
@@ -287,7 +292,7 @@ fn key_bytes(text: &str, (start, len): (u32, u32)) -> &[u8] {
 }
 
 fn key_bytes_of(text: &str, k: KeyRef) -> &[u8] {
-    key_bytes(text, (k.start, k.len))
+    key_bytes(text, (k.start, k.probe.len))
 }
 
 impl Context {
@@ -366,7 +371,7 @@ impl Context {
     }
 
     fn key_str(&self, k: KeyRef) -> &str {
-        self.text_at(k.start, k.len)
+        self.text_at(k.start, k.probe.len)
     }
 
     #[inline]
@@ -390,9 +395,8 @@ impl Context {
     /// Whether entry key `k` is `key` (whose probe is `p`).
     #[inline(always)]
     fn matches(&self, k: KeyRef, p: Probe, key: &str) -> bool {
-        k.len == p.len
-            && k.head == p.head
-            && (p.len <= 8 || key_bytes_of(&self.text, k).get(8..) == key.as_bytes().get(8..))
+        k.probe == p
+            && (p.len <= 16 || key_bytes_of(&self.text, k).get(16..) == key.as_bytes().get(16..))
     }
 
     /// The value of top-level `key`, whose probe is `p`.
@@ -517,7 +521,8 @@ mod tests {
     #[test]
     fn keys_are_compared_whole() {
         // Same length and same first eight bytes, different tails.
-        let data = json!({"targetingKeyA": 1, "targetingKeyB": 2, "targetin": 3, "target": 4});
+        let data = json!({"targetingKeyA": 1, "targetingKeyB": 2, "targetin": 3, "target": 4,
+            "a-key-longer-than-16-bytes-1": 5, "a-key-longer-than-16-bytes-2": 6});
         let ctx = Context::from_json(&data);
         for (k, v) in data.as_object().unwrap() {
             assert_eq!(ctx.get(k).as_ref(), Some(v), "{k}");
@@ -526,6 +531,7 @@ mod tests {
         assert_eq!(ctx.get("targeti"), None);
         assert_eq!(ctx.get("targetingKey"), None);
         assert_eq!(ctx.get(""), None);
+        assert_eq!(ctx.get("a-key-longer-than-16-bytes-3"), None);
     }
 
     #[test]

@@ -245,15 +245,18 @@ fn eval_affix_literal<'a>(n: &'a AffixNode, env: &Env<'a, '_>) -> Res<'a> {
     let subject = eval(&n.subject, env)?;
     // The visit of the literal argument, as the general node counts it.
     env.rt.meter.step()?;
-    Ok(match subject.as_text() {
-        Some(s) if n.prefix => Val::Bool(s.starts_with(&*n.affix)),
-        Some(s) => Val::Bool(s.ends_with(&*n.affix)),
+    let s = match subject.as_text() {
+        Some(s) => s,
         None => match subject.view() {
-            View::Str(s) if n.prefix => Val::Bool(s.starts_with(&*n.affix)),
-            View::Str(s) => Val::Bool(s.ends_with(&*n.affix)),
-            _ => Val::Null,
+            View::Str(s) => s,
+            _ => return Ok(Val::Null),
         },
-    })
+    };
+    Ok(Val::Bool(if n.prefix {
+        n.affix.prefix_of(s)
+    } else {
+        n.affix.suffix_of(s)
+    }))
 }
 
 /// A literal array with rules inside.

@@ -529,6 +529,62 @@ fn flagd_string_operators() {
 }
 
 #[test]
+fn literal_needles_and_affixes() {
+    use super::tree::Node;
+    let compiled = |rule: &str| {
+        Rule::compile(&parse(rule), &CompileOptions::default())
+            .unwrap()
+            .root
+    };
+    // A literal second argument gets the literal node; a rule's value does not.
+    assert!(matches!(
+        compiled(r#"{"starts_with":[{"var":"s"},"ab"]}"#),
+        Node::Affix(_)
+    ));
+    assert!(matches!(
+        compiled(r#"{"ends_with":[{"var":"s"},{"var":"t"}]}"#),
+        Node::EndsWith(_)
+    ));
+    assert!(matches!(
+        compiled(r#"{"in":["@a",{"var":"s"}]}"#),
+        Node::In(n) if n.finder.is_some()
+    ));
+    assert!(matches!(
+        compiled(r#"{"in":[{"var":"t"},{"var":"s"}]}"#),
+        Node::In(n) if n.finder.is_none()
+    ));
+    let data = r#"{"s":"ann@acme.com","n":12,"b":true,"u":"żółw@straße.de","arr":["@acme.com","x"]}"#;
+    for (rule, expected) in [
+        (r#"{"starts_with":[{"var":"s"},"ann@"]}"#, "true"),
+        (r#"{"starts_with":[{"var":"s"},"acme"]}"#, "false"),
+        (r#"{"ends_with":[{"var":"s"},".com"]}"#, "true"),
+        (r#"{"ends_with":[{"var":"s"},""]}"#, "true"),
+        (r#"{"ends_with":[{"var":"u"},"straße.de"]}"#, "true"),
+        (r#"{"starts_with":[{"var":"u"},"żó"]}"#, "true"),
+        (r#"{"starts_with":[{"var":"n"},"1"]}"#, "null"),
+        (r#"{"starts_with":[{"var":"b"},"t"]}"#, "null"),
+        (r#"{"starts_with":[{"var":"missing"},"a"]}"#, "null"),
+        (r#"{"starts_with":[{"cat":["ab","cd"]},"abc"]}"#, "true"),
+        (r#"{"ends_with":[{"cat":[{"var":"s"},"!"]},"com!"]}"#, "true"),
+        (r#"{"ends_with":[{"var":"$flagd.flagKey"},"ag"]}"#, "true"),
+        (r#"{"in":["@acme.com",{"var":"s"}]}"#, "true"),
+        (r#"{"in":["@acme.co",{"var":"s"}]}"#, "true"),
+        (r#"{"in":["@acme.org",{"var":"s"}]}"#, "false"),
+        (r#"{"in":["straße",{"var":"u"}]}"#, "true"),
+        (r#"{"in":["@acme.com",{"var":"arr"}]}"#, "true"),
+        (r#"{"in":["@acme",{"var":"arr"}]}"#, "false"),
+        (r#"{"in":["1",{"var":"n"}]}"#, "false"),
+        (r#"{"in":["",{"var":"s"}]}"#, "true"),
+        (r#"{"in":["a",{"var":"missing"}]}"#, "false"),
+        (r#"{"in":["lag",{"var":"$flagd.flagKey"}]}"#, "true"),
+    ] {
+        check(rule, data, expected);
+    }
+    check_err(r#"{"starts_with":[{"nope":1},"a"]}"#, data);
+    check_err(r#"{"in":["a",{"nope":1}]}"#, data);
+}
+
+#[test]
 fn sem_ver() {
     let cmp = |actual: &str, op: &str, target: &str, expected: &str| {
         check(

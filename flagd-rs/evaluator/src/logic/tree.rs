@@ -234,7 +234,7 @@ pub(crate) struct AffixNode {
     /// The string tested.
     pub(crate) subject: Node,
     /// The literal prefix or suffix.
-    pub(crate) affix: Box<str>,
+    pub(crate) affix: Needle,
     /// `starts_with` (else `ends_with`).
     pub(crate) prefix: bool,
 }
