@@ -11,7 +11,9 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use flagd_evaluator::{Context, FlagSet, Format, HashGeneration, LoadOptions, Loaded, now_unix_seconds};
+use flagd_evaluator::{
+    Context, FlagSet, Format, HashGeneration, LoadOptions, Loaded, now_unix_seconds,
+};
 use flagd_rs_benches::{
     Contexts, FLAGS, TIMED_FLAGS, diff_cell, median, parse_contexts, proc_status_mib, resolve_once,
     workload_dir,

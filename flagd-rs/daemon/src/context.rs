@@ -1,9 +1,9 @@
 //! Evaluation context assembly: the request's context (a protobuf `Struct` or a JSON object)
 //! merged with the static `-X` values and the header-mapped `-H` values, later ones winning.
 
+use flagd_evaluator::Context;
 use http::HeaderMap;
 use pbjson_types::value::Kind;
-use flagd_evaluator::Context;
 use serde_json::{Map, Number, Value};
 
 use crate::state::ContextConfig;
@@ -229,7 +229,8 @@ mod tests {
                 kind: Some(Kind::NumberValue(f64::NAN)),
             },
         );
-        s.fields.insert("none".into(), pbjson_types::Value { kind: None });
+        s.fields
+            .insert("none".into(), pbjson_types::Value { kind: None });
         let ctx = build(Some(s), &ContextConfig::default(), None);
         assert_eq!(ctx.to_json(), json!({"nan": null, "none": null}));
     }

@@ -321,7 +321,11 @@ impl FlagSet {
     }
 
     /// Resolves flag `key` as type `T` at the current time.
-    pub fn resolve<'a, 'c, T: FlagType<'a>>(&'a self, key: &str, context: impl Into<ContextRef<'c>>) -> Resolution<'a, T> {
+    pub fn resolve<'a, 'c, T: FlagType<'a>>(
+        &'a self,
+        key: &str,
+        context: impl Into<ContextRef<'c>>,
+    ) -> Resolution<'a, T> {
         match self.evaluate(key, context, now_unix_seconds()) {
             Some(e) => e.typed(),
             None => Resolution {
@@ -336,22 +340,38 @@ impl FlagSet {
     }
 
     /// Resolves a boolean flag.
-    pub fn resolve_bool<'a, 'c>(&'a self, key: &str, context: impl Into<ContextRef<'c>>) -> Resolution<'a, bool> {
+    pub fn resolve_bool<'a, 'c>(
+        &'a self,
+        key: &str,
+        context: impl Into<ContextRef<'c>>,
+    ) -> Resolution<'a, bool> {
         self.resolve(key, context)
     }
 
     /// Resolves a string flag.
-    pub fn resolve_string<'a, 'c>(&'a self, key: &str, context: impl Into<ContextRef<'c>>) -> Resolution<'a, &'a str> {
+    pub fn resolve_string<'a, 'c>(
+        &'a self,
+        key: &str,
+        context: impl Into<ContextRef<'c>>,
+    ) -> Resolution<'a, &'a str> {
         self.resolve(key, context)
     }
 
     /// Resolves an integer flag (numbers are truncated toward zero, as flagd does).
-    pub fn resolve_int<'a, 'c>(&'a self, key: &str, context: impl Into<ContextRef<'c>>) -> Resolution<'a, i64> {
+    pub fn resolve_int<'a, 'c>(
+        &'a self,
+        key: &str,
+        context: impl Into<ContextRef<'c>>,
+    ) -> Resolution<'a, i64> {
         self.resolve(key, context)
     }
 
     /// Resolves a float flag.
-    pub fn resolve_float<'a, 'c>(&'a self, key: &str, context: impl Into<ContextRef<'c>>) -> Resolution<'a, f64> {
+    pub fn resolve_float<'a, 'c>(
+        &'a self,
+        key: &str,
+        context: impl Into<ContextRef<'c>>,
+    ) -> Resolution<'a, f64> {
         self.resolve(key, context)
     }
 

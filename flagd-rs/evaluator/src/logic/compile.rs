@@ -10,12 +10,12 @@ use std::fmt::Display;
 use rustc_hash::FxHashSet;
 use serde_json::{Map, Value};
 
-use super::context::Probe;
 use super::budget::{self, EvalBudget};
+use super::context::Probe;
 use super::eval::{self, Env, Runtime};
 use super::tree::{
-    AffixNode, Args, Cmp, Costly, Entry, FractionalNode, InNode, IterKind, IterNode, Node, Op, Path, Seg,
-    SemVerNode, Subject, VarNode, VarPath,
+    AffixNode, Args, Cmp, Costly, Entry, FractionalNode, InNode, IterKind, IterNode, Node, Op,
+    Path, Seg, SemVerNode, Subject, VarNode, VarPath,
 };
 use super::value::{Needle, Val, View, format_number, go_int, parse_go_float, view_of};
 use super::{CompileOptions, EvalError, RuleError};

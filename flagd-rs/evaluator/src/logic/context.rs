@@ -67,7 +67,10 @@ enum Slot {
     /// ±2^53, fractions).
     Num(f64),
     /// A string in the context's buffer.
-    Str { start: u32, len: u32 },
+    Str {
+        start: u32,
+        len: u32,
+    },
     /// An array, an object, or a number kept exactly as written.
     Json(Box<Value>),
 }
@@ -241,7 +244,9 @@ impl ContextBuilder {
                 };
                 self.push(key, slot)
             }
-            Value::Array(_) | Value::Object(_) => self.push(key, Slot::Json(Box::new(value.clone()))),
+            Value::Array(_) | Value::Object(_) => {
+                self.push(key, Slot::Json(Box::new(value.clone())))
+            }
         }
     }
 
@@ -486,34 +491,55 @@ mod tests {
         }
         assert_eq!(ctx.get("missing"), None);
         assert_eq!(both(json!({"var": "missing"}), &data), Value::Null);
-        assert_eq!(both(json!({"var": ["missing", "dflt"]}), &data), json!("dflt"));
+        assert_eq!(
+            both(json!({"var": ["missing", "dflt"]}), &data),
+            json!("dflt")
+        );
         assert_eq!(both(json!({"var": ["nil", "dflt"]}), &data), json!("dflt"));
         assert_eq!(ctx.to_json(), data);
-        assert_eq!(both(json!({"+": [{"var": "n"}, {"var": "f"}]}), &data), json!(43.5));
-        assert_eq!(both(json!({"==": [{"var": "t"}, true]}), &data), json!(true));
+        assert_eq!(
+            both(json!({"+": [{"var": "n"}, {"var": "f"}]}), &data),
+            json!(43.5)
+        );
+        assert_eq!(
+            both(json!({"==": [{"var": "t"}, true]}), &data),
+            json!(true)
+        );
         assert_eq!(both(json!({"!": {"var": "empty"}}), &data), json!(true));
     }
 
     #[test]
     fn nested_paths_and_indexes() {
         let data = json!({"user": {"address": {"city": "Oslo"}, "tags": ["a", "b"]}, "s": "xy"});
-        assert_eq!(both(json!({"var": "user.address.city"}), &data), json!("Oslo"));
+        assert_eq!(
+            both(json!({"var": "user.address.city"}), &data),
+            json!("Oslo")
+        );
         assert_eq!(both(json!({"var": "user.tags.1"}), &data), json!("b"));
         assert_eq!(both(json!({"var": "user.tags.9"}), &data), Value::Null);
         // A path that continues past a string or a number finds nothing.
         assert_eq!(both(json!({"var": "s.0"}), &data), Value::Null);
-        assert_eq!(both(json!({"var": "user.address.city.x"}), &data), Value::Null);
+        assert_eq!(
+            both(json!({"var": "user.address.city.x"}), &data),
+            Value::Null
+        );
         // The whole context, with `$flagd` added.
         let whole = both(json!({"var": ""}), &data);
         assert_eq!(whole["$flagd"]["flagKey"], json!("flag"));
         assert_eq!(whole["user"], data["user"]);
         assert_eq!(both(json!({"var": "$flagd.flagKey"}), &data), json!("flag"));
         assert_eq!(
-            both(json!({"missing": ["user.address.city", "nope", "s"]}), &data),
+            both(
+                json!({"missing": ["user.address.city", "nope", "s"]}),
+                &data
+            ),
             json!(["nope"])
         );
         assert_eq!(
-            both(json!({"map": [{"var": "user.tags"}, {"cat": [{"var": ""}, "!"]}]}), &data),
+            both(
+                json!({"map": [{"var": "user.tags"}, {"cat": [{"var": ""}, "!"]}]}),
+                &data
+            ),
             json!(["a!", "b!"])
         );
     }
@@ -546,7 +572,10 @@ mod tests {
             both(json!({"starts_with": [{"var": "ключ"}, "зна"]}), &data),
             json!(true)
         );
-        assert_eq!(both(json!({"in": ["値", {"var": "日本語のキー"}]}), &data), json!(true));
+        assert_eq!(
+            both(json!({"in": ["値", {"var": "日本語のキー"}]}), &data),
+            json!(true)
+        );
         assert_eq!(ctx.get("ключи"), None);
     }
 
@@ -562,7 +591,10 @@ mod tests {
         for i in [0, 1, 99, 250, 499] {
             let key = format!("key-{i}");
             assert_eq!(ctx.get(&key), Some(json!(format!("value-{i}"))));
-            assert_eq!(both(json!({"var": key}), &data), json!(format!("value-{i}")));
+            assert_eq!(
+                both(json!({"var": key}), &data),
+                json!(format!("value-{i}"))
+            );
         }
         assert_eq!(ctx.get("key-500"), None);
         assert_eq!(ctx.to_json(), data);

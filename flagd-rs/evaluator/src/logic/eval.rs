@@ -10,11 +10,11 @@ use serde_json::{Map, Value};
 use smallvec::SmallVec;
 
 use super::budget::{EvalBudget, Exceeded, Meter};
-use super::context::{ContextRef, Found};
 use super::compile::{Compiler, iter_name, parse_path};
+use super::context::{ContextRef, Found};
 use super::tree::{
-    AffixNode, Args, Cmp, Costly, Entry, FractionalNode, InNode, IterKind, IterNode, Node, Op, Path, Seg,
-    SemVerNode, Subject, VarNode, VarPath,
+    AffixNode, Args, Cmp, Costly, Entry, FractionalNode, InNode, IterKind, IterNode, Node, Op,
+    Path, Seg, SemVerNode, Subject, VarNode, VarPath,
 };
 use super::value::{
     Val, View, equals, format_number, go_int, go_interface_eq, less, str_contains, strict_equals,

@@ -553,7 +553,8 @@ fn literal_needles_and_affixes() {
         compiled(r#"{"in":[{"var":"t"},{"var":"s"}]}"#),
         Node::In(n) if n.finder.is_none()
     ));
-    let data = r#"{"s":"ann@acme.com","n":12,"b":true,"u":"żółw@straße.de","arr":["@acme.com","x"]}"#;
+    let data =
+        r#"{"s":"ann@acme.com","n":12,"b":true,"u":"żółw@straße.de","arr":["@acme.com","x"]}"#;
     for (rule, expected) in [
         (r#"{"starts_with":[{"var":"s"},"ann@"]}"#, "true"),
         (r#"{"starts_with":[{"var":"s"},"acme"]}"#, "false"),
@@ -565,7 +566,10 @@ fn literal_needles_and_affixes() {
         (r#"{"starts_with":[{"var":"b"},"t"]}"#, "null"),
         (r#"{"starts_with":[{"var":"missing"},"a"]}"#, "null"),
         (r#"{"starts_with":[{"cat":["ab","cd"]},"abc"]}"#, "true"),
-        (r#"{"ends_with":[{"cat":[{"var":"s"},"!"]},"com!"]}"#, "true"),
+        (
+            r#"{"ends_with":[{"cat":[{"var":"s"},"!"]},"com!"]}"#,
+            "true",
+        ),
         (r#"{"ends_with":[{"var":"$flagd.flagKey"},"ag"]}"#, "true"),
         (r#"{"in":["@acme.com",{"var":"s"}]}"#, "true"),
         (r#"{"in":["@acme.co",{"var":"s"}]}"#, "true"),

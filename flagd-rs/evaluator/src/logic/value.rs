@@ -404,7 +404,11 @@ impl Needle {
 
 /// A mask of the low `n` bytes of a word (`n` ≤ 8).
 fn low_bytes(n: usize) -> u64 {
-    if n >= 8 { u64::MAX } else { (1u64 << (8 * n)) - 1 }
+    if n >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * n)) - 1
+    }
 }
 
 /// Go's `strconv.ParseFloat(s, 64)`: `None` for a syntax error; out-of-range values become

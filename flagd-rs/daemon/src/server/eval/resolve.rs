@@ -100,9 +100,8 @@ impl<'h> Call<'h> {
 
     /// The merged evaluation context (request, static values, headers), built for lookups.
     pub fn context(&self) -> &Context {
-        self.context.get_or_init(|| {
-            context::build(self.request.take(), &self.state.context, self.headers)
-        })
+        self.context
+            .get_or_init(|| context::build(self.request.take(), &self.state.context, self.headers))
     }
 
     /// Evaluates `flag` in this call's context, assembled only if the flag reads it.
