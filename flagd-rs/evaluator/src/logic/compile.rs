@@ -510,11 +510,11 @@ fn specialize(op: Op, args: Args) -> Node {
             }
         }
         (Op::StartsWith, Args::List(items)) if items.len() == 2 => match pair(items) {
-            Ok(p) => affix(true, p),
+            Ok(p) => affix(true, *p),
             Err(items) => Node::Op(op, Box::new(Args::List(items))),
         },
         (Op::EndsWith, Args::List(items)) if items.len() == 2 => match pair(items) {
-            Ok(p) => affix(false, p),
+            Ok(p) => affix(false, *p),
             Err(items) => Node::Op(op, Box::new(Args::List(items))),
         },
         (Op::SemVer, Args::List(items)) if items.len() == 3 => {
@@ -616,8 +616,8 @@ pub(crate) fn fold(node: Node, budget: EvalBudget) -> Node {
 
 /// `starts_with` (`prefix`) or `ends_with` over two compiled arguments: a rule's value tested
 /// against a literal string gets its own node, everything else the general one.
-fn affix(prefix: bool, args: Box<[Node; 2]>) -> Node {
-    match *args {
+fn affix(prefix: bool, args: [Node; 2]) -> Node {
+    match args {
         [subject, Node::Const(Value::String(affix))] if subject.as_const().is_none() => {
             Node::Affix(Box::new(AffixNode {
                 subject,

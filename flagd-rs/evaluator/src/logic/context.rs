@@ -130,6 +130,18 @@ impl<'a> From<&'a Context> for ContextRef<'a> {
     }
 }
 
+impl<'a> From<&&'a Value> for ContextRef<'a> {
+    fn from(v: &&'a Value) -> Self {
+        ContextRef::Json(v)
+    }
+}
+
+impl<'a> From<&&'a Context> for ContextRef<'a> {
+    fn from(c: &&'a Context) -> Self {
+        ContextRef::Flat(c)
+    }
+}
+
 impl<'a> ContextRef<'a> {
     /// Whether the context is an object (a built context always is).
     #[inline]
