@@ -8,7 +8,7 @@
 use std::hint::black_box;
 use std::path::PathBuf;
 
-use flagd_evaluator::{Evaluation, Flag, FlagSet, Resolution};
+use flagd_evaluator::{Context, ContextRef, Evaluation, Flag, FlagSet, Resolution};
 use serde_json::{Map, Value, json};
 
 /// The type a flag is resolved as, as the peers' providers request it.
@@ -52,10 +52,59 @@ pub fn parse_contexts(text: &str) -> Result<Vec<Value>, serde_json::Error> {
         .collect()
 }
 
+/// The contexts as evaluation takes them: built once into [`Context`]s (as a server builds a
+/// request's context once, and as the peers pre-parse theirs into their own structures), or,
+/// with `$FLAGD_PEERS_JSON_CONTEXTS=1`, the JSON values themselves (to compare the two).
+pub enum Contexts {
+    /// Built contexts.
+    Built(Vec<Context>),
+    /// JSON values.
+    Json(Vec<Value>),
+}
+
+impl Contexts {
+    /// Builds `values` into contexts unless `$FLAGD_PEERS_JSON_CONTEXTS` is `1`.
+    pub fn prepare(values: Vec<Value>) -> Contexts {
+        if std::env::var("FLAGD_PEERS_JSON_CONTEXTS").is_ok_and(|v| v == "1") {
+            Contexts::Json(values)
+        } else {
+            Contexts::Built(values.iter().map(Context::from_json).collect())
+        }
+    }
+
+    /// How many contexts there are.
+    pub fn len(&self) -> usize {
+        match self {
+            Contexts::Built(c) => c.len(),
+            Contexts::Json(c) => c.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Calls `f` with each context.
+    #[inline]
+    pub fn each(&self, mut f: impl FnMut(ContextRef<'_>)) {
+        match self {
+            Contexts::Built(c) => c.iter().for_each(|c| f(ContextRef::Flat(c))),
+            Contexts::Json(c) => c.iter().for_each(|c| f(ContextRef::Json(c))),
+        }
+    }
+}
+
 /// One provider-style resolution: look the flag up, evaluate it, extract the typed value.
 /// Returns whether the resolution came back without an error code.
 #[inline]
-pub fn resolve_once(set: &FlagSet, key: &str, kind: Kind, context: &Value, now: i64) -> bool {
+pub fn resolve_once<'c>(
+    set: &FlagSet,
+    key: &str,
+    kind: Kind,
+    context: impl Into<ContextRef<'c>>,
+    now: i64,
+) -> bool {
     let Some(flag) = set.get(key) else {
         return false;
     };
@@ -72,7 +121,12 @@ fn ok<T>(r: Resolution<'_, T>) -> bool {
 
 /// The outcome of one flag for one context in the peers' differential format: the variant name,
 /// `ERROR:<CODE>`, or `NOVARIANT:<REASON>`.
-pub fn diff_cell(flag: &Flag, kind: Kind, context: &Value, now: i64) -> String {
+pub fn diff_cell<'c>(
+    flag: &Flag,
+    kind: Kind,
+    context: impl Into<ContextRef<'c>>,
+    now: i64,
+) -> String {
     let evaluation: Evaluation<'_> = flag.evaluate(context, now);
     let (variant, reason, error) = match kind {
         Kind::Bool => {

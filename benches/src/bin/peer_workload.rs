@@ -11,9 +11,11 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use flagd_evaluator::{FlagSet, Format, HashGeneration, LoadOptions, Loaded, now_unix_seconds};
+use flagd_evaluator::{
+    Context, FlagSet, Format, HashGeneration, LoadOptions, Loaded, now_unix_seconds,
+};
 use flagd_rs_benches::{
-    FLAGS, TIMED_FLAGS, diff_cell, median, parse_contexts, proc_status_mib, resolve_once,
+    Contexts, FLAGS, TIMED_FLAGS, diff_cell, median, parse_contexts, proc_status_mib, resolve_once,
     workload_dir,
 };
 use serde_json::{Map, Value, json};
@@ -133,18 +135,18 @@ fn time_passes(n_contexts: usize, mut pass: impl FnMut()) -> (Vec<f64>, usize) {
 fn mode_eval(hash: HashGeneration) -> Result<(), Error> {
     let dir = workload_dir();
     let set: FlagSet = load(&read(&dir, "flags.json")?, hash)?.flags;
-    let ctxs = limited(contexts(&dir)?);
+    let ctxs = Contexts::prepare(limited(contexts(&dir)?));
     let mut out = Map::new();
     for &(key, kind) in &FLAGS[..TIMED_FLAGS] {
         let mut errors = 0usize;
         let (rates, evals_per_run) = time_passes(ctxs.len(), || {
             // One timestamp per pass over 10k contexts, as a server takes one per request.
             let now = now_unix_seconds();
-            for ctx in &ctxs {
+            ctxs.each(|ctx| {
                 if !resolve_once(&set, black_box(key), kind, ctx, now) {
                     errors += 1;
                 }
-            }
+            });
         });
         out.insert(
             key.to_owned(),
@@ -260,7 +262,7 @@ fn mode_diff(hash: HashGeneration) -> Result<(), Error> {
         let mut results = Map::new();
         for &(key, kind) in &FLAGS {
             let cell = match set.get(key) {
-                Some(flag) => diff_cell(flag, kind, ctx, now),
+                Some(flag) => diff_cell(flag, kind, &Context::from_json(ctx), now),
                 None => "ERROR:FLAG_NOT_FOUND".to_owned(),
             };
             results.insert(key.to_owned(), Value::String(cell));
@@ -300,13 +302,13 @@ fn mode_spin(hash: HashGeneration, target: &str, repeats: Option<&String>) -> Re
         return Err(format!("unknown flag `{target}`").into());
     };
     let set = load(&read(&dir, "flags.json")?, hash)?.flags;
-    let ctxs = limited(contexts(&dir)?);
+    let ctxs = Contexts::prepare(limited(contexts(&dir)?));
     let now = now_unix_seconds();
     let mut errors = 0usize;
     for _ in 0..repeats {
-        for ctx in &ctxs {
+        ctxs.each(|ctx| {
             errors += usize::from(!resolve_once(&set, black_box(key), kind, ctx, now));
-        }
+        });
     }
     eprintln!("{} resolutions, {errors} errors", repeats * ctxs.len());
     Ok(())

@@ -1,6 +1,7 @@
 //! Evaluation context assembly: the request's context (a protobuf `Struct` or a JSON object)
 //! merged with the static `-X` values and the header-mapped `-H` values, later ones winning.
 
+use flagd_evaluator::Context;
 use http::HeaderMap;
 use pbjson_types::value::Kind;
 use serde_json::{Map, Number, Value};
@@ -50,6 +51,54 @@ pub fn assemble_from(
         ),
         None => assemble(request, config, None),
     }
+}
+
+/// Builds the context of an evaluation request straight from its protobuf `Struct` (no JSON
+/// object in between): the request's fields, then the static values, then the values of the
+/// configured headers (`headers: None` skips the mapping, as the deprecated `schema.v1` service
+/// does), later ones winning as in [`assemble`]. Empty header values are ignored.
+pub fn build(
+    request: Option<pbjson_types::Struct>,
+    config: &ContextConfig,
+    headers: Option<&HeaderMap>,
+) -> Context {
+    let fields = request.map(|s| s.fields).unwrap_or_default();
+    let text: usize = fields
+        .iter()
+        .map(|(k, v)| {
+            k.len()
+                + match &v.kind {
+                    Some(Kind::StringValue(s)) => s.len(),
+                    _ => 0,
+                }
+        })
+        .sum();
+    let mut ctx = Context::builder_with_capacity(
+        fields.len() + config.static_values.len() + config.from_headers.len(),
+        text,
+    );
+    for (k, v) in fields {
+        match v.kind {
+            None | Some(Kind::NullValue(_)) => ctx.null(&k),
+            Some(Kind::BoolValue(b)) => ctx.bool(&k, b),
+            Some(Kind::StringValue(s)) => ctx.string(&k, &s),
+            // Non-finite numbers become null, as in `proto_to_json`.
+            Some(Kind::NumberValue(n)) => ctx.number(&k, n),
+            Some(kind) => ctx.json(&k, proto_to_json(pbjson_types::Value { kind: Some(kind) })),
+        };
+    }
+    for (k, v) in &config.static_values {
+        ctx.json_ref(k, v);
+    }
+    if let Some(headers) = headers {
+        for (name, key) in &config.from_headers {
+            let value = headers.get(name).and_then(|v| v.to_str().ok());
+            if let Some(v) = value.filter(|v| !v.is_empty()) {
+                ctx.string(key, v);
+            }
+        }
+    }
+    ctx.build()
 }
 
 /// Converts a request's protobuf `Struct` into a JSON object, moving its strings.
@@ -151,6 +200,39 @@ mod tests {
             ctx,
             json!({"env": "prod", "team": "static", "user": "u", "empty": "kept"})
         );
+    }
+
+    #[test]
+    fn built_context_matches_the_assembled_one() {
+        let request = json!({"env": "dev", "team": "req", "user": "u", "empty": "kept",
+            "n": 3, "f": 2.5, "big": 1e300, "t": true, "nil": null,
+            "nested": {"a": [1, "x"]}, "list": ["p", 2]});
+        let Value::Object(request) = request else {
+            unreachable!()
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("x-team", "header".parse().unwrap());
+        headers.insert("x-empty", "".parse().unwrap());
+        for headers in [Some(&headers), None] {
+            let expected = assemble_from(request.clone(), &config(), headers);
+            let built = build(Some(map_to_struct(&request)), &config(), headers);
+            assert_eq!(built.to_json(), expected);
+        }
+        assert_eq!(
+            build(None, &config(), None).to_json(),
+            json!({"env": "prod", "team": "static"})
+        );
+        let mut s = map_to_struct(&Map::new());
+        s.fields.insert(
+            "nan".into(),
+            pbjson_types::Value {
+                kind: Some(Kind::NumberValue(f64::NAN)),
+            },
+        );
+        s.fields
+            .insert("none".into(), pbjson_types::Value { kind: None });
+        let ctx = build(Some(s), &ContextConfig::default(), None);
+        assert_eq!(ctx.to_json(), json!({"nan": null, "none": null}));
     }
 
     #[test]

@@ -23,7 +23,8 @@ mod resolve;
 pub use error::{Diagnostic, LoadError, Severity};
 pub use load::{Format, LoadOptions, Loaded, load, load_value, parse};
 pub use logic::{
-    BudgetLimit, CompileOptions, EvalBudget, EvalContext, EvalError, Exceeded, Rule, RuleError,
+    BudgetLimit, CompileOptions, Context, ContextBuilder, ContextRef, EvalBudget, EvalContext,
+    EvalError, Exceeded, Rule, RuleError,
 };
 pub use model::{Flag, FlagSet, State};
 pub use ops::fractional::HashGeneration;

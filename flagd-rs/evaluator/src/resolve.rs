@@ -7,7 +7,7 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use crate::logic::value::PlainName;
-use crate::logic::{BudgetLimit, EvalContext, EvalError, Exceeded};
+use crate::logic::{BudgetLimit, ContextRef, EvalError, Exceeded};
 use crate::model::{Flag, FlagSet, State};
 
 /// Why a flag resolved the way it did (flagd's reason strings).
@@ -229,17 +229,22 @@ static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new
 
 impl Flag {
     /// Evaluates the flag against `context` at `timestamp` (Unix seconds, `$flagd.timestamp`).
+    /// The context is a `&serde_json::Value` or a built [`crate::Context`].
     #[inline]
-    pub fn evaluate<'a>(&'a self, context: &Value, timestamp: i64) -> Evaluation<'a> {
+    pub fn evaluate<'a, 'c>(
+        &'a self,
+        context: impl Into<ContextRef<'c>>,
+        timestamp: i64,
+    ) -> Evaluation<'a> {
         self.evaluate_with(|| context, timestamp)
     }
 
     /// [`Flag::evaluate`] with the context produced by `context` only when the flag's targeting
     /// reads it (a disabled or static flag never calls it), for callers whose context costs
     /// something to build.
-    pub fn evaluate_with<'a, 'c>(
+    pub fn evaluate_with<'a, 'c, C: Into<ContextRef<'c>>>(
         &'a self,
-        context: impl FnOnce() -> &'c Value,
+        context: impl FnOnce() -> C,
         timestamp: i64,
     ) -> Evaluation<'a> {
         let mut out = Evaluation {
@@ -257,12 +262,7 @@ impl Flag {
         let Some(rule) = &self.targeting else {
             return self.fall_back(out, Reason::Static);
         };
-        let ctx = EvalContext {
-            data: context(),
-            flag_key: &self.key,
-            timestamp,
-        };
-        let result = match rule.evaluate_val(&ctx) {
+        let result = match rule.evaluate_in(context().into(), &self.key, timestamp) {
             Ok(r) => r,
             Err(EvalError::BudgetExceeded(what)) => {
                 out.error = Some(ErrorCode::General);
@@ -311,17 +311,21 @@ impl Flag {
 
 impl FlagSet {
     /// Evaluates flag `key`; `None` when there is no such flag.
-    pub fn evaluate<'a>(
+    pub fn evaluate<'a, 'c>(
         &'a self,
         key: &str,
-        context: &Value,
+        context: impl Into<ContextRef<'c>>,
         timestamp: i64,
     ) -> Option<Evaluation<'a>> {
         self.get(key).map(|f| f.evaluate(context, timestamp))
     }
 
     /// Resolves flag `key` as type `T` at the current time.
-    pub fn resolve<'a, T: FlagType<'a>>(&'a self, key: &str, context: &Value) -> Resolution<'a, T> {
+    pub fn resolve<'a, 'c, T: FlagType<'a>>(
+        &'a self,
+        key: &str,
+        context: impl Into<ContextRef<'c>>,
+    ) -> Resolution<'a, T> {
         match self.evaluate(key, context, now_unix_seconds()) {
             Some(e) => e.typed(),
             None => Resolution {
@@ -336,37 +340,57 @@ impl FlagSet {
     }
 
     /// Resolves a boolean flag.
-    pub fn resolve_bool<'a>(&'a self, key: &str, context: &Value) -> Resolution<'a, bool> {
+    pub fn resolve_bool<'a, 'c>(
+        &'a self,
+        key: &str,
+        context: impl Into<ContextRef<'c>>,
+    ) -> Resolution<'a, bool> {
         self.resolve(key, context)
     }
 
     /// Resolves a string flag.
-    pub fn resolve_string<'a>(&'a self, key: &str, context: &Value) -> Resolution<'a, &'a str> {
+    pub fn resolve_string<'a, 'c>(
+        &'a self,
+        key: &str,
+        context: impl Into<ContextRef<'c>>,
+    ) -> Resolution<'a, &'a str> {
         self.resolve(key, context)
     }
 
     /// Resolves an integer flag (numbers are truncated toward zero, as flagd does).
-    pub fn resolve_int<'a>(&'a self, key: &str, context: &Value) -> Resolution<'a, i64> {
+    pub fn resolve_int<'a, 'c>(
+        &'a self,
+        key: &str,
+        context: impl Into<ContextRef<'c>>,
+    ) -> Resolution<'a, i64> {
         self.resolve(key, context)
     }
 
     /// Resolves a float flag.
-    pub fn resolve_float<'a>(&'a self, key: &str, context: &Value) -> Resolution<'a, f64> {
+    pub fn resolve_float<'a, 'c>(
+        &'a self,
+        key: &str,
+        context: impl Into<ContextRef<'c>>,
+    ) -> Resolution<'a, f64> {
         self.resolve(key, context)
     }
 
     /// Resolves an object flag.
-    pub fn resolve_object<'a>(
+    pub fn resolve_object<'a, 'c>(
         &'a self,
         key: &str,
-        context: &Value,
+        context: impl Into<ContextRef<'c>>,
     ) -> Resolution<'a, &'a Map<String, Value>> {
         self.resolve(key, context)
     }
 
     /// Evaluates every flag at one instant, in key order.
-    pub fn evaluate_all<'a>(&'a self, context: &Value) -> impl Iterator<Item = Evaluation<'a>> {
+    pub fn evaluate_all<'a, 'c: 'a>(
+        &'a self,
+        context: impl Into<ContextRef<'c>>,
+    ) -> impl Iterator<Item = Evaluation<'a>> {
         let now = now_unix_seconds();
+        let context = context.into();
         self.flags.iter().map(move |f| f.evaluate(context, now))
     }
 }

@@ -11,12 +11,13 @@ use rustc_hash::FxHashSet;
 use serde_json::{Map, Value};
 
 use super::budget::{self, EvalBudget};
+use super::context::Probe;
 use super::eval::{self, Env, Runtime};
 use super::tree::{
-    Args, Cmp, Costly, Entry, FractionalNode, InNode, IterKind, IterNode, Node, Op, Path, Seg,
-    SemVerNode, Subject, VarNode, VarPath,
+    AffixNode, Args, Cmp, Costly, Entry, FractionalNode, InNode, IterKind, IterNode, Node, Op,
+    Path, Seg, SemVerNode, Subject, VarNode, VarPath,
 };
-use super::value::{Val, View, format_number, go_int, parse_go_float, view_of};
+use super::value::{Needle, Val, View, format_number, go_int, parse_go_float, view_of};
 use super::{CompileOptions, EvalError, RuleError};
 use crate::ops::fractional;
 use crate::ops::semver;
@@ -456,6 +457,7 @@ pub(crate) fn parse_path(s: &str) -> Path {
         .map(|p| Seg {
             key: p.into(),
             index: segment_index(p),
+            probe: Probe::of(p),
         })
         .collect();
     match segs.first() {
@@ -491,22 +493,28 @@ fn specialize(op: Op, args: Args) -> Node {
             match (it.next(), it.next()) {
                 (Some(needle), Some(haystack)) => {
                     let set = haystack.as_const().and_then(string_set);
+                    let rest: Box<[Node]> = it.collect();
+                    let finder = match (&needle, rest.is_empty()) {
+                        (Node::Const(Value::String(s)), true) => Some(Needle::new(s)),
+                        _ => None,
+                    };
                     Node::In(Box::new(InNode {
                         needle,
                         haystack,
-                        rest: it.collect(),
+                        rest,
                         set,
+                        finder,
                     }))
                 }
                 _ => Node::Op(op, Box::new(Args::List(Box::default()))),
             }
         }
         (Op::StartsWith, Args::List(items)) if items.len() == 2 => match pair(items) {
-            Ok(p) => Node::StartsWith(p),
+            Ok(p) => affix(true, *p),
             Err(items) => Node::Op(op, Box::new(Args::List(items))),
         },
         (Op::EndsWith, Args::List(items)) if items.len() == 2 => match pair(items) {
-            Ok(p) => Node::EndsWith(p),
+            Ok(p) => affix(false, *p),
             Err(items) => Node::Op(op, Box::new(Args::List(items))),
         },
         (Op::SemVer, Args::List(items)) if items.len() == 3 => {
@@ -603,5 +611,21 @@ pub(crate) fn fold(node: Node, budget: EvalBudget) -> Node {
             v => Node::Const(v.into_value()),
         },
         Err(e) => Node::Fail(Box::new(e)),
+    }
+}
+
+/// `starts_with` (`prefix`) or `ends_with` over two compiled arguments: a rule's value tested
+/// against a literal string gets its own node, everything else the general one.
+fn affix(prefix: bool, args: [Node; 2]) -> Node {
+    match args {
+        [subject, Node::Const(Value::String(affix))] if subject.as_const().is_none() => {
+            Node::Affix(Box::new(AffixNode {
+                subject,
+                affix: Needle::new(&affix),
+                prefix,
+            }))
+        }
+        args if prefix => Node::StartsWith(Box::new(args)),
+        args => Node::EndsWith(Box::new(args)),
     }
 }

@@ -11,9 +11,10 @@ use smallvec::SmallVec;
 
 use super::budget::{EvalBudget, Exceeded, Meter};
 use super::compile::{Compiler, iter_name, parse_path};
+use super::context::{ContextRef, Found};
 use super::tree::{
-    Args, Cmp, Costly, Entry, FractionalNode, InNode, IterKind, IterNode, Node, Op, Path, Seg,
-    SemVerNode, Subject, VarNode, VarPath,
+    AffixNode, Args, Cmp, Costly, Entry, FractionalNode, InNode, IterKind, IterNode, Node, Op,
+    Path, Seg, SemVerNode, Subject, VarNode, VarPath,
 };
 use super::value::{
     Val, View, equals, format_number, go_int, go_interface_eq, less, str_contains, strict_equals,
@@ -97,7 +98,7 @@ pub(crate) struct Flagd<'a> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Env<'a, 'r> {
     /// The data `var` paths start from.
-    data: &'a Value,
+    data: ContextRef<'a>,
     /// Present only at the root, where `$flagd` exists.
     flagd: Option<Flagd<'a>>,
     /// The enclosing scope, searched first by `filter`, `none` and `some` bodies.
@@ -107,11 +108,14 @@ pub(crate) struct Env<'a, 'r> {
 
 impl<'a, 'r> Env<'a, 'r> {
     /// The root scope.
-    pub(crate) fn root(data: &'a Value, flagd: Option<Flagd<'a>>, rt: &'r Runtime) -> Self {
-        let data = if data.is_object() {
-            data
-        } else {
-            &EMPTY_OBJECT
+    pub(crate) fn root(
+        data: impl Into<ContextRef<'a>>,
+        flagd: Option<Flagd<'a>>,
+        rt: &'r Runtime,
+    ) -> Self {
+        let data = match data.into() {
+            ContextRef::Json(v) if !v.is_object() => ContextRef::Json(&EMPTY_OBJECT),
+            other => other,
         };
         Env {
             data,
@@ -124,7 +128,7 @@ impl<'a, 'r> Env<'a, 'r> {
     /// The scope of one array element.
     fn element(data: &'a Value, outer: Option<&'r Env<'a, 'r>>, rt: &'r Runtime) -> Self {
         Env {
-            data,
+            data: ContextRef::Json(data),
             flagd: None,
             outer,
             rt,
@@ -156,6 +160,7 @@ pub(crate) fn eval<'a>(node: &'a Node, env: &Env<'a, '_>) -> Res<'a> {
         Node::In(n) => eval_in(n, env),
         Node::StartsWith(args) => eval_affix(true, args, env),
         Node::EndsWith(args) => eval_affix(false, args, env),
+        Node::Affix(n) => eval_affix_literal(n, env),
         Node::SemVer(n) => eval_semver(n, env),
         Node::Fractional(n) => eval_fractional(n, env),
         Node::Iter(n) => eval_iter(n, env),
@@ -217,11 +222,11 @@ fn eval_affix<'a>(prefix: bool, args: &'a [Node; 2], env: &Env<'a, '_>) -> Res<'
     let a = eval(&args[0], env)?;
     let b = eval(&args[1], env)?;
     // A context string against a rule literal is the usual case; it needs no general view.
-    if let (Val::Ref(Value::String(s)), Val::Ref(Value::String(p))) = (&a, &b) {
+    if let (Some(s), Some(p)) = (a.as_text(), b.as_text()) {
         return Ok(Val::Bool(if prefix {
-            s.starts_with(p.as_str())
+            s.starts_with(p)
         } else {
-            s.ends_with(p.as_str())
+            s.ends_with(p)
         }));
     }
     Ok(match (a.view(), b.view()) {
@@ -232,6 +237,26 @@ fn eval_affix<'a>(prefix: bool, args: &'a [Node; 2], env: &Env<'a, '_>) -> Res<'
         }),
         _ => Val::Null,
     })
+}
+
+/// `starts_with` / `ends_with` against a literal string.
+#[inline(never)]
+fn eval_affix_literal<'a>(n: &'a AffixNode, env: &Env<'a, '_>) -> Res<'a> {
+    let subject = eval(&n.subject, env)?;
+    // The visit of the literal argument, as the general node counts it.
+    env.rt.meter.step()?;
+    let s = match subject.as_text() {
+        Some(s) => s,
+        None => match subject.view() {
+            View::Str(s) => s,
+            _ => return Ok(Val::Null),
+        },
+    };
+    Ok(Val::Bool(if n.prefix {
+        n.affix.prefix_of(s)
+    } else {
+        n.affix.suffix_of(s)
+    }))
 }
 
 /// A literal array with rules inside.
@@ -359,8 +384,11 @@ fn eval_in<'a>(n: &'a InNode, env: &Env<'a, '_>) -> Res<'a> {
     // haystack first changes nothing.
     if let (Node::Const(Value::String(needle)), true) = (&n.needle, n.rest.is_empty()) {
         let haystack = eval(&n.haystack, env)?;
-        if let Val::Ref(Value::String(h)) = &haystack {
-            return Ok(Val::Bool(str_contains(h, needle)));
+        if let Some(h) = haystack.as_text() {
+            return Ok(Val::Bool(match &n.finder {
+                Some(finder) => finder.found_in(h),
+                None => str_contains(h, needle),
+            }));
         }
         if let Some(set) = &n.set {
             return Ok(Val::Bool(set.contains(needle.as_str())));
@@ -492,25 +520,39 @@ fn lookup<'a>(path: &Path, env: &Env<'a, '_>) -> Result<Option<Val<'a>>, EvalErr
     let meter = &env.rt.meter;
     Ok(match path {
         Path::Null => match env.data {
-            Value::String(s) => {
+            ContextRef::Json(data @ Value::String(s)) => {
                 meter.read_str(s)?;
-                Some(Val::Ref(env.data))
+                Some(Val::Ref(data))
             }
-            Value::Bool(_) | Value::Number(_) => Some(Val::Ref(env.data)),
+            ContextRef::Json(data @ (Value::Bool(_) | Value::Number(_))) => Some(Val::Ref(data)),
+            // A built context is an object.
             _ => None,
         },
-        Path::Whole => Some(match env.flagd {
-            Some(f) => {
+        Path::Whole => Some(match (env.flagd, env.data) {
+            (Some(f), ContextRef::Json(data)) => {
                 // The data is copied to add `$flagd` to it.
-                meter.copy(env.data)?;
+                meter.copy(data)?;
                 meter.build_text(f.key.len())?;
-                let mut m = env.data.as_object().cloned().unwrap_or_default();
+                let mut m = data.as_object().cloned().unwrap_or_default();
                 m.insert("$flagd".into(), flagd_object(f));
                 Val::Owned(Value::Object(m))
             }
-            None => {
-                read_scalar(env.data, meter)?;
-                Val::Ref(env.data)
+            (flagd, ContextRef::Flat(c)) => {
+                // The built context is turned into JSON (and `$flagd` added at the root).
+                let data = c.to_json();
+                meter.copy(&data)?;
+                match (flagd, data) {
+                    (Some(f), Value::Object(mut m)) => {
+                        meter.build_text(f.key.len())?;
+                        m.insert("$flagd".into(), flagd_object(f));
+                        Val::Owned(Value::Object(m))
+                    }
+                    (_, data) => Val::Owned(data),
+                }
+            }
+            (None, ContextRef::Json(data)) => {
+                read_scalar(data, meter)?;
+                Val::Ref(data)
             }
         }),
         Path::Segs(segs) => walk(segs, env),
@@ -544,8 +586,23 @@ fn flagd_object(f: Flagd<'_>) -> Value {
 /// Walks path segments from the scope's data.
 #[inline(never)]
 fn walk<'a>(segs: &[Seg], env: &Env<'a, '_>) -> Option<Val<'a>> {
-    let mut cur = env.data;
-    for seg in segs {
+    let (first, rest) = segs.split_first()?;
+    let mut cur = match env.data {
+        ContextRef::Json(data) => match data {
+            Value::Object(m) => get_key(m, &first.key)?,
+            Value::Array(a) => a.get(first.index?)?,
+            _ => return None,
+        },
+        ContextRef::Flat(c) => match c.lookup(first.probe, &first.key)? {
+            Found::Json(v) => v,
+            found if rest.is_empty() => return found_val(found, &env.rt.meter),
+            _ => return None,
+        },
+    };
+    if cur.is_null() {
+        return None;
+    }
+    for seg in rest {
         cur = match cur {
             Value::Object(m) => get_key(m, &seg.key)?,
             Value::Array(a) => a.get(seg.index?)?,
@@ -560,6 +617,22 @@ fn walk<'a>(segs: &[Seg], env: &Env<'a, '_>) -> Option<Val<'a>> {
         env.rt.meter.read_text(s.len());
     }
     Some(Val::Ref(cur))
+}
+
+/// A value found at the top of a built context, as [`walk`] returns it.
+#[inline]
+fn found_val<'a>(found: Found<'a>, meter: &Meter) -> Option<Val<'a>> {
+    Some(match found {
+        Found::Null => return None,
+        Found::Bool(b) => Val::Bool(b),
+        Found::Num(n) => Val::Num(n),
+        Found::Str(s) => {
+            // Reported by the next step, or at the end of the evaluation.
+            meter.read_text(s.len());
+            Val::Str(s)
+        }
+        Found::Json(v) => Val::Ref(v),
+    })
 }
 
 /// A key's value in an object.
@@ -610,6 +683,7 @@ fn semver_values(actual: &Val<'_>, op: &Val<'_>, target: &Val<'_>) -> Val<'stati
 fn semver_against(actual: &Val<'_>, op: &str, target: &semver::Version) -> Val<'static> {
     let parsed = match actual {
         Val::Ref(Value::String(s)) => semver::Version::parse(s),
+        Val::Str(s) => semver::Version::parse(s),
         other => semver::coerce(&other.as_json()).and_then(|s| semver::Version::parse(&s)),
     };
     match parsed.and_then(|a| semver::compare(&a, op, target)) {
@@ -701,13 +775,8 @@ fn bucketing<'a>(
                 fractional::hash_value(generation, &json)
             }
         },
-        None => match (
-            env.flagd,
-            env.data
-                .as_object()
-                .and_then(|m| get_key(m, "targetingKey")),
-        ) {
-            (Some(flagd), Some(Value::String(tk))) if !tk.is_empty() => {
+        None => match (env.flagd, env.data.targeting_key()) {
+            (Some(flagd), Some(tk)) if !tk.is_empty() => {
                 env.rt.meter.read_text(tk.len());
                 Some(fractional::hash_shorthand(generation, flagd.key, tk))
             }

@@ -38,9 +38,11 @@ use serde_json::{Map, Value};
 use crate::ops::fractional::HashGeneration;
 
 pub use budget::{BudgetLimit, EvalBudget, Exceeded};
+pub use context::{Context, ContextBuilder, ContextRef};
 
 pub mod budget;
 mod compile;
+pub mod context;
 mod eval;
 mod tree;
 pub(crate) mod value;
@@ -159,12 +161,36 @@ impl Rule {
         &'a self,
         ctx: &EvalContext<'a>,
     ) -> Result<value::Val<'a>, EvalError> {
+        self.evaluate_in(ContextRef::Json(ctx.data), ctx.flag_key, ctx.timestamp)
+    }
+
+    /// Evaluates the rule against `data`, with `$flagd.flagKey` `flag_key` and
+    /// `$flagd.timestamp` `timestamp`.
+    pub fn evaluate_with<'a>(
+        &'a self,
+        data: impl Into<ContextRef<'a>>,
+        flag_key: &'a str,
+        timestamp: i64,
+    ) -> Result<Cow<'a, Value>, EvalError> {
+        Ok(self
+            .evaluate_in(data.into(), flag_key, timestamp)?
+            .into_cow())
+    }
+
+    /// [`Rule::evaluate_with`] without turning the result into JSON, for the flag resolver.
+    #[inline]
+    pub(crate) fn evaluate_in<'a>(
+        &'a self,
+        data: ContextRef<'a>,
+        flag_key: &'a str,
+        timestamp: i64,
+    ) -> Result<value::Val<'a>, EvalError> {
         let rt = eval::Runtime::new(self.hash, self.max_depth, self.budget);
         let flagd = eval::Flagd {
-            key: ctx.flag_key,
-            timestamp: ctx.timestamp,
+            key: flag_key,
+            timestamp,
         };
-        let env = eval::Env::root(ctx.data, Some(flagd), &rt);
+        let env = eval::Env::root(data, Some(flagd), &rt);
         let out = eval::eval(&self.root, &env);
         // A limit crossed where no error could be returned, or whose error another one
         // replaced on the way up, still ends the evaluation.

@@ -3,7 +3,7 @@
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
-use super::{CompileOptions, EvalContext, EvalError, Rule, RuleError};
+use super::{CompileOptions, Context, EvalContext, EvalError, Rule, RuleError};
 use crate::ops::fractional::HashGeneration;
 
 const TS: i64 = 1_700_000_000;
@@ -25,7 +25,14 @@ fn run_with(
         flag_key,
         timestamp: TS,
     };
-    rule.evaluate(&ctx).map(std::borrow::Cow::into_owned)
+    let got = rule.evaluate(&ctx).map(std::borrow::Cow::into_owned);
+    // Every case also runs over the context built for lookups, which must agree exactly.
+    let built = Context::from_json(&data);
+    let flat = rule
+        .evaluate_with(&built, flag_key, TS)
+        .map(std::borrow::Cow::into_owned);
+    assert_eq!(flat, got, "built context disagrees: {data}");
+    got
 }
 
 fn run(rule: &str, data: &str) -> Result<Value, EvalError> {
@@ -519,6 +526,66 @@ fn flagd_string_operators() {
         "true",
     );
     check_err(r#"{"starts_with":[{"nope":1},"a"]}"#, "{}");
+}
+
+#[test]
+fn literal_needles_and_affixes() {
+    use super::tree::Node;
+    let compiled = |rule: &str| {
+        Rule::compile(&parse(rule), &CompileOptions::default())
+            .unwrap()
+            .root
+    };
+    // A literal second argument gets the literal node; a rule's value does not.
+    assert!(matches!(
+        compiled(r#"{"starts_with":[{"var":"s"},"ab"]}"#),
+        Node::Affix(_)
+    ));
+    assert!(matches!(
+        compiled(r#"{"ends_with":[{"var":"s"},{"var":"t"}]}"#),
+        Node::EndsWith(_)
+    ));
+    assert!(matches!(
+        compiled(r#"{"in":["@a",{"var":"s"}]}"#),
+        Node::In(n) if n.finder.is_some()
+    ));
+    assert!(matches!(
+        compiled(r#"{"in":[{"var":"t"},{"var":"s"}]}"#),
+        Node::In(n) if n.finder.is_none()
+    ));
+    let data =
+        r#"{"s":"ann@acme.com","n":12,"b":true,"u":"żółw@straße.de","arr":["@acme.com","x"]}"#;
+    for (rule, expected) in [
+        (r#"{"starts_with":[{"var":"s"},"ann@"]}"#, "true"),
+        (r#"{"starts_with":[{"var":"s"},"acme"]}"#, "false"),
+        (r#"{"ends_with":[{"var":"s"},".com"]}"#, "true"),
+        (r#"{"ends_with":[{"var":"s"},""]}"#, "true"),
+        (r#"{"ends_with":[{"var":"u"},"straße.de"]}"#, "true"),
+        (r#"{"starts_with":[{"var":"u"},"żó"]}"#, "true"),
+        (r#"{"starts_with":[{"var":"n"},"1"]}"#, "null"),
+        (r#"{"starts_with":[{"var":"b"},"t"]}"#, "null"),
+        (r#"{"starts_with":[{"var":"missing"},"a"]}"#, "null"),
+        (r#"{"starts_with":[{"cat":["ab","cd"]},"abc"]}"#, "true"),
+        (
+            r#"{"ends_with":[{"cat":[{"var":"s"},"!"]},"com!"]}"#,
+            "true",
+        ),
+        (r#"{"ends_with":[{"var":"$flagd.flagKey"},"ag"]}"#, "true"),
+        (r#"{"in":["@acme.com",{"var":"s"}]}"#, "true"),
+        (r#"{"in":["@acme.co",{"var":"s"}]}"#, "true"),
+        (r#"{"in":["@acme.org",{"var":"s"}]}"#, "false"),
+        (r#"{"in":["straße",{"var":"u"}]}"#, "true"),
+        (r#"{"in":["@acme.com",{"var":"arr"}]}"#, "true"),
+        (r#"{"in":["@acme",{"var":"arr"}]}"#, "false"),
+        (r#"{"in":["1",{"var":"n"}]}"#, "false"),
+        (r#"{"in":["",{"var":"s"}]}"#, "true"),
+        (r#"{"in":["a",{"var":"missing"}]}"#, "false"),
+        (r#"{"in":["lag",{"var":"$flagd.flagKey"}]}"#, "true"),
+    ] {
+        check(rule, data, expected);
+    }
+    check_err(r#"{"starts_with":[{"nope":1},"a"]}"#, data);
+    check_err(r#"{"in":["a",{"nope":1}]}"#, data);
 }
 
 #[test]

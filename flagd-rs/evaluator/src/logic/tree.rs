@@ -8,6 +8,8 @@ use rustc_hash::FxHashSet;
 use serde_json::Value;
 
 use super::EvalError;
+use super::context::Probe;
+use super::value::Needle;
 use crate::ops::fractional::HashGeneration;
 use crate::ops::semver::Version;
 
@@ -36,6 +38,8 @@ pub(crate) enum Node {
     StartsWith(Box<[Node; 2]>),
     /// `ends_with` with exactly two arguments.
     EndsWith(Box<[Node; 2]>),
+    /// `starts_with` or `ends_with` of a rule's value and a literal string.
+    Affix(Box<AffixNode>),
     /// `sem_ver` with exactly three arguments.
     SemVer(Box<SemVerNode>),
     /// `fractional` with a literal argument list.
@@ -205,6 +209,8 @@ pub(crate) struct Seg {
     pub(crate) key: Box<str>,
     /// The array index (`None` when the key reads as a negative or absurd index).
     pub(crate) index: Option<usize>,
+    /// How the key is compared in a built context.
+    pub(crate) probe: Probe,
 }
 
 /// A compiled `in`.
@@ -218,6 +224,19 @@ pub(crate) struct InNode {
     pub(crate) rest: Box<[Node]>,
     /// For a large constant array of strings: the strings, for O(1) string lookups.
     pub(crate) set: Option<FxHashSet<Box<str>>>,
+    /// For a literal string needle and no other arguments: the needle, prepared for searching.
+    pub(crate) finder: Option<Needle>,
+}
+
+/// A compiled `starts_with` / `ends_with` whose second argument is a literal string.
+#[derive(Debug, Clone)]
+pub(crate) struct AffixNode {
+    /// The string tested.
+    pub(crate) subject: Node,
+    /// The literal prefix or suffix.
+    pub(crate) affix: Needle,
+    /// `starts_with` (else `ends_with`).
+    pub(crate) prefix: bool,
 }
 
 /// A compiled `sem_ver`.
@@ -338,6 +357,7 @@ impl Node {
             | Node::Fractional(_)
             | Node::Iter(_)
             | Node::Costly(_)
+            | Node::Affix(_)
             | Node::Unknown(_)
             | Node::Fail(_) => false,
         }

@@ -18,7 +18,8 @@ pub(crate) enum Val<'a> {
     Bool(bool),
     /// A number computed by an operator; may be infinite or NaN, as Go's float64 arithmetic is.
     Num(f64),
-    /// A string borrowed from somewhere other than a JSON value (the flag key).
+    /// A string borrowed from somewhere other than a JSON value (the flag key, a built
+    /// context).
     Str(&'a str),
     /// A value borrowed from the rule or the context.
     Ref(&'a Value),
@@ -114,6 +115,16 @@ impl<'a> Val<'a> {
             PlainName::Other
         } else {
             PlainName::Name(s)
+        }
+    }
+
+    /// The value when it is a string.
+    #[inline(always)]
+    pub(crate) fn as_text(&self) -> Option<&str> {
+        match self {
+            Val::Str(s) => Some(s),
+            Val::Ref(Value::String(s)) => Some(s),
+            _ => None,
         }
     }
 
@@ -287,6 +298,119 @@ pub(crate) fn str_contains(haystack: &str, needle: &str) -> bool {
     false
 }
 
+/// A literal string of a rule (the needle of `in`, the affix of `starts_with`/`ends_with`),
+/// prepared once for comparisons against other strings.
+///
+/// The strings of rules and contexts are short (an e-mail address, a region): a candidate
+/// position is tested by comparing one or two 8-byte words against the literal's first and last
+/// bytes, with no call into `memcmp` for literals of up to 16 bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct Needle {
+    text: Box<str>,
+    /// The first (up to) eight bytes, little-endian, zero-padded.
+    head: u64,
+    /// The last eight bytes (literals of eight bytes or more).
+    last: u64,
+    /// Selects the bytes of `head` that belong to the literal.
+    mask: u64,
+}
+
+/// Haystacks up to this length are searched word by word; longer ones by the standard library.
+const WORD_SCAN: usize = 64;
+
+/// Eight bytes of `b` from `i` as a little-endian word, when they are all there.
+#[inline(always)]
+fn word(b: &[u8], i: usize) -> Option<u64> {
+    b.get(i..i.checked_add(8)?)
+        .and_then(|w| <[u8; 8]>::try_from(w).ok())
+        .map(u64::from_le_bytes)
+}
+
+/// The bytes of `b` from `i` (fewer than eight may be left) as a little-endian word, zero-padded.
+#[inline(always)]
+fn word_padded(b: &[u8], i: usize) -> u64 {
+    if let Some(w) = word(b, i) {
+        return w;
+    }
+    if i >= b.len() {
+        return 0;
+    }
+    match b.len().checked_sub(8) {
+        // The last eight bytes, shifted so that byte `i` comes first (`i - base` < 8).
+        Some(base) if i >= base => word(b, base).map_or(0, |w| w >> (8 * (i - base))),
+        _ => {
+            let rest = b.get(i..).unwrap_or_default();
+            let mut w = [0u8; 8];
+            let n = rest.len().min(8);
+            w[..n].copy_from_slice(&rest[..n]);
+            u64::from_le_bytes(w)
+        }
+    }
+}
+
+impl Needle {
+    /// Prepares `text`.
+    pub(crate) fn new(text: &str) -> Needle {
+        let b = text.as_bytes();
+        let n = b.len().min(8);
+        Needle {
+            text: text.into(),
+            head: word_padded(b, 0) & low_bytes(n),
+            last: b.len().checked_sub(8).and_then(|i| word(b, i)).unwrap_or(0),
+            mask: low_bytes(n),
+        }
+    }
+
+    /// Whether the literal occurs in `h` at `i`; the caller makes sure it fits there.
+    #[inline(always)]
+    fn at(&self, h: &[u8], i: usize) -> bool {
+        let n = self.text.len();
+        if n <= 8 {
+            return word_padded(h, i) & self.mask == self.head;
+        }
+        word(h, i) == Some(self.head)
+            && word(h, i + n - 8) == Some(self.last)
+            && (n <= 16 || h.get(i + 8..i + n - 8) == self.text.as_bytes().get(8..n - 8))
+    }
+
+    /// Whether `h` starts with the literal.
+    #[inline]
+    pub(crate) fn prefix_of(&self, h: &str) -> bool {
+        self.text.len() <= h.len() && self.at(h.as_bytes(), 0)
+    }
+
+    /// Whether `h` ends with the literal.
+    #[inline]
+    pub(crate) fn suffix_of(&self, h: &str) -> bool {
+        match h.len().checked_sub(self.text.len()) {
+            Some(i) => self.at(h.as_bytes(), i),
+            None => false,
+        }
+    }
+
+    /// Whether the literal occurs in `haystack`.
+    #[inline]
+    pub(crate) fn found_in(&self, haystack: &str) -> bool {
+        let (h, n) = (haystack.as_bytes(), self.text.len());
+        let Some(last_start) = h.len().checked_sub(n) else {
+            return false;
+        };
+        if h.len() > WORD_SCAN {
+            return haystack.contains(&*self.text);
+        }
+        (0..=last_start).any(|i| self.at(h, i))
+    }
+}
+
+/// A mask of the low `n` bytes of a word (`n` ≤ 8).
+fn low_bytes(n: usize) -> u64 {
+    if n >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * n)) - 1
+    }
+}
+
 /// Go's `strconv.ParseFloat(s, 64)`: `None` for a syntax error; out-of-range values become
 /// infinities (Go returns them alongside a range error that callers ignore).
 pub(crate) fn parse_go_float(s: &str) -> Option<f64> {
@@ -371,4 +495,54 @@ pub(crate) fn go_interface_eq(a: View<'_>, b: View<'_>) -> Option<bool> {
         (View::Arr(_), View::Arr(_)) | (View::Obj(_), View::Obj(_)) => return None,
         _ => false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn needle_agrees_with_the_standard_search() {
+        let alphabet = ["a", "b", "@", "é", "x"];
+        // Every needle and haystack of up to 4 symbols over a small alphabet, plus long ones.
+        let mut words = vec![String::new()];
+        for _ in 0..4 {
+            let longer: Vec<String> = words
+                .iter()
+                .flat_map(|w| alphabet.iter().map(move |a| format!("{w}{a}")))
+                .collect();
+            words.extend(longer);
+            words.sort();
+            words.dedup();
+        }
+        for n in words.iter().filter(|w| w.chars().count() <= 3) {
+            let needle = Needle::new(n);
+            for h in &words {
+                assert_eq!(needle.found_in(h), h.contains(n.as_str()), "{n:?} in {h:?}");
+                assert_eq!(str_contains(h, n), h.contains(n.as_str()), "{n:?} in {h:?}");
+            }
+        }
+        let cases = [
+            ("@acme.com", "u0@acme.com", true),
+            ("@acme.com", "u1@uni.edu.org", false),
+            ("@acme.com", "@acme.co", false),
+            ("0123456789abcdef", "xx0123456789abcdefyy", true),
+            ("0123456789abcdef", "xx0123456789abcdeXyy", false),
+            ("12345678", "0123456789", true),
+            ("123456789", "012345678", false),
+        ];
+        for (n, h, want) in cases {
+            assert_eq!(Needle::new(n).found_in(h), want, "{n:?} in {h:?}");
+        }
+        // Haystacks around and past the word-scan limit.
+        for len in [62, 63, 64, 65, 100] {
+            let mut h = "z".repeat(len - 4);
+            h.push_str("@a.b");
+            assert!(Needle::new("@a.b").found_in(&h), "{len}");
+            assert!(Needle::new("z@a.b").found_in(&h), "{len}");
+            assert!(!Needle::new("@a.c").found_in(&h), "{len}");
+        }
+        assert!(Needle::new("").found_in(""));
+        assert!(!Needle::new("a").found_in(""));
+    }
 }

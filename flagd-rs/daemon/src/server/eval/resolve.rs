@@ -3,7 +3,7 @@
 
 use std::cell::{Cell, OnceCell};
 
-use flagd_evaluator::{ErrorCode, Evaluation, Flag, FlagType, Reason};
+use flagd_evaluator::{Context, ErrorCode, Evaluation, Flag, FlagType, Reason};
 use http::HeaderMap;
 use serde_json::{Map, Value};
 
@@ -66,7 +66,7 @@ pub struct Call<'h> {
     state: &'h AppState,
     headers: Option<&'h HeaderMap>,
     request: Cell<Option<pbjson_types::Struct>>,
-    context: OnceCell<Value>,
+    context: OnceCell<Context>,
 }
 
 impl std::fmt::Debug for Call<'_> {
@@ -98,15 +98,10 @@ impl<'h> Call<'h> {
         })
     }
 
-    /// The merged evaluation context (request, static values, headers).
-    pub fn context(&self) -> &Value {
-        self.context.get_or_init(|| {
-            context::assemble_from(
-                context::struct_to_map(self.request.take()),
-                &self.state.context,
-                self.headers,
-            )
-        })
+    /// The merged evaluation context (request, static values, headers), built for lookups.
+    pub fn context(&self) -> &Context {
+        self.context
+            .get_or_init(|| context::build(self.request.take(), &self.state.context, self.headers))
     }
 
     /// Evaluates `flag` in this call's context, assembled only if the flag reads it.
@@ -118,7 +113,6 @@ impl<'h> Call<'h> {
     /// skipped).
     fn metadata(&self, flag: &Map<String, Value>) -> pbjson_types::Struct {
         let mut md = pbjson_types::Struct::default();
-        md.fields.reserve(flag.len() + 1);
         let echo = match &self.selector {
             Selector::All => None,
             Selector::FlagSet(id) => Some(("flagSetId", id)),
