@@ -884,7 +884,13 @@ mod tests {
         // One flag's definition changes: only it is compiled again and reported.
         let edited = targeted(
             6,
-            |i, def| if i == 4 { def.replace("\"A4\"", "\"A4x\"") } else { def },
+            |i, def| {
+                if i == 4 {
+                    def.replace("\"A4\"", "\"A4x\"")
+                } else {
+                    def
+                }
+            },
             "",
         );
         let change = store.apply(content(0, &edited)).unwrap().unwrap();
@@ -898,8 +904,16 @@ mod tests {
         let respaced = targeted(
             6,
             |i, def| {
-                let def = if i == 4 { def.replace("\"A4\"", "\"A4x\"") } else { def };
-                if i == 3 { def.replace("\"if\":[", "\"if\": [ ") } else { def }
+                let def = if i == 4 {
+                    def.replace("\"A4\"", "\"A4x\"")
+                } else {
+                    def
+                };
+                if i == 3 {
+                    def.replace("\"if\":[", "\"if\": [ ")
+                } else {
+                    def
+                }
             },
             "",
         );
@@ -918,7 +932,10 @@ mod tests {
         // e2 is used by f2 only: f1 (e1) and the others stay as they were. The rule text of
         // f2 is unchanged, so no client-visible change is reported, but f2 now evaluates e2's
         // new body.
-        let e2 = doc.replace(r#"{"or": [{"$ref": "e1"}, false]}"#, r#"{"or": [{"$ref": "e1"}, true]}"#);
+        let e2 = doc.replace(
+            r#"{"or": [{"$ref": "e1"}, false]}"#,
+            r#"{"or": [{"$ref": "e1"}, true]}"#,
+        );
         assert_ne!(e2, doc);
         store.apply(content(0, &e2)).unwrap();
         let now: Vec<Arc<Flag>> = (0..4).map(|i| shared(&store, &format!("f{i}"))).collect();
@@ -927,11 +944,14 @@ mod tests {
         assert!(!Arc::ptr_eq(&before[2], &now[2]));
         assert!(Arc::ptr_eq(&before[3], &now[3]));
         let ctx = serde_json::json!({"k": 0});
-        assert_eq!(now[2].evaluate(&ctx, 0).variant.as_deref(), Some("a"));
-        assert_eq!(before[2].evaluate(&ctx, 0).variant.as_deref(), Some("b"));
+        assert_eq!(now[2].evaluate(&ctx, 0).variant, Some("a"));
+        assert_eq!(before[2].evaluate(&ctx, 0).variant, Some("b"));
 
         // e1 is used by f1 directly and by f2 through e2: both are compiled again.
-        let e1 = e2.replace(r#"{"==": [{"var": "k"}, 1]}"#, r#"{"==": [{"var": "k"}, 2]}"#);
+        let e1 = e2.replace(
+            r#"{"==": [{"var": "k"}, 1]}"#,
+            r#"{"==": [{"var": "k"}, 2]}"#,
+        );
         store.apply(content(0, &e1)).unwrap();
         assert!(!Arc::ptr_eq(&now[1], &shared(&store, "f1")));
         assert!(!Arc::ptr_eq(&now[2], &shared(&store, "f2")));
@@ -940,7 +960,10 @@ mod tests {
 
         // An evaluator nothing refers to: every flag is kept.
         let now: Vec<Arc<Flag>> = (0..4).map(|i| shared(&store, &format!("f{i}"))).collect();
-        let unused = e1.replace(r#""$evaluators": {"#, r#""$evaluators": {"unused": {"var": "z"}, "#);
+        let unused = e1.replace(
+            r#""$evaluators": {"#,
+            r#""$evaluators": {"unused": {"var": "z"}, "#,
+        );
         assert!(store.apply(content(0, &unused)).unwrap().is_none());
         for (i, old) in now.iter().enumerate() {
             assert!(Arc::ptr_eq(old, &shared(&store, &format!("f{i}"))), "f{i}");
@@ -958,16 +981,27 @@ mod tests {
         assert!(!Arc::ptr_eq(&f1, &shared(&store, "f1")));
         assert!(Arc::ptr_eq(&f0, &shared(&store, "f0")));
         let ctx = serde_json::json!({"k": 1});
-        assert_eq!(shared(&store, "f1").evaluate(&ctx, 0).variant.as_deref(), Some("a"));
+        assert_eq!(
+            shared(&store, "f1").evaluate(&ctx, 0).variant,
+            Some("a")
+        );
     }
 
     #[test]
     fn flag_set_metadata_and_load_options_are_inputs_of_every_flag() {
         let store = Store::new(vec!["s".into()], LoadOptions::default());
-        store.apply(content(0, &targeted(3, same, r#""metadata": {"team": "x"},"#))).unwrap();
+        store
+            .apply(content(
+                0,
+                &targeted(3, same, r#""metadata": {"team": "x"},"#),
+            ))
+            .unwrap();
         let before: Vec<Arc<Flag>> = (0..3).map(|i| shared(&store, &format!("f{i}"))).collect();
         let change = store
-            .apply(content(0, &targeted(3, same, r#""metadata": {"team": "y"},"#)))
+            .apply(content(
+                0,
+                &targeted(3, same, r#""metadata": {"team": "y"},"#),
+            ))
             .unwrap()
             .unwrap();
         assert_eq!(change.flags.len(), 3);
@@ -981,14 +1015,22 @@ mod tests {
         let doc = targeted(3, same, "");
         let options = LoadOptions::default();
         let first = flagd_evaluator::load(doc.as_bytes(), Format::Json, &options).unwrap();
-        let again = flagd_evaluator::reload(doc.as_bytes(), Format::Json, &options, &first.flags).unwrap();
-        assert!(Arc::ptr_eq(&first.flags.flags()[0], &again.flags.flags()[0]));
+        let again =
+            flagd_evaluator::reload(doc.as_bytes(), Format::Json, &options, &first.flags).unwrap();
+        assert!(Arc::ptr_eq(
+            &first.flags.flags()[0],
+            &again.flags.flags()[0]
+        ));
         let deeper = LoadOptions {
             max_rule_depth: 10,
             ..options
         };
-        let other = flagd_evaluator::reload(doc.as_bytes(), Format::Json, &deeper, &first.flags).unwrap();
-        assert!(!Arc::ptr_eq(&first.flags.flags()[0], &other.flags.flags()[0]));
+        let other =
+            flagd_evaluator::reload(doc.as_bytes(), Format::Json, &deeper, &first.flags).unwrap();
+        assert!(!Arc::ptr_eq(
+            &first.flags.flags()[0],
+            &other.flags.flags()[0]
+        ));
     }
 
     #[test]

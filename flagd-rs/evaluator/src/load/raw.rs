@@ -169,7 +169,10 @@ pub(super) fn plain(bytes: &[u8]) -> bool {
                         Some(b'\\') => {
                             if bytes.get(i + 1) == Some(&b'u')
                                 && matches!(bytes.get(i + 2), Some(b'd' | b'D'))
-                                && matches!(bytes.get(i + 3), Some(b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'))
+                                && matches!(
+                                    bytes.get(i + 3),
+                                    Some(b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
+                                )
                             {
                                 return false;
                             }
@@ -220,20 +223,35 @@ mod tests {
 
     #[test]
     fn plain_documents() {
-        assert!(plain(br#"{"flags":{"a":{"v":[1,2.5,-3,"e1","\u00e9"]}},"t":true,"f":false}"#));
+        assert!(plain(
+            br#"{"flags":{"a":{"v":[1,2.5,-3,"e1","\u00e9"]}},"t":true,"f":false}"#
+        ));
         assert!(!plain(br#"{"x":1e3}"#));
         assert!(!plain(br#"{"x":2.5E-3}"#));
         assert!(!plain(br#"{"x":"\ud83d\ude00"}"#));
         assert!(!plain(br#"{"x":"\uDFFF"}"#));
-        assert!(plain(br#"{"x":"\\ud800"}"#), "an escaped backslash is no escape");
+        assert!(
+            plain(br#"{"x":"\\ud800"}"#),
+            "an escaped backslash is no escape"
+        );
         assert!(!plain("[".repeat(MAX_PLAIN_DEPTH + 1).as_bytes()));
-        assert!(plain(format!("{}{}", "[".repeat(MAX_PLAIN_DEPTH), "]".repeat(MAX_PLAIN_DEPTH)).as_bytes()));
-        assert!(!plain(format!("[{}]", "9".repeat(MAX_PLAIN_DIGITS + 1)).as_bytes()));
+        assert!(plain(
+            format!(
+                "{}{}",
+                "[".repeat(MAX_PLAIN_DEPTH),
+                "]".repeat(MAX_PLAIN_DEPTH)
+            )
+            .as_bytes()
+        ));
+        assert!(!plain(
+            format!("[{}]", "9".repeat(MAX_PLAIN_DIGITS + 1)).as_bytes()
+        ));
     }
 
     #[test]
     fn entries_keep_order_and_repeats() {
-        let e: Entries<'_, serde_json::Value> = serde_json::from_str(r#"{"b":1,"a":2,"b":3}"#).unwrap();
+        let e: Entries<'_, serde_json::Value> =
+            serde_json::from_str(r#"{"b":1,"a":2,"b":3}"#).unwrap();
         assert_eq!(e.0.len(), 3);
         assert_eq!(e.get("b"), Some(&serde_json::json!(3)));
         assert!(matches!(e.0[0].0.0, Cow::Borrowed("b")));

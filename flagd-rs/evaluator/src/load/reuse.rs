@@ -55,10 +55,7 @@ pub(crate) fn fingerprint(parts: &[&[u8]]) -> u64 {
 /// The document-level inputs of every flag: the load options that shape compilation and the
 /// raw flag-set metadata (`None` when absent).
 pub(crate) fn document_fingerprint(opts: &LoadOptions, metadata: Option<&str>) -> u64 {
-    let options = format!(
-        "{:?}/{}/{:?}",
-        opts.hash, opts.max_rule_depth, opts.budget
-    );
+    let options = format!("{:?}/{}/{:?}", opts.hash, opts.max_rule_depth, opts.budget);
     fingerprint(&[
         options.as_bytes(),
         metadata.map_or(&[][..], str::as_bytes),

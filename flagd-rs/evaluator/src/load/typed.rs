@@ -84,10 +84,16 @@ pub(super) fn load_json(
     for (name, raw) in &evaluator_entries.0 {
         let rule: Value = serde_json::from_str(raw.get()).ok()?;
         // flagd refuses an empty evaluator; the schema wants a rule object.
-        if name.0.is_empty() || rule.as_object().is_none_or(Map::is_empty) || !schema::targeting_ok(&rule) {
+        if name.0.is_empty()
+            || rule.as_object().is_none_or(Map::is_empty)
+            || !schema::targeting_ok(&rule)
+        {
             return None;
         }
-        evaluator_hashes.insert(&*name.0, fingerprint(&[name.0.as_bytes(), raw.get().as_bytes()]));
+        evaluator_hashes.insert(
+            &*name.0,
+            fingerprint(&[name.0.as_bytes(), raw.get().as_bytes()]),
+        );
         evaluators.insert(name.0.clone().into_owned(), rule);
     }
     let shared = Shared {
@@ -221,13 +227,27 @@ fn flag(
         .map(Box::from);
 
     let (targeting, targeting_source, provenance) = match def.targeting {
-        None => (None, None, provenance(definition, None, &shared.evaluators, &shared.evaluator_hashes)),
+        None => (
+            None,
+            None,
+            provenance(
+                definition,
+                None,
+                &shared.evaluators,
+                &shared.evaluator_hashes,
+            ),
+        ),
         Some(raw) => {
             let rule: Value = serde_json::from_str(raw.get()).ok()?;
             if !schema::targeting_ok(&rule) {
                 return None;
             }
-            let provenance = provenance(definition, Some(&rule), &shared.evaluators, &shared.evaluator_hashes);
+            let provenance = provenance(
+                definition,
+                Some(&rule),
+                &shared.evaluators,
+                &shared.evaluator_hashes,
+            );
             if rule.as_object().is_some_and(Map::is_empty) {
                 (None, None, provenance)
             } else {
@@ -280,7 +300,10 @@ mod tests {
             assert_eq!(a.flag_set_id(), b.flag_set_id());
             for ctx in &contexts {
                 let (x, y) = (a.evaluate(ctx, 0), b.evaluate(ctx, 0));
-                assert_eq!((x.variant, x.value, x.reason), (y.variant, y.value, y.reason));
+                assert_eq!(
+                    (x.variant, x.value, x.reason),
+                    (y.variant, y.value, y.reason)
+                );
             }
         }
     }
@@ -289,7 +312,9 @@ mod tests {
     fn the_typed_way_builds_what_the_full_way_builds() {
         agrees(r#"{"flags":{}}"#);
         // An unknown operator compiles (and fails when evaluated), both ways.
-        agrees(r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":true},"targeting":{"nope":[1]}}}}"#);
+        agrees(
+            r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":true},"targeting":{"nope":[1]}}}}"#,
+        );
         agrees(
             r#"{"$schema":"https://flagd.dev/schema/v0/flags.json","metadata":{"flagSetId":"s","version":"2","n":1},
             "$evaluators":{"staff":{"ends_with":[{"var":"email"},"@acme.com"]}},
@@ -330,21 +355,31 @@ mod tests {
             r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":true,"b":1}}}}"#.to_owned(),
             r#"{"flags":{"f":{"state":"ENABLED","variants":{}}}}"#.to_owned(),
             r#"{"flags":{"f":{"variants":{"a":true}}}}"#.to_owned(),
-            r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":true},"metadata":null}}}"#.to_owned(),
-            r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":true},"metadata":{"o":{}}}}}"#.to_owned(),
-            r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":true},"targeting":null}}}"#.to_owned(),
-            r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":true},"targeting":"a"}}}"#.to_owned(),
-            r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":true},"targeting":{"in":["x"]}}}}"#.to_owned(),
+            r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":true},"metadata":null}}}"#
+                .to_owned(),
+            r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":true},"metadata":{"o":{}}}}}"#
+                .to_owned(),
+            r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":true},"targeting":null}}}"#
+                .to_owned(),
+            r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":true},"targeting":"a"}}}"#
+                .to_owned(),
+            r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":true},"targeting":{"in":["x"]}}}}"#
+                .to_owned(),
             format!(r#"{{"metadata":null,"flags":{{"f":{flag}}}}}"#),
             format!(r#"{{"metadata":{{"flagSetId":1}},"flags":{{"f":{flag}}}}}"#),
             format!(r#"{{"$schema":1,"flags":{{"f":{flag}}}}}"#),
             format!(r#"{{"$evaluators":null,"flags":{{"f":{flag}}}}}"#),
             // What flagd rejects.
-            r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":true},"defaultVariant":"b"}}}"#.to_owned(),
-            r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":true},"state":"ENABLED"}}}"#.to_owned(),
+            r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":true},"defaultVariant":"b"}}}"#
+                .to_owned(),
+            r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":true},"state":"ENABLED"}}}"#
+                .to_owned(),
             format!(r#"{{"$evaluators":{{"e":{{}}}},"flags":{{"f":{flag}}}}}"#),
             // What only the full parse judges exactly.
-            format!(r#"{{"x":{},"flags":{{"f":{flag}}}}}"#, "[".repeat(120) + &"]".repeat(120)),
+            format!(
+                r#"{{"x":{},"flags":{{"f":{flag}}}}}"#,
+                "[".repeat(120) + &"]".repeat(120)
+            ),
             format!(r#"{{"x":"\udc00","flags":{{"f":{flag}}}}}"#),
             format!(r#"{{"x":1e999,"flags":{{"f":{flag}}}}}"#),
             format!(r#"{{"flags":{{"f":{flag}}}}} x"#),
