@@ -981,10 +981,7 @@ mod tests {
         assert!(!Arc::ptr_eq(&f1, &shared(&store, "f1")));
         assert!(Arc::ptr_eq(&f0, &shared(&store, "f0")));
         let ctx = serde_json::json!({"k": 1});
-        assert_eq!(
-            shared(&store, "f1").evaluate(&ctx, 0).variant,
-            Some("a")
-        );
+        assert_eq!(shared(&store, "f1").evaluate(&ctx, 0).variant, Some("a"));
     }
 
     #[test]

@@ -44,17 +44,6 @@ impl<V> Default for Entries<'_, V> {
     }
 }
 
-impl<'a, V> Entries<'a, V> {
-    /// The value of member `name`; the last one when the name repeats, as a parsed map keeps it.
-    pub(super) fn get(&self, name: &str) -> Option<&V> {
-        self.0
-            .iter()
-            .rev()
-            .find(|(k, _)| k.0 == name)
-            .map(|(_, v)| v)
-    }
-}
-
 impl<'de: 'a, 'a, V: Deserialize<'de>> Deserialize<'de> for Entries<'a, V> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct EntriesVisitor<'a, V>(PhantomData<(&'a (), V)>);
@@ -83,59 +72,51 @@ pub(super) fn present<'de, D: Deserializer<'de>>(
     <&serde_json::value::RawValue>::deserialize(d).map(Some)
 }
 
-/// `raw` (one JSON value as written) without the whitespace between tokens. Borrowed when there
-/// is none to remove.
+/// `raw` (one JSON value as written) without the whitespace between tokens, in one pass that
+/// copies the text between gaps. Borrowed when there is none to remove.
 pub(super) fn compact(raw: &str) -> Cow<'_, str> {
     let bytes = raw.as_bytes();
-    let Some(first) = first_gap(bytes) else {
-        return Cow::Borrowed(raw);
-    };
-    let mut out = Vec::with_capacity(bytes.len());
-    out.extend_from_slice(&bytes[..first]);
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in &bytes[first..] {
-        if in_string {
-            out.push(b);
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
+    let mut out = String::new();
+    let (mut i, mut start) = (0, 0);
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'"' => i = string_end(bytes, i + 1),
+            b' ' | b'\t' | b'\n' | b'\r' => {
+                if out.is_empty() {
+                    out.reserve(bytes.len());
+                }
+                out.push_str(raw.get(start..i).unwrap_or_default());
+                i += 1;
+                while matches!(bytes.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+                    i += 1;
+                }
+                start = i;
             }
-        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
-            out.push(b);
-            in_string = b == b'"';
+            _ => i += 1,
         }
     }
-    // Only ASCII whitespace outside strings was removed, so the bytes are still UTF-8.
-    match String::from_utf8(out) {
-        Ok(s) => Cow::Owned(s),
-        Err(_) => Cow::Borrowed(raw),
+    if start == 0 {
+        return Cow::Borrowed(raw);
     }
+    out.push_str(raw.get(start..).unwrap_or_default());
+    Cow::Owned(out)
 }
 
-/// The position of the first whitespace byte outside a string.
-fn first_gap(bytes: &[u8]) -> Option<usize> {
-    let mut in_string = false;
-    let mut escaped = false;
-    for (i, &b) in bytes.iter().enumerate() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
-            return Some(i);
-        } else {
-            in_string = b == b'"';
+/// The position just past the string whose contents start at `from` (past the end of `bytes`
+/// when it is not closed).
+#[inline]
+fn string_end(bytes: &[u8], from: usize) -> usize {
+    let mut i = from;
+    loop {
+        match bytes
+            .get(i..)
+            .and_then(|rest| rest.iter().position(|&b| b == b'"' || b == b'\\'))
+        {
+            Some(n) if bytes.get(i + n) == Some(&b'"') => return i + n + 1,
+            Some(n) => i += n + 2,
+            None => return bytes.len(),
         }
     }
-    None
 }
 
 /// Deepest nesting the typed decode takes on trust. The full parse refuses 128 levels; the
@@ -160,28 +141,12 @@ pub(super) fn plain(bytes: &[u8]) -> bool {
         match b {
             b'"' => {
                 digits = 0;
-                loop {
-                    match bytes.get(i) {
-                        Some(b'"') => {
-                            i += 1;
-                            break;
-                        }
-                        Some(b'\\') => {
-                            if bytes.get(i + 1) == Some(&b'u')
-                                && matches!(bytes.get(i + 2), Some(b'd' | b'D'))
-                                && matches!(
-                                    bytes.get(i + 3),
-                                    Some(b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
-                                )
-                            {
-                                return false;
-                            }
-                            i += 2;
-                        }
-                        Some(_) => i += 1,
-                        None => return true,
-                    }
+                let end = string_end(bytes, i);
+                let contents = bytes.get(i..end).unwrap_or_default();
+                if contents.contains(&b'\\') && has_surrogate_escape(contents) {
+                    return false;
                 }
+                i = end;
             }
             b'0'..=b'9' => {
                 digits += 1;
@@ -207,6 +172,28 @@ pub(super) fn plain(bytes: &[u8]) -> bool {
     true
 }
 
+/// Whether string contents (between the quotes) hold a `\uD800`..`\uDFFF` escape.
+fn has_surrogate_escape(contents: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&b) = contents.get(i) {
+        if b == b'\\' {
+            if contents.get(i + 1) == Some(&b'u')
+                && matches!(contents.get(i + 2), Some(b'd' | b'D'))
+                && matches!(
+                    contents.get(i + 3),
+                    Some(b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
+                )
+            {
+                return true;
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +206,8 @@ mod tests {
             "{\"a b\":[1,\"x \\\" y\"],\"c\":null}"
         );
         assert_eq!(compact(r#"["\\", 1]"#), r#"["\\",1]"#);
+        assert_eq!(compact(r#"["\" ",  "a" ]"#), r#"["\" ","a"]"#);
+        assert_eq!(compact(" [1]\n"), "[1]");
     }
 
     #[test]
@@ -253,7 +242,7 @@ mod tests {
         let e: Entries<'_, serde_json::Value> =
             serde_json::from_str(r#"{"b":1,"a":2,"b":3}"#).unwrap();
         assert_eq!(e.0.len(), 3);
-        assert_eq!(e.get("b"), Some(&serde_json::json!(3)));
+        assert_eq!(e.0[2].1, serde_json::json!(3));
         assert!(matches!(e.0[0].0.0, Cow::Borrowed("b")));
         assert!(serde_json::from_str::<Entries<'_, serde_json::Value>>("null").is_err());
         assert!(serde_json::from_str::<Entries<'_, serde_json::Value>>("[1]").is_err());

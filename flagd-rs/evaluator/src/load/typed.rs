@@ -37,6 +37,59 @@ struct FlagDef<'a> {
     key: Option<Text<'a>>,
 }
 
+/// A document's members as the typed way needs them; others are skipped. A repeated member
+/// fails the decode (and the document takes the full way).
+#[derive(Deserialize)]
+struct Document<'a> {
+    #[serde(borrow, rename = "$schema", default, deserialize_with = "present")]
+    schema: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    metadata: Option<&'a RawValue>,
+    #[serde(borrow, rename = "$evaluators", default, deserialize_with = "present")]
+    evaluators: Option<&'a RawValue>,
+    #[serde(borrow)]
+    flags: Option<FlagList<'a>>,
+}
+
+/// `flags`: key -> definition, or definitions with their `key`, each as written.
+enum FlagList<'a> {
+    Map(Entries<'a, &'a RawValue>),
+    Array(Vec<&'a RawValue>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for FlagList<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ListVisitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for ListVisitor<'a> {
+            type Value = FlagList<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object or an array of flags")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(key) = map.next_key::<Text<'a>>()? {
+                    out.push((key, map.next_value::<&'a RawValue>()?));
+                }
+                Ok(FlagList::Map(Entries(out)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(def) = seq.next_element::<&'a RawValue>()? {
+                    out.push(def);
+                }
+                Ok(FlagList::Array(out))
+            }
+        }
+        d.deserialize_any(ListVisitor(std::marker::PhantomData))
+    }
+}
+
 /// The document's shared parts, as every flag needs them.
 struct Shared<'d> {
     metadata: Map<String, Value>,
@@ -54,17 +107,15 @@ pub(super) fn load_json(
     opts: &LoadOptions,
     previous: Option<&FlagSet>,
 ) -> Option<FlagSet> {
-    if !plain(bytes) {
+    // Only an object is a document (serde would also take an array as the members in order).
+    if !plain(bytes) || bytes.trim_ascii_start().first() != Some(&b'{') {
         return None;
     }
-    let root: Entries<'_, &RawValue> = serde_json::from_slice(bytes).ok()?;
-    if root
-        .get("$schema")
-        .is_some_and(|s| !s.get().starts_with('"'))
-    {
+    let root: Document<'_> = serde_json::from_slice(bytes).ok()?;
+    if root.schema.is_some_and(|s| !s.get().starts_with('"')) {
         return None;
     }
-    let metadata_raw = root.get("metadata").map(|m| m.get());
+    let metadata_raw = root.metadata.map(RawValue::get);
     let metadata = match metadata_raw {
         None => Map::new(),
         Some(raw) => {
@@ -75,7 +126,7 @@ pub(super) fn load_json(
             map
         }
     };
-    let evaluator_entries: Entries<'_, &RawValue> = match root.get("$evaluators") {
+    let evaluator_entries: Entries<'_, &RawValue> = match root.evaluators {
         None => Entries::default(),
         Some(raw) => serde_json::from_str(raw.get()).ok()?,
     };
@@ -110,25 +161,23 @@ pub(super) fn load_json(
         budget: opts.budget,
     };
 
-    let flags_raw = root.get("flags")?.get();
     let mut flags = Vec::new();
-    if flags_raw.starts_with('{') {
-        let entries: Entries<'_, &RawValue> = serde_json::from_str(flags_raw).ok()?;
-        flags.reserve(entries.0.len());
-        for (key, def) in &entries.0 {
-            if key.0.is_empty() {
-                return None;
+    match root.flags? {
+        FlagList::Map(entries) => {
+            flags.reserve(entries.0.len());
+            for (key, def) in &entries.0 {
+                if key.0.is_empty() {
+                    return None;
+                }
+                flags.push(flag(&key.0, def.get(), false, &shared, &compile, previous)?);
             }
-            flags.push(flag(&key.0, def.get(), false, &shared, &compile, previous)?);
         }
-    } else if flags_raw.starts_with('[') {
-        let list: Vec<&RawValue> = serde_json::from_str(flags_raw).ok()?;
-        flags.reserve(list.len());
-        for def in list {
-            flags.push(flag("", def.get(), true, &shared, &compile, previous)?);
+        FlagList::Array(list) => {
+            flags.reserve(list.len());
+            for def in list {
+                flags.push(flag("", def.get(), true, &shared, &compile, previous)?);
+            }
         }
-    } else {
-        return None;
     }
     let Shared {
         metadata,
@@ -242,9 +291,12 @@ fn flag(
             if !schema::targeting_ok(&rule) {
                 return None;
             }
+            // Only a rule whose text names `$ref` (or hides a name behind an escape) can refer
+            // to an evaluator.
+            let refers = raw.get().contains("$ref") || raw.get().contains("\\u");
             let provenance = provenance(
                 definition,
-                Some(&rule),
+                Some(&rule).filter(|_| refers),
                 &shared.evaluators,
                 &shared.evaluator_hashes,
             );
@@ -383,6 +435,8 @@ mod tests {
             format!(r#"{{"x":"\udc00","flags":{{"f":{flag}}}}}"#),
             format!(r#"{{"x":1e999,"flags":{{"f":{flag}}}}}"#),
             format!(r#"{{"flags":{{"f":{flag}}}}} x"#),
+            // A repeated member: the full way keeps the last one.
+            format!(r#"{{"flags":{{}},"flags":{{"f":{flag}}}}}"#),
         ];
         for doc in &gives_up {
             assert!(
@@ -401,5 +455,38 @@ mod tests {
             set.get("f").unwrap().targeting_source(),
             Some(r#"{"if":[{"==":[{"var":"k"},"x y"]},"a",null]}"#)
         );
+    }
+}
+
+#[cfg(test)]
+mod reuse_tests {
+    use super::*;
+
+    #[test]
+    fn a_reference_written_with_an_escape_still_ties_the_flag_to_its_evaluator() {
+        let doc = |body: &str| {
+            format!(
+                r#"{{"$evaluators":{{"e":{body}}},"flags":{{"f":{{"state":"ENABLED","variants":{{"a":true,"b":false}},"defaultVariant":"b","targeting":{{"if":[{{"\u0024ref":"e"}},"a","b"]}}}},"g":{{"state":"ENABLED","variants":{{"a":true}},"defaultVariant":"a"}}}}}}"#
+            )
+        };
+        let opts = LoadOptions::default();
+        let first = doc(r#"{"==":[1,1]}"#);
+        let first = load_json(first.as_bytes(), &opts, None).unwrap();
+        let second = doc(r#"{"==":[1,2]}"#);
+        let second = load_json(second.as_bytes(), &opts, Some(&first)).unwrap();
+        assert!(!Arc::ptr_eq(
+            first.get_shared("f").unwrap(),
+            second.get_shared("f").unwrap()
+        ));
+        assert!(Arc::ptr_eq(
+            first.get_shared("g").unwrap(),
+            second.get_shared("g").unwrap()
+        ));
+        let ctx = serde_json::json!({});
+        assert_eq!(
+            second.get("f").unwrap().evaluate(&ctx, 0).variant,
+            Some("b")
+        );
+        assert_eq!(first.get("f").unwrap().evaluate(&ctx, 0).variant, Some("a"));
     }
 }
