@@ -20,6 +20,10 @@
 #               alternating, LOAD_REPEAT rounds each
 #   override    override accepted -> visible on RPC, EventStream and SyncFlags (200 blue/green
 #               switches through the admin API), idle and under constant gRPC load
+#   load        a LOAD_FLAGS-flag file (benches/load/gen_flags.py: targeting and metadata on every
+#               flag) against a 1-flag file: start -> ready, RSS at rest, and a rewrite changing
+#               one flag -> its new value served (LOAD_REWRITES per round); the two files
+#               alternate, LOAD_REPEAT rounds (benches/load/startup.py)
 #
 # Environment (defaults in brackets):
 #   LOAD_DURATION [10]       seconds of each max-rate measurement (after LOAD_WARMUP [2] s of
@@ -29,7 +33,9 @@
 #   LOAD_THREADS [1]         threads of h2load and wrk
 #   LOAD_BASE_PORT [18000]   ports used: base+13..17 (daemon), +113/+116 (no-op), +213..217 (bulk
 #                            daemon), +313..317 (watchers daemon), +413..417 (memory daemons),
-#                            +513..517 (override daemons)
+#                            +513..517 (override daemons), +613..617 (load daemons)
+#   LOAD_FLAGS [10000]       flags in the large file of the load mode
+#   LOAD_REWRITES [5]        rewrites per round and file in the load mode
 #   LOAD_WATCHERS [100x100]  SyncFlags connections x streams per connection
 #   LOAD_WORK [/tmp/flagd-load]    scratch directory (flag files, bodies, logs)
 #   LOAD_RESULTS             JSON-lines results [target/load/results-<UTC time>.jsonl]
@@ -54,10 +60,12 @@ LAT_DURATION=${LOAD_LATENCY_DURATION:-15}
 THREADS=${LOAD_THREADS:-1}
 BASE=${LOAD_BASE_PORT:-18000}
 WATCHERS=${LOAD_WATCHERS:-100x100}
+LOAD_FLAGS=${LOAD_FLAGS:-10000}
+REWRITES=${LOAD_REWRITES:-5}
 STATS="python3 $HERE/stats.py"
 
 modes=("$@")
-[[ ${#modes[@]} -gt 0 ]] || modes=(throughput latency reload events ofrep watchers memory overrides override)
+[[ ${#modes[@]} -gt 0 ]] || modes=(throughput latency reload events ofrep watchers memory overrides override load)
 
 DAEMON=$((BASE + 13))
 NOOP=$((BASE + 113))
@@ -65,6 +73,7 @@ BULK=$((BASE + 213))
 WATCH=$((BASE + 313))
 MEMORY=$((BASE + 413))
 AUTH=$((BASE + 513))
+LOADING=$((BASE + 613))
 RESOLVE=/flagd.evaluation.v1.Service/ResolveBoolean
 OFREP_SINGLE=/ofrep/v1/evaluate/flags/static-bool
 OFREP_BULK=/ofrep/v1/evaluate/flags
@@ -124,6 +133,9 @@ prepare() {
     run python3 "$WORK/peers/gen.py" >&2
   fi
   run python3 "$HERE/prepare.py" "$WORK" "$WORK/peers"
+  if [[ ! -f $WORK/load/load-$LOAD_FLAGS.json ]]; then
+    run python3 "$HERE/gen_flags.py" "$WORK/load" "$LOAD_FLAGS"
+  fi
 }
 
 # Refuses to start when something already listens on one of the ports: the load would go to it.
@@ -534,6 +546,16 @@ override() {
   stop "$DAEMON_PID"
 }
 
+# A large flag file against a 1-flag file: start -> ready, RSS, rewrite -> served.
+load() {
+  ports_free "$LOADING" $((LOADING + 1)) $((LOADING + 2)) $((LOADING + 3)) $((LOADING + 4))
+  local line
+  while read -r line; do
+    record "$line"
+  done < <(run python3 "$HERE/startup.py" "$BIN/flagd-rs" "$LOADING" "$WORK/load" "$REPEAT" \
+    "$REWRITES" "$WORK/load/load-1.json" "$WORK/load/load-$LOAD_FLAGS.json")
+}
+
 ensure_tools
 build
 prepare
@@ -550,7 +572,7 @@ spot_check "$DAEMON" flagd-rs $((DAEMON + 3))
 for mode in "${modes[@]}"; do
   echo "== $mode ($(uptime))" >&2
   case $mode in
-    throughput | latency | reload | events | ofrep | watchers | memory | overrides | override) "$mode" ;;
+    throughput | latency | reload | events | ofrep | watchers | memory | overrides | override | load) "$mode" ;;
     *) echo "unknown mode $mode" >&2; exit 2 ;;
   esac
 done

@@ -238,7 +238,42 @@ def report(path):
             f"EventStream {fmt(r['event_p50_ms'], 2)}/{fmt(r['event_p99_ms'], 2)}/{fmt(r['event_max_ms'], 2)}, "
             f"SyncFlags {fmt(r['sync_p50_ms'], 2)}/{fmt(r['sync_p99_ms'], 2)}/{fmt(r['sync_max_ms'], 2)}"
         )
+    out.extend(load_report(rows))
     print("\n".join(out))
+
+
+def load_report(rows):
+    """The load mode: per file, medians over rounds; the large file beyond the 1-flag file,
+    paired by round (each pair met the machine in the same state)."""
+    files = [r for r in rows if r.get("test") == "load-file"]
+    if not files:
+        return []
+    out = ["", "| flag file | flags | start -> ready ms | rewrite -> served ms (p50 / max) | RSS MiB | anonymous MiB | rounds |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    by_flags = {}
+    for r in files:
+        by_flags.setdefault(r["flags"], []).append(r)
+    for flags in sorted(by_flags):
+        rs = by_flags[flags]
+        served = sorted(t for r in rs for t in r["served_ms"])
+        out.append(
+            f"| {rs[0]['file']} | {flags:,} | {fmt(median([r['ready_ms'] for r in rs]), 1)} | "
+            f"{fmt(median(served), 1)} / {fmt(served[-1] if served else None, 1)} | "
+            f"{median([r['rss_kib'] for r in rs]) / 1024:.1f} | {median([r['anon_kib'] for r in rs]) / 1024:.1f} | {len(rs)} |"
+        )
+    if len(by_flags) >= 2:
+        small, large = by_flags[min(by_flags)], by_flags[max(by_flags)]
+        pairs = [(a, b) for a in small for b in large if a["run"] == b["run"]]
+        if pairs:
+            ready = median([b["ready_ms"] - a["ready_ms"] for a, b in pairs])
+            rss = median([(b["rss_kib"] - a["rss_kib"]) / 1024 for a, b in pairs])
+            served = median([t for _, b in pairs for t in b["served_ms"]])
+            out.append("")
+            out.append(
+                f"{max(by_flags):,} flags beyond {min(by_flags):,}, paired by round: start -> ready "
+                f"+{ready:.1f} ms, RSS +{rss:.1f} MiB; rewrite of one flag -> served {served:.1f} ms (median)"
+            )
+    return out
 
 
 def main():

@@ -2,6 +2,8 @@
 //! that one run can put every evaluator side by side.
 //!
 //! Usage: `peer_workload [--fractional-hash v2|v3] eval | load | mem <flagfile> | diff`.
+//! For profiles: `spin <flag-key|file.json> <n>` (n evaluations of one flag over the contexts, or n
+//! loads of a file) and `spin-reload <file.json> <n>` (n reloads with one flag changed each time).
 //! The workload directory is `$FLAGD_PEERS_WORKLOAD` (default `/tmp/flagd-peers/workload`);
 //! `$FLAGD_PEERS_CONTEXTS=n` makes `eval` and `spin` use only the first n contexts (to see working-set
 //! effects; comparisons use all of them).
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         (Some("mem"), Some(file)) => mode_mem(hash, file),
         (Some("diff"), None) => mode_diff(hash),
         (Some("spin"), Some(target)) => mode_spin(hash, target, args.get(2)),
+        (Some("spin-reload"), Some(file)) => mode_spin_reload(hash, file, args.get(2)),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -191,7 +194,8 @@ fn mode_load(hash: HashGeneration) -> Result<(), Error> {
             warnings = loaded.diagnostics.len();
             drop(black_box(loaded));
 
-            // The same work in its stages, to show where the time goes.
+            // The full way in its stages (parse to a value, schema validation, checks and
+            // compilation), which documents with diagnostics take.
             let t = Instant::now();
             let doc = flagd_evaluator::parse(black_box(&bytes), Format::Json)?;
             parse.push(ms(t));
@@ -199,7 +203,7 @@ fn mode_load(hash: HashGeneration) -> Result<(), Error> {
             black_box(flagd_evaluator::schema::SchemaValidator::shared().validate(&doc));
             validate.push(ms(t));
             let t = Instant::now();
-            black_box(flagd_evaluator::load_value(&doc, &opts)?);
+            black_box(flagd_evaluator::load_value(doc, &opts)?);
             build.push(ms(t));
         }
         out.insert(
@@ -218,7 +222,7 @@ fn mode_load(hash: HashGeneration) -> Result<(), Error> {
     println!(
         "{}",
         json!({"peer": peer_name(hash), "load": out,
-            "note": "load_ms = flagd_evaluator::load(bytes): parse + schema validation + checks + compile + index"})
+            "note": "load_ms = flagd_evaluator::load(bytes): typed decode + checks + compile + index; parse/validate/validate_and_compile = the full way (parse to a value, schema validation, checks, compile), taken by documents with diagnostics"})
     );
     Ok(())
 }
@@ -288,6 +292,31 @@ fn mode_diff(hash: HashGeneration) -> Result<(), Error> {
 /// Untimed repetitions for a profiler (`valgrind --tool=callgrind`): `spin <flag-key> [passes]`
 /// resolves one flag over all contexts `passes` times; `spin <file.json> [loads]` loads a document
 /// `loads` times.
+/// `spin-reload <file.json> <n>`: loads the file, then n times loads it again with one flag
+/// changed (the first `"defaultVariant": "on"` flipped to `"off"` and back), as a reload of the
+/// store does: reusing the previous load's unchanged flags, the previous set dropped afterwards.
+fn mode_spin_reload(
+    hash: HashGeneration,
+    file: &str,
+    repeats: Option<&String>,
+) -> Result<(), Error> {
+    let repeats: usize = repeats.map(|r| r.parse()).transpose()?.unwrap_or(1);
+    let original = String::from_utf8(read(&workload_dir(), file)?)?;
+    let edited = original.replacen(r#""defaultVariant": "on""#, r#""defaultVariant": "off""#, 1);
+    if edited == original {
+        return Err(format!("{file} has no `\"defaultVariant\": \"on\"` to flip").into());
+    }
+    let opts = options(hash);
+    let mut current: FlagSet = load(original.as_bytes(), hash)?.flags;
+    for i in 0..repeats {
+        let bytes = if i % 2 == 0 { &edited } else { &original };
+        let next =
+            flagd_evaluator::reload(black_box(bytes.as_bytes()), Format::Json, &opts, &current)?;
+        current = black_box(next.flags);
+    }
+    Ok(())
+}
+
 fn mode_spin(hash: HashGeneration, target: &str, repeats: Option<&String>) -> Result<(), Error> {
     let repeats: usize = repeats.map(|r| r.parse()).transpose()?.unwrap_or(1);
     let dir = workload_dir();

@@ -140,6 +140,7 @@ fn flag_at(documents: &[Option<Arc<FlagSet>>], e: Entry) -> Option<&Flag> {
         .as_ref()?
         .flags()
         .get(e.flag as usize)
+        .map(|f| &**f)
 }
 
 impl Snapshot {
@@ -184,7 +185,7 @@ impl Snapshot {
     fn entry_ref(&self, e: Entry) -> Option<FlagRef<'_>> {
         let doc = self.documents.get(e.source as usize)?.as_ref()?;
         Some(FlagRef {
-            flag: doc.flags().get(e.flag as usize)?,
+            flag: doc.flags().get(e.flag as usize)?.as_ref(),
             source: self.sources.get(e.source as usize)?,
             priority: e.source,
         })
@@ -457,7 +458,13 @@ impl Store {
                     bytes.hash(&mut h);
                     h.finish()
                 };
-                let unchanged = self.lock_writer().hashes.get(idx).copied().flatten() == Some(hash);
+                let (unchanged, previous) = {
+                    let writer = self.lock_writer();
+                    (
+                        writer.hashes.get(idx).copied().flatten() == Some(hash),
+                        writer.raw.get(idx).cloned().flatten(),
+                    )
+                };
                 if unchanged {
                     // The same bytes as the last good document: nothing to publish, and any
                     // error reported since then no longer applies.
@@ -466,7 +473,17 @@ impl Store {
                     return Ok(None);
                 }
                 *parsed_large = bytes.len() >= crate::heap::TRIM_AFTER_BYTES;
-                match flagd_evaluator::load(&bytes, format, &self.options) {
+                // Flags whose inputs did not change since the last good document are taken
+                // from it as they are (the same `Arc`s), so that a one-flag edit compiles one
+                // flag and the new snapshot shares everything else with the old one.
+                let loaded = match &previous {
+                    Some(previous) => {
+                        flagd_evaluator::reload(&bytes, format, &self.options, previous)
+                    }
+                    None => flagd_evaluator::load(&bytes, format, &self.options),
+                };
+                drop(previous);
+                match loaded {
                     Ok(loaded) => {
                         log_warnings(&uri, &loaded.diagnostics);
                         self.mark_synced(idx, Some(loaded.diagnostics.clone()));
@@ -866,6 +883,228 @@ mod tests {
         assert!(store.set_overrides(Arc::default()).is_some());
         assert_eq!(value_of(&store, "x", &Selector::All).as_deref(), Some("A"));
         assert!(store.set_overrides(Arc::default()).is_none());
+    }
+
+    /// A document of `n` flags `f0..`, each with targeting; `f1` refers to evaluator `e1`, `f2`
+    /// to `e2`, which refers to `e1` in turn.
+    fn targeted(n: usize, edit: impl Fn(usize, String) -> String, extra: &str) -> String {
+        let flags: Vec<String> = (0..n)
+            .map(|i| {
+                let rule = match i {
+                    1 => r#"{"if":[{"$ref":"e1"},"a","b"]}"#.to_owned(),
+                    2 => r#"{"if":[{"$ref":"e2"},"a","b"]}"#.to_owned(),
+                    _ => format!(r#"{{"if":[{{"in":["@d{i}.example",{{"var":"email"}}]}},"a","b"]}}"#),
+                };
+                let def = format!(
+                    r#""f{i}": {{"state": "ENABLED", "variants": {{"a": "A{i}", "b": "B"}}, "defaultVariant": "b", "targeting": {rule}, "metadata": {{"owner": "t{i}"}}}}"#
+                );
+                edit(i, def)
+            })
+            .collect();
+        format!(
+            r#"{{"$evaluators": {{"e1": {{"==": [{{"var": "k"}}, 1]}}, "e2": {{"or": [{{"$ref": "e1"}}, false]}}}}, {extra} "flags": {{{}}}}}"#,
+            flags.join(", ")
+        )
+    }
+
+    fn same(edit: usize, def: String) -> String {
+        let _ = edit;
+        def
+    }
+
+    fn shared(store: &Store, key: &str) -> Arc<Flag> {
+        store
+            .defined_document(0)
+            .unwrap()
+            .get_shared(key)
+            .unwrap()
+            .clone()
+    }
+
+    fn keys(change: &Change) -> Vec<(&str, ChangeKind)> {
+        change.flags.iter().map(|c| (&*c.key, c.kind)).collect()
+    }
+
+    #[test]
+    fn a_reload_reuses_unchanged_flags_and_lists_exactly_the_changed_ones() {
+        let store = Store::new(vec!["s".into()], LoadOptions::default());
+        store.apply(content(0, &targeted(6, same, ""))).unwrap();
+        let before: Vec<Arc<Flag>> = (0..6).map(|i| shared(&store, &format!("f{i}"))).collect();
+
+        // One flag's definition changes: only it is compiled again and reported.
+        let edited = targeted(
+            6,
+            |i, def| {
+                if i == 4 {
+                    def.replace("\"A4\"", "\"A4x\"")
+                } else {
+                    def
+                }
+            },
+            "",
+        );
+        let change = store.apply(content(0, &edited)).unwrap().unwrap();
+        assert_eq!(keys(&change), vec![("f4", ChangeKind::Update)]);
+        for (i, old) in before.iter().enumerate() {
+            let now = shared(&store, &format!("f{i}"));
+            assert_eq!(Arc::ptr_eq(old, &now), i != 4, "f{i}");
+        }
+
+        // Whitespace inside one rule: compiled again, but the same rule, so no change event.
+        let respaced = targeted(
+            6,
+            |i, def| {
+                let def = if i == 4 {
+                    def.replace("\"A4\"", "\"A4x\"")
+                } else {
+                    def
+                };
+                if i == 3 {
+                    def.replace("\"if\":[", "\"if\": [ ")
+                } else {
+                    def
+                }
+            },
+            "",
+        );
+        assert!(store.apply(content(0, &respaced)).unwrap().is_none());
+        assert!(!Arc::ptr_eq(&before[3], &shared(&store, "f3")));
+        assert!(Arc::ptr_eq(&before[5], &shared(&store, "f5")));
+    }
+
+    #[test]
+    fn a_changed_evaluator_recompiles_the_flags_that_refer_to_it() {
+        let store = Store::new(vec!["s".into()], LoadOptions::default());
+        let doc = targeted(4, same, "");
+        store.apply(content(0, &doc)).unwrap();
+        let before: Vec<Arc<Flag>> = (0..4).map(|i| shared(&store, &format!("f{i}"))).collect();
+
+        // e2 is used by f2 only: f1 (e1) and the others stay as they were. The rule text of
+        // f2 is unchanged, so no client-visible change is reported, but f2 now evaluates e2's
+        // new body.
+        let e2 = doc.replace(
+            r#"{"or": [{"$ref": "e1"}, false]}"#,
+            r#"{"or": [{"$ref": "e1"}, true]}"#,
+        );
+        assert_ne!(e2, doc);
+        store.apply(content(0, &e2)).unwrap();
+        let now: Vec<Arc<Flag>> = (0..4).map(|i| shared(&store, &format!("f{i}"))).collect();
+        assert!(Arc::ptr_eq(&before[0], &now[0]));
+        assert!(Arc::ptr_eq(&before[1], &now[1]));
+        assert!(!Arc::ptr_eq(&before[2], &now[2]));
+        assert!(Arc::ptr_eq(&before[3], &now[3]));
+        let ctx = serde_json::json!({"k": 0});
+        assert_eq!(now[2].evaluate(&ctx, 0).variant, Some("a"));
+        assert_eq!(before[2].evaluate(&ctx, 0).variant, Some("b"));
+
+        // e1 is used by f1 directly and by f2 through e2: both are compiled again.
+        let e1 = e2.replace(
+            r#"{"==": [{"var": "k"}, 1]}"#,
+            r#"{"==": [{"var": "k"}, 2]}"#,
+        );
+        store.apply(content(0, &e1)).unwrap();
+        assert!(!Arc::ptr_eq(&now[1], &shared(&store, "f1")));
+        assert!(!Arc::ptr_eq(&now[2], &shared(&store, "f2")));
+        assert!(Arc::ptr_eq(&now[0], &shared(&store, "f0")));
+        assert!(Arc::ptr_eq(&now[3], &shared(&store, "f3")));
+
+        // An evaluator nothing refers to: every flag is kept.
+        let now: Vec<Arc<Flag>> = (0..4).map(|i| shared(&store, &format!("f{i}"))).collect();
+        let unused = e1.replace(
+            r#""$evaluators": {"#,
+            r#""$evaluators": {"unused": {"var": "z"}, "#,
+        );
+        assert!(store.apply(content(0, &unused)).unwrap().is_none());
+        for (i, old) in now.iter().enumerate() {
+            assert!(Arc::ptr_eq(old, &shared(&store, &format!("f{i}"))), "f{i}");
+        }
+    }
+
+    #[test]
+    fn a_missing_evaluator_that_appears_recompiles_its_flags() {
+        let store = Store::new(vec!["s".into()], LoadOptions::default());
+        let without = targeted(3, same, "").replace(r#""e1": {"==": [{"var": "k"}, 1]}, "#, "");
+        store.apply(content(0, &without)).unwrap();
+        let f1 = shared(&store, "f1");
+        let f0 = shared(&store, "f0");
+        store.apply(content(0, &targeted(3, same, ""))).unwrap();
+        assert!(!Arc::ptr_eq(&f1, &shared(&store, "f1")));
+        assert!(Arc::ptr_eq(&f0, &shared(&store, "f0")));
+        let ctx = serde_json::json!({"k": 1});
+        assert_eq!(shared(&store, "f1").evaluate(&ctx, 0).variant, Some("a"));
+    }
+
+    #[test]
+    fn flag_set_metadata_and_load_options_are_inputs_of_every_flag() {
+        let store = Store::new(vec!["s".into()], LoadOptions::default());
+        store
+            .apply(content(
+                0,
+                &targeted(3, same, r#""metadata": {"team": "x"},"#),
+            ))
+            .unwrap();
+        let before: Vec<Arc<Flag>> = (0..3).map(|i| shared(&store, &format!("f{i}"))).collect();
+        let change = store
+            .apply(content(
+                0,
+                &targeted(3, same, r#""metadata": {"team": "y"},"#),
+            ))
+            .unwrap()
+            .unwrap();
+        assert_eq!(change.flags.len(), 3);
+        for (i, old) in before.iter().enumerate() {
+            let now = shared(&store, &format!("f{i}"));
+            assert!(!Arc::ptr_eq(old, &now), "f{i}");
+            assert_eq!(now.metadata()["team"], "y");
+        }
+
+        // The same document under other options is compiled afresh.
+        let doc = targeted(3, same, "");
+        let options = LoadOptions::default();
+        let first = flagd_evaluator::load(doc.as_bytes(), Format::Json, &options).unwrap();
+        let again =
+            flagd_evaluator::reload(doc.as_bytes(), Format::Json, &options, &first.flags).unwrap();
+        assert!(Arc::ptr_eq(
+            &first.flags.flags()[0],
+            &again.flags.flags()[0]
+        ));
+        let deeper = LoadOptions {
+            max_rule_depth: 10,
+            ..options
+        };
+        let other =
+            flagd_evaluator::reload(doc.as_bytes(), Format::Json, &deeper, &first.flags).unwrap();
+        assert!(!Arc::ptr_eq(
+            &first.flags.flags()[0],
+            &other.flags.flags()[0]
+        ));
+    }
+
+    #[test]
+    fn removed_and_added_flags_are_reported_and_the_rest_shared() {
+        let store = Store::new(vec!["s".into()], LoadOptions::default());
+        store.apply(content(0, &targeted(4, same, ""))).unwrap();
+        let f0 = shared(&store, "f0");
+        // f3 removed, f4 and f5 added.
+        let fewer = targeted(3, same, "");
+        let more = targeted(6, same, "");
+        let change = store.apply(content(0, &fewer)).unwrap().unwrap();
+        assert_eq!(keys(&change), vec![("f3", ChangeKind::Delete)]);
+        let change = store.apply(content(0, &more)).unwrap().unwrap();
+        assert_eq!(
+            keys(&change),
+            vec![
+                ("f3", ChangeKind::Write),
+                ("f4", ChangeKind::Write),
+                ("f5", ChangeKind::Write)
+            ]
+        );
+        assert!(Arc::ptr_eq(&f0, &shared(&store, "f0")));
+        // A rejected document changes nothing, and the next good one still reuses.
+        assert!(store.apply(content(0, r#"{"flags":{"f0":{"state":"ENABLED","variants":{"a":1},"defaultVariant":"zz"}}}"#)).is_err());
+        let change = store.apply(content(0, &fewer)).unwrap().unwrap();
+        assert_eq!(keys(&change).len(), 3);
+        assert!(Arc::ptr_eq(&f0, &shared(&store, "f0")));
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! The flag model: a loaded document's flags, compiled and ready to evaluate.
 
+use std::sync::Arc;
+
 use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
 
+use crate::load::Provenance;
 use crate::logic::Rule;
 
 /// Whether a flag is served.
@@ -25,11 +28,14 @@ pub struct Flag {
     pub(crate) default_variant: Option<usize>,
     /// `None` when targeting is absent, null or `{}`: such a flag resolves statically.
     pub(crate) targeting: Option<Rule>,
-    /// The targeting rule as written (compact JSON, `$ref`s not expanded), kept for sync output.
+    /// The targeting rule as written (JSON without whitespace between tokens, `$ref`s not
+    /// expanded), kept for sync output.
     pub(crate) targeting_source: Option<Box<str>>,
     /// Flag-set metadata overlaid by the flag's own metadata.
     pub(crate) metadata: Map<String, Value>,
     pub(crate) flag_set_id: Option<Box<str>>,
+    /// What the flag was compiled from, for reuse by a later load of the same document.
+    pub(crate) provenance: Provenance,
 }
 
 impl Flag {
@@ -84,7 +90,7 @@ impl Flag {
         self.targeting.as_ref()
     }
 
-    /// The targeting rule as written in the document (compact JSON), if any.
+    /// The targeting rule as written in the document (without whitespace between tokens), if any.
     pub fn targeting_source(&self) -> Option<&str> {
         self.targeting_source.as_deref()
     }
@@ -99,30 +105,56 @@ impl Flag {
         self.flag_set_id.as_deref()
     }
 
-    /// Structural equality of what a client can observe (used to compute change sets).
+    /// Structural equality of what a client can observe (used to compute change sets). Rules
+    /// are compared as JSON values, so a rule written with other spacing or member order is
+    /// the same rule.
     pub fn same_definition(&self, other: &Flag) -> bool {
-        self.key == other.key
-            && self.state == other.state
-            && self.variants == other.variants
-            && self.default_variant() == other.default_variant()
-            && self.targeting_source == other.targeting_source
-            && self.metadata == other.metadata
+        std::ptr::eq(self, other)
+            || (self.key == other.key
+                && self.state == other.state
+                && self.variants == other.variants
+                && self.default_variant() == other.default_variant()
+                && self.metadata == other.metadata
+                && same_rule(
+                    self.targeting_source.as_deref(),
+                    other.targeting_source.as_deref(),
+                ))
+    }
+}
+
+/// Whether two rule texts are the same JSON value.
+fn same_rule(a: Option<&str>, b: Option<&str>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            a == b
+                || matches!(
+                    (
+                        serde_json::from_str::<Value>(a),
+                        serde_json::from_str::<Value>(b),
+                    ),
+                    (Ok(x), Ok(y)) if x == y
+                )
+        }
+        (a, b) => a == b,
     }
 }
 
 /// The flags of one document, with its flag-set metadata and shared evaluators.
 #[derive(Debug, Clone, Default)]
 pub struct FlagSet {
-    /// Flags sorted by key.
-    pub(crate) flags: Vec<Flag>,
+    /// Flags sorted by key, each shared with the loads that reused it.
+    pub(crate) flags: Vec<Arc<Flag>>,
     pub(crate) index: FxHashMap<Box<str>, u32>,
     pub(crate) metadata: Map<String, Value>,
     pub(crate) evaluators: Map<String, Value>,
+    /// The document-level inputs of every flag (load options, flag-set metadata); 0 when the
+    /// flags cannot be reused.
+    pub(crate) document_fingerprint: u64,
 }
 
 impl FlagSet {
     pub(crate) fn from_flags(
-        mut flags: Vec<Flag>,
+        mut flags: Vec<Arc<Flag>>,
         metadata: Map<String, Value>,
         evaluators: Map<String, Value>,
     ) -> Self {
@@ -146,19 +178,27 @@ impl FlagSet {
             index,
             metadata,
             evaluators,
+            document_fingerprint: 0,
         }
     }
 
     /// Looks a flag up by key.
     #[inline]
     pub fn get(&self, key: &str) -> Option<&Flag> {
+        self.get_shared(key).map(|f| &**f)
+    }
+
+    /// Looks a flag up by key, as the shared pointer the set holds.
+    #[inline]
+    pub fn get_shared(&self, key: &str) -> Option<&Arc<Flag>> {
         self.index
             .get(key)
             .and_then(|&i| self.flags.get(i as usize))
     }
 
-    /// All flags, sorted by key.
-    pub fn flags(&self) -> &[Flag] {
+    /// All flags, sorted by key. A flag a later [`crate::reload`] reused is the same `Arc` in
+    /// both sets.
+    pub fn flags(&self) -> &[Arc<Flag>] {
         &self.flags
     }
 

@@ -406,6 +406,8 @@ impl Flag {
         opts: &LoadOptions,
     ) -> (Flag, Vec<(PatchField, PatchError)>) {
         let mut flag = self.clone();
+        // A patched flag is no longer what its definition compiles to.
+        flag.provenance = Default::default();
         let mut stale = Vec::new();
         if let Some(state) = patch.state {
             flag.state = state;
@@ -574,6 +576,7 @@ impl FlagSet {
                 continue;
             };
             let (patched, stale) = flag.with_patch_fields(patch, &self.evaluators, opts);
+            let patched = std::sync::Arc::new(patched);
             failures.extend(stale.into_iter().map(|(field, error)| PatchFailure {
                 key: flag.key.to_string(),
                 field,

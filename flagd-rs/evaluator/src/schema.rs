@@ -164,6 +164,28 @@ impl SchemaValidator {
     }
 }
 
+/// Whether `rule` is a targeting rule the schema accepts: an object whose known operators have
+/// arguments of the right shape and number.
+pub(crate) fn targeting_ok(rule: &Value) -> bool {
+    fast::targeting_ok(rule)
+}
+
+/// Whether a flag's variant values (after repeated names are merged) are what the schema
+/// accepts: at least one, all booleans, all strings, all numbers or all objects.
+pub(crate) fn variant_values_ok<'a>(values: impl Iterator<Item = &'a Value>) -> bool {
+    fast::variant_values_ok(values)
+}
+
+/// Whether a metadata value is one the schema accepts (a string, number or boolean).
+pub(crate) fn metadata_value_ok(value: &Value) -> bool {
+    fast::metadata_value_ok(value)
+}
+
+/// Whether a document's top-level `metadata` object is what the schema accepts.
+pub(crate) fn set_metadata_ok(metadata: &Map<String, Value>) -> bool {
+    fast::set_metadata_ok(metadata)
+}
+
 /// Collects the violations of one document: deduplicated, capped, each with its flag.
 struct Report<'d> {
     document: &'d Value,
@@ -776,12 +798,16 @@ mod fast {
                         .all(|(name, rule)| !name.is_empty() && targeting_ok(rule))
                 })
             })
-            && root.get("metadata").is_none_or(|metadata| {
-                metadata_ok(metadata)
-                    && ["flagSetId", "version"]
-                        .iter()
-                        .all(|key| metadata.get(key).is_none_or(Value::is_string))
-            })
+            && root
+                .get("metadata")
+                .is_none_or(|metadata| metadata.as_object().is_some_and(set_metadata_ok))
+    }
+
+    pub(super) fn set_metadata_ok(metadata: &Map<String, Value>) -> bool {
+        metadata.values().all(metadata_value_ok)
+            && ["flagSetId", "version"]
+                .iter()
+                .all(|key| metadata.get(*key).is_none_or(Value::is_string))
     }
 
     /// One pass over the flag's members: cheaper than a lookup per known property.
@@ -798,7 +824,9 @@ mod fast {
                 }
                 "variants" => {
                     has_variants = true;
-                    value.as_object().is_some_and(variants_ok)
+                    value
+                        .as_object()
+                        .is_some_and(|variants| variant_values_ok(variants.values()))
                 }
                 "defaultVariant" => value.is_string() || value.is_null(),
                 "targeting" => targeting_ok(value),
@@ -817,8 +845,7 @@ mod fast {
     }
 
     /// At least one variant, and all values booleans, all strings, all numbers or all objects.
-    fn variants_ok(variants: &Map<String, Value>) -> bool {
-        let mut values = variants.values();
+    pub(super) fn variant_values_ok<'a>(mut values: impl Iterator<Item = &'a Value>) -> bool {
         let Some(first) = values.next() else {
             return false;
         };
@@ -833,13 +860,16 @@ mod fast {
     }
 
     fn metadata_ok(metadata: &Value) -> bool {
-        metadata.as_object().is_some_and(|m| {
-            m.values()
-                .all(|v| v.is_string() || v.is_number() || v.is_boolean())
-        })
+        metadata
+            .as_object()
+            .is_some_and(|m| m.values().all(metadata_value_ok))
     }
 
-    fn targeting_ok(rule: &Value) -> bool {
+    pub(super) fn metadata_value_ok(value: &Value) -> bool {
+        value.is_string() || value.is_number() || value.is_boolean()
+    }
+
+    pub(super) fn targeting_ok(rule: &Value) -> bool {
         rule.is_object() && expression_ok(rule, 0)
     }
 

@@ -1,6 +1,20 @@
 //! Loading a flag document: parse, validate, reject what flagd rejects, compile every rule.
+//!
+//! A JSON document takes the typed way first ([`typed`]): no tree of the whole document, rules
+//! compiled from their own text, flags of a previous load reused when their inputs are the same
+//! ([`reuse`]). Whatever that way does not accept as it stands (a schema violation, a flag flagd
+//! rejects, a rule that does not compile, anything the typed decode cannot judge exactly), and
+//! every YAML document, goes the full way: parse into a value, validate against the schema,
+//! check and compile each flag, and report every problem.
+
+mod raw;
+mod reuse;
+mod typed;
+
+pub(crate) use reuse::Provenance;
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
@@ -98,20 +112,51 @@ pub struct Loaded {
 /// `defaultVariant` that names no variant is rejected as a whole; a schema violation is only a
 /// warning, unless `strict` is set.
 pub fn load(bytes: &[u8], format: Format, opts: &LoadOptions) -> Result<Loaded, LoadError> {
+    load_after(bytes, format, opts, None)
+}
+
+/// Like [`load`], for a new version of the document `previous` was loaded from: flags whose
+/// inputs are unchanged (the flag's definition bytes, the flag-set metadata, the load options
+/// and the `$evaluators` its rule refers to) are taken from `previous` as they are, the same
+/// `Arc`, instead of being compiled again. The result is the same as [`load`]'s.
+pub fn reload(
+    bytes: &[u8],
+    format: Format,
+    opts: &LoadOptions,
+    previous: &FlagSet,
+) -> Result<Loaded, LoadError> {
+    load_after(bytes, format, opts, Some(previous))
+}
+
+fn load_after(
+    bytes: &[u8],
+    format: Format,
+    opts: &LoadOptions,
+    previous: Option<&FlagSet>,
+) -> Result<Loaded, LoadError> {
     if bytes.len() > opts.max_document_bytes {
         return Err(LoadError::TooLarge {
             size: bytes.len(),
             limit: opts.max_document_bytes,
         });
     }
+    if format == Format::Json
+        && let Some(flags) = typed::load_json(bytes, opts, previous)
+    {
+        return Ok(Loaded {
+            flags,
+            diagnostics: Vec::new(),
+        });
+    }
     let document = parse(bytes, format)?;
-    load_value(&document, opts)
+    load_value(document, opts)
 }
 
-/// Like [`load`], for a document that is already parsed.
-pub fn load_value(document: &Value, opts: &LoadOptions) -> Result<Loaded, LoadError> {
+/// Like [`load`], for a document that is already parsed. The document is taken apart as the
+/// flags are built, so that its parts are not copied.
+pub fn load_value(document: Value, opts: &LoadOptions) -> Result<Loaded, LoadError> {
     let mut diagnostics: Vec<Diagnostic> = SchemaValidator::shared()
-        .validate(document)
+        .validate(&document)
         .into_iter()
         .map(|v| {
             let severity = if opts.strict {
@@ -128,7 +173,7 @@ pub fn load_value(document: &Value, opts: &LoadOptions) -> Result<Loaded, LoadEr
         })
         .collect();
 
-    let Some(root) = document.as_object() else {
+    let Value::Object(mut root) = document else {
         diagnostics.push(Diagnostic::error(
             None,
             String::new(),
@@ -137,9 +182,9 @@ pub fn load_value(document: &Value, opts: &LoadOptions) -> Result<Loaded, LoadEr
         return Err(rejected(diagnostics));
     };
 
-    let set_metadata = match root.get("metadata") {
+    let set_metadata = match root.remove("metadata") {
         None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m.clone(),
+        Some(Value::Object(m)) => m,
         Some(_) => {
             diagnostics.push(Diagnostic::error(
                 None,
@@ -150,10 +195,10 @@ pub fn load_value(document: &Value, opts: &LoadOptions) -> Result<Loaded, LoadEr
         }
     };
 
-    let evaluators = match root.get("$evaluators") {
+    let evaluators = match root.remove("$evaluators") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => {
-            for (name, rule) in m {
+            for (name, rule) in &m {
                 if is_empty_evaluator(rule) {
                     diagnostics.push(Diagnostic::error(
                         None,
@@ -162,7 +207,7 @@ pub fn load_value(document: &Value, opts: &LoadOptions) -> Result<Loaded, LoadEr
                     ));
                 }
             }
-            m.clone()
+            m
         }
         Some(_) => {
             diagnostics.push(Diagnostic::error(
@@ -182,14 +227,14 @@ pub fn load_value(document: &Value, opts: &LoadOptions) -> Result<Loaded, LoadEr
     };
 
     let mut flags = Vec::new();
-    match root.get("flags") {
+    match root.remove("flags") {
         None | Some(Value::Null) => {}
         Some(Value::Object(map)) => {
             flags.reserve(map.len());
             for (key, def) in map {
-                let pointer = format!("/flags/{}", pointer_token(key));
+                let pointer = format!("/flags/{}", pointer_token(&key));
                 if let Some(flag) = decode_flag(
-                    key,
+                    &key,
                     def,
                     &pointer,
                     &set_metadata,
@@ -202,12 +247,12 @@ pub fn load_value(document: &Value, opts: &LoadOptions) -> Result<Loaded, LoadEr
         }
         Some(Value::Array(list)) => {
             flags.reserve(list.len());
-            for (i, def) in list.iter().enumerate() {
+            for (i, def) in list.into_iter().enumerate() {
                 let pointer = format!("/flags/{i}");
-                match def.get("key").and_then(Value::as_str) {
+                match def.get("key").and_then(Value::as_str).map(str::to_owned) {
                     Some(key) => {
                         if let Some(flag) = decode_flag(
-                            key,
+                            &key,
                             def,
                             &pointer,
                             &set_metadata,
@@ -275,12 +320,12 @@ fn is_empty_evaluator(rule: &Value) -> bool {
 
 fn decode_flag(
     key: &str,
-    def: &Value,
+    def: Value,
     pointer: &str,
     set_metadata: &Map<String, Value>,
     compile: &CompileOptions<'_>,
     diagnostics: &mut Vec<Diagnostic>,
-) -> Option<Flag> {
+) -> Option<Arc<Flag>> {
     let errors_before = diagnostics
         .iter()
         .filter(|d| d.severity == Severity::Error)
@@ -292,7 +337,7 @@ fn decode_flag(
             message,
         ));
     };
-    let Some(obj) = def.as_object() else {
+    let Value::Object(mut obj) = def else {
         error("", "a flag must be an object".into());
         return None;
     };
@@ -307,11 +352,8 @@ fn decode_flag(
         }
     };
 
-    let mut variants: Vec<(Box<str>, Value)> = match obj.get("variants") {
-        Some(Value::Object(m)) => m
-            .iter()
-            .map(|(k, v)| (k.as_str().into(), v.clone()))
-            .collect(),
+    let mut variants: Vec<(Box<str>, Value)> = match obj.remove("variants") {
+        Some(Value::Object(m)) => m.into_iter().map(|(k, v)| (k.into(), v)).collect(),
         None | Some(Value::Null) => Vec::new(),
         Some(_) => {
             error(
@@ -346,13 +388,9 @@ fn decode_flag(
     };
 
     let mut metadata = set_metadata.clone();
-    match obj.get("metadata") {
+    match obj.remove("metadata") {
         None | Some(Value::Null) => {}
-        Some(Value::Object(m)) => {
-            for (k, v) in m {
-                metadata.insert(k.clone(), v.clone());
-            }
-        }
+        Some(Value::Object(m)) => metadata.extend(m),
         Some(_) => error("/metadata", "metadata must be an object".into()),
     }
     let flag_set_id = metadata
@@ -376,15 +414,18 @@ fn decode_flag(
         .iter()
         .filter(|d| d.severity == Severity::Error)
         .count();
-    (errors_after == errors_before).then(|| Flag {
-        key: key.into(),
-        state,
-        variants,
-        default_variant,
-        targeting,
-        targeting_source,
-        metadata,
-        flag_set_id,
+    (errors_after == errors_before).then(|| {
+        Arc::new(Flag {
+            key: key.into(),
+            state,
+            variants,
+            default_variant,
+            targeting,
+            targeting_source,
+            metadata,
+            flag_set_id,
+            provenance: Default::default(),
+        })
     })
 }
 

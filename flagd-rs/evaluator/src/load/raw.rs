@@ -1,0 +1,252 @@
+//! Borrowed pieces of a JSON flag document: strings that point into the input when they have no
+//! escapes, object members in document order, and values kept as raw text until needed.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+
+/// A JSON string, borrowed from the document unless it had escapes.
+#[derive(Debug)]
+pub(super) struct Text<'a>(pub(super) Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct TextVisitor<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for TextVisitor<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(TextVisitor(PhantomData))
+    }
+}
+
+/// The members of a JSON object in document order, repeated names included. Only an object
+/// decodes into it (`null` and arrays do not).
+#[derive(Debug)]
+pub(super) struct Entries<'a, V>(pub(super) Vec<(Text<'a>, V)>);
+
+impl<V> Default for Entries<'_, V> {
+    fn default() -> Self {
+        Entries(Vec::new())
+    }
+}
+
+impl<'de: 'a, 'a, V: Deserialize<'de>> Deserialize<'de> for Entries<'a, V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor<'a, V>(PhantomData<(&'a (), V)>);
+        impl<'de: 'a, 'a, V: Deserialize<'de>> Visitor<'de> for EntriesVisitor<'a, V> {
+            type Value = Entries<'a, V>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(key) = map.next_key::<Text<'a>>()? {
+                    out.push((key, map.next_value::<V>()?));
+                }
+                Ok(Entries(out))
+            }
+        }
+        d.deserialize_map(EntriesVisitor(PhantomData))
+    }
+}
+
+/// For a `#[serde(deserialize_with)]` field: the member's raw text whatever it holds, `null`
+/// included (an `Option` would turn `null` into "absent").
+pub(super) fn present<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<&'de serde_json::value::RawValue>, D::Error> {
+    <&serde_json::value::RawValue>::deserialize(d).map(Some)
+}
+
+/// `raw` (one JSON value as written) without the whitespace between tokens, in one pass that
+/// copies the text between gaps. Borrowed when there is none to remove.
+pub(super) fn compact(raw: &str) -> Cow<'_, str> {
+    let bytes = raw.as_bytes();
+    let mut out = String::new();
+    let (mut i, mut start) = (0, 0);
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'"' => i = string_end(bytes, i + 1),
+            b' ' | b'\t' | b'\n' | b'\r' => {
+                if out.is_empty() {
+                    out.reserve(bytes.len());
+                }
+                out.push_str(raw.get(start..i).unwrap_or_default());
+                i += 1;
+                while matches!(bytes.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+                    i += 1;
+                }
+                start = i;
+            }
+            _ => i += 1,
+        }
+    }
+    if start == 0 {
+        return Cow::Borrowed(raw);
+    }
+    out.push_str(raw.get(start..).unwrap_or_default());
+    Cow::Owned(out)
+}
+
+/// The position just past the string whose contents start at `from` (past the end of `bytes`
+/// when it is not closed).
+#[inline]
+fn string_end(bytes: &[u8], from: usize) -> usize {
+    let mut i = from;
+    loop {
+        match bytes
+            .get(i..)
+            .and_then(|rest| rest.iter().position(|&b| b == b'"' || b == b'\\'))
+        {
+            Some(n) if bytes.get(i + n) == Some(&b'"') => return i + n + 1,
+            Some(n) => i += n + 2,
+            None => return bytes.len(),
+        }
+    }
+}
+
+/// Deepest nesting the typed decode takes on trust. The full parse refuses 128 levels; the
+/// typed decode skips parts of the document without counting, so a deeper one goes the long way.
+const MAX_PLAIN_DEPTH: usize = 100;
+
+/// Longest run of digits the typed decode takes on trust (a longer number may overflow a
+/// double, which the full parse refuses).
+const MAX_PLAIN_DIGITS: usize = 300;
+
+/// Whether the typed decode can judge `bytes` exactly as the full parse would. The typed decode
+/// skips members it does not need without the checks a full parse makes on every value (depth,
+/// lone surrogate escapes, numbers out of range), so a document that nests deeply, has any
+/// surrogate escape, a number with an exponent or an overlong number goes through the full
+/// parse instead. Syntax errors are left to the parsers.
+pub(super) fn plain(bytes: &[u8]) -> bool {
+    let mut depth = 0usize;
+    let mut digits = 0usize;
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        i += 1;
+        match b {
+            b'"' => {
+                digits = 0;
+                let end = string_end(bytes, i);
+                let contents = bytes.get(i..end).unwrap_or_default();
+                if contents.contains(&b'\\') && has_surrogate_escape(contents) {
+                    return false;
+                }
+                i = end;
+            }
+            b'0'..=b'9' => {
+                digits += 1;
+                if digits > MAX_PLAIN_DIGITS {
+                    return false;
+                }
+            }
+            b'e' | b'E' if digits > 0 => return false,
+            b'[' | b'{' => {
+                digits = 0;
+                depth += 1;
+                if depth > MAX_PLAIN_DEPTH {
+                    return false;
+                }
+            }
+            b']' | b'}' => {
+                digits = 0;
+                depth = depth.saturating_sub(1);
+            }
+            _ => digits = 0,
+        }
+    }
+    true
+}
+
+/// Whether string contents (between the quotes) hold a `\uD800`..`\uDFFF` escape.
+fn has_surrogate_escape(contents: &[u8]) -> bool {
+    let mut i = 0;
+    while let Some(&b) = contents.get(i) {
+        if b == b'\\' {
+            if contents.get(i + 1) == Some(&b'u')
+                && matches!(contents.get(i + 2), Some(b'd' | b'D'))
+                && matches!(
+                    contents.get(i + 3),
+                    Some(b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
+                )
+            {
+                return true;
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_keeps_strings_and_drops_gaps() {
+        assert!(matches!(compact(r#"{"a":[1,2]}"#), Cow::Borrowed(_)));
+        assert_eq!(
+            compact("{ \"a b\" : [1, \"x \\\" y\" ],\n\t\"c\":null }"),
+            "{\"a b\":[1,\"x \\\" y\"],\"c\":null}"
+        );
+        assert_eq!(compact(r#"["\\", 1]"#), r#"["\\",1]"#);
+        assert_eq!(compact(r#"["\" ",  "a" ]"#), r#"["\" ","a"]"#);
+        assert_eq!(compact(" [1]\n"), "[1]");
+    }
+
+    #[test]
+    fn plain_documents() {
+        assert!(plain(
+            br#"{"flags":{"a":{"v":[1,2.5,-3,"e1","\u00e9"]}},"t":true,"f":false}"#
+        ));
+        assert!(!plain(br#"{"x":1e3}"#));
+        assert!(!plain(br#"{"x":2.5E-3}"#));
+        assert!(!plain(br#"{"x":"\ud83d\ude00"}"#));
+        assert!(!plain(br#"{"x":"\uDFFF"}"#));
+        assert!(
+            plain(br#"{"x":"\\ud800"}"#),
+            "an escaped backslash is no escape"
+        );
+        assert!(!plain("[".repeat(MAX_PLAIN_DEPTH + 1).as_bytes()));
+        assert!(plain(
+            format!(
+                "{}{}",
+                "[".repeat(MAX_PLAIN_DEPTH),
+                "]".repeat(MAX_PLAIN_DEPTH)
+            )
+            .as_bytes()
+        ));
+        assert!(!plain(
+            format!("[{}]", "9".repeat(MAX_PLAIN_DIGITS + 1)).as_bytes()
+        ));
+    }
+
+    #[test]
+    fn entries_keep_order_and_repeats() {
+        let e: Entries<'_, serde_json::Value> =
+            serde_json::from_str(r#"{"b":1,"a":2,"b":3}"#).unwrap();
+        assert_eq!(e.0.len(), 3);
+        assert_eq!(e.0[2].1, serde_json::json!(3));
+        assert!(matches!(e.0[0].0.0, Cow::Borrowed("b")));
+        assert!(serde_json::from_str::<Entries<'_, serde_json::Value>>("null").is_err());
+        assert!(serde_json::from_str::<Entries<'_, serde_json::Value>>("[1]").is_err());
+        let t: Text<'_> = serde_json::from_str(r#""a\nb""#).unwrap();
+        assert!(matches!(t.0, Cow::Owned(_)));
+    }
+}

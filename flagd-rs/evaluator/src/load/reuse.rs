@@ -1,0 +1,116 @@
+//! What a compiled flag was built from, so that a reload can keep flags whose inputs did not
+//! change instead of compiling them again.
+//!
+//! A flag's compiled form depends on its own definition (key and raw bytes), the document's
+//! flag-set `metadata` (merged into every flag), the load options that shape compilation, and
+//! the shared `$evaluators` its rule refers to, directly or through other evaluators. The first
+//! three are fingerprinted; the evaluators are recorded by name with the fingerprint each had
+//! (or that it was missing, since a `$ref` to a missing evaluator compiles too).
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::OnceLock;
+
+use rustc_hash::FxHashMap;
+use serde_json::{Map, Value};
+
+use super::LoadOptions;
+
+/// Fingerprint of an evaluator that the document does not define.
+pub(crate) const MISSING: u64 = 0;
+
+/// The inputs a compiled flag was built from. The default (no fingerprint) never matches, for
+/// flags that were not built by a fingerprinting load (patched ones, those from a parsed value).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Provenance {
+    /// Fingerprint of the flag's key and definition bytes; 0 when unknown.
+    pub(crate) definition: u64,
+    /// The evaluators the rule refers to (transitively), sorted by name, with their fingerprints.
+    pub(crate) evaluators: Box<[(Box<str>, u64)]>,
+}
+
+impl Provenance {
+    /// Whether a flag built from `self` is what `definition` under `evaluators` compiles to.
+    pub(crate) fn matches(&self, definition: u64, evaluators: &FxHashMap<&str, u64>) -> bool {
+        self.definition != 0
+            && self.definition == definition
+            && self
+                .evaluators
+                .iter()
+                .all(|(name, hash)| evaluators.get(&**name).copied().unwrap_or(MISSING) == *hash)
+    }
+}
+
+/// A keyed hash of `parts` (each length-prefixed), never 0. The key is chosen once per process,
+/// so fingerprints are comparable across loads and unpredictable to whoever writes the document.
+pub(crate) fn fingerprint(parts: &[&[u8]]) -> u64 {
+    static KEYS: OnceLock<std::hash::RandomState> = OnceLock::new();
+    let mut hasher = KEYS.get_or_init(std::hash::RandomState::new).build_hasher();
+    for part in parts {
+        hasher.write_usize(part.len());
+        hasher.write(part);
+    }
+    hasher.finish() | 1
+}
+
+/// The document-level inputs of every flag: the load options that shape compilation and the
+/// raw flag-set metadata (`None` when absent).
+pub(crate) fn document_fingerprint(opts: &LoadOptions, metadata: Option<&str>) -> u64 {
+    let options = format!("{:?}/{}/{:?}", opts.hash, opts.max_rule_depth, opts.budget);
+    fingerprint(&[
+        options.as_bytes(),
+        metadata.map_or(&[][..], str::as_bytes),
+        &[u8::from(metadata.is_some())],
+    ])
+}
+
+/// The provenance of a flag built from `definition` with `rule`: the evaluators the rule refers
+/// to, directly or through the evaluators it names, each with its fingerprint ([`MISSING`] when
+/// the document does not define it). Every string under a `$ref` member counts, wherever it is:
+/// a superset of what compilation inlines, which is all the comparison needs.
+pub(crate) fn provenance(
+    definition: u64,
+    rule: Option<&Value>,
+    evaluators: &Map<String, Value>,
+    hashes: &FxHashMap<&str, u64>,
+) -> Provenance {
+    let Some(rule) = rule else {
+        return Provenance {
+            definition,
+            evaluators: Box::default(),
+        };
+    };
+    let mut names: Vec<Box<str>> = Vec::new();
+    let mut pending: Vec<&Value> = vec![rule];
+    while let Some(value) = pending.pop() {
+        match value {
+            Value::Object(map) => {
+                for (op, args) in map {
+                    if op == "$ref"
+                        && let Value::String(name) = args
+                        && !names.iter().any(|n| **n == **name)
+                    {
+                        names.push(name.as_str().into());
+                        if let Some(body) = evaluators.get(name.as_str()) {
+                            pending.push(body);
+                        }
+                    }
+                    pending.push(args);
+                }
+            }
+            Value::Array(items) => pending.extend(items),
+            _ => {}
+        }
+    }
+    names.sort_unstable();
+    let evaluators = names
+        .into_iter()
+        .map(|name| {
+            let hash = hashes.get(&*name).copied().unwrap_or(MISSING);
+            (name, hash)
+        })
+        .collect();
+    Provenance {
+        definition,
+        evaluators,
+    }
+}
