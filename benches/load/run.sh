@@ -24,6 +24,9 @@
 #               flag) against a 1-flag file: start -> ready, RSS at rest, and a rewrite changing
 #               one flag -> its new value served (LOAD_REWRITES per round); the two files
 #               alternate, LOAD_REPEAT rounds (benches/load/startup.py)
+#   dashboard   gRPC and Connect ResolveBoolean (targeting flag) max req/s and CPU per request:
+#               the main daemon with the dashboard open (its pages fetched, the live feed
+#               connected) against a daemon started with --ui off; alternating, LOAD_REPEAT rounds
 #
 # Environment (defaults in brackets):
 #   LOAD_DURATION [10]       seconds of each max-rate measurement (after LOAD_WARMUP [2] s of
@@ -33,7 +36,8 @@
 #   LOAD_THREADS [1]         threads of h2load and wrk
 #   LOAD_BASE_PORT [18000]   ports used: base+13..17 (daemon), +113/+116 (no-op), +213..217 (bulk
 #                            daemon), +313..317 (watchers daemon), +413..417 (memory daemons),
-#                            +513..517 (override daemons), +613..617 (load daemons)
+#                            +513..517 (override daemons), +613..617 (load daemons),
+#                            +713..717 (the daemon without dashboard)
 #   LOAD_FLAGS [10000]       flags in the large file of the load mode
 #   LOAD_REWRITES [5]        rewrites per round and file in the load mode
 #   LOAD_WATCHERS [100x100]  SyncFlags connections x streams per connection
@@ -74,6 +78,7 @@ WATCH=$((BASE + 313))
 MEMORY=$((BASE + 413))
 AUTH=$((BASE + 513))
 LOADING=$((BASE + 613))
+NO_UI=$((BASE + 713))
 RESOLVE=/flagd.evaluation.v1.Service/ResolveBoolean
 OFREP_SINGLE=/ofrep/v1/evaluate/flags/static-bool
 OFREP_BULK=/ofrep/v1/evaluate/flags
@@ -569,10 +574,39 @@ spot_check "$NOOP" no-op $((NOOP + 3))
 NOOP_GRPC_BYTES=$GRPC_BYTES_static
 spot_check "$DAEMON" flagd-rs $((DAEMON + 3))
 
+# The dashboard open and idle on the main daemon (pages fetched once, live feed connected) against
+# a daemon without it, on the same flags.
+dashboard() {
+  local round admin=$((DAEMON + 4)) page feed
+  start_daemon no-ui "$NO_UI" -f "file:$WORK/flags.json" --ui off
+  local no_ui_pid=$DAEMON_PID
+  for page in /ui/ /ui/rollouts /ui/history /ui/health; do
+    curl -sSf -o /dev/null "http://127.0.0.1:$admin$page" || { echo "dashboard page $page failed" >&2; exit 1; }
+  done
+  curl -sSN -m $((REPEAT * 4 * (DURATION + WARMUP) + 60)) "http://127.0.0.1:$admin/ui/events" \
+    >"$WORK/ui-events.out" 2>/dev/null &
+  feed=$!
+  PIDS+=("$feed")
+  for round in $(seq 1 "$REPEAT"); do
+    SERVER_PID=$MAIN_PID
+    h2load_max dashboard-open-grpc daemon "$round" "$DAEMON" "$WORK/grpc-targeting.bin" "$GRPC_BYTES_targeting"
+    SERVER_PID=$no_ui_pid
+    h2load_max dashboard-off-grpc daemon "$round" "$NO_UI" "$WORK/grpc-targeting.bin" "$GRPC_BYTES_targeting"
+    SERVER_PID=$MAIN_PID
+    wrk_max dashboard-open-connect daemon "$round" "http://127.0.0.1:$DAEMON$RESOLVE" "$WORK/connect-targeting.json"
+    SERVER_PID=$no_ui_pid
+    wrk_max dashboard-off-connect daemon "$round" "http://127.0.0.1:$NO_UI$RESOLVE" "$WORK/connect-targeting.json"
+  done
+  kill -0 "$feed" 2>/dev/null || { echo "the dashboard's live feed closed during the run" >&2; exit 1; }
+  stop "$feed"
+  stop "$no_ui_pid"
+  SERVER_PID=$MAIN_PID
+}
+
 for mode in "${modes[@]}"; do
   echo "== $mode ($(uptime))" >&2
   case $mode in
-    throughput | latency | reload | events | ofrep | watchers | memory | overrides | override | load) "$mode" ;;
+    throughput | latency | reload | events | ofrep | watchers | memory | overrides | override | load | dashboard) "$mode" ;;
     *) echo "unknown mode $mode" >&2; exit 2 ;;
   esac
 done

@@ -229,6 +229,20 @@ def report(path):
             f"{fmt(median([r.get('cpu_us_per_req') for r in none]), 1)}, errors "
             f"{sum(r.get('errors', 0) for r in none + hundred)}"
         )
+    for proto in ("grpc", "connect"):
+        opened, off = pick(f"dashboard-open-{proto}"), pick(f"dashboard-off-{proto}")
+        if not opened or not off:
+            continue
+        cpu = [a["cpu_us_per_req"] / b["cpu_us_per_req"] for a in opened for b in off
+               if a.get("run") == b.get("run") and b.get("cpu_us_per_req")]
+        out.append("")
+        out.append(
+            f"{proto} ResolveBoolean, targeting flag, dashboard open vs --ui off: "
+            f"{fmt(median([r['rps'] for r in opened]))} vs {fmt(median([r['rps'] for r in off]))} req/s, "
+            f"CPU µs/req {fmt(median([r.get('cpu_us_per_req') for r in opened]), 1)} vs "
+            f"{fmt(median([r.get('cpu_us_per_req') for r in off]), 1)}, ratio {median(cpu):.3f} "
+            f"(runs {[round(c, 3) for c in cpu]}), errors {sum(r.get('errors', 0) for r in opened + off)}"
+        )
     for r in pick("override-visible"):
         out.append("")
         out.append(
