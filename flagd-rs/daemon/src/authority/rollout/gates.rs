@@ -101,31 +101,31 @@ pub trait GateEvaluator: Send + Sync + fmt::Debug {
     fn check<'a>(&'a self, gate: &'a Gate, ctx: &'a GateContext) -> BoxFuture<'a, GateOutcome>;
 }
 
-/// Checks gates over HTTP.
-#[derive(Debug, Clone)]
+/// Checks gates over HTTP. The client (and its TLS set-up) is built at the first check, so a
+/// daemon that runs no gated rollout never pays for it.
+#[derive(Debug, Clone, Default)]
 pub struct HttpGates {
-    client: reqwest::Client,
-}
-
-impl Default for HttpGates {
-    fn default() -> Self {
-        HttpGates::new()
-    }
+    client: std::sync::OnceLock<reqwest::Client>,
 }
 
 impl HttpGates {
     /// An HTTP gate client (per-check timeouts come from the gates).
     pub fn new() -> HttpGates {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .user_agent(concat!(
-                "flagd-rs/",
-                env!("CARGO_PKG_VERSION"),
-                " rollout-gate"
-            ))
-            .build()
-            .unwrap_or_default();
-        HttpGates { client }
+        HttpGates::default()
+    }
+
+    fn client(&self) -> &reqwest::Client {
+        self.client.get_or_init(|| {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .user_agent(concat!(
+                    "flagd-rs/",
+                    env!("CARGO_PKG_VERSION"),
+                    " rollout-gate"
+                ))
+                .build()
+                .unwrap_or_default()
+        })
     }
 
     async fn prometheus(
@@ -137,7 +137,7 @@ impl HttpGates {
     ) -> GateOutcome {
         let endpoint = format!("{url}/api/v1/query");
         let request = self
-            .client
+            .client()
             .get(&endpoint)
             .query(&[("query", query)])
             .timeout(timeout);
@@ -166,7 +166,7 @@ impl HttpGates {
             "step": ctx.step,
             "weight": ctx.weight,
         });
-        let request = self.client.post(url).json(&body).timeout(gate.timeout);
+        let request = self.client().post(url).json(&body).timeout(gate.timeout);
         let (status, body) = match send(request).await {
             Ok(answer) => answer,
             Err(e) => return GateOutcome::inconclusive(format!("calling {url}: {e}")),
