@@ -979,15 +979,20 @@ mod tests {
         store.apply(content(0, &doc)).unwrap();
         let before: Vec<Arc<Flag>> = (0..4).map(|i| shared(&store, &format!("f{i}"))).collect();
 
-        // e2 is used by f2 only: f1 (e1) and the others stay as they were. The rule text of
-        // f2 is unchanged, so no client-visible change is reported, but f2 now evaluates e2's
-        // new body.
+        // e2 is used by f2 only: f1 (e1) and the others stay as they were. f2's own rule text
+        // is unchanged, but it now evaluates e2's new body, so it is reported as changed (as
+        // flagd, which inlines evaluators before comparing, reports it).
+        let keys = |change: Option<Arc<Change>>| -> Vec<String> {
+            change
+                .map(|c| c.flags.iter().map(|f| f.key.to_string()).collect())
+                .unwrap_or_default()
+        };
         let e2 = doc.replace(
             r#"{"or": [{"$ref": "e1"}, false]}"#,
             r#"{"or": [{"$ref": "e1"}, true]}"#,
         );
         assert_ne!(e2, doc);
-        store.apply(content(0, &e2)).unwrap();
+        assert_eq!(keys(store.apply(content(0, &e2)).unwrap()), ["f2"]);
         let now: Vec<Arc<Flag>> = (0..4).map(|i| shared(&store, &format!("f{i}"))).collect();
         assert!(Arc::ptr_eq(&before[0], &now[0]));
         assert!(Arc::ptr_eq(&before[1], &now[1]));
@@ -1002,7 +1007,7 @@ mod tests {
             r#"{"==": [{"var": "k"}, 1]}"#,
             r#"{"==": [{"var": "k"}, 2]}"#,
         );
-        store.apply(content(0, &e1)).unwrap();
+        assert_eq!(keys(store.apply(content(0, &e1)).unwrap()), ["f1", "f2"]);
         assert!(!Arc::ptr_eq(&now[1], &shared(&store, "f1")));
         assert!(!Arc::ptr_eq(&now[2], &shared(&store, "f2")));
         assert!(Arc::ptr_eq(&now[0], &shared(&store, "f0")));
@@ -1027,7 +1032,13 @@ mod tests {
         store.apply(content(0, &without)).unwrap();
         let f1 = shared(&store, "f1");
         let f0 = shared(&store, "f0");
-        store.apply(content(0, &targeted(3, same, ""))).unwrap();
+        let change = store.apply(content(0, &targeted(3, same, ""))).unwrap();
+        let keys: Vec<&str> = change
+            .as_ref()
+            .map(|c| c.flags.iter().map(|f| &*f.key).collect())
+            .unwrap_or_default();
+        // f1 refers to e1 directly, f2 through e2.
+        assert_eq!(keys, ["f1", "f2"]);
         assert!(!Arc::ptr_eq(&f1, &shared(&store, "f1")));
         assert!(Arc::ptr_eq(&f0, &shared(&store, "f0")));
         let ctx = serde_json::json!({"k": 1});

@@ -6,6 +6,7 @@ use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
 
 use crate::load::Provenance;
+use crate::load::reuse;
 use crate::logic::Rule;
 
 /// Whether a flag is served.
@@ -36,6 +37,9 @@ pub struct Flag {
     pub(crate) flag_set_id: Option<Box<str>>,
     /// What the flag was compiled from, for reuse by a later load of the same document.
     pub(crate) provenance: Provenance,
+    /// What the shared `$evaluators` its rule refers to are (0: it refers to none), so that a
+    /// changed evaluator changes the definition of every flag that uses it, as inlining would.
+    pub(crate) evaluators_digest: u64,
 }
 
 impl Flag {
@@ -115,10 +119,44 @@ impl Flag {
                 && self.variants == other.variants
                 && self.default_variant() == other.default_variant()
                 && self.metadata == other.metadata
+                && self.evaluators_digest == other.evaluators_digest
                 && same_rule(
                     self.targeting_source.as_deref(),
                     other.targeting_source.as_deref(),
                 ))
+    }
+}
+
+/// Records in each newly built flag what the evaluators its rule refers to are. A flag shared
+/// with an earlier load keeps its digest: it was reused because those evaluators are unchanged.
+fn stamp_evaluators_digests(flags: &mut [Arc<Flag>], evaluators: &Map<String, Value>) {
+    let mut cache = FxHashMap::default();
+    for flag in flags {
+        let Some(flag) = Arc::get_mut(flag) else {
+            continue;
+        };
+        let Some(text) = flag.targeting_source.as_deref() else {
+            continue;
+        };
+        if !reuse::may_refer(text) {
+            continue;
+        }
+        flag.evaluators_digest = if flag.provenance.definition != 0 {
+            reuse::evaluators_digest(
+                flag.provenance.evaluators.iter().map(|(name, _)| &**name),
+                evaluators,
+                &mut cache,
+            )
+        } else {
+            match serde_json::from_str::<Value>(text) {
+                Ok(rule) => reuse::evaluators_digest(
+                    reuse::referenced(&rule, evaluators).iter().map(|n| &**n),
+                    evaluators,
+                    &mut cache,
+                ),
+                Err(_) => 0,
+            }
+        };
     }
 }
 
@@ -168,6 +206,7 @@ impl FlagSet {
                 false
             }
         });
+        stamp_evaluators_digests(&mut flags, &evaluators);
         let mut index = FxHashMap::default();
         index.reserve(flags.len());
         for (i, flag) in flags.iter().enumerate() {

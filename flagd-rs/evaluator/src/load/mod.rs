@@ -8,7 +8,7 @@
 //! check and compile each flag, and report every problem.
 
 mod raw;
-mod reuse;
+pub(crate) mod reuse;
 mod typed;
 
 pub(crate) use reuse::Provenance;
@@ -425,6 +425,7 @@ fn decode_flag(
             metadata,
             flag_set_id,
             provenance: Default::default(),
+            evaluators_digest: 0,
         })
     })
 }

@@ -79,6 +79,22 @@ pub(crate) fn provenance(
             evaluators: Box::default(),
         };
     };
+    let evaluators = referenced(rule, evaluators)
+        .into_iter()
+        .map(|name| {
+            let hash = hashes.get(&*name).copied().unwrap_or(MISSING);
+            (name, hash)
+        })
+        .collect();
+    Provenance {
+        definition,
+        evaluators,
+    }
+}
+
+/// The evaluator names `rule` refers to through `$ref`, directly or through the evaluators it
+/// names, sorted. Every string under a `$ref` member counts, wherever it is.
+pub(crate) fn referenced(rule: &Value, evaluators: &Map<String, Value>) -> Vec<Box<str>> {
     let mut names: Vec<Box<str>> = Vec::new();
     let mut pending: Vec<&Value> = vec![rule];
     while let Some(value) = pending.pop() {
@@ -102,15 +118,43 @@ pub(crate) fn provenance(
         }
     }
     names.sort_unstable();
-    let evaluators = names
-        .into_iter()
-        .map(|name| {
-            let hash = hashes.get(&*name).copied().unwrap_or(MISSING);
-            (name, hash)
-        })
-        .collect();
-    Provenance {
-        definition,
-        evaluators,
+    names
+}
+
+/// Whether a rule's text can refer to an evaluator: only one that names `$ref` (or hides a name
+/// behind an escape).
+pub(crate) fn may_refer(rule_text: &str) -> bool {
+    rule_text.contains("$ref") || rule_text.contains("\\u")
+}
+
+/// A digest of what the evaluators behind `names` are (each as its parsed rule, so spacing does
+/// not count; a missing one counts as missing); 0 for no names. `cache` keeps each evaluator's
+/// own digest across the flags of one document.
+pub(crate) fn evaluators_digest<'n>(
+    names: impl Iterator<Item = &'n str>,
+    evaluators: &Map<String, Value>,
+    cache: &mut FxHashMap<Box<str>, u64>,
+) -> u64 {
+    let mut digests: Vec<u8> = Vec::new();
+    for name in names {
+        let digest = match cache.get(name) {
+            Some(&d) => d,
+            None => {
+                let d = match evaluators.get(name) {
+                    Some(body) => {
+                        fingerprint(&[name.as_bytes(), body.to_string().as_bytes(), b"1"])
+                    }
+                    None => fingerprint(&[name.as_bytes(), b"0"]),
+                };
+                cache.insert(name.into(), d);
+                d
+            }
+        };
+        digests.extend_from_slice(&digest.to_le_bytes());
+    }
+    if digests.is_empty() {
+        0
+    } else {
+        fingerprint(&[&digests])
     }
 }

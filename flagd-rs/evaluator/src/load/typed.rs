@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 use super::LoadOptions;
 use super::raw::{Entries, Text, compact, plain, present};
-use super::reuse::{document_fingerprint, fingerprint, provenance};
+use super::reuse::{document_fingerprint, fingerprint, may_refer, provenance};
 use crate::logic::{CompileOptions, Rule};
 use crate::model::{Flag, FlagSet, State};
 use crate::schema;
@@ -293,7 +293,7 @@ fn flag(
             }
             // Only a rule whose text names `$ref` (or hides a name behind an escape) can refer
             // to an evaluator.
-            let refers = raw.get().contains("$ref") || raw.get().contains("\\u");
+            let refers = may_refer(raw.get());
             let provenance = provenance(
                 definition,
                 Some(&rule).filter(|_| refers),
@@ -320,6 +320,7 @@ fn flag(
         metadata,
         flag_set_id,
         provenance,
+        evaluators_digest: 0,
     }))
 }
 
@@ -488,5 +489,47 @@ mod reuse_tests {
             Some("b")
         );
         assert_eq!(first.get("f").unwrap().evaluate(&ctx, 0).variant, Some("a"));
+    }
+}
+
+#[cfg(test)]
+mod definition_tests {
+    use crate::load::{Format, LoadOptions, load};
+
+    fn doc(evaluator: &str) -> String {
+        format!(
+            r#"{{"$evaluators":{{"e":{evaluator}}},"flags":{{"f":{{"state":"ENABLED","variants":{{"a":true,"b":false}},"defaultVariant":"b","targeting":{{"if":[{{"$ref":"e"}},"a","b"]}}}},"g":{{"state":"ENABLED","variants":{{"a":true}},"defaultVariant":"a"}}}}}}"#
+        )
+    }
+
+    fn same_f(a: &str, b: &str, format: Format) -> bool {
+        let opts = LoadOptions::default();
+        let (a, b) = (
+            load(a.as_bytes(), format, &opts).unwrap().flags,
+            load(b.as_bytes(), format, &opts).unwrap().flags,
+        );
+        assert!(a.get("g").unwrap().same_definition(b.get("g").unwrap()));
+        a.get("f").unwrap().same_definition(b.get("f").unwrap())
+    }
+
+    #[test]
+    fn a_flag_changes_with_the_evaluator_it_refers_to_on_both_ways() {
+        let (one, two) = (doc(r#"{"==":[1,1]}"#), doc(r#"{"==":[1,2]}"#));
+        let spaced = doc(r#"{ "==" : [ 1, 1 ] }"#);
+        // JSON takes the typed way; YAML (JSON is YAML) the full way.
+        for format in [Format::Json, Format::Yaml] {
+            assert!(!same_f(&one, &two, format), "{format:?}");
+            assert!(same_f(&one, &spaced, format), "{format:?}");
+        }
+        // The same document loaded either way is the same definition.
+        let opts = LoadOptions::default();
+        let typed = load(one.as_bytes(), Format::Json, &opts).unwrap().flags;
+        let full = load(one.as_bytes(), Format::Yaml, &opts).unwrap().flags;
+        assert!(
+            typed
+                .get("f")
+                .unwrap()
+                .same_definition(full.get("f").unwrap())
+        );
     }
 }
