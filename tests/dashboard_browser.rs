@@ -41,6 +41,30 @@ async fn until(client: &Client, script: &str, what: &str) {
     }
 }
 
+/// Clicks the element `at` finds.
+async fn click(client: &Client, at: Locator<'_>) {
+    let what = format!("{at:?}");
+    client
+        .find(at)
+        .await
+        .unwrap_or_else(|e| panic!("no {what} on the page: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("clicking {what}: {e}"));
+}
+
+/// Types `text` into the field `at` finds.
+async fn type_into(client: &Client, at: Locator<'_>, text: &str) {
+    let what = format!("{at:?}");
+    client
+        .find(at)
+        .await
+        .unwrap_or_else(|e| panic!("no {what} on the page: {e}"))
+        .send_keys(text)
+        .await
+        .unwrap_or_else(|e| panic!("typing into {what}: {e}"));
+}
+
 async fn main_text(client: &Client) -> String {
     client
         .find(Locator::Css("main"))
@@ -307,27 +331,9 @@ async fn a_split_change_appears_live_and_abort_and_restore_work_from_the_pages()
     )
     .await;
     client.goto(&format!("{origin}/ui/rollouts")).await.unwrap();
-    client
-        .find(Locator::LinkText("Abort…"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    client
-        .find(Locator::Id("verb-reason"))
-        .await
-        .unwrap()
-        .send_keys("error rate up")
-        .await
-        .unwrap();
-    client
-        .find(Locator::Css("main form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(client, Locator::LinkText("Abort…")).await;
+    type_into(client, Locator::Id("verb-reason"), "error rate up").await;
+    click(client, Locator::Css("main form button[type=submit]")).await;
     until(
         client,
         "return location.pathname === '/ui/rollouts' && location.search.includes('done=');",
@@ -358,26 +364,14 @@ async fn a_split_change_appears_live_and_abort_and_restore_work_from_the_pages()
         .goto(&format!("{origin}/ui/history/1"))
         .await
         .unwrap();
-    client
-        .find(Locator::LinkText("Restore this revision…"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(client, Locator::LinkText("Restore this revision…")).await;
     let confirm = main_text(client).await;
     assert!(
         confirm.contains("Live now → after the restore"),
         "{confirm}"
     );
     assert!(confirm.contains("control 90 / treatment 10"), "{confirm}");
-    client
-        .find(Locator::Css("main form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(client, Locator::Css("main form button[type=submit]")).await;
     until(
         client,
         "return location.pathname.startsWith('/ui/history/') && location.search.includes('done=');",
@@ -501,47 +495,17 @@ fetch("{target}", {{method: "POST", mode: "no-cors", credentials: "include",
         .await;
     assert_eq!(status, StatusCode::OK);
     // Signing in with the token makes the same form work.
-    client
-        .find(Locator::Id("token"))
-        .await
-        .unwrap()
-        .send_keys("s3cret")
-        .await
-        .unwrap();
-    client
-        .find(Locator::Css("main form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(client, Locator::Id("token"), "s3cret").await;
+    click(client, Locator::Css("main form button[type=submit]")).await;
     until(
         client,
         "return location.pathname === '/ui/flags/checkout';",
         "the page after signing in",
     )
     .await;
-    client
-        .find(Locator::Css("#state option[value=DISABLED]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    client
-        .find(Locator::Id("set-reason"))
-        .await
-        .unwrap()
-        .send_keys("incident")
-        .await
-        .unwrap();
-    client
-        .find(Locator::XPath("//button[text()='Set override']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(client, Locator::Css("#state option[value=DISABLED]")).await;
+    type_into(client, Locator::Id("set-reason"), "incident").await;
+    click(client, Locator::XPath("//button[text()='Set override']")).await;
     until(
         client,
         "return location.search.includes('done=');",
