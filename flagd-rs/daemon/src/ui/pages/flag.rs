@@ -81,6 +81,21 @@ pub fn evaluate(dashboard: &Dashboard, flag: &Flag, context: &str) -> Result<Eva
 }
 
 /// The three columns' rows: (field, file, override, effective).
+/// A split as "variant weight / variant weight" (a bare variant weighs 1).
+fn split_text(split: &[flagd_evaluator::SplitEntry]) -> String {
+    split
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e.variant,
+                e.weight.map_or("1".into(), |w| w.to_string())
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
 fn comparison(
     file: Option<&Flag>,
     patch: Option<&OverridePatch>,
@@ -88,18 +103,6 @@ fn comparison(
     file_split: Option<String>,
 ) -> Vec<(&'static str, String, String, String)> {
     let dash = || "—".to_owned();
-    let split_text = |s: &[flagd_evaluator::SplitEntry]| {
-        s.iter()
-            .map(|e| {
-                format!(
-                    "{} {}",
-                    e.variant,
-                    e.weight.map_or("1".into(), |w| w.to_string())
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(" / ")
-    };
     vec![
         (
             "State",
@@ -200,18 +203,7 @@ pub async fn page(
     let file_split = file_flag
         .as_ref()
         .and_then(|f| f.fractional_split(&evaluators).ok())
-        .map(|s| {
-            s.iter()
-                .map(|e| {
-                    format!(
-                        "{} {}",
-                        e.variant,
-                        e.weight.map_or("1".into(), |w| w.to_string())
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(" / ")
-        });
+        .map(|s| split_text(&s));
     let rows = comparison(
         file_flag.as_ref(),
         eff.override_patch.as_ref(),

@@ -37,6 +37,21 @@ pub fn layout(dashboard: &Dashboard, title: &str, current: &str, body: Markup) -
     frame(dashboard, title, current, Live::Off, body)
 }
 
+/// Every page's `<head>`: the title, the stylesheet and, with `script`, the live-update script.
+fn head(title: &str, script: bool) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · flagd-rs" }
+            link rel="stylesheet" href="/ui/assets/ui.css";
+            @if script {
+                script src="/ui/assets/ui.js" defer {}
+            }
+        }
+    }
+}
+
 /// [`layout`] with live updates.
 pub fn frame(
     dashboard: &Dashboard,
@@ -59,13 +74,7 @@ pub fn frame(
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · flagd-rs" }
-                link rel="stylesheet" href="/ui/assets/ui.css";
-                script src="/ui/assets/ui.js" defer {}
-            }
+            (head(title, true))
             body data-live=(live) {
                 a.skip href="#main" { "Skip to content" }
                 header.top {
@@ -149,12 +158,7 @@ impl IntoResponse for UiError {
         let markup = html! {
             (DOCTYPE)
             html lang="en" {
-                head {
-                    meta charset="utf-8";
-                    meta name="viewport" content="width=device-width, initial-scale=1";
-                    title { (heading) " · flagd-rs" }
-                    link rel="stylesheet" href="/ui/assets/ui.css";
-                }
+                (head(heading, false))
                 body data-live="" {
                     main #main {
                         h1 { (heading) }
