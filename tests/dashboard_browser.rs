@@ -65,6 +65,15 @@ async fn type_into(client: &Client, at: Locator<'_>, text: &str) {
         .unwrap_or_else(|e| panic!("typing into {what}: {e}"));
 }
 
+/// Runs the in-page accessibility check on the open page; each problem found is added to
+/// `problems`, labelled with `screen`.
+async fn accessibility(client: &Client, screen: &str, problems: &mut Vec<String>) {
+    let found = client.execute(ACCESSIBILITY_CHECK, vec![]).await.unwrap();
+    for p in found.as_array().into_iter().flatten() {
+        problems.push(format!("{screen}: {}", p.as_str().unwrap_or_default()));
+    }
+}
+
 async fn main_text(client: &Client) -> String {
     client
         .find(Locator::Css("main"))
@@ -190,17 +199,7 @@ async fn every_screen_renders_passes_the_accessibility_check_and_fits_a_phone() 
             .unwrap();
         let h1 = browser.client.find(Locator::Css("h1")).await.unwrap();
         assert!(!h1.text().await.unwrap().is_empty(), "{name}");
-        let found = browser
-            .client
-            .execute(ACCESSIBILITY_CHECK, vec![])
-            .await
-            .unwrap();
-        for p in found.as_array().into_iter().flatten() {
-            problems.push(format!(
-                "{name} (laptop): {}",
-                p.as_str().unwrap_or_default()
-            ));
-        }
+        accessibility(&browser.client, &format!("{name} (laptop)"), &mut problems).await;
         let png = browser.client.screenshot().await.unwrap();
         std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
     }
@@ -247,17 +246,7 @@ async fn every_screen_renders_passes_the_accessibility_check_and_fits_a_phone() 
             .await
             .unwrap();
         assert_eq!(overflow, 0, "{name} is wider than a 375 px screen");
-        let found = browser
-            .client
-            .execute(ACCESSIBILITY_CHECK, vec![])
-            .await
-            .unwrap();
-        for p in found.as_array().into_iter().flatten() {
-            problems.push(format!(
-                "{name} (phone): {}",
-                p.as_str().unwrap_or_default()
-            ));
-        }
+        accessibility(&browser.client, &format!("{name} (phone)"), &mut problems).await;
         if matches!(*name, "flags" | "rollouts") {
             let png = browser.client.screenshot().await.unwrap();
             std::fs::write(dir.join(format!("{name}-phone.png")), png).unwrap();

@@ -213,27 +213,18 @@ impl Authority {
 mod tests {
     use std::sync::Arc;
 
-    use flagd_evaluator::{Format, LoadOptions};
-
     use super::*;
     use crate::authority::FileOptions;
-    use crate::store::{SourceEvent, SourceUpdate, Store};
+    use crate::authority::rollout::runner::testkit;
+    use crate::store::Store;
 
     fn store() -> Arc<Store> {
-        let store = Store::new(vec!["mem".into()], LoadOptions::default());
-        let flags = r#"{"flags": {
+        testkit::store(
+            r#"{"flags": {
             "a": {"state": "ENABLED", "variants": {"x": 1, "y": 2}, "defaultVariant": "x"},
-            "b": {"state": "ENABLED", "variants": {"x": 1, "y": 2}, "defaultVariant": "x"}}}"#;
-        store
-            .apply(SourceUpdate {
-                source: 0,
-                event: SourceEvent::Content {
-                    bytes: flags.as_bytes().to_vec(),
-                    format: Format::Json,
-                },
-            })
-            .unwrap();
-        store
+            "b": {"state": "ENABLED", "variants": {"x": 1, "y": 2}, "defaultVariant": "x"}}}"#,
+            1,
+        )
     }
 
     fn walk(authority: &Authority, flag: Option<&str>, start: Cursor, limit: usize) -> Vec<u64> {

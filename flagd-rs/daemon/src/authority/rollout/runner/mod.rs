@@ -10,7 +10,7 @@ mod driver;
 mod hold;
 mod status;
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -1,5 +1,6 @@
-//! What the runner's unit tests share: a store over one in-memory document, an authority with
-//! a journal in a temporary directory, and gates answered from a script.
+//! What the authority's unit tests share (the runner's, and the history's store): a store over
+//! one in-memory document, an authority with a journal in a temporary directory, and gates
+//! answered from a script.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -21,7 +22,7 @@ pub(super) const FLAGS: &str = r#"{"flags": {
 }}"#;
 
 /// A store over `sources` sources, of which the first has loaded `flags`.
-pub(super) fn store(flags: &str, sources: usize) -> Arc<Store> {
+pub(crate) fn store(flags: &str, sources: usize) -> Arc<Store> {
     let names = (0..sources).map(|i| format!("mem{i}")).collect();
     let store = Store::new(names, LoadOptions::default());
     store
