@@ -926,3 +926,56 @@ async fn raw_json_bytes_match_protojson() {
         r#"{"code":"not_found","message":"Flag not found"}"#
     );
 }
+
+/// The same `--cors-origin` wildcard the OFREP port accepts works on the evaluation port, for
+/// Connect requests and for gRPC-Web, and origins compare without regard to case.
+#[tokio::test]
+async fn cors_wildcard_origin_on_the_evaluation_port() {
+    let options = Options {
+        cors_origins: vec!["https://*.Example.com".into()],
+        ..Options::default()
+    };
+    let server = EvalServer::start_with(FLAGS, options).await;
+    let allowed = |origin: &'static str| {
+        let request = client()
+            .post(server.url(&format!("{V1}ResolveBoolean")))
+            .header("origin", origin)
+            .header("content-type", "application/json")
+            .body(r#"{"flagKey":"bool"}"#);
+        async move {
+            let response = request.send().await.unwrap();
+            assert!(response.status().is_success(), "{}", response.status());
+            response
+                .headers()
+                .get("access-control-allow-origin")
+                .map(|v| v.to_str().unwrap().to_owned())
+        }
+    };
+    assert_eq!(
+        allowed("https://app.example.com").await.as_deref(),
+        Some("https://app.example.com")
+    );
+    assert_eq!(
+        allowed("https://A.B.EXAMPLE.COM").await.as_deref(),
+        Some("https://A.B.EXAMPLE.COM")
+    );
+    assert_eq!(allowed("https://example.com").await, None);
+    assert_eq!(allowed("https://app.example.com.evil.test").await, None);
+
+    let preflight = client()
+        .request(
+            reqwest::Method::OPTIONS,
+            server.url(&format!("{V1}ResolveBoolean")),
+        )
+        .header("origin", "https://web.example.com")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type,x-grpc-web")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success());
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://web.example.com"
+    );
+}

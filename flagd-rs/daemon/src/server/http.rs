@@ -1,18 +1,16 @@
 //! Serving plumbing shared by the ports: accepting TCP or unix-socket connections, HTTP/1.1 and
-//! HTTP/2 (h2c or TLS with ALPN) on one listener, graceful shutdown, dispatching gRPC
-//! requests to tonic while everything else goes to axum handlers, and CORS for browser requests.
+//! HTTP/2 (h2c or TLS with ALPN) on one listener, graceful shutdown, and telling gRPC
+//! requests (for tonic) from everything else (for axum handlers).
 
 use std::fs::File;
 use std::io::{self, BufReader};
 use std::path::Path;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
 use axum::body::Body;
-use futures::future::Either;
 use http::{HeaderMap, Request, header};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -22,9 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
-use tower::util::Oneshot;
-use tower::{Layer, Service, ServiceExt as _};
-use tower_http::cors::{Cors, CorsLayer};
+use tower::ServiceExt as _;
 
 /// How long in-flight requests may run on after shutdown before their connections are dropped.
 /// Event streams end themselves on shutdown, so only a stuck client ever hits this.
@@ -233,75 +229,6 @@ pub fn grpc_kind(headers: &HeaderMap) -> Option<GrpcKind> {
     match ct.get(16..20) {
         Some(web) if web.eq_ignore_ascii_case(b"-web") => Some(GrpcKind::Web),
         _ => Some(GrpcKind::Plain),
-    }
-}
-
-/// Applies `tower_http`'s CORS handling only to requests that carry an `Origin` header.
-///
-/// Browsers send `Origin` with every cross-origin request and preflight; other clients (SDKs,
-/// sidecars, chained daemons) do not, and the CORS headers would be dead weight on each of
-/// their responses. Building those headers is a large share of a small request's cost, so
-/// such requests skip the CORS service entirely; flagd's CORS library leaves them alone too.
-#[derive(Debug, Clone)]
-pub struct BrowserCorsLayer {
-    cors: CorsLayer,
-}
-
-impl BrowserCorsLayer {
-    /// CORS handling by `cors` for browser requests.
-    pub fn new(cors: CorsLayer) -> Self {
-        Self { cors }
-    }
-}
-
-impl<S: Clone> Layer<S> for BrowserCorsLayer {
-    type Service = BrowserCors<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        BrowserCors {
-            cors: Arc::new(self.cors.layer(inner.clone())),
-            inner,
-        }
-    }
-}
-
-/// The service of [`BrowserCorsLayer`].
-#[derive(Debug)]
-pub struct BrowserCors<S> {
-    inner: S,
-    /// Shared, because routers clone their services for every request and a CORS service is
-    /// costly to clone; only requests with an `Origin` take a copy.
-    cors: Arc<Cors<S>>,
-}
-
-impl<S: Clone> Clone for BrowserCors<S> {
-    fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            cors: self.cors.clone(),
-        }
-    }
-}
-
-impl<S, B, R> Service<Request<B>> for BrowserCors<S>
-where
-    S: Service<Request<B>, Response = http::Response<R>> + Clone,
-    R: Default,
-{
-    type Response = http::Response<R>;
-    type Error = S::Error;
-    type Future = Either<S::Future, Oneshot<Cors<S>, Request<B>>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        if request.headers().contains_key(header::ORIGIN) {
-            Either::Right(Cors::clone(&self.cors).oneshot(request))
-        } else {
-            Either::Left(self.inner.call(request))
-        }
     }
 }
 

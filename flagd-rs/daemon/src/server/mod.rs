@@ -1,5 +1,7 @@
 //! The network servers: shared serving plumbing and one module per port.
 
+pub mod body;
+pub mod cors;
 pub mod eval;
 pub mod http;
 pub mod management;

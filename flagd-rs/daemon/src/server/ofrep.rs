@@ -15,18 +15,16 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use bytes::Bytes;
 use flagd_evaluator::{ErrorCode, Evaluation, Exceeded, Flag, now_unix_seconds};
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
-use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use http_body_util::{BodyExt as _, Limited};
+use http::header::{CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use serde_json::{Map, Value};
-use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 use crate::context::assemble;
 use crate::selector::Selector;
+use crate::server::body::{self, BodyError};
+use crate::server::cors;
 use crate::server::eval::resolve::SELECTOR_HEADER;
-use crate::server::http::BrowserCorsLayer;
 use crate::server::sync::gojson::{write_str, write_value};
 use crate::state::AppState;
 use crate::store::Snapshot;
@@ -37,54 +35,14 @@ const FLAG_CONFIG_ETAG: &str = "flagConfigEtag";
 /// The OFREP routes over `state`, with CORS for `state.cors_origins`. Other methods on these
 /// paths answer `405`; other paths `404`.
 pub fn router(state: AppState) -> Router {
-    let cors = cors_layer(&state.cors_origins);
+    let cors = cors::layer(&state.cors_origins);
     Router::new()
         .route("/ofrep/v1/evaluate/flags/{key}", post(evaluate_flag))
         .route("/ofrep/v1/evaluate/flags", post(evaluate_flags))
         .route("/ofrep/v1/evaluate/flags/", post(evaluate_flags))
-        .layer(BrowserCorsLayer::new(cors))
+        .layer(cors)
         // Shared rather than cloned into every request.
         .with_state(Arc::new(state))
-}
-
-/// CORS as flagd configures it (`--cors-origin`; empty or `*` allows any origin, an origin may
-/// hold one `*` wildcard), allowing any request header (so `If-None-Match` and `Flagd-Selector`
-/// pass a preflight) and exposing `ETag` so a cross-origin web provider can read it.
-pub fn cors_layer(origins: &[String]) -> CorsLayer {
-    let allow_origin = if origins.is_empty() || origins.iter().any(|o| o == "*") {
-        AllowOrigin::any()
-    } else {
-        let patterns: Vec<String> = origins.iter().map(|o| o.to_ascii_lowercase()).collect();
-        AllowOrigin::predicate(move |origin: &HeaderValue, _| {
-            let origin = origin.to_str().unwrap_or_default().to_ascii_lowercase();
-            patterns.iter().any(|p| origin_matches(p, &origin))
-        })
-    };
-    CorsLayer::new()
-        .allow_origin(allow_origin)
-        .allow_methods([
-            Method::HEAD,
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::PATCH,
-            Method::DELETE,
-        ])
-        .allow_headers(AllowHeaders::mirror_request())
-        .expose_headers([ETAG])
-}
-
-/// Whether `origin` matches a configured origin, which may contain one `*` standing for any run
-/// of characters (`https://*.example.com`).
-fn origin_matches(pattern: &str, origin: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == origin,
-        Some((prefix, suffix)) => {
-            origin.len() >= prefix.len() + suffix.len()
-                && origin.starts_with(prefix)
-                && origin.ends_with(suffix)
-        }
-    }
 }
 
 /// The configuration version an SSE `refetchEvaluation` event announces as its `etag`, against
@@ -210,13 +168,14 @@ async fn read_request(
     body: Body,
     key: Option<&str>,
 ) -> Result<Query, OfrepError> {
-    let bytes = read_body(body, state.limits.max_body_bytes, headers)
+    // A body that breaks off is undecodable, as flagd's JSON decoder would see it.
+    let bytes = body::read_limited(headers, body, state.limits.max_body_bytes)
         .await
         .map_err(|e| match e {
-            OfrepError::InvalidContext { .. } => OfrepError::InvalidContext {
+            BodyError::TooLarge(_) => OfrepError::TooLarge,
+            BodyError::Broken(_) => OfrepError::InvalidContext {
                 key: key.map(str::to_owned),
             },
-            other => other,
         })?;
     let request = parse_context(&bytes).ok_or_else(|| OfrepError::InvalidContext {
         key: key.map(str::to_owned),
@@ -236,27 +195,6 @@ async fn read_request(
 
 fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// The body, or `TooLarge` past `limit` bytes (0 = unlimited). A body that breaks off is treated
-/// as undecodable, as flagd's JSON decoder would see it.
-async fn read_body(body: Body, limit: usize, headers: &HeaderMap) -> Result<Bytes, OfrepError> {
-    if limit == 0 {
-        return body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .map_err(|_| OfrepError::InvalidContext { key: None });
-    }
-    let declared = header_str(headers, CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(OfrepError::TooLarge);
-    }
-    match Limited::new(body, limit).collect().await {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(OfrepError::TooLarge),
-        Err(_) => Err(OfrepError::InvalidContext { key: None }),
-    }
 }
 
 /// The request's `context` object, as flagd's decoder reads `{"context": {...}}`: an empty body
@@ -609,16 +547,7 @@ mod tests {
     }
 
     #[test]
-    fn origins_and_queries() {
-        assert!(origin_matches(
-            "https://*.example.com",
-            "https://a.example.com"
-        ));
-        assert!(!origin_matches(
-            "https://*.example.com",
-            "https://example.org"
-        ));
-        assert!(origin_matches("http://x", "http://x"));
+    fn query_parameters() {
         let uri: Uri = "/p?a=1&flagConfigEtag=%22v%201%22+x&b".parse().unwrap();
         assert_eq!(
             query_param(&uri, "flagConfigEtag").as_deref(),

@@ -9,7 +9,6 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt as _};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -18,6 +17,7 @@ use super::events::{self, Event};
 use super::resolve::{self, Api};
 use super::services::{SchemaV1, V1, V2};
 use crate::proto::flagd::evaluation::v1;
+use crate::server::body;
 use crate::state::AppState;
 
 /// Envelope flag of a compressed message.
@@ -209,7 +209,10 @@ pub async fn handle(State(connect): State<Connect>, request: Request) -> Respons
         };
     }
     let (parts, body) = request.into_parts();
-    let body = match read_body(&parts.headers, body, connect.state.limits.max_body_bytes).await {
+    let body = match body::read_limited(&parts.headers, body, connect.state.limits.max_body_bytes)
+        .await
+        .map_err(EvalError::from)
+    {
         Ok(b) => b,
         Err(e) if streaming => return stream_error(codec, &e),
         Err(e) => return unary_error(&e),
@@ -248,25 +251,6 @@ pub async fn handle(State(connect): State<Connect>, request: Request) -> Respons
         (Api::Schema, Rpc::ResolveObject) => {
             unary(codec, &body, |m| connect.schema.resolve_object(h, m))
         }
-    }
-}
-
-/// Reads the whole body, refusing more than `limit` bytes (0 = no limit).
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, EvalError> {
-    let limit = if limit == 0 { usize::MAX } else { limit };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(EvalError::TooLarge(limit));
-    }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(EvalError::TooLarge(limit)),
-        Err(e) => Err(EvalError::Malformed(format!(
-            "reading the request body: {e}"
-        ))),
     }
 }
 

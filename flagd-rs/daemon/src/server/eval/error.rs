@@ -140,6 +140,15 @@ const fn flag_message(code: ErrorCode) -> &'static str {
     }
 }
 
+impl From<crate::server::body::BodyError> for EvalError {
+    fn from(e: crate::server::body::BodyError) -> Self {
+        match e {
+            crate::server::body::BodyError::TooLarge(limit) => EvalError::TooLarge(limit),
+            crate::server::body::BodyError::Broken(_) => EvalError::Malformed(e.to_string()),
+        }
+    }
+}
+
 impl EvalError {
     /// The status code flagd answers with.
     pub const fn code(&self) -> Code {

@@ -17,34 +17,19 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::Request;
 use axum::response::Response;
-use http::{HeaderName, HeaderValue, Method};
+use http::Method;
 use tokio::time::Instant;
 use tonic::service::Routes;
 use tower::{Layer as _, ServiceExt as _};
-use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 use crate::metrics::Metrics;
 use crate::proto::flagd::evaluation::{v1, v2};
 use crate::proto::schema::v1 as schema;
-use crate::server::http::{BrowserCorsLayer, GrpcKind, grpc_kind};
+use crate::server::http::{GrpcKind, grpc_kind};
+use crate::server::{body, cors};
 use crate::state::AppState;
 
 pub use error::{Code, EvalError};
-
-/// Headers browsers may read from responses (flagd's CORS configuration).
-const EXPOSED_HEADERS: [&str; 11] = [
-    "accept",
-    "accept-encoding",
-    "accept-post",
-    "connect-accept-encoding",
-    "connect-content-encoding",
-    "content-encoding",
-    "grpc-accept-encoding",
-    "grpc-encoding",
-    "grpc-message",
-    "grpc-status",
-    "grpc-status-details-bin",
-];
 
 /// The three evaluation services as tonic routes, each service wrapped by `$wrap` (a closure,
 /// expanded once per service type).
@@ -69,10 +54,7 @@ macro_rules! evaluation_routes {
 /// The complete application of the evaluation port: gRPC (+ gRPC-Web) and Connect for the
 /// three services, with CORS and request metrics.
 pub fn router(state: AppState) -> Router {
-    let limit = match state.limits.max_body_bytes {
-        0 => usize::MAX,
-        n => n,
-    };
+    let limit = body::effective_limit(state.limits.max_body_bytes);
     // The body limit (`limit_grpc_body`) bounds gRPC messages; tonic's own per-message limit
     // would answer OUT_OF_RANGE instead of flagd's RESOURCE_EXHAUSTED.
     let grpc = evaluation_routes!(state, |s| s);
@@ -93,34 +75,12 @@ pub fn router(state: AppState) -> Router {
         None => http.clone().oneshot(request),
     });
     let service = tower::ServiceBuilder::new()
-        .layer(BrowserCorsLayer::new(cors(&state.cors_origins)))
+        .layer(cors::layer(&state.cors_origins))
         .layer(RecordLayer {
             metrics: state.metrics.clone(),
         })
         .service(dispatch);
     Router::new().fallback_service(service)
-}
-
-/// flagd's CORS policy: the configured origins (`*` or none = any), the usual methods, any
-/// request header, and the protocol headers exposed.
-fn cors(origins: &[String]) -> CorsLayer {
-    let allow_origin = if origins.is_empty() || origins.iter().any(|o| o == "*") {
-        AllowOrigin::any()
-    } else {
-        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
-    };
-    CorsLayer::new()
-        .allow_origin(allow_origin)
-        .allow_methods([
-            Method::HEAD,
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::PATCH,
-            Method::DELETE,
-        ])
-        .allow_headers(AllowHeaders::mirror_request())
-        .expose_headers(EXPOSED_HEADERS.map(HeaderName::from_static))
 }
 
 /// Bounds a gRPC request body to `limit` bytes; past it the body fails with a
