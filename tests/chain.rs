@@ -231,3 +231,171 @@ async fn a_tiny_upstream_deadline_is_not_a_tight_loop() {
     b.stop().await.unwrap();
     a.stop().await.unwrap();
 }
+
+/// What the recording upstream saw of each `SyncFlags` call.
+#[derive(Debug, Clone, Default)]
+struct SeenCall {
+    metadata: Vec<(String, String)>,
+    selector_field: String,
+    provider_id: String,
+    authority: Option<String>,
+}
+
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<SeenCall>>>;
+
+/// A `flagd.sync.v1.FlagSyncService` that records every `SyncFlags` call and answers it with
+/// [`FLAGS`], then keeps the stream open.
+#[derive(Clone)]
+struct RecordingUpstream {
+    seen: Seen,
+}
+
+#[tonic::async_trait]
+impl flagd_rs::proto::flagd::sync::v1::flag_sync_service_server::FlagSyncService
+    for RecordingUpstream
+{
+    type SyncFlagsStream = futures::stream::BoxStream<
+        'static,
+        Result<flagd_rs::proto::flagd::sync::v1::SyncFlagsResponse, tonic::Status>,
+    >;
+
+    async fn sync_flags(
+        &self,
+        request: tonic::Request<flagd_rs::proto::flagd::sync::v1::SyncFlagsRequest>,
+    ) -> Result<tonic::Response<Self::SyncFlagsStream>, tonic::Status> {
+        use futures::StreamExt;
+        let metadata = request
+            .metadata()
+            .clone()
+            .into_headers()
+            .iter()
+            .map(|(k, v)| {
+                let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                (k.as_str().to_owned(), value)
+            })
+            .collect();
+        #[allow(deprecated)]
+        let call = SeenCall {
+            metadata,
+            selector_field: request.get_ref().selector.clone(),
+            provider_id: request.get_ref().provider_id.clone(),
+            // Filled in by `SeeAuthority`, which sees the HTTP/2 request first.
+            authority: request.extensions().get::<Authority>().map(|a| a.0.clone()),
+        };
+        self.seen.lock().unwrap().push(call);
+        let first = flagd_rs::proto::flagd::sync::v1::SyncFlagsResponse {
+            flag_configuration: FLAGS.to_owned(),
+            sync_context: None,
+        };
+        let stream = futures::stream::once(async move { Ok(first) })
+            .chain(futures::stream::pending())
+            .boxed();
+        Ok(tonic::Response::new(stream))
+    }
+
+    async fn fetch_all_flags(
+        &self,
+        _request: tonic::Request<flagd_rs::proto::flagd::sync::v1::FetchAllFlagsRequest>,
+    ) -> Result<
+        tonic::Response<flagd_rs::proto::flagd::sync::v1::FetchAllFlagsResponse>,
+        tonic::Status,
+    > {
+        Err(tonic::Status::unimplemented("not used"))
+    }
+
+    async fn get_metadata(
+        &self,
+        _request: tonic::Request<flagd_rs::proto::flagd::sync::v1::GetMetadataRequest>,
+    ) -> Result<tonic::Response<flagd_rs::proto::flagd::sync::v1::GetMetadataResponse>, tonic::Status>
+    {
+        Err(tonic::Status::unimplemented("not used"))
+    }
+}
+
+/// The `:authority` of an HTTP/2 request, handed to the gRPC handler as a request extension.
+#[derive(Debug, Clone)]
+struct Authority(String);
+
+/// Puts each request's authority into its extensions before the wrapped service sees it.
+#[derive(Clone)]
+struct SeeAuthority<S>(S);
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for SeeAuthority<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B> tonic::codegen::Service<http::Request<B>> for SeeAuthority<S>
+where
+    S: tonic::codegen::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        if let Some(authority) = request.uri().authority().map(|a| a.to_string()) {
+            request.extensions_mut().insert(Authority(authority));
+        }
+        self.0.call(request)
+    }
+}
+
+/// The configured headers reach the upstream sync server as gRPC metadata on the `SyncFlags`
+/// call, a `Host` header as the HTTP/2 authority, and the selector both in the request and in
+/// the `flagd-selector` metadata.
+#[tokio::test]
+async fn custom_headers_reach_the_upstream_as_metadata() {
+    use flagd_rs::proto::flagd::sync::v1::flag_sync_service_server::FlagSyncServiceServer;
+
+    let seen = Seen::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let service = SeeAuthority(FlagSyncServiceServer::new(RecordingUpstream {
+        seen: seen.clone(),
+    }));
+    let upstream = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+
+    let spec = flagd_rs::sources::parse_sources_json(&format!(
+        r#"[{{"uri":"grpc://127.0.0.1:{port}","provider":"grpc","providerID":"edge-1",
+             "selector":"flagSetId=",
+             "headers":{{"X-Tenant-ID":"tenant-7","authorization":"Bearer s3cret",
+                         "Host":"flags.internal:8015"}}}}]"#
+    ))
+    .unwrap();
+    let b = Daemon::start(spec).await;
+    assert_eq!(b.value("greeting").await, json!("hello"));
+
+    let call = seen
+        .lock()
+        .unwrap()
+        .first()
+        .cloned()
+        .expect("no SyncFlags call");
+    let header = |name: &str| {
+        call.metadata
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(header("x-tenant-id"), Some("tenant-7"), "{call:?}");
+    assert_eq!(header("authorization"), Some("Bearer s3cret"), "{call:?}");
+    assert_eq!(header("flagd-selector"), Some("flagSetId="), "{call:?}");
+    assert_eq!(header("host"), None, "{call:?}");
+    assert_eq!(call.authority.as_deref(), Some("flags.internal:8015"));
+    assert_eq!(call.selector_field, "flagSetId=");
+    assert_eq!(call.provider_id, "edge-1");
+
+    b.stop().await.unwrap();
+    upstream.abort();
+}

@@ -535,6 +535,39 @@ async fn http_source_honours_etag_and_sends_only_changes() {
         .unwrap();
 }
 
+/// A `Host` header replaces the host of the URL in the request the origin receives (a proxy or
+/// gateway routes by it), with the other headers alongside.
+#[tokio::test]
+async fn http_source_sends_the_configured_host() {
+    let origin = Origin::start(&doc("red"), None).await;
+    let mut spec = SourceSpec::new(origin.url("/flags.json"), Provider::Http);
+    spec.headers.insert("Host".into(), "flags.internal".into());
+    spec.headers.insert("X-Tenant-ID".into(), "tenant-7".into());
+    spec.interval_seed = Some("replica-1".into());
+    let (tx, mut rx) = mpsc::channel(8);
+    let (stop, shutdown) = watch::channel(false);
+    let task = http_source::spawn(&spec, 0, tx, shutdown, fast_options()).unwrap();
+    assert!(matches!(
+        next_update(&mut rx).await,
+        SourceEvent::Content { .. }
+    ));
+    assert_eq!(
+        origin.last_header("host").as_deref(),
+        Some("flags.internal")
+    );
+    assert_eq!(
+        origin.last_header("x-tenant-id").as_deref(),
+        Some("tenant-7")
+    );
+    // Seeded polls keep coming.
+    origin.wait_requests(3).await;
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 /// A redirect to another origin is followed only when the source sends nothing secret; the
 /// other origin never sees the source's headers. Credentials in the URL never show in names or
 /// messages.

@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # End-to-end check with the published Python OpenFeature providers: builds flagd-rs, starts it on
 # free loopback ports with e2e/python/flags.json, and evaluates flags through the flagd provider
-# (RPC and in-process modes) and the OFREP provider.
+# (RPC and in-process modes) and the OFREP provider (check_clients.py). Then runs the flagd
+# testbed's provider scenarios through the OFREP provider (testbed.py), which starts its own
+# daemons of the same executable on the testbed's flag files.
 #
 # Usage: e2e/python/run.sh
-#   E2E_VENV    virtualenv to create or reuse (default: target/e2e-venv)
-#   E2E_PYTHON  interpreter that creates it (default: python3)
-#   E2E_RELEASE set to 1 to test a release build
-# Prints `python-e2e: N passed, M failed` last; exits non-zero on any failure.
+#   E2E_VENV      virtualenv to create or reuse (default: target/e2e-venv)
+#   E2E_PYTHON    interpreter that creates it (default: python3)
+#   E2E_RELEASE   set to 1 to test a release build
+#   FLAGD_TESTBED the testbed (default: ../shared/testbed beside the repository); with
+#                 FLAGD_TESTBED_REQUIRED=1 a missing testbed is a failure, else a skip
+# Prints `python-e2e: N passed, M failed` for the client checks and
+# `python-testbed: N passed, M failed, K skipped` for the testbed (with a line per feature);
+# exits non-zero on any failure.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -107,5 +113,16 @@ fi
 if [[ $status -eq 124 ]]; then
   echo "the Python checks did not finish within 120 s" >&2
   echo "python-e2e: 0 passed, 1 failed"
+fi
+
+echo "== the flagd testbed's provider scenarios through the Python OFREP provider"
+testbed_status=0
+E2E_BIN="$bin" timeout 600 "$venv/bin/python" "$here/testbed.py" || testbed_status=$?
+if [[ $testbed_status -eq 124 ]]; then
+  echo "the testbed scenarios did not finish within 600 s" >&2
+  echo "python-testbed: 0 passed, 1 failed, 0 skipped"
+fi
+if [[ $status -eq 0 ]]; then
+  status=$testbed_status
 fi
 exit "$status"

@@ -256,6 +256,24 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// One `--context-from-header Header-Name=contextKey` mapping: the header's name in the lower
+/// case every request's header map uses (so `X-User-ID` matches a request's `x-user-id`, as
+/// flagd matches header names without regard to case), and the context key. A name that is
+/// not a valid HTTP header name, or an empty context key, is refused with the mapping quoted.
+fn header_mapping(header: &str, key: String) -> anyhow::Result<(http::HeaderName, String)> {
+    let name =
+        http::HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()).map_err(|_| {
+            anyhow::anyhow!(
+                "invalid --context-from-header `{header}={key}`: `{header}` is not a valid \
+                 HTTP header name"
+            )
+        })?;
+    if key.is_empty() {
+        bail!("invalid --context-from-header `{header}=`: the context key is empty");
+    }
+    Ok((name, key))
+}
+
 /// Parses a duration such as `30s`, `1m30s` or `250ms`; `0` means none.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -436,14 +454,11 @@ impl TryFrom<StartArgs> for Config {
         for (k, v) in args.context_value {
             static_values.insert(k, Value::String(v));
         }
-        let mut from_headers = Vec::with_capacity(args.context_from_header.len());
-        for (header, key) in args.context_from_header {
-            let name = http::HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes())
-                .with_context(|| {
-                    format!("invalid header name `{header}` in --context-from-header")
-                })?;
-            from_headers.push((name, key));
-        }
+        let from_headers = args
+            .context_from_header
+            .into_iter()
+            .map(|(header, key)| header_mapping(&header, key))
+            .collect::<anyhow::Result<Vec<_>>>()?;
 
         let max_header_bytes = match args.max_request_header {
             0 => 1 << 20,
@@ -670,6 +685,79 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn header_mappings_ignore_case_and_refuse_what_cannot_match() {
+        let c = Config::try_from(start(&[
+            "start",
+            "-H",
+            "X-User-ID=userId",
+            "-H",
+            "x-tier=tier",
+        ]))
+        .unwrap();
+        let names: Vec<_> = c
+            .context
+            .from_headers
+            .iter()
+            .map(|(n, k)| (n.as_str(), k.as_str()))
+            .collect();
+        assert_eq!(names, [("x-user-id", "userId"), ("x-tier", "tier")]);
+
+        let err = |args: &[&str]| Config::try_from(start(args)).unwrap_err().to_string();
+        assert_eq!(
+            err(&["start", "-H", "X User=user"]),
+            "invalid --context-from-header `X User=user`: `X User` is not a valid HTTP header name"
+        );
+        assert_eq!(
+            err(&["start", "-H", "X-Ünicode=user"]),
+            "invalid --context-from-header `X-Ünicode=user`: `X-Ünicode` is not a valid HTTP \
+             header name"
+        );
+        assert_eq!(
+            err(&["start", "-H", "X-User="]),
+            "invalid --context-from-header `X-User=`: the context key is empty"
+        );
+    }
+
+    #[test]
+    fn source_settings_are_checked_at_start() {
+        let sources = |json: &str| {
+            Config::try_from(start(&["start", "--sources", json]))
+                .map(|c| c.sources.len())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            sources(
+                r#"[{"uri":"grpc://h:1","provider":"grpc","selector":"flagSetId=a",
+                    "headers":{"X-Team":"core","Host":"flags.internal:443"}},
+                   {"uri":"http://h/f.json","provider":"http","intervalSeed":"replica-1",
+                    "headers":{"X-Team":"core"}}]"#
+            ),
+            Ok(2)
+        );
+        assert_eq!(
+            sources(r#"[{"uri":"grpc://h:1","provider":"grpc","selector":"team=a"}]"#),
+            Err(
+                "invalid --sources: invalid source \"h:1\": invalid selector key \"team\", \
+                 valid keys: \"flagSetId\", \"source\""
+                    .into()
+            )
+        );
+        assert_eq!(
+            sources(r#"[{"uri":"http://h/f.json","provider":"http","headers":{"X Y":"1"}}]"#),
+            Err(
+                "invalid --sources: invalid source \"http://h/f.json\": invalid header name \
+                 `X Y` in the source's headers"
+                    .into()
+            )
+        );
+        assert!(
+            sources(r#"[{"uri":"grpc://h:1","provider":"grpc","headers":{"Host":"a b"}}]"#)
+                .unwrap_err()
+                .contains("invalid Host header `a b`")
+        );
     }
 
     #[test]

@@ -1,8 +1,15 @@
 //! Evaluation context assembly: the request's context (a protobuf `Struct` or a JSON object)
 //! merged with the static `-X` values and the header-mapped `-H` values, later ones winning.
+//!
+//! Header-mapped values follow flagd: the header is looked up by name without regard to case
+//! (HTTP/1.1 `X-User-Id`, HTTP/2 and gRPC `x-user-id`), its first value is taken, an empty
+//! value sets nothing, and the value is always a string. Bytes that are not UTF-8 (header
+//! values are bytes on the wire) are replaced with U+FFFD rather than dropping the value.
+
+use std::borrow::Cow;
 
 use flagd_evaluator::Context;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use pbjson_types::value::Kind;
 use serde_json::{Map, Number, Value};
 
@@ -23,10 +30,7 @@ pub fn assemble<'h>(
     config: &ContextConfig,
     header: Option<&HeaderLookup<'h>>,
 ) -> Value {
-    let mut ctx = request;
-    for (k, v) in &config.static_values {
-        ctx.insert(k.clone(), v.clone());
-    }
+    let mut ctx = with_static_values(request, config);
     if let Some(header) = header {
         for (name, key) in &config.from_headers {
             if let Some(v) = header(name.as_str()).filter(|v| !v.is_empty()) {
@@ -37,20 +41,49 @@ pub fn assemble<'h>(
     Value::Object(ctx)
 }
 
-/// [`assemble`] with the headers of an HTTP request or gRPC call (non-text values ignored).
+/// [`assemble`] with the headers of an HTTP request or gRPC call, read as
+/// [`mapped_header_values`] reads them.
 pub fn assemble_from(
     request: Map<String, Value>,
     config: &ContextConfig,
     headers: Option<&HeaderMap>,
 ) -> Value {
-    match headers {
-        Some(h) => assemble(
-            request,
-            config,
-            Some(&|name: &str| h.get(name).and_then(|v| v.to_str().ok())),
-        ),
-        None => assemble(request, config, None),
+    let mut ctx = with_static_values(request, config);
+    if let Some(headers) = headers {
+        for (key, value) in mapped_header_values(config, headers) {
+            ctx.insert(key.to_owned(), Value::String(value.into_owned()));
+        }
     }
+    Value::Object(ctx)
+}
+
+/// The context entries the `-H` mapping takes from `headers`, in the configured order (a later
+/// mapping to the same key wins when both are set): for each mapping whose header is present
+/// with a non-empty first value, the context key and that value as text.
+pub fn mapped_header_values<'a>(
+    config: &'a ContextConfig,
+    headers: &'a HeaderMap,
+) -> impl Iterator<Item = (&'a str, Cow<'a, str>)> + 'a {
+    config
+        .from_headers
+        .iter()
+        .filter_map(|(name, key)| header_text(headers, name).map(|v| (key.as_str(), v)))
+}
+
+/// The first value of header `name` as text, unless it is absent or empty. `HeaderMap` keys
+/// are lower case and `HeaderName`s are too, so the lookup ignores the case the client wrote.
+pub fn header_text<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<Cow<'h, str>> {
+    let value = headers.get(name)?.as_bytes();
+    (!value.is_empty()).then(|| String::from_utf8_lossy(value))
+}
+
+/// `request` with the static values written over it.
+fn with_static_values(request: Map<String, Value>, config: &ContextConfig) -> Map<String, Value> {
+    let mut ctx = request;
+    for (k, v) in &config.static_values {
+        ctx.insert(k.clone(), v.clone());
+    }
+    ctx
 }
 
 /// Builds the context of an evaluation request straight from its protobuf `Struct` (no JSON
@@ -91,11 +124,8 @@ pub fn build(
         ctx.json_ref(k, v);
     }
     if let Some(headers) = headers {
-        for (name, key) in &config.from_headers {
-            let value = headers.get(name).and_then(|v| v.to_str().ok());
-            if let Some(v) = value.filter(|v| !v.is_empty()) {
-                ctx.string(key, v);
-            }
+        for (key, value) in mapped_header_values(config, headers) {
+            ctx.string(key, &value);
         }
     }
     ctx.build()
@@ -233,6 +263,100 @@ mod tests {
             .insert("none".into(), pbjson_types::Value { kind: None });
         let ctx = build(Some(s), &ContextConfig::default(), None);
         assert_eq!(ctx.to_json(), json!({"nan": null, "none": null}));
+    }
+
+    /// A mapping as the command line gives it: `X-User-ID=user`.
+    fn mapping(header: &str, key: &str) -> ContextConfig {
+        ContextConfig {
+            static_values: Map::new(),
+            from_headers: vec![(
+                HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()).unwrap(),
+                key.into(),
+            )],
+        }
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                http::HeaderValue::from_bytes(value.as_bytes()).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn header_names_match_whatever_case_either_side_writes() {
+        let config = mapping("X-User-ID", "user");
+        for written in ["x-user-id", "X-User-ID", "X-USER-ID", "x-UsEr-Id"] {
+            let request = headers(&[(written, "u-42")]);
+            assert_eq!(
+                assemble_from(Map::new(), &config, Some(&request)),
+                json!({"user": "u-42"}),
+                "{written}"
+            );
+            assert_eq!(
+                build(None, &config, Some(&request)).to_json(),
+                json!({"user": "u-42"}),
+                "{written}"
+            );
+        }
+        // The lookup closure OFREP passes is asked with the lower-case name.
+        let request = headers(&[("X-User-Id", "u-7")]);
+        let lookup = |name: &str| request.get(name).and_then(|v| v.to_str().ok());
+        assert_eq!(
+            assemble(Map::new(), &config, Some(&lookup)),
+            json!({"user": "u-7"})
+        );
+    }
+
+    #[test]
+    fn only_a_non_empty_first_value_is_used_and_always_as_text() {
+        let config = mapping("x-tier", "tier");
+        let cases: [(&[(&str, &str)], Value); 5] = [
+            (&[("x-tier", "gold"), ("x-tier", "silver")], json!("gold")),
+            // An empty first value sets nothing, as Go's `Header.Get` returns it.
+            (&[("x-tier", ""), ("x-tier", "silver")], json!("kept")),
+            (&[("x-tier", "42")], json!("42")),
+            (&[("x-tier", "true")], json!("true")),
+            (&[], json!("kept")),
+        ];
+        for (pairs, expected) in cases {
+            let request = headers(pairs);
+            let Value::Object(body) = json!({"tier": "kept"}) else {
+                unreachable!()
+            };
+            let ctx = assemble_from(body.clone(), &config, Some(&request));
+            assert_eq!(ctx["tier"], expected, "{pairs:?}");
+            let built = build(Some(map_to_struct(&body)), &config, Some(&request));
+            assert_eq!(built.to_json()["tier"], expected, "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn values_that_are_not_ascii_are_kept() {
+        let config = mapping("x-city", "city");
+        let request = headers(&[("x-city", "Zürich")]);
+        assert_eq!(
+            assemble_from(Map::new(), &config, Some(&request)),
+            json!({"city": "Zürich"})
+        );
+        assert_eq!(
+            build(None, &config, Some(&request)).to_json(),
+            json!({"city": "Zürich"})
+        );
+        // Bytes that are not UTF-8 are replaced, not dropped.
+        let mut request = HeaderMap::new();
+        request.insert(
+            "x-city",
+            http::HeaderValue::from_bytes(b"Z\xfcrich").unwrap(),
+        );
+        assert_eq!(
+            header_text(&request, &HeaderName::from_static("x-city")).as_deref(),
+            Some("Z\u{fffd}rich")
+        );
     }
 
     #[test]

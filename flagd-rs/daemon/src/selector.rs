@@ -21,8 +21,9 @@ pub struct SelectorError(pub String);
 
 impl Selector {
     /// Parses `key=value` (split at the first `=`); no `=` means a source; empty means all.
+    /// The text is taken as it is, as flagd takes it: ` flagSetId=a` names the key
+    /// ` flagSetId`, which is refused.
     pub fn parse(s: &str) -> Result<Selector, SelectorError> {
-        let s = s.trim();
         if s.is_empty() {
             return Ok(Selector::All);
         }
@@ -84,7 +85,32 @@ mod tests {
             Ok(Selector::Source("x.json".into()))
         );
         assert!(Selector::parse("team=a").is_err());
+        assert_eq!(
+            Selector::parse("source=a=b, c"),
+            Ok(Selector::Source("a=b, c".into()))
+        );
         assert!(Selector::FlagSet("".into()).matches(None, "s"));
         assert!(!Selector::FlagSet("a".into()).matches(None, "s"));
+    }
+
+    #[test]
+    fn invalid_keys_are_refused_with_flagds_message() {
+        for (text, key) in [
+            ("team=a", "team"),
+            ("flagsetid=a", "flagsetid"),
+            ("Source=x.json", "Source"),
+            ("=x", ""),
+            (" flagSetId=a", " flagSetId"),
+        ] {
+            let err = Selector::parse(text).unwrap_err();
+            assert_eq!(err, SelectorError(key.to_owned()), "{text}");
+            assert_eq!(
+                err.to_string(),
+                format!("invalid selector key \"{key}\", valid keys: \"flagSetId\", \"source\""),
+                "{text}"
+            );
+        }
+        // Without `=` the whole text, spaces included, is a source.
+        assert_eq!(Selector::parse(" "), Ok(Selector::Source(" ".into())));
     }
 }

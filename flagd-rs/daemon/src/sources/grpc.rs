@@ -19,13 +19,14 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch};
 use tonic::Code;
-use tonic::metadata::{AsciiMetadataValue, MetadataKey};
+use tonic::metadata::{AsciiMetadataValue, MetadataKey, MetadataMap};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Uri};
 
 use super::http::{RetryPolicy, error_chain, wait_for_stop};
 use super::{Provider, SourceError, SourceSpec, runtime};
 use crate::proto::flagd::sync::v1::SyncFlagsRequest;
 use crate::proto::flagd::sync::v1::flag_sync_service_client::FlagSyncServiceClient;
+use crate::selector::Selector;
 use crate::store::{SourceEvent, SourceUpdate};
 
 /// The metadata key flagd servers read the selector from (besides the request field).
@@ -70,7 +71,8 @@ enum Target {
 /// `spec.headers` become request metadata, a `Host` entry the HTTP/2 authority. With TLS the
 /// server is verified against `spec.cert_path` when set, else against the built-in roots.
 ///
-/// Refuses `envoy://` and `xds://` targets and a provider other than gRPC.
+/// Refuses `envoy://` and `xds://` targets and a provider other than gRPC, and, as
+/// [`SourceError::Invalid`], a selector flagd would refuse and headers that cannot be sent.
 pub fn spawn(
     spec: &SourceSpec,
     index: usize,
@@ -87,6 +89,7 @@ pub fn spawn(
         return Err(unsupported());
     }
     let (target, tls) = parse_target(&spec.uri).ok_or_else(unsupported)?;
+    let call = CallSettings::from_spec(spec).map_err(|problem| spec.invalid(problem))?;
     #[allow(deprecated)]
     let request = SyncFlagsRequest {
         provider_id: spec.provider_id.clone().unwrap_or_default(),
@@ -97,12 +100,7 @@ pub fn spawn(
         target,
         tls: tls || spec.tls,
         cert_path: spec.cert_path.clone(),
-        headers: spec
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        selector: spec.selector.clone().filter(|s| !s.is_empty()),
+        call,
         request,
         options,
         index,
@@ -110,6 +108,63 @@ pub fn spawn(
         last_failure: None,
     };
     Ok(handle.spawn(source.run(shutdown)))
+}
+
+/// What every `SyncFlags` call of a source carries besides its body: the metadata (the
+/// configured headers and the selector) and the HTTP/2 authority a `Host` header asks for.
+#[derive(Debug, Clone)]
+pub(crate) struct CallSettings {
+    metadata: MetadataMap,
+    authority: Option<String>,
+}
+
+impl CallSettings {
+    /// The settings of `spec`, or what is wrong with them: a selector flagd would refuse (with
+    /// flagd's message), a header name that is not valid gRPC metadata (a `-bin` name included:
+    /// values are text), a value that is not visible ASCII, or a `Host` that is not an
+    /// authority (`host` or `host:port`).
+    pub(crate) fn from_spec(spec: &SourceSpec) -> Result<CallSettings, String> {
+        let mut metadata = MetadataMap::new();
+        let mut authority = None;
+        for (name, value) in &spec.headers {
+            let name = name.trim();
+            if name.eq_ignore_ascii_case("host") {
+                let valid = value.parse::<::http::uri::Authority>().is_ok() && !value.contains('@');
+                if !valid {
+                    return Err(format!(
+                        "invalid Host header `{value}`: expected host or host:port"
+                    ));
+                }
+                authority = Some(value.clone());
+                continue;
+            }
+            let key = MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes())
+                .map_err(|_| format!("invalid header name `{name}` for gRPC metadata"))?;
+            let value = metadata_text(value).ok_or_else(|| {
+                format!("invalid value for header `{name}`: gRPC metadata must be visible ASCII")
+            })?;
+            metadata.insert(key, value);
+        }
+        if let Some(selector) = spec.selector.as_deref().filter(|s| !s.is_empty()) {
+            Selector::parse(selector).map_err(|e| e.to_string())?;
+            let value = metadata_text(selector).ok_or_else(|| {
+                format!("invalid selector `{selector}`: it must be visible ASCII")
+            })?;
+            metadata.insert(SELECTOR_METADATA, value);
+        }
+        Ok(CallSettings {
+            metadata,
+            authority,
+        })
+    }
+}
+
+/// `text` as a text metadata value: printable ASCII (spaces included) only, as gRPC allows.
+fn metadata_text(text: &str) -> Option<AsciiMetadataValue> {
+    text.bytes()
+        .all(|b| (0x20..=0x7e).contains(&b))
+        .then(|| AsciiMetadataValue::try_from(text).ok())
+        .flatten()
 }
 
 /// Splits a source URI into its target and whether the scheme asks for TLS; `None` for targets
@@ -174,8 +229,7 @@ struct GrpcSource {
     target: Target,
     tls: bool,
     cert_path: Option<PathBuf>,
-    headers: Vec<(String, String)>,
-    selector: Option<String>,
+    call: CallSettings,
     request: SyncFlagsRequest,
     options: GrpcOptions,
     index: usize,
@@ -238,10 +292,7 @@ impl GrpcSource {
         };
         let mut client = FlagSyncServiceClient::new(channel)
             .max_decoding_message_size(self.options.max_message_bytes);
-        let request = match self.request() {
-            Ok(r) => r,
-            Err(problem) => return Ended::Failed(problem),
-        };
+        let request = self.request();
         let mut stream = match client.sync_flags(request).await {
             Ok(response) => response.into_inner(),
             Err(status) => return Ended::Failed(describe(&self.name, &status)),
@@ -300,11 +351,7 @@ impl GrpcSource {
             // Slower than the 30 s minimum flagd's server enforces, so it never sends GOAWAY.
             .http2_keep_alive_interval(Duration::from_secs(60))
             .keep_alive_timeout(Duration::from_secs(20));
-        if let Some((_, host)) = self
-            .headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("host"))
-        {
+        if let Some(host) = &self.call.authority {
             let origin: Uri = format!("{scheme}://{host}")
                 .parse()
                 .map_err(|_| format!("invalid Host header `{host}` for {}", self.name))?;
@@ -348,25 +395,10 @@ impl GrpcSource {
     }
 
     /// The `SyncFlags` request with its metadata.
-    fn request(&self) -> Result<tonic::Request<SyncFlagsRequest>, String> {
+    fn request(&self) -> tonic::Request<SyncFlagsRequest> {
         let mut request = tonic::Request::new(self.request.clone());
-        let metadata = request.metadata_mut();
-        for (name, value) in &self.headers {
-            if name.eq_ignore_ascii_case("host") {
-                continue;
-            }
-            let key = MetadataKey::from_bytes(name.trim().to_ascii_lowercase().as_bytes())
-                .map_err(|_| format!("invalid metadata name `{name}` for {}", self.name))?;
-            let value = AsciiMetadataValue::try_from(value.as_str())
-                .map_err(|_| format!("invalid value for metadata `{name}` for {}", self.name))?;
-            metadata.insert(key, value);
-        }
-        if let Some(selector) = &self.selector {
-            let value = AsciiMetadataValue::try_from(selector.as_str())
-                .map_err(|_| format!("invalid selector `{selector}` for {}", self.name))?;
-            metadata.insert(SELECTOR_METADATA, value);
-        }
-        Ok(request)
+        *request.metadata_mut() = self.call.metadata.clone();
+        request
     }
 
     /// Reports `problem` unless it is the one reported last; `false` when the store has stopped.
@@ -442,6 +474,79 @@ mod tests {
         assert_eq!(parse_target("xds:///flagd"), None);
         assert_eq!(parse_target("grpc://"), None);
         assert_eq!(parse_target("grpc://h:1/path"), None);
+    }
+
+    #[test]
+    fn call_settings_carry_headers_selector_and_authority() {
+        let mut spec = SourceSpec::from_uri("grpc://127.0.0.1:8015").unwrap();
+        spec.selector = Some("flagSetId=payments".into());
+        spec.headers.insert("X-Team".into(), "core".into());
+        spec.headers
+            .insert("authorization".into(), "Bearer t".into());
+        spec.headers
+            .insert("HOST".into(), "flags.internal:8443".into());
+        let call = CallSettings::from_spec(&spec).unwrap();
+        let text = |k: &str| call.metadata.get(k).and_then(|v| v.to_str().ok());
+        assert_eq!(text("x-team"), Some("core"));
+        assert_eq!(text("authorization"), Some("Bearer t"));
+        assert_eq!(text("flagd-selector"), Some("flagSetId=payments"));
+        assert_eq!(
+            text("host"),
+            None,
+            "Host becomes the authority, not metadata"
+        );
+        assert_eq!(call.authority.as_deref(), Some("flags.internal:8443"));
+
+        // Without headers or selector the call carries no metadata.
+        let bare = CallSettings::from_spec(&SourceSpec::from_uri("grpc://h:1").unwrap()).unwrap();
+        assert!(bare.metadata.is_empty());
+        assert_eq!(bare.authority, None);
+    }
+
+    #[test]
+    fn call_settings_refuse_what_cannot_be_sent() {
+        let problem = |edit: &dyn Fn(&mut SourceSpec)| {
+            let mut spec = SourceSpec::from_uri("grpc://h:1").unwrap();
+            edit(&mut spec);
+            CallSettings::from_spec(&spec).unwrap_err()
+        };
+        assert_eq!(
+            problem(&|s| s.selector = Some("team=a".into())),
+            "invalid selector key \"team\", valid keys: \"flagSetId\", \"source\""
+        );
+        assert!(problem(&|s| s.selector = Some("source=é".into())).contains("visible ASCII"));
+        assert!(
+            problem(&|s| {
+                s.headers.insert("x-trace-bin".into(), "abc".into());
+            })
+            .contains("`x-trace-bin`")
+        );
+        assert!(
+            problem(&|s| {
+                s.headers.insert("x-team".into(), "caf\u{e9}".into());
+            })
+            .contains("visible ASCII")
+        );
+        for host in ["", "a b", "user@h", "h/path"] {
+            let err = problem(&|s| {
+                s.headers.insert("Host".into(), host.into());
+            });
+            assert!(err.contains("invalid Host header"), "{host}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn invalid_settings_stop_the_source_from_starting() {
+        let (tx, _rx) = mpsc::channel(1);
+        let (_stop, shutdown) = watch::channel(false);
+        let mut spec = SourceSpec::from_uri("grpc://h:1").unwrap();
+        spec.selector = Some("team=a".into());
+        let err = spawn(&spec, 0, tx, shutdown, GrpcOptions::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid source \"h:1\": invalid selector key \"team\", valid keys: \
+             \"flagSetId\", \"source\""
+        );
     }
 
     #[test]

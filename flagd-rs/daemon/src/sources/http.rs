@@ -6,10 +6,14 @@
 //! comes from the URL's extension (`.json`, `.yaml`, `.yml`), else from the `Content-Type`, else
 //! JSON is assumed and the store reports a document that does not parse.
 //!
+//! The first request goes out at start; later polls follow the source's [`PollSchedule`]: every
+//! `interval`, at an offset within the interval that comes from `intervalSeed` when one is set
+//! and is drawn at random otherwise, so that replicas do not poll their origin in step.
+//!
 //! An origin that is down never stops the daemon. The source reports `Failed` (the store keeps
 //! the last good flags, and readiness stays false until a first document arrives) and tries
 //! again after a delay that doubles with each consecutive failure, up to a cap; the first
-//! success returns it to the normal poll interval.
+//! success returns it to its schedule.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
@@ -19,6 +23,7 @@ use ::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use flagd_evaluator::Format;
 use tokio::sync::{mpsc, watch};
 
+use super::schedule::PollSchedule;
 use super::{SourceError, SourceSpec, runtime};
 use crate::store::{SourceEvent, SourceUpdate};
 
@@ -62,6 +67,7 @@ impl RetryPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpOptions {
     /// Poll interval; `None` takes the source's `interval` (seconds), else [`DEFAULT_INTERVAL`].
+    /// The offset of the polls within it comes from the source's `intervalSeed`, else at random.
     pub interval: Option<Duration>,
     /// Delays between attempts while the origin fails.
     pub retry: RetryPolicy,
@@ -82,9 +88,10 @@ impl Default for HttpOptions {
 /// Starts a task that polls `spec.uri` and sends its document as source `index` whenever it
 /// changes, until `shutdown` becomes `true` (or its sender is dropped, or `tx` is closed).
 ///
-/// Requests carry `Accept: application/json, application/yaml`, the spec's `headers` and, when
-/// set, its `authHeader` as the `Authorization` header; `timeoutS` bounds each request. What it
-/// sends:
+/// Requests carry `Accept: application/json, application/yaml`, the spec's `headers` (a `Host`
+/// entry names the host the request is for) and, when set, its `authHeader` as the
+/// `Authorization` header; `timeoutS` bounds each request. Headers that cannot be sent are a
+/// [`SourceError::Invalid`]. What it sends:
 /// - `Content` with the body and its format, the first time and whenever the body changes;
 /// - `Failed` when a request fails (connection, non-2xx status, timeout), once per distinct
 ///   problem, so the store keeps the last good flags;
@@ -98,6 +105,7 @@ pub fn spawn(
     options: HttpOptions,
 ) -> Result<tokio::task::JoinHandle<()>, SourceError> {
     let handle = runtime()?;
+    let headers = request_headers(spec).map_err(|problem| spec.invalid(problem))?;
     let interval = options
         .interval
         .or_else(|| {
@@ -106,6 +114,7 @@ pub fn spawn(
                 .map(|s| Duration::from_secs(u64::from(s)))
         })
         .unwrap_or(DEFAULT_INTERVAL);
+    let schedule = PollSchedule::new(interval, spec.interval_seed.as_deref());
     let carries_secrets = !spec.headers.is_empty()
         || spec.auth_header.as_deref().is_some_and(|a| !a.is_empty())
         || has_userinfo(spec.uri.trim());
@@ -113,12 +122,12 @@ pub fn spawn(
         url: spec.uri.trim().to_owned(),
         shown: spec.source_uri(),
         carries_secrets,
-        headers: request_headers(spec),
+        headers,
         timeout: spec
             .timeout_s
             .filter(|s| *s > 0)
             .map(|s| Duration::from_secs(u64::from(s))),
-        interval,
+        schedule,
         options,
         index,
         tx,
@@ -129,8 +138,9 @@ pub fn spawn(
     Ok(handle.spawn(source.run(shutdown)))
 }
 
-/// The headers every request carries, or why they cannot be built.
-fn request_headers(spec: &SourceSpec) -> Result<HeaderMap, String> {
+/// The headers every request carries, or why they cannot be built. A `Host` entry, in any case,
+/// replaces the host taken from the URL (the client sends an explicit `Host` as given).
+pub(crate) fn request_headers(spec: &SourceSpec) -> Result<HeaderMap, String> {
     let mut headers = HeaderMap::new();
     headers.insert(
         ACCEPT,
@@ -174,9 +184,9 @@ struct HttpSource {
     shown: String,
     /// Whether requests carry something a foreign origin must not see (headers, credentials).
     carries_secrets: bool,
-    headers: Result<HeaderMap, String>,
+    headers: HeaderMap,
     timeout: Option<Duration>,
-    interval: Duration,
+    schedule: PollSchedule,
     options: HttpOptions,
     index: usize,
     tx: mpsc::Sender<SourceUpdate>,
@@ -189,16 +199,13 @@ struct HttpSource {
 
 impl HttpSource {
     async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let headers = match self.headers.clone() {
-            Ok(h) => h,
-            Err(problem) => {
-                // A configuration error does not heal by retrying: report it and wait.
-                tracing::error!(source = %self.shown, error = %problem, "HTTP source cannot start");
-                self.fail(problem).await;
-                wait_for_stop(&mut shutdown).await;
-                return;
-            }
-        };
+        let headers = std::mem::take(&mut self.headers);
+        tracing::debug!(
+            source = %self.shown,
+            interval = ?self.schedule.interval(),
+            offset = ?self.schedule.offset(),
+            "polling"
+        );
         let client = match self.client() {
             Ok(c) => c,
             Err(problem) => {
@@ -240,7 +247,7 @@ impl HttpSource {
                 return; // the store has stopped
             }
             let delay = if failures == 0 {
-                self.interval
+                self.schedule.next_delay()
             } else {
                 self.options.retry.delay(failures)
             };
@@ -530,6 +537,28 @@ mod tests {
         assert!(headers.get(ACCEPT).is_some());
         spec.headers.insert("bad header".into(), "x".into());
         assert!(request_headers(&spec).unwrap_err().contains("bad header"));
+    }
+
+    #[test]
+    fn a_host_header_names_the_host_of_the_request() {
+        let mut spec = SourceSpec::new("http://10.0.0.7:8080/f.json", Provider::Http);
+        spec.headers.insert("Host".into(), "flags.internal".into());
+        let headers = request_headers(&spec).unwrap();
+        assert_eq!(headers.get(::http::header::HOST).unwrap(), "flags.internal");
+    }
+
+    #[tokio::test]
+    async fn headers_that_cannot_be_sent_stop_the_source_from_starting() {
+        let (tx, _rx) = mpsc::channel(1);
+        let (_stop, shutdown) = watch::channel(false);
+        let mut spec = SourceSpec::new("http://h/f.json", Provider::Http);
+        spec.headers.insert("X-Team".into(), "line\nbreak".into());
+        let err = spawn(&spec, 0, tx, shutdown, HttpOptions::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid source \"http://h/f.json\": invalid value for header `x-team` in the \
+             source's headers"
+        );
     }
 
     #[tokio::test]

@@ -22,6 +22,7 @@ pub mod embedded;
 pub mod file;
 pub mod grpc;
 pub mod http;
+pub mod schedule;
 
 pub use embedded::spawn_embedded;
 
@@ -84,7 +85,7 @@ impl fmt::Display for Provider {
 /// One configured source: an entry of `--sources`, or what a `--uri` value stands for.
 ///
 /// Fields other than `uri` and `provider` only matter to some providers; unknown JSON fields
-/// that flagd accepts (`intervalSeed`, `maxMsgSize`, `oauth`, ...) are ignored.
+/// that flagd accepts (`maxMsgSize`, `oauth`, ...) are ignored.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceSpec {
@@ -111,10 +112,16 @@ pub struct SourceSpec {
     /// HTTP and object stores: poll interval in seconds (flagd's default is 5).
     #[serde(default)]
     pub interval: Option<u32>,
+    /// HTTP: where in each interval the polls fall, derived from this text, so that replicas
+    /// given different seeds poll at different times and each keeps its time across restarts.
+    /// Without it the place is drawn at random when the source starts.
+    #[serde(rename = "intervalSeed", default)]
+    pub interval_seed: Option<String>,
     /// HTTP: client timeout in seconds (`0` or absent: none).
     #[serde(rename = "timeoutS", default)]
     pub timeout_s: Option<u32>,
-    /// HTTP headers or gRPC metadata sent with every request.
+    /// HTTP headers or gRPC metadata sent with every request; a `Host` entry (in any case)
+    /// names the host the requests are for (HTTP `Host`, gRPC `:authority`).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
 }
@@ -146,6 +153,15 @@ pub enum SourceError {
         /// The source's URI.
         uri: String,
     },
+    /// A setting the source cannot work with (a header that cannot be sent, a selector flagd
+    /// would refuse).
+    #[error("invalid source \"{uri}\": {problem}")]
+    Invalid {
+        /// The source's URI as given.
+        uri: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// Sources run as tokio tasks and must be spawned from inside a runtime.
     #[error("sources must be started from inside a tokio runtime")]
     NoRuntime,
@@ -169,8 +185,33 @@ impl SourceSpec {
             provider_id: None,
             selector: None,
             interval: None,
+            interval_seed: None,
             timeout_s: None,
             headers: BTreeMap::new(),
+        }
+    }
+
+    /// Checks the settings the source's provider uses, so that a source that could never send
+    /// a valid request stops the daemon at start instead of failing at every attempt: the
+    /// headers of HTTP and gRPC sources, and the selector of a gRPC source (parsed as flagd
+    /// parses selectors).
+    pub fn check(&self) -> Result<(), SourceError> {
+        match self.provider {
+            Provider::Http => http::request_headers(self)
+                .map(drop)
+                .map_err(|problem| self.invalid(problem)),
+            Provider::Grpc => grpc::CallSettings::from_spec(self)
+                .map(drop)
+                .map_err(|problem| self.invalid(problem)),
+            _ => Ok(()),
+        }
+    }
+
+    /// A [`SourceError::Invalid`] for this source.
+    pub(crate) fn invalid(&self, problem: impl Into<String>) -> SourceError {
+        SourceError::Invalid {
+            uri: self.source_uri(),
+            problem: problem.into(),
         }
     }
 
@@ -260,6 +301,9 @@ pub fn parse_sources_json(json: &str) -> Result<Vec<SourceSpec>, SourceError> {
     let specs: Vec<SourceSpec> = serde_json::from_str(json)?;
     if specs.iter().any(|s| s.uri.trim().is_empty()) {
         return Err(SourceError::EmptyUri);
+    }
+    for spec in &specs {
+        spec.check()?;
     }
     Ok(specs)
 }
@@ -437,7 +481,7 @@ mod tests {
             r#"[
             {"uri":"config/flags.json","provider":"file"},
             {"uri":"https://h/f.json","provider":"http","authHeader":"Bearer t","interval":7,
-             "timeoutS":3,"headers":{"Host":"x"},"intervalSeed":"ignored"},
+             "timeoutS":3,"headers":{"Host":"x"},"intervalSeed":"replica-1"},
             {"uri":"localhost:8015","provider":"grpc","tls":true,"certPath":"/ca.pem",
              "providerID":"me","selector":"flagSetId=a","maxMsgSize":10}
         ]"#,
@@ -451,6 +495,8 @@ mod tests {
         assert_eq!(specs[1].auth_header.as_deref(), Some("Bearer t"));
         assert_eq!((specs[1].interval, specs[1].timeout_s), (Some(7), Some(3)));
         assert_eq!(specs[1].headers.get("Host").map(String::as_str), Some("x"));
+        assert_eq!(specs[1].interval_seed.as_deref(), Some("replica-1"));
+        assert_eq!(specs[0].interval_seed, None);
         assert!(specs[2].tls);
         assert_eq!(specs[2].cert_path, Some(PathBuf::from("/ca.pem")));
         assert_eq!(specs[2].provider_id.as_deref(), Some("me"));
@@ -474,6 +520,52 @@ mod tests {
             Err(SourceError::EmptyUri)
         ));
         assert!(parse_sources_json("{}").is_err());
+    }
+
+    #[test]
+    fn settings_no_request_could_carry_are_refused() {
+        let check = |json: &str| {
+            parse_sources_json(json)
+                .map(|s| s.len())
+                .map_err(|e| e.to_string())
+        };
+        // A selector flagd would refuse, with flagd's message.
+        assert_eq!(
+            check(r#"[{"uri":"grpc://h:1","provider":"grpc","selector":"colour=red"}]"#),
+            Err(
+                "invalid source \"h:1\": invalid selector key \"colour\", valid keys: \
+                 \"flagSetId\", \"source\""
+                    .into()
+            )
+        );
+        for selector in ["flagSetId=a", "flagSetId=", "source=x.json", "x.json", ""] {
+            let json =
+                format!(r#"[{{"uri":"grpc://h:1","provider":"grpc","selector":"{selector}"}}]"#);
+            assert_eq!(check(&json), Ok(1), "{selector}");
+        }
+        // Headers that cannot be sent.
+        let err =
+            check(r#"[{"uri":"grpc://h:1","provider":"grpc","headers":{"x-y":"caf\u00e9"}}]"#)
+                .unwrap_err();
+        assert!(
+            err.contains("`x-y`") && err.contains("visible ASCII"),
+            "{err}"
+        );
+        let err =
+            check(r#"[{"uri":"grpc://h:1","provider":"grpc","headers":{"a b":"1"}}]"#).unwrap_err();
+        assert!(err.contains("invalid header name `a b`"), "{err}");
+        let err = check(r#"[{"uri":"https://u:p@h/f","provider":"http","headers":{"x":"a\nb"}}]"#)
+            .unwrap_err();
+        // The message names the source without its credentials.
+        assert_eq!(
+            err,
+            "invalid source \"https://h/f\": invalid value for header `x` in the source's headers"
+        );
+        // File sources have nothing of the kind to check.
+        assert_eq!(
+            check(r#"[{"uri":"f.json","provider":"file","headers":{"a b":"1"}}]"#),
+            Ok(1)
+        );
     }
 
     #[tokio::test]
