@@ -109,12 +109,19 @@ impl SyncServer {
 
 /// Calls `FetchAllFlags` over a raw HTTP/2 connection; returns the `grpc-status`.
 async fn fetch_all_raw(send: &mut h2::client::SendRequest<Bytes>) -> String {
-    let request = http::Request::post("http://localhost/flagd.sync.v1.FlagSyncService/FetchAllFlags")
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
+    let request =
+        http::Request::post("http://localhost/flagd.sync.v1.FlagSyncService/FetchAllFlags")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+    let (response, mut body) = send
+        .clone()
+        .ready()
+        .await
+        .unwrap()
+        .send_request(request, false)
         .unwrap();
-    let (response, mut body) = send.clone().ready().await.unwrap().send_request(request, false).unwrap();
     body.send_data(Bytes::from(envelope(0, b"")), true).unwrap();
     let response = tokio::time::timeout(SOON, response).await.unwrap().unwrap();
     assert_eq!(response.status(), 200);
@@ -191,7 +198,11 @@ async fn sync_port_speaks_http2_only() {
     let _ = tokio::time::timeout(SOON, tcp.read_to_end(&mut out))
         .await
         .expect("the server closes the connection");
-    assert!(!out.starts_with(b"HTTP/1.1"), "{:?}", String::from_utf8_lossy(&out));
+    assert!(
+        !out.starts_with(b"HTTP/1.1"),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
 }
 
 /// Connects to `port`, sends half a request line and waits for the server to close.
@@ -420,10 +431,7 @@ async fn grpc_messages_may_be_gzip_compressed_both_ways() {
         },
     )
     .await;
-    let mut c = small
-        .v1()
-        .await
-        .send_compressed(CompressionEncoding::Gzip);
+    let mut c = small.v1().await.send_compressed(CompressionEncoding::Gzip);
     let huge: serde_json::Map<String, Value> = (0..20_000)
         .map(|i| (format!("key-{i}"), json!("x".repeat(16))))
         .collect();
@@ -454,7 +462,12 @@ async fn grpc_messages_may_be_gzip_compressed_both_ways() {
             .map(|v| v.to_str().unwrap()),
         Some("gzip")
     );
-    assert!(response.into_inner().flag_configuration.contains("\"bool\""));
+    assert!(
+        response
+            .into_inner()
+            .flag_configuration
+            .contains("\"bool\"")
+    );
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -531,7 +544,10 @@ async fn connect_bodies_may_be_gzip_compressed() {
         .await
         .unwrap();
     assert_eq!(r.status(), 429);
-    assert_eq!(r.json::<Value>().await.unwrap()["code"], "resource_exhausted");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "resource_exhausted"
+    );
     // Broken gzip is a malformed request.
     let r = client
         .post(server.url(&format!("{V1}ResolveString")))
@@ -569,7 +585,10 @@ async fn connect_bodies_may_be_gzip_compressed() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["connect-content-encoding"], "gzip");
-    let all = tokio::time::timeout(SOON, r.bytes()).await.unwrap().unwrap();
+    let all = tokio::time::timeout(SOON, r.bytes())
+        .await
+        .unwrap()
+        .unwrap();
     let (frames, _) = split_envelopes(&all);
     let (flags, first) = &frames[0];
     assert_eq!(*flags, 1, "a compressed message");

@@ -25,6 +25,9 @@ pub static CONNECT_TIMEOUT: http::HeaderName = http::HeaderName::from_static("co
 /// The status message of a call whose client deadline passed.
 pub const DEADLINE_MESSAGE: &str = "deadline exceeded";
 
+/// The status message of a stream ended by the server's `--stream-deadline` (flagd's words).
+pub const SERVER_DEADLINE_MESSAGE: &str = "stream closed due to server-side timeout";
+
 /// The `grpc-timeout` of a request: 1 to 8 digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
 /// `Err` with the reason when the header is there but not valid.
 pub fn grpc_timeout(headers: &HeaderMap) -> Result<Option<Duration>, String> {
@@ -102,13 +105,14 @@ pin_project_lite::pin_project! {
 impl<F> GrpcDeadline<F> {
     /// Calls `call` with `request` under the request's `grpc-timeout`. A header that is not a
     /// valid timeout is answered with `invalid` (connect-go refuses it as INVALID_ARGUMENT,
-    /// grpc-go as INTERNAL) without calling.
+    /// grpc-go as INTERNAL) without calling. `web`: the request is gRPC-Web, and so are the
+    /// answers made here.
     pub fn call<B>(
         request: http::Request<B>,
+        web: bool,
         invalid: tonic::Code,
         call: impl FnOnce(http::Request<B>) -> F,
     ) -> Self {
-        let web = super::http::grpc_kind(request.headers()) == Some(super::http::GrpcKind::Web);
         match grpc_timeout(request.headers()) {
             Ok(timeout) => Self {
                 inner: Some(call(request)),

@@ -126,7 +126,7 @@ pub enum RequestError {
     #[error("request body exceeds the limit of {0} bytes")]
     TooLarge(usize),
     /// The stream reached the server-side deadline.
-    #[error("stream closed due to server-side timeout")]
+    #[error("{}", crate::server::deadline::SERVER_DEADLINE_MESSAGE)]
     StreamDeadline,
     /// The client's deadline (`grpc-timeout`, `Connect-Timeout-Ms`) passed.
     #[error("{}", crate::server::deadline::DEADLINE_MESSAGE)]

@@ -83,13 +83,16 @@ pub fn router(state: AppState) -> Router {
     // connect-go refuses it. Connect reads its own timeout header in the handler.
     let dispatch = tower::service_fn(move |request: Request| match grpc_kind(request.headers()) {
         Some(GrpcKind::Plain) if request.version() == http::Version::HTTP_2 => {
-            GrpcDeadline::call(request, tonic::Code::InvalidArgument, |r| {
+            GrpcDeadline::call(request, false, tonic::Code::InvalidArgument, |r| {
                 grpc.clone().oneshot(limit_grpc_body(limit, r))
             })
         }
-        Some(_) => GrpcDeadline::call(request, tonic::Code::InvalidArgument, |r| {
-            grpc_web.clone().oneshot(limit_grpc_body(limit, r))
-        }),
+        Some(kind) => {
+            let web = kind == GrpcKind::Web;
+            GrpcDeadline::call(request, web, tonic::Code::InvalidArgument, |r| {
+                grpc_web.clone().oneshot(limit_grpc_body(limit, r))
+            })
+        }
         None => GrpcDeadline::none(http.clone().oneshot(request)),
     });
     let service = tower::ServiceBuilder::new()

@@ -40,9 +40,6 @@ use crate::server::eval::resolve::SELECTOR_HEADER;
 
 pub use payload::flag_configuration;
 
-/// The status message of a stream ended by `--stream-deadline`.
-const SERVER_DEADLINE_MESSAGE: &str = "stream closed due to server-side timeout";
-
 /// Payloads kept for reuse; one per distinct selector in use is plenty.
 const PAYLOAD_CACHE_SIZE: usize = 32;
 
@@ -174,7 +171,10 @@ impl FlagSyncService for SyncService {
         let (deadline, deadline_message) =
             match deadline::earliest(server_deadline, client_deadline) {
                 Some((after, true)) => (Some(after), deadline::DEADLINE_MESSAGE),
-                other => (other.map(|(after, _)| after), SERVER_DEADLINE_MESSAGE),
+                other => (
+                    other.map(|(after, _)| after),
+                    deadline::SERVER_DEADLINE_MESSAGE,
+                ),
             };
         let record = state.metrics.sync_streams.stream_opened(
             &selector_label(request.metadata(), &request.get_ref().selector),
@@ -318,8 +318,8 @@ impl SyncWatch {
     }
 }
 
-/// How the sync port is served, besides its listener and TLS.
-#[derive(Debug, Clone, Copy)]
+/// How the sync port is served, besides its listener and TLS. The default is flagd's.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct SyncOptions {
     /// Make the deprecated `GetMetadata` answer `UNIMPLEMENTED`.
     pub disable_metadata: bool,
@@ -327,16 +327,6 @@ pub struct SyncOptions {
     pub keepalive: PingPolicy,
     /// Largest total size of request headers (0 = 1 MiB).
     pub max_header_bytes: usize,
-}
-
-impl Default for SyncOptions {
-    fn default() -> Self {
-        Self {
-            disable_metadata: false,
-            keepalive: PingPolicy::default(),
-            max_header_bytes: 0,
-        }
-    }
 }
 
 /// Serves the sync service on `listener` (TCP or unix socket) until `shutdown` becomes `true`,
@@ -385,7 +375,7 @@ pub fn router(state: AppState, disable_metadata: bool) -> axum::Router {
     let routes =
         tonic::service::Routes::new(sync_service(state, disable_metadata)).into_axum_router();
     let service = tower::service_fn(move |request: axum::extract::Request| {
-        GrpcDeadline::call(request, tonic::Code::Internal, |r| {
+        GrpcDeadline::call(request, false, tonic::Code::Internal, |r| {
             routes.clone().oneshot(r)
         })
     });
