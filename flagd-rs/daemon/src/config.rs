@@ -620,6 +620,26 @@ mod tests {
     }
 
     #[test]
+    fn keepalive_flags() {
+        let c = Config::try_from(start(&[
+            "start",
+            "--keep-alive-min-time",
+            "5s",
+            "--keep-alive-permit-without-stream=false",
+        ]))
+        .unwrap();
+        assert_eq!(c.sync_keepalive.min_time, Duration::from_secs(5));
+        assert!(!c.sync_keepalive.permit_without_stream);
+        let a = start(&["start", "--keep-alive-permit-without-stream"]);
+        assert!(a.keep_alive_permit_without_stream);
+        let c = Config::try_from(start(&["start"])).unwrap();
+        assert_eq!(
+            c.sync_keepalive,
+            crate::server::keepalive::PingPolicy::default()
+        );
+    }
+
+    #[test]
     fn short_flags_lists_and_pairs() {
         let a = start(&[
             "start",
