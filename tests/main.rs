@@ -21,4 +21,5 @@ mod providers_off;
 mod reload;
 mod remote;
 mod rollout;
+mod serving;
 mod sync;

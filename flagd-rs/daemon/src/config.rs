@@ -191,6 +191,20 @@ pub struct StartArgs {
     /// Make the sync service's GetMetadata answer UNIMPLEMENTED.
     #[arg(long, env = "FLAGD_DISABLE_SYNC_METADATA")]
     pub disable_sync_metadata: bool,
+    /// Shortest interval between a sync client's keepalive pings (`30s`, `1m`; 0 = any); a
+    /// client that keeps pinging more often is disconnected with GOAWAY ENHANCE_YOUR_CALM.
+    #[arg(long, env = "FLAGD_KEEP_ALIVE_MIN_TIME", default_value = "30s", value_parser = parse_duration)]
+    pub keep_alive_min_time: Duration,
+    /// Allow a sync client's keepalive pings while it has no open stream (`true`/`false`).
+    #[arg(
+        long,
+        env = "FLAGD_KEEP_ALIVE_PERMIT_WITHOUT_STREAM",
+        default_value_t = true,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub keep_alive_permit_without_stream: bool,
     /// Port of the admin API (overrides, revisions, rollouts).
     #[arg(long, env = "FLAGD_ADMIN_PORT", default_value_t = 8017)]
     pub admin_port: u16,
@@ -328,6 +342,8 @@ pub struct Config {
     pub load: LoadOptions,
     /// Make the sync service's GetMetadata answer UNIMPLEMENTED.
     pub disable_sync_metadata: bool,
+    /// What the sync port enforces on client keepalive pings.
+    pub sync_keepalive: crate::server::keepalive::PingPolicy,
     /// How long shutdown waits for in-flight requests before giving up on them.
     pub shutdown_grace: Duration,
     /// Admin API port. The command line defaults to 8017; [`Config::default`] uses 0 (a free
@@ -370,6 +386,7 @@ impl Default for Config {
             limits: Limits::default(),
             load: LoadOptions::default(),
             disable_sync_metadata: false,
+            sync_keepalive: crate::server::keepalive::PingPolicy::default(),
             shutdown_grace: Duration::from_secs(10),
             admin_port: 0,
             admin_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -496,6 +513,10 @@ impl TryFrom<StartArgs> for Config {
             limits,
             load,
             disable_sync_metadata: args.disable_sync_metadata,
+            sync_keepalive: crate::server::keepalive::PingPolicy {
+                min_time: args.keep_alive_min_time,
+                permit_without_stream: args.keep_alive_permit_without_stream,
+            },
             admin_port: args.admin_port,
             admin_address: args.admin_address,
             admin_token_file: non_empty(args.admin_token_file),
@@ -605,10 +626,32 @@ mod tests {
         assert_eq!(a.max_request_body, 1_000_000);
         assert_eq!(a.max_request_header, 1_000_000);
         assert_eq!(a.stream_deadline, Duration::ZERO);
+        assert_eq!(a.keep_alive_min_time, Duration::from_secs(30));
+        assert!(a.keep_alive_permit_without_stream);
         assert_eq!(a.load.fractional_hash, FractionalHash::V3);
         assert!(!a.load.strict);
         let c = Config::try_from(a).unwrap();
         assert_eq!(c.load.budget, EvalBudget::default());
+    }
+
+    #[test]
+    fn keepalive_flags() {
+        let c = Config::try_from(start(&[
+            "start",
+            "--keep-alive-min-time",
+            "5s",
+            "--keep-alive-permit-without-stream=false",
+        ]))
+        .unwrap();
+        assert_eq!(c.sync_keepalive.min_time, Duration::from_secs(5));
+        assert!(!c.sync_keepalive.permit_without_stream);
+        let a = start(&["start", "--keep-alive-permit-without-stream"]);
+        assert!(a.keep_alive_permit_without_stream);
+        let c = Config::try_from(start(&["start"])).unwrap();
+        assert_eq!(
+            c.sync_keepalive,
+            crate::server::keepalive::PingPolicy::default()
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! | `feature_flag.flagd.impression` | `feature_flag_flagd_impression_total` | `feature_flag_key`, `feature_flag_result_variant`, `feature_flag_provider_name`, `feature_flag_reason` |
 //! | `feature_flag.flagd.result.reason` | `feature_flag_flagd_result_reason_total` | `feature_flag_provider_name`, `feature_flag_reason`, and `feature_flag_key` on success or `ExceptionTypeKeyName` (the error code) on error |
 //! | `http.server.request.duration` | `http_server_request_duration_seconds` | `http_route`, `http_request_method`, `http_response_status_code` |
+//! | `feature_flag.flagd.sync.active_streams`, `feature_flag.flagd.sync.stream.duration` | see [`crate::server::sync::metrics`] | |
 //! | (ours) | `flagd_rs_build_info` | `version` |
 //! | (ours) | `flagd_rs_authority_revision`, `flagd_rs_authority_overrides_active` | |
 //! | (ours) | `flagd_rs_split_weight` | `feature_flag_key`, `variant` |
@@ -184,6 +185,8 @@ pub struct Metrics {
     errors: RwLock<Vec<ErrorEntry>>,
     /// Route -> histograms per (method, status).
     http: RwLock<FxHashMap<Box<str>, SmallVec<[HttpEntry; 2]>>>,
+    /// The sync service's streams.
+    pub sync_streams: Arc<crate::server::sync::metrics::SyncStreamMetrics>,
 }
 
 impl Default for Metrics {
@@ -227,8 +230,12 @@ impl Metrics {
             "flagd-rs build information",
             Info::new([("version", env!("CARGO_PKG_VERSION"))]),
         );
+        let sync_streams = Arc::new(crate::server::sync::metrics::SyncStreamMetrics::register(
+            &mut registry,
+        ));
         Self {
             registry,
+            sync_streams,
             impressions,
             results,
             durations,

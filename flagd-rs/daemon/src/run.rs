@@ -13,11 +13,12 @@ use flagd_evaluator::Format;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tokio_rustls::rustls::ServerConfig;
 
 use crate::authority::{Authority, AuthorityCollector, admin, rollout};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::server::http::{self, Listener};
+use crate::server::http::{self, Listener, ServeOptions};
 use crate::server::management::{self, ManagementState};
 use crate::sources::{self, SourceSpec};
 use crate::state::AppState;
@@ -40,6 +41,13 @@ const SOURCE_STOP_GRACE: Duration = Duration::from_secs(2);
 /// serves whatever is loaded (flagd's behaviour), so chained daemons and in-process providers
 /// do not start from a partial configuration.
 const SYNC_START_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a client may take to send a request head to the evaluation port (flagd's
+/// `ReadHeaderTimeout` there); a slower client is disconnected.
+const EVALUATION_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The same for the OFREP, management and admin ports (flagd's value for OFREP and management).
+const HTTP_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The daemon's listeners, bound before [`run`] so that callers (tests) can bind port 0 and read
 /// the ports actually chosen.
@@ -255,30 +263,32 @@ pub async fn run(
 
     let mut servers = JoinSet::new();
     let ofrep_app = crate::server::ofrep::router(state.clone());
-    let sync_state = state.clone();
-    let sync_tls = tls.clone();
+    let sync_app = crate::server::sync::router(state.clone(), config.disable_sync_metadata);
+    let sync_store = state.store.clone();
     let eval_app = crate::server::eval::router(state);
-    let rx = shutdown_rx.clone();
-    servers.spawn(async move {
-        (
-            "evaluation",
-            http::serve(listeners.eval, eval_app, tls, max_header_bytes, rx).await,
-        )
-    });
-    let rx = shutdown_rx.clone();
-    servers.spawn(async move {
-        (
-            "management",
-            http::serve(
-                Listener::Tcp(listeners.management),
-                management_app,
-                None,
-                max_header_bytes,
-                rx,
-            )
-            .await,
-        )
-    });
+    let http = ServeOptions::http(max_header_bytes);
+    spawn_server(
+        &mut servers,
+        Port {
+            name: "evaluation",
+            listener: listeners.eval,
+            app: eval_app,
+            tls: tls.clone(),
+            options: http.header_read_timeout(EVALUATION_HEADER_READ_TIMEOUT),
+        },
+        shutdown_rx.clone(),
+    );
+    spawn_server(
+        &mut servers,
+        Port {
+            name: "management",
+            listener: Listener::Tcp(listeners.management),
+            app: management_app,
+            tls: None,
+            options: http.header_read_timeout(HTTP_HEADER_READ_TIMEOUT),
+        },
+        shutdown_rx.clone(),
+    );
     let guard = crate::authority::guard::Guard::new(crate::authority::guard::GuardConfig {
         allowed_hosts: config.admin_allowed_hosts.clone(),
         allowed_origins: config.admin_allowed_origins.clone(),
@@ -309,53 +319,43 @@ pub async fn run(
         tokio::spawn(dashboard.served.clone().run(dashboard.shutdown.clone()));
         admin_app = admin_app.merge(crate::ui::router(dashboard, guard));
     }
-    let rx = shutdown_rx.clone();
-    servers.spawn(async move {
-        (
-            "admin",
-            http::serve(
-                Listener::Tcp(listeners.admin),
-                admin_app,
-                admin_tls,
-                max_header_bytes,
-                rx,
-            )
-            .await,
-        )
-    });
+    spawn_server(
+        &mut servers,
+        Port {
+            name: "admin",
+            listener: Listener::Tcp(listeners.admin),
+            app: admin_app,
+            tls: admin_tls,
+            options: http.header_read_timeout(HTTP_HEADER_READ_TIMEOUT),
+        },
+        shutdown_rx.clone(),
+    );
     // OFREP is plain HTTP, never TLS, as in flagd.
+    spawn_server(
+        &mut servers,
+        Port {
+            name: "OFREP",
+            listener: Listener::Tcp(listeners.ofrep),
+            app: ofrep_app,
+            tls: None,
+            options: http.header_read_timeout(HTTP_HEADER_READ_TIMEOUT),
+        },
+        shutdown_rx.clone(),
+    );
+    let sync = Port {
+        name: "sync",
+        listener: listeners.sync,
+        app: sync_app,
+        tls,
+        options: ServeOptions::grpc_only(max_header_bytes, config.sync_keepalive),
+    };
     let rx = shutdown_rx.clone();
     servers.spawn(async move {
-        (
-            "OFREP",
-            http::serve(
-                Listener::Tcp(listeners.ofrep),
-                ofrep_app,
-                None,
-                max_header_bytes,
-                rx,
-            )
-            .await,
-        )
-    });
-    let rx = shutdown_rx.clone();
-    let disable_sync_metadata = config.disable_sync_metadata;
-    servers.spawn(async move {
-        if !wait_for_sources(&sync_state.store, SYNC_START_TIMEOUT, rx.clone()).await {
-            return ("sync", Ok(()));
+        if !wait_for_sources(&sync_store, SYNC_START_TIMEOUT, rx.clone()).await {
+            return (sync.name, Ok(()));
         }
         tracing::info!("serving the sync service");
-        (
-            "sync",
-            crate::server::sync::serve_sync(
-                listeners.sync,
-                sync_state,
-                sync_tls,
-                disable_sync_metadata,
-                rx,
-            )
-            .await,
-        )
+        sync.serve(rx).await
     });
     serving.store(true, Ordering::Release);
     match sync_port {
@@ -433,6 +433,34 @@ pub async fn run(
         Some(Err(e)) => Err(e),
         _ => Ok(()),
     }
+}
+
+/// One port to serve: its listener, application, TLS and serving options.
+struct Port {
+    /// The name errors and logs use.
+    name: &'static str,
+    listener: Listener,
+    app: axum::Router,
+    tls: Option<Arc<ServerConfig>>,
+    options: ServeOptions,
+}
+
+impl Port {
+    /// Serves the port until `shutdown`; the result names the port.
+    async fn serve(self, shutdown: watch::Receiver<bool>) -> (&'static str, std::io::Result<()>) {
+        let served =
+            http::serve_with(self.listener, self.app, self.tls, self.options, shutdown).await;
+        (self.name, served)
+    }
+}
+
+/// Serves `port` in a task of `servers` until `shutdown`.
+fn spawn_server(
+    servers: &mut JoinSet<(&'static str, std::io::Result<()>)>,
+    port: Port,
+    shutdown: watch::Receiver<bool>,
+) {
+    servers.spawn(port.serve(shutdown));
 }
 
 /// Waits until every source has delivered its first document, or `timeout` has passed (then

@@ -1,20 +1,19 @@
-//! Serving plumbing shared by the ports: accepting TCP or unix-socket connections, HTTP/1.1 and
-//! HTTP/2 (h2c or TLS with ALPN) on one listener, graceful shutdown, and telling gRPC
+//! The serving loop every port runs (evaluation, sync, OFREP, management, admin): accept a
+//! connection ([`listen`]), complete TLS, tell HTTP/1.1 from HTTP/2 (or, on a gRPC-only port,
+//! speak HTTP/2 alone under the keepalive policy of [`keepalive`]), serve the port's router with
+//! hyper, and on shutdown stop accepting and drain. Also the content-type test that tells gRPC
 //! requests (for tonic) from everything else (for axum handlers).
 
-use std::fs::File;
-use std::io::{self, BufReader};
-use std::path::Path;
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use axum::Router;
 use axum::body::Body;
 use http::{HeaderMap, Request, header};
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
@@ -22,65 +21,102 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tower::ServiceExt as _;
 
+use super::keepalive::{PingGuard, PingPolicy};
+use super::listen::{self, Conn, Protocol};
+pub use super::listen::{Listener, load_tls};
+
 /// How long in-flight requests may run on after shutdown before their connections are dropped.
 /// Event streams end themselves on shutdown, so only a stuck client ever hits this.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// How long a TLS handshake may take before the connection is dropped.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Go's default header limit, which flagd uses when the configured limit is 0.
 const DEFAULT_MAX_HEADER_BYTES: usize = 1 << 20;
 
-/// A bound listener: TCP, or a unix socket (`--socket-path`).
-#[derive(Debug)]
-pub enum Listener {
-    /// A TCP listener.
-    Tcp(tokio::net::TcpListener),
-    /// A unix domain socket listener.
-    Unix(tokio::net::UnixListener),
+/// hyper's own default for reading an HTTP/1.1 request head, kept where a port sets none.
+const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How one port is served.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// Largest total size of request headers (0 = 1 MiB); larger heads are refused (HTTP 431
+    /// on HTTP/1.1).
+    pub max_header_bytes: usize,
+    /// How long a client may take to send a request head: from connect to the end of the
+    /// first head, and from the first byte of every later HTTP/1.1 head to its end (flagd's
+    /// `ReadHeaderTimeout`). A slower client is disconnected.
+    pub header_read_timeout: Duration,
+    /// `Some`: the port speaks HTTP/2 only, as a grpc-go server does, and enforces this
+    /// policy on client pings. `None`: HTTP/1.1 and HTTP/2 on one listener.
+    pub grpc_only: Option<PingPolicy>,
 }
 
-/// An accepted connection from either kind of listener.
-enum Stream {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-}
+impl ServeOptions {
+    /// HTTP/1.1 and HTTP/2 with the given header limit and hyper's default head timeout.
+    pub fn http(max_header_bytes: usize) -> Self {
+        Self {
+            max_header_bytes,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            grpc_only: None,
+        }
+    }
 
-impl Listener {
-    async fn accept(&self) -> io::Result<Stream> {
-        match self {
-            Listener::Tcp(l) => {
-                let (s, _) = l.accept().await?;
-                // Small gRPC responses should not wait for Nagle's algorithm.
-                let _ = s.set_nodelay(true);
-                Ok(Stream::Tcp(s))
-            }
-            Listener::Unix(l) => l.accept().await.map(|(s, _)| Stream::Unix(s)),
+    /// The same with another header read timeout.
+    pub fn header_read_timeout(self, timeout: Duration) -> Self {
+        Self {
+            header_read_timeout: timeout,
+            ..self
+        }
+    }
+
+    /// HTTP/2 only, with `policy` enforced on client pings.
+    pub fn grpc_only(max_header_bytes: usize, policy: PingPolicy) -> Self {
+        Self {
+            max_header_bytes,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            grpc_only: Some(policy),
         }
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` becomes `true`, then stops accepting, lets
-/// in-flight requests finish (up to a grace period) and returns.
-///
-/// Each connection speaks HTTP/1.1 or HTTP/2: prior-knowledge h2c without TLS, ALPN-negotiated
-/// with `tls`. Request headers larger than `max_header_bytes` (0 = 1 MiB) are refused.
+/// Serves `app` on `listener` (HTTP/1.1 and HTTP/2) until `shutdown` becomes `true`; see
+/// [`serve_with`]. Request headers larger than `max_header_bytes` (0 = 1 MiB) are refused.
 pub async fn serve(
     listener: Listener,
     app: Router,
     tls: Option<Arc<ServerConfig>>,
     max_header_bytes: usize,
+    shutdown: watch::Receiver<bool>,
+) -> io::Result<()> {
+    serve_with(
+        listener,
+        app,
+        tls,
+        ServeOptions::http(max_header_bytes),
+        shutdown,
+    )
+    .await
+}
+
+/// Serves `app` on `listener` until `shutdown` becomes `true`, then stops accepting, lets
+/// in-flight requests finish (up to a grace period) and returns.
+///
+/// Without `options.grpc_only`, each connection speaks HTTP/1.1 or HTTP/2: prior-knowledge h2c
+/// without TLS, ALPN-negotiated with `tls`. With it, HTTP/2 only.
+pub async fn serve_with(
+    listener: Listener,
+    app: Router,
+    tls: Option<Arc<ServerConfig>>,
+    options: ServeOptions,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
-    let builder = connection_builder(max_header_bytes);
+    let builders = Arc::new(Builders::new(&options));
     let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     loop {
         if *shutdown.borrow() {
             break;
         }
-        let stream = tokio::select! {
+        let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             changed = shutdown.changed() => {
                 if changed.is_err() {
@@ -90,8 +126,8 @@ pub async fn serve(
                 continue;
             }
         };
-        let stream = match stream {
-            Ok(s) => s,
+        let conn = match accepted {
+            Ok(c) => c,
             Err(e) => {
                 // Typically EMFILE or a connection reset before accept; back off briefly so a
                 // persistent condition does not spin the loop.
@@ -100,24 +136,19 @@ pub async fn serve(
                 continue;
             }
         };
-        let builder = builder.clone();
+        let builders = builders.clone();
         let app = app.clone();
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let served = match (stream, acceptor) {
-                (Stream::Tcp(s), None) => serve_io(&builder, watcher, s, app).await,
-                (Stream::Unix(s), None) => serve_io(&builder, watcher, s, app).await,
-                (Stream::Tcp(s), Some(a)) => match tls_handshake(&a, s).await {
-                    Some(s) => serve_io(&builder, watcher, s, app).await,
-                    None => Ok(()),
+            let conn = match acceptor {
+                Some(a) => match conn.tls(&a).await {
+                    Some(c) => c,
+                    None => return,
                 },
-                (Stream::Unix(s), Some(a)) => match tls_handshake(&a, s).await {
-                    Some(s) => serve_io(&builder, watcher, s, app).await,
-                    None => Ok(()),
-                },
+                None => conn,
             };
-            if let Err(e) = served {
+            if let Err(e) = builders.serve(conn, app, watcher).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
@@ -132,58 +163,73 @@ pub async fn serve(
     Ok(())
 }
 
-fn connection_builder(max_header_bytes: usize) -> auto::Builder<TokioExecutor> {
-    let limit = if max_header_bytes == 0 {
-        DEFAULT_MAX_HEADER_BYTES
-    } else {
-        max_header_bytes
-    };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper answers 431 when a request head does not fit in the read buffer; it needs at least
-    // 8 KiB to work at all.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .max_buf_size(limit.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limit).unwrap_or(u32::MAX));
-    builder
+type ConnError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The hyper connection settings of one port, built once.
+struct Builders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+    header_read_timeout: Duration,
+    grpc_only: Option<PingPolicy>,
 }
 
-async fn tls_handshake<S>(
-    acceptor: &TlsAcceptor,
-    stream: S,
-) -> Option<tokio_rustls::server::TlsStream<S>>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(s)) => Some(s),
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "TLS handshake failed");
-            None
-        }
-        Err(_) => {
-            tracing::debug!("TLS handshake timed out");
-            None
+impl Builders {
+    fn new(options: &ServeOptions) -> Self {
+        let limit = match options.max_header_bytes {
+            0 => DEFAULT_MAX_HEADER_BYTES,
+            n => n,
+        };
+        let mut http1 = http1::Builder::new();
+        // hyper answers 431 when a request head does not fit in the read buffer; it needs at
+        // least 8 KiB to work at all.
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(options.header_read_timeout)
+            .max_buf_size(limit.max(8192));
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limit).unwrap_or(u32::MAX));
+        Self {
+            http1,
+            http2,
+            header_read_timeout: options.header_read_timeout,
+            grpc_only: options.grpc_only,
         }
     }
-}
 
-async fn serve_io<S>(
-    builder: &auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
-    stream: S,
-    app: Router,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service = TowerToHyperService::new(app);
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
-    watcher.watch(conn.into_owned()).await
+    /// Serves one connection to its end.
+    async fn serve(&self, conn: Conn, app: Router, watcher: Watcher) -> Result<(), ConnError> {
+        let service = TowerToHyperService::new(app);
+        if let Some(policy) = self.grpc_only {
+            return self
+                .serve_h2(PingGuard::new(conn, policy), service, watcher)
+                .await;
+        }
+        let (protocol, io) = listen::sniff(conn, Some(self.header_read_timeout)).await?;
+        match protocol {
+            Protocol::Http1 => watcher
+                .watch(self.http1.serve_connection(TokioIo::new(io), service))
+                .await
+                .map_err(Into::into),
+            Protocol::Http2 => self.serve_h2(io, service, watcher).await,
+        }
+    }
+
+    async fn serve_h2<S>(
+        &self,
+        io: S,
+        service: TowerToHyperService<Router>,
+        watcher: Watcher,
+    ) -> Result<(), ConnError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        watcher
+            .watch(self.http2.serve_connection(TokioIo::new(io), service))
+            .await
+            .map_err(Into::into)
+    }
 }
 
 /// Whether a request is gRPC (`application/grpc`, `application/grpc+proto`, ...) or gRPC-Web
@@ -230,36 +276,6 @@ pub fn grpc_kind(headers: &HeaderMap) -> Option<GrpcKind> {
         Some(web) if web.eq_ignore_ascii_case(b"-web") => Some(GrpcKind::Web),
         _ => Some(GrpcKind::Plain),
     }
-}
-
-/// Loads a PEM certificate chain and private key into a server config that offers HTTP/2 and
-/// HTTP/1.1 through ALPN.
-pub fn load_tls(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig>> {
-    let certs = rustls_pemfile::certs(&mut BufReader::new(
-        File::open(cert).with_context(|| format!("opening TLS certificate {}", cert.display()))?,
-    ))
-    .collect::<Result<Vec<_>, _>>()
-    .with_context(|| format!("reading TLS certificate {}", cert.display()))?;
-    anyhow::ensure!(
-        !certs.is_empty(),
-        "no certificate found in {}",
-        cert.display()
-    );
-    let key = rustls_pemfile::private_key(&mut BufReader::new(
-        File::open(key).with_context(|| format!("opening TLS key {}", key.display()))?,
-    ))
-    .with_context(|| format!("reading TLS key {}", key.display()))?
-    .with_context(|| format!("no private key found in {}", key.display()))?;
-    let mut config = ServerConfig::builder_with_provider(Arc::new(
-        tokio_rustls::rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .context("configuring TLS protocol versions")?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .context("TLS certificate and key do not match")?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
 }
 
 #[cfg(test)]

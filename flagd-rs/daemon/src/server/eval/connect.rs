@@ -8,16 +8,18 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt as _};
-use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::time::Instant;
 
-use super::error::{Code, EvalError, connect_error_json};
+use super::error::{Code, RequestError, connect_error_json};
 use super::events::{self, Event};
 use super::resolve::{self, Api};
+use super::rpc::{self, Rpc};
 use super::services::{SchemaV1, V1, V2};
 use crate::proto::flagd::evaluation::v1;
-use crate::server::body;
+use crate::server::{body, compress, deadline};
 use crate::state::AppState;
 
 /// Envelope flag of a compressed message.
@@ -26,6 +28,15 @@ const FLAG_COMPRESSED: u8 = 0x01;
 const FLAG_END_STREAM: u8 = 0x02;
 /// What a unary endpoint accepts, announced with 415 responses.
 const ACCEPT_POST: &str = "application/json, application/json; charset=utf-8, application/proto";
+/// Unary responses smaller than this are sent uncompressed even when the client accepts gzip:
+/// compressing a few dozen bytes costs more than it saves.
+const MIN_COMPRESS_BYTES: usize = 1024;
+/// The request encoding of a Connect stream.
+static CONNECT_CONTENT_ENCODING: http::HeaderName =
+    http::HeaderName::from_static("connect-content-encoding");
+/// The response encodings a Connect stream's client accepts.
+static CONNECT_ACCEPT_ENCODING: http::HeaderName =
+    http::HeaderName::from_static("connect-accept-encoding");
 /// What the streaming endpoint accepts.
 const ACCEPT_POST_STREAM: &str = "application/connect+json, application/connect+proto";
 
@@ -56,70 +67,6 @@ impl Connect {
             }),
         }
     }
-}
-
-/// The RPCs of the evaluation services.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Rpc {
-    ResolveAll,
-    ResolveBoolean,
-    ResolveString,
-    ResolveFloat,
-    ResolveInt,
-    ResolveObject,
-    EventStream,
-}
-
-/// Maps a request path to the API and RPC it names.
-fn route(path: &str) -> Option<(Api, Rpc)> {
-    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
-    let api = match service {
-        "flagd.evaluation.v1.Service" => Api::V1,
-        "flagd.evaluation.v2.Service" => Api::V2,
-        "schema.v1.Service" => Api::Schema,
-        _ => return None,
-    };
-    let rpc = match method {
-        "ResolveAll" if api != Api::V2 => Rpc::ResolveAll,
-        "ResolveBoolean" => Rpc::ResolveBoolean,
-        "ResolveString" => Rpc::ResolveString,
-        "ResolveFloat" => Rpc::ResolveFloat,
-        "ResolveInt" => Rpc::ResolveInt,
-        "ResolveObject" => Rpc::ResolveObject,
-        "EventStream" => Rpc::EventStream,
-        _ => return None,
-    };
-    Some((api, rpc))
-}
-
-/// The served procedure `path` names (`/<service>/<method>`), as a static string for metric
-/// labels; `None` for any other path.
-pub fn procedure(path: &str) -> Option<&'static str> {
-    let (api, rpc) = route(path)?;
-    let name = match (api, rpc) {
-        (Api::V1, Rpc::ResolveAll) => "/flagd.evaluation.v1.Service/ResolveAll",
-        (Api::V1, Rpc::ResolveBoolean) => "/flagd.evaluation.v1.Service/ResolveBoolean",
-        (Api::V1, Rpc::ResolveString) => "/flagd.evaluation.v1.Service/ResolveString",
-        (Api::V1, Rpc::ResolveFloat) => "/flagd.evaluation.v1.Service/ResolveFloat",
-        (Api::V1, Rpc::ResolveInt) => "/flagd.evaluation.v1.Service/ResolveInt",
-        (Api::V1, Rpc::ResolveObject) => "/flagd.evaluation.v1.Service/ResolveObject",
-        (Api::V1, Rpc::EventStream) => "/flagd.evaluation.v1.Service/EventStream",
-        (Api::V2, Rpc::ResolveAll) => return None,
-        (Api::V2, Rpc::ResolveBoolean) => "/flagd.evaluation.v2.Service/ResolveBoolean",
-        (Api::V2, Rpc::ResolveString) => "/flagd.evaluation.v2.Service/ResolveString",
-        (Api::V2, Rpc::ResolveFloat) => "/flagd.evaluation.v2.Service/ResolveFloat",
-        (Api::V2, Rpc::ResolveInt) => "/flagd.evaluation.v2.Service/ResolveInt",
-        (Api::V2, Rpc::ResolveObject) => "/flagd.evaluation.v2.Service/ResolveObject",
-        (Api::V2, Rpc::EventStream) => "/flagd.evaluation.v2.Service/EventStream",
-        (Api::Schema, Rpc::ResolveAll) => "/schema.v1.Service/ResolveAll",
-        (Api::Schema, Rpc::ResolveBoolean) => "/schema.v1.Service/ResolveBoolean",
-        (Api::Schema, Rpc::ResolveString) => "/schema.v1.Service/ResolveString",
-        (Api::Schema, Rpc::ResolveFloat) => "/schema.v1.Service/ResolveFloat",
-        (Api::Schema, Rpc::ResolveInt) => "/schema.v1.Service/ResolveInt",
-        (Api::Schema, Rpc::ResolveObject) => "/schema.v1.Service/ResolveObject",
-        (Api::Schema, Rpc::EventStream) => "/schema.v1.Service/EventStream",
-    };
-    Some(name)
 }
 
 /// The message encoding of a request.
@@ -156,7 +103,7 @@ fn codec(headers: &HeaderMap, streaming: bool) -> Option<Codec> {
 /// Handles every non-gRPC request on the evaluation port.
 pub async fn handle(State(connect): State<Connect>, request: Request) -> Response {
     let connect = &*connect.inner;
-    let Some((api, rpc)) = route(request.uri().path()) else {
+    let Some(&Rpc { api, method, .. }) = rpc::lookup(request.uri().path()) else {
         let message = format!("{} is not a known procedure", request.uri().path());
         return (
             StatusCode::NOT_FOUND,
@@ -164,14 +111,14 @@ pub async fn handle(State(connect): State<Connect>, request: Request) -> Respons
         )
             .into_response();
     };
-    if request.method() != Method::POST {
+    if request.method() != http::Method::POST {
         return (
             StatusCode::METHOD_NOT_ALLOWED,
             [(header::ALLOW, HeaderValue::from_static("POST"))],
         )
             .into_response();
     }
-    let streaming = rpc == Rpc::EventStream;
+    let streaming = method.is_streaming();
     let Some(codec) = codec(request.headers(), streaming) else {
         let accept = if streaming {
             ACCEPT_POST_STREAM
@@ -184,72 +131,192 @@ pub async fn handle(State(connect): State<Connect>, request: Request) -> Respons
         )
             .into_response();
     };
-    let encoding = if streaming {
-        "connect-content-encoding"
-    } else {
-        "content-encoding"
-    };
-    if let Some(enc) = request
-        .headers()
-        .get(encoding)
-        .filter(|e| e.as_bytes() != b"identity")
-    {
-        let message = format!(
-            "unknown compression {:?}: supported encodings are identity",
-            String::from_utf8_lossy(enc.as_bytes())
-        );
-        let body = connect_error_json(Code::Unimplemented, &message);
-        return if streaming {
-            stream_response(
-                codec,
-                futures::stream::once(async move { end_stream(Some(&body)) }),
-            )
-        } else {
-            (StatusCode::NOT_IMPLEMENTED, json_body(&body)).into_response()
-        };
-    }
-    let (parts, body) = request.into_parts();
-    let body = match body::read_limited(&parts.headers, body, connect.state.limits.max_body_bytes)
-        .await
-        .map_err(EvalError::from)
-    {
-        Ok(b) => b,
+    let compression = match Compression::negotiate(request.headers(), streaming) {
+        Ok(c) => c,
         Err(e) if streaming => return stream_error(codec, &e),
         Err(e) => return unary_error(&e),
     };
-    let h = &parts.headers;
-    match (api, rpc) {
-        (_, Rpc::EventStream) => event_stream(&connect.state, api, codec, h, &body),
-        (Api::V1, Rpc::ResolveAll) => unary(codec, &body, |m| connect.v1.resolve_all(h, m)),
-        (Api::V1, Rpc::ResolveBoolean) => unary(codec, &body, |m| connect.v1.resolve_boolean(h, m)),
-        (Api::V1, Rpc::ResolveString) => unary(codec, &body, |m| connect.v1.resolve_string(h, m)),
-        (Api::V1, Rpc::ResolveFloat) => unary(codec, &body, |m| connect.v1.resolve_float(h, m)),
-        (Api::V1, Rpc::ResolveInt) => unary(codec, &body, |m| connect.v1.resolve_int(h, m)),
-        (Api::V1, Rpc::ResolveObject) => unary(codec, &body, |m| connect.v1.resolve_object(h, m)),
-        (Api::V2, Rpc::ResolveBoolean) => unary(codec, &body, |m| connect.v2.resolve_boolean(h, m)),
-        (Api::V2, Rpc::ResolveString) => unary(codec, &body, |m| connect.v2.resolve_string(h, m)),
-        (Api::V2, Rpc::ResolveFloat) => unary(codec, &body, |m| connect.v2.resolve_float(h, m)),
-        (Api::V2, Rpc::ResolveInt) => unary(codec, &body, |m| connect.v2.resolve_int(h, m)),
-        (Api::V2, Rpc::ResolveObject) => unary(codec, &body, |m| connect.v2.resolve_object(h, m)),
-        // `route` never yields ResolveAll for v2; answer like an unknown procedure anyway.
-        (Api::V2, Rpc::ResolveAll) => (
-            StatusCode::NOT_FOUND,
-            json_body(&connect_error_json(Code::Unimplemented, "")),
-        )
-            .into_response(),
-        (Api::Schema, Rpc::ResolveAll) => unary(codec, &body, |m| connect.schema.resolve_all(h, m)),
-        (Api::Schema, Rpc::ResolveBoolean) => {
-            unary(codec, &body, |m| connect.schema.resolve_boolean(h, m))
+    let timeout = match deadline::connect_timeout(request.headers()) {
+        Ok(t) => t,
+        Err(reason) if streaming => {
+            return stream_error(codec, &RequestError::InvalidTimeout(reason));
         }
-        (Api::Schema, Rpc::ResolveString) => {
-            unary(codec, &body, |m| connect.schema.resolve_string(h, m))
+        Err(reason) => return unary_error(&RequestError::InvalidTimeout(reason)),
+    };
+    let call = Call {
+        connect,
+        api,
+        method,
+        codec,
+        compression,
+        deadline: timeout.map(|t| Instant::now() + t),
+    };
+    // The deadline covers reading the body too; a stream takes the rest of it along.
+    match timeout {
+        None => call.run(request).await,
+        Some(t) => match tokio::time::timeout(t, call.run(request)).await {
+            Ok(response) => response,
+            Err(_) if streaming => stream_error(codec, &RequestError::DeadlineExceeded),
+            Err(_) => unary_error(&RequestError::DeadlineExceeded),
+        },
+    }
+}
+
+/// The compression of a call: whether the request is gzip and whether the response may be.
+#[derive(Debug, Clone, Copy)]
+struct Compression {
+    request: bool,
+    response: bool,
+}
+
+impl Compression {
+    /// Reads `Content-Encoding`/`Accept-Encoding` (unary) or their `Connect-` forms (streams).
+    /// An encoding other than gzip or identity is `unimplemented`, as the Connect protocol says.
+    fn negotiate(headers: &HeaderMap, streaming: bool) -> Result<Compression, RequestError> {
+        let (content, accept) = if streaming {
+            (&CONNECT_CONTENT_ENCODING, &CONNECT_ACCEPT_ENCODING)
+        } else {
+            (&header::CONTENT_ENCODING, &header::ACCEPT_ENCODING)
+        };
+        let request = match headers.get(content).map(HeaderValue::as_bytes) {
+            None | Some(b"identity") => false,
+            Some(b"gzip") => true,
+            Some(other) => {
+                return Err(RequestError::UnknownEncoding(format!(
+                    "unknown compression {:?}: supported encodings are gzip",
+                    String::from_utf8_lossy(other)
+                )));
+            }
+        };
+        Ok(Compression {
+            request,
+            response: compress::accepts_gzip(headers.get(accept)),
+        })
+    }
+}
+
+/// One Connect call past the protocol checks.
+struct Call<'a> {
+    connect: &'a Services,
+    api: Api,
+    method: rpc::Method,
+    codec: Codec,
+    compression: Compression,
+    /// The client's deadline, if it sent one.
+    deadline: Option<Instant>,
+}
+
+impl Call<'_> {
+    /// Reads the body (decompressed when the request says gzip), calls the method and encodes
+    /// the response.
+    async fn run(self, request: Request) -> Response {
+        let Call {
+            connect,
+            api,
+            method,
+            codec,
+            compression,
+            ..
+        } = self;
+        let streaming = method.is_streaming();
+        let limit = connect.state.limits.max_body_bytes;
+        let (parts, body) = request.into_parts();
+        let body = match body::read_limited(&parts.headers, body, limit).await {
+            // A stream request's message is enveloped; its own flag says whether it is
+            // compressed.
+            Ok(b) if compression.request && !streaming => compress::gunzip(&b, limit)
+                .map(Bytes::from)
+                .map_err(RequestError::from),
+            Ok(b) => Ok(b),
+            Err(e) => Err(RequestError::from(e)),
+        };
+        let body: Bytes = match body {
+            Ok(b) => b,
+            Err(e) if streaming => return stream_error(codec, &e),
+            Err(e) => return unary_error(&e),
+        };
+        let h = &parts.headers;
+        let gzip = compression.response;
+        let c = connect;
+        match (api, method) {
+            (_, rpc::Method::EventStream) => {
+                let client_deadline = self
+                    .deadline
+                    .map(|d| d.saturating_duration_since(Instant::now()));
+                let stream = StreamCall {
+                    codec,
+                    gzip,
+                    request_gzip: compression.request,
+                    limit,
+                };
+                event_stream(&c.state, api, stream, h, &body, client_deadline)
+            }
+            (Api::V1, rpc::Method::ResolveAll) => {
+                unary(codec, gzip, &body, |m| c.v1.resolve_all(h, m))
+            }
+            (Api::V1, rpc::Method::ResolveBoolean) => {
+                unary(codec, gzip, &body, |m| c.v1.resolve_boolean(h, m))
+            }
+            (Api::V1, rpc::Method::ResolveString) => {
+                unary(codec, gzip, &body, |m| c.v1.resolve_string(h, m))
+            }
+            (Api::V1, rpc::Method::ResolveFloat) => {
+                unary(codec, gzip, &body, |m| c.v1.resolve_float(h, m))
+            }
+            (Api::V1, rpc::Method::ResolveInt) => {
+                unary(codec, gzip, &body, |m| c.v1.resolve_int(h, m))
+            }
+            (Api::V1, rpc::Method::ResolveObject) => {
+                unary(codec, gzip, &body, |m| c.v1.resolve_object(h, m))
+            }
+            (Api::V2, rpc::Method::ResolveBoolean) => {
+                unary(codec, gzip, &body, |m| c.v2.resolve_boolean(h, m))
+            }
+            (Api::V2, rpc::Method::ResolveString) => {
+                unary(codec, gzip, &body, |m| c.v2.resolve_string(h, m))
+            }
+            (Api::V2, rpc::Method::ResolveFloat) => {
+                unary(codec, gzip, &body, |m| c.v2.resolve_float(h, m))
+            }
+            (Api::V2, rpc::Method::ResolveInt) => {
+                unary(codec, gzip, &body, |m| c.v2.resolve_int(h, m))
+            }
+            (Api::V2, rpc::Method::ResolveObject) => {
+                unary(codec, gzip, &body, |m| c.v2.resolve_object(h, m))
+            }
+            // The table has no ResolveAll for v2; answer like an unknown procedure anyway.
+            (Api::V2, rpc::Method::ResolveAll) => (
+                StatusCode::NOT_FOUND,
+                json_body(&connect_error_json(Code::Unimplemented, "")),
+            )
+                .into_response(),
+            (Api::Schema, rpc::Method::ResolveAll) => {
+                unary(codec, gzip, &body, |m| c.schema.resolve_all(h, m))
+            }
+            (Api::Schema, rpc::Method::ResolveBoolean) => {
+                unary(codec, gzip, &body, |m| c.schema.resolve_boolean(h, m))
+            }
+            (Api::Schema, rpc::Method::ResolveString) => {
+                unary(codec, gzip, &body, |m| c.schema.resolve_string(h, m))
+            }
+            (Api::Schema, rpc::Method::ResolveFloat) => {
+                unary(codec, gzip, &body, |m| c.schema.resolve_float(h, m))
+            }
+            (Api::Schema, rpc::Method::ResolveInt) => {
+                unary(codec, gzip, &body, |m| c.schema.resolve_int(h, m))
+            }
+            (Api::Schema, rpc::Method::ResolveObject) => {
+                unary(codec, gzip, &body, |m| c.schema.resolve_object(h, m))
+            }
         }
-        (Api::Schema, Rpc::ResolveFloat) => {
-            unary(codec, &body, |m| connect.schema.resolve_float(h, m))
-        }
-        (Api::Schema, Rpc::ResolveInt) => unary(codec, &body, |m| connect.schema.resolve_int(h, m)),
-        (Api::Schema, Rpc::ResolveObject) => {
-            unary(codec, &body, |m| connect.schema.resolve_object(h, m))
+    }
+}
+
+impl From<compress::DecompressError> for RequestError {
+    fn from(e: compress::DecompressError) -> Self {
+        match e {
+            compress::DecompressError::TooLarge(limit) => RequestError::TooLarge(limit),
+            compress::DecompressError::Corrupt(_) => RequestError::Malformed(e.to_string()),
         }
     }
 }
@@ -258,24 +325,26 @@ pub async fn handle(State(connect): State<Connect>, request: Request) -> Respons
 fn decode<M: prost::Message + Default + DeserializeOwned>(
     codec: Codec,
     bytes: &[u8],
-) -> Result<M, EvalError> {
+) -> Result<M, RequestError> {
     match codec {
-        Codec::Json if bytes.iter().all(u8::is_ascii_whitespace) => Err(EvalError::Malformed(
+        Codec::Json if bytes.iter().all(u8::is_ascii_whitespace) => Err(RequestError::Malformed(
             "unmarshal message: zero-length payload is not a valid JSON object".to_owned(),
         )),
         Codec::Json => serde_json::from_slice(bytes)
-            .map_err(|e| EvalError::Malformed(format!("unmarshal message: {e}"))),
+            .map_err(|e| RequestError::Malformed(format!("unmarshal message: {e}"))),
         Codec::Proto => {
-            M::decode(bytes).map_err(|e| EvalError::Malformed(format!("unmarshal message: {e}")))
+            M::decode(bytes).map_err(|e| RequestError::Malformed(format!("unmarshal message: {e}")))
         }
     }
 }
 
-/// Runs one unary call: decode, call, encode.
+/// Runs one unary call: decode, call, encode (gzip when the client accepts it and the body
+/// is large enough to gain from it).
 fn unary<Req, Resp>(
     codec: Codec,
+    gzip: bool,
     body: &[u8],
-    call: impl FnOnce(Req) -> Result<Resp, EvalError>,
+    call: impl FnOnce(Req) -> Result<Resp, RequestError>,
 ) -> Response
 where
     Req: prost::Message + Default + DeserializeOwned,
@@ -285,31 +354,26 @@ where
         Ok(r) => r,
         Err(e) => return unary_error(&e),
     };
-    match codec {
+    let (content_type, bytes) = match codec {
         Codec::Json => match to_json(&response) {
-            Ok(bytes) => (
-                [(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                )],
-                bytes,
-            )
-                .into_response(),
+            Ok(bytes) => ("application/json", bytes),
             Err(e) => {
                 tracing::error!(error = %e, "encoding a response as JSON");
                 let body = connect_error_json(Code::Internal, "failed to encode the response");
-                (StatusCode::INTERNAL_SERVER_ERROR, json_body(&body)).into_response()
+                return (StatusCode::INTERNAL_SERVER_ERROR, json_body(&body)).into_response();
             }
         },
-        Codec::Proto => (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/proto"),
-            )],
-            response.encode_to_vec(),
-        )
-            .into_response(),
+        Codec::Proto => ("application/proto", response.encode_to_vec()),
+    };
+    let content_type = (header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if gzip && bytes.len() >= MIN_COMPRESS_BYTES {
+        let encoding = (
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(compress::GZIP),
+        );
+        return ([content_type, encoding], compress::gzip(&bytes)).into_response();
     }
+    ([content_type], bytes).into_response()
 }
 
 /// Writes floats as Go's protojson does (`10`, not `10.0`; exponent form outside
@@ -344,7 +408,7 @@ fn to_json<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
 }
 
 /// A Connect unary error response.
-fn unary_error(e: &EvalError) -> Response {
+fn unary_error(e: &RequestError) -> Response {
     let status =
         StatusCode::from_u16(e.code().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, json_body(&e.connect_json())).into_response()
@@ -360,47 +424,73 @@ fn json_body(v: &serde_json::Value) -> impl IntoResponse + use<> {
     )
 }
 
-/// Serves EventStream: checks the (optional) enveloped request message, then streams events.
+/// How one EventStream call encodes its messages.
+#[derive(Debug, Clone, Copy)]
+struct StreamCall {
+    codec: Codec,
+    /// Compress the event messages (the client sent `Connect-Accept-Encoding: gzip`).
+    gzip: bool,
+    /// The request message may be compressed (`Connect-Content-Encoding: gzip`).
+    request_gzip: bool,
+    /// The body limit, which also bounds a decompressed request message.
+    limit: usize,
+}
+
+/// Serves EventStream: checks the (optional) enveloped request message, then streams events
+/// until the server's or the client's deadline, whichever comes first.
 fn event_stream(
     state: &AppState,
     api: Api,
-    codec: Codec,
+    call: StreamCall,
     headers: &HeaderMap,
     body: &[u8],
+    client_deadline: Option<std::time::Duration>,
 ) -> Response {
-    if let Err(e) = check_stream_request(codec, body) {
+    let codec = call.codec;
+    if let Err(e) = check_stream_request(call, body) {
         return stream_error(codec, &e);
     }
     let selector = match resolve::selector(headers) {
         Ok(s) => s,
         Err(e) => return stream_error(codec, &e),
     };
-    let events = events::subscribe(state, selector, api.stream_deadline(state));
-    stream_response(codec, frames(codec, events))
+    let events = events::subscribe(state, selector, api.stream_deadline(state), client_deadline);
+    let mut response = stream_response(codec, frames(codec, call.gzip, events));
+    if call.gzip {
+        response.headers_mut().insert(
+            CONNECT_CONTENT_ENCODING.clone(),
+            HeaderValue::from_static(compress::GZIP),
+        );
+    }
+    response
 }
 
 /// The request of a server stream is one enveloped (empty) message; an empty body is accepted
-/// too, since the message carries nothing.
-fn check_stream_request(codec: Codec, body: &[u8]) -> Result<(), EvalError> {
+/// too, since the message carries nothing. A compressed message needs a request encoding.
+fn check_stream_request(call: StreamCall, body: &[u8]) -> Result<(), RequestError> {
     if body.is_empty() {
         return Ok(());
     }
     let Some((flags, payload, rest)) = split_envelope(body) else {
-        return Err(EvalError::Malformed(
+        return Err(RequestError::Malformed(
             "protocol error: incomplete envelope".to_owned(),
         ));
     };
     if !rest.is_empty() {
-        return Err(EvalError::Malformed(
+        return Err(RequestError::Malformed(
             "protocol error: more than one request message".to_owned(),
         ));
     }
-    if flags & FLAG_COMPRESSED != 0 {
-        return Err(EvalError::Malformed(
+    if flags & FLAG_COMPRESSED == 0 {
+        return decode::<v1::EventStreamRequest>(call.codec, payload).map(drop);
+    }
+    if !call.request_gzip {
+        return Err(RequestError::Malformed(
             "protocol error: compressed message without an encoding".to_owned(),
         ));
     }
-    decode::<v1::EventStreamRequest>(codec, payload).map(drop)
+    let payload = compress::gunzip(payload, call.limit)?;
+    decode::<v1::EventStreamRequest>(call.codec, &payload).map(drop)
 }
 
 /// Splits the first enveloped message off `buf`: (flags, payload, rest).
@@ -434,29 +524,34 @@ fn end_stream(error: Option<&serde_json::Value>) -> Bytes {
     envelope(FLAG_END_STREAM, body.to_string().as_bytes())
 }
 
-/// One event as a message frame.
-fn event_frame(codec: Codec, event: Event) -> Bytes {
-    match codec {
+/// One event as a message frame, compressed with `gzip`.
+fn event_frame(codec: Codec, gzip: bool, event: Event) -> Bytes {
+    let payload = match codec {
         // Written by hand so an unset `data` is emitted as `null`, as protojson does.
-        Codec::Json => {
-            let body = serde_json::json!({ "type": event.kind, "data": event.data });
-            envelope(0, body.to_string().as_bytes())
-        }
+        Codec::Json => serde_json::json!({ "type": event.kind, "data": event.data })
+            .to_string()
+            .into_bytes(),
         // The three APIs' stream messages share one wire format.
         Codec::Proto => {
             let message = v1::EventStreamResponse {
                 r#type: event.kind.to_owned(),
                 data: event.data,
             };
-            envelope(0, &prost::Message::encode_to_vec(&message))
+            prost::Message::encode_to_vec(&message)
         }
+    };
+    if gzip {
+        envelope(FLAG_COMPRESSED, &compress::gzip(&payload))
+    } else {
+        envelope(0, &payload)
     }
 }
 
 /// Events as frames, closed by the end-of-stream message.
 fn frames(
     codec: Codec,
-    events: impl Stream<Item = Result<Event, EvalError>> + Send + 'static,
+    gzip: bool,
+    events: impl Stream<Item = Result<Event, RequestError>> + Send + 'static,
 ) -> impl Stream<Item = Bytes> + Send + 'static {
     // `None` marks the end of the events so the end-of-stream frame can follow exactly once.
     events
@@ -465,7 +560,7 @@ fn frames(
         .scan(false, move |ended, item| {
             let frame = match (*ended, item) {
                 (true, _) => None,
-                (false, Some(Ok(event))) => Some(event_frame(codec, event)),
+                (false, Some(Ok(event))) => Some(event_frame(codec, gzip, event)),
                 (false, Some(Err(e))) => {
                     *ended = true;
                     Some(end_stream(Some(&e.connect_json())))
@@ -494,7 +589,7 @@ fn stream_response(codec: Codec, frames: impl Stream<Item = Bytes> + Send + 'sta
 }
 
 /// A streaming response that only reports `e` (streams answer errors with HTTP 200).
-fn stream_error(codec: Codec, e: &EvalError) -> Response {
+fn stream_error(codec: Codec, e: &RequestError) -> Response {
     let frame = end_stream(Some(&e.connect_json()));
     stream_response(codec, futures::stream::once(async move { frame }))
 }
@@ -520,7 +615,7 @@ mod tests {
         assert!(split_envelope(&[0, 0, 0, 0, 5, 1]).is_none());
         let two = [envelope(0, b"{}"), envelope(0, b"{}")].concat();
         assert_eq!(split_envelope(&two).unwrap().2.len(), 7);
-        let e = EvalError::StreamDeadline;
+        let e = RequestError::StreamDeadline;
         let end = end_stream(Some(&e.connect_json()));
         let (flags, payload, _) = split_envelope(&end).unwrap();
         assert_eq!(flags, FLAG_END_STREAM);
@@ -532,36 +627,33 @@ mod tests {
 
     #[test]
     fn stream_request_check() {
-        assert!(check_stream_request(Codec::Json, b"").is_ok());
-        assert!(check_stream_request(Codec::Json, &envelope(0, b"{}")).is_ok());
-        assert!(check_stream_request(Codec::Proto, &envelope(0, b"")).is_ok());
-        assert!(check_stream_request(Codec::Json, &envelope(0, b"")).is_err());
-        assert!(check_stream_request(Codec::Json, &envelope(1, b"{}")).is_err());
-        assert!(check_stream_request(Codec::Json, &[0, 0]).is_err());
+        let call = |codec| StreamCall {
+            codec,
+            gzip: false,
+            request_gzip: false,
+            limit: 100,
+        };
+        let json = call(Codec::Json);
+        assert!(check_stream_request(json, b"").is_ok());
+        assert!(check_stream_request(json, &envelope(0, b"{}")).is_ok());
+        assert!(check_stream_request(call(Codec::Proto), &envelope(0, b"")).is_ok());
+        assert!(check_stream_request(json, &envelope(0, b"")).is_err());
+        assert!(check_stream_request(json, &envelope(1, b"{}")).is_err());
+        assert!(check_stream_request(json, &[0, 0]).is_err());
+        let gzip = StreamCall {
+            request_gzip: true,
+            ..json
+        };
+        assert!(check_stream_request(gzip, &envelope(1, &compress::gzip(b"{}"))).is_ok());
+        let big = compress::gzip(&[b' '; 1000]);
+        assert_eq!(
+            check_stream_request(gzip, &envelope(1, &big)),
+            Err(RequestError::TooLarge(100))
+        );
     }
 
     #[test]
-    fn routes_and_codecs() {
-        assert_eq!(
-            route("/flagd.evaluation.v1.Service/ResolveAll"),
-            Some((Api::V1, Rpc::ResolveAll))
-        );
-        assert_eq!(route("/flagd.evaluation.v2.Service/ResolveAll"), None);
-        assert_eq!(
-            route("/schema.v1.Service/EventStream"),
-            Some((Api::Schema, Rpc::EventStream))
-        );
-        assert_eq!(route("/flagd.evaluation.v1.Service/Nope"), None);
-        assert_eq!(route("/"), None);
-        assert_eq!(
-            procedure("/schema.v1.Service/ResolveInt"),
-            Some("/schema.v1.Service/ResolveInt")
-        );
-        assert_eq!(
-            procedure("/flagd.evaluation.v2.Service/EventStream"),
-            Some("/flagd.evaluation.v2.Service/EventStream")
-        );
-        assert_eq!(procedure("/flagd.evaluation.v2.Service/ResolveAll"), None);
+    fn codecs() {
         let ct = |v: &str| {
             let mut h = HeaderMap::new();
             h.insert(header::CONTENT_TYPE, v.parse().unwrap());

@@ -108,7 +108,7 @@ impl Code {
 
 /// Why an evaluation request failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum EvalError {
+pub enum RequestError {
     /// The evaluator reported an error for the flag.
     #[error("{}", flag_message(*.0))]
     Flag(ErrorCode),
@@ -126,8 +126,17 @@ pub enum EvalError {
     #[error("request body exceeds the limit of {0} bytes")]
     TooLarge(usize),
     /// The stream reached the server-side deadline.
-    #[error("stream closed due to server-side timeout")]
+    #[error("{}", crate::server::deadline::SERVER_DEADLINE_MESSAGE)]
     StreamDeadline,
+    /// The client's deadline (`grpc-timeout`, `Connect-Timeout-Ms`) passed.
+    #[error("{}", crate::server::deadline::DEADLINE_MESSAGE)]
+    DeadlineExceeded,
+    /// A timeout header that is not a valid timeout.
+    #[error("{0}")]
+    InvalidTimeout(String),
+    /// The request names a compression the server does not support.
+    #[error("{0}")]
+    UnknownEncoding(String),
 }
 
 /// flagd's messages for evaluator errors.
@@ -140,26 +149,28 @@ const fn flag_message(code: ErrorCode) -> &'static str {
     }
 }
 
-impl From<crate::server::body::BodyError> for EvalError {
+impl From<crate::server::body::BodyError> for RequestError {
     fn from(e: crate::server::body::BodyError) -> Self {
         match e {
-            crate::server::body::BodyError::TooLarge(limit) => EvalError::TooLarge(limit),
-            crate::server::body::BodyError::Broken(_) => EvalError::Malformed(e.to_string()),
+            crate::server::body::BodyError::TooLarge(limit) => RequestError::TooLarge(limit),
+            crate::server::body::BodyError::Broken(_) => RequestError::Malformed(e.to_string()),
         }
     }
 }
 
-impl EvalError {
+impl RequestError {
     /// The status code flagd answers with.
     pub const fn code(&self) -> Code {
         match self {
-            EvalError::Flag(ErrorCode::FlagNotFound) => Code::NotFound,
-            EvalError::Flag(ErrorCode::TypeMismatch) => Code::InvalidArgument,
-            EvalError::Flag(ErrorCode::ParseError) => Code::DataLoss,
-            EvalError::Flag(ErrorCode::General) | EvalError::Budget(_) => Code::Unknown,
-            EvalError::Selector(_) | EvalError::Malformed(_) => Code::InvalidArgument,
-            EvalError::TooLarge(_) => Code::ResourceExhausted,
-            EvalError::StreamDeadline => Code::DeadlineExceeded,
+            RequestError::Flag(ErrorCode::FlagNotFound) => Code::NotFound,
+            RequestError::Flag(ErrorCode::TypeMismatch) => Code::InvalidArgument,
+            RequestError::Flag(ErrorCode::ParseError) => Code::DataLoss,
+            RequestError::Flag(ErrorCode::General) | RequestError::Budget(_) => Code::Unknown,
+            RequestError::Selector(_) | RequestError::Malformed(_) => Code::InvalidArgument,
+            RequestError::TooLarge(_) => Code::ResourceExhausted,
+            RequestError::StreamDeadline | RequestError::DeadlineExceeded => Code::DeadlineExceeded,
+            RequestError::InvalidTimeout(_) => Code::InvalidArgument,
+            RequestError::UnknownEncoding(_) => Code::Unimplemented,
         }
     }
 
@@ -178,8 +189,8 @@ pub fn connect_error_json(code: Code, message: &str) -> serde_json::Value {
     }
 }
 
-impl From<EvalError> for tonic::Status {
-    fn from(e: EvalError) -> Self {
+impl From<RequestError> for tonic::Status {
+    fn from(e: RequestError) -> Self {
         tonic::Status::new(e.code().grpc(), e.to_string())
     }
 }
@@ -189,7 +200,7 @@ mod tests {
     use super::*;
 
     #[track_caller]
-    fn check(e: EvalError, connect: &str, grpc: tonic::Code, http: u16, message: &str) {
+    fn check(e: RequestError, connect: &str, grpc: tonic::Code, http: u16, message: &str) {
         assert_eq!(e.code().connect_name(), connect);
         assert_eq!(e.code().http_status(), http);
         let status = tonic::Status::from(e.clone());
@@ -205,56 +216,70 @@ mod tests {
     fn flagd_error_table() {
         use tonic::Code as G;
         check(
-            EvalError::Flag(ErrorCode::FlagNotFound),
+            RequestError::Flag(ErrorCode::FlagNotFound),
             "not_found",
             G::NotFound,
             404,
             "Flag not found",
         );
         check(
-            EvalError::Flag(ErrorCode::TypeMismatch),
+            RequestError::Flag(ErrorCode::TypeMismatch),
             "invalid_argument",
             G::InvalidArgument,
             400,
             "Type mismatch error",
         );
         check(
-            EvalError::Flag(ErrorCode::ParseError),
+            RequestError::Flag(ErrorCode::ParseError),
             "data_loss",
             G::DataLoss,
             500,
             "Error parsing input or configuration",
         );
         check(
-            EvalError::Flag(ErrorCode::General),
+            RequestError::Flag(ErrorCode::General),
             "unknown",
             G::Unknown,
             500,
             "General error",
         );
         check(
-            EvalError::Budget(Exceeded::Operations(10)),
+            RequestError::Budget(Exceeded::Operations(10)),
             "unknown",
             G::Unknown,
             500,
             "evaluation budget exceeded: more than 10 operations",
         );
         check(
-            EvalError::Selector(SelectorError("team".into())),
+            RequestError::Selector(SelectorError("team".into())),
             "invalid_argument",
             G::InvalidArgument,
             400,
             "invalid selector key \"team\", valid keys: \"flagSetId\", \"source\"",
         );
         check(
-            EvalError::TooLarge(10),
+            RequestError::TooLarge(10),
             "resource_exhausted",
             G::ResourceExhausted,
             429,
             "request body exceeds the limit of 10 bytes",
         );
         check(
-            EvalError::StreamDeadline,
+            RequestError::DeadlineExceeded,
+            "deadline_exceeded",
+            G::DeadlineExceeded,
+            504,
+            "deadline exceeded",
+        );
+        check(
+            RequestError::InvalidTimeout("parse timeout: \"x\" has >10 digits".into()),
+            "invalid_argument",
+            G::InvalidArgument,
+            400,
+            "parse timeout: \"x\" has >10 digits",
+        );
+        check(
+            RequestError::StreamDeadline,
             "deadline_exceeded",
             G::DeadlineExceeded,
             504,

@@ -10,8 +10,9 @@ use pbjson_types::value::Kind;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
-use super::error::EvalError;
+use super::error::RequestError;
 use crate::selector::Selector;
+use crate::server::deadline::earliest;
 use crate::state::AppState;
 use crate::store::{Change, ChangeKind, Store};
 
@@ -82,17 +83,25 @@ struct Subscription {
     keep_alive: Option<Duration>,
     next_keep_alive: Option<Instant>,
     deadline: Option<Instant>,
+    /// What the stream ends with at `deadline`.
+    deadline_error: RequestError,
 }
 
 /// The events for one subscriber with `selector`. Subscribes to changes immediately, so no
-/// change published after this call is missed. Ends after `provider_shutdown`, or with
-/// [`EvalError::StreamDeadline`] once `deadline` has passed.
+/// change published after this call is missed. Ends after `provider_shutdown`, with
+/// [`RequestError::StreamDeadline`] once the server's `deadline` has passed, or with
+/// [`RequestError::DeadlineExceeded`] once the client's has, whichever comes first.
 pub fn subscribe(
     state: &AppState,
     selector: Selector,
     deadline: Option<Duration>,
-) -> impl Stream<Item = Result<Event, EvalError>> + Send + 'static {
+    client_deadline: Option<Duration>,
+) -> impl Stream<Item = Result<Event, RequestError>> + Send + 'static {
     let now = Instant::now();
+    let (deadline, deadline_error) = match earliest(deadline, client_deadline) {
+        Some((after, true)) => (Some(after), RequestError::DeadlineExceeded),
+        other => (other.map(|(after, _)| after), RequestError::StreamDeadline),
+    };
     let keep_alive = Some(state.limits.keep_alive).filter(|d| !d.is_zero());
     let subscription = Subscription {
         phase: Phase::Start,
@@ -103,6 +112,7 @@ pub fn subscribe(
         keep_alive,
         next_keep_alive: keep_alive.map(|k| now + k),
         deadline: deadline.map(|d| now + d),
+        deadline_error,
     };
     futures::stream::unfold(subscription, |mut s| async move {
         let item = next(&mut s).await?;
@@ -110,7 +120,7 @@ pub fn subscribe(
     })
 }
 
-async fn next(s: &mut Subscription) -> Option<Result<Event, EvalError>> {
+async fn next(s: &mut Subscription) -> Option<Result<Event, RequestError>> {
     match s.phase {
         Phase::Done => return None,
         Phase::Start => {
@@ -129,7 +139,7 @@ async fn next(s: &mut Subscription) -> Option<Result<Event, EvalError>> {
             }
             () = sleep_until(s.deadline) => {
                 s.phase = Phase::Done;
-                return Some(Err(EvalError::StreamDeadline));
+                return Some(Err(s.deadline_error.clone()));
             }
             received = recv(&mut s.changes) => {
                 let data = match received {

@@ -7,7 +7,7 @@ use flagd_evaluator::{Context, ErrorCode, Evaluation, Flag, FlagType, Reason};
 use http::HeaderMap;
 use serde_json::{Map, Value};
 
-use super::error::EvalError;
+use super::error::RequestError;
 use crate::context;
 use crate::selector::Selector;
 use crate::state::AppState;
@@ -46,11 +46,11 @@ impl Api {
 }
 
 /// The selector of a request (`Flagd-Selector` header; absent or empty = all flags).
-pub fn selector(headers: &HeaderMap) -> Result<Selector, EvalError> {
+pub fn selector(headers: &HeaderMap) -> Result<Selector, RequestError> {
     match headers.get(&SELECTOR) {
         None => Ok(Selector::All),
         Some(v) => Ok(Selector::parse(v.to_str().map_err(|_| {
-            EvalError::Malformed("the Flagd-Selector header is not valid text".to_owned())
+            RequestError::Malformed("the Flagd-Selector header is not valid text".to_owned())
         })?)?),
     }
 }
@@ -86,7 +86,7 @@ impl<'h> Call<'h> {
         api: Api,
         headers: &'h HeaderMap,
         request: Option<pbjson_types::Struct>,
-    ) -> Result<Call<'h>, EvalError> {
+    ) -> Result<Call<'h>, RequestError> {
         let selector = selector(headers)?;
         Ok(Call {
             selector,
@@ -152,10 +152,10 @@ pub fn typed<'a, T: FlagType<'a>>(
     snapshot: &'a Snapshot,
     call: &Call<'_>,
     key: &str,
-) -> Result<Typed<'a, T>, EvalError> {
+) -> Result<Typed<'a, T>, RequestError> {
     let Some(found) = snapshot.get(key, &call.selector) else {
         record_error(state, key, None, ErrorCode::FlagNotFound);
-        return Err(EvalError::Flag(ErrorCode::FlagNotFound));
+        return Err(RequestError::Flag(ErrorCode::FlagNotFound));
     };
     let evaluation = call.evaluate(found.flag, flagd_evaluator::now_unix_seconds());
     let exceeded = evaluation.budget_exceeded();
@@ -167,7 +167,7 @@ pub fn typed<'a, T: FlagType<'a>>(
             // flagd's v1 handlers keep the legacy behaviour for flags without a default variant.
             Api::V1 => {
                 record_error(state, key, None, ErrorCode::FlagNotFound);
-                return Err(EvalError::Flag(ErrorCode::FlagNotFound));
+                return Err(RequestError::Flag(ErrorCode::FlagNotFound));
             }
             Api::V2 => {}
             // The deprecated handler passes the evaluator's internal reason through unchanged.
@@ -186,8 +186,8 @@ pub fn typed<'a, T: FlagType<'a>>(
     if let Some(code) = resolution.error {
         record_error(state, key, resolution.variant, code);
         return Err(match exceeded {
-            Some(what) => EvalError::Budget(what),
-            None => EvalError::Flag(code),
+            Some(what) => RequestError::Budget(what),
+            None => RequestError::Flag(code),
         });
     }
     let reason = resolution.reason.as_str();

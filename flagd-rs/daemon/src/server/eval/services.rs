@@ -8,12 +8,13 @@ use futures::{Stream, StreamExt as _};
 use http::HeaderMap;
 use serde_json::{Map, Value};
 
-use super::error::EvalError;
+use super::error::RequestError;
 use super::events::{self, EventMessage};
 use super::resolve::{self, AnyValue, Api, Call};
 use crate::context::map_to_struct;
 use crate::proto::flagd::evaluation::{v1, v2};
 use crate::proto::schema::v1 as schema;
+use crate::server::deadline;
 use crate::state::AppState;
 
 /// A boxed stream of EventStream messages, as the gRPC traits want it.
@@ -24,10 +25,12 @@ fn event_stream<M: EventMessage>(
     state: &AppState,
     api: Api,
     headers: &HeaderMap,
-) -> Result<impl Stream<Item = Result<M, EvalError>> + Send + 'static, EvalError> {
+) -> Result<impl Stream<Item = Result<M, RequestError>> + Send + 'static, RequestError> {
     let selector = resolve::selector(headers)?;
+    // An invalid `grpc-timeout` was refused before the call; a Connect stream passes none here.
+    let client_deadline = deadline::grpc_timeout(headers).unwrap_or_default();
     Ok(
-        events::subscribe(state, selector, api.stream_deadline(state))
+        events::subscribe(state, selector, api.stream_deadline(state), client_deadline)
             .map(|e| e.map(M::from_event)),
     )
 }
@@ -45,7 +48,7 @@ fn object(value: Option<&Map<String, Value>>) -> Option<pbjson_types::Struct> {
 macro_rules! typed_method {
     ($name:ident, $req:ty, $resp:ty, $t:ty, $value:expr, $variant:expr) => {
         /// Resolves one flag of this type.
-        pub fn $name(&self, headers: &HeaderMap, request: $req) -> Result<$resp, EvalError> {
+        pub fn $name(&self, headers: &HeaderMap, request: $req) -> Result<$resp, RequestError> {
             let call = Call::new(&self.state, Self::API, headers, request.context)?;
             let snapshot = self.state.store.snapshot();
             let r = resolve::typed::<$t>(&self.state, &snapshot, &call, &request.flag_key)?;
@@ -122,7 +125,7 @@ impl V1 {
         &self,
         headers: &HeaderMap,
         request: v1::ResolveAllRequest,
-    ) -> Result<v1::ResolveAllResponse, EvalError> {
+    ) -> Result<v1::ResolveAllResponse, RequestError> {
         let call = Call::new(&self.state, Self::API, headers, request.context)?;
         let snapshot = self.state.store.snapshot();
         let flags = resolve::all(&self.state, &snapshot, &call)
@@ -147,8 +150,8 @@ impl V1 {
         &self,
         headers: &HeaderMap,
     ) -> Result<
-        impl Stream<Item = Result<v1::EventStreamResponse, EvalError>> + Send + 'static,
-        EvalError,
+        impl Stream<Item = Result<v1::EventStreamResponse, RequestError>> + Send + 'static,
+        RequestError,
     > {
         event_stream(&self.state, Self::API, headers)
     }
@@ -232,8 +235,8 @@ impl V2 {
         &self,
         headers: &HeaderMap,
     ) -> Result<
-        impl Stream<Item = Result<v2::EventStreamResponse, EvalError>> + Send + 'static,
-        EvalError,
+        impl Stream<Item = Result<v2::EventStreamResponse, RequestError>> + Send + 'static,
+        RequestError,
     > {
         event_stream(&self.state, Self::API, headers)
     }
@@ -264,7 +267,7 @@ impl SchemaV1 {
         &self,
         headers: &HeaderMap,
         request: schema::ResolveAllRequest,
-    ) -> Result<schema::ResolveAllResponse, EvalError> {
+    ) -> Result<schema::ResolveAllResponse, RequestError> {
         let call = Call::new(&self.state, Self::API, headers, request.context)?;
         let snapshot = self.state.store.snapshot();
         let flags = resolve::all(&self.state, &snapshot, &call)
@@ -285,8 +288,8 @@ impl SchemaV1 {
         &self,
         headers: &HeaderMap,
     ) -> Result<
-        impl Stream<Item = Result<schema::EventStreamResponse, EvalError>> + Send + 'static,
-        EvalError,
+        impl Stream<Item = Result<schema::EventStreamResponse, RequestError>> + Send + 'static,
+        RequestError,
     > {
         event_stream(&self.state, Self::API, headers)
     }

@@ -7,22 +7,17 @@
 //! so a change to another selection costs its clients nothing.
 
 pub mod gojson;
+pub mod metrics;
 pub mod payload;
 
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use std::time::Duration;
 
 use futures::Stream;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpStream, UnixStream};
-use tokio::sync::{mpsc, watch};
-use tokio_rustls::TlsAcceptor;
+use tokio::sync::watch;
 use tokio_rustls::rustls::ServerConfig;
 use tonic::metadata::MetadataMap;
-use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
 
 use crate::context::map_to_struct;
@@ -34,19 +29,16 @@ use crate::proto::flagd::sync::v1::{
     SyncFlagsRequest, SyncFlagsResponse,
 };
 use crate::selector::Selector;
-use crate::server::http::Listener;
+use crate::server::deadline::{self, GrpcDeadline};
+use crate::server::http::{self, Listener, ServeOptions};
+use crate::server::keepalive::PingPolicy;
 use crate::state::AppState;
 use crate::store::Snapshot;
+use metrics::{EndReason, StreamRecord};
 // The gRPC metadata key that selects flags; it takes precedence over the request's field.
 use crate::server::eval::resolve::SELECTOR_HEADER;
 
 pub use payload::flag_configuration;
-
-/// How long open connections may take to finish after shutdown before the server returns.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// How long a TLS handshake may take before the connection is dropped.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Payloads kept for reuse; one per distinct selector in use is plenty.
 const PAYLOAD_CACHE_SIZE: usize = 32;
@@ -124,8 +116,12 @@ impl SyncService {
 pub fn sync_service(state: AppState, disable_metadata: bool) -> FlagSyncServiceServer<SyncService> {
     // Configurations are sent whole; let large ones through as grpc-go does by default on the
     // sending side (no limit), while requests stay small.
+    // Messages may come gzip-compressed and are compressed for clients that accept it, as
+    // grpc-go does with its gzip codec registered.
     FlagSyncServiceServer::new(SyncService::new(state, disable_metadata))
         .max_encoding_message_size(usize::MAX)
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip)
 }
 
 /// The selector a request asks for: the `flagd-selector` metadata (first value), else the
@@ -136,6 +132,17 @@ fn request_selector(metadata: &MetadataMap, field: &str) -> Result<Selector, Sta
         .map(|v| v.to_str().unwrap_or_default())
         .filter(|v| !v.is_empty());
     Selector::parse(header.unwrap_or(field)).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// The selector expression a request sent, as the metrics label it (header first, then the
+/// deprecated field).
+fn selector_label(metadata: &MetadataMap, field: &str) -> String {
+    metadata
+        .get(SELECTOR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .unwrap_or(field)
+        .to_owned()
 }
 
 /// The response stream of `SyncFlags`.
@@ -154,19 +161,35 @@ impl FlagSyncService for SyncService {
         #[allow(deprecated)]
         let selector = request_selector(request.metadata(), &request.get_ref().selector)?;
         let state = &self.inner.state;
-        tracing::debug!(provider_id = %request.get_ref().provider_id, ?selector, "sync stream opened");
+        let provider_id = &request.get_ref().provider_id;
+        tracing::debug!(%provider_id, ?selector, "sync stream opened");
+        // The server's `--stream-deadline` or the client's `grpc-timeout` (checked before the
+        // call), whichever comes first.
+        let server_deadline = state.limits.stream_deadline.filter(|d| !d.is_zero());
+        let client_deadline =
+            deadline::grpc_timeout(request.metadata().as_ref()).unwrap_or_default();
+        let (deadline, deadline_message) =
+            match deadline::earliest(server_deadline, client_deadline) {
+                Some((after, true)) => (Some(after), deadline::DEADLINE_MESSAGE),
+                other => (
+                    other.map(|(after, _)| after),
+                    deadline::SERVER_DEADLINE_MESSAGE,
+                ),
+            };
+        let record = state.metrics.sync_streams.stream_opened(
+            &selector_label(request.metadata(), &request.get_ref().selector),
+            provider_id,
+        );
         let watch = SyncWatch {
             service: self.clone(),
             selector,
             revisions: state.store.watch_revision(),
             shutdown: Some(state.shutdown.clone()),
-            deadline: state
-                .limits
-                .stream_deadline
-                .filter(|d| !d.is_zero())
-                .map(|d| Box::pin(tokio::time::sleep(d))),
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep(d))),
+            deadline_message,
             last: None,
             done: false,
+            record,
         };
         let stream = futures::stream::unfold(watch, |mut w| async move {
             let item = w.next().await?;
@@ -213,8 +236,12 @@ struct SyncWatch {
     /// `None` once the shutdown sender is gone (nobody can ask for shutdown any more).
     shutdown: Option<watch::Receiver<bool>>,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The status message at `deadline` (the server's or the client's).
+    deadline_message: &'static str,
     last: Option<Arc<str>>,
     done: bool,
+    /// The stream in the metrics, until it is dropped.
+    record: StreamRecord,
 }
 
 impl SyncWatch {
@@ -234,9 +261,8 @@ impl SyncWatch {
                     }
                     Wake::Deadline => {
                         self.done = true;
-                        return Some(Err(Status::deadline_exceeded(
-                            "stream closed due to server-side timeout",
-                        )));
+                        self.record.ending(EndReason::DeadlineExceeded);
+                        return Some(Err(Status::deadline_exceeded(self.deadline_message)));
                     }
                     Wake::Revision { store_alive: false } => return None,
                     Wake::Revision { store_alive: true } => {}
@@ -292,12 +318,19 @@ impl SyncWatch {
     }
 }
 
-/// Serves the sync service on `listener` (TCP or unix socket) until `shutdown` becomes `true`.
-///
-/// The port speaks gRPC only (HTTP/2, prior knowledge without TLS, ALPN with `tls`), like flagd's
-/// grpc-go server. Open streams end when shutdown starts; the server then waits up to a grace
-/// period for connections to close. Client keepalive pings are always accepted (hyper enforces
-/// no minimum ping interval, which is more permissive than flagd's 30 s policy).
+/// How the sync port is served, besides its listener and TLS. The default is flagd's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyncOptions {
+    /// Make the deprecated `GetMetadata` answer `UNIMPLEMENTED`.
+    pub disable_metadata: bool,
+    /// What client keepalive pings must respect.
+    pub keepalive: PingPolicy,
+    /// Largest total size of request headers (0 = 1 MiB).
+    pub max_header_bytes: usize,
+}
+
+/// Serves the sync service on `listener` (TCP or unix socket) until `shutdown` becomes `true`,
+/// with flagd's default keepalive policy; see [`serve_sync_with`].
 pub async fn serve_sync(
     listener: Listener,
     state: AppState,
@@ -305,194 +338,46 @@ pub async fn serve_sync(
     disable_metadata: bool,
     shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
+    let options = SyncOptions {
+        disable_metadata,
+        ..SyncOptions::default()
+    };
+    serve_sync_with(listener, state, tls, options, shutdown).await
+}
+
+/// Serves the sync service on `listener` until `shutdown` becomes `true`.
+///
+/// The port speaks gRPC only (HTTP/2, prior knowledge without TLS, ALPN with `tls`), like flagd's
+/// grpc-go server, and enforces `options.keepalive` on client pings the way grpc-go does. Open
+/// streams end when shutdown starts; the server then waits up to a grace period for
+/// connections to close.
+pub async fn serve_sync_with(
+    listener: Listener,
+    state: AppState,
+    tls: Option<Arc<ServerConfig>>,
+    options: SyncOptions,
+    shutdown: watch::Receiver<bool>,
+) -> io::Result<()> {
     let mut state = state;
     // Streams must end with the server, whatever receiver the state was built with.
     state.shutdown = shutdown.clone();
-    let service = sync_service(state, disable_metadata);
-    let (tx, rx) = mpsc::channel::<io::Result<SyncIo>>(64);
-    tokio::spawn(accept_loop(listener, tls.map(TlsAcceptor::from), tx));
-    let incoming = tokio_stream::wrappers::ReceiverStream::new(rx);
-    let server = tonic::transport::Server::builder()
-        .add_service(service)
-        .serve_with_incoming_shutdown(incoming, wait_for(shutdown.clone()));
-    tokio::select! {
-        served = server => served.map_err(io::Error::other),
-        () = async {
-            wait_for(shutdown).await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => {
-            tracing::warn!("sync connections still open after the shutdown grace period; dropping them");
-            Ok(())
-        }
-    }
+    let app = router(state, options.disable_metadata);
+    let serve = ServeOptions::grpc_only(options.max_header_bytes, options.keepalive);
+    http::serve_with(listener, app, tls, serve, shutdown).await
 }
 
-/// Resolves once `shutdown` is `true`; never if its sender is dropped without that.
-async fn wait_for(mut shutdown: watch::Receiver<bool>) {
-    if shutdown.wait_for(|v| *v).await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
-/// Accepts connections until the server stops taking them (the receiver is dropped). TLS
-/// handshakes run in their own tasks so a slow client cannot hold up the others.
-async fn accept_loop(
-    listener: Listener,
-    tls: Option<TlsAcceptor>,
-    tx: mpsc::Sender<io::Result<SyncIo>>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            () = tx.closed() => return,
-            accepted = accept(&listener) => accepted,
-        };
-        let io = match accepted {
-            Ok(io) => io,
-            Err(e) => {
-                // Typically EMFILE; back off briefly so a persistent condition does not spin.
-                tracing::warn!(error = %e, "sync accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        match &tls {
-            None => {
-                if tx.send(Ok(io)).await.is_err() {
-                    return;
-                }
-            }
-            Some(acceptor) => {
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    if let Some(io) = handshake(&acceptor, io).await {
-                        let _ = tx.send(Ok(io)).await;
-                    }
-                });
-            }
-        }
-    }
-}
-
-async fn accept(listener: &Listener) -> io::Result<SyncIo> {
-    match listener {
-        Listener::Tcp(l) => {
-            let (s, _) = l.accept().await?;
-            // Small stream messages should not wait for Nagle's algorithm.
-            let _ = s.set_nodelay(true);
-            Ok(SyncIo::Tcp(s))
-        }
-        Listener::Unix(l) => Ok(SyncIo::Unix(l.accept().await?.0)),
-    }
-}
-
-async fn handshake(acceptor: &TlsAcceptor, io: SyncIo) -> Option<SyncIo> {
-    let result = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, async {
-        match io {
-            SyncIo::Tcp(s) => acceptor
-                .accept(s)
-                .await
-                .map(|s| SyncIo::TlsTcp(Box::new(s))),
-            SyncIo::Unix(s) => acceptor
-                .accept(s)
-                .await
-                .map(|s| SyncIo::TlsUnix(Box::new(s))),
-            other => Ok(other),
-        }
-    })
-    .await;
-    match result {
-        Ok(Ok(io)) => Some(io),
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "sync TLS handshake failed");
-            None
-        }
-        Err(_) => {
-            tracing::debug!("sync TLS handshake timed out");
-            None
-        }
-    }
-}
-
-/// A connection of any kind the sync port accepts.
-enum SyncIo {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-    TlsTcp(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-    TlsUnix(Box<tokio_rustls::server::TlsStream<UnixStream>>),
-}
-
-impl Connected for SyncIo {
-    type ConnectInfo = ();
-
-    fn connect_info(&self) -> Self::ConnectInfo {}
-}
-
-impl AsyncRead for SyncIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            SyncIo::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            SyncIo::Unix(s) => Pin::new(s).poll_read(cx, buf),
-            SyncIo::TlsTcp(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            SyncIo::TlsUnix(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for SyncIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            SyncIo::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            SyncIo::Unix(s) => Pin::new(s).poll_write(cx, buf),
-            SyncIo::TlsTcp(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            SyncIo::TlsUnix(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            SyncIo::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            SyncIo::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            SyncIo::TlsTcp(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-            SyncIo::TlsUnix(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            SyncIo::Tcp(s) => s.is_write_vectored(),
-            SyncIo::Unix(s) => s.is_write_vectored(),
-            SyncIo::TlsTcp(s) => s.is_write_vectored(),
-            SyncIo::TlsUnix(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            SyncIo::Tcp(s) => Pin::new(s).poll_flush(cx),
-            SyncIo::Unix(s) => Pin::new(s).poll_flush(cx),
-            SyncIo::TlsTcp(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            SyncIo::TlsUnix(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            SyncIo::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            SyncIo::Unix(s) => Pin::new(s).poll_shutdown(cx),
-            SyncIo::TlsTcp(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            SyncIo::TlsUnix(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
+/// The sync port's application: the sync service as tonic routes.
+///
+/// A call's `grpc-timeout` bounds its response; an invalid one is refused with INTERNAL, as
+/// grpc-go refuses it.
+pub fn router(state: AppState, disable_metadata: bool) -> axum::Router {
+    use tower::ServiceExt as _;
+    let routes =
+        tonic::service::Routes::new(sync_service(state, disable_metadata)).into_axum_router();
+    let service = tower::service_fn(move |request: axum::extract::Request| {
+        GrpcDeadline::call(request, false, tonic::Code::Internal, |r| {
+            routes.clone().oneshot(r)
+        })
+    });
+    axum::Router::new().fallback_service(service)
 }
