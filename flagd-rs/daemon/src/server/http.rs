@@ -35,15 +35,24 @@ const DEFAULT_MAX_HEADER_BYTES: usize = 1 << 20;
 /// hyper's own default for reading an HTTP/1.1 request head, kept where a port sets none.
 const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The shortest time an idle HTTP/1.1 keep-alive connection is kept between requests: flagd's
+/// `ReadTimeout`, which Go also uses as the idle timeout when none is set. hyper runs one timer
+/// from the end of a response to the end of the next request head, so that timer is never set
+/// below this; otherwise a pooled client connection idle for a second would be closed under a
+/// request the client is about to send. The port's own, shorter timeout bounds the first bytes
+/// of every connection (the protocol sniff), so a silent client is still dropped quickly.
+const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(5);
+
 /// How one port is served.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
     /// Largest total size of request headers (0 = 1 MiB); larger heads are refused (HTTP 431
     /// on HTTP/1.1).
     pub max_header_bytes: usize,
-    /// How long a client may take to send a request head: from connect to the end of the
-    /// first head, and from the first byte of every later HTTP/1.1 head to its end (flagd's
-    /// `ReadHeaderTimeout`). A slower client is disconnected.
+    /// How long a client may take to send the first bytes of a connection (flagd's
+    /// `ReadHeaderTimeout`); a whole HTTP/1.1 request head, and the idle time before the next
+    /// one, may take up to [`KEEP_ALIVE_IDLE`] if that is longer. A slower client is
+    /// disconnected.
     pub header_read_timeout: Duration,
     /// `Some`: the port speaks HTTP/2 only, as a grpc-go server does, and enforces this
     /// policy on client pings. `None`: HTTP/1.1 and HTTP/2 on one listener.
@@ -184,7 +193,7 @@ impl Builders {
         // least 8 KiB to work at all.
         http1
             .timer(TokioTimer::new())
-            .header_read_timeout(options.header_read_timeout)
+            .header_read_timeout(options.header_read_timeout.max(KEEP_ALIVE_IDLE))
             .max_buf_size(limit.max(8192));
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
