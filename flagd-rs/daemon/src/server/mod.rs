@@ -6,4 +6,5 @@ pub mod eval;
 pub mod http;
 pub mod management;
 pub mod ofrep;
+pub mod record;
 pub mod sync;
