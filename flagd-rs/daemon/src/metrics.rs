@@ -210,6 +210,13 @@ struct HttpEntry {
     size: Histogram,
 }
 
+/// The cached in-flight gauge of one method on a route.
+#[derive(Debug)]
+struct ActiveEntry {
+    method: Box<str>,
+    gauge: Gauge,
+}
+
 /// One request in flight: counted in `http_server_active_requests` until dropped.
 #[derive(Debug)]
 pub struct ActiveRequest(Gauge);
@@ -238,7 +245,7 @@ pub struct Metrics {
     /// Route -> histograms per (method, status).
     http: RwLock<FxHashMap<Box<str>, SmallVec<[HttpEntry; 2]>>>,
     /// Route -> in-flight gauges per method.
-    in_flight: RwLock<FxHashMap<Box<str>, SmallVec<[(Box<str>, Gauge); 1]>>>,
+    in_flight: RwLock<FxHashMap<Box<str>, SmallVec<[ActiveEntry; 1]>>>,
 }
 
 /// `route`, or `other` once [`MAX_ROUTES`] routes are known and it is not one of them.
@@ -460,25 +467,28 @@ impl Metrics {
         {
             let cache = self.in_flight.read().unwrap_or_else(|e| e.into_inner());
             let route = bounded(&cache, route);
-            if let Some((_, gauge)) = cache
+            if let Some(e) = cache
                 .get(route)
-                .and_then(|list| list.iter().find(|(m, _)| &**m == method))
+                .and_then(|list| list.iter().find(|e| &*e.method == method))
             {
-                gauge.inc();
-                return ActiveRequest(gauge.clone());
+                e.gauge.inc();
+                return ActiveRequest(e.gauge.clone());
             }
         }
         let mut cache = self.in_flight.write().unwrap_or_else(|e| e.into_inner());
         let route = bounded(&cache, route);
         let list = cache.entry(route.into()).or_default();
-        let gauge = match list.iter().find(|(m, _)| &**m == method) {
-            Some((_, gauge)) => gauge.clone(),
+        let gauge = match list.iter().find(|e| &*e.method == method) {
+            Some(e) => e.gauge.clone(),
             None => {
                 let gauge = self.active.get_or_create_owned(&ActiveLabels {
                     route: route.into(),
                     method: method.into(),
                 });
-                list.push((method.into(), gauge.clone()));
+                list.push(ActiveEntry {
+                    method: method.into(),
+                    gauge: gauge.clone(),
+                });
                 gauge
             }
         };
