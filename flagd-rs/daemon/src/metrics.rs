@@ -20,9 +20,10 @@
 //! The HTTP series are recorded by one layer for every port that serves requests
 //! (`server::record`). `http_route` is a route template or an RPC's procedure name, as in flagd
 //! (OFREP: `/ofrep/v1/evaluate/flags/{key}` and `/ofrep/v1/evaluate/{path:flags\/|flags}`), never
-//! a raw path. The body size is what went on the wire (after compression). flagd labels its
-//! in-flight gauge with a status code it cannot know yet (always `200`); here it has only route
-//! and method, and its status label, and the other series' status labels, are the real ones.
+//! a raw path. The body size is what went on the wire (after compression). flagd's middleware
+//! reads the status code before its handler runs, so its three series always say `200`; here the
+//! duration and size series carry the status actually sent, and the in-flight gauge has no
+//! status label, since none is known while a request runs.
 //!
 //! Recording is on the request path of every evaluation, so it is built to be cheap: each label
 //! combination's counter handle is cached behind a read-mostly lock and found by borrowed string

@@ -65,6 +65,15 @@ enum RequestContext {
     Json(Map<String, Value>),
 }
 
+/// One entry of a response's metadata, borrowed from the selector or the flag.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Meta<'a> {
+    /// The selector's echo.
+    Text(&'a str),
+    /// A value of the flag's metadata.
+    Json(&'a Value),
+}
+
 /// What every evaluation in one request shares: the selector and the evaluation context. The
 /// context (request ∪ static values ∪ mapped headers) is assembled the first time a flag's
 /// targeting reads it, so resolving a static or disabled flag never converts the request's
@@ -77,15 +86,6 @@ pub struct Call<'h> {
     headers: Option<&'h HeaderMap>,
     request: Cell<Option<RequestContext>>,
     context: OnceCell<Context>,
-}
-
-/// One entry of a response's metadata, borrowed from the selector or the flag.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Meta<'a> {
-    /// The selector's echo.
-    Text(&'a str),
-    /// A value of the flag's metadata.
-    Json(&'a Value),
 }
 
 impl std::fmt::Debug for Call<'_> {
