@@ -6,9 +6,12 @@
 //! number into a float64 and prints it back without a fraction when it is whole, so a float
 //! variant `0.0` reaches clients as `0`, which typed clients (Python, Java) read as an integer
 //! and then refuse as a float. Here a number keeps the kind the flag file gave it: a number
-//! written with a fraction or an exponent stays a float (`0.0`, `-0.0`, `2.0`, `1.5`, `1e+300`),
-//! an integer stays an integer with all its digits (`12345678901234567890`). Floats use Go's
+//! written with a fraction or an exponent stays a float (`0.0`, `-0.0`, `2.0`, `1.5`, `1e+300`,
+//! where Go writes `0`, `-0`, `2`, `1.5`, `1e+300`), an integer stays an integer with all its
+//! digits (`12345678901234567890`, where Go writes `12345678901234567000`). Floats use Go's
 //! digits and notation otherwise (shortest round trip, exponent form below 1e-6 and from 1e21).
+//! Negative zero keeps its sign (`-0.0`), as Go keeps it (`-0`). Protobuf JSON (Connect) is not
+//! written here: a `double` there follows the protobuf mapping.
 //!
 //! Clients compare these bytes (OFREP ETags hash them; sync consumers diff payloads), so the
 //! writer is exact and deterministic rather than relying on serde's formatting.
