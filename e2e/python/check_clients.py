@@ -33,6 +33,9 @@ CHECKS = [
     ("string", "string", "string-flag", "x", None, "hello", "STATIC", None),
     ("integer", "integer", "int-flag", 0, None, 42, "STATIC", None),
     ("float", "float", "float-flag", 0.0, None, 3.25, "STATIC", None),
+    # A whole float must reach a typed client as a float, not as an integer.
+    ("zero float", "float", "float-zero-flag", 1.5, None, 0.0, "STATIC", None),
+    ("whole float", "float", "float-whole-flag", 1.5, None, 2.0, "STATIC", None),
     (
         "object",
         "object",

@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use flagd_evaluator::Context;
+use flagd_evaluator::{Context, ContextBuilder};
 use http::{HeaderMap, HeaderName};
 use pbjson_types::value::Kind;
 use serde_json::{Map, Number, Value};
@@ -120,6 +120,35 @@ pub fn build(
             Some(kind) => ctx.json(&k, proto_to_json(pbjson_types::Value { kind: Some(kind) })),
         };
     }
+    overlay(&mut ctx, config, headers);
+    ctx.build()
+}
+
+/// [`build`] for a request whose context is a JSON object (OFREP): the object's members, then
+/// the static values, then the values of the configured headers, later ones winning.
+pub fn build_json(
+    request: Map<String, Value>,
+    config: &ContextConfig,
+    headers: Option<&HeaderMap>,
+) -> Context {
+    let text: usize = request
+        .iter()
+        .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+        .sum();
+    let mut ctx = Context::builder_with_capacity(
+        request.len() + config.static_values.len() + config.from_headers.len(),
+        text,
+    );
+    for (k, v) in request {
+        ctx.json(&k, v);
+    }
+    overlay(&mut ctx, config, headers);
+    ctx.build()
+}
+
+/// Adds the static values and then the configured headers' values (non-empty text only) over
+/// what the request gave.
+fn overlay(ctx: &mut ContextBuilder, config: &ContextConfig, headers: Option<&HeaderMap>) {
     for (k, v) in &config.static_values {
         ctx.json_ref(k, v);
     }
@@ -128,7 +157,6 @@ pub fn build(
             ctx.string(key, &value);
         }
     }
-    ctx.build()
 }
 
 /// Converts a request's protobuf `Struct` into a JSON object, moving its strings.
@@ -356,6 +384,28 @@ mod tests {
         assert_eq!(
             header_text(&request, &HeaderName::from_static("x-city")).as_deref(),
             Some("Z\u{fffd}rich")
+        );
+    }
+
+    #[test]
+    fn json_context_matches_the_assembled_one() {
+        let request = json!({"env": "dev", "team": "req", "user": "u", "empty": "kept",
+            "n": 3, "f": 2.5, "whole": 2.0, "big": 1e300, "huge": 12345678901234567890u64,
+            "t": true, "nil": null, "nested": {"a": [1, "x"]}, "list": ["p", 2]});
+        let Value::Object(request) = request else {
+            unreachable!()
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("X-Team", "header".parse().unwrap());
+        headers.insert("x-empty", "".parse().unwrap());
+        for headers in [Some(&headers), None] {
+            let expected = assemble_from(request.clone(), &config(), headers);
+            let built = build_json(request.clone(), &config(), headers);
+            assert_eq!(built.to_json(), expected);
+        }
+        assert_eq!(
+            build_json(Map::new(), &config(), None).to_json(),
+            json!({"env": "prod", "team": "static"})
         );
     }
 

@@ -11,10 +11,20 @@
 //! | `feature_flag.flagd.result.reason` | `feature_flag_flagd_result_reason_total` | `feature_flag_provider_name`, `feature_flag_reason`, and `feature_flag_key` on success or `ExceptionTypeKeyName` (the error code) on error |
 //! | `http.server.request.duration` | `http_server_request_duration_seconds` | `http_route`, `http_request_method`, `http_response_status_code` |
 //! | `feature_flag.flagd.sync.active_streams`, `feature_flag.flagd.sync.stream.duration` | see [`crate::server::sync::metrics`] | |
+//! | `http.server.response.body.size` | `http_server_response_body_size_bytes` | `http_route`, `http_request_method`, `http_response_status_code` |
+//! | `http.server.active_requests` | `http_server_active_requests` | `http_route`, `http_request_method` |
 //! | (ours) | `flagd_rs_build_info` | `version` |
 //! | (ours) | `flagd_rs_authority_revision`, `flagd_rs_authority_overrides_active` | |
 //! | (ours) | `flagd_rs_split_weight` | `feature_flag_key`, `variant` |
 //! | (ours) | `flagd_rs_evaluation_budget_exceeded_total` | `feature_flag_key` |
+//!
+//! The HTTP series are recorded by one layer for every port that serves requests
+//! (`server::record`). `http_route` is a route template or an RPC's procedure name, as in flagd
+//! (OFREP: `/ofrep/v1/evaluate/flags/{key}` and `/ofrep/v1/evaluate/{path:flags\/|flags}`), never
+//! a raw path. The body size is what went on the wire (after compression). flagd's middleware
+//! reads the status code before its handler runs, so its three series always say `200`; here the
+//! duration and size series carry the status actually sent, and the in-flight gauge has no
+//! status label, since none is known while a request runs.
 //!
 //! Recording is on the request path of every evaluation, so it is built to be cheap: each label
 //! combination's counter handle is cached behind a read-mostly lock and found by borrowed string
@@ -27,7 +37,8 @@ use std::time::Duration;
 use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 use rustc_hash::FxHashMap;
@@ -49,6 +60,9 @@ const PROVIDER_NAME: &str = "flagd";
 const DURATION_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
+
+/// Response-size buckets in bytes: 100 B to 1 GB by factors of ten, as flagd configures them.
+const SIZE_BUCKETS: (f64, f64, u16) = (100.0, 10.0, 8);
 
 /// Distinct routes kept apart; beyond this, requests are recorded under the route `other` so a
 /// caller passing raw paths cannot grow the registry without bound.
@@ -137,12 +151,39 @@ impl EncodeLabelSet for HttpLabels {
     }
 }
 
+/// Labels of the in-flight gauge (no status: it is not known while the request runs).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ActiveLabels {
+    route: Arc<str>,
+    method: Arc<str>,
+}
+
+impl EncodeLabelSet for ActiveLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        let labels: [(&str, &str); 2] = [
+            ("http_route", &self.route),
+            ("http_request_method", &self.method),
+        ];
+        EncodeLabelSet::encode(&labels, encoder)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct DurationHistogram;
 
 impl MetricConstructor<Histogram> for DurationHistogram {
     fn new_metric(&self) -> Histogram {
         Histogram::new(DURATION_BUCKETS)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct SizeHistogram;
+
+impl MetricConstructor<Histogram> for SizeHistogram {
+    fn new_metric(&self) -> Histogram {
+        let (start, factor, count) = SIZE_BUCKETS;
+        Histogram::new(exponential_buckets(start, factor, count))
     }
 }
 
@@ -167,7 +208,25 @@ struct ErrorEntry {
 struct HttpEntry {
     method: Box<str>,
     status: u16,
-    histogram: Histogram,
+    duration: Histogram,
+    size: Histogram,
+}
+
+/// The cached in-flight gauge of one method on a route.
+#[derive(Debug)]
+struct ActiveEntry {
+    method: Box<str>,
+    gauge: Gauge,
+}
+
+/// One request in flight: counted in `http_server_active_requests` until dropped.
+#[derive(Debug)]
+pub struct ActiveRequest(Gauge);
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// The daemon's metrics registry. Shared (`Arc<Metrics>`) by every server.
@@ -177,6 +236,8 @@ pub struct Metrics {
     impressions: Family<ImpressionLabels, Counter>,
     results: Family<ReasonLabels, Counter>,
     durations: Family<HttpLabels, Histogram, DurationHistogram>,
+    sizes: Family<HttpLabels, Histogram, SizeHistogram>,
+    active: Family<ActiveLabels, Gauge>,
     /// Evaluations stopped by the evaluation budget, per flag.
     budget_exceeded: Family<FlagLabel, Counter>,
     /// Flag key -> counters per (variant, reason); flags have few variants, so a short list.
@@ -187,6 +248,17 @@ pub struct Metrics {
     http: RwLock<FxHashMap<Box<str>, SmallVec<[HttpEntry; 2]>>>,
     /// The sync service's streams.
     pub sync_streams: Arc<crate::server::sync::metrics::SyncStreamMetrics>,
+    /// Route -> in-flight gauges per method.
+    in_flight: RwLock<FxHashMap<Box<str>, SmallVec<[ActiveEntry; 1]>>>,
+}
+
+/// `route`, or `other` once [`MAX_ROUTES`] routes are known and it is not one of them.
+fn bounded<'r, V>(cache: &FxHashMap<Box<str>, V>, route: &'r str) -> &'r str {
+    if cache.len() >= MAX_ROUTES && !cache.contains_key(route) {
+        "other"
+    } else {
+        route
+    }
 }
 
 impl Default for Metrics {
@@ -202,6 +274,8 @@ impl Metrics {
         let impressions = Family::<ImpressionLabels, Counter>::default();
         let results = Family::<ReasonLabels, Counter>::default();
         let durations = Family::new_with_constructor(DurationHistogram);
+        let sizes = Family::new_with_constructor(SizeHistogram);
+        let active = Family::<ActiveLabels, Gauge>::default();
         let budget_exceeded = Family::<FlagLabel, Counter>::default();
         registry.register(
             "feature_flag_flagd_impression",
@@ -218,6 +292,17 @@ impl Metrics {
             "Measures the duration of inbound HTTP requests",
             Unit::Seconds,
             durations.clone(),
+        );
+        registry.register_with_unit(
+            "http_server_response_body_size",
+            "Measures the size of HTTP response messages (compressed)",
+            Unit::Bytes,
+            sizes.clone(),
+        );
+        registry.register(
+            "http_server_active_requests",
+            "Measures the number of concurrent HTTP requests that are currently in-flight",
+            active.clone(),
         );
         registry.register(
             "flagd_rs_evaluation_budget_exceeded",
@@ -239,10 +324,13 @@ impl Metrics {
             impressions,
             results,
             durations,
+            sizes,
+            active,
             budget_exceeded,
             success: RwLock::new(FxHashMap::default()),
             errors: RwLock::new(Vec::new()),
             http: RwLock::new(FxHashMap::default()),
+            in_flight: RwLock::new(FxHashMap::default()),
         }
     }
 
@@ -371,49 +459,99 @@ impl Metrics {
     #[inline]
     pub fn http_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
+        self.with_http_entry(route, method, status, |e| e.duration.observe(seconds));
+    }
+
+    /// Records the size of one response's body as sent (after compression), in bytes.
+    #[inline]
+    pub fn http_response_size(&self, route: &str, method: &str, status: u16, bytes: u64) {
+        // Exact up to 2^53 bytes, far beyond any response.
+        let bytes = bytes as f64;
+        self.with_http_entry(route, method, status, |e| e.size.observe(bytes));
+    }
+
+    /// Counts a request in flight on `route` until the returned guard is dropped.
+    pub fn http_active(&self, route: &str, method: &str) -> ActiveRequest {
+        {
+            let cache = self.in_flight.read().unwrap_or_else(|e| e.into_inner());
+            let route = bounded(&cache, route);
+            if let Some(e) = cache
+                .get(route)
+                .and_then(|list| list.iter().find(|e| &*e.method == method))
+            {
+                e.gauge.inc();
+                return ActiveRequest(e.gauge.clone());
+            }
+        }
+        let mut cache = self.in_flight.write().unwrap_or_else(|e| e.into_inner());
+        let route = bounded(&cache, route);
+        let list = cache.entry(route.into()).or_default();
+        let gauge = match list.iter().find(|e| &*e.method == method) {
+            Some(e) => e.gauge.clone(),
+            None => {
+                let gauge = self.active.get_or_create_owned(&ActiveLabels {
+                    route: route.into(),
+                    method: method.into(),
+                });
+                list.push(ActiveEntry {
+                    method: method.into(),
+                    gauge: gauge.clone(),
+                });
+                gauge
+            }
+        };
+        drop(cache);
+        gauge.inc();
+        ActiveRequest(gauge)
+    }
+
+    /// Runs `record` on the cached histograms of (route, method, status), creating them the
+    /// first time.
+    #[inline]
+    fn with_http_entry(
+        &self,
+        route: &str,
+        method: &str,
+        status: u16,
+        record: impl FnOnce(&HttpEntry),
+    ) {
         {
             let cache = self.http.read().unwrap_or_else(|e| e.into_inner());
-            let route = if cache.len() >= MAX_ROUTES && !cache.contains_key(route) {
-                "other"
-            } else {
-                route
-            };
+            let route = bounded(&cache, route);
             if let Some(e) = cache.get(route).and_then(|list| {
                 list.iter()
                     .find(|e| e.status == status && &*e.method == method)
             }) {
-                e.histogram.observe(seconds);
+                record(e);
                 return;
             }
         }
         let mut cache = self.http.write().unwrap_or_else(|e| e.into_inner());
-        let route = if cache.len() >= MAX_ROUTES && !cache.contains_key(route) {
-            "other"
-        } else {
-            route
-        };
+        let route = bounded(&cache, route);
         let list = cache.entry(route.into()).or_default();
-        let histogram = match list
+        let at = match list
             .iter()
-            .find(|e| e.status == status && &*e.method == method)
+            .position(|e| e.status == status && &*e.method == method)
         {
-            Some(e) => e.histogram.clone(),
+            Some(at) => at,
             None => {
-                let h = self.durations.get_or_create_owned(&HttpLabels {
+                let labels = HttpLabels {
                     route: route.into(),
                     method: method.into(),
                     status,
-                });
+                };
                 list.push(HttpEntry {
                     method: method.into(),
                     status,
-                    histogram: h.clone(),
+                    duration: self.durations.get_or_create_owned(&labels),
+                    size: self.sizes.get_or_create_owned(&labels),
                 });
-                h
+                list.len() - 1
             }
         };
-        drop(cache);
-        histogram.observe(seconds);
+        if let Some(e) = list.get(at) {
+            record(e);
+        }
     }
 
     /// Adds metrics computed at each scrape (the authority's revision, overrides and split
@@ -555,6 +693,51 @@ mod tests {
         .unwrap();
         assert!(l.ends_with(" 1"), "{l}");
         assert!(m.encode_openmetrics().ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn response_sizes_and_requests_in_flight() {
+        let m = Metrics::new();
+        let route = "/ofrep/v1/evaluate/flags/{key}";
+        m.http_response_size(route, "POST", 200, 150);
+        m.http_response_size(route, "POST", 200, 5000);
+        let text = m.encode();
+        let l = line(
+            &text,
+            "http_server_response_body_size_bytes_count{",
+            &[
+                "http_route=\"/ofrep/v1/evaluate/flags/{key}\"",
+                "http_response_status_code=\"200\"",
+            ],
+        )
+        .unwrap();
+        assert!(l.ends_with(" 2"), "{l}");
+        let l = line(
+            &text,
+            "http_server_response_body_size_bytes_bucket{",
+            &["le=\"1000\""],
+        )
+        .unwrap();
+        assert!(l.ends_with(" 1"), "{l}");
+        let l = line(&text, "http_server_response_body_size_bytes_sum{", &[]).unwrap();
+        assert!(l.ends_with(" 5150.0"), "{l}");
+
+        let gauge = |m: &Metrics| {
+            let text = m.encode();
+            line(
+                &text,
+                "http_server_active_requests{",
+                &["http_request_method=\"POST\""],
+            )
+            .map(|l| l.rsplit(' ').next().unwrap_or_default().to_owned())
+        };
+        let a = m.http_active(route, "POST");
+        let b = m.http_active(route, "POST");
+        assert_eq!(gauge(&m).as_deref(), Some("2"));
+        drop(a);
+        assert_eq!(gauge(&m).as_deref(), Some("1"));
+        drop(b);
+        assert_eq!(gauge(&m).as_deref(), Some("0"));
     }
 
     #[test]

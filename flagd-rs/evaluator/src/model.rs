@@ -109,6 +109,12 @@ impl Flag {
         self.flag_set_id.as_deref()
     }
 
+    /// What the shared `$evaluators` its rule refers to are (0 when it refers to none). With the
+    /// rule as written it determines what the rule does: a changed evaluator changes it.
+    pub fn evaluators_digest(&self) -> u64 {
+        self.evaluators_digest
+    }
+
     /// Structural equality of what a client can observe (used to compute change sets). Rules
     /// are compared as JSON values, so a rule written with other spacing or member order is
     /// the same rule.

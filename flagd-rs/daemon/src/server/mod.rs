@@ -10,4 +10,5 @@ pub mod keepalive;
 pub mod listen;
 pub mod management;
 pub mod ofrep;
+pub mod record;
 pub mod sync;

@@ -12,22 +12,16 @@ pub mod resolve;
 pub mod rpc;
 pub mod services;
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use axum::Router;
 use axum::extract::Request;
-use axum::response::Response;
-use http::Method;
-use tokio::time::Instant;
 use tonic::service::Routes;
 use tower::{Layer as _, ServiceExt as _};
 
-use crate::metrics::Metrics;
 use crate::proto::flagd::evaluation::{v1, v2};
 use crate::proto::schema::v1 as schema;
 use crate::server::deadline::GrpcDeadline;
 use crate::server::http::{GrpcKind, grpc_kind};
+use crate::server::record::RecordLayer;
 use crate::server::{body, cors};
 use crate::state::AppState;
 
@@ -97,9 +91,9 @@ pub fn router(state: AppState) -> Router {
     });
     let service = tower::ServiceBuilder::new()
         .layer(cors::layer(&state.cors_origins))
-        .layer(RecordLayer {
-            metrics: state.metrics.clone(),
-        })
+        .layer(RecordLayer::new(state.metrics.clone(), |path| {
+            rpc::lookup(path).map_or("other", |rpc| rpc.path)
+        }))
         .service(dispatch);
     Router::new().fallback_service(service)
 }
@@ -188,98 +182,5 @@ impl http_body::Body for LimitedBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// Records each request (procedure, method, status, time to the response head) in the
-/// metrics. Paths that name no procedure are recorded as `other`, so clients cannot create
-/// series at will. A plain layer rather than a `from_fn` middleware, which would clone and box
-/// the inner service and box a future for every request.
-#[derive(Debug, Clone)]
-struct RecordLayer {
-    metrics: Arc<Metrics>,
-}
-
-impl<S> tower::Layer<S> for RecordLayer {
-    type Service = Record<S>;
-
-    fn layer(&self, inner: S) -> Record<S> {
-        Record {
-            inner,
-            metrics: self.metrics.clone(),
-        }
-    }
-}
-
-/// The service of [`RecordLayer`].
-#[derive(Debug, Clone)]
-struct Record<S> {
-    inner: S,
-    metrics: Arc<Metrics>,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for Record<S>
-where
-    S: tower::Service<http::Request<B>, Response = Response>,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = Recorded<S::Future>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let started = Instant::now();
-        let method = request.method().clone();
-        let route = rpc::lookup(request.uri().path()).map_or("other", |rpc| rpc.path);
-        Recorded {
-            inner: self.inner.call(request),
-            started,
-            method,
-            route,
-            metrics: self.metrics.clone(),
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The response future of [`Record`]: records the request once the response head is ready.
-    struct Recorded<F> {
-        #[pin]
-        inner: F,
-        started: Instant,
-        method: Method,
-        route: &'static str,
-        metrics: Arc<Metrics>,
-    }
-}
-
-impl<F, E> std::future::Future for Recorded<F>
-where
-    F: std::future::Future<Output = Result<Response, E>>,
-{
-    type Output = Result<Response, E>;
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let this = self.project();
-        let result = std::task::ready!(this.inner.poll(cx));
-        if let Ok(response) = &result {
-            let elapsed: Duration = this.started.elapsed();
-            this.metrics.http_request(
-                this.route,
-                this.method.as_str(),
-                response.status().as_u16(),
-                elapsed,
-            );
-        }
-        std::task::Poll::Ready(result)
     }
 }

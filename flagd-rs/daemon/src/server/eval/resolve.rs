@@ -1,5 +1,6 @@
-//! Transport-independent evaluation: request context and selector from headers, typed
-//! single-flag resolution and bulk resolution with each API's quirks, and metrics.
+//! Transport-independent evaluation, shared by gRPC, Connect and OFREP: request context and
+//! selector from headers, the response metadata, typed single-flag resolution, untyped
+//! resolution (OFREP) and bulk resolution with each API's quirks, and the evaluation metrics.
 
 use std::cell::{Cell, OnceCell};
 
@@ -55,17 +56,35 @@ pub fn selector(headers: &HeaderMap) -> Result<Selector, RequestError> {
     }
 }
 
+/// A request's own evaluation context, as its transport delivers it.
+#[derive(Debug)]
+enum RequestContext {
+    /// gRPC and Connect: a protobuf `Struct` (absent = empty).
+    Struct(Option<pbjson_types::Struct>),
+    /// OFREP: a JSON object.
+    Json(Map<String, Value>),
+}
+
+/// One entry of a response's metadata, borrowed from the selector or the flag.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Meta<'a> {
+    /// The selector's echo.
+    Text(&'a str),
+    /// A value of the flag's metadata.
+    Json(&'a Value),
+}
+
 /// What every evaluation in one request shares: the selector and the evaluation context. The
 /// context (request ∪ static values ∪ mapped headers) is assembled the first time a flag's
 /// targeting reads it, so resolving a static or disabled flag never converts the request's
-/// `Struct` at all.
+/// context at all.
 pub struct Call<'h> {
     /// Which flags the request sees.
     pub selector: Selector,
     api: Api,
     state: &'h AppState,
     headers: Option<&'h HeaderMap>,
-    request: Cell<Option<pbjson_types::Struct>>,
+    request: Cell<Option<RequestContext>>,
     context: OnceCell<Context>,
 }
 
@@ -87,21 +106,46 @@ impl<'h> Call<'h> {
         headers: &'h HeaderMap,
         request: Option<pbjson_types::Struct>,
     ) -> Result<Call<'h>, RequestError> {
+        Call::with(state, api, headers, RequestContext::Struct(request))
+    }
+
+    /// An OFREP request: its context is a JSON object, and it follows v2's rules where the APIs
+    /// differ (the `-H` header mapping applies; a flag without a default variant is no error).
+    pub fn json(
+        state: &'h AppState,
+        headers: &'h HeaderMap,
+        request: Map<String, Value>,
+    ) -> Result<Call<'h>, RequestError> {
+        Call::with(state, Api::V2, headers, RequestContext::Json(request))
+    }
+
+    fn with(
+        state: &'h AppState,
+        api: Api,
+        headers: &'h HeaderMap,
+        request: RequestContext,
+    ) -> Result<Call<'h>, RequestError> {
         let selector = selector(headers)?;
         Ok(Call {
             selector,
             api,
             state,
             headers: api.maps_headers().then_some(headers),
-            request: Cell::new(request),
+            request: Cell::new(Some(request)),
             context: OnceCell::new(),
         })
     }
 
     /// The merged evaluation context (request, static values, headers), built for lookups.
     pub fn context(&self) -> &Context {
-        self.context
-            .get_or_init(|| context::build(self.request.take(), &self.state.context, self.headers))
+        self.context.get_or_init(|| {
+            let config = &self.state.context;
+            match self.request.take() {
+                Some(RequestContext::Json(m)) => context::build_json(m, config, self.headers),
+                Some(RequestContext::Struct(s)) => context::build(s, config, self.headers),
+                None => context::build(None, config, self.headers),
+            }
+        })
     }
 
     /// Evaluates `flag` in this call's context, assembled only if the flag reads it.
@@ -109,26 +153,44 @@ impl<'h> Call<'h> {
         flag.evaluate_with(|| self.context(), now)
     }
 
-    /// The response metadata: the selector's echo overlaid by the flag's metadata (nulls
-    /// skipped).
-    fn metadata(&self, flag: &Map<String, Value>) -> pbjson_types::Struct {
-        let mut md = pbjson_types::Struct::default();
-        let echo = match &self.selector {
+    /// The selector's echo in response metadata: `flagSetId` or `source` with its value.
+    pub fn echo(&self) -> Option<(&'static str, &str)> {
+        match &self.selector {
             Selector::All => None,
             Selector::FlagSet(id) => Some(("flagSetId", id)),
             Selector::Source(s) => Some(("source", s)),
-        };
-        if let Some((k, v)) = echo {
-            let v = pbjson_types::Value {
-                kind: Some(pbjson_types::value::Kind::StringValue(v.to_string())),
+        }
+    }
+
+    /// The response metadata of a flag, every transport's: the selector's echo, then the flag's
+    /// metadata (flag-set metadata overlaid by the flag's own) without its nulls. A later entry
+    /// with the same key wins, so the flag's metadata overrides the echo.
+    pub fn metadata_entries<'c>(
+        &'c self,
+        flag: &'c Map<String, Value>,
+    ) -> impl Iterator<Item = (&'c str, Meta<'c>)> + 'c {
+        self.echo()
+            .map(|(k, v)| (k, Meta::Text(v)))
+            .into_iter()
+            .chain(
+                flag.iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k.as_str(), Meta::Json(v))),
+            )
+    }
+
+    /// [`Call::metadata_entries`] as a protobuf `Struct`.
+    fn metadata(&self, flag: &Map<String, Value>) -> pbjson_types::Struct {
+        let mut md = pbjson_types::Struct::default();
+        for (k, v) in self.metadata_entries(flag) {
+            let v = match v {
+                Meta::Text(s) => pbjson_types::Value {
+                    kind: Some(pbjson_types::value::Kind::StringValue(s.to_owned())),
+                },
+                Meta::Json(v) => context::json_to_proto(v),
             };
             md.fields.insert(k.to_owned(), v);
         }
-        md.fields.extend(
-            flag.iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k.clone(), context::json_to_proto(v))),
-        );
         md
     }
 }
@@ -146,6 +208,42 @@ pub struct Typed<'a, T> {
     pub metadata: pbjson_types::Struct,
 }
 
+/// The flag `key` among those `call` selects. A miss is counted in the metrics as a
+/// FLAG_NOT_FOUND evaluation.
+pub fn lookup<'a>(
+    state: &AppState,
+    snapshot: &'a Snapshot,
+    call: &Call<'_>,
+    key: &str,
+) -> Result<&'a Flag, RequestError> {
+    match snapshot.get(key, &call.selector) {
+        Some(found) => Ok(found.flag),
+        None => {
+            record_error(state, key, None, ErrorCode::FlagNotFound);
+            Err(RequestError::Flag(ErrorCode::FlagNotFound))
+        }
+    }
+}
+
+/// Evaluates `flag` with no expectation of its type (OFREP, where the value is whatever the
+/// variant holds), recording it in the metrics as flagd does: on success an impression and a
+/// result for the flag, on failure a result with the error code, and the evaluation budget's
+/// own counter when the rule ran out of it.
+pub fn untyped<'a>(state: &AppState, call: &Call<'_>, flag: &'a Flag, now: i64) -> Evaluation<'a> {
+    let evaluation = call.evaluate(flag, now);
+    if evaluation.budget_exceeded().is_some() {
+        state.metrics.budget_exceeded(flag.key());
+    }
+    record(
+        state,
+        flag.key(),
+        evaluation.variant,
+        evaluation.reason.as_str(),
+        evaluation.error,
+    );
+    evaluation
+}
+
 /// Resolves `key` as type `T` with `api`'s rules, recording the evaluation in the metrics.
 pub fn typed<'a, T: FlagType<'a>>(
     state: &AppState,
@@ -153,11 +251,8 @@ pub fn typed<'a, T: FlagType<'a>>(
     call: &Call<'_>,
     key: &str,
 ) -> Result<Typed<'a, T>, RequestError> {
-    let Some(found) = snapshot.get(key, &call.selector) else {
-        record_error(state, key, None, ErrorCode::FlagNotFound);
-        return Err(RequestError::Flag(ErrorCode::FlagNotFound));
-    };
-    let evaluation = call.evaluate(found.flag, flagd_evaluator::now_unix_seconds());
+    let flag = lookup(state, snapshot, call, key)?;
+    let evaluation = call.evaluate(flag, flagd_evaluator::now_unix_seconds());
     let exceeded = evaluation.budget_exceeded();
     if exceeded.is_some() {
         state.metrics.budget_exceeded(key);

@@ -1,9 +1,20 @@
 //! JSON text as Go's `encoding/json` writes it, which is what flagd sends in sync payloads and
-//! OFREP bodies: compact, object keys sorted, numbers printed as float64, and `<`, `>`, `&`,
-//! U+2028 and U+2029 escaped so the text can be embedded in HTML.
+//! OFREP bodies: compact, object keys sorted, and `<`, `>`, `&`, U+2028 and U+2029 escaped so the
+//! text can be embedded in HTML.
+//!
+//! Numbers are the one place where the output is deliberately not Go's. flagd decodes every
+//! number into a float64 and prints it back without a fraction when it is whole, so a float
+//! variant `0.0` reaches clients as `0`, which typed clients (Python, Java) read as an integer
+//! and then refuse as a float. Here a number keeps the kind the flag file gave it: a number
+//! written with a fraction or an exponent stays a float (`0.0`, `-0.0`, `2.0`, `1.5`, `1e+300`,
+//! where Go writes `0`, `-0`, `2`, `1.5`, `1e+300`), an integer stays an integer with all its
+//! digits (`12345678901234567890`, where Go writes `12345678901234567000`). Floats use Go's
+//! digits and notation otherwise (shortest round trip, exponent form below 1e-6 and from 1e21).
+//! Negative zero keeps its sign (`-0.0`), as Go keeps it (`-0`). Protobuf JSON (Connect) is not
+//! written here: a `double` there follows the protobuf mapping.
 //!
 //! Clients compare these bytes (OFREP ETags hash them; sync consumers diff payloads), so the
-//! writer reproduces Go's output exactly rather than relying on serde's formatting.
+//! writer is exact and deterministic rather than relying on serde's formatting.
 
 use std::fmt::Write as _;
 
@@ -59,17 +70,37 @@ pub fn sorted(map: &Map<String, Value>) -> Vec<(&String, &Value)> {
     entries
 }
 
-/// Appends a number the way Go prints a float64 (flagd decodes every JSON number into one):
-/// integral values without a fraction, exponent form below 1e-6 and from 1e21 on.
+/// Appends a number in the form the flag file gave it (see the module documentation). The JSON
+/// parser keeps that form: a literal with a fraction or exponent is a float, one without is a
+/// 64-bit integer (a longer one, or `-0`, becomes a float, the only form that holds it).
 pub fn write_number(out: &mut String, n: &serde_json::Number) {
-    if let Some(i) = n.as_i64() {
-        // Exactly representable integers print the same as Go's float64 formatting.
-        if i.unsigned_abs() <= 1 << 53 {
-            let _ = write!(out, "{i}");
-            return;
+    match n.as_f64().filter(|_| n.is_f64()) {
+        Some(f) => write_float(out, f),
+        // `i64` or `u64`: printed with every digit.
+        None => {
+            let _ = write!(out, "{n}");
         }
     }
-    out.push_str(&flagd_evaluator::go_float(n.as_f64().unwrap_or(0.0)));
+}
+
+/// Appends a float with Go's digits and notation, and a `.0` where Go would print none, so the
+/// text still reads as a float (`0.0`, `-0.0`, `2.0`, `100000000000000000000.0`). Non-finite
+/// values, which JSON cannot hold and the parser never produces, are written as `null`.
+pub fn write_float(out: &mut String, f: f64) {
+    if !f.is_finite() {
+        out.push_str("null");
+        return;
+    }
+    if f == 0.0 {
+        // Go prints `0` and `-0`; both stay floats here, the sign kept.
+        out.push_str(if f.is_sign_negative() { "-0.0" } else { "0.0" });
+        return;
+    }
+    let text = flagd_evaluator::go_float(f);
+    out.push_str(&text);
+    if !text.contains(['.', 'e']) {
+        out.push_str(".0");
+    }
 }
 
 /// Appends a quoted string with Go's escaping (HTML-safe, `\b` and `\f` short forms).
@@ -120,11 +151,9 @@ mod tests {
             (json!([true, false]), "[true,false]"),
             (json!(1), "1"),
             (json!(-7), "-7"),
-            (json!(1.0), "1"),
             (json!(1.5), "1.5"),
             (json!(1e21), "1e+21"),
             (json!(0.0000001), "1e-7"),
-            (json!(12345678901234567890u64), "12345678901234567000"),
             (json!("a<b>&c"), r#""a\u003cb\u003e\u0026c""#),
             (
                 json!("q\"\\\n\r\t\u{8}\u{c}\u{1}"),
@@ -139,5 +168,50 @@ mod tests {
         for (v, want) in cases {
             assert_eq!(go(v), *want, "for {v}");
         }
+    }
+
+    /// Numbers as a flag file writes them, and how they are written back.
+    #[test]
+    fn numbers_keep_the_form_of_the_flag_file() {
+        let cases: &[(&str, &str)] = &[
+            ("0", "0"),
+            ("0.0", "0.0"),
+            ("-0.0", "-0.0"),
+            ("1.0", "1.0"),
+            ("2.00", "2.0"),
+            ("1.5", "1.5"),
+            ("-2.5", "-2.5"),
+            ("0.1", "0.1"),
+            ("1e2", "100.0"),
+            ("1E2", "100.0"),
+            ("1e20", "100000000000000000000.0"),
+            ("1e21", "1e+21"),
+            ("1e300", "1e+300"),
+            ("-1e300", "-1e+300"),
+            ("1.7976931348623157e308", "1.7976931348623157e+308"),
+            ("5e-324", "5e-324"),
+            ("0.000001", "0.000001"),
+            ("0.0000001", "1e-7"),
+            ("9007199254740993", "9007199254740993"),
+            ("-9223372036854775808", "-9223372036854775808"),
+            ("12345678901234567890", "12345678901234567890"),
+            ("18446744073709551615", "18446744073709551615"),
+            // Past 64 bits an integer only fits a float, as in Go.
+            ("18446744073709551616", "18446744073709552000.0"),
+            // The parser reads `-0` as the float -0.0 (no integer holds it).
+            ("-0", "-0.0"),
+        ];
+        for (text, want) in cases {
+            let v: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(go(&v), *want, "for {text}");
+            // What is written reads back as the same number of the same kind.
+            let back: Value = serde_json::from_str(want).unwrap();
+            assert_eq!(back, v, "round trip of {text}");
+        }
+        let nested: Value = serde_json::from_str(r#"{"b":[2.0,2],"a":{"x":0.0}}"#).unwrap();
+        assert_eq!(go(&nested), r#"{"a":{"x":0.0},"b":[2.0,2]}"#);
+        let mut s = String::new();
+        write_float(&mut s, f64::NAN);
+        assert_eq!(s, "null");
     }
 }

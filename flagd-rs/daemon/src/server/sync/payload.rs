@@ -159,7 +159,7 @@ mod tests {
             r#"{"flags":{"a":{"state":"ENABLED","defaultVariant":"n","variants":{"n":"n","y":"\u003cy\u003e"},"#,
             r#""targeting":{"if":[{"in":["@x.com",{"var":"email"}]},"y",null,{"$ref":"missing"}]},"#,
             r#""source":"src0","metadata":{"owner":"me","team":"a\u0026b"}},"#,
-            r#""b":{"state":"DISABLED","defaultVariant":"","variants":{"off":0,"on":1},"source":"src0","#,
+            r#""b":{"state":"DISABLED","defaultVariant":"","variants":{"off":0,"on":1.0},"source":"src0","#,
             r#""metadata":{"team":"a\u0026b"}}}}"#
         );
         assert_eq!(got, want);

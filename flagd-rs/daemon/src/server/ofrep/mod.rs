@@ -1,0 +1,238 @@
+//! The OFREP server (port 8016): `POST /ofrep/v1/evaluate/flags/{key}` evaluates one flag,
+//! `POST /ofrep/v1/evaluate/flags` evaluates every selected flag, with flagd's bodies, status
+//! codes and field order.
+//!
+//! Evaluation goes through the resolution core the gRPC and Connect services use
+//! (`server::eval::resolve`): the same selector parsing, the same context (request ∪ `-X`
+//! static values ∪ `-H` headers, built only when a rule reads it), the same response metadata
+//! and the same evaluation metrics. What is OFREP's own is here:
+//!
+//! - `request.rs`: the strict reading of the request body;
+//! - `wire.rs`: the JSON answers, numbers in the form the flag file gave them;
+//! - `error.rs`: every failure's status code and body, in one place;
+//! - `conditional.rs`: the bulk answer's `ETag`, `If-None-Match` and `304`, and the
+//!   `flagConfigEtag` veto of ADR-0008;
+//! - `version.rs`: the configuration version of a selection ([`config_version`]), which event
+//!   streams announce;
+//! - `gzip.rs`: compressed answers for clients that accept gzip.
+//!
+//! Beyond flagd's reference snapshot, bulk answers carry a strong `ETag` (the SHA-256 of the
+//! exact body) and honour `If-None-Match` with `304 Not Modified`, as flagd 0.16 and the OFREP
+//! web providers do. Single-flag successes always carry `variant` and `metadata`, because the
+//! Python OFREP provider fails on an answer without `variant`. Requests are recorded in the HTTP
+//! metrics under flagd's route names ([`SINGLE_ROUTE`], [`BULK_ROUTE`]).
+
+mod conditional;
+mod error;
+mod gzip;
+mod request;
+mod version;
+mod wire;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use flagd_evaluator::now_unix_seconds;
+use http::header::ETAG;
+use http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use serde_json::{Map, Value};
+
+pub use version::config_version;
+
+use self::error::{OfrepError, collect_metadata, write_flag_error};
+use self::wire::{json_response, write_metadata, write_success};
+use crate::server::body::{self, BodyError};
+use crate::server::cors;
+use crate::server::eval::resolve::{self, Call};
+use crate::server::record::RecordLayer;
+use crate::state::AppState;
+
+/// The single-flag route, as flagd names it in its HTTP metrics.
+pub const SINGLE_ROUTE: &str = "/ofrep/v1/evaluate/flags/{key}";
+
+/// The bulk route (`flags` and `flags/`), as flagd names it in its HTTP metrics.
+pub const BULK_ROUTE: &str = "/ofrep/v1/evaluate/{path:flags\\/|flags}";
+
+/// The metrics route of a request path on this port: [`SINGLE_ROUTE`], [`BULK_ROUTE`] or
+/// `other`.
+pub fn route_of(path: &str) -> &'static str {
+    match path.strip_prefix("/ofrep/v1/evaluate/flags") {
+        Some("" | "/") => BULK_ROUTE,
+        Some(key) if key.starts_with('/') => SINGLE_ROUTE,
+        _ => "other",
+    }
+}
+
+/// The OFREP routes over `state`, with CORS for `state.cors_origins`, the HTTP metrics and gzip.
+/// Other methods on these paths answer `405`; other paths `404`.
+pub fn router(state: AppState) -> Router {
+    let cors = cors::layer(&state.cors_origins);
+    let record = RecordLayer::new(state.metrics.clone(), route_of);
+    Router::new()
+        .route("/ofrep/v1/evaluate/flags/{key}", post(evaluate_flag))
+        .route("/ofrep/v1/evaluate/flags", post(evaluate_flags))
+        .route("/ofrep/v1/evaluate/flags/", post(evaluate_flags))
+        // Innermost compression, so the metrics see the bytes that are sent.
+        .layer(middleware::from_fn(gzip::negotiate))
+        .layer(record)
+        .layer(cors)
+        // Shared rather than cloned into every request.
+        .with_state(Arc::new(state))
+}
+
+/// Reads the request's context from the body (bounded by the configured limit).
+async fn read_context(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    key: Option<&str>,
+) -> Result<Map<String, Value>, OfrepError> {
+    let invalid = |reason: String| OfrepError::InvalidContext {
+        key: key.map(str::to_owned),
+        reason,
+    };
+    let bytes = body::read_limited(headers, body, state.limits.max_body_bytes)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge(_) => OfrepError::TooLarge,
+            // A body that breaks off is undecodable, as flagd's JSON decoder would see it.
+            BodyError::Broken(_) => invalid(e.to_string()),
+        })?;
+    request::decode(&bytes).map_err(|e| invalid(e.to_string()))
+}
+
+/// `POST /ofrep/v1/evaluate/flags/{key}`.
+async fn evaluate_flag(
+    State(state): State<Arc<AppState>>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    single(&state, key, &headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn single(
+    state: &AppState,
+    key: String,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, OfrepError> {
+    let context = read_context(state, headers, body, Some(&key)).await?;
+    let call =
+        Call::json(state, headers, context).map_err(|e| OfrepError::selector(&e, Some(&key)))?;
+    let snapshot = state.store.snapshot();
+    let Ok(flag) = resolve::lookup(state, &snapshot, &call, &key) else {
+        let metadata = collect_metadata(call.metadata_entries(&Map::new()));
+        return Err(OfrepError::NotFound { key, metadata });
+    };
+    let eval = resolve::untyped(state, &call, flag, now_unix_seconds());
+    if let Some(code) = eval.error {
+        return Err(OfrepError::Evaluation {
+            key,
+            code,
+            exceeded: eval.budget_exceeded(),
+            metadata: collect_metadata(call.metadata_entries(eval.metadata())),
+        });
+    }
+    let mut out = String::with_capacity(128);
+    write_success(&mut out, &eval, &call);
+    Ok(json_response(StatusCode::OK, out))
+}
+
+/// `POST /ofrep/v1/evaluate/flags` (and with a trailing `/`).
+async fn evaluate_flags(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    bulk(&state, &uri, &headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn bulk(
+    state: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, OfrepError> {
+    let context = read_context(state, headers, body, None).await?;
+    let call = Call::json(state, headers, context).map_err(|e| OfrepError::selector(&e, None))?;
+    let snapshot = state.store.snapshot();
+    let now = now_unix_seconds();
+    let mut out = String::with_capacity(256);
+    out.push_str("{\"flags\":[");
+    for (i, found) in snapshot.iter(&call.selector).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let eval = resolve::untyped(state, &call, found.flag, now);
+        match eval.error {
+            None => write_success(&mut out, &eval, &call),
+            Some(code) => {
+                write_flag_error(
+                    &mut out,
+                    &eval,
+                    code,
+                    call.metadata_entries(eval.metadata()),
+                );
+            }
+        }
+    }
+    // The top-level metadata is the selector's echo alone.
+    out.push_str("],\"metadata\":");
+    write_metadata(&mut out, call.metadata_entries(&Map::new()));
+    out.push('}');
+
+    let etag = conditional::etag(out.as_bytes());
+    let accepts_gzip = gzip::accepts_gzip(headers);
+    let vetoed =
+        conditional::config_etag_differs(uri, || config_version(&snapshot, &call.selector));
+    if !vetoed && conditional::if_none_match(headers, &etag, accepts_gzip) {
+        // The tag of the representation a 200 would carry now.
+        let tag = if gzip::compresses(accepts_gzip, out.len()) {
+            gzip::suffixed(&etag)
+        } else {
+            etag
+        };
+        return Ok(not_modified(&tag));
+    }
+    let mut response = json_response(StatusCode::OK, out);
+    if let Ok(tag) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(ETAG, tag);
+    }
+    Ok(response)
+}
+
+/// `304 Not Modified`: the `ETag` and nothing else (no body, no content type or length).
+fn not_modified(etag: &str) -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::NOT_MODIFIED;
+    if let Ok(tag) = HeaderValue::from_str(etag) {
+        response.headers_mut().insert(ETAG, tag);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_routes() {
+        assert_eq!(route_of("/ofrep/v1/evaluate/flags"), BULK_ROUTE);
+        assert_eq!(route_of("/ofrep/v1/evaluate/flags/"), BULK_ROUTE);
+        assert_eq!(route_of("/ofrep/v1/evaluate/flags/my-flag"), SINGLE_ROUTE);
+        assert_eq!(route_of("/ofrep/v1/evaluate/flagsx"), "other");
+        assert_eq!(route_of("/ofrep/v1/configuration"), "other");
+        assert_eq!(route_of("/"), "other");
+    }
+}
