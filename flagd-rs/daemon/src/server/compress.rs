@@ -21,22 +21,28 @@ pub enum DecompressError {
     Corrupt(String),
 }
 
-/// Whether an `Accept-Encoding`-style header lists gzip with a non-zero weight.
-pub fn accepts_gzip(header: Option<&HeaderValue>) -> bool {
-    let Some(text) = header.and_then(|h| h.to_str().ok()) else {
-        return false;
-    };
-    text.split(',').any(|item| {
-        let mut parts = item.split(';');
-        let coding = parts.next().unwrap_or_default().trim();
-        let refused = parts.any(|p| {
-            p.trim()
-                .strip_prefix("q=")
-                .and_then(|q| q.trim().parse::<f32>().ok())
-                .is_some_and(|q| q <= 0.0)
-        });
-        coding.eq_ignore_ascii_case(GZIP) && !refused
-    })
+/// Whether an `Accept-Encoding`-style header (all its values) accepts gzip: `gzip` (or
+/// `x-gzip`) listed with a weight above 0, or `*` above 0 when gzip is not listed itself.
+pub fn accepts_gzip<'h>(values: impl IntoIterator<Item = &'h HeaderValue>) -> bool {
+    let mut wildcard = false;
+    for value in values {
+        let Ok(list) = value.to_str() else { continue };
+        for member in list.split(',') {
+            let mut parts = member.split(';');
+            let coding = parts.next().unwrap_or_default().trim();
+            let weight = parts
+                .filter_map(|p| p.trim().split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .map_or(1.0, |(_, q)| q.trim().parse::<f32>().unwrap_or(0.0));
+            if coding.eq_ignore_ascii_case(GZIP) || coding.eq_ignore_ascii_case("x-gzip") {
+                return weight > 0.0;
+            }
+            if coding == "*" {
+                wildcard = weight > 0.0;
+            }
+        }
+    }
+    wildcard
 }
 
 /// `data` compressed with gzip.
@@ -73,6 +79,7 @@ mod tests {
     #[test]
     fn accept_lists() {
         let check = |v: &str| accepts_gzip(Some(&HeaderValue::from_str(v).unwrap()));
+        assert!(check("x-gzip") && check("*") && !check("gzip;q=0, *"));
         assert!(check("gzip"));
         assert!(check("br, GZIP;q=0.5, deflate"));
         assert!(check("identity, gzip"));

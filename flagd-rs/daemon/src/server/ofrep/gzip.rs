@@ -9,17 +9,15 @@
 //! quotes (`"<hex>-gzip"`). `conditional.rs` strips it again when the request still accepts
 //! gzip.
 
-use std::io::Write as _;
-
 use axum::body::Body;
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
-use flate2::Compression;
-use flate2::write::GzEncoder;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
+
+use crate::server::compress;
 
 /// The smallest body worth compressing, flagd's default.
 pub const MIN_SIZE: usize = 1024;
@@ -27,28 +25,9 @@ pub const MIN_SIZE: usize = 1024;
 /// What a gzipped answer's entity tag ends with, inside the quotes.
 pub const ETAG_SUFFIX: &str = "-gzip";
 
-/// Whether the request's `Accept-Encoding` accepts gzip: `gzip` (or `x-gzip`) listed with a
-/// weight above 0, or `*` above 0 when gzip is not listed itself.
+/// Whether the request's `Accept-Encoding` accepts gzip.
 pub fn accepts_gzip(headers: &HeaderMap) -> bool {
-    let mut wildcard = false;
-    for value in headers.get_all(header::ACCEPT_ENCODING) {
-        let Ok(list) = value.to_str() else { continue };
-        for member in list.split(',') {
-            let mut parts = member.split(';');
-            let coding = parts.next().unwrap_or_default().trim();
-            let weight = parts
-                .filter_map(|p| p.trim().split_once('='))
-                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
-                .map_or(1.0, |(_, q)| q.trim().parse::<f32>().unwrap_or(0.0));
-            if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
-                return weight > 0.0;
-            }
-            if coding == "*" {
-                wildcard = weight > 0.0;
-            }
-        }
-    }
-    wildcard
+    compress::accepts_gzip(headers.get_all(header::ACCEPT_ENCODING))
 }
 
 /// Whether an answer of `len` bytes to a request that accepts gzip (`accepts`) is gzipped.
@@ -91,9 +70,7 @@ pub async fn negotiate(request: Request, next: Next) -> Response {
             return failed;
         }
     };
-    let Some(compressed) = gzip(&bytes) else {
-        return Response::from_parts(parts, Body::from(bytes));
-    };
+    let compressed = compress::gzip(&bytes);
     parts.headers.remove(header::CONTENT_LENGTH);
     parts
         .headers
@@ -118,13 +95,6 @@ fn is_json(headers: &HeaderMap) -> bool {
                 .next()
                 .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
         })
-}
-
-/// `bytes` gzipped; `None` only if the encoder fails, which writing to memory does not.
-fn gzip(bytes: &[u8]) -> Option<Vec<u8>> {
-    let mut encoder = GzEncoder::new(Vec::with_capacity(bytes.len() / 4), Compression::default());
-    encoder.write_all(bytes).ok()?;
-    encoder.finish().ok()
 }
 
 #[cfg(test)]
@@ -171,7 +141,7 @@ mod tests {
     #[test]
     fn gzip_round_trip() {
         let text = "{\"flags\":[]}".repeat(200);
-        let packed = gzip(text.as_bytes()).unwrap();
+        let packed = compress::gzip(text.as_bytes());
         assert!(packed.len() < text.len() / 4);
         let mut back = String::new();
         flate2::read::GzDecoder::new(&packed[..])
