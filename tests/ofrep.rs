@@ -75,6 +75,7 @@ impl Server {
             shutdown: rx.clone(),
             limits: Limits::default(),
             cors_origins: Arc::from(Vec::<String>::new()),
+            telemetry: Default::default(),
         };
         configure(&mut state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -24,12 +24,17 @@ use serde_json::{Map, Value};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 use crate::context::assemble;
+use crate::otel::spans::{EvalSpan, FlagOutcome};
 use crate::selector::Selector;
 use crate::server::eval::resolve::SELECTOR_HEADER;
 use crate::server::http::BrowserCorsLayer;
 use crate::server::sync::gojson::{write_str, write_value};
 use crate::state::AppState;
 use crate::store::Snapshot;
+
+/// Span names of the two evaluation routes.
+const SINGLE_SPAN: &str = "POST /ofrep/v1/evaluate/flags/{key}";
+const BULK_SPAN: &str = "POST /ofrep/v1/evaluate/flags";
 
 /// The query parameter an SSE-triggered re-fetch carries (OFREP ADR-0008).
 const FLAG_CONFIG_ETAG: &str = "flagConfigEtag";
@@ -117,6 +122,19 @@ enum OfrepError {
         exceeded: Option<Exceeded>,
         metadata: Map<String, Value>,
     },
+}
+
+impl OfrepError {
+    /// The `error.type` of a request that failed as a whole.
+    fn error_type(&self) -> &'static str {
+        match self {
+            OfrepError::TooLarge => "payload_too_large",
+            OfrepError::InvalidContext { .. } => "invalid_context",
+            OfrepError::InvalidSelector { .. } => "invalid_selector",
+            OfrepError::NotFound { .. } => "flag_not_found",
+            OfrepError::Evaluation { .. } => "general",
+        }
+    }
 }
 
 impl IntoResponse for OfrepError {
@@ -318,13 +336,26 @@ async fn evaluate_flag(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, OfrepError> {
-    let query = read_request(&state, &headers, body, Some(&key)).await?;
+    let mut span = EvalSpan::start(&state.telemetry, SINGLE_SPAN, &headers);
+    let query = read_request(&state, &headers, body, Some(&key))
+        .await
+        .inspect_err(|e| span.fail(e.error_type()))?;
     let echo = query.selector.echo();
     let snapshot = state.store.snapshot();
     let Some(found) = snapshot.get(&key, &query.selector) else {
         state
             .metrics
             .evaluation(&key, "", "ERROR", Some("FLAG_NOT_FOUND"));
+        span.flag(
+            FlagOutcome {
+                key: &key,
+                variant: None,
+                reason: "ERROR",
+                error: Some("FLAG_NOT_FOUND"),
+                set_id: None,
+            },
+            || context_id(&query.context),
+        );
         return Err(OfrepError::NotFound {
             key,
             metadata: echo,
@@ -332,6 +363,7 @@ async fn evaluate_flag(
     };
     let eval = found.flag.evaluate(&query.context, now_unix_seconds());
     record(&state, &eval);
+    span.flag(outcome(&eval), || context_id(&query.context));
     if let Some(code) = eval.error {
         let metadata = merged_metadata(&echo, found.flag);
         return Err(OfrepError::Evaluation {
@@ -353,7 +385,11 @@ async fn evaluate_flags(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, OfrepError> {
-    let query = read_request(&state, &headers, body, None).await?;
+    let mut span = EvalSpan::start(&state.telemetry, BULK_SPAN, &headers);
+    span.bulk();
+    let query = read_request(&state, &headers, body, None)
+        .await
+        .inspect_err(|e| span.fail(e.error_type()))?;
     let echo = query.selector.echo();
     let snapshot = state.store.snapshot();
     let now = now_unix_seconds();
@@ -365,6 +401,7 @@ async fn evaluate_flags(
         }
         let eval = found.flag.evaluate(&query.context, now);
         record(&state, &eval);
+        span.bulk_entry(eval.error.is_some());
         match eval.error {
             None => write_success(&mut out, &eval, &echo),
             Some(code) => {
@@ -412,6 +449,22 @@ fn record(state: &AppState, eval: &Evaluation<'_>) {
         eval.reason.as_str(),
         eval.error.map(|e| e.as_str()),
     );
+}
+
+/// What `eval` resolved to, for the request's span.
+fn outcome<'a>(eval: &'a Evaluation<'_>) -> FlagOutcome<'a> {
+    FlagOutcome {
+        key: eval.flag.key(),
+        variant: eval.variant,
+        reason: eval.reason.as_str(),
+        error: eval.error.map(ErrorCode::as_str),
+        set_id: eval.flag.flag_set_id(),
+    }
+}
+
+/// The targeting key of an assembled context.
+fn context_id(context: &Value) -> Option<String> {
+    context.get("targetingKey")?.as_str().map(str::to_owned)
 }
 
 /// `{"value":..,"key":..,"reason":..,"variant":..,"metadata":{..}}` in Go's field order. `value`

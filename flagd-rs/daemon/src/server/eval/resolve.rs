@@ -1,7 +1,8 @@
 //! Transport-independent evaluation: request context and selector from headers, typed
-//! single-flag resolution and bulk resolution with each API's quirks, and metrics.
+//! single-flag resolution and bulk resolution with each API's quirks, metrics, and the span of
+//! the request (when tracing is on).
 
-use std::cell::{Cell, OnceCell};
+use std::cell::{Cell, OnceCell, RefCell};
 
 use flagd_evaluator::{Context, ErrorCode, Evaluation, Flag, FlagType, Reason};
 use http::HeaderMap;
@@ -9,6 +10,7 @@ use serde_json::{Map, Value};
 
 use super::error::EvalError;
 use crate::context;
+use crate::otel::spans::{EvalSpan, FlagOutcome};
 use crate::selector::Selector;
 use crate::state::AppState;
 use crate::store::Snapshot;
@@ -34,6 +36,15 @@ impl Api {
     /// Whether `-H` header mappings apply to this API's context.
     fn maps_headers(self) -> bool {
         !matches!(self, Api::Schema)
+    }
+
+    /// The gRPC service name, which names the request's span.
+    fn service(self) -> &'static str {
+        match self {
+            Api::V1 => "flagd.evaluation.v1.Service",
+            Api::V2 => "flagd.evaluation.v2.Service",
+            Api::Schema => "schema.v1.Service",
+        }
     }
 
     /// The server-side stream deadline for this API.
@@ -67,6 +78,9 @@ pub struct Call<'h> {
     headers: Option<&'h HeaderMap>,
     request: Cell<Option<pbjson_types::Struct>>,
     context: OnceCell<Context>,
+    /// The request's span; only touched when `traced`, so an untraced request never borrows it.
+    span: RefCell<EvalSpan>,
+    traced: bool,
 }
 
 impl std::fmt::Debug for Call<'_> {
@@ -87,7 +101,14 @@ impl<'h> Call<'h> {
         headers: &'h HeaderMap,
         request: Option<pbjson_types::Struct>,
     ) -> Result<Call<'h>, EvalError> {
-        let selector = selector(headers)?;
+        let mut span = EvalSpan::start(&state.telemetry, api.service(), headers);
+        let selector = match selector(headers) {
+            Ok(selector) => selector,
+            Err(e) => {
+                span.fail("invalid_selector");
+                return Err(e);
+            }
+        };
         Ok(Call {
             selector,
             api,
@@ -95,7 +116,35 @@ impl<'h> Call<'h> {
             headers: api.maps_headers().then_some(headers),
             request: Cell::new(request),
             context: OnceCell::new(),
+            traced: span.is_recording(),
+            span: RefCell::new(span),
         })
+    }
+
+    /// Runs `f` on the request's span, only when it records.
+    #[inline]
+    fn trace(&self, f: impl FnOnce(&mut EvalSpan)) {
+        if self.traced {
+            f(&mut self.span.borrow_mut());
+        }
+    }
+
+    /// Names the span `<service>/<method>`.
+    fn trace_method(&self, method: &str) {
+        self.trace(|span| span.rename(|| format!("{}/{method}", self.api.service())));
+    }
+
+    /// Records a single-flag outcome on the span.
+    fn trace_flag(&self, outcome: FlagOutcome<'_>) {
+        self.trace(|span| span.flag(outcome, || self.context_id()));
+    }
+
+    /// The targeting key, if the context was assembled for this request.
+    fn context_id(&self) -> Option<String> {
+        match self.context.get()?.get("targetingKey")? {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
     }
 
     /// The merged evaluation context (request, static values, headers), built for lookups.
@@ -153,10 +202,12 @@ pub fn typed<'a, T: FlagType<'a>>(
     call: &Call<'_>,
     key: &str,
 ) -> Result<Typed<'a, T>, EvalError> {
+    call.trace_method(method_of(T::NAME));
     let Some(found) = snapshot.get(key, &call.selector) else {
-        record_error(state, key, None, ErrorCode::FlagNotFound);
+        record_error(state, call, key, None, None, ErrorCode::FlagNotFound);
         return Err(EvalError::Flag(ErrorCode::FlagNotFound));
     };
+    let set_id = found.flag.flag_set_id();
     let evaluation = call.evaluate(found.flag, flagd_evaluator::now_unix_seconds());
     let exceeded = evaluation.budget_exceeded();
     if exceeded.is_some() {
@@ -166,13 +217,13 @@ pub fn typed<'a, T: FlagType<'a>>(
         match call.api {
             // flagd's v1 handlers keep the legacy behaviour for flags without a default variant.
             Api::V1 => {
-                record_error(state, key, None, ErrorCode::FlagNotFound);
+                record_error(state, call, key, set_id, None, ErrorCode::FlagNotFound);
                 return Err(EvalError::Flag(ErrorCode::FlagNotFound));
             }
             Api::V2 => {}
             // The deprecated handler passes the evaluator's internal reason through unchanged.
             Api::Schema => {
-                record(state, key, None, "FALLBACK", None);
+                record(state, call, key, set_id, None, "FALLBACK", None);
                 return Ok(Typed {
                     value: None,
                     variant: None,
@@ -184,14 +235,14 @@ pub fn typed<'a, T: FlagType<'a>>(
     }
     let resolution = evaluation.typed::<T>();
     if let Some(code) = resolution.error {
-        record_error(state, key, resolution.variant, code);
+        record_error(state, call, key, set_id, resolution.variant, code);
         return Err(match exceeded {
             Some(what) => EvalError::Budget(what),
             None => EvalError::Flag(code),
         });
     }
     let reason = resolution.reason.as_str();
-    record(state, key, resolution.variant, reason, None);
+    record(state, call, key, set_id, resolution.variant, reason, None);
     Ok(Typed {
         value: resolution.value,
         variant: resolution.variant,
@@ -279,6 +330,10 @@ pub fn all<'a>(
 ) -> impl Iterator<Item = AnyFlag<'a>> + 'a {
     let now = flagd_evaluator::now_unix_seconds();
     let metrics = state.metrics.clone();
+    call.trace(|span| {
+        span.rename(|| format!("{}/ResolveAll", call.api.service()));
+        span.bulk();
+    });
     snapshot.iter(&call.selector).filter_map(move |found| {
         let flag = found.flag;
         let (_, default) = flag.default_variant()?;
@@ -323,6 +378,7 @@ pub fn all<'a>(
                 }
             }
         };
+        call.trace(|span| span.bulk_entry(reason == Reason::Error.as_str()));
         Some(AnyFlag {
             key,
             reason,
@@ -333,21 +389,56 @@ pub fn all<'a>(
     })
 }
 
+/// The RPC method resolving a flag of type `name` ([`FlagType::NAME`]).
+fn method_of(name: &str) -> &'static str {
+    match name {
+        "boolean" => "ResolveBoolean",
+        "string" => "ResolveString",
+        "integer" => "ResolveInt",
+        "float" => "ResolveFloat",
+        "object" => "ResolveObject",
+        _ => "Resolve",
+    }
+}
+
+/// Records one single-flag outcome in the metrics and on the request's span.
 fn record(
     state: &AppState,
+    call: &Call<'_>,
     key: &str,
+    set_id: Option<&str>,
     variant: Option<&str>,
     reason: &str,
     error: Option<ErrorCode>,
 ) {
-    state.metrics.evaluation(
+    let error = error.map(ErrorCode::as_str);
+    state
+        .metrics
+        .evaluation(key, variant.unwrap_or(""), reason, error);
+    call.trace_flag(FlagOutcome {
         key,
-        variant.unwrap_or(""),
+        variant,
         reason,
-        error.map(ErrorCode::as_str),
-    );
+        error,
+        set_id,
+    });
 }
 
-fn record_error(state: &AppState, key: &str, variant: Option<&str>, code: ErrorCode) {
-    record(state, key, variant, Reason::Error.as_str(), Some(code));
+fn record_error(
+    state: &AppState,
+    call: &Call<'_>,
+    key: &str,
+    set_id: Option<&str>,
+    variant: Option<&str>,
+    code: ErrorCode,
+) {
+    record(
+        state,
+        call,
+        key,
+        set_id,
+        variant,
+        Reason::Error.as_str(),
+        Some(code),
+    );
 }

@@ -26,6 +26,7 @@ use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
 
 use crate::context::map_to_struct;
+use crate::otel::spans::Traced;
 use crate::proto::flagd::sync::v1::flag_sync_service_server::{
     FlagSyncService, FlagSyncServiceServer,
 };
@@ -138,6 +139,36 @@ fn request_selector(metadata: &MetadataMap, field: &str) -> Result<Selector, Sta
     Selector::parse(header.unwrap_or(field)).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
+/// The span of a sync request, child of the caller's trace context, with the provider id and the
+/// selector it asked for; nothing when tracing is off.
+fn sync_span(
+    state: &AppState,
+    method: &'static str,
+    metadata: &MetadataMap,
+    provider_id: &str,
+    selector: &str,
+) -> Traced {
+    if !state.telemetry.is_on() {
+        return Traced::OFF;
+    }
+    let mut span = state.telemetry.server_span(method, metadata.as_ref());
+    span.set_with(|| {
+        let header = metadata
+            .get(SELECTOR_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty());
+        vec![
+            opentelemetry::KeyValue::new("flagd.sync.provider_id", provider_id.to_owned()),
+            opentelemetry::KeyValue::new("flagd.selector", header.unwrap_or(selector).to_owned()),
+        ]
+    });
+    span
+}
+
+fn revision_attr(revision: u64) -> i64 {
+    i64::try_from(revision).unwrap_or(i64::MAX)
+}
+
 /// The response stream of `SyncFlags`.
 pub type SyncFlagsStream =
     Pin<Box<dyn Stream<Item = Result<SyncFlagsResponse, Status>> + Send + 'static>>;
@@ -152,8 +183,17 @@ impl FlagSyncService for SyncService {
     ) -> Result<Response<Self::SyncFlagsStream>, Status> {
         // The deprecated field is still what flagd's own sync client and older providers send.
         #[allow(deprecated)]
-        let selector = request_selector(request.metadata(), &request.get_ref().selector)?;
+        let raw_selector = &request.get_ref().selector;
         let state = &self.inner.state;
+        let mut span = sync_span(
+            state,
+            "flagd.sync.v1.FlagSyncService/SyncFlags",
+            request.metadata(),
+            &request.get_ref().provider_id,
+            raw_selector,
+        );
+        let selector = request_selector(request.metadata(), raw_selector)
+            .inspect_err(|_| span.fail("invalid_selector"))?;
         tracing::debug!(provider_id = %request.get_ref().provider_id, ?selector, "sync stream opened");
         let watch = SyncWatch {
             service: self.clone(),
@@ -167,6 +207,8 @@ impl FlagSyncService for SyncService {
                 .map(|d| Box::pin(tokio::time::sleep(d))),
             last: None,
             done: false,
+            span,
+            sent: 0,
         };
         let stream = futures::stream::unfold(watch, |mut w| async move {
             let item = w.next().await?;
@@ -181,9 +223,19 @@ impl FlagSyncService for SyncService {
     ) -> Result<Response<FetchAllFlagsResponse>, Status> {
         // The deprecated field is still what flagd's own sync client and older providers send.
         #[allow(deprecated)]
-        let selector = request_selector(request.metadata(), &request.get_ref().selector)?;
+        let raw_selector = &request.get_ref().selector;
+        let mut span = sync_span(
+            &self.inner.state,
+            "flagd.sync.v1.FlagSyncService/FetchAllFlags",
+            request.metadata(),
+            &request.get_ref().provider_id,
+            raw_selector,
+        );
+        let selector = request_selector(request.metadata(), raw_selector)
+            .inspect_err(|_| span.fail("invalid_selector"))?;
         let snapshot = self.inner.state.store.snapshot_full();
         let json = self.payload(&snapshot, &selector);
+        span.set("flagd.store.revision", revision_attr(snapshot.revision));
         Ok(Response::new(FetchAllFlagsResponse {
             flag_configuration: json.to_string(),
         }))
@@ -215,6 +267,16 @@ struct SyncWatch {
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     last: Option<Arc<str>>,
     done: bool,
+    /// The stream's span, open while the stream is; each configuration sent is an event on it.
+    span: Traced,
+    sent: u32,
+}
+
+impl Drop for SyncWatch {
+    fn drop(&mut self) {
+        let sent = i64::from(self.sent);
+        self.span.set("flagd.sync.configurations_sent", sent);
+    }
 }
 
 impl SyncWatch {
@@ -234,6 +296,7 @@ impl SyncWatch {
                     }
                     Wake::Deadline => {
                         self.done = true;
+                        self.span.fail("deadline_exceeded");
                         return Some(Err(Status::deadline_exceeded(
                             "stream closed due to server-side timeout",
                         )));
@@ -251,6 +314,13 @@ impl SyncWatch {
                 continue;
             }
             self.last = Some(json.clone());
+            self.sent = self.sent.saturating_add(1);
+            self.span.event("flagd.sync.configuration", || {
+                vec![opentelemetry::KeyValue::new(
+                    "flagd.store.revision",
+                    revision_attr(snapshot.revision),
+                )]
+            });
             return Some(Ok(SyncFlagsResponse {
                 flag_configuration: json.to_string(),
                 sync_context: Some(self.service.sync_context()),
