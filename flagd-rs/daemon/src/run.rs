@@ -451,10 +451,11 @@ pub async fn run(
     }
     rollouts.stop().await;
     // The last metrics and spans go out after the servers stopped recording them.
-    if let Some(task) = metrics_export
-        && tokio::time::timeout(OTEL_FLUSH_GRACE, task).await.is_err()
+    if let Some(mut task) = metrics_export
+        && tokio::time::timeout(OTEL_FLUSH_GRACE, &mut task).await.is_err()
     {
         tracing::warn!("the last metrics export did not finish in time");
+        task.abort();
     }
     telemetry.shutdown().await;
     // Nothing writes any more: release the state directory even if a stray task still holds
