@@ -320,7 +320,7 @@ fn target(
 /// `host:port` (flagd's form, a gRPC target) gets `http://`, or `https://` when TLS files are
 /// configured; `grpc://` and `grpcs://` are read as `http://` and `https://`.
 fn normalise_endpoint(raw: &str, tls: bool) -> anyhow::Result<String> {
-    let raw = raw.trim().trim_end_matches('/');
+    let raw = raw.trim();
     let (scheme, rest) = match raw.split_once("://") {
         Some(("http" | "grpc", rest)) => ("http", rest),
         Some(("https" | "grpcs", rest)) => ("https", rest),
@@ -330,6 +330,7 @@ fn normalise_endpoint(raw: &str, tls: bool) -> anyhow::Result<String> {
         None if tls => ("https", raw),
         None => ("http", raw),
     };
+    let rest = rest.trim_end_matches('/');
     if rest.is_empty() {
         bail!("the collector URI `{raw}` has no host");
     }

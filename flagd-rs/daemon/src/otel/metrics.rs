@@ -488,7 +488,7 @@ mod tests {
         assert_eq!(p.explicit_bounds.len(), 14);
         assert_eq!(p.bucket_counts.len(), 15);
         assert_eq!(p.bucket_counts[0], 1, "3 ms in the first bucket");
-        assert_eq!(p.bucket_counts[2], 1, "30 ms under 50 ms");
+        assert_eq!(p.bucket_counts[3], 1, "30 ms between 25 and 50 ms");
         assert_eq!(p.bucket_counts[14], 1, "20 s above the last bound");
         assert_eq!(p.bucket_counts.iter().sum::<u64>(), 3);
         assert_eq!(attr(&p.attributes, "http.route"), Some("/r"));
