@@ -47,7 +47,9 @@ fn otel_to(collector: &str, metrics: bool) -> OtelConfig {
         otel_metrics_interval: Some(Duration::from_millis(200)),
         ..OtelArgs::default()
     };
-    let mut config = args.resolve_with(&|_| None).expect("valid OpenTelemetry options");
+    let mut config = args
+        .resolve_with(&|_| None)
+        .expect("valid OpenTelemetry options");
     config.schedule_delay = Duration::from_millis(50);
     config
 }
@@ -88,7 +90,9 @@ fn with_traceparent<T>(message: T, span: &str) -> tonic::Request<T> {
 async fn evaluation_spans_continue_the_callers_trace() {
     let s = setup(|config, _| {
         if let Some(traces) = &mut config.otel.traces {
-            traces.headers.push(("x-collector-token".into(), "t0k3n".into()));
+            traces
+                .headers
+                .push(("x-collector-token".into(), "t0k3n".into()));
         }
     })
     .await;
@@ -132,7 +136,10 @@ async fn evaluation_spans_continue_the_callers_trace() {
     let a = &span.attributes;
     assert_eq!(attr(a, "feature_flag.key"), Some("color"));
     assert_eq!(attr(a, "feature_flag.result.variant"), Some("blue"));
-    assert_eq!(attr(a, "feature_flag.result.reason"), Some("targeting_match"));
+    assert_eq!(
+        attr(a, "feature_flag.result.reason"),
+        Some("targeting_match")
+    );
     assert_eq!(attr(a, "feature_flag.provider.name"), Some("flagd"));
     assert_eq!(attr(a, "feature_flag.context.id"), Some("user-1"));
     assert_eq!(attr(a, "error.type"), None);
@@ -189,12 +196,18 @@ async fn evaluation_spans_continue_the_callers_trace() {
         .await;
     assert!(span.parent_span_id.is_empty());
     assert_ne!(hex(&span.trace_id), TRACE_ID);
-    assert_eq!(attr(&span.attributes, "feature_flag.result.reason"), Some("static"));
+    assert_eq!(
+        attr(&span.attributes, "feature_flag.result.reason"),
+        Some("static")
+    );
     assert_eq!(attr(&span.attributes, "feature_flag.set.id"), Some("shop"));
 
     // ResolveAll: one span for the request, with the counts.
     let mut all = client
-        .resolve_all(with_traceparent(v1::ResolveAllRequest::default(), "2222222222222222"))
+        .resolve_all(with_traceparent(
+            v1::ResolveAllRequest::default(),
+            "2222222222222222",
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -202,7 +215,9 @@ async fn evaluation_spans_continue_the_callers_trace() {
     all.flags.clear();
     let (_, span) = s
         .collector
-        .span(ARRIVAL, |sp| sp.name == "flagd.evaluation.v1.Service/ResolveAll")
+        .span(ARRIVAL, |sp| {
+            sp.name == "flagd.evaluation.v1.Service/ResolveAll"
+        })
         .await;
     assert_eq!(hex(&span.parent_span_id), "2222222222222222");
     assert_eq!(int_attr(&span.attributes, "flagd.flags.evaluated"), Some(2));
@@ -213,7 +228,10 @@ async fn evaluation_spans_continue_the_callers_trace() {
 async fn ofrep_requests_are_traced() {
     let s = setup(|_, _| {}).await;
     let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{}/ofrep/v1/evaluate/flags", s.daemon.ofrep_port);
+    let base = format!(
+        "http://127.0.0.1:{}/ofrep/v1/evaluate/flags",
+        s.daemon.ofrep_port
+    );
     let single = http
         .post(format!("{base}/color"))
         .header("traceparent", traceparent("3333333333333333"))
@@ -247,7 +265,10 @@ async fn ofrep_requests_are_traced() {
         .await;
     assert_eq!(hex(&span.trace_id), TRACE_ID);
     assert_eq!(hex(&span.parent_span_id), "3333333333333333");
-    assert_eq!(attr(&span.attributes, "feature_flag.result.variant"), Some("blue"));
+    assert_eq!(
+        attr(&span.attributes, "feature_flag.result.variant"),
+        Some("blue")
+    );
     assert_eq!(
         attr(&span.attributes, "feature_flag.result.reason"),
         Some("targeting_match")
@@ -275,13 +296,18 @@ async fn reloads_and_admin_writes_are_traced() {
         .collector
         .span(ARRIVAL, |sp| sp.name == "flagd.source.reload")
         .await;
-    assert_eq!(attr(&first.attributes, "flagd.source.event"), Some("content"));
-    assert!(
-        attr(&first.attributes, "flagd.source.uri").is_some_and(|u| u.ends_with("flags.json"))
+    assert_eq!(
+        attr(&first.attributes, "flagd.source.event"),
+        Some("content")
     );
+    assert!(attr(&first.attributes, "flagd.source.uri").is_some_and(|u| u.ends_with("flags.json")));
     let first_revision = int_attr(&first.attributes, "flagd.store.revision").unwrap();
 
-    std::fs::write(&s.flags, FLAGS.replace("\"defaultVariant\":\"red\"", "\"defaultVariant\":\"blue\"")).unwrap();
+    std::fs::write(
+        &s.flags,
+        FLAGS.replace("\"defaultVariant\":\"red\"", "\"defaultVariant\":\"blue\""),
+    )
+    .unwrap();
     let (_, reload) = s
         .collector
         .span(ARRIVAL, |sp| {
@@ -320,7 +346,10 @@ async fn reloads_and_admin_writes_are_traced() {
     assert_eq!(hex(&write.trace_id), TRACE_ID);
     assert_eq!(hex(&write.parent_span_id), "5555555555555555");
     assert_eq!(attr(&write.attributes, "feature_flag.key"), Some("switch"));
-    assert_eq!(int_attr(&write.attributes, "http.response.status_code"), Some(200));
+    assert_eq!(
+        int_attr(&write.attributes, "http.response.status_code"),
+        Some(200)
+    );
     assert!(int_attr(&write.attributes, "flagd.authority.revision").is_some_and(|r| r >= 1));
     // Reads are not traced.
     let read = get(s.daemon.admin_port, "/v1/flags").await.unwrap();
@@ -372,8 +401,14 @@ async fn metrics_are_pushed_with_metrics_exporter_otel() {
         .await;
     assert_eq!(durations.unit, "s");
     // Prometheus keeps serving the same registry under its own names.
-    let text = get(s.daemon.management_port, "/metrics").await.unwrap().text();
-    assert!(text.contains("feature_flag_flagd_impression_total{"), "{text}");
+    let text = get(s.daemon.management_port, "/metrics")
+        .await
+        .unwrap()
+        .text();
+    assert!(
+        text.contains("feature_flag_flagd_impression_total{"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -419,7 +454,10 @@ async fn a_collector_that_does_not_answer_blocks_no_request() {
             .unwrap_or_else(|_| panic!("evaluation {i} waited for the collector"));
             assert!(answer.unwrap().into_inner().value);
         }
-        let text = get(daemon.management_port, "/metrics").await.unwrap().text();
+        let text = get(daemon.management_port, "/metrics")
+            .await
+            .unwrap()
+            .text();
         let dropped: u64 = text
             .lines()
             .find_map(|l| l.strip_prefix("flagd_rs_otel_spans_dropped_total "))

@@ -173,7 +173,11 @@ impl Collector {
     /// The names of every metric received so far (without repeats).
     pub fn metric_names(&self) -> Vec<String> {
         let received = self.sink.received.lock().unwrap();
-        let mut names: Vec<String> = received.metrics.iter().map(|(_, m)| m.name.clone()).collect();
+        let mut names: Vec<String> = received
+            .metrics
+            .iter()
+            .map(|(_, m)| m.name.clone())
+            .collect();
         names.sort();
         names.dedup();
         names

@@ -331,11 +331,8 @@ pub async fn run(
         admin_app = admin_app.merge(crate::ui::router(dashboard, guard));
     }
     let head = authority.clone();
-    let admin_app = crate::otel::spans::trace_writes(
-        admin_app,
-        &telemetry,
-        Arc::new(move || head.head()),
-    );
+    let admin_app =
+        crate::otel::spans::trace_writes(admin_app, &telemetry, Arc::new(move || head.head()));
     let rx = shutdown_rx.clone();
     servers.spawn(async move {
         (
@@ -452,7 +449,9 @@ pub async fn run(
     rollouts.stop().await;
     // The last metrics and spans go out after the servers stopped recording them.
     if let Some(mut task) = metrics_export
-        && tokio::time::timeout(OTEL_FLUSH_GRACE, &mut task).await.is_err()
+        && tokio::time::timeout(OTEL_FLUSH_GRACE, &mut task)
+            .await
+            .is_err()
     {
         tracing::warn!("the last metrics export did not finish in time");
         task.abort();

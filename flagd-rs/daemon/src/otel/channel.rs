@@ -34,8 +34,12 @@ fn tls(target: &Target) -> anyhow::Result<ClientTlsConfig> {
         None => config.with_webpki_roots(),
     };
     if let Some((cert, key)) = &target.identity {
-        let cert = std::fs::read(cert)
-            .with_context(|| format!("reading the collector client certificate {}", cert.display()))?;
+        let cert = std::fs::read(cert).with_context(|| {
+            format!(
+                "reading the collector client certificate {}",
+                cert.display()
+            )
+        })?;
         let key = std::fs::read(key)
             .with_context(|| format!("reading the collector client key {}", key.display()))?;
         config = config.identity(Identity::from_pem(cert, key));

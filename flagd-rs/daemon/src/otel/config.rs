@@ -165,12 +165,18 @@ impl OtelArgs {
 
     /// Resolves the options against the environment `env` (a variable's value, or `None`).
     pub fn resolve_with(self, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<OtelConfig> {
-        let env = |name: &str| env(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let env = |name: &str| {
+            env(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let sdk_disabled = env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
         if let Some(protocol) = env("OTEL_EXPORTER_OTLP_PROTOCOL")
             && protocol != "grpc"
         {
-            bail!("OTEL_EXPORTER_OTLP_PROTOCOL={protocol} is not supported: flagd-rs exports OTLP over gRPC only");
+            bail!(
+                "OTEL_EXPORTER_OTLP_PROTOCOL={protocol} is not supported: flagd-rs exports OTLP over gRPC only"
+            );
         }
         let tls = self.tls(&env)?;
         let collector = self
@@ -201,7 +207,9 @@ impl OtelArgs {
         let metrics_interval = match self.otel_metrics_interval {
             Some(d) if d.is_zero() => bail!("--otel-metrics-interval must be longer than 0"),
             Some(d) => d,
-            None => millis(&env, "OTEL_METRIC_EXPORT_INTERVAL")?.unwrap_or(DEFAULT_METRICS_INTERVAL),
+            None => {
+                millis(&env, "OTEL_METRIC_EXPORT_INTERVAL")?.unwrap_or(DEFAULT_METRICS_INTERVAL)
+            }
         };
         let queue_size = count(&env, "OTEL_BSP_MAX_QUEUE_SIZE")?.unwrap_or(DEFAULT_QUEUE);
         let batch_size = count(&env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE")?
@@ -236,7 +244,10 @@ impl OtelArgs {
                 .or_else(|| env(var).map(PathBuf::from))
         };
         let ca = path(&self.otel_ca_path, "OTEL_EXPORTER_OTLP_CERTIFICATE");
-        let cert = path(&self.otel_cert_path, "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE");
+        let cert = path(
+            &self.otel_cert_path,
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+        );
         let key = path(&self.otel_key_path, "OTEL_EXPORTER_OTLP_CLIENT_KEY");
         let identity = match (cert, key) {
             (Some(c), Some(k)) => Some((c, k)),
@@ -289,14 +300,13 @@ fn target(
         Some((name, value)) => parse_headers(&value).with_context(|| format!("invalid {name}"))?,
         None => Vec::new(),
     };
-    let timeout = match var("TIMEOUT") {
-        Some((name, value)) => Duration::from_millis(
-            value
-                .parse()
-                .with_context(|| format!("{name} must be a number of milliseconds, got `{value}`"))?,
-        ),
-        None => DEFAULT_TIMEOUT,
-    };
+    let timeout =
+        match var("TIMEOUT") {
+            Some((name, value)) => Duration::from_millis(value.parse().with_context(|| {
+                format!("{name} must be a number of milliseconds, got `{value}`")
+            })?),
+            None => DEFAULT_TIMEOUT,
+        };
     let gzip = match var("COMPRESSION") {
         None => false,
         Some((_, v)) if v == "none" => false,
@@ -396,7 +406,11 @@ fn resource(
         None => Vec::new(),
     };
     let listed = |key: &str, attrs: &[(String, String)]| {
-        attrs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+        attrs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
     };
     let service_name = name
         .map(str::trim)
@@ -443,7 +457,9 @@ fn millis(env: &dyn Fn(&str) -> Option<String>, name: &str) -> anyhow::Result<Op
                 .ok()
                 .filter(|&n| n > 0)
                 .map(Duration::from_millis)
-                .with_context(|| format!("{name} must be a positive number of milliseconds, got `{v}`"))
+                .with_context(|| {
+                    format!("{name} must be a positive number of milliseconds, got `{v}`")
+                })
         })
         .transpose()
 }
@@ -590,7 +606,10 @@ mod tests {
             ratio(&[], &[("OTEL_TRACES_SAMPLER", "traceidratio")]),
             (1.0, true)
         );
-        assert_eq!(ratio(&[], &[("OTEL_TRACES_SAMPLER", "always_off")]), (0.0, true));
+        assert_eq!(
+            ratio(&[], &[("OTEL_TRACES_SAMPLER", "always_off")]),
+            (0.0, true)
+        );
         assert!(resolve(&["--otel-sample-ratio", "1.5"], &[]).is_err());
         assert!(resolve(&[], &[("OTEL_TRACES_SAMPLER", "jaeger_remote")]).is_err());
         let bad = [
@@ -615,7 +634,12 @@ mod tests {
         let with_name = [listed[0], ("OTEL_SERVICE_NAME", "from-env")];
         assert_eq!(attrs(&[], &with_name)[0].1, "from-env");
         let r = attrs(
-            &["--otel-service-name", "edge-flags", "--otel-service-version", "9.9"],
+            &[
+                "--otel-service-name",
+                "edge-flags",
+                "--otel-service-version",
+                "9.9",
+            ],
             &with_name,
         );
         assert_eq!(r[0].1, "edge-flags");
@@ -625,13 +649,25 @@ mod tests {
 
     #[test]
     fn metrics_exporter_values() {
-        assert!(resolve(&["-t", "prometheus"], &[]).unwrap().metrics.is_none());
+        assert!(
+            resolve(&["-t", "prometheus"], &[])
+                .unwrap()
+                .metrics
+                .is_none()
+        );
         assert!(resolve(&["-t", ""], &[]).unwrap().metrics.is_none());
         let err = resolve(&["-t", "otel"], &[]).unwrap_err();
         assert!(format!("{err:#}").contains("needs a collector"), "{err:#}");
         assert!(resolve(&["-t", "statsd"], &[]).is_err());
         let config = resolve(
-            &["-t", "otel", "-o", "c:4317", "--otel-metrics-interval", "2s"],
+            &[
+                "-t",
+                "otel",
+                "-o",
+                "c:4317",
+                "--otel-metrics-interval",
+                "2s",
+            ],
             &[],
         )
         .unwrap();
@@ -670,7 +706,10 @@ mod tests {
         );
         let c = resolve(
             &["-o", "c:4317"],
-            &[("OTEL_BSP_MAX_QUEUE_SIZE", "64"), ("OTEL_BSP_SCHEDULE_DELAY", "100")],
+            &[
+                ("OTEL_BSP_MAX_QUEUE_SIZE", "64"),
+                ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ],
         )
         .unwrap();
         assert_eq!((c.queue_size, c.batch_size), (64, 64));

@@ -180,10 +180,11 @@ fn parse(text: &str) -> Vec<Family<'_>> {
                 samples: Vec::new(),
             });
         } else if line.starts_with('#') || line.trim().is_empty() {
-        } else if let Some(sample) = parse_sample(line) {
-            if let Some(family) = families.last_mut() {
-                family.samples.push(sample);
-            }
+            // `# UNIT`, `# EOF` and blank lines carry nothing the conversion needs.
+        } else if let Some(sample) = parse_sample(line)
+            && let Some(family) = families.last_mut()
+        {
+            family.samples.push(sample);
         }
     }
     // Merge each HELP entry into the TYPE entry of the same name that follows it.
@@ -460,22 +461,33 @@ mod tests {
             panic!("{impressions:?}")
         };
         assert!(sum.is_monotonic);
-        assert_eq!(sum.aggregation_temporality, AggregationTemporality::Cumulative as i32);
+        assert_eq!(
+            sum.aggregation_temporality,
+            AggregationTemporality::Cumulative as i32
+        );
         let point = &sum.data_points[0];
         assert_eq!(point.value, Some(number_data_point::Value::AsInt(2)));
         assert_eq!((point.start_time_unix_nano, point.time_unix_nano), (1, 2));
         assert_eq!(attr(&point.attributes, "feature_flag.key"), Some("my-flag"));
-        assert_eq!(attr(&point.attributes, "feature_flag.result.variant"), Some("on"));
-        assert_eq!(attr(&point.attributes, "feature_flag.provider.name"), Some("flagd"));
+        assert_eq!(
+            attr(&point.attributes, "feature_flag.result.variant"),
+            Some("on")
+        );
+        assert_eq!(
+            attr(&point.attributes, "feature_flag.provider.name"),
+            Some("flagd")
+        );
         assert!(!impressions.description.is_empty());
 
         let reasons = find(&metrics, "feature_flag.flagd.result.reason");
         let Some(metric::Data::Sum(sum)) = &reasons.data else {
             panic!()
         };
-        assert!(sum.data_points.iter().any(|p| {
-            attr(&p.attributes, "ExceptionTypeKeyName") == Some("FLAG_NOT_FOUND")
-        }));
+        assert!(
+            sum.data_points
+                .iter()
+                .any(|p| { attr(&p.attributes, "ExceptionTypeKeyName") == Some("FLAG_NOT_FOUND") })
+        );
 
         let durations = find(&metrics, "http.server.request.duration");
         assert_eq!(durations.unit, "s");
@@ -492,7 +504,10 @@ mod tests {
         assert_eq!(p.bucket_counts[14], 1, "20 s above the last bound");
         assert_eq!(p.bucket_counts.iter().sum::<u64>(), 3);
         assert_eq!(attr(&p.attributes, "http.route"), Some("/r"));
-        assert_eq!(attr(&p.attributes, "http.response.status_code"), Some("200"));
+        assert_eq!(
+            attr(&p.attributes, "http.response.status_code"),
+            Some("200")
+        );
         assert!(attr(&p.attributes, "le").is_none());
 
         let build = find(&metrics, "flagd_rs_build");
@@ -506,7 +521,10 @@ mod tests {
     fn samples_and_escapes_parse() {
         let s = parse_sample(r#"a_total{k="x\"y\\z\nw",j="2"} 3.5 1700"#).unwrap();
         assert_eq!(s.name, "a_total");
-        assert_eq!(s.labels, vec![("k", "x\"y\\z\nw".to_owned()), ("j", "2".to_owned())]);
+        assert_eq!(
+            s.labels,
+            vec![("k", "x\"y\\z\nw".to_owned()), ("j", "2".to_owned())]
+        );
         assert_eq!(s.value, "3.5");
         let s = parse_sample("plain 7").unwrap();
         assert!(s.labels.is_empty() && s.value == "7");

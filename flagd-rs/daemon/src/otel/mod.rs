@@ -95,9 +95,7 @@ impl Telemetry {
         if target.gzip {
             builder = builder.with_compression(opentelemetry_otlp::Compression::Gzip);
         }
-        let exporter = builder
-            .build()
-            .context("building the OTLP span exporter")?;
+        let exporter = builder.build().context("building the OTLP span exporter")?;
         let dropped = metrics.register_counter(
             "flagd_rs_otel_spans_dropped",
             "Spans dropped because the export queue to the OpenTelemetry collector was full",
@@ -108,9 +106,10 @@ impl Telemetry {
             .with_max_export_batch_size(config.batch_size)
             .with_scheduled_delay(config.schedule_delay)
             .build();
-        let processor = BatchSpanProcessor::builder(queue::GatedExporter::new(exporter, gate.clone()))
-            .with_batch_config(batch)
-            .build();
+        let processor =
+            BatchSpanProcessor::builder(queue::GatedExporter::new(exporter, gate.clone()))
+                .with_batch_config(batch)
+                .build();
         let provider = SdkTracerProvider::builder()
             .with_span_processor(queue::GatedProcessor::new(processor, gate))
             .with_sampler(sampler(config))

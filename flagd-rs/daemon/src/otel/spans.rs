@@ -91,7 +91,9 @@ impl Traced {
     /// Whether the span exists and is sampled, i.e. whether attributes are worth building.
     #[inline]
     pub fn is_recording(&self) -> bool {
-        self.0.as_ref().is_some_and(opentelemetry::trace::Span::is_recording)
+        self.0
+            .as_ref()
+            .is_some_and(opentelemetry::trace::Span::is_recording)
     }
 
     /// The span, when it records.
@@ -159,7 +161,10 @@ async fn trace_write(
     request: Request,
     next: Next,
 ) -> Response {
-    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
         return next.run(request).await;
     }
     let route = request
@@ -279,7 +284,10 @@ impl EvalSpan {
                 outcome.reason.to_ascii_lowercase(),
             ));
             if let Some(variant) = outcome.variant.filter(|v| !v.is_empty()) {
-                attrs.push(KeyValue::new("feature_flag.result.variant", variant.to_owned()));
+                attrs.push(KeyValue::new(
+                    "feature_flag.result.variant",
+                    variant.to_owned(),
+                ));
             }
             if let Some(set) = outcome.set_id {
                 attrs.push(KeyValue::new("feature_flag.set.id", set.to_owned()));
@@ -359,7 +367,11 @@ mod tests {
     #[test]
     fn route_params() {
         assert_eq!(
-            route_param("/v1/flags/{key}/override", "/v1/flags/my-flag/override", "{key}"),
+            route_param(
+                "/v1/flags/{key}/override",
+                "/v1/flags/my-flag/override",
+                "{key}"
+            ),
             Some("my-flag".to_owned())
         );
         assert_eq!(route_param("/v1/revisions", "/v1/revisions", "{key}"), None);
