@@ -1,7 +1,7 @@
 //! OpenTelemetry end to end: a daemon pointed at a test OTLP collector (built from the published
 //! OTLP protobuf definitions) exports spans that continue the caller's W3C trace context, with
 //! the feature-flag attributes, for gRPC, Connect and OFREP evaluations, source reloads and
-//! admin writes; `--metrics-exporter otel` pushes the metrics; and a collector that does not
+//! admin writes and sync requests; `--metrics-exporter otel` pushes the metrics; and a collector that does not
 //! answer slows no request down.
 
 use std::time::Duration;
@@ -9,6 +9,7 @@ use std::time::Duration;
 use flagd_rs::config::Config;
 use flagd_rs::otel::{OtelArgs, OtelConfig};
 use flagd_rs::proto::flagd::evaluation::v1;
+use flagd_rs::proto::flagd::sync::v1 as sync;
 use flagd_rs_tests::daemon::{TestDaemon, config_for, get};
 use flagd_rs_tests::eval::pb_struct;
 use flagd_rs_tests::otlp::{Collector, attr, hex, int_attr};
@@ -354,6 +355,73 @@ async fn reloads_and_admin_writes_are_traced() {
     // Reads are not traced.
     let read = get(s.daemon.admin_port, "/v1/flags").await.unwrap();
     assert_eq!(read.status, 200);
+}
+
+#[tokio::test]
+async fn sync_requests_are_traced() {
+    let s = setup(|_, _| {}).await;
+    let url = format!("http://127.0.0.1:{}", s.daemon.sync_port.unwrap());
+    let mut client = sync::flag_sync_service_client::FlagSyncServiceClient::connect(url)
+        .await
+        .unwrap();
+    let mut stream = client
+        .sync_flags(with_traceparent(
+            sync::SyncFlagsRequest {
+                provider_id: "in-process-1".into(),
+                ..Default::default()
+            },
+            "7777777777777777",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert!(first.flag_configuration.contains("color"));
+    // The stream's span ends when the stream does.
+    drop(stream);
+    let (_, span) = s
+        .collector
+        .span(ARRIVAL, |sp| {
+            sp.name == "flagd.sync.v1.FlagSyncService/SyncFlags"
+        })
+        .await;
+    assert_eq!(hex(&span.trace_id), TRACE_ID);
+    assert_eq!(hex(&span.parent_span_id), "7777777777777777");
+    assert_eq!(
+        attr(&span.attributes, "flagd.sync.provider_id"),
+        Some("in-process-1")
+    );
+    assert_eq!(
+        int_attr(&span.attributes, "flagd.sync.configurations_sent"),
+        Some(1)
+    );
+    assert_eq!(span.events.len(), 1);
+    assert_eq!(span.events[0].name, "flagd.sync.configuration");
+
+    let all = client
+        .fetch_all_flags(with_traceparent(
+            sync::FetchAllFlagsRequest {
+                selector: "flagSetId=shop".into(),
+                ..Default::default()
+            },
+            "8888888888888888",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(all.flag_configuration.contains("switch"));
+    let (_, span) = s
+        .collector
+        .span(ARRIVAL, |sp| {
+            sp.name == "flagd.sync.v1.FlagSyncService/FetchAllFlags"
+        })
+        .await;
+    assert_eq!(hex(&span.parent_span_id), "8888888888888888");
+    assert_eq!(
+        attr(&span.attributes, "flagd.selector"),
+        Some("flagSetId=shop")
+    );
+    assert!(int_attr(&span.attributes, "flagd.store.revision").is_some());
 }
 
 #[tokio::test]
