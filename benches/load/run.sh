@@ -625,11 +625,21 @@ otel() {
   start_daemon traced "$TRACED" -f "file:$WORK/flags.json" --ui off \
     --otel-collector-uri "127.0.0.1:$NO_COLLECTOR" --otel-sample-ratio 0.01
   on_pid=$DAEMON_PID
+  # Each round measures both daemons, the first one alternating, so that neither always meets
+  # the machine right after the other's load.
   for round in $(seq 1 "$REPEAT"); do
-    SERVER_PID=$on_pid
-    h2load_max otel-on-grpc daemon "$round" "$TRACED" "$WORK/grpc-targeting.bin" "$GRPC_BYTES_targeting"
-    SERVER_PID=$off_pid
-    h2load_max otel-off-grpc daemon "$round" "$UNTRACED" "$WORK/grpc-targeting.bin" "$GRPC_BYTES_targeting"
+    local order=(on off)
+    ((round % 2)) || order=(off on)
+    local which
+    for which in "${order[@]}"; do
+      if [[ $which == on ]]; then
+        SERVER_PID=$on_pid
+        h2load_max otel-on-grpc daemon "$round" "$TRACED" "$WORK/grpc-targeting.bin" "$GRPC_BYTES_targeting"
+      else
+        SERVER_PID=$off_pid
+        h2load_max otel-off-grpc daemon "$round" "$UNTRACED" "$WORK/grpc-targeting.bin" "$GRPC_BYTES_targeting"
+      fi
+    done
   done
   curl -sS "http://127.0.0.1:$((TRACED + 1))/metrics" | grep '^flagd_rs_otel_spans_dropped_total' >&2 || true
   stop "$on_pid"

@@ -11,6 +11,7 @@
 //! - `config.rs` — the flags and `OTEL_*` variables, resolved into [`OtelConfig`].
 //! - `channel.rs` — the gRPC channel to a collector (endpoint, TLS, metadata).
 //! - `queue.rs` — the bounded span queue in front of the SDK's batch processor.
+//! - `sampling.rs` — the sampling decision taken before a span is built.
 //! - `spans.rs` — trace-context extraction and the spans the servers record.
 //! - `metrics.rs` — the periodic OTLP export of the metrics registry.
 
@@ -18,6 +19,7 @@ mod channel;
 pub mod config;
 pub mod metrics;
 mod queue;
+mod sampling;
 pub mod spans;
 
 use std::sync::Arc;
@@ -53,6 +55,7 @@ pub struct Telemetry {
 struct Tracing {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
+    sampling: sampling::Sampling,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -75,10 +78,11 @@ impl Telemetry {
         self.tracing.is_some()
     }
 
-    /// The tracer, when tracing is on.
+    /// The tracer, when tracing is on and a span with parent `parent` is sampled.
     #[inline]
-    pub(crate) fn tracer(&self) -> Option<&SdkTracer> {
-        self.tracing.as_deref().map(|t| &t.tracer)
+    pub(crate) fn tracer_for(&self, parent: &opentelemetry::Context) -> Option<&SdkTracer> {
+        let tracing = self.tracing.as_deref()?;
+        tracing.sampling.keep(parent).then_some(&tracing.tracer)
     }
 
     /// Starts tracing as `config` says (nothing when it names no trace collector), registering
@@ -122,7 +126,11 @@ impl Telemetry {
             "exporting traces over OTLP"
         );
         Ok(Telemetry {
-            tracing: Some(Arc::new(Tracing { provider, tracer })),
+            tracing: Some(Arc::new(Tracing {
+                provider,
+                tracer,
+                sampling: sampling::Sampling::new(config.sample_ratio, config.ignore_parent),
+            })),
         })
     }
 
@@ -141,18 +149,17 @@ impl Telemetry {
     }
 }
 
-/// Parent-based ratio sampling: a caller's sampling decision is followed, a new trace is kept
-/// with probability `sample_ratio`.
+/// The SDK's sampler. Parent-based ratio sampling (the default) is decided before a span is
+/// built ([`sampling::Sampling`]), so the SDK keeps what reaches it; a ratio that ignores
+/// parents is decided by the SDK from the trace id.
 fn sampler(config: &OtelConfig) -> Sampler {
-    let root = match config.sample_ratio {
+    if !config.ignore_parent {
+        return Sampler::ParentBased(Box::new(Sampler::AlwaysOn));
+    }
+    match config.sample_ratio {
         r if r >= 1.0 => Sampler::AlwaysOn,
         r if r <= 0.0 => Sampler::AlwaysOff,
         r => Sampler::TraceIdRatioBased(r),
-    };
-    if config.ignore_parent {
-        root
-    } else {
-        Sampler::ParentBased(Box::new(root))
     }
 }
 

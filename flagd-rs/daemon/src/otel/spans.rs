@@ -2,7 +2,8 @@
 //! requests they answer.
 //!
 //! Every helper starts from a [`Telemetry`] and does nothing but one branch when it is off: no
-//! span, no context, no allocation. Attributes are only built for spans that are sampled.
+//! span, no context, no allocation. When it is on, a request that is not sampled costs the
+//! `traceparent` lookup and a random draw; attributes are only built for spans that are sampled.
 //! Evaluation spans carry the OpenTelemetry feature-flag attributes (`feature_flag.key`,
 //! `feature_flag.result.variant`, `feature_flag.result.reason`, `error.type`,
 //! `feature_flag.provider.name`, `feature_flag.set.id`, `feature_flag.context.id`); reasons and
@@ -53,14 +54,14 @@ pub fn parent(headers: &HeaderMap) -> Context {
 
 impl Telemetry {
     /// A span named `name` of `kind`, child of `parent`; a [`Traced`] that records nothing when
-    /// tracing is off.
+    /// tracing is off or the span is not sampled (then nothing is built at all).
     pub fn span(
         &self,
         name: impl Into<Cow<'static, str>>,
         kind: SpanKind,
         parent: &Context,
     ) -> Traced {
-        match self.tracer() {
+        match self.tracer_for(parent) {
             None => Traced::OFF,
             Some(tracer) => Traced(Some(
                 tracer
