@@ -85,6 +85,7 @@ impl Server {
             shutdown: rx.clone(),
             limits: Limits::default(),
             cors_origins: Arc::from(Vec::<String>::new()),
+            telemetry: Default::default(),
         };
         configure(&mut state);
         let metrics = state.metrics.clone();

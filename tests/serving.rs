@@ -60,6 +60,7 @@ impl SyncServer {
             shutdown: rx.clone(),
             limits,
             cors_origins: Arc::from(Vec::<String>::new()),
+            telemetry: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -65,6 +65,7 @@ impl SyncServer {
             shutdown: rx.clone(),
             limits,
             cors_origins: Arc::from(Vec::<String>::new()),
+            telemetry: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
@@ -445,6 +446,7 @@ async fn tls() {
         shutdown: rx.clone(),
         limits: Limits::default(),
         cors_origins: Arc::from(Vec::<String>::new()),
+        telemetry: Default::default(),
     };
     let tls = flagd_rs::server::http::load_tls(&cert, &key).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -504,6 +506,7 @@ async fn unix_socket() {
         shutdown: rx.clone(),
         limits: Limits::default(),
         cors_origins: Arc::from(Vec::<String>::new()),
+        telemetry: Default::default(),
     };
     let socket = dir.path().join("sync.sock");
     let listener = tokio::net::UnixListener::bind(&socket).unwrap();

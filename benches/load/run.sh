@@ -27,6 +27,13 @@
 #   dashboard   gRPC and Connect ResolveBoolean (targeting flag) max req/s and CPU per request:
 #               the main daemon with the dashboard open (its pages fetched, the live feed
 #               connected) against a daemon started with --ui off; alternating, LOAD_REPEAT rounds
+#   otel        gRPC ResolveBoolean (targeting flag) max req/s and CPU per request: a daemon
+#               tracing every request at 1 % sampling (--otel-sample-ratio 0.01) against one
+#               without tracing, both started fresh on the same flags; alternating, LOAD_REPEAT
+#               rounds. The collector is an unreachable port on 127.0.0.1 (nothing listens), so
+#               the sampled spans are built, queued and exported to a refused connection: the
+#               request-path cost of tracing, without a collector's CPU on the same 2 cores
+#               (run it explicitly: it is not in the default set)
 #
 # Environment (defaults in brackets):
 #   LOAD_DURATION [10]       seconds of each max-rate measurement (after LOAD_WARMUP [2] s of
@@ -37,7 +44,9 @@
 #   LOAD_BASE_PORT [18000]   ports used: base+13..17 (daemon), +113/+116 (no-op), +213..217 (bulk
 #                            daemon), +313..317 (watchers daemon), +413..417 (memory daemons),
 #                            +513..517 (override daemons), +613..617 (load daemons),
-#                            +713..717 (the daemon without dashboard)
+#                            +713..717 (the daemon without dashboard), +813..817 and
+#                            +913..917 (untraced and traced daemons), +899 (the unreachable
+#                            collector)
 #   LOAD_FLAGS [10000]       flags in the large file of the load mode
 #   LOAD_REWRITES [5]        rewrites per round and file in the load mode
 #   LOAD_WATCHERS [100x100]  SyncFlags connections x streams per connection
@@ -79,6 +88,9 @@ MEMORY=$((BASE + 413))
 AUTH=$((BASE + 513))
 LOADING=$((BASE + 613))
 NO_UI=$((BASE + 713))
+UNTRACED=$((BASE + 813))
+TRACED=$((BASE + 913))
+NO_COLLECTOR=$((BASE + 899))
 RESOLVE=/flagd.evaluation.v1.Service/ResolveBoolean
 OFREP_SINGLE=/ofrep/v1/evaluate/flags/static-bool
 OFREP_BULK=/ofrep/v1/evaluate/flags
@@ -603,10 +615,42 @@ dashboard() {
   SERVER_PID=$MAIN_PID
 }
 
+# Tracing on at 1 % sampling (spans exported to a port nobody listens on) against tracing off,
+# two fresh daemons on the same flags.
+otel() {
+  local round off_pid on_pid
+  ports_free "$NO_COLLECTOR"
+  start_daemon untraced "$UNTRACED" -f "file:$WORK/flags.json" --ui off
+  off_pid=$DAEMON_PID
+  start_daemon traced "$TRACED" -f "file:$WORK/flags.json" --ui off \
+    --otel-collector-uri "127.0.0.1:$NO_COLLECTOR" --otel-sample-ratio 0.01
+  on_pid=$DAEMON_PID
+  # Each round measures both daemons, the first one alternating, so that neither always meets
+  # the machine right after the other's load.
+  for round in $(seq 1 "$REPEAT"); do
+    local order=(on off)
+    ((round % 2)) || order=(off on)
+    local which
+    for which in "${order[@]}"; do
+      if [[ $which == on ]]; then
+        SERVER_PID=$on_pid
+        h2load_max otel-on-grpc daemon "$round" "$TRACED" "$WORK/grpc-targeting.bin" "$GRPC_BYTES_targeting"
+      else
+        SERVER_PID=$off_pid
+        h2load_max otel-off-grpc daemon "$round" "$UNTRACED" "$WORK/grpc-targeting.bin" "$GRPC_BYTES_targeting"
+      fi
+    done
+  done
+  curl -sS "http://127.0.0.1:$((TRACED + 1))/metrics" | grep '^flagd_rs_otel_spans_dropped_total' >&2 || true
+  stop "$on_pid"
+  stop "$off_pid"
+  SERVER_PID=$MAIN_PID
+}
+
 for mode in "${modes[@]}"; do
   echo "== $mode ($(uptime))" >&2
   case $mode in
-    throughput | latency | reload | events | ofrep | watchers | memory | overrides | override | load | dashboard) "$mode" ;;
+    throughput | latency | reload | events | ofrep | watchers | memory | overrides | override | load | dashboard | otel) "$mode" ;;
     *) echo "unknown mode $mode" >&2; exit 2 ;;
   esac
 done

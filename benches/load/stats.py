@@ -243,6 +243,18 @@ def report(path):
             f"{fmt(median([r.get('cpu_us_per_req') for r in off]), 1)}, ratio {median(cpu):.3f} "
             f"(runs {[round(c, 3) for c in cpu]}), errors {sum(r.get('errors', 0) for r in opened + off)}"
         )
+    traced, untraced = pick("otel-on-grpc"), pick("otel-off-grpc")
+    if traced and untraced:
+        cpu = [a["cpu_us_per_req"] / b["cpu_us_per_req"] for a in traced for b in untraced
+               if a.get("run") == b.get("run") and b.get("cpu_us_per_req")]
+        out.append("")
+        out.append(
+            f"gRPC ResolveBoolean, targeting flag, tracing at 1 % vs off: "
+            f"{fmt(median([r['rps'] for r in traced]))} vs {fmt(median([r['rps'] for r in untraced]))} req/s, "
+            f"CPU µs/req {fmt(median([r.get('cpu_us_per_req') for r in traced]), 1)} vs "
+            f"{fmt(median([r.get('cpu_us_per_req') for r in untraced]), 1)}, ratio {median(cpu):.3f} "
+            f"(runs {[round(c, 3) for c in cpu]}), errors {sum(r.get('errors', 0) for r in traced + untraced)}"
+        )
     for r in pick("override-visible"):
         out.append("")
         out.append(

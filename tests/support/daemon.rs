@@ -26,6 +26,8 @@ pub struct TestDaemon {
     pub admin_port: u16,
     /// The OFREP port.
     pub ofrep_port: u16,
+    /// The sync port (`None` when serving on a unix socket).
+    pub sync_port: Option<u16>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
     /// The daemon's own state directory, unless the test chose one; removed with the daemon.
@@ -66,6 +68,7 @@ impl TestDaemon {
         let BoundPorts { eval, management } = listeners.ports().expect("bound ports");
         let admin_port = listeners.admin_port().expect("admin port");
         let ofrep_port = listeners.ofrep_port().expect("OFREP port");
+        let sync_port = listeners.sync_port().expect("sync port");
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(flagd_rs::run(config, listeners, async move {
             // A dropped sender (the test ended) also stops the daemon.
@@ -76,6 +79,7 @@ impl TestDaemon {
             management_port: management,
             admin_port,
             ofrep_port,
+            sync_port,
             shutdown: Some(tx),
             task: Some(task),
             _state: state,

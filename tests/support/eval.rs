@@ -89,6 +89,7 @@ impl EvalServer {
             shutdown: rx.clone(),
             limits: options.limits,
             cors_origins: options.cors_origins.into(),
+            telemetry: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -4,6 +4,7 @@ pub mod browser;
 pub mod daemon;
 pub mod eval;
 pub mod launchpad;
+pub mod otlp;
 pub mod require;
 pub mod testbed;
 pub mod tls;

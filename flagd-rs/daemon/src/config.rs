@@ -249,6 +249,9 @@ pub struct StartArgs {
     /// How flag documents are loaded.
     #[command(flatten)]
     pub load: LoadArgs,
+    /// OpenTelemetry traces and metrics.
+    #[command(flatten)]
+    pub otel: crate::otel::OtelArgs,
 }
 
 /// Options of `flagd-rs validate`.
@@ -367,6 +370,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Journal size after its snapshot at which it is compacted (0: never by itself).
     pub journal_compact_bytes: u64,
+    /// What is exported over OTLP (nothing by default).
+    pub otel: crate::otel::OtelConfig,
 }
 
 impl Default for Config {
@@ -398,6 +403,7 @@ impl Default for Config {
             ui: crate::ui::UiMode::Readonly,
             state_dir: default_state_dir(),
             journal_compact_bytes: crate::authority::journal::DEFAULT_COMPACT_BYTES,
+            otel: crate::otel::OtelConfig::default(),
         }
     }
 }
@@ -527,6 +533,7 @@ impl TryFrom<StartArgs> for Config {
             ui: args.ui,
             state_dir,
             journal_compact_bytes: args.journal_compact_bytes,
+            otel: args.otel.resolve()?,
             ..Config::default()
         })
     }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod context;
 pub mod heap;
 pub mod metrics;
+pub mod otel;
 pub mod proto;
 pub mod run;
 pub mod selector;

@@ -563,6 +563,14 @@ impl Metrics {
         self.registry.register_collector(collector);
     }
 
+    /// Registers a counter of our own named `name` (exposed as `<name>_total`). Call before the
+    /// registry is shared.
+    pub fn register_counter(&mut self, name: &str, help: &str) -> Counter {
+        let counter = Counter::default();
+        self.registry.register(name, help, counter.clone());
+        counter
+    }
+
     /// Prometheus text exposition (format 0.0.4) of everything recorded.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -18,6 +18,7 @@ use tokio_rustls::rustls::ServerConfig;
 use crate::authority::{Authority, AuthorityCollector, admin, rollout};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::otel::Telemetry;
 use crate::server::http::{self, Listener, ServeOptions};
 use crate::server::management::{self, ManagementState};
 use crate::sources::{self, SourceSpec};
@@ -36,6 +37,9 @@ const UPDATE_QUEUE: usize = 16;
 
 /// How long sources get to stop after shutdown before their tasks are cancelled.
 const SOURCE_STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// How long shutdown waits for the last OTLP metrics export.
+const OTEL_FLUSH_GRACE: Duration = Duration::from_secs(5);
 
 /// How long the sync port waits for every source to deliver its first document before it
 /// serves whatever is loaded (flagd's behaviour), so chained daemons and in-process providers
@@ -212,8 +216,15 @@ pub async fn run(
         .as_deref()
         .map(admin::AdminToken::from_file)
         .transpose()?;
+    let mut metrics = Metrics::new();
+    // Nothing OpenTelemetry is built unless a collector is configured.
+    let telemetry = Telemetry::start(&config.otel, &mut metrics)?;
     let (updates_tx, updates_rx) = mpsc::channel(UPDATE_QUEUE);
-    let store_task = tokio::spawn(store::run(store.clone(), updates_rx));
+    let store_task = tokio::spawn(store::run_traced(
+        store.clone(),
+        updates_rx,
+        telemetry.clone(),
+    ));
     let mut source_tasks = Vec::with_capacity(config.sources.len().max(1));
     if config.sources.is_empty() {
         source_tasks.push(sources::spawn_embedded(
@@ -231,13 +242,22 @@ pub async fn run(
     // The store task ends once every source has dropped its sender.
     drop(updates_tx);
 
-    let mut metrics = Metrics::new();
     metrics.register_collector(Box::new(AuthorityCollector::new(authority.clone())));
     // Rollouts recorded in the journal resume here; each waits for the store to load its flag.
     let rollouts =
         rollout::RolloutRunner::spawn(authority.clone(), Arc::new(rollout::HttpGates::new()));
     metrics.register_collector(Box::new(rollout::RolloutCollector::new(rollouts.clone())));
     let metrics = Arc::new(metrics);
+    let metrics_export = match &config.otel.metrics {
+        Some(target) => Some(crate::otel::metrics::spawn(
+            target,
+            &config.otel.resource,
+            config.otel.metrics_interval,
+            metrics.clone(),
+            shutdown_rx.clone(),
+        )?),
+        None => None,
+    };
     let ui_metrics = metrics.clone();
     let max_header_bytes = config.limits.max_header_bytes;
     let state = AppState {
@@ -247,6 +267,7 @@ pub async fn run(
         shutdown: shutdown_rx.clone(),
         limits: config.limits,
         cors_origins: config.cors_origins.into(),
+        telemetry: telemetry.clone(),
     };
 
     let ui_context = state.context.clone();
@@ -319,6 +340,9 @@ pub async fn run(
         tokio::spawn(dashboard.served.clone().run(dashboard.shutdown.clone()));
         admin_app = admin_app.merge(crate::ui::router(dashboard, guard));
     }
+    let head = authority.clone();
+    let admin_app =
+        crate::otel::spans::trace_writes(admin_app, &telemetry, Arc::new(move || head.head()));
     spawn_server(
         &mut servers,
         Port {
@@ -423,6 +447,16 @@ pub async fn run(
         source_tasks.iter().for_each(tokio::task::JoinHandle::abort);
     }
     rollouts.stop().await;
+    // The last metrics and spans go out after the servers stopped recording them.
+    if let Some(mut task) = metrics_export
+        && tokio::time::timeout(OTEL_FLUSH_GRACE, &mut task)
+            .await
+            .is_err()
+    {
+        tracing::warn!("the last metrics export did not finish in time");
+        task.abort();
+    }
+    telemetry.shutdown().await;
     // Nothing writes any more: release the state directory even if a stray task still holds
     // the authority.
     authority.close();

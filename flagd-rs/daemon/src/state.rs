@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
+use crate::otel::Telemetry;
 use crate::store::Store;
 
 /// How request contexts are completed (flagd's `-X` and `-H` options).
@@ -58,4 +59,7 @@ pub struct AppState {
     pub limits: Limits,
     /// Allowed CORS origins (`*` = any; empty = any, as flagd's CORS library treats it).
     pub cors_origins: Arc<[String]>,
+    /// Request spans; shared because every request may record one ([`Telemetry::off`] when no
+    /// collector is configured).
+    pub telemetry: Telemetry,
 }

@@ -24,7 +24,11 @@ use rustc_hash::{FxHashMap, FxHasher};
 use smallvec::SmallVec;
 use tokio::sync::{broadcast, mpsc, watch};
 
+use crate::otel::Telemetry;
+use crate::otel::spans::Traced;
 use crate::selector::Selector;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 
 /// What a source reports.
 #[derive(Debug, Clone)]
@@ -721,12 +725,75 @@ fn diff(old: &Snapshot, new: &Snapshot) -> Vec<FlagChange> {
 }
 
 /// The store task: applies updates one at a time, off the async workers.
-pub async fn run(store: Arc<Store>, mut updates: mpsc::Receiver<SourceUpdate>) {
+pub async fn run(store: Arc<Store>, updates: mpsc::Receiver<SourceUpdate>) {
+    run_traced(store, updates, Telemetry::off()).await;
+}
+
+/// [`run`], recording a span for every update a source delivers (its source, the revision it
+/// published and how many flags changed, or why it was rejected).
+pub async fn run_traced(
+    store: Arc<Store>,
+    mut updates: mpsc::Receiver<SourceUpdate>,
+    telemetry: Telemetry,
+) {
     while let Some(update) = updates.recv().await {
+        let mut span = reload_span(&telemetry, &store, &update);
         let s = store.clone();
         // Parsing and compiling a large document is CPU work; keep it off the request workers.
-        let _ = tokio::task::spawn_blocking(move || s.apply(update)).await;
+        let outcome = tokio::task::spawn_blocking(move || s.apply(update)).await;
+        if span.is_recording() {
+            match &outcome {
+                Ok(Ok(Some(change))) => span.set_with(|| {
+                    vec![
+                        KeyValue::new("flagd.store.revision", revision_attr(change.revision)),
+                        KeyValue::new(
+                            "flagd.flags.changed",
+                            i64::try_from(change.flags.len()).unwrap_or(i64::MAX),
+                        ),
+                    ]
+                }),
+                Ok(Ok(None)) => span.set("flagd.flags.changed", 0_i64),
+                Ok(Err(e)) => {
+                    span.set("flagd.source.error", e.to_string());
+                    span.fail("invalid_document");
+                }
+                Err(_) => span.fail("internal"),
+            }
+        }
     }
+}
+
+/// The span of one source update: a root span (a reload is not caused by a request).
+fn reload_span(telemetry: &Telemetry, store: &Store, update: &SourceUpdate) -> Traced {
+    if !telemetry.is_on() {
+        return Traced::OFF;
+    }
+    let mut span = telemetry.span(
+        "flagd.source.reload",
+        SpanKind::Internal,
+        &opentelemetry::Context::new(),
+    );
+    span.set_with(|| {
+        let event = match &update.event {
+            SourceEvent::Content { .. } => "content",
+            SourceEvent::Removed => "removed",
+            SourceEvent::Failed(_) => "failed",
+        };
+        let mut attrs = vec![KeyValue::new("flagd.source.event", event)];
+        if let Some(uri) = store.sources.get(update.source) {
+            attrs.push(KeyValue::new("flagd.source.uri", uri.to_string()));
+        }
+        attrs
+    });
+    if let SourceEvent::Failed(message) = &update.event {
+        span.set("flagd.source.error", message.clone());
+        span.fail("source_failed");
+    }
+    span
+}
+
+fn revision_attr(revision: u64) -> i64 {
+    i64::try_from(revision).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

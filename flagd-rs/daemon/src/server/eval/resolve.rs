@@ -1,8 +1,9 @@
 //! Transport-independent evaluation, shared by gRPC, Connect and OFREP: request context and
 //! selector from headers, the response metadata, typed single-flag resolution, untyped
-//! resolution (OFREP) and bulk resolution with each API's quirks, and the evaluation metrics.
+//! resolution (OFREP) and bulk resolution with each API's quirks, the evaluation metrics, and
+//! the span of the request (when tracing is on).
 
-use std::cell::{Cell, OnceCell};
+use std::cell::{Cell, OnceCell, RefCell};
 
 use flagd_evaluator::{Context, ErrorCode, Evaluation, Flag, FlagType, Reason};
 use http::HeaderMap;
@@ -10,6 +11,7 @@ use serde_json::{Map, Value};
 
 use super::error::RequestError;
 use crate::context;
+use crate::otel::spans::{EvalSpan, FlagOutcome};
 use crate::selector::Selector;
 use crate::state::AppState;
 use crate::store::Snapshot;
@@ -35,6 +37,15 @@ impl Api {
     /// Whether `-H` header mappings apply to this API's context.
     fn maps_headers(self) -> bool {
         !matches!(self, Api::Schema)
+    }
+
+    /// The gRPC service name, which names the request's span.
+    fn service(self) -> &'static str {
+        match self {
+            Api::V1 => "flagd.evaluation.v1.Service",
+            Api::V2 => "flagd.evaluation.v2.Service",
+            Api::Schema => "schema.v1.Service",
+        }
     }
 
     /// The server-side stream deadline for this API.
@@ -86,6 +97,9 @@ pub struct Call<'h> {
     headers: Option<&'h HeaderMap>,
     request: Cell<Option<RequestContext>>,
     context: OnceCell<Context>,
+    /// The request's span; only touched when `traced`, so an untraced request never borrows it.
+    span: RefCell<EvalSpan>,
+    traced: bool,
 }
 
 impl std::fmt::Debug for Call<'_> {
@@ -106,17 +120,31 @@ impl<'h> Call<'h> {
         headers: &'h HeaderMap,
         request: Option<pbjson_types::Struct>,
     ) -> Result<Call<'h>, RequestError> {
-        Call::with(state, api, headers, RequestContext::Struct(request))
+        Call::with(
+            state,
+            api,
+            headers,
+            RequestContext::Struct(request),
+            api.service(),
+        )
     }
 
     /// An OFREP request: its context is a JSON object, and it follows v2's rules where the APIs
     /// differ (the `-H` header mapping applies; a flag without a default variant is no error).
+    /// `span_name` names the request's span (the OFREP route).
     pub fn json(
         state: &'h AppState,
         headers: &'h HeaderMap,
         request: Map<String, Value>,
+        span_name: &'static str,
     ) -> Result<Call<'h>, RequestError> {
-        Call::with(state, Api::V2, headers, RequestContext::Json(request))
+        Call::with(
+            state,
+            Api::V2,
+            headers,
+            RequestContext::Json(request),
+            span_name,
+        )
     }
 
     fn with(
@@ -124,8 +152,16 @@ impl<'h> Call<'h> {
         api: Api,
         headers: &'h HeaderMap,
         request: RequestContext,
+        span_name: &'static str,
     ) -> Result<Call<'h>, RequestError> {
-        let selector = selector(headers)?;
+        let mut span = EvalSpan::start(&state.telemetry, span_name, headers);
+        let selector = match selector(headers) {
+            Ok(selector) => selector,
+            Err(e) => {
+                span.fail("invalid_selector");
+                return Err(e);
+            }
+        };
         Ok(Call {
             selector,
             api,
@@ -133,7 +169,40 @@ impl<'h> Call<'h> {
             headers: api.maps_headers().then_some(headers),
             request: Cell::new(Some(request)),
             context: OnceCell::new(),
+            traced: span.is_recording(),
+            span: RefCell::new(span),
         })
+    }
+
+    /// Runs `f` on the request's span, only when it records.
+    #[inline]
+    fn trace(&self, f: impl FnOnce(&mut EvalSpan)) {
+        if self.traced {
+            f(&mut self.span.borrow_mut());
+        }
+    }
+
+    /// Marks the request's span as a bulk evaluation: each flag is counted, not described.
+    pub fn trace_bulk(&self) {
+        self.trace(EvalSpan::bulk);
+    }
+
+    /// Names the span `<service>/<method>`.
+    fn trace_method(&self, method: &str) {
+        self.trace(|span| span.rename(|| format!("{}/{method}", self.api.service())));
+    }
+
+    /// Records a single-flag outcome on the span.
+    fn trace_flag(&self, outcome: FlagOutcome<'_>) {
+        self.trace(|span| span.flag(outcome, || self.context_id()));
+    }
+
+    /// The targeting key, if the context was assembled for this request.
+    fn context_id(&self) -> Option<String> {
+        match self.context.get()?.get("targetingKey")? {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
     }
 
     /// The merged evaluation context (request, static values, headers), built for lookups.
@@ -219,7 +288,7 @@ pub fn lookup<'a>(
     match snapshot.get(key, &call.selector) {
         Some(found) => Ok(found.flag),
         None => {
-            record_error(state, key, None, ErrorCode::FlagNotFound);
+            record_error(state, call, key, None, None, ErrorCode::FlagNotFound);
             Err(RequestError::Flag(ErrorCode::FlagNotFound))
         }
     }
@@ -236,7 +305,9 @@ pub fn untyped<'a>(state: &AppState, call: &Call<'_>, flag: &'a Flag, now: i64) 
     }
     record(
         state,
+        call,
         flag.key(),
+        flag.flag_set_id(),
         evaluation.variant,
         evaluation.reason.as_str(),
         evaluation.error,
@@ -251,7 +322,9 @@ pub fn typed<'a, T: FlagType<'a>>(
     call: &Call<'_>,
     key: &str,
 ) -> Result<Typed<'a, T>, RequestError> {
+    call.trace_method(method_of(T::NAME));
     let flag = lookup(state, snapshot, call, key)?;
+    let set_id = flag.flag_set_id();
     let evaluation = call.evaluate(flag, flagd_evaluator::now_unix_seconds());
     let exceeded = evaluation.budget_exceeded();
     if exceeded.is_some() {
@@ -261,13 +334,13 @@ pub fn typed<'a, T: FlagType<'a>>(
         match call.api {
             // flagd's v1 handlers keep the legacy behaviour for flags without a default variant.
             Api::V1 => {
-                record_error(state, key, None, ErrorCode::FlagNotFound);
+                record_error(state, call, key, set_id, None, ErrorCode::FlagNotFound);
                 return Err(RequestError::Flag(ErrorCode::FlagNotFound));
             }
             Api::V2 => {}
             // The deprecated handler passes the evaluator's internal reason through unchanged.
             Api::Schema => {
-                record(state, key, None, "FALLBACK", None);
+                record(state, call, key, set_id, None, "FALLBACK", None);
                 return Ok(Typed {
                     value: None,
                     variant: None,
@@ -279,14 +352,14 @@ pub fn typed<'a, T: FlagType<'a>>(
     }
     let resolution = evaluation.typed::<T>();
     if let Some(code) = resolution.error {
-        record_error(state, key, resolution.variant, code);
+        record_error(state, call, key, set_id, resolution.variant, code);
         return Err(match exceeded {
             Some(what) => RequestError::Budget(what),
             None => RequestError::Flag(code),
         });
     }
     let reason = resolution.reason.as_str();
-    record(state, key, resolution.variant, reason, None);
+    record(state, call, key, set_id, resolution.variant, reason, None);
     Ok(Typed {
         value: resolution.value,
         variant: resolution.variant,
@@ -374,6 +447,10 @@ pub fn all<'a>(
 ) -> impl Iterator<Item = AnyFlag<'a>> + 'a {
     let now = flagd_evaluator::now_unix_seconds();
     let metrics = state.metrics.clone();
+    call.trace(|span| {
+        span.rename(|| format!("{}/ResolveAll", call.api.service()));
+        span.bulk();
+    });
     snapshot.iter(&call.selector).filter_map(move |found| {
         let flag = found.flag;
         let (_, default) = flag.default_variant()?;
@@ -418,6 +495,7 @@ pub fn all<'a>(
                 }
             }
         };
+        call.trace(|span| span.bulk_entry(reason == Reason::Error.as_str()));
         Some(AnyFlag {
             key,
             reason,
@@ -428,21 +506,56 @@ pub fn all<'a>(
     })
 }
 
+/// The RPC method resolving a flag of type `name` ([`FlagType::NAME`]).
+fn method_of(name: &str) -> &'static str {
+    match name {
+        "boolean" => "ResolveBoolean",
+        "string" => "ResolveString",
+        "integer" => "ResolveInt",
+        "float" => "ResolveFloat",
+        "object" => "ResolveObject",
+        _ => "Resolve",
+    }
+}
+
+/// Records one single-flag outcome in the metrics and on the request's span.
 fn record(
     state: &AppState,
+    call: &Call<'_>,
     key: &str,
+    set_id: Option<&str>,
     variant: Option<&str>,
     reason: &str,
     error: Option<ErrorCode>,
 ) {
-    state.metrics.evaluation(
+    let error = error.map(ErrorCode::as_str);
+    state
+        .metrics
+        .evaluation(key, variant.unwrap_or(""), reason, error);
+    call.trace_flag(FlagOutcome {
         key,
-        variant.unwrap_or(""),
+        variant,
         reason,
-        error.map(ErrorCode::as_str),
-    );
+        error,
+        set_id,
+    });
 }
 
-fn record_error(state: &AppState, key: &str, variant: Option<&str>, code: ErrorCode) {
-    record(state, key, variant, Reason::Error.as_str(), Some(code));
+fn record_error(
+    state: &AppState,
+    call: &Call<'_>,
+    key: &str,
+    set_id: Option<&str>,
+    variant: Option<&str>,
+    code: ErrorCode,
+) {
+    record(
+        state,
+        call,
+        key,
+        set_id,
+        variant,
+        Reason::Error.as_str(),
+        Some(code),
+    );
 }

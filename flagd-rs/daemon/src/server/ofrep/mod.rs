@@ -125,8 +125,8 @@ async fn single(
     body: Body,
 ) -> Result<Response, OfrepError> {
     let context = read_context(state, headers, body, Some(&key)).await?;
-    let call =
-        Call::json(state, headers, context).map_err(|e| OfrepError::selector(&e, Some(&key)))?;
+    let call = Call::json(state, headers, context, SINGLE_SPAN)
+        .map_err(|e| OfrepError::selector(&e, Some(&key)))?;
     let snapshot = state.store.snapshot();
     let Ok(flag) = resolve::lookup(state, &snapshot, &call, &key) else {
         let metadata = collect_metadata(call.metadata_entries(&Map::new()));
@@ -145,6 +145,12 @@ async fn single(
     write_success(&mut out, &eval, &call);
     Ok(json_response(StatusCode::OK, out))
 }
+
+/// The span name of a single-flag request (its route).
+const SINGLE_SPAN: &str = "POST /ofrep/v1/evaluate/flags/{key}";
+
+/// The span name of a bulk request (its route).
+const BULK_SPAN: &str = "POST /ofrep/v1/evaluate/flags";
 
 /// `POST /ofrep/v1/evaluate/flags` (and with a trailing `/`).
 async fn evaluate_flags(
@@ -165,7 +171,9 @@ async fn bulk(
     body: Body,
 ) -> Result<Response, OfrepError> {
     let context = read_context(state, headers, body, None).await?;
-    let call = Call::json(state, headers, context).map_err(|e| OfrepError::selector(&e, None))?;
+    let call = Call::json(state, headers, context, BULK_SPAN)
+        .map_err(|e| OfrepError::selector(&e, None))?;
+    call.trace_bulk();
     let snapshot = state.store.snapshot();
     let now = now_unix_seconds();
     let mut out = String::with_capacity(256);

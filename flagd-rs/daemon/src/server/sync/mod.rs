@@ -21,6 +21,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
 use crate::context::map_to_struct;
+use crate::otel::spans::Traced;
 use crate::proto::flagd::sync::v1::flag_sync_service_server::{
     FlagSyncService, FlagSyncServiceServer,
 };
@@ -145,6 +146,36 @@ fn selector_label(metadata: &MetadataMap, field: &str) -> String {
         .to_owned()
 }
 
+/// The span of a sync request, child of the caller's trace context, with the provider id and the
+/// selector it asked for; nothing when tracing is off.
+fn sync_span(
+    state: &AppState,
+    method: &'static str,
+    metadata: &MetadataMap,
+    provider_id: &str,
+    selector: &str,
+) -> Traced {
+    if !state.telemetry.is_on() {
+        return Traced::OFF;
+    }
+    let mut span = state.telemetry.server_span(method, metadata.as_ref());
+    span.set_with(|| {
+        let header = metadata
+            .get(SELECTOR_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty());
+        vec![
+            opentelemetry::KeyValue::new("flagd.sync.provider_id", provider_id.to_owned()),
+            opentelemetry::KeyValue::new("flagd.selector", header.unwrap_or(selector).to_owned()),
+        ]
+    });
+    span
+}
+
+fn revision_attr(revision: u64) -> i64 {
+    i64::try_from(revision).unwrap_or(i64::MAX)
+}
+
 /// The response stream of `SyncFlags`.
 pub type SyncFlagsStream =
     Pin<Box<dyn Stream<Item = Result<SyncFlagsResponse, Status>> + Send + 'static>>;
@@ -159,8 +190,17 @@ impl FlagSyncService for SyncService {
     ) -> Result<Response<Self::SyncFlagsStream>, Status> {
         // The deprecated field is still what flagd's own sync client and older providers send.
         #[allow(deprecated)]
-        let selector = request_selector(request.metadata(), &request.get_ref().selector)?;
+        let raw_selector = &request.get_ref().selector;
         let state = &self.inner.state;
+        let mut span = sync_span(
+            state,
+            "flagd.sync.v1.FlagSyncService/SyncFlags",
+            request.metadata(),
+            &request.get_ref().provider_id,
+            raw_selector,
+        );
+        let selector = request_selector(request.metadata(), raw_selector)
+            .inspect_err(|_| span.fail("invalid_selector"))?;
         let provider_id = &request.get_ref().provider_id;
         tracing::debug!(%provider_id, ?selector, "sync stream opened");
         // The server's `--stream-deadline` or the client's `grpc-timeout` (checked before the
@@ -177,7 +217,7 @@ impl FlagSyncService for SyncService {
                 ),
             };
         let record = state.metrics.sync_streams.stream_opened(
-            &selector_label(request.metadata(), &request.get_ref().selector),
+            &selector_label(request.metadata(), raw_selector),
             provider_id,
         );
         let watch = SyncWatch {
@@ -190,6 +230,8 @@ impl FlagSyncService for SyncService {
             last: None,
             done: false,
             record,
+            span,
+            sent: 0,
         };
         let stream = futures::stream::unfold(watch, |mut w| async move {
             let item = w.next().await?;
@@ -204,9 +246,19 @@ impl FlagSyncService for SyncService {
     ) -> Result<Response<FetchAllFlagsResponse>, Status> {
         // The deprecated field is still what flagd's own sync client and older providers send.
         #[allow(deprecated)]
-        let selector = request_selector(request.metadata(), &request.get_ref().selector)?;
+        let raw_selector = &request.get_ref().selector;
+        let mut span = sync_span(
+            &self.inner.state,
+            "flagd.sync.v1.FlagSyncService/FetchAllFlags",
+            request.metadata(),
+            &request.get_ref().provider_id,
+            raw_selector,
+        );
+        let selector = request_selector(request.metadata(), raw_selector)
+            .inspect_err(|_| span.fail("invalid_selector"))?;
         let snapshot = self.inner.state.store.snapshot_full();
         let json = self.payload(&snapshot, &selector);
+        span.set("flagd.store.revision", revision_attr(snapshot.revision));
         Ok(Response::new(FetchAllFlagsResponse {
             flag_configuration: json.to_string(),
         }))
@@ -242,6 +294,16 @@ struct SyncWatch {
     done: bool,
     /// The stream in the metrics, until it is dropped.
     record: StreamRecord,
+    /// The stream's span, open while the stream is; each configuration sent is an event on it.
+    span: Traced,
+    sent: u32,
+}
+
+impl Drop for SyncWatch {
+    fn drop(&mut self) {
+        let sent = i64::from(self.sent);
+        self.span.set("flagd.sync.configurations_sent", sent);
+    }
 }
 
 impl SyncWatch {
@@ -262,6 +324,7 @@ impl SyncWatch {
                     Wake::Deadline => {
                         self.done = true;
                         self.record.ending(EndReason::DeadlineExceeded);
+                        self.span.fail("deadline_exceeded");
                         return Some(Err(Status::deadline_exceeded(self.deadline_message)));
                     }
                     Wake::Revision { store_alive: false } => return None,
@@ -277,6 +340,13 @@ impl SyncWatch {
                 continue;
             }
             self.last = Some(json.clone());
+            self.sent = self.sent.saturating_add(1);
+            self.span.event("flagd.sync.configuration", || {
+                vec![opentelemetry::KeyValue::new(
+                    "flagd.store.revision",
+                    revision_attr(snapshot.revision),
+                )]
+            });
             return Some(Ok(SyncFlagsResponse {
                 flag_configuration: json.to_string(),
                 sync_context: Some(self.service.sync_context()),
