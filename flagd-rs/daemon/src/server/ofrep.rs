@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
+use axum::{Extension, Router};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -25,6 +25,7 @@ use crate::selector::Selector;
 use crate::server::body::{self, BodyError};
 use crate::server::cors;
 use crate::server::eval::resolve::SELECTOR_HEADER;
+use crate::server::ofrep_sse::{self, OfrepStreams};
 use crate::server::sync::gojson::{write_str, write_value};
 use crate::state::AppState;
 use crate::store::Snapshot;
@@ -32,21 +33,32 @@ use crate::store::Snapshot;
 /// The query parameter an SSE-triggered re-fetch carries (OFREP ADR-0008).
 const FLAG_CONFIG_ETAG: &str = "flagConfigEtag";
 
-/// The OFREP routes over `state`, with CORS for `state.cors_origins`. Other methods on these
-/// paths answer `405`; other paths `404`.
+/// The OFREP routes over `state`, with CORS for `state.cors_origins`, without event streams.
+/// Other methods on these paths answer `405`; other paths `404`.
 pub fn router(state: AppState) -> Router {
+    router_with_streams(state, None)
+}
+
+/// [`router`] with the event streams: `/ofrep/v1/sse` served and advertised in bulk answers.
+pub fn router_with_streams(state: AppState, streams: Option<Arc<OfrepStreams>>) -> Router {
     let cors = cors::layer(&state.cors_origins);
-    Router::new()
+    let mut routes = Router::new()
         .route("/ofrep/v1/evaluate/flags/{key}", post(evaluate_flag))
         .route("/ofrep/v1/evaluate/flags", post(evaluate_flags))
-        .route("/ofrep/v1/evaluate/flags/", post(evaluate_flags))
+        .route("/ofrep/v1/evaluate/flags/", post(evaluate_flags));
+    if let Some(streams) = streams {
+        routes = routes
+            .merge(ofrep_sse::routes(streams.clone()))
+            .layer(Extension(streams));
+    }
+    routes
         .layer(cors)
         // Shared rather than cloned into every request.
         .with_state(Arc::new(state))
 }
 
-/// The configuration version an SSE `refetchEvaluation` event announces as its `etag`, against
-/// which a re-fetch's `flagConfigEtag` is compared: the store revision.
+/// The store revision: what a re-fetch's `flagConfigEtag` from a stream without a token is
+/// compared with when no stream follows its selection (see [`ofrep_sse::vetoes`]).
 pub fn config_version(snapshot: &Snapshot) -> String {
     snapshot.revision.to_string()
 }
@@ -284,25 +296,36 @@ async fn evaluate_flag(
     Ok(json_response(StatusCode::OK, out))
 }
 
-/// `POST /ofrep/v1/evaluate/flags` (and with a trailing `/`).
-async fn evaluate_flags(
-    State(state): State<Arc<AppState>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, OfrepError> {
-    let query = read_request(&state, &headers, body, None).await?;
-    let echo = query.selector.echo();
-    let snapshot = state.store.snapshot();
-    let now = now_unix_seconds();
+/// A bulk answer: the exact body and its strong `ETag`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkAnswer {
+    /// The JSON body.
+    pub body: String,
+    /// `"<SHA-256 of the body in hex>"`, quotes included.
+    pub etag: String,
+}
+
+/// The bulk answer for `selector` and the assembled `context` at `now`: every selected flag
+/// evaluated, the selector echo as `metadata`, and `event_streams` (a JSON array) as
+/// `eventStreams` when given. `on_eval` sees each evaluation (the handler records metrics; the
+/// event streams, which render the same body to learn its `ETag`, do not).
+pub fn render_bulk(
+    snapshot: &Snapshot,
+    selector: &Selector,
+    context: &Value,
+    now: i64,
+    event_streams: Option<&str>,
+    mut on_eval: impl FnMut(&Evaluation<'_>),
+) -> BulkAnswer {
+    let echo = selector.echo();
     let mut out = String::with_capacity(256);
     out.push_str("{\"flags\":[");
-    for (i, found) in snapshot.iter(&query.selector).enumerate() {
+    for (i, found) in snapshot.iter(selector).enumerate() {
         if i > 0 {
             out.push(',');
         }
-        let eval = found.flag.evaluate(&query.context, now);
-        record(&state, &eval);
+        let eval = found.flag.evaluate(context, now);
+        on_eval(&eval);
         match eval.error {
             None => write_success(&mut out, &eval, &echo),
             Some(code) => {
@@ -320,13 +343,37 @@ async fn evaluate_flags(
     }
     out.push_str("],\"metadata\":");
     write_metadata(&mut out, echo.iter().filter(|(_, v)| !v.is_null()));
+    if let Some(streams) = event_streams {
+        out.push_str(",\"eventStreams\":");
+        out.push_str(streams);
+    }
     out.push('}');
-
     let etag = format!("\"{}\"", sha256_hex(out.as_bytes()));
-    // A re-fetch triggered by an SSE event that announced another configuration version must
-    // get the full body, even if the client's cached body happens to be identical.
-    let vetoed =
-        query_param(&uri, FLAG_CONFIG_ETAG).is_some_and(|v| v != config_version(&snapshot));
+    BulkAnswer { body: out, etag }
+}
+
+/// `POST /ofrep/v1/evaluate/flags` (and with a trailing `/`).
+async fn evaluate_flags(
+    State(state): State<Arc<AppState>>,
+    streams: Option<Extension<Arc<OfrepStreams>>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, OfrepError> {
+    let query = read_request(&state, &headers, body, None).await?;
+    let snapshot = state.store.snapshot();
+    let now = now_unix_seconds();
+    let streams = streams.map(|Extension(s)| s);
+    let on_eval = |eval: &Evaluation<'_>| record(&state, eval);
+    let BulkAnswer { body: out, etag } = match &streams {
+        Some(s) => s.bulk_answer(&snapshot, &query.selector, &query.context, now, on_eval),
+        None => render_bulk(&snapshot, &query.selector, &query.context, now, None, on_eval),
+    };
+    // A re-fetch triggered by an SSE event that announced another configuration must get the
+    // full body, even if the client's cached body happens to be identical.
+    let vetoed = query_param(&uri, FLAG_CONFIG_ETAG).is_some_and(|v| {
+        ofrep_sse::vetoes(streams.as_deref(), &snapshot, &query.selector, &v, &etag)
+    });
     let etag_value =
         HeaderValue::from_str(&etag).unwrap_or_else(|_| HeaderValue::from_static("\"\""));
     if !vetoed && if_none_match(&headers, &etag) {
