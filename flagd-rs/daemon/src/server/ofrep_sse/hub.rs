@@ -580,3 +580,260 @@ async fn tick(ticker: &mut Option<tokio::time::Interval>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use flagd_evaluator::{Format, LoadOptions};
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::{SourceEvent, SourceUpdate};
+
+    /// A store with one flag in set `a` (`fa`, targeted on `tier`) and one in set `b` (`fb`).
+    fn store() -> Arc<Store> {
+        let store = Store::new(vec!["s".into()], LoadOptions::default());
+        load(&store, "gold", "x");
+        store
+    }
+
+    fn load(store: &Store, tier: &str, b: &str) {
+        let doc = json!({"flags": {
+            "fa": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
+                   "targeting": {"if": [{"==": [{"var": "tier"}, tier]}, "on", "off"]},
+                   "metadata": {"flagSetId": "a"}},
+            "fb": {"state": "ENABLED", "variants": {"v": b}, "defaultVariant": "v",
+                   "metadata": {"flagSetId": "b"}}
+        }});
+        let event = SourceEvent::Content {
+            bytes: doc.to_string().into_bytes(),
+            format: Format::Json,
+        };
+        store.apply(SourceUpdate { source: 0, event }).unwrap();
+    }
+
+    fn settings() -> SseSettings {
+        SseSettings {
+            keep_alive: Duration::ZERO,
+            ..SseSettings::default()
+        }
+    }
+
+    fn bulk(streams: &OfrepStreams, store: &Store, selector: &Selector, ctx: &Value) -> BulkAnswer {
+        streams.bulk_answer(&store.snapshot(), selector, ctx, now_unix_seconds(), |_| {})
+    }
+
+    /// The token a bulk answer advertises.
+    fn token_of(answer: &BulkAnswer) -> Token {
+        let body: Value = serde_json::from_str(&answer.body).unwrap();
+        let uri = body["eventStreams"][0]["endpoint"]["requestUri"].as_str().unwrap();
+        Token::parse(uri.split_once("ctx=").unwrap().1).unwrap()
+    }
+
+    async fn next(sub: &mut Subscriber) -> Value {
+        let changed = tokio::time::timeout(Duration::from_secs(10), sub.notices.changed()).await;
+        assert!(matches!(changed, Ok(Ok(()))), "no event");
+        event_data(&sub.notices.borrow_and_update())
+    }
+
+    fn event_data(frame: &[u8]) -> Value {
+        let text = std::str::from_utf8(frame).unwrap();
+        let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+        serde_json::from_str(data).unwrap()
+    }
+
+    async fn quiet(sub: &mut Subscriber) {
+        let waited = tokio::time::timeout(Duration::from_millis(200), sub.notices.changed()).await;
+        assert!(waited.is_err(), "unexpected event");
+    }
+
+    #[tokio::test]
+    async fn an_event_announces_the_etag_of_the_next_bulk_answer() {
+        let store = store();
+        let (_stop, shutdown) = watch::channel(false);
+        let streams = OfrepStreams::start(store.clone(), settings(), shutdown);
+        let set_a = Selector::FlagSet("a".into());
+        let ctx = json!({"targetingKey": "u1", "tier": "silver"});
+        let first = bulk(&streams, &store, &set_a, &ctx);
+        let token = token_of(&first);
+        // The same request gets the same body and tag.
+        assert_eq!(bulk(&streams, &store, &set_a, &ctx), first);
+        let mut sub = streams.subscribe(set_a.clone(), Some(token), None).unwrap();
+        assert!(sub.first.is_none());
+        assert_eq!(streams.open_streams(), 1);
+
+        // A change in another flag set: nothing.
+        load(&store, "gold", "y");
+        quiet(&mut sub).await;
+        // A change of the selection that leaves this context's answer as it was: nothing.
+        load(&store, "bronze", "y");
+        quiet(&mut sub).await;
+        // A change of this context's answer: the event carries the next bulk answer's tag.
+        load(&store, "silver", "y");
+        let data = next(&mut sub).await;
+        assert_eq!(data["type"], "refetchEvaluation");
+        let again = bulk(&streams, &store, &set_a, &ctx);
+        assert_ne!(again.etag, first.etag);
+        assert_eq!(data["etag"], again.etag.as_str());
+        assert!(data["lastModified"].as_i64().unwrap() > 1_700_000_000);
+    }
+
+    #[tokio::test]
+    async fn plain_streams_hear_their_selection_version() {
+        let store = store();
+        let (_stop, shutdown) = watch::channel(false);
+        let streams = OfrepStreams::start(store.clone(), settings(), shutdown);
+        let set_b = Selector::FlagSet("b".into());
+        let mut sub = streams.subscribe(set_b.clone(), None, None).unwrap();
+        let before = store.snapshot().revision;
+        assert_eq!(streams.selection_version(&set_b), Some(before));
+        load(&store, "silver", "x");
+        quiet(&mut sub).await;
+        load(&store, "silver", "z");
+        let data = next(&mut sub).await;
+        let revision = store.snapshot().revision;
+        assert_eq!(data["etag"], revision.to_string());
+        assert_eq!(streams.selection_version(&set_b), Some(revision));
+        let snapshot = store.snapshot();
+        assert!(!crate::server::ofrep_sse::vetoes(
+            Some(&streams),
+            &snapshot,
+            &set_b,
+            &revision.to_string(),
+            "\"x\""
+        ));
+        assert!(crate::server::ofrep_sse::vetoes(
+            Some(&streams),
+            &snapshot,
+            &set_b,
+            &before.to_string(),
+            "\"x\""
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_resumed_stream_gets_what_it_missed_and_nothing_else() {
+        let store = store();
+        let (_stop, shutdown) = watch::channel(false);
+        let streams = OfrepStreams::start(store.clone(), settings(), shutdown);
+        let all = Selector::All;
+        let mut sub = streams.subscribe(all.clone(), None, None).unwrap();
+        load(&store, "silver", "x");
+        next(&mut sub).await;
+        let frame = sub.notices.borrow().clone();
+        let text = std::str::from_utf8(&frame).unwrap().to_owned();
+        let id = text.lines().find_map(|l| l.strip_prefix("id: ")).unwrap().to_owned();
+        drop(sub);
+
+        // Nothing changed since that id.
+        let sub = streams.subscribe(all.clone(), None, Some(&id)).unwrap();
+        assert!(sub.first.is_none());
+        drop(sub);
+        // An id this process never sent: the current event at once.
+        for unknown in ["1", "not a number", &u64::MAX.to_string()] {
+            let sub = streams.subscribe(all.clone(), None, Some(unknown)).unwrap();
+            assert!(sub.first.is_some(), "{unknown}");
+        }
+        // A change while disconnected.
+        load(&store, "bronze", "x");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let sub = streams.subscribe(all.clone(), None, Some(&id)).unwrap();
+        let first = event_data(sub.first.as_ref().unwrap());
+        assert_eq!(first["etag"], store.snapshot().revision.to_string());
+    }
+
+    #[tokio::test]
+    async fn a_token_stream_connecting_after_a_change_is_told_at_once() {
+        let store = store();
+        let (_stop, shutdown) = watch::channel(false);
+        let streams = OfrepStreams::start(store.clone(), settings(), shutdown);
+        let ctx = json!({"tier": "silver"});
+        let answer = bulk(&streams, &store, &Selector::All, &ctx);
+        // The answer changes between the bulk request and the stream's connection.
+        load(&store, "silver", "x");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let sub = streams
+            .subscribe(Selector::All, Some(token_of(&answer)), None)
+            .unwrap();
+        let first = event_data(sub.first.as_ref().unwrap());
+        assert_eq!(
+            first["etag"],
+            bulk(&streams, &store, &Selector::All, &ctx).etag.as_str()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_token_is_followed_by_version_until_its_bulk_request() {
+        let store = store();
+        let (_stop, shutdown) = watch::channel(false);
+        let streams = OfrepStreams::start(store.clone(), settings(), shutdown);
+        let ctx = json!({"tier": "silver"});
+        let mut canonical = String::new();
+        write_value(&mut canonical, &ctx);
+        let token = Token::of(&Selector::All, &canonical);
+        let mut sub = streams.subscribe(Selector::All, Some(token), None).unwrap();
+        load(&store, "silver", "x");
+        assert_eq!(
+            next(&mut sub).await["etag"],
+            store.snapshot().revision.to_string()
+        );
+        // The bulk request (after a restart, the client's re-fetch) teaches the context.
+        let answer = bulk(&streams, &store, &Selector::All, &ctx);
+        assert_eq!(token_of(&answer), token);
+        load(&store, "bronze", "x");
+        let data = next(&mut sub).await;
+        assert_eq!(
+            data["etag"],
+            bulk(&streams, &store, &Selector::All, &ctx).etag.as_str()
+        );
+    }
+
+    #[tokio::test]
+    async fn memory_stays_bounded() {
+        let store = store();
+        let (_stop, shutdown) = watch::channel(false);
+        let streams = OfrepStreams::start(store.clone(), settings(), shutdown);
+        for i in 0..(MAX_IDLE_GROUPS + 1000) {
+            let answer = bulk(&streams, &store, &Selector::All, &json!({"targetingKey": i}));
+            assert!(answer.body.contains("?ctx="));
+        }
+        let registry = streams.lock();
+        assert!(registry.groups.len() <= MAX_IDLE_GROUPS + TRIM_EVERY as usize);
+        let held: usize = registry.groups.values().map(|g| g.context_bytes).sum();
+        assert_eq!(held, registry.context_bytes);
+        drop(registry);
+        // A context too large to keep gets the plain stream.
+        let big = json!({"blob": "x".repeat(MAX_CONTEXT_BYTES)});
+        let answer = bulk(&streams, &store, &Selector::All, &big);
+        assert!(answer.body.contains(r#""requestUri":"/ofrep/v1/sse"}"#));
+    }
+
+    #[tokio::test]
+    async fn streams_end_on_shutdown_and_none_start_after() {
+        let store = store();
+        let (stop, shutdown) = watch::channel(false);
+        let streams = OfrepStreams::start(store.clone(), settings(), shutdown);
+        let mut sub = streams.subscribe(Selector::All, None, None).unwrap();
+        stop.send_replace(true);
+        let closed = tokio::time::timeout(Duration::from_secs(10), sub.beat.wait_for(|b| *b == Beat::Closing)).await;
+        assert!(matches!(closed, Ok(Ok(_))));
+        assert!(streams.subscribe(Selector::All, None, None).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keep_alives_beat_at_the_interval() {
+        let store = store();
+        let (_stop, shutdown) = watch::channel(false);
+        let settings = SseSettings {
+            keep_alive: Duration::from_secs(30),
+            ..SseSettings::default()
+        };
+        let streams = OfrepStreams::start(store, settings, shutdown);
+        let mut sub = streams.subscribe(Selector::All, None, None).unwrap();
+        let start = tokio::time::Instant::now();
+        sub.beat.changed().await.unwrap();
+        assert_eq!(*sub.beat.borrow_and_update(), Beat::Tick(1));
+        assert_eq!(start.elapsed(), Duration::from_secs(30));
+        sub.beat.changed().await.unwrap();
+        assert_eq!(*sub.beat.borrow_and_update(), Beat::Tick(2));
+    }
+}
