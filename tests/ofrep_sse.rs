@@ -388,7 +388,12 @@ async fn rollout_steps_send_events() {
     assert_ne!(first["etag"], second["etag"]);
     // The ramp is done: every user gets the canary.
     let answer = s
-        .bulk(Some("flagSetId=web"), &json!({"targetingKey": "u"}), "", None)
+        .bulk(
+            Some("flagSetId=web"),
+            &json!({"targetingKey": "u"}),
+            "",
+            None,
+        )
         .await;
     assert_eq!(answer.value("ramp"), "canary");
 }
@@ -431,7 +436,9 @@ async fn selectors_in_header_query_or_path_filter_streams() {
     let mut header = s
         .stream("/ofrep/v1/sse", &[("flagd-selector", "flagSetId=api")])
         .await;
-    let mut query = s.stream("/ofrep/v1/sse?selector=flagSetId%3Dapi", &[]).await;
+    let mut query = s
+        .stream("/ofrep/v1/sse?selector=flagSetId%3Dapi", &[])
+        .await;
     let mut channels = s.stream("/ofrep/v1/sse?channels=api", &[]).await;
     let mut path = s.stream("/ofrep/v1/sse/flagSetId=web", &[]).await;
     let mut escaped = s.stream("/ofrep/v1/sse/flagSetId%3Dweb", &[]).await;

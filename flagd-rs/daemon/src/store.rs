@@ -1188,7 +1188,10 @@ mod tests {
         let store = Store::new(vec!["low".into(), "high".into()], LoadOptions::default());
         store.apply(content(0, &doc(&[("k", "1", None)]))).unwrap();
         store.apply(content(1, &doc(&[("k", "2", None)]))).unwrap();
-        let (low, high) = (Selector::Source("low".into()), Selector::Source("high".into()));
+        let (low, high) = (
+            Selector::Source("low".into()),
+            Selector::Source("high".into()),
+        );
         let seen = |c: &Change, s: &Selector| -> Vec<(String, ChangeKind)> {
             c.selected(s).map(|f| (f.key.to_string(), f.kind)).collect()
         };

@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::{Extension, Router};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::{Extension, Router};
 use flagd_evaluator::{ErrorCode, Evaluation, Exceeded, Flag, now_unix_seconds};
 use http::header::{CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use http::{HeaderMap, HeaderValue, StatusCode, Uri};
@@ -367,7 +367,14 @@ async fn evaluate_flags(
     let on_eval = |eval: &Evaluation<'_>| record(&state, eval);
     let BulkAnswer { body: out, etag } = match &streams {
         Some(s) => s.bulk_answer(&snapshot, &query.selector, &query.context, now, on_eval),
-        None => render_bulk(&snapshot, &query.selector, &query.context, now, None, on_eval),
+        None => render_bulk(
+            &snapshot,
+            &query.selector,
+            &query.context,
+            now,
+            None,
+            on_eval,
+        ),
     };
     // A re-fetch triggered by an SSE event that announced another configuration must get the
     // full body, even if the client's cached body happens to be identical.

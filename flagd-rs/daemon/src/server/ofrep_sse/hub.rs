@@ -315,7 +315,11 @@ impl OfrepStreams {
     /// Whether a context of `size` bytes for `key` may be kept.
     fn admits(&self, key: &GroupKey, size: usize) -> bool {
         let mut registry = self.lock();
-        if registry.groups.get(key).is_some_and(|g| g.context.is_some()) {
+        if registry
+            .groups
+            .get(key)
+            .is_some_and(|g| g.context.is_some())
+        {
             return true;
         }
         registry.trim();
@@ -625,7 +629,9 @@ mod tests {
     /// The token a bulk answer advertises.
     fn token_of(answer: &BulkAnswer) -> Token {
         let body: Value = serde_json::from_str(&answer.body).unwrap();
-        let uri = body["eventStreams"][0]["endpoint"]["requestUri"].as_str().unwrap();
+        let uri = body["eventStreams"][0]["endpoint"]["requestUri"]
+            .as_str()
+            .unwrap();
         Token::parse(uri.split_once("ctx=").unwrap().1).unwrap()
     }
 
@@ -721,7 +727,11 @@ mod tests {
         next(&mut sub).await;
         let frame = sub.notices.borrow().clone();
         let text = std::str::from_utf8(&frame).unwrap().to_owned();
-        let id = text.lines().find_map(|l| l.strip_prefix("id: ")).unwrap().to_owned();
+        let id = text
+            .lines()
+            .find_map(|l| l.strip_prefix("id: "))
+            .unwrap()
+            .to_owned();
         drop(sub);
 
         // Nothing changed since that id.
@@ -793,7 +803,12 @@ mod tests {
         let (_stop, shutdown) = watch::channel(false);
         let streams = OfrepStreams::start(store.clone(), settings(), shutdown);
         for i in 0..(MAX_IDLE_GROUPS + 1000) {
-            let answer = bulk(&streams, &store, &Selector::All, &json!({"targetingKey": i}));
+            let answer = bulk(
+                &streams,
+                &store,
+                &Selector::All,
+                &json!({"targetingKey": i}),
+            );
             assert!(answer.body.contains("?ctx="));
         }
         let registry = streams.lock();
@@ -814,7 +829,11 @@ mod tests {
         let streams = OfrepStreams::start(store.clone(), settings(), shutdown);
         let mut sub = streams.subscribe(Selector::All, None, None).unwrap();
         stop.send_replace(true);
-        let closed = tokio::time::timeout(Duration::from_secs(10), sub.beat.wait_for(|b| *b == Beat::Closing)).await;
+        let closed = tokio::time::timeout(
+            Duration::from_secs(10),
+            sub.beat.wait_for(|b| *b == Beat::Closing),
+        )
+        .await;
         assert!(matches!(closed, Ok(Ok(_))));
         assert!(streams.subscribe(Selector::All, None, None).is_none());
     }

@@ -191,7 +191,11 @@ async fn next_frame(s: &mut Subscriber) -> Option<Bytes> {
 mod tests {
     use super::*;
 
-    fn read(path: Option<&str>, uri: &str, headers: &[(&str, &str)]) -> Result<StreamRequest, String> {
+    fn read(
+        path: Option<&str>,
+        uri: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<StreamRequest, String> {
         let mut map = HeaderMap::new();
         for (k, v) in headers {
             map.insert(
@@ -205,7 +209,10 @@ mod tests {
     #[test]
     fn selectors_come_from_path_query_or_header() {
         let set = |id: &str| Selector::FlagSet(id.into());
-        assert_eq!(read(None, "/ofrep/v1/sse", &[]).unwrap().selector, Selector::All);
+        assert_eq!(
+            read(None, "/ofrep/v1/sse", &[]).unwrap().selector,
+            Selector::All
+        );
         assert_eq!(
             read(None, "/ofrep/v1/sse", &[("flagd-selector", "flagSetId=h")])
                 .unwrap()
@@ -213,23 +220,35 @@ mod tests {
             set("h")
         );
         assert_eq!(
-            read(None, "/ofrep/v1/sse?selector=flagSetId%3Dq", &[("flagd-selector", "flagSetId=h")])
-                .unwrap()
-                .selector,
+            read(
+                None,
+                "/ofrep/v1/sse?selector=flagSetId%3Dq",
+                &[("flagd-selector", "flagSetId=h")]
+            )
+            .unwrap()
+            .selector,
             set("q")
         );
         assert_eq!(
-            read(None, "/ofrep/v1/sse?channels=c", &[]).unwrap().selector,
+            read(None, "/ofrep/v1/sse?channels=c", &[])
+                .unwrap()
+                .selector,
             set("c")
         );
         assert_eq!(
-            read(None, "/ofrep/v1/sse?channels=source%3Dx", &[]).unwrap().selector,
+            read(None, "/ofrep/v1/sse?channels=source%3Dx", &[])
+                .unwrap()
+                .selector,
             Selector::Source("x".into())
         );
         assert_eq!(
-            read(Some("source=./f.json"), "/ofrep/v1/sse/x?selector=flagSetId%3Dq", &[])
-                .unwrap()
-                .selector,
+            read(
+                Some("source=./f.json"),
+                "/ofrep/v1/sse/x?selector=flagSetId%3Dq",
+                &[]
+            )
+            .unwrap()
+            .selector,
             Selector::Source("./f.json".into())
         );
         let err = read(None, "/ofrep/v1/sse?selector=team%3Da", &[]).unwrap_err();
