@@ -503,6 +503,60 @@ async fn a_bad_selector_or_token_is_refused_with_400() {
     }
 }
 
+/// The raw exchange of one request on its own connection, read until the server closes it.
+async fn raw_exchange(port: u16, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(EVENT_WAIT, socket.read_to_end(&mut raw))
+        .await
+        .expect("the server closes the connection")
+        .unwrap();
+    String::from_utf8(raw).unwrap()
+}
+
+#[tokio::test]
+async fn stream_requests_are_served_whether_or_not_they_take_the_lean_path() {
+    let s = Setup::start().await;
+    let port = s.daemon.ofrep_port;
+    // The lean path answers a refused stream, chunked, and closes the connection.
+    let refused = raw_exchange(
+        port,
+        "GET /ofrep/v1/sse?selector=team%3Dx HTTP/1.1\r\nhost: x\r\n\r\n",
+    )
+    .await;
+    assert!(
+        refused.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{refused}"
+    );
+    assert!(refused.contains("connection: close\r\n"), "{refused}");
+    assert!(
+        refused.contains("transfer-encoding: chunked\r\n"),
+        "{refused}"
+    );
+    assert!(refused.contains("invalid selector"), "{refused}");
+    assert!(refused.ends_with("0\r\n\r\n"), "{refused}");
+    // Other paths are not taken over: a GET of an evaluation path is hyper's 405.
+    let other = raw_exchange(
+        port,
+        "GET /ofrep/v1/evaluate/flags HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(other.starts_with("HTTP/1.1 405"), "{other}");
+
+    // A head too large for the lean path (or one announcing a body) goes to hyper, and the
+    // stream works there just the same.
+    let padding = "a".repeat(6000);
+    let mut big = s.stream("/ofrep/v1/sse", &[("x-padding", &padding)]).await;
+    let mut with_body = s.stream("/ofrep/v1/sse", &[("content-length", "0")]).await;
+    s.rewrite(r#""defaultVariant": "low""#, r#""defaultVariant": "high""#);
+    big.event().await;
+    with_body.event().await;
+}
+
 #[tokio::test]
 async fn idle_streams_get_keep_alive_comments_and_cors_headers() {
     let s = Setup::start_with(|c| {

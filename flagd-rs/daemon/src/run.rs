@@ -330,20 +330,25 @@ pub async fn run(
             .await,
         )
     });
-    // OFREP is plain HTTP, never TLS, as in flagd.
+    // OFREP is plain HTTP, never TLS, as in flagd. Its event streams, when served, take the
+    // lean connection path (`server::stream_get`).
     let rx = shutdown_rx.clone();
+    let ofrep_streams = config.ofrep_sse.enabled;
     servers.spawn(async move {
-        (
-            "OFREP",
-            http::serve(
-                Listener::Tcp(listeners.ofrep),
+        let listener = Listener::Tcp(listeners.ofrep);
+        let served = if ofrep_streams {
+            http::serve_with_streams(
+                listener,
                 ofrep_app,
-                None,
                 max_header_bytes,
                 rx,
+                crate::server::ofrep_sse::SSE_PATH,
             )
-            .await,
-        )
+            .await
+        } else {
+            http::serve(listener, ofrep_app, None, max_header_bytes, rx).await
+        };
+        ("OFREP", served)
     });
     let rx = shutdown_rx.clone();
     let disable_sync_metadata = config.disable_sync_metadata;

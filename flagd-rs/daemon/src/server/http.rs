@@ -22,6 +22,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tower::ServiceExt as _;
 
+use super::stream_get;
+
 /// How long in-flight requests may run on after shutdown before their connections are dropped.
 /// Event streams end themselves on shutdown, so only a stuck client ever hits this.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -71,9 +73,41 @@ pub async fn serve(
     app: Router,
     tls: Option<Arc<ServerConfig>>,
     max_header_bytes: usize,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
-    let builder = connection_builder(max_header_bytes);
+    serve_with(listener, app, tls, max_header_bytes, shutdown, None).await
+}
+
+/// [`serve`], with plain-TCP `GET`s of paths under `streams` (long-lived event streams) served on
+/// a lean HTTP/1.1 connection ([`stream_get`]) instead of hyper's, when their head allows it.
+pub async fn serve_with_streams(
+    listener: Listener,
+    app: Router,
+    max_header_bytes: usize,
+    shutdown: watch::Receiver<bool>,
+    streams: &'static str,
+) -> io::Result<()> {
+    serve_with(
+        listener,
+        app,
+        None,
+        max_header_bytes,
+        shutdown,
+        Some(streams),
+    )
+    .await
+}
+
+async fn serve_with(
+    listener: Listener,
+    app: Router,
+    tls: Option<Arc<ServerConfig>>,
+    max_header_bytes: usize,
+    mut shutdown: watch::Receiver<bool>,
+    streams: Option<&'static str>,
+) -> io::Result<()> {
+    // Shared, not cloned into each connection's task.
+    let builders = Arc::new(Builders::new(max_header_bytes));
     let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     loop {
@@ -100,20 +134,26 @@ pub async fn serve(
                 continue;
             }
         };
-        let builder = builder.clone();
+        let builders = builders.clone();
         let app = app.clone();
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
+        // Each kind of connection is served by its own boxed future, so that a task holds only
+        // the state of its kind (a plain HTTP/1.1 connection does not carry room for TLS).
         tokio::spawn(async move {
             let served = match (stream, acceptor) {
-                (Stream::Tcp(s), None) => serve_io(&builder, watcher, s, app).await,
-                (Stream::Unix(s), None) => serve_io(&builder, watcher, s, app).await,
+                (Stream::Tcp(s), None) => {
+                    Box::pin(serve_tcp(&builders, watcher, s, app, streams)).await
+                }
+                (Stream::Unix(s), None) => {
+                    Box::pin(serve_io(&builders.auto, watcher, s, app)).await
+                }
                 (Stream::Tcp(s), Some(a)) => match tls_handshake(&a, s).await {
-                    Some(s) => serve_io(&builder, watcher, s, app).await,
+                    Some(s) => Box::pin(serve_io(&builders.auto, watcher, s, app)).await,
                     None => Ok(()),
                 },
                 (Stream::Unix(s), Some(a)) => match tls_handshake(&a, s).await {
-                    Some(s) => serve_io(&builder, watcher, s, app).await,
+                    Some(s) => Box::pin(serve_io(&builders.auto, watcher, s, app)).await,
                     None => Ok(()),
                 },
             };
@@ -132,24 +172,117 @@ pub async fn serve(
     Ok(())
 }
 
-fn connection_builder(max_header_bytes: usize) -> auto::Builder<TokioExecutor> {
-    let limit = if max_header_bytes == 0 {
-        DEFAULT_MAX_HEADER_BYTES
-    } else {
-        max_header_bytes
-    };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper answers 431 when a request head does not fit in the read buffer; it needs at least
-    // 8 KiB to work at all.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .max_buf_size(limit.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limit).unwrap_or(u32::MAX));
-    builder
+/// The connection builders of a port, configured alike: `auto` tells HTTP/2 from HTTP/1.1 by
+/// reading a connection's first bytes; `http1` serves a connection already known to be
+/// HTTP/1.1.
+#[derive(Clone)]
+struct Builders {
+    auto: auto::Builder<TokioExecutor>,
+    http1: hyper::server::conn::http1::Builder,
+    /// The largest request head accepted.
+    max_head: usize,
+}
+
+impl Builders {
+    fn new(max_header_bytes: usize) -> Builders {
+        let limit = if max_header_bytes == 0 {
+            DEFAULT_MAX_HEADER_BYTES
+        } else {
+            max_header_bytes
+        };
+        // hyper answers 431 when a request head does not fit in the read buffer; it needs at
+        // least 8 KiB to work at all.
+        let max_buf = limit.max(8192);
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        auto.http1().timer(TokioTimer::new()).max_buf_size(max_buf);
+        auto.http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limit).unwrap_or(u32::MAX));
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1.timer(TokioTimer::new()).max_buf_size(max_buf);
+        Builders {
+            auto,
+            http1,
+            max_head: limit,
+        }
+    }
+}
+
+/// A plain TCP connection. Its first bytes are peeked, not read:
+///
+/// - a `GET` under `streams` whose head arrived whole is served by [`stream_get`];
+/// - HTTP/2 with prior knowledge starts with the preface `PRI * HTTP/2.0`, which no HTTP/1.1
+///   request does; anything else goes to hyper's HTTP/1.1 server as it arrived (reading the
+///   first bytes to tell, as the version detection does, would make hyper read a request in two
+///   parts and double its read buffer for the rest of the connection);
+/// - the rest (the preface, or too few bytes to tell) to the version detection.
+async fn serve_tcp(
+    builders: &Builders,
+    watcher: hyper_util::server::graceful::Watcher,
+    stream: tokio::net::TcpStream,
+    app: Router,
+    streams: Option<&'static str>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let opening = std::future::poll_fn(|cx| {
+        PEEKED.with_borrow_mut(|buffer| {
+            let mut peeked = tokio::io::ReadBuf::new(&mut buffer[..]);
+            stream
+                .poll_peek(cx, &mut peeked)
+                .map_ok(|_| Opening::of(peeked.filled(), streams, builders.max_head))
+        })
+    })
+    .await?;
+    match opening {
+        Opening::Closed => Ok(()),
+        Opening::Stream(request, length) => {
+            let served = stream_get::serve(stream, length, request, app, watcher);
+            Box::pin(served).await.map_err(Into::into)
+        }
+        Opening::Http1 => {
+            let service = TowerToHyperService::new(app);
+            let conn = builders
+                .http1
+                .serve_connection(TokioIo::new(stream), service);
+            Box::pin(watcher.watch(conn)).await.map_err(Into::into)
+        }
+        Opening::Unknown => Box::pin(serve_io(&builders.auto, watcher, stream, app)).await,
+    }
+}
+
+thread_local! {
+    /// Where each worker thread peeks at new connections: one buffer per thread rather than one
+    /// per connection.
+    static PEEKED: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(vec![0; stream_get::PEEK_BYTES]);
+}
+
+/// What a new plain TCP connection's first bytes say about it.
+enum Opening {
+    /// The client closed it without sending anything.
+    Closed,
+    /// A request [`stream_get`] serves, and the length of its head.
+    Stream(Request<Body>, usize),
+    /// HTTP/1.1.
+    Http1,
+    /// The HTTP/2 preface, or too few bytes to tell.
+    Unknown,
+}
+
+impl Opening {
+    fn of(peeked: &[u8], streams: Option<&str>, max_head: usize) -> Opening {
+        if peeked.is_empty() {
+            return Opening::Closed;
+        }
+        if let Some(prefix) = streams
+            && let Some((request, length)) = stream_get::parse(peeked, prefix, max_head)
+        {
+            return Opening::Stream(request, length);
+        }
+        match peeked.get(..3) {
+            Some(b"PRI") | None => Opening::Unknown,
+            Some(_) => Opening::Http1,
+        }
+    }
 }
 
 async fn tls_handshake<S>(
@@ -265,6 +398,23 @@ pub fn load_tls(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_are_told_apart_by_their_first_bytes() {
+        let of = |bytes: &[u8], streams| Opening::of(bytes, streams, 1 << 20);
+        let sse = Some("/ofrep/v1/sse");
+        assert!(matches!(of(b"", sse), Opening::Closed));
+        assert!(matches!(
+            of(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", sse),
+            Opening::Unknown
+        ));
+        assert!(matches!(of(b"PO", None), Opening::Unknown));
+        assert!(matches!(of(b"POST /x HTTP/1.1\r\n", None), Opening::Http1));
+        let get = b"GET /ofrep/v1/sse HTTP/1.1\r\nhost: x\r\n\r\n";
+        assert!(matches!(of(get, sse), Opening::Stream(_, 39)));
+        assert!(matches!(of(get, None), Opening::Http1));
+        assert!(matches!(of(&get[..20], sse), Opening::Http1));
+    }
 
     #[test]
     fn grpc_content_types() {

@@ -8,4 +8,5 @@ pub mod http;
 pub mod management;
 pub mod ofrep;
 pub mod ofrep_sse;
+pub mod stream_get;
 pub mod sync;

@@ -166,6 +166,10 @@ impl Registry {
             return;
         }
         self.trim_at = self.clock + TRIM_EVERY;
+        let idle_count = self.groups.values().filter(|g| !g.live()).count();
+        if idle_count <= MAX_IDLE_GROUPS && self.context_bytes <= MAX_TOTAL_CONTEXT_BYTES {
+            return;
+        }
         let mut idle: Vec<(u64, GroupKey)> = self
             .groups
             .iter()
@@ -174,9 +178,6 @@ impl Registry {
             .collect();
         let keep = MAX_IDLE_GROUPS * 3 / 4;
         let byte_goal = MAX_TOTAL_CONTEXT_BYTES * 3 / 4;
-        if idle.len() <= MAX_IDLE_GROUPS && self.context_bytes <= MAX_TOTAL_CONTEXT_BYTES {
-            return;
-        }
         idle.sort_unstable_by_key(|(used, _)| *used);
         let mut left = idle.len();
         for (_, key) in idle {

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 pub use hub::OfrepStreams;
 pub use request::routes;
+pub use wire::SSE_PATH;
 
 use crate::selector::Selector;
 use crate::store::Snapshot;
