@@ -213,7 +213,7 @@ def report(path):
             f"p99 {fmt(r['p99_ms'], 1)} ms, max {fmt(r['max_ms'], 1)} ms ({r['notified']} notified)"
         )
     for r in pick("sse"):
-        kind = "plain streams" if not r["contexts"] else f"{r['contexts']} contexts (a token each)"
+        kind = "plain streams" if not r["contexts"] else f"streams over {r['contexts']} contexts (a bulk request and a token each)"
         out.append("")
         out.append(
             f"OFREP event streams: {r['streams']} {kind}, opened in {fmt(r['open_ms'])} ms; RSS "

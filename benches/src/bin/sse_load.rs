@@ -116,8 +116,10 @@ struct BulkClient {
 
 impl BulkClient {
     async fn connect(addr: SocketAddr) -> Result<BulkClient, Error> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
         Ok(BulkClient {
-            stream: TcpStream::connect(addr).await?,
+            stream,
             host: addr.to_string(),
             buffer: Vec::with_capacity(4096),
         })
@@ -126,13 +128,13 @@ impl BulkClient {
     /// Posts a bulk request with `context`; returns the advertised stream's requestUri.
     async fn request_uri(&mut self, context: &Value) -> Result<String, Error> {
         let body = json!({ "context": context }).to_string();
-        let head = format!(
-            "POST /ofrep/v1/evaluate/flags HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        // One write: a head and a body written apart would wait for a delayed ACK.
+        let request = format!(
+            "POST /ofrep/v1/evaluate/flags HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
             self.host,
             body.len()
         );
-        self.stream.write_all(head.as_bytes()).await?;
-        self.stream.write_all(body.as_bytes()).await?;
+        self.stream.write_all(request.as_bytes()).await?;
         let (status, body) = self.read_response().await?;
         if status != 200 {
             return Err(format!("bulk request: HTTP {status}").into());
@@ -232,13 +234,16 @@ async fn connect_stream(addr: SocketAddr, uri: &str) -> Result<TcpStream, Error>
     let mut stream = TcpStream::connect(addr).await?;
     let head = format!("GET {uri} HTTP/1.1\r\nhost: {addr}\r\naccept: text/event-stream\r\n\r\n");
     stream.write_all(head.as_bytes()).await?;
+    // The head ends the server's first write (an event, if any, comes later), so reading until
+    // its end reads nothing of the body.
     let mut head = Vec::with_capacity(512);
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte).await? == 0 {
+    let mut chunk = [0u8; 512];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
             return Err("the stream closed before its headers".into());
         }
-        head.push(byte[0]);
+        head.extend_from_slice(&chunk[..n]);
         if head.len() > 8192 {
             return Err("oversized response head".into());
         }

@@ -235,7 +235,7 @@ async fn serve_tcp(
     match opening {
         Opening::Closed => Ok(()),
         Opening::Stream(request, length) => {
-            let served = stream_get::serve(stream, length, request, app, watcher);
+            let served = stream_get::serve(stream, length, *request, app, watcher);
             Box::pin(served).await.map_err(Into::into)
         }
         Opening::Http1 => {
@@ -261,7 +261,7 @@ enum Opening {
     /// The client closed it without sending anything.
     Closed,
     /// A request [`stream_get`] serves, and the length of its head.
-    Stream(Request<Body>, usize),
+    Stream(Box<Request<Body>>, usize),
     /// HTTP/1.1.
     Http1,
     /// The HTTP/2 preface, or too few bytes to tell.
@@ -276,7 +276,7 @@ impl Opening {
         if let Some(prefix) = streams
             && let Some((request, length)) = stream_get::parse(peeked, prefix, max_head)
         {
-            return Opening::Stream(request, length);
+            return Opening::Stream(Box::new(request), length);
         }
         match peeked.get(..3) {
             Some(b"PRI") | None => Opening::Unknown,
