@@ -13,6 +13,7 @@ mod evaluator_testbed;
 mod journal;
 mod management;
 mod ofrep;
+mod ofrep_sse;
 mod otel;
 mod overrides;
 #[cfg(feature = "providers")]

@@ -34,6 +34,12 @@
 #               the sampled spans are built, queued and exported to a refused connection: the
 #               request-path cost of tracing, without a collector's CPU on the same 2 cores
 #               (run it explicitly: it is not in the default set)
+#   sse         LOAD_SSE_STREAMS OFREP event streams (/ofrep/v1/sse, one HTTP/1.1 connection
+#               each; benches/src/bin/sse_load.rs): the daemon's resident memory per stream
+#               against its 0-stream baseline, and a flag-file change -> every stream notified
+#               (p50/p99 of 3 changes, from the start of the write), beside one stream alone;
+#               once with plain streams, once with a bulk request and its own context (a token)
+#               per stream, as web providers connect
 #
 # Environment (defaults in brackets):
 #   LOAD_DURATION [10]       seconds of each max-rate measurement (after LOAD_WARMUP [2] s of
@@ -46,10 +52,11 @@
 #                            +513..517 (override daemons), +613..617 (load daemons),
 #                            +713..717 (the daemon without dashboard), +813..817 and
 #                            +913..917 (untraced and traced daemons), +899 (the unreachable
-#                            collector)
+#                            collector), +1013..1017 (sse daemon)
 #   LOAD_FLAGS [10000]       flags in the large file of the load mode
 #   LOAD_REWRITES [5]        rewrites per round and file in the load mode
 #   LOAD_WATCHERS [100x100]  SyncFlags connections x streams per connection
+#   LOAD_SSE_STREAMS [10000] OFREP event streams of the sse mode
 #   LOAD_WORK [/tmp/flagd-load]    scratch directory (flag files, bodies, logs)
 #   LOAD_RESULTS             JSON-lines results [target/load/results-<UTC time>.jsonl]
 #   LOAD_NO_BUILD            set to skip the build (dist profile)
@@ -73,12 +80,13 @@ LAT_DURATION=${LOAD_LATENCY_DURATION:-15}
 THREADS=${LOAD_THREADS:-1}
 BASE=${LOAD_BASE_PORT:-18000}
 WATCHERS=${LOAD_WATCHERS:-100x100}
+SSE_STREAMS=${LOAD_SSE_STREAMS:-10000}
 LOAD_FLAGS=${LOAD_FLAGS:-10000}
 REWRITES=${LOAD_REWRITES:-5}
 STATS="python3 $HERE/stats.py"
 
 modes=("$@")
-[[ ${#modes[@]} -gt 0 ]] || modes=(throughput latency reload events ofrep watchers memory overrides override load)
+[[ ${#modes[@]} -gt 0 ]] || modes=(throughput latency reload events ofrep watchers memory overrides override load sse)
 
 DAEMON=$((BASE + 13))
 NOOP=$((BASE + 113))
@@ -91,6 +99,7 @@ NO_UI=$((BASE + 713))
 UNTRACED=$((BASE + 813))
 TRACED=$((BASE + 913))
 NO_COLLECTOR=$((BASE + 899))
+SSE=$((BASE + 1013))
 RESOLVE=/flagd.evaluation.v1.Service/ResolveBoolean
 OFREP_SINGLE=/ofrep/v1/evaluate/flags/static-bool
 OFREP_BULK=/ofrep/v1/evaluate/flags
@@ -138,7 +147,7 @@ ensure_tools() {
 build() {
   [[ -n ${LOAD_NO_BUILD:-} ]] && return
   (cd "$ROOT" && run cargo build --profile dist -p flagd-rs --bin flagd-rs \
-    -p flagd-rs-benches --bin noop_server --bin load_client)
+    -p flagd-rs-benches --bin noop_server --bin load_client --bin sse_load)
 }
 
 # Generates the peer workload (the generator writes beside itself, so it runs from a copy) and
@@ -455,6 +464,24 @@ watchers() {
   stop "$DAEMON_PID"
 }
 
+sse() {
+  local contexts json
+  # Each stream is one socket on each side; leave room for both.
+  ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+  if (($(ulimit -n) < SSE_STREAMS + 1000)); then
+    echo "sse: the open-file limit ($(ulimit -n)) is too low for $SSE_STREAMS streams" >&2
+    exit 1
+  fi
+  for contexts in 0 "$SSE_STREAMS"; do
+    cp "$WORK/flags.json" "$WORK/sse-flags.json"
+    start_daemon sse "$SSE" -f "file:$WORK/sse-flags.json"
+    json=$(run "$BIN/sse_load" "http://127.0.0.1:$((SSE + 3))" "$WORK/sse-flags.json" \
+      "$DAEMON_PID" "$SSE_STREAMS" "$contexts")
+    record "$json" 'test="sse"'
+    stop "$DAEMON_PID"
+  done
+}
+
 memory() {
   local rss
   start_daemon memory-bundled "$MEMORY"
@@ -650,7 +677,7 @@ otel() {
 for mode in "${modes[@]}"; do
   echo "== $mode ($(uptime))" >&2
   case $mode in
-    throughput | latency | reload | events | ofrep | watchers | memory | overrides | override | load | dashboard | otel) "$mode" ;;
+    throughput | latency | reload | events | ofrep | watchers | memory | overrides | override | load | dashboard | otel | sse) "$mode" ;;
     *) echo "unknown mode $mode" >&2; exit 2 ;;
   esac
 done

@@ -212,6 +212,16 @@ def report(path):
             f"({fmt(r['bytes_per_stream'])} B/stream); change -> all notified: p50 {fmt(r['p50_ms'], 1)} ms, "
             f"p99 {fmt(r['p99_ms'], 1)} ms, max {fmt(r['max_ms'], 1)} ms ({r['notified']} notified)"
         )
+    for r in pick("sse"):
+        kind = "plain streams" if not r["contexts"] else f"streams over {r['contexts']} contexts (a bulk request and a token each)"
+        out.append("")
+        out.append(
+            f"OFREP event streams: {r['streams']} {kind}, opened in {fmt(r['open_ms'])} ms; RSS "
+            f"{r['rss_before_kib'] / 1024:.1f} (0 streams) -> {r['rss_after_kib'] / 1024:.1f} MiB "
+            f"({fmt(r['bytes_per_stream'])} B/stream); change -> all notified: p50 {fmt(r['p50_ms'], 1)} ms, "
+            f"p99 {fmt(r['p99_ms'], 1)} ms, max {fmt(r['max_ms'], 1)} ms (worst of 3 changes; one stream "
+            f"alone: p50 {fmt(r['single_p50_ms'], 1)} ms)"
+        )
     for flag, label, base in [(f, l, b) for f in ("static", "targeting") for l, b in (
         ("100 active overrides vs none", "overrides-100"),
         ("100 active overrides and 1 admin write/s vs none", "overrides-100w"),

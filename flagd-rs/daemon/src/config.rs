@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use flagd_evaluator::{EvalBudget, HashGeneration, LoadOptions};
 use serde_json::{Map, Value};
 
+use crate::server::ofrep_sse::{SseSettings, public_origin};
 use crate::sources::{self, SourceSpec};
 use crate::state::{ContextConfig, Limits};
 
@@ -246,6 +247,21 @@ pub struct StartArgs {
     /// bytes (0: only `flagd-rs journal compact` compacts it).
     #[arg(long, env = "FLAGD_JOURNAL_COMPACT_BYTES", default_value_t = crate::authority::journal::DEFAULT_COMPACT_BYTES)]
     pub journal_compact_bytes: u64,
+    /// Serve OFREP event streams (`/ofrep/v1/sse`) and list them in bulk answers'
+    /// `eventStreams` (`--ofrep-sse=false` turns them off).
+    #[arg(long, env = "FLAGD_OFREP_SSE", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub ofrep_sse: bool,
+    /// The `inactivityDelaySec` bulk answers advertise with the event stream: seconds a hidden
+    /// page or backgrounded app keeps its stream open.
+    #[arg(long, env = "FLAGD_OFREP_SSE_INACTIVITY_DELAY", value_name = "SECONDS", default_value_t = crate::server::ofrep_sse::DEFAULT_INACTIVITY_DELAY_SEC, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ofrep_sse_inactivity_delay: u32,
+    /// The origin (`https://flags.example.com`) bulk answers advertise for the event stream;
+    /// without it, clients connect to the origin they reach OFREP at.
+    #[arg(long, env = "FLAGD_OFREP_SSE_PUBLIC_URL", value_name = "URL")]
+    pub ofrep_sse_public_url: Option<String>,
+    /// Interval of keep-alive comments on idle event streams (0 = none).
+    #[arg(long, env = "FLAGD_OFREP_SSE_KEEP_ALIVE", default_value = "30s", value_parser = parse_duration)]
+    pub ofrep_sse_keep_alive: Duration,
     /// How flag documents are loaded.
     #[command(flatten)]
     pub load: LoadArgs,
@@ -372,6 +388,8 @@ pub struct Config {
     pub journal_compact_bytes: u64,
     /// What is exported over OTLP (nothing by default).
     pub otel: crate::otel::OtelConfig,
+    /// OFREP event streams (`--ofrep-sse*`).
+    pub ofrep_sse: SseSettings,
 }
 
 impl Default for Config {
@@ -404,6 +422,7 @@ impl Default for Config {
             state_dir: default_state_dir(),
             journal_compact_bytes: crate::authority::journal::DEFAULT_COMPACT_BYTES,
             otel: crate::otel::OtelConfig::default(),
+            ofrep_sse: SseSettings::default(),
         }
     }
 }
@@ -502,6 +521,20 @@ impl TryFrom<StartArgs> for Config {
             ..args.load.load_options()
         };
 
+        let public_url = match args.ofrep_sse_public_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) => Some(
+                public_origin(url)
+                    .map_err(|e| anyhow::anyhow!("invalid --ofrep-sse-public-url: {e}"))?,
+            ),
+        };
+        let ofrep_sse = SseSettings {
+            enabled: args.ofrep_sse,
+            inactivity_delay_sec: args.ofrep_sse_inactivity_delay,
+            public_url,
+            keep_alive: args.ofrep_sse_keep_alive,
+        };
+
         Ok(Config {
             sources: specs,
             port: args.port,
@@ -534,6 +567,7 @@ impl TryFrom<StartArgs> for Config {
             state_dir,
             journal_compact_bytes: args.journal_compact_bytes,
             otel: args.otel.resolve()?,
+            ofrep_sse,
             ..Config::default()
         })
     }

@@ -283,7 +283,14 @@ pub async fn run(
     );
 
     let mut servers = JoinSet::new();
-    let ofrep_app = crate::server::ofrep::router(state.clone());
+    let ofrep_streams = config.ofrep_sse.enabled.then(|| {
+        crate::server::ofrep_sse::OfrepStreams::start(
+            state.store.clone(),
+            config.ofrep_sse.clone(),
+            shutdown_rx.clone(),
+        )
+    });
+    let ofrep_app = crate::server::ofrep::router_with_streams(state.clone(), ofrep_streams);
     let sync_app = crate::server::sync::router(state.clone(), config.disable_sync_metadata);
     let sync_store = state.store.clone();
     let eval_app = crate::server::eval::router(state);

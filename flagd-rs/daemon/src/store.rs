@@ -95,16 +95,28 @@ pub struct FlagChange {
 pub struct Change {
     /// The revision that introduced the change.
     pub revision: u64,
-    /// The changed flags, in store order.
+    /// The changed flags as a request without a source selector sees them (the
+    /// highest-priority definition of each flag set and key), in store order.
     pub flags: Vec<FlagChange>,
+    /// The changed flags of each source's own document, shadowed ones included: what a
+    /// `source=` selector sees. In source order, then by key.
+    pub by_source: Vec<FlagChange>,
 }
 
 impl Change {
     /// The changes visible through `selector`.
     pub fn selected<'a>(&'a self, selector: &'a Selector) -> impl Iterator<Item = &'a FlagChange> {
-        self.flags
-            .iter()
+        let list = match selector {
+            Selector::Source(_) => &self.by_source,
+            Selector::All | Selector::FlagSet(_) => &self.flags,
+        };
+        list.iter()
             .filter(move |c| selector.matches(c.flag_set_id.as_deref(), &c.source))
+    }
+
+    /// Whether nothing any selector sees changed.
+    pub fn is_empty(&self) -> bool {
+        self.flags.is_empty() && self.by_source.is_empty()
     }
 }
 
@@ -533,6 +545,7 @@ impl Store {
         let change = Arc::new(Change {
             revision: next.revision,
             flags: diff(&old, &next),
+            by_source: document_diff(&old, &next),
         });
         let revision = next.revision;
         self.current.store(Arc::new(next));
@@ -544,7 +557,7 @@ impl Store {
         drop(writer);
         self.revision.send_replace(revision);
         tracing::info!(source = %uri, revision, changed = change.flags.len(), "flags updated");
-        if change.flags.is_empty() {
+        if change.is_empty() {
             return Ok(None);
         }
         let _ = self.changes.send(change.clone());
@@ -632,13 +645,14 @@ impl Store {
         let change = Arc::new(Change {
             revision: next.revision,
             flags: diff(&old, &next),
+            by_source: document_diff(&old, &next),
         });
         let revision = next.revision;
         self.current.store(Arc::new(next));
         drop(writer);
         self.revision.send_replace(revision);
         tracing::info!(revision, changed = change.flags.len(), "overrides applied");
-        if change.flags.is_empty() {
+        if change.is_empty() {
             return None;
         }
         let _ = self.changes.send(change.clone());
@@ -718,6 +732,57 @@ fn diff(old: &Snapshot, new: &Snapshot) -> Vec<FlagChange> {
                 }
                 i += 1;
                 j += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The change set of each source's own document: one entry per flag that was added, removed
+/// or whose definition differs, in source order and by key. A document shared by both
+/// snapshots (the same `Arc`) has no changes and is not compared.
+fn document_diff(old: &Snapshot, new: &Snapshot) -> Vec<FlagChange> {
+    let mut out = Vec::new();
+    for (index, source) in new.sources.iter().enumerate() {
+        let (a, b) = (old.document(index), new.document(index));
+        if let (Some(a), Some(b)) = (a, b)
+            && Arc::ptr_eq(a, b)
+        {
+            continue;
+        }
+        let empty: &[Arc<Flag>] = &[];
+        let a = a.map_or(empty, |d| d.flags());
+        let b = b.map_or(empty, |d| d.flags());
+        let change = |f: &Flag, kind| FlagChange {
+            key: f.key().into(),
+            flag_set_id: f.flag_set_id().map(Into::into),
+            source: source.clone(),
+            kind,
+        };
+        // Both lists are sorted by key with one flag per key.
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() || j < b.len() {
+            match (a.get(i), b.get(j)) {
+                (Some(x), Some(y)) if x.key() == y.key() => {
+                    if !x.same_definition(y) || x.flag_set_id() != y.flag_set_id() {
+                        out.push(change(y, ChangeKind::Update));
+                    }
+                    i += 1;
+                    j += 1;
+                }
+                (Some(x), Some(y)) if x.key() < y.key() => {
+                    out.push(change(x, ChangeKind::Delete));
+                    i += 1;
+                }
+                (Some(x), None) => {
+                    out.push(change(x, ChangeKind::Delete));
+                    i += 1;
+                }
+                (_, Some(y)) => {
+                    out.push(change(y, ChangeKind::Write));
+                    j += 1;
+                }
+                (None, None) => break,
             }
         }
     }
@@ -1183,6 +1248,50 @@ mod tests {
         let change = store.apply(content(0, &fewer)).unwrap().unwrap();
         assert_eq!(keys(&change).len(), 3);
         assert!(Arc::ptr_eq(&f0, &shared(&store, "f0")));
+    }
+
+    #[test]
+    fn a_source_selector_sees_changes_of_its_own_shadowed_flags() {
+        let store = Store::new(vec!["low".into(), "high".into()], LoadOptions::default());
+        store.apply(content(0, &doc(&[("k", "1", None)]))).unwrap();
+        store.apply(content(1, &doc(&[("k", "2", None)]))).unwrap();
+        let (low, high) = (
+            Selector::Source("low".into()),
+            Selector::Source("high".into()),
+        );
+        let seen = |c: &Change, s: &Selector| -> Vec<(String, ChangeKind)> {
+            c.selected(s).map(|f| (f.key.to_string(), f.kind)).collect()
+        };
+        // The shadowed definition changes: invisible without a selector, seen by its source.
+        let change = store
+            .apply(content(0, &doc(&[("k", "3", None)])))
+            .unwrap()
+            .unwrap();
+        assert!(change.flags.is_empty());
+        assert_eq!(seen(&change, &Selector::All), vec![]);
+        assert_eq!(seen(&change, &low), vec![("k".into(), ChangeKind::Update)]);
+        assert_eq!(seen(&change, &high), vec![]);
+        // The shadowing source drops the flag: the visible definition is now the lower one's,
+        // the higher source lost it and the lower source's own flag did not change.
+        let change = store
+            .apply(content(1, &doc(&[("other", "x", None)])))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            seen(&change, &Selector::All),
+            vec![
+                ("k".into(), ChangeKind::Update),
+                ("other".into(), ChangeKind::Write)
+            ]
+        );
+        assert_eq!(seen(&change, &low), vec![]);
+        assert_eq!(
+            seen(&change, &high),
+            vec![
+                ("k".into(), ChangeKind::Delete),
+                ("other".into(), ChangeKind::Write)
+            ]
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The network servers: shared serving plumbing and one module per port.
 
 pub mod body;
+pub mod change_feed;
 pub mod compress;
 pub mod cors;
 pub mod deadline;
@@ -10,5 +11,7 @@ pub mod keepalive;
 pub mod listen;
 pub mod management;
 pub mod ofrep;
+pub mod ofrep_sse;
 pub mod record;
+pub mod stream_get;
 pub mod sync;

@@ -2,8 +2,8 @@
 //! impression samples behind the served-share view.
 //!
 //! The feed is made from the notifications the daemon already sends: the store's change sets
-//! (a file reload, an override, a rollout step: each changed flag's row is sent re-rendered)
-//! and the authority's head (every revision, rollout records included: pages redraw). Nothing
+//! through the [`ChangeFeed`] OFREP's event streams follow too (a file reload, an override, a
+//! rollout step: each changed flag's row is sent re-rendered) and the authority's head (every revision, rollout records included: pages redraw). Nothing
 //! runs per evaluation; the impression counters are read every [`SAMPLE_EVERY`] by one task
 //! that exists only while the dashboard is served.
 
@@ -16,12 +16,13 @@ use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt};
 use serde_json::json;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::Dashboard;
 use super::pages::flags::{self, Filter};
 use crate::metrics::Metrics;
+use crate::server::change_feed::{ChangeFeed, Changed};
 
 /// How often the impression counters are sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
@@ -163,11 +164,10 @@ impl Served {
 struct Feed {
     dashboard: Arc<Dashboard>,
     filter: Filter,
-    changes: broadcast::Receiver<Arc<crate::store::Change>>,
+    changes: ChangeFeed,
     head: watch::Receiver<u64>,
     /// The last authority revision the feed has sent rows for.
     seen: u64,
-    shutdown: watch::Receiver<bool>,
 }
 
 /// Why the feed woke up.
@@ -183,10 +183,9 @@ enum Wake {
 impl Feed {
     async fn wake(&mut self) -> Option<Wake> {
         tokio::select! {
-            // An open page must not hold up the daemon's shutdown.
-            _ = self.shutdown.wait_for(|stop| *stop) => None,
-            change = self.changes.recv() => match change {
-                Ok(change) => Some(Wake::Store(
+            // Ends on shutdown: an open page must not hold up the daemon's shutdown.
+            change = self.changes.next() => match change? {
+                Changed::Flags(change) => Some(Wake::Store(
                     change.revision,
                     change
                         .flags
@@ -194,8 +193,7 @@ impl Feed {
                         .map(|c| (c.flag_set_id.as_deref().map(str::to_owned), c.key.to_string()))
                         .collect(),
                 )),
-                Err(broadcast::error::RecvError::Lagged(_)) => Some(Wake::Lagged),
-                Err(broadcast::error::RecvError::Closed) => None,
+                Changed::Missed => Some(Wake::Lagged),
             },
             moved = self.head.changed() => match moved {
                 Err(_) => None,
@@ -259,10 +257,9 @@ pub async fn events(
     let head = dashboard.authority.watch_head();
     let seen = *head.borrow();
     let feed = Feed {
-        changes: dashboard.authority.store().subscribe(),
+        changes: ChangeFeed::new(dashboard.authority.store(), dashboard.shutdown.clone()),
         seen,
         head,
-        shutdown: dashboard.shutdown.clone(),
         filter,
         dashboard,
     };

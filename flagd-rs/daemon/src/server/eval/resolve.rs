@@ -224,11 +224,7 @@ impl<'h> Call<'h> {
 
     /// The selector's echo in response metadata: `flagSetId` or `source` with its value.
     pub fn echo(&self) -> Option<(&'static str, &str)> {
-        match &self.selector {
-            Selector::All => None,
-            Selector::FlagSet(id) => Some(("flagSetId", id)),
-            Selector::Source(s) => Some(("source", s)),
-        }
+        echo(&self.selector)
     }
 
     /// The response metadata of a flag, every transport's: the selector's echo, then the flag's
@@ -238,14 +234,7 @@ impl<'h> Call<'h> {
         &'c self,
         flag: &'c Map<String, Value>,
     ) -> impl Iterator<Item = (&'c str, Meta<'c>)> + 'c {
-        self.echo()
-            .map(|(k, v)| (k, Meta::Text(v)))
-            .into_iter()
-            .chain(
-                flag.iter()
-                    .filter(|(_, v)| !v.is_null())
-                    .map(|(k, v)| (k.as_str(), Meta::Json(v))),
-            )
+        metadata_entries(&self.selector, flag)
     }
 
     /// [`Call::metadata_entries`] as a protobuf `Struct`.
@@ -275,6 +264,30 @@ pub struct Typed<'a, T> {
     pub reason: &'static str,
     /// Selector echo overlaid by the flag's metadata.
     pub metadata: pbjson_types::Struct,
+}
+
+/// The selector's echo in response metadata: `flagSetId` or `source` with its value.
+pub fn echo(selector: &Selector) -> Option<(&'static str, &str)> {
+    match selector {
+        Selector::All => None,
+        Selector::FlagSet(id) => Some(("flagSetId", id)),
+        Selector::Source(s) => Some(("source", s)),
+    }
+}
+
+/// The response metadata of a flag under `selector` ([`Call::metadata_entries`]).
+pub fn metadata_entries<'c>(
+    selector: &'c Selector,
+    flag: &'c Map<String, Value>,
+) -> impl Iterator<Item = (&'c str, Meta<'c>)> + 'c {
+    echo(selector)
+        .map(|(k, v)| (k, Meta::Text(v)))
+        .into_iter()
+        .chain(
+            flag.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.as_str(), Meta::Json(v))),
+        )
 }
 
 /// The flag `key` among those `call` selects. A miss is counted in the metrics as a

@@ -105,6 +105,11 @@ fn unquote(tag: &str) -> &str {
 /// current version of the request's selection (computed only when the parameter is given and
 /// not empty): then its answer must be a `200`. The parameter is compared without `W/` and
 /// quotes, as entity tags are written either way.
+/// The `flagConfigEtag` a re-fetch carries as sent (quotes kept), if any.
+pub fn config_etag(uri: &Uri) -> Option<String> {
+    query_param(uri, FLAG_CONFIG_ETAG).filter(|v| !v.is_empty())
+}
+
 pub fn config_etag_differs(uri: &Uri, version: impl FnOnce() -> String) -> bool {
     match query_param(uri, FLAG_CONFIG_ETAG).filter(|v| !v.is_empty()) {
         None => false,

@@ -31,13 +31,13 @@ mod wire;
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use flagd_evaluator::now_unix_seconds;
+use axum::{Extension, Router};
+use flagd_evaluator::{Evaluation, Flag, now_unix_seconds};
 use http::header::ETAG;
 use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use serde_json::{Map, Value};
@@ -46,11 +46,14 @@ pub use version::config_version;
 
 use self::error::{OfrepError, collect_metadata, write_flag_error};
 use self::wire::{json_response, write_metadata, write_success};
+use crate::selector::Selector;
 use crate::server::body::{self, BodyError};
 use crate::server::cors;
 use crate::server::eval::resolve::{self, Call};
+use crate::server::ofrep_sse::{self, OfrepStreams};
 use crate::server::record::RecordLayer;
 use crate::state::AppState;
+use crate::store::Snapshot;
 
 /// The single-flag route, as flagd names it in its HTTP metrics.
 pub const SINGLE_ROUTE: &str = "/ofrep/v1/evaluate/flags/{key}";
@@ -68,21 +71,80 @@ pub fn route_of(path: &str) -> &'static str {
     }
 }
 
-/// The OFREP routes over `state`, with CORS for `state.cors_origins`, the HTTP metrics and gzip.
-/// Other methods on these paths answer `405`; other paths `404`.
+/// The OFREP routes over `state`, with CORS for `state.cors_origins`, the HTTP metrics and gzip,
+/// without event streams. Other methods on these paths answer `405`; other paths `404`.
 pub fn router(state: AppState) -> Router {
+    router_with_streams(state, None)
+}
+
+/// [`router`] with the event streams: `/ofrep/v1/sse` served and advertised in bulk answers.
+pub fn router_with_streams(state: AppState, streams: Option<Arc<OfrepStreams>>) -> Router {
     let cors = cors::layer(&state.cors_origins);
     let record = RecordLayer::new(state.metrics.clone(), route_of);
-    Router::new()
+    let mut routes = Router::new()
         .route("/ofrep/v1/evaluate/flags/{key}", post(evaluate_flag))
         .route("/ofrep/v1/evaluate/flags", post(evaluate_flags))
-        .route("/ofrep/v1/evaluate/flags/", post(evaluate_flags))
+        .route("/ofrep/v1/evaluate/flags/", post(evaluate_flags));
+    if let Some(streams) = streams {
+        routes = routes
+            .merge(ofrep_sse::routes(streams.clone()))
+            .layer(Extension(streams));
+    }
+    routes
         // Innermost compression, so the metrics see the bytes that are sent.
         .layer(middleware::from_fn(gzip::negotiate))
         .layer(record)
         .layer(cors)
         // Shared rather than cloned into every request.
         .with_state(Arc::new(state))
+}
+
+/// A bulk answer: the exact body and its strong `ETag`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkAnswer {
+    /// The JSON body.
+    pub body: String,
+    /// `"<SHA-256 of the body in hex>"`, quotes included.
+    pub etag: String,
+}
+
+/// The one renderer of bulk bodies: every flag `selector` selects, evaluated by `evaluate`, the
+/// selector's echo as `metadata`, and `event_streams` (a JSON array) as `eventStreams` when
+/// given. The handler evaluates through the resolution core (metrics, spans); the event streams
+/// render the same body for a context they keep, to learn the `ETag` its refetch will get.
+pub fn render_bulk<'s>(
+    snapshot: &'s Snapshot,
+    selector: &'s Selector,
+    mut evaluate: impl FnMut(&'s Flag) -> Evaluation<'s>,
+    event_streams: Option<&str>,
+) -> BulkAnswer {
+    let mut out = String::with_capacity(256);
+    out.push_str("{\"flags\":[");
+    for (i, found) in snapshot.iter(selector).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let eval = evaluate(found.flag);
+        match eval.error {
+            None => write_success(&mut out, &eval, selector),
+            Some(code) => write_flag_error(
+                &mut out,
+                &eval,
+                code,
+                resolve::metadata_entries(selector, eval.metadata()),
+            ),
+        }
+    }
+    // The top-level metadata is the selector's echo alone.
+    out.push_str("],\"metadata\":");
+    write_metadata(&mut out, resolve::metadata_entries(selector, &Map::new()));
+    if let Some(streams) = event_streams {
+        out.push_str(",\"eventStreams\":");
+        out.push_str(streams);
+    }
+    out.push('}');
+    let etag = conditional::etag(out.as_bytes());
+    BulkAnswer { body: out, etag }
 }
 
 /// Reads the request's context from the body (bounded by the configured limit).
@@ -142,7 +204,7 @@ async fn single(
         });
     }
     let mut out = String::with_capacity(128);
-    write_success(&mut out, &eval, &call);
+    write_success(&mut out, &eval, &call.selector);
     Ok(json_response(StatusCode::OK, out))
 }
 
@@ -155,17 +217,20 @@ const BULK_SPAN: &str = "POST /ofrep/v1/evaluate/flags";
 /// `POST /ofrep/v1/evaluate/flags` (and with a trailing `/`).
 async fn evaluate_flags(
     State(state): State<Arc<AppState>>,
+    streams: Option<Extension<Arc<OfrepStreams>>>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    bulk(&state, &uri, &headers, body)
+    let streams = streams.as_ref().map(|Extension(s)| &**s);
+    bulk(&state, streams, &uri, &headers, body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn bulk(
     state: &AppState,
+    streams: Option<&OfrepStreams>,
     uri: &Uri,
     headers: &HeaderMap,
     body: Body,
@@ -176,34 +241,22 @@ async fn bulk(
     call.trace_bulk();
     let snapshot = state.store.snapshot();
     let now = now_unix_seconds();
-    let mut out = String::with_capacity(256);
-    out.push_str("{\"flags\":[");
-    for (i, found) in snapshot.iter(&call.selector).enumerate() {
-        if i > 0 {
-            out.push(',');
+    let evaluate = |flag| resolve::untyped(state, &call, flag, now);
+    let BulkAnswer { body: out, etag } = match streams {
+        // The streams learn this context, so they can announce the ETag its refetch will get.
+        Some(streams) => {
+            let context = call.context().to_json();
+            streams.bulk_answer(&snapshot, &call.selector, &context, evaluate)
         }
-        let eval = resolve::untyped(state, &call, found.flag, now);
-        match eval.error {
-            None => write_success(&mut out, &eval, &call),
-            Some(code) => {
-                write_flag_error(
-                    &mut out,
-                    &eval,
-                    code,
-                    call.metadata_entries(eval.metadata()),
-                );
-            }
-        }
-    }
-    // The top-level metadata is the selector's echo alone.
-    out.push_str("],\"metadata\":");
-    write_metadata(&mut out, call.metadata_entries(&Map::new()));
-    out.push('}');
-
-    let etag = conditional::etag(out.as_bytes());
+        None => render_bulk(&snapshot, &call.selector, evaluate, None),
+    };
     let accepts_gzip = gzip::accepts_gzip(headers);
-    let vetoed =
-        conditional::config_etag_differs(uri, || config_version(&snapshot, &call.selector));
+    let vetoed = match streams {
+        Some(streams) => conditional::config_etag(uri).is_some_and(|announced| {
+            ofrep_sse::vetoes(Some(streams), &snapshot, &call.selector, &announced, &etag)
+        }),
+        None => conditional::config_etag_differs(uri, || config_version(&snapshot, &call.selector)),
+    };
     if !vetoed && conditional::if_none_match(headers, &etag, accepts_gzip) {
         // The tag of the representation a 200 would carry now.
         let tag = if gzip::compresses(accepts_gzip, out.len()) {

@@ -9,7 +9,8 @@ use flagd_evaluator::Evaluation;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, StatusCode};
 
-use crate::server::eval::resolve::{Call, Meta};
+use crate::selector::Selector;
+use crate::server::eval::resolve::{self, Meta};
 use crate::server::sync::gojson::{write_str, write_value};
 
 /// A response with a JSON body.
@@ -25,7 +26,7 @@ pub fn json_response(status: StatusCode, body: String) -> Response {
 /// `{"value":..,"key":..,"reason":..,"variant":..,"metadata":{..}}` in Go's field order. `value`
 /// is left out when there is none (the caller's default applies); `variant` is always present,
 /// empty when nothing was chosen, because the Python OFREP provider fails without it.
-pub fn write_success(out: &mut String, eval: &Evaluation<'_>, call: &Call<'_>) {
+pub fn write_success(out: &mut String, eval: &Evaluation<'_>, selector: &Selector) {
     out.push('{');
     if let Some(value) = eval.value.filter(|v| !v.is_null()) {
         out.push_str("\"value\":");
@@ -39,7 +40,7 @@ pub fn write_success(out: &mut String, eval: &Evaluation<'_>, call: &Call<'_>) {
     out.push_str(",\"variant\":");
     write_str(out, eval.variant.unwrap_or_default());
     out.push_str(",\"metadata\":");
-    write_metadata(out, call.metadata_entries(eval.metadata()));
+    write_metadata(out, resolve::metadata_entries(selector, eval.metadata()));
     out.push('}');
 }
 
