@@ -361,7 +361,12 @@ pub async fn run(
         },
         shutdown_rx.clone(),
     );
-    // OFREP is plain HTTP, never TLS, as in flagd.
+    // OFREP is plain HTTP, never TLS, as in flagd. Its event streams, when served, take the
+    // lean connection path (`server::stream_get`).
+    let mut ofrep_options = http.header_read_timeout(HTTP_HEADER_READ_TIMEOUT);
+    if config.ofrep_sse.enabled {
+        ofrep_options = ofrep_options.event_streams(crate::server::ofrep_sse::SSE_PATH);
+    }
     spawn_server(
         &mut servers,
         Port {
@@ -369,7 +374,7 @@ pub async fn run(
             listener: Listener::Tcp(listeners.ofrep),
             app: ofrep_app,
             tls: None,
-            options: http.header_read_timeout(HTTP_HEADER_READ_TIMEOUT),
+            options: ofrep_options,
         },
         shutdown_rx.clone(),
     );

@@ -24,6 +24,7 @@ use tower::ServiceExt as _;
 use super::keepalive::{PingGuard, PingPolicy};
 use super::listen::{self, Conn, Protocol};
 pub use super::listen::{Listener, load_tls};
+use super::stream_get;
 
 /// How long in-flight requests may run on after shutdown before their connections are dropped.
 /// Event streams end themselves on shutdown, so only a stuck client ever hits this.
@@ -57,6 +58,10 @@ pub struct ServeOptions {
     /// `Some`: the port speaks HTTP/2 only, as a grpc-go server does, and enforces this
     /// policy on client pings. `None`: HTTP/1.1 and HTTP/2 on one listener.
     pub grpc_only: Option<PingPolicy>,
+    /// `Some(prefix)`: a plain-TCP `GET` under this path whose whole head arrives first is an
+    /// event stream, served on a lean HTTP/1.1 connection ([`stream_get`]) rather than hyper's,
+    /// which keeps buffers of tens of kilobytes for as long as a stream lives.
+    pub event_streams: Option<&'static str>,
 }
 
 impl ServeOptions {
@@ -66,6 +71,7 @@ impl ServeOptions {
             max_header_bytes,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             grpc_only: None,
+            event_streams: None,
         }
     }
 
@@ -77,12 +83,21 @@ impl ServeOptions {
         }
     }
 
+    /// The same with event streams under `prefix` on the lean path.
+    pub fn event_streams(self, prefix: &'static str) -> Self {
+        Self {
+            event_streams: Some(prefix),
+            ..self
+        }
+    }
+
     /// HTTP/2 only, with `policy` enforced on client pings.
     pub fn grpc_only(max_header_bytes: usize, policy: PingPolicy) -> Self {
         Self {
             max_header_bytes,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             grpc_only: Some(policy),
+            event_streams: None,
         }
     }
 }
@@ -174,12 +189,21 @@ pub async fn serve_with(
 
 type ConnError = Box<dyn std::error::Error + Send + Sync>;
 
+thread_local! {
+    /// Where each worker thread peeks at new connections of a port with event streams: one
+    /// buffer per thread rather than one per connection.
+    static PEEKED: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(vec![0; stream_get::PEEK_BYTES]);
+}
+
 /// The hyper connection settings of one port, built once.
 struct Builders {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
     header_read_timeout: Duration,
     grpc_only: Option<PingPolicy>,
+    event_streams: Option<&'static str>,
+    max_head: usize,
 }
 
 impl Builders {
@@ -204,17 +228,30 @@ impl Builders {
             http2,
             header_read_timeout: options.header_read_timeout,
             grpc_only: options.grpc_only,
+            event_streams: options.event_streams,
+            max_head: limit,
         }
     }
 
     /// Serves one connection to its end.
     async fn serve(&self, conn: Conn, app: Router, watcher: Watcher) -> Result<(), ConnError> {
-        let service = TowerToHyperService::new(app);
         if let Some(policy) = self.grpc_only {
+            let service = TowerToHyperService::new(app);
             return self
                 .serve_h2(PingGuard::new(conn, policy), service, watcher)
                 .await;
         }
+        let conn = match (self.event_streams, conn) {
+            (Some(prefix), Conn::Tcp(tcp)) => match self.peek_stream(&tcp, prefix).await? {
+                Some((request, length)) => {
+                    let served = stream_get::serve(tcp, length, *request, app, watcher);
+                    return Box::pin(served).await.map_err(Into::into);
+                }
+                None => Conn::Tcp(tcp),
+            },
+            (_, conn) => conn,
+        };
+        let service = TowerToHyperService::new(app);
         let (protocol, io) = listen::sniff(conn, Some(self.header_read_timeout)).await?;
         match protocol {
             Protocol::Http1 => watcher
@@ -222,6 +259,31 @@ impl Builders {
                 .await
                 .map_err(Into::into),
             Protocol::Http2 => self.serve_h2(io, service, watcher).await,
+        }
+    }
+
+    /// Peeks at the first bytes of `tcp` (nothing is read) under the header read timeout: an
+    /// event-stream request under `prefix` whose whole head is there, and its length.
+    async fn peek_stream(
+        &self,
+        tcp: &tokio::net::TcpStream,
+        prefix: &str,
+    ) -> io::Result<Option<(Box<Request<Body>>, usize)>> {
+        let peek = std::future::poll_fn(|cx| {
+            PEEKED.with_borrow_mut(|buffer| {
+                let mut peeked = tokio::io::ReadBuf::new(&mut buffer[..]);
+                tcp.poll_peek(cx, &mut peeked).map_ok(|_| {
+                    stream_get::parse(peeked.filled(), prefix, self.max_head)
+                        .map(|(request, length)| (Box::new(request), length))
+                })
+            })
+        });
+        match tokio::time::timeout(self.header_read_timeout, peek).await {
+            Ok(result) => result,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no request head within the header read timeout",
+            )),
         }
     }
 
