@@ -120,40 +120,11 @@ pub fn config_etag_differs(uri: &Uri, version: impl FnOnce() -> String) -> bool 
     }
 }
 
-/// The first value of query parameter `name`, percent-decoded (`+` is a space).
+/// The first value of query parameter `name`, percent-decoded (`+` is a space; a malformed
+/// escape is kept as written), as the event-stream routes read their query too.
 pub fn query_param(uri: &Uri, name: &str) -> Option<String> {
-    uri.query()?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(k) == name).then(|| percent_decode(v))
-    })
-}
-
-fn percent_decode(s: &str) -> String {
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        match b {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let mut look = bytes.clone();
-                match (look.next().and_then(hex_val), look.next().and_then(hex_val)) {
-                    (Some(h), Some(l)) => {
-                        out.push(h << 4 | l);
-                        bytes = look;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex_val(b: u8) -> Option<u8> {
-    char::from(b)
-        .to_digit(16)
-        .and_then(|d| u8::try_from(d).ok())
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(uri.query()?).ok()?;
+    pairs.into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
 }
 
 #[cfg(test)]
@@ -233,6 +204,7 @@ mod tests {
         );
         assert_eq!(query_param(&uri, "b").as_deref(), Some(""));
         assert_eq!(query_param(&uri, "c"), None);
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        let malformed: Uri = "/p?x=%zz%4".parse().unwrap();
+        assert_eq!(query_param(&malformed, "x").as_deref(), Some("%zz%4"));
     }
 }
