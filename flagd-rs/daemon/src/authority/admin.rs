@@ -93,6 +93,12 @@ impl From<AuthorityError> for ApiError {
             AuthorityError::Journal(JournalError::Missing { .. }) => {
                 (StatusCode::GONE, "revision_unavailable", None)
             }
+            AuthorityError::Journal(JournalError::Unavailable(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", None)
+            }
+            AuthorityError::Journal(JournalError::NotLeader) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "not_controller", None)
+            }
             AuthorityError::Journal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "journal", None),
         };
         ApiError {

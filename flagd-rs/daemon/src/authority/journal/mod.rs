@@ -284,6 +284,37 @@ pub enum JournalError {
         /// The revision asked for.
         revision: u64,
     },
+    /// The shared store cannot be reached: nothing was written. Evaluation goes on with the
+    /// last state; changes are refused until the store is back.
+    #[error(
+        "the shared store is unavailable ({0}): the change was not made; try again when it is back"
+    )]
+    Unavailable(String),
+    /// A rollout record was refused because this process no longer holds the rollout
+    /// controller's leadership (another replica was elected after it lost its lease).
+    #[error("this replica is not the rollout controller any more: the change was not made")]
+    NotLeader,
+}
+
+/// What a journal that other processes append to as well reports about their writes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Replicated {
+    /// Revisions another writer appended, in order: one whole answer of the store's watch.
+    /// They may repeat revisions the reader already holds (its own appends among them).
+    Appended(Vec<RevisionInfo>),
+    /// Start again from this history: what was watched had a gap (the store compacted past
+    /// the reader, or the watch was lost), so the whole live state was read again.
+    Reset(Replay),
+}
+
+/// How a shared journal stands with its store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// Whether the store answers now.
+    pub connected: bool,
+    /// When the state held was last confirmed current by the store (`None`: never, the state
+    /// came from the local cache).
+    pub confirmed: Option<std::time::SystemTime>,
 }
 
 /// Durable, ordered storage of revisions.
@@ -329,6 +360,17 @@ pub trait Journal: Send + Sync + fmt::Debug {
 
     /// Stops accepting writes and lets another process take the journal over.
     fn close(&self) {}
+
+    /// For a journal other processes append to: the feed of what they append. The first call
+    /// takes it; later calls and journals only this process writes give `None`.
+    fn replicated(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Replicated>> {
+        None
+    }
+
+    /// For a shared journal: how it stands with its store (`None`: a local journal).
+    fn health(&self) -> Option<StoreHealth> {
+        None
+    }
 }
 
 /// What opening the file journal found.

@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 
 use super::plan::{self, Plan};
 use super::runner::{RolloutError, RolloutRunner, RolloutStatus};
-use crate::authority::AuthorityError;
+use crate::authority::{AuthorityError, JournalError};
 
 /// The actor recorded when a request names none.
 const DEFAULT_ACTOR: &str = "admin-api";
@@ -90,6 +90,12 @@ impl From<RolloutError> for RolloutApiError {
             }
             RolloutError::Authority(AuthorityError::Conflict { .. }) => {
                 (StatusCode::CONFLICT, "conflict")
+            }
+            RolloutError::Authority(AuthorityError::Journal(JournalError::Unavailable(_))) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
+            }
+            RolloutError::Authority(AuthorityError::Journal(JournalError::NotLeader)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "not_controller")
             }
             RolloutError::Authority(_) => (StatusCode::INTERNAL_SERVER_ERROR, "journal"),
             RolloutError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
