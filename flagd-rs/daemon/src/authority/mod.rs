@@ -13,10 +13,13 @@
 //! `tokio::task::spawn_blocking`.
 
 pub mod admin;
+pub mod cache;
 pub mod guard;
 pub mod history;
 pub mod journal;
 pub mod rollout;
+#[cfg(test)]
+mod shared_tests;
 pub mod state_dir;
 
 use std::collections::BTreeMap;
@@ -33,11 +36,12 @@ use serde_json::{Map, Value};
 use crate::selector::Selector;
 use crate::store::{OverrideError, Overrides, Store};
 
+pub use cache::StateCache;
 pub use history::{Cursor, Page};
 use journal::apply_changes;
 pub use journal::{
-    FileJournal, FileOptions, Journal, JournalError, OverrideChange, Recovery, Replay,
-    RevisionInfo, RevisionKind, Segment, Snapshot,
+    FileJournal, FileOptions, Journal, JournalError, OverrideChange, Recovery, Replay, Replicated,
+    RevisionInfo, RevisionKind, Segment, Snapshot, StoreHealth,
 };
 
 /// Why the authority refused a change.
@@ -236,6 +240,51 @@ pub struct Authority {
     /// The head after every revision, for watchers that redraw on any change (the dashboard's
     /// live view); rollout revisions that move no override reach nobody through the store.
     head_tx: tokio::sync::watch::Sender<u64>,
+    /// With a shared journal: where the state as of the head is kept for a restart while the
+    /// store is unreachable.
+    cache: Option<StateCache>,
+}
+
+/// How many times a change is tried again when other replicas appended first and touched none
+/// of the flags it changes.
+const CATCH_UP_RETRIES: usize = 8;
+
+/// A revision about to be journaled.
+struct Draft {
+    kind: RevisionKind,
+    flag: Option<String>,
+    changes: Vec<OverrideChange>,
+    restored: Option<u64>,
+    event: Option<Value>,
+    /// The revision the caller said it changes (`If-Match`): when other replicas appended
+    /// first, the change is refused instead of being tried again on their state.
+    if_match: Option<u64>,
+}
+
+impl Draft {
+    fn new(kind: RevisionKind, flag: Option<&str>, changes: Vec<OverrideChange>) -> Draft {
+        Draft {
+            kind,
+            flag: flag.map(str::to_owned),
+            changes,
+            restored: None,
+            event: None,
+            if_match: None,
+        }
+    }
+
+    /// Whether revision `other`, appended by another writer first, changes what this draft was
+    /// computed from.
+    fn clashes_with(&self, other: &RevisionInfo) -> bool {
+        if self.if_match.is_some() {
+            return true;
+        }
+        if self.kind == RevisionKind::Restore {
+            return !other.changes.is_empty();
+        }
+        self.flag.as_deref().is_some_and(|f| other.touches(f))
+            || self.changes.iter().any(|c| other.touches(&c.flag))
+    }
 }
 
 fn now() -> String {
@@ -285,6 +334,30 @@ impl Authority {
         replay: Replay,
         store: Arc<Store>,
     ) -> Arc<Authority> {
+        Authority::build(journal, replay, store, None)
+    }
+
+    /// An authority over a journal other replicas append to as well: it starts from `replay`
+    /// (what the store holds, or the cache when the store could not be read), keeps its state
+    /// in `cache` after every change it applies, and applies what the others append once
+    /// [`Authority::follow`] runs.
+    pub fn with_shared_journal(
+        journal: Box<dyn Journal>,
+        replay: Replay,
+        store: Arc<Store>,
+        cache: StateCache,
+    ) -> Arc<Authority> {
+        let authority = Authority::build(journal, replay, store, Some(cache));
+        authority.save_cache(&authority.lock());
+        authority
+    }
+
+    fn build(
+        journal: Box<dyn Journal>,
+        replay: Replay,
+        store: Arc<Store>,
+        cache: Option<StateCache>,
+    ) -> Arc<Authority> {
         let base = replay.snapshot.unwrap_or_default();
         let mut overrides = base.overrides.clone();
         for r in &replay.records {
@@ -309,7 +382,150 @@ impl Authority {
             inner: Mutex::new(inner),
             published,
             head_tx,
+            cache,
         })
+    }
+
+    /// Applies, as they arrive, the revisions other replicas append to a shared journal (see
+    /// [`Journal::replicated`]). `None` for a journal only this process writes.
+    pub fn follow(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        let mut feed = self.journal.replicated()?;
+        let authority = Arc::clone(self);
+        Some(tokio::spawn(async move {
+            while let Some(update) = feed.recv().await {
+                let this = Arc::clone(&authority);
+                match tokio::task::spawn_blocking(move || this.apply_replicated(update)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "could not apply revisions from the store");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "applying revisions stopped"),
+                }
+            }
+        }))
+    }
+
+    /// Applies what another writer appended: revisions this authority already holds are
+    /// skipped, a gap is filled from the journal, and a reset replaces the whole state.
+    pub fn apply_replicated(&self, update: Replicated) -> Result<(), AuthorityError> {
+        let mut inner = self.lock();
+        match update {
+            Replicated::Appended(records) => {
+                let head = inner.head();
+                let fresh: Vec<RevisionInfo> =
+                    records.into_iter().filter(|r| r.revision > head).collect();
+                let dense = fresh
+                    .iter()
+                    .zip(head + 1..)
+                    .all(|(r, expected)| r.revision == expected);
+                if fresh.is_empty() {
+                    return Ok(());
+                }
+                let fresh = if dense {
+                    fresh
+                } else {
+                    self.journal.read_from(head + 1)?
+                };
+                self.adopt(&mut inner, fresh);
+            }
+            Replicated::Reset(replay) => self.reset(&mut inner, replay),
+        }
+        Ok(())
+    }
+
+    /// Appends `records` (which follow the head) to the state and publishes it.
+    fn adopt(&self, inner: &mut Inner, records: Vec<RevisionInfo>) {
+        let mut touched = false;
+        let mut adopted = false;
+        for record in records {
+            if record.revision != inner.head() + 1 {
+                continue;
+            }
+            touched |= !record.changes.is_empty();
+            apply_changes(&mut inner.overrides, &record.changes);
+            tracing::info!(
+                revision = record.revision,
+                kind = ?record.kind,
+                flag = record.flag.as_deref().unwrap_or(""),
+                actor = %record.actor,
+                reason = %record.reason,
+                "authority revision"
+            );
+            inner.log.push(record);
+            adopted = true;
+        }
+        if adopted {
+            self.publish(inner, touched);
+        }
+    }
+
+    /// Replaces the whole state with `replay` (a shared journal read again).
+    fn reset(&self, inner: &mut Inner, replay: Replay) {
+        let base = replay.snapshot.unwrap_or_default();
+        let mut overrides = base.overrides.clone();
+        for r in &replay.records {
+            apply_changes(&mut overrides, &r.changes);
+        }
+        if replay.records.last().map_or(base.revision, |r| r.revision) < inner.head() {
+            tracing::warn!(
+                held = inner.head(),
+                "the shared store holds fewer revisions than this replica served"
+            );
+        }
+        *inner = Inner {
+            base,
+            log: replay.records,
+            overrides,
+        };
+        self.publish(inner, true);
+    }
+
+    /// Publishes the state in `inner` to readers (and the store, when `touched`).
+    fn publish(&self, inner: &Inner, touched: bool) {
+        if touched {
+            self.store
+                .set_overrides(Arc::new(to_store(&inner.overrides)));
+        }
+        self.published.store(Arc::new(Published {
+            head: inner.head(),
+            overrides: inner.overrides.clone(),
+        }));
+        self.head_tx.send_replace(inner.head());
+        self.save_cache(inner);
+    }
+
+    fn save_cache(&self, inner: &Inner) {
+        if let Some(cache) = &self.cache {
+            let snapshot = inner.base.advanced(&inner.log, now());
+            if let Err(e) = cache.store(&snapshot) {
+                tracing::warn!(path = %cache.path().display(), error = %e,
+                    "could not save the state cache");
+            }
+        }
+    }
+
+    /// How the shared journal stands with its store (`None`: a local journal).
+    pub fn store_health(&self) -> Option<StoreHealth> {
+        self.journal.health()
+    }
+
+    /// With `if_match`: whether it is the head. A shared journal may be ahead of this replica,
+    /// so on a mismatch the head is read again before the change is refused.
+    fn check_head(&self, inner: &mut Inner, if_match: Option<u64>) -> Result<(), AuthorityError> {
+        if let Some(expected) = if_match
+            && expected != inner.head()
+            && self.journal.health().is_some()
+        {
+            self.catch_up(inner)?;
+        }
+        check_head(inner, if_match)
+    }
+
+    /// Reads what other writers appended after the head and applies it; returns it.
+    fn catch_up(&self, inner: &mut Inner) -> Result<Vec<RevisionInfo>, AuthorityError> {
+        let caught = self.journal.read_from(inner.head() + 1)?;
+        self.adopt(inner, caught.clone());
+        Ok(caught)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -407,7 +623,7 @@ impl Authority {
             return Err(AuthorityError::EmptyPatch);
         }
         let mut inner = self.lock();
-        check_head(&inner, if_match)?;
+        self.check_head(&mut inner, if_match)?;
         self.store.validate_override(key, &patch)?;
         let before = inner.overrides.get(key).cloned();
         let after = merged(before.as_ref(), patch);
@@ -416,16 +632,11 @@ impl Authority {
             before,
             after: Some(after),
         };
-        self.commit(
-            &mut inner,
-            RevisionKind::Set,
-            Some(key),
-            vec![change],
-            None,
-            None,
-            actor,
-            reason,
-        )
+        let draft = Draft {
+            if_match,
+            ..Draft::new(RevisionKind::Set, Some(key), vec![change])
+        };
+        self.commit(&mut inner, draft, actor, reason)
     }
 
     /// Removes the override of flag `key`, so it is served as its document defines it.
@@ -437,7 +648,7 @@ impl Authority {
         if_match: Option<u64>,
     ) -> Result<RevisionInfo, AuthorityError> {
         let mut inner = self.lock();
-        check_head(&inner, if_match)?;
+        self.check_head(&mut inner, if_match)?;
         let Some(before) = inner.overrides.get(key).cloned() else {
             return Err(AuthorityError::NoOverride(key.to_owned()));
         };
@@ -446,16 +657,11 @@ impl Authority {
             before: Some(before),
             after: None,
         };
-        self.commit(
-            &mut inner,
-            RevisionKind::Clear,
-            Some(key),
-            vec![change],
-            None,
-            None,
-            actor,
-            reason,
-        )
+        let draft = Draft {
+            if_match,
+            ..Draft::new(RevisionKind::Clear, Some(key), vec![change])
+        };
+        self.commit(&mut inner, draft, actor, reason)
     }
 
     /// Makes the override set what it was right after `revision` (0: no overrides), as a new
@@ -480,7 +686,7 @@ impl Authority {
         if_match: Option<u64>,
     ) -> Result<RevisionInfo, AuthorityError> {
         let (mut inner, target) = self.locked_with_target(revision)?;
-        check_head(&inner, if_match)?;
+        self.check_head(&mut inner, if_match)?;
         let mut changes = Vec::new();
         for (key, before) in &inner.overrides {
             if !target.contains_key(key) {
@@ -501,16 +707,12 @@ impl Authority {
                 });
             }
         }
-        self.commit(
-            &mut inner,
-            RevisionKind::Restore,
-            None,
-            changes,
-            Some(revision),
-            None,
-            actor,
-            reason,
-        )
+        let draft = Draft {
+            restored: Some(revision),
+            if_match,
+            ..Draft::new(RevisionKind::Restore, None, changes)
+        };
+        self.commit(&mut inner, draft, actor, reason)
     }
 
     /// The override set right after `revision` (0: none), as [`Authority::restore`] would put
@@ -593,16 +795,11 @@ impl Authority {
         let basis = self.basis(&inner, flag)?;
         let (start, out) = build(basis)?;
         let changes = self.rollout_changes(&inner, flag, RolloutChange::Weights(start.weights))?;
-        let info = self.commit(
-            &mut inner,
-            RevisionKind::Rollout,
-            Some(flag),
-            changes,
-            None,
-            Some(start.event),
-            actor,
-            &start.reason,
-        )?;
+        let draft = Draft {
+            event: Some(start.event),
+            ..Draft::new(RevisionKind::Rollout, Some(flag), changes)
+        };
+        let info = self.commit(&mut inner, draft, actor, &start.reason)?;
         Ok((info, out))
     }
 
@@ -620,16 +817,11 @@ impl Authority {
     ) -> Result<RevisionInfo, AuthorityError> {
         let mut inner = self.lock();
         let changes = self.rollout_changes(&inner, flag, change)?;
-        self.commit(
-            &mut inner,
-            RevisionKind::Rollout,
-            Some(flag),
-            changes,
-            None,
-            Some(event),
-            actor,
-            reason,
-        )
+        let draft = Draft {
+            event: Some(event),
+            ..Draft::new(RevisionKind::Rollout, Some(flag), changes)
+        };
+        self.commit(&mut inner, draft, actor, reason)
     }
 
     fn rollout_changes(
@@ -668,52 +860,47 @@ impl Authority {
         }])
     }
 
-    /// Journals a revision, then applies it.
-    #[allow(clippy::too_many_arguments)]
+    /// Journals a revision, then applies it. With a shared journal another replica may have
+    /// appended first: its revisions are applied, and the draft is tried again on top of them
+    /// when they touch none of its flags (otherwise, or with `If-Match`, it is a conflict).
     fn commit(
         &self,
         inner: &mut Inner,
-        kind: RevisionKind,
-        flag: Option<&str>,
-        changes: Vec<OverrideChange>,
-        restored: Option<u64>,
-        event: Option<Value>,
+        draft: Draft,
         actor: &str,
         reason: &str,
     ) -> Result<RevisionInfo, AuthorityError> {
-        let head = inner.head();
-        let record = RevisionInfo {
-            revision: head + 1,
+        let mut record = RevisionInfo {
+            revision: inner.head() + 1,
             time: now(),
             actor: actor.to_owned(),
             reason: reason.to_owned(),
-            kind,
-            flag: flag.map(str::to_owned),
-            changes,
-            restored,
-            event,
+            kind: draft.kind,
+            flag: draft.flag.clone(),
+            changes: draft.changes.clone(),
+            restored: draft.restored,
+            event: draft.event.clone(),
         };
-        self.journal.append_if_head(head, &record)?;
-        let touched = !record.changes.is_empty();
-        apply_changes(&mut inner.overrides, &record.changes);
-        inner.log.push(record.clone());
-        if touched {
-            self.store
-                .set_overrides(Arc::new(to_store(&inner.overrides)));
+        let mut retries = 0;
+        loop {
+            let head = inner.head();
+            match self.journal.append_if_head(head, &record) {
+                Ok(_) => break,
+                Err(JournalError::Conflict { .. }) if retries < CATCH_UP_RETRIES => {
+                    retries += 1;
+                    let caught = self.catch_up(inner)?;
+                    if caught.is_empty() || caught.iter().any(|r| draft.clashes_with(r)) {
+                        return Err(AuthorityError::Conflict {
+                            expected: draft.if_match.unwrap_or(head),
+                            head: inner.head(),
+                        });
+                    }
+                    record.revision = inner.head() + 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-        self.published.store(Arc::new(Published {
-            head: record.revision,
-            overrides: inner.overrides.clone(),
-        }));
-        self.head_tx.send_replace(record.revision);
-        tracing::info!(
-            revision = record.revision,
-            kind = ?record.kind,
-            flag = record.flag.as_deref().unwrap_or(""),
-            actor = %record.actor,
-            reason = %record.reason,
-            "authority revision"
-        );
+        self.adopt(inner, vec![record.clone()]);
         // The revision is durable and applied; a failed compaction only leaves the journal
         // longer, and is tried again after the next revision.
         if self.journal.compaction_due()

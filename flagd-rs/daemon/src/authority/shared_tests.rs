@@ -1,0 +1,211 @@
+//! Two authorities over one journal, as two replicas over a shared store: what one appends the
+//! other applies, a change made on a stale replica catches up first, and a clash is a conflict.
+
+use std::sync::{Arc, Mutex};
+
+use flagd_evaluator::OverridePatch;
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::authority::rollout::runner::testkit::store;
+
+const FLAGS: &str = r#"{"flags": {
+  "a": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off"},
+  "b": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off"}
+}}"#;
+
+/// A journal in memory that several authorities share; each gets the others' appends.
+#[derive(Debug, Default)]
+struct Shared {
+    log: Mutex<Vec<RevisionInfo>>,
+    feeds: Mutex<Vec<mpsc::UnboundedSender<Replicated>>>,
+}
+
+#[derive(Debug)]
+struct Handle {
+    shared: Arc<Shared>,
+    feed: Mutex<Option<mpsc::UnboundedReceiver<Replicated>>>,
+}
+
+impl Handle {
+    fn new(shared: &Arc<Shared>) -> Box<Handle> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        shared.feeds.lock().unwrap().push(tx);
+        Box::new(Handle {
+            shared: Arc::clone(shared),
+            feed: Mutex::new(Some(rx)),
+        })
+    }
+}
+
+impl Journal for Handle {
+    fn head(&self) -> u64 {
+        self.shared
+            .log
+            .lock()
+            .unwrap()
+            .last()
+            .map_or(0, |r| r.revision)
+    }
+
+    fn append_if_head(&self, head: u64, record: &RevisionInfo) -> Result<u64, JournalError> {
+        let mut log = self.shared.log.lock().unwrap();
+        let actual = log.last().map_or(0, |r| r.revision);
+        if actual != head {
+            return Err(JournalError::Conflict {
+                expected: head,
+                head: actual,
+            });
+        }
+        log.push(record.clone());
+        Ok(record.revision)
+    }
+
+    fn read_from(&self, revision: u64) -> Result<Vec<RevisionInfo>, JournalError> {
+        let log = self.shared.log.lock().unwrap();
+        Ok(log
+            .iter()
+            .filter(|r| r.revision >= revision)
+            .cloned()
+            .collect())
+    }
+
+    fn replicated(&self) -> Option<mpsc::UnboundedReceiver<Replicated>> {
+        self.feed.lock().unwrap().take()
+    }
+
+    fn health(&self) -> Option<StoreHealth> {
+        Some(StoreHealth {
+            connected: true,
+            confirmed: None,
+        })
+    }
+}
+
+fn replica(shared: &Arc<Shared>, dir: &std::path::Path) -> Arc<Authority> {
+    Authority::with_shared_journal(
+        Handle::new(shared),
+        Replay::default(),
+        store(FLAGS, 1),
+        StateCache::in_dir(dir),
+    )
+}
+
+fn on() -> OverridePatch {
+    OverridePatch {
+        default_variant: Some("on".into()),
+        ..OverridePatch::default()
+    }
+}
+
+fn variant(authority: &Authority, flag: &str) -> Option<String> {
+    authority.override_of(flag).and_then(|p| p.default_variant)
+}
+
+#[test]
+fn a_stale_replica_catches_up_and_appends_on_top() {
+    let shared = Arc::new(Shared::default());
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (replica(&shared, da.path()), replica(&shared, db.path()));
+    a.set_override("a", on(), "ci", "canary", None).unwrap();
+    // b has not heard of revision 1; a change to another flag lands on top of it.
+    let info = b.set_override("b", on(), "ci", "other", None).unwrap();
+    assert_eq!(info.revision, 2);
+    assert_eq!(b.head(), 2);
+    assert_eq!(variant(&b, "a").as_deref(), Some("on"));
+    assert_eq!(variant(&b, "b").as_deref(), Some("on"));
+    // A change to the same flag made from a stale view is a conflict, and catches up.
+    let c_dir = tempfile::tempdir().unwrap();
+    let c = replica(&shared, c_dir.path());
+    let err = c.set_override("a", on(), "ci", "again", None).unwrap_err();
+    assert!(
+        matches!(err, AuthorityError::Conflict { head: 2, .. }),
+        "{err:?}"
+    );
+    assert_eq!(c.head(), 2);
+    // An If-Match naming the store's head is current, even though this replica lagged.
+    let d_dir = tempfile::tempdir().unwrap();
+    let d = replica(&shared, d_dir.path());
+    let info = d.clear_override("a", "ci", "done", Some(2)).unwrap();
+    assert_eq!(info.revision, 3);
+    assert_eq!(shared.log.lock().unwrap().len(), 3);
+}
+
+#[test]
+fn an_if_match_on_an_old_head_is_refused_after_catching_up() {
+    let shared = Arc::new(Shared::default());
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (replica(&shared, da.path()), replica(&shared, db.path()));
+    a.set_override("a", on(), "ci", "one", None).unwrap();
+    let err = b.set_override("b", on(), "ci", "two", Some(0)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AuthorityError::Conflict {
+                expected: 0,
+                head: 1
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(shared.log.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn replicated_revisions_apply_whole_fill_gaps_and_reset() {
+    let shared = Arc::new(Shared::default());
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (replica(&shared, da.path()), replica(&shared, db.path()));
+    let one = a.set_override("a", on(), "ci", "one", None).unwrap();
+    let two = a.set_override("b", on(), "ci", "two", None).unwrap();
+    // Only the second arrives: the gap is read from the journal.
+    b.apply_replicated(Replicated::Appended(vec![two.clone()]))
+        .unwrap();
+    assert_eq!(b.head(), 2);
+    assert_eq!(variant(&b, "a").as_deref(), Some("on"));
+    // Repeats change nothing.
+    b.apply_replicated(Replicated::Appended(vec![one, two]))
+        .unwrap();
+    assert_eq!(b.head(), 2);
+    // The store serves the replicated overrides.
+    let served = b.store().snapshot_full();
+    assert!(served.get("a", &crate::selector::Selector::All).is_some());
+    // A reset replaces everything, and the cache follows.
+    b.apply_replicated(Replicated::Reset(Replay {
+        snapshot: Some(Snapshot {
+            revision: 5,
+            ..Snapshot::default()
+        }),
+        records: Vec::new(),
+    }))
+    .unwrap();
+    assert_eq!(b.head(), 5);
+    assert!(b.overrides().is_empty());
+    let cached = StateCache::in_dir(db.path()).load().unwrap().unwrap();
+    assert_eq!(cached.revision, 5);
+    let cached = StateCache::in_dir(da.path()).load().unwrap().unwrap();
+    assert_eq!((cached.revision, cached.overrides.len()), (2, 2));
+}
+
+#[tokio::test]
+async fn follow_applies_the_feed() {
+    let shared = Arc::new(Shared::default());
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (replica(&shared, da.path()), replica(&shared, db.path()));
+    let task = b.follow().expect("a shared journal has a feed");
+    assert!(b.follow().is_none(), "the feed is taken once");
+    let mut head = b.watch_head();
+    let info = a.set_override("a", on(), "ci", "one", None).unwrap();
+    for tx in shared.feeds.lock().unwrap().iter() {
+        let _ = tx.send(Replicated::Appended(vec![info.clone()]));
+    }
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        head.wait_for(|h| *h == 1),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(variant(&b, "a").as_deref(), Some("on"));
+    task.abort();
+}
