@@ -268,6 +268,9 @@ pub struct StartArgs {
     /// OpenTelemetry traces and metrics.
     #[command(flatten)]
     pub otel: crate::otel::OtelArgs,
+    /// Fleet mode: the shared store.
+    #[command(flatten)]
+    pub fleet: crate::fleet::config::StoreArgs,
 }
 
 /// Options of `flagd-rs validate`.
@@ -390,6 +393,10 @@ pub struct Config {
     pub otel: crate::otel::OtelConfig,
     /// OFREP event streams (`--ofrep-sse*`).
     pub ofrep_sse: SseSettings,
+    /// Fleet mode (`--store`); `None`: the journal in `state_dir`, this process only.
+    pub store: Option<crate::fleet::config::StoreSettings>,
+    /// Add `flagd-rs-revision` to evaluations' flag metadata (`--revision-metadata`).
+    pub revision_metadata: bool,
 }
 
 impl Default for Config {
@@ -423,6 +430,8 @@ impl Default for Config {
             journal_compact_bytes: crate::authority::journal::DEFAULT_COMPACT_BYTES,
             otel: crate::otel::OtelConfig::default(),
             ofrep_sse: SseSettings::default(),
+            store: None,
+            revision_metadata: false,
         }
     }
 }
@@ -568,6 +577,8 @@ impl TryFrom<StartArgs> for Config {
             journal_compact_bytes: args.journal_compact_bytes,
             otel: args.otel.resolve()?,
             ofrep_sse,
+            revision_metadata: args.fleet.revision_metadata,
+            store: args.fleet.resolve()?,
             ..Config::default()
         })
     }

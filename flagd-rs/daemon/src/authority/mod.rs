@@ -243,6 +243,8 @@ pub struct Authority {
     /// With a shared journal: where the state as of the head is kept for a restart while the
     /// store is unreachable.
     cache: Option<StateCache>,
+    /// When the authority was built: the state's age when the store never confirmed it.
+    started: SystemTime,
 }
 
 /// How many times a change is tried again when other replicas appended first and touched none
@@ -383,6 +385,7 @@ impl Authority {
             published,
             head_tx,
             cache,
+            started: SystemTime::now(),
         })
     }
 
@@ -1034,6 +1037,32 @@ impl prometheus_client::collector::Collector for AuthorityCollector {
             count.metric_type(),
         )?;
         count.encode(m)?;
+
+        if let Some(health) = self.0.store_health() {
+            let connected = ConstGauge::new(i64::from(health.connected));
+            let m = encoder.encode_descriptor(
+                "flagd_rs_store_connected",
+                "Whether the shared store (etcd) answers (1) or not (0)",
+                None,
+                connected.metric_type(),
+            )?;
+            connected.encode(m)?;
+            // Seconds since the store last confirmed the state served is current; from start-up
+            // when it never has (the state came from the local cache).
+            let since = health.confirmed.unwrap_or(self.0.started);
+            let age = SystemTime::now()
+                .duration_since(since)
+                .unwrap_or_default()
+                .as_secs_f64();
+            let age = ConstGauge::new(age);
+            let m = encoder.encode_descriptor(
+                "flagd_rs_store_state_age_seconds",
+                "Seconds since the shared store last confirmed the served state is current",
+                None,
+                age.metric_type(),
+            )?;
+            age.encode(m)?;
+        }
 
         let dangling =
             ConstGauge::new(i64::try_from(self.0.dangling_overrides().len()).unwrap_or(i64::MAX));

@@ -1,0 +1,4 @@
+//! Fleet mode: many replicas share one authority (overrides, history, rollout controller)
+//! through etcd.
+
+pub mod config;
