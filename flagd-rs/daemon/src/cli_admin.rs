@@ -11,6 +11,7 @@ use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -59,6 +60,52 @@ pub struct ClientArgs {
     pub if_match: Option<u64>,
 }
 
+/// Who a change waits for before the command returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WaitFor {
+    /// Every live replica serves the change's revision.
+    All,
+}
+
+/// `--wait all --timeout 10s`: after a change, wait until every replica serves it.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// After the change, wait until every live replica serves its revision (`all`); the
+    /// command fails, naming the replicas behind, when `--timeout` passes first.
+    #[arg(long, value_enum, value_name = "WHO")]
+    pub wait: Option<WaitFor>,
+    /// How long `--wait` waits at most.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Arguments naming one flag whose override a command changes.
+#[derive(Debug, Clone, Args)]
+pub struct ChangeArgs {
+    /// The flag's key.
+    pub flag: String,
+    /// Connection and change options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Waiting for the replicas.
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+/// `replicas`.
+#[derive(Debug, Clone, Args)]
+pub struct ReplicasArgs {
+    /// Wait until every live replica serves this revision.
+    #[arg(long, value_name = "REVISION")]
+    pub revision: Option<u64>,
+    /// How long a wait for `--revision` lasts at most.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Connection options.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
 /// Arguments naming one flag.
 #[derive(Debug, Clone, Args)]
 pub struct FlagArgs {
@@ -80,6 +127,9 @@ pub struct SplitArgs {
     /// Connection and change options.
     #[command(flatten)]
     pub client: ClientArgs,
+    /// Waiting for the replicas.
+    #[command(flatten)]
+    pub wait: WaitArgs,
 }
 
 /// `switch FLAG VARIANT`.
@@ -92,6 +142,9 @@ pub struct SwitchArgs {
     /// Connection and change options.
     #[command(flatten)]
     pub client: ClientArgs,
+    /// Waiting for the replicas.
+    #[command(flatten)]
+    pub wait: WaitArgs,
 }
 
 /// `history [FLAG]`.
@@ -112,6 +165,9 @@ pub struct RestoreArgs {
     /// Connection and change options.
     #[command(flatten)]
     pub client: ClientArgs,
+    /// Waiting for the replicas.
+    #[command(flatten)]
+    pub wait: WaitArgs,
 }
 
 /// `overrides`.
@@ -130,17 +186,19 @@ pub enum AdminCommand {
     /// Switch a flag's default variant (blue/green).
     Switch(SwitchArgs),
     /// Serve a flag enabled.
-    Enable(FlagArgs),
+    Enable(ChangeArgs),
     /// Serve a flag disabled.
-    Disable(FlagArgs),
+    Disable(ChangeArgs),
     /// Remove a flag's override.
-    Clear(FlagArgs),
+    Clear(ChangeArgs),
     /// List the flags that have an override.
     Overrides(OverridesArgs),
     /// List revisions, optionally of one flag.
     History(HistoryArgs),
     /// Restore the override set of an earlier revision.
     Restore(RestoreArgs),
+    /// List the replicas and the revision each serves, or wait until all serve one.
+    Replicas(ReplicasArgs),
 }
 
 impl AdminCommand {
@@ -154,6 +212,22 @@ impl AdminCommand {
             AdminCommand::Overrides(a) => &a.client,
             AdminCommand::History(a) => &a.client,
             AdminCommand::Restore(a) => &a.client,
+            AdminCommand::Replicas(a) => &a.client,
+        }
+    }
+
+    /// For a change: how it waits for the replicas.
+    fn wait(&self) -> Option<&WaitArgs> {
+        match self {
+            AdminCommand::Split(a) => Some(&a.wait),
+            AdminCommand::Switch(a) => Some(&a.wait),
+            AdminCommand::Enable(a) | AdminCommand::Disable(a) | AdminCommand::Clear(a) => {
+                Some(&a.wait)
+            }
+            AdminCommand::Restore(a) => Some(&a.wait),
+            AdminCommand::Overrides(_) | AdminCommand::History(_) | AdminCommand::Replicas(_) => {
+                None
+            }
         }
     }
 }
@@ -294,6 +368,7 @@ pub async fn run(command: &AdminCommand) -> anyhow::Result<String> {
         },
         // Several requests, one per page.
         AdminCommand::History(a) => return history(client, a).await,
+        AdminCommand::Replicas(a) => return replicas(client, a.revision, a.timeout).await,
         AdminCommand::Restore(a) => Call {
             method: reqwest::Method::POST,
             path: vec![
@@ -306,8 +381,24 @@ pub async fn run(command: &AdminCommand) -> anyhow::Result<String> {
             body: change(Map::new()),
         },
     };
-    let answer = request(client, call).await?;
-    Ok(match client.output {
+    let mut answer = request(client, call).await?;
+    let mut served = None;
+    if let Some(wait) = command.wait().filter(|w| w.wait.is_some()) {
+        let revision = answer
+            .get("revision")
+            .and_then(Value::as_u64)
+            .context("the admin API's answer names no revision to wait for")?;
+        let convergence = wait_for_replicas(client, revision, wait.timeout).await?;
+        let count = convergence
+            .get("replicas")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        served = Some(format!("served by every replica ({count})\n"));
+        if let (Some(obj), Some(list)) = (answer.as_object_mut(), convergence.get("replicas")) {
+            obj.insert("replicas".into(), list.clone());
+        }
+    }
+    let printed = match client.output {
         Output::Json => {
             let shown = match command {
                 AdminCommand::Overrides(_) => only_overrides(&answer),
@@ -320,7 +411,74 @@ pub async fn run(command: &AdminCommand) -> anyhow::Result<String> {
             AdminCommand::History(_) => history_text(&answer),
             _ => format!("{}\n", revision_line(&answer)),
         },
+    };
+    Ok(match (client.output, served) {
+        (Output::Text, Some(served)) => printed + &served,
+        _ => printed,
     })
+}
+
+/// `GET /v1/replicas?revision=N&timeout=T`: the replicas once all serve revision `revision`;
+/// an error naming those behind when `timeout` passes first.
+async fn wait_for_replicas(
+    client: &ClientArgs,
+    revision: u64,
+    timeout: Duration,
+) -> anyhow::Result<Value> {
+    let call = Call {
+        method: reqwest::Method::GET,
+        path: vec!["v1".into(), "replicas".into()],
+        query: vec![
+            ("revision", revision.to_string()),
+            ("timeout", format!("{}ms", timeout.as_millis())),
+        ],
+        body: None,
+    };
+    request(client, call).await
+}
+
+/// `replicas`: the list, or a wait for `revision`.
+async fn replicas(
+    client: &ClientArgs,
+    revision: Option<u64>,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    let answer = match revision {
+        Some(revision) => wait_for_replicas(client, revision, timeout).await?,
+        None => {
+            let call = Call {
+                method: reqwest::Method::GET,
+                path: vec!["v1".into(), "replicas".into()],
+                query: vec![],
+                body: None,
+            };
+            request(client, call).await?
+        }
+    };
+    if client.output == Output::Json {
+        return Ok(format!("{}\n", serde_json::to_string_pretty(&answer)?));
+    }
+    let mut out = String::new();
+    for r in answer
+        .get("replicas")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let id = r.get("id").and_then(Value::as_str).unwrap_or("?");
+        let n = r.get("revision").and_then(Value::as_u64).unwrap_or(0);
+        let connected = r.get("connected").and_then(Value::as_bool).unwrap_or(false);
+        let _ = writeln!(
+            out,
+            "{id}\trevision {n}{}",
+            if connected {
+                ""
+            } else {
+                "\t(store unreachable)"
+            }
+        );
+    }
+    Ok(out)
 }
 
 /// `history`: every revision (of one flag), oldest first, read a page at a time.

@@ -211,6 +211,11 @@ pub async fn run(
         compact_bytes: config.journal_compact_bytes,
     };
     let authority = Authority::open_with(&config.state_dir, store.clone(), journal)?;
+    let replicas: Arc<dyn crate::fleet::replicas::Directory> =
+        Arc::new(crate::fleet::replicas::Single::new(
+            crate::fleet::config::default_replica_id(),
+            authority.clone(),
+        ));
     let admin_token = config
         .admin_token_file
         .as_deref()
@@ -339,6 +344,7 @@ pub async fn run(
     let mut admin_app = admin::app(
         authority.clone(),
         rollout::router(rollouts.clone()),
+        crate::fleet::api::router(replicas),
         admin_token,
         guard.clone(),
     );

@@ -11,6 +11,7 @@
 //! | `GET /v1/revisions/{n}` | one revision |
 //! | `POST /v1/revisions/{n}/restore` | restore the override set of revision `n` (`{"reason"?, "actor"?}`) |
 //! | `/v1/rollouts/...` | the rollout routes, nested |
+//! | `GET /v1/replicas?revision=&timeout=` | every replica and the revision it serves; with `revision`, waits until all serve it ([`crate::fleet::api`]) |
 //!
 //! Changing requests are JSON (`Content-Type: application/json`, a JSON object body), accept
 //! `If-Match: <revision>` and answer 409 when the authority has moved on; successful answers
@@ -202,7 +203,7 @@ pub fn check_bind(
 
 /// The admin routes, with `rollouts` nested under `/v1/rollouts`. No authentication: wrap it
 /// with [`require_token`] when a token is configured.
-pub fn router(authority: Arc<Authority>, rollouts: Router) -> Router {
+pub fn router(authority: Arc<Authority>, rollouts: Router, replicas: Router) -> Router {
     Router::new()
         .route("/v1/flags", get(list_flags))
         .route("/v1/flags/{key}", get(get_flag))
@@ -215,6 +216,7 @@ pub fn router(authority: Arc<Authority>, rollouts: Router) -> Router {
         .route("/v1/revisions/{revision}/restore", post(restore))
         .with_state(authority)
         .nest("/v1/rollouts", rollouts)
+        .merge(replicas)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }
@@ -229,10 +231,11 @@ pub fn require_token(app: Router, token: AdminToken) -> Router {
 pub fn app(
     authority: Arc<Authority>,
     rollouts: Router,
+    replicas: Router,
     token: Option<AdminToken>,
     guard: Guard,
 ) -> Router {
-    let app = router(authority, rollouts);
+    let app = router(authority, rollouts, replicas);
     let app = match token {
         Some(t) => require_token(app, t),
         None => app,

@@ -123,7 +123,7 @@ impl StoreArgs {
 }
 
 /// The host name (Kubernetes sets it to the pod's name), else one made up for this process.
-fn default_replica_id() -> String {
+pub fn default_replica_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
