@@ -884,6 +884,38 @@ async fn cli_commands_drive_the_admin_api() {
     let out = run(vec!["clear", "ramp"]).await.unwrap();
     assert!(out.starts_with("revision 6 clear ramp"), "{out}");
     assert!(run(vec!["restore", "60"]).await.is_err());
+
+    // `--wait all` returns once every replica (here: this one) serves the change.
+    let out = run(vec![
+        "switch",
+        "bg",
+        "green",
+        "--wait",
+        "all",
+        "--timeout",
+        "5s",
+    ])
+    .await
+    .unwrap();
+    assert!(out.starts_with("revision 7 set bg"), "{out}");
+    assert!(out.ends_with("served by every replica (1)\n"), "{out}");
+    let waited: Value = serde_json::from_str(
+        &run(vec!["disable", "toggle", "--wait", "all", "-o", "json"])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(waited["revision"], 8);
+    assert_eq!(waited["replicas"][0]["revision"], 8);
+    let out = run(vec!["replicas"]).await.unwrap();
+    assert!(out.contains("\trevision 8"), "{out}");
+    let err = run(vec!["replicas", "--revision", "9", "--timeout", "50ms"])
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("504 not_served") && err.to_string().contains("serves revision 8"),
+        "{err}"
+    );
     daemon.stop().await;
 
     // Nothing listening: a clear failure.

@@ -724,3 +724,37 @@ fn an_unwritable_state_directory_stops_the_start() {
         "{stderr}"
     );
 }
+
+/// The fleet's Deployment runs three replicas on one store, each named by its pod and keeping
+/// only a cache of its own.
+#[test]
+fn the_fleet_manifest_shares_one_store() {
+    let docs = deploy_documents();
+    let (_, deployment) = docs
+        .iter()
+        .find(|(file, d)| file.contains("fleet") && d["kind"] == "Deployment")
+        .expect("a fleet Deployment under deploy/kubernetes/fleet");
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    assert_eq!(deployment["spec"]["strategy"]["type"], "RollingUpdate");
+    let spec = &deployment["spec"]["template"]["spec"];
+    let container = &spec["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let config = Config::from_args(args.iter().copied()).unwrap();
+    let store = config.store.expect("--store in the fleet manifest");
+    assert!(store.url.starts_with("etcd://"), "{}", store.url);
+    let env = container["env"].as_array().unwrap();
+    assert!(env.iter().any(|e| e["name"] == "FLAGD_REPLICA_ID"
+        && e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"));
+    let state = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "state")
+        .unwrap();
+    assert!(state.get("emptyDir").is_some(), "{state}");
+}
