@@ -4,6 +4,7 @@ pub mod authority;
 pub mod cli_admin;
 pub mod config;
 pub mod context;
+pub mod fleet;
 pub mod heap;
 pub mod metrics;
 pub mod otel;
