@@ -3,5 +3,7 @@
 //!
 //! - [`etcd`] — a small client for the part of etcd's v3 gRPC API the fleet uses, over the
 //!   daemon's own tonic.
+//! - [`url`] — the `--store` URL (`etcd://HOST:PORT[,HOST:PORT...]/PREFIX`).
 
 pub mod etcd;
+pub mod url;
