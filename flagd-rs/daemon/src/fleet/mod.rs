@@ -11,5 +11,6 @@
 pub mod api;
 pub mod config;
 pub mod etcd;
+pub mod registry;
 pub mod replicas;
 pub mod url;
