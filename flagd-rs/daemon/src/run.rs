@@ -284,6 +284,11 @@ pub async fn run(
             store,
             metrics,
             serving: serving.clone(),
+            fail_closed: config
+                .store
+                .as_ref()
+                .is_some_and(|s| s.fail_closed)
+                .then(|| authority.clone()),
         }),
     );
 

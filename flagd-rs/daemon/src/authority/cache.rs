@@ -11,9 +11,12 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use super::journal::durable::sync_dir;
+use super::journal::lock::StateLock;
 use super::journal::record::{Entry, read_entry};
-use super::journal::{Snapshot, encode_snapshot};
+use super::journal::{JournalError, Snapshot, encode_snapshot};
 
 /// The cache file's name inside the state directory.
 pub const CACHE_FILE: &str = "fleet-cache.log";
@@ -22,14 +25,28 @@ pub const CACHE_FILE: &str = "fleet-cache.log";
 #[derive(Debug, Clone)]
 pub struct StateCache {
     path: PathBuf,
+    /// The state directory's lock, held as long as the cache: two replicas on one directory
+    /// would overwrite each other's cache.
+    _lock: Option<Arc<StateLock>>,
 }
 
 impl StateCache {
-    /// The cache in state directory `dir`.
+    /// The cache in state directory `dir`, without taking the directory's lock.
     pub fn in_dir(dir: &Path) -> StateCache {
         StateCache {
             path: dir.join(CACHE_FILE),
+            _lock: None,
         }
+    }
+
+    /// The cache in state directory `dir`, which this process locks (and creates if needed)
+    /// for as long as the cache lives. Fails when another process holds the directory.
+    pub fn locked(dir: &Path) -> Result<StateCache, JournalError> {
+        let lock = StateLock::acquire(dir)?;
+        Ok(StateCache {
+            path: dir.join(CACHE_FILE),
+            _lock: Some(Arc::new(lock)),
+        })
     }
 
     /// The cache file.
@@ -106,6 +123,18 @@ mod tests {
         cache.store(&state(4)).unwrap();
         assert_eq!(cache.load().unwrap(), Some(state(4)));
         assert!(!dir.path().join(format!("{CACHE_FILE}.tmp")).exists());
+    }
+
+    #[test]
+    fn a_locked_cache_keeps_a_second_process_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = StateCache::locked(dir.path()).unwrap();
+        assert!(matches!(
+            StateCache::locked(dir.path()),
+            Err(JournalError::Locked { .. })
+        ));
+        drop(cache);
+        StateCache::locked(dir.path()).unwrap();
     }
 
     #[test]

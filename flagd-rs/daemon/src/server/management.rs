@@ -23,13 +23,22 @@ pub struct ManagementState {
     pub metrics: Arc<Metrics>,
     /// True while the evaluation service accepts requests; shared with `run`, which flips it.
     pub serving: Arc<AtomicBool>,
+    /// With `--store-fail-closed`: the authority whose shared store must be reachable for the
+    /// daemon to be ready.
+    pub fail_closed: Option<Arc<crate::authority::Authority>>,
 }
 
 impl ManagementState {
     /// Ready as flagd defines it: the evaluation service is serving and every source has
-    /// delivered a valid document at least once.
+    /// delivered a valid document at least once; with `--store-fail-closed`, also the shared
+    /// store answers.
     pub fn is_ready(&self) -> bool {
-        self.serving.load(Ordering::Acquire) && self.store.is_ready()
+        self.serving.load(Ordering::Acquire)
+            && self.store.is_ready()
+            && self
+                .fail_closed
+                .as_ref()
+                .is_none_or(|a| a.store_health().is_none_or(|health| health.connected))
     }
 }
 
@@ -128,6 +137,7 @@ mod tests {
             store: store.clone(),
             metrics: Arc::new(Metrics::new()),
             serving: Arc::new(AtomicBool::new(true)),
+            fail_closed: None,
         };
         let r = router(state.clone());
         assert_eq!(
@@ -163,6 +173,7 @@ mod tests {
             store: Store::new(vec![], LoadOptions::default()),
             metrics: Arc::new(Metrics::new()),
             serving: Arc::new(AtomicBool::new(true)),
+            fail_closed: None,
         };
         state.metrics.evaluation("f", "a", "STATIC", None);
         let r = router(state);
