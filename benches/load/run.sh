@@ -40,6 +40,13 @@
 #               (p50/p99 of 3 changes, from the start of the write), beside one stream alone;
 #               once with plain streams, once with a bulk request and its own context (a token)
 #               per stream, as web providers connect
+#   fleet       three etcd members and three replicas sharing one store (--store etcd://...):
+#               an admin write through one replica -> its change served by all three (OFREP,
+#               LOAD_FLEET_WRITES writes, each through the next replica;
+#               benches/src/bin/fleet_probe.rs), and gRPC ResolveBoolean max req/s and CPU per
+#               request of a replica against a daemon with the file journal on the same flags,
+#               alternating, LOAD_REPEAT rounds (run it explicitly: it needs `etcd`, and it is
+#               not in the default set)
 #
 # Environment (defaults in brackets):
 #   LOAD_DURATION [10]       seconds of each max-rate measurement (after LOAD_WARMUP [2] s of
@@ -52,11 +59,14 @@
 #                            +513..517 (override daemons), +613..617 (load daemons),
 #                            +713..717 (the daemon without dashboard), +813..817 and
 #                            +913..917 (untraced and traced daemons), +899 (the unreachable
-#                            collector), +1013..1017 (sse daemon)
+#                            collector), +1013..1017 (sse daemon), +1113..1117, +1213..1217,
+#                            +1313..1317 (fleet replicas), +1413..1417 (file-journal daemon
+#                            of the fleet mode), +1500..1521 (etcd members)
 #   LOAD_FLAGS [10000]       flags in the large file of the load mode
 #   LOAD_REWRITES [5]        rewrites per round and file in the load mode
 #   LOAD_WATCHERS [100x100]  SyncFlags connections x streams per connection
 #   LOAD_SSE_STREAMS [10000] OFREP event streams of the sse mode
+#   LOAD_FLEET_WRITES [200]  admin writes of the fleet mode
 #   LOAD_WORK [/tmp/flagd-load]    scratch directory (flag files, bodies, logs)
 #   LOAD_RESULTS             JSON-lines results [target/load/results-<UTC time>.jsonl]
 #   LOAD_NO_BUILD            set to skip the build (dist profile)
@@ -100,6 +110,10 @@ UNTRACED=$((BASE + 813))
 TRACED=$((BASE + 913))
 NO_COLLECTOR=$((BASE + 899))
 SSE=$((BASE + 1013))
+FLEET=$((BASE + 1113))
+FLEET_FILE=$((BASE + 1413))
+ETCD=$((BASE + 1500))
+FLEET_WRITES=${LOAD_FLEET_WRITES:-200}
 RESOLVE=/flagd.evaluation.v1.Service/ResolveBoolean
 OFREP_SINGLE=/ofrep/v1/evaluate/flags/static-bool
 OFREP_BULK=/ofrep/v1/evaluate/flags
@@ -147,7 +161,7 @@ ensure_tools() {
 build() {
   [[ -n ${LOAD_NO_BUILD:-} ]] && return
   (cd "$ROOT" && run cargo build --profile dist -p flagd-rs --bin flagd-rs \
-    -p flagd-rs-benches --bin noop_server --bin load_client --bin sse_load)
+    -p flagd-rs-benches --bin noop_server --bin load_client --bin sse_load --bin fleet_probe)
 }
 
 # Generates the peer workload (the generator writes beside itself, so it runs from a copy) and
@@ -674,10 +688,82 @@ otel() {
   SERVER_PID=$MAIN_PID
 }
 
+# start_etcd: three members on loopback (client ports ETCD, +10, +20; peers one above each),
+# data in $WORK/etcd-*; waits until every member is healthy.
+start_etcd() {
+  command -v etcd >/dev/null || run apt-get install -y -qq -o DPkg::Lock::Timeout=600 etcd-server
+  local i cluster=""
+  for i in 0 1 2; do
+    cluster+="${cluster:+,}m$i=http://127.0.0.1:$((ETCD + 10 * i + 1))"
+  done
+  for i in 0 1 2; do
+    local client=$((ETCD + 10 * i)) peer=$((ETCD + 10 * i + 1))
+    ports_free "$client" "$peer"
+    rm -rf "$WORK/etcd-$i"
+    etcd --name "m$i" --data-dir "$WORK/etcd-$i" \
+      --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
+      --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+      --initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token "bench-$$" \
+      >"$WORK/etcd-$i.log" 2>&1 &
+    PIDS+=($!)
+  done
+  for i in 0 1 2; do
+    local n
+    for n in $(seq 1 100); do
+      curl -sf "http://127.0.0.1:$((ETCD + 10 * i))/health" | grep -q '"health":"true"' && break
+      [[ $n == 100 ]] && { echo "etcd member $i did not become healthy" >&2; tail -5 "$WORK/etcd-$i.log" >&2; exit 1; }
+      sleep 0.1
+    done
+  done
+}
+
+fleet() {
+  local i replicas=() pids=() round
+  python3 - "$WORK/flags.json" "$WORK/fleet-flags.json" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+doc["flags"]["fleet-probe"] = {"state": "ENABLED", "defaultVariant": "blue",
+                               "variants": {"blue": "blue", "green": "green"}}
+json.dump(doc, open(sys.argv[2], "w"))
+PY
+  start_etcd
+  local store="etcd://127.0.0.1:$ETCD,127.0.0.1:$((ETCD + 10)),127.0.0.1:$((ETCD + 20))/bench-$$"
+  for i in 0 1 2; do
+    local port=$((FLEET + 100 * i))
+    start_daemon "fleet$i" "$port" -f "file:$WORK/fleet-flags.json" --ui off --store "$store" \
+      --replica-id "replica-$i"
+    pids+=("$DAEMON_PID")
+    replicas+=("http://127.0.0.1:$((port + 4)),http://127.0.0.1:$((port + 3))")
+  done
+  start_daemon fleetfile "$FLEET_FILE" -f "file:$WORK/fleet-flags.json" --ui off
+  local file_pid=$DAEMON_PID
+  local json
+  json=$(run "$BIN/fleet_probe" fleet-probe "$FLEET_WRITES" "${replicas[@]}")
+  record "$json" 'test="fleet-propagation"'
+  for round in $(seq 1 "$REPEAT"); do
+    local order=(etcd file)
+    ((round % 2)) || order=(file etcd)
+    local which
+    for which in "${order[@]}"; do
+      if [[ $which == etcd ]]; then
+        SERVER_PID=${pids[0]}
+        h2load_max fleet-etcd-grpc daemon "$round" "$FLEET" "$WORK/grpc-targeting.bin" "$GRPC_BYTES_targeting"
+      else
+        SERVER_PID=$file_pid
+        h2load_max fleet-file-grpc daemon "$round" "$FLEET_FILE" "$WORK/grpc-targeting.bin" "$GRPC_BYTES_targeting"
+      fi
+    done
+  done
+  for i in "${pids[@]}" "$file_pid"; do
+    stop "$i"
+  done
+  SERVER_PID=$MAIN_PID
+}
+
 for mode in "${modes[@]}"; do
   echo "== $mode ($(uptime))" >&2
   case $mode in
-    throughput | latency | reload | events | ofrep | watchers | memory | overrides | override | load | dashboard | otel | sse) "$mode" ;;
+    throughput | latency | reload | events | ofrep | watchers | memory | overrides | override | load | dashboard | otel | sse | fleet) "$mode" ;;
     *) echo "unknown mode $mode" >&2; exit 2 ;;
   esac
 done
