@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod eval;
 pub mod launchpad;
 pub mod otlp;
+pub mod replica;
 pub mod require;
 pub mod testbed;
 pub mod tls;
