@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod config;
+pub mod deferred;
 pub mod etcd;
 pub mod registry;
 pub mod replicas;
