@@ -10,7 +10,6 @@
 
 pub mod api;
 pub mod config;
-pub mod deferred;
 pub mod etcd;
 pub mod registry;
 pub mod replicas;
