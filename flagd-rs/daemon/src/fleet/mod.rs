@@ -4,6 +4,9 @@
 //! - [`etcd`] — a small client for the part of etcd's v3 gRPC API the fleet uses, over the
 //!   daemon's own tonic.
 //! - [`url`] — the `--store` URL (`etcd://HOST:PORT[,HOST:PORT...]/PREFIX`).
+//! - [`journal`] — [`EtcdJournal`](journal::EtcdJournal), the revision journal kept in etcd
+//!   under the URL's prefix.
 
 pub mod etcd;
+pub mod journal;
 pub mod url;
