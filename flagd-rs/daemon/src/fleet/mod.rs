@@ -5,12 +5,16 @@
 //!   daemon's own tonic.
 //! - [`url`] — the `--store` URL (`etcd://HOST:PORT[,HOST:PORT...]/PREFIX`).
 //! - [`config`] — the `--store*` options.
+//! - [`journal`] — [`EtcdJournal`](journal::EtcdJournal), the revision journal kept in etcd
+//!   under the URL's prefix.
 //! - [`replicas`] — each replica's report of the revision it serves, and waiting until all
-//!   serve one; [`api`] serves them as `GET /v1/replicas`.
+//!   serve one; [`registry`] keeps this replica's entry in the store; [`api`] serves them as
+//!   `GET /v1/replicas`.
 
 pub mod api;
 pub mod config;
 pub mod etcd;
+pub mod journal;
 pub mod registry;
 pub mod replicas;
 pub mod url;
