@@ -210,12 +210,38 @@ pub async fn run(
     let journal = crate::authority::FileOptions {
         compact_bytes: config.journal_compact_bytes,
     };
-    let authority = Authority::open_with(&config.state_dir, store.clone(), journal)?;
-    let replicas: Arc<dyn crate::fleet::replicas::Directory> =
-        Arc::new(crate::fleet::replicas::Single::new(
+    // In fleet mode the overrides and their history live in etcd, and the state directory
+    // keeps a cache of them.
+    let fleet = match &config.store {
+        Some(settings) => {
+            Some(crate::fleet::start::open(settings, &config.state_dir, store.clone()).await?)
+        }
+        None => None,
+    };
+    let authority = match &fleet {
+        Some(fleet) => fleet.authority.clone(),
+        None => Authority::open_with(&config.state_dir, store.clone(), journal)?,
+    };
+    let replicas: Arc<dyn crate::fleet::replicas::Directory> = match (&fleet, &config.store) {
+        (Some(fleet), Some(settings)) => {
+            crate::fleet::registry::spawn(
+                fleet.client.clone(),
+                &fleet.prefix,
+                settings.replica_id.clone(),
+                authority.clone(),
+                settings.lease_ttl,
+                shutdown_rx.clone(),
+            );
+            Arc::new(crate::fleet::registry::EtcdDirectory::new(
+                fleet.client.clone(),
+                &fleet.prefix,
+            ))
+        }
+        _ => Arc::new(crate::fleet::replicas::Single::new(
             crate::fleet::config::default_replica_id(),
             authority.clone(),
-        ));
+        )),
+    };
     let admin_token = config
         .admin_token_file
         .as_deref()

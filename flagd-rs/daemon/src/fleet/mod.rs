@@ -17,4 +17,5 @@ pub mod etcd;
 pub mod journal;
 pub mod registry;
 pub mod replicas;
+pub mod start;
 pub mod url;
