@@ -112,6 +112,24 @@ async fn history(replica: &Replica) -> Vec<u64> {
         .collect()
 }
 
+/// Waits until `replica`'s history is exactly `expected`.
+async fn wait_history(replica: &Replica, expected: &[u64]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = history(replica).await;
+        if now == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} holds revisions {now:?}, not {expected:?}:\n{}",
+            replica.id,
+            replica.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn variants(replica: &Replica, keys: &[String]) -> Vec<Option<String>> {
     let mut out = Vec::with_capacity(keys.len());
     for key in keys {
@@ -260,13 +278,18 @@ async fn with_etcd_down_replicas_serve_refuse_writes_and_catch_up() {
     }
     let (status, answer) = switch(&fleet.replicas[1], "blue").await;
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["revision"], 2);
+    // The refused write may have reached a frozen member and been committed when it thawed:
+    // then this one follows it. Either way the history is dense and every replica has it.
+    let head = answer["revision"].as_u64().unwrap();
+    assert!(head == 2 || head == 3, "{answer}");
+    let dense: Vec<u64> = (1..=head).collect();
     for r in &fleet.replicas {
         assert!(
             r.wait_variant("bg", "x", "blue", SERVED).await.is_some(),
             "{}",
             r.log()
         );
+        wait_history(r, &dense).await;
     }
 }
 
@@ -283,8 +306,11 @@ async fn a_partition_of_two_members_refuses_writes_and_heals() {
     let others: Vec<usize> = (0..3).filter(|&m| m != leader).collect();
     fleet.cluster.stop(leader);
     fleet.cluster.stop(others[0]);
+    // The write cannot be confirmed; the member it reached may hand it to the leader once
+    // that thaws, so it is not served now but may be committed later (never twice).
     let (status, answer) = switch(&fleet.replicas[1], "blue").await;
     assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"], "store_unavailable", "{answer}");
     for r in &fleet.replicas {
         assert!(r.wait_variant("bg", "x", "green", SERVED).await.is_some());
     }
@@ -300,10 +326,12 @@ async fn a_partition_of_two_members_refuses_writes_and_heals() {
         assert!(tokio::time::Instant::now() < deadline, "{answer}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(answer["revision"], 2);
+    let head = answer["revision"].as_u64().unwrap();
+    assert!(head == 2 || head == 3, "{answer}");
+    let dense: Vec<u64> = (1..=head).collect();
     for r in &fleet.replicas {
         assert!(r.wait_variant("bg", "x", "blue", SERVED).await.is_some());
-        assert_eq!(history(r).await, [1, 2]);
+        wait_history(r, &dense).await;
     }
 }
 
@@ -327,12 +355,6 @@ async fn a_replica_frozen_past_a_compaction_reads_the_state_again() {
     let revision = fleet.cluster.revision().await;
     fleet.cluster.compact(revision).await;
     b.signal("CONT");
-    assert!(
-        b.wait_variant("bg", "x", "green", Duration::from_secs(15))
-            .await
-            .is_some(),
-        "{}",
-        b.log()
-    );
-    assert_eq!(history(b).await, [1, 2, 3, 4, 5]);
+    wait_history(b, &[1, 2, 3, 4, 5]).await;
+    assert_eq!(b.variant("bg", "x").await.as_deref(), Some("green"));
 }

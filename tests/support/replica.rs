@@ -90,7 +90,7 @@ impl Replica {
             cmd.arg(option).arg(port.to_string());
         }
         cmd.env_remove("RUST_LOG")
-            .env("FLAGD_LOG_FORMAT", "text")
+            .env("FLAGD_LOG_FORMAT", "console")
             .stdout(Stdio::null())
             .stderr(log);
         self.child = Some(cmd.spawn().unwrap());

@@ -524,6 +524,29 @@ impl Authority {
         check_head(inner, if_match)
     }
 
+    /// Runs `attempt` again while it loses a race with another replica writing the shared
+    /// journal: each conflict has applied the other's revisions, so the next attempt works out
+    /// the change from the state as it now is, as one process would have. A caller that named
+    /// the revision it changes (`If-Match`) gets the conflict instead.
+    fn retrying<T>(
+        &self,
+        if_match: Option<u64>,
+        mut attempt: impl FnMut() -> Result<T, AuthorityError>,
+    ) -> Result<T, AuthorityError> {
+        let shared = self.journal.health().is_some();
+        let mut tries = 0;
+        loop {
+            match attempt() {
+                Err(AuthorityError::Conflict { .. })
+                    if shared && if_match.is_none() && tries < CATCH_UP_RETRIES =>
+                {
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Reads what other writers appended after the head and applies it; returns it.
     fn catch_up(&self, inner: &mut Inner) -> Result<Vec<RevisionInfo>, AuthorityError> {
         let caught = self.journal.read_from(inner.head() + 1)?;
@@ -625,6 +648,19 @@ impl Authority {
         if patch.is_empty() {
             return Err(AuthorityError::EmptyPatch);
         }
+        self.retrying(if_match, || {
+            self.set_override_once(key, patch.clone(), actor, reason, if_match)
+        })
+    }
+
+    fn set_override_once(
+        &self,
+        key: &str,
+        patch: OverridePatch,
+        actor: &str,
+        reason: &str,
+        if_match: Option<u64>,
+    ) -> Result<RevisionInfo, AuthorityError> {
         let mut inner = self.lock();
         self.check_head(&mut inner, if_match)?;
         self.store.validate_override(key, &patch)?;
@@ -644,6 +680,18 @@ impl Authority {
 
     /// Removes the override of flag `key`, so it is served as its document defines it.
     pub fn clear_override(
+        &self,
+        key: &str,
+        actor: &str,
+        reason: &str,
+        if_match: Option<u64>,
+    ) -> Result<RevisionInfo, AuthorityError> {
+        self.retrying(if_match, || {
+            self.clear_override_once(key, actor, reason, if_match)
+        })
+    }
+
+    fn clear_override_once(
         &self,
         key: &str,
         actor: &str,
@@ -682,6 +730,18 @@ impl Authority {
 
     /// [`Authority::restore`], made only if the authority is still at revision `if_match`.
     pub fn restore_if(
+        &self,
+        revision: u64,
+        actor: &str,
+        reason: &str,
+        if_match: Option<u64>,
+    ) -> Result<RevisionInfo, AuthorityError> {
+        self.retrying(if_match, || {
+            self.restore_once(revision, actor, reason, if_match)
+        })
+    }
+
+    fn restore_once(
         &self,
         revision: u64,
         actor: &str,

@@ -114,21 +114,27 @@ fn a_stale_replica_catches_up_and_appends_on_top() {
     assert_eq!(b.head(), 2);
     assert_eq!(variant(&b, "a").as_deref(), Some("on"));
     assert_eq!(variant(&b, "b").as_deref(), Some("on"));
-    // A change to the same flag made from a stale view is a conflict, and catches up.
+    // A change to the same flag made from a stale view is worked out again on the state as it
+    // now is: the override it merges into is the other replica's.
     let c_dir = tempfile::tempdir().unwrap();
     let c = replica(&shared, c_dir.path());
-    let err = c.set_override("a", on(), "ci", "again", None).unwrap_err();
-    assert!(
-        matches!(err, AuthorityError::Conflict { head: 2, .. }),
-        "{err:?}"
-    );
-    assert_eq!(c.head(), 2);
+    let weights = OverridePatch {
+        state: Some(flagd_evaluator::State::Disabled),
+        ..OverridePatch::default()
+    };
+    let info = c.set_override("a", weights, "ci", "again", None).unwrap();
+    assert_eq!(info.revision, 3);
+    let after = info.changes[0].after.clone().unwrap();
+    assert_eq!(after.default_variant.as_deref(), Some("on"), "{after:?}");
     // An If-Match naming the store's head is current, even though this replica lagged.
     let d_dir = tempfile::tempdir().unwrap();
     let d = replica(&shared, d_dir.path());
-    let info = d.clear_override("a", "ci", "done", Some(2)).unwrap();
-    assert_eq!(info.revision, 3);
-    assert_eq!(shared.log.lock().unwrap().len(), 3);
+    let info = d.clear_override("a", "ci", "done", Some(3)).unwrap();
+    assert_eq!(info.revision, 4);
+    // A clear from a stale view of a flag whose override is gone meanwhile says so.
+    let err = c.clear_override("a", "ci", "twice", None).unwrap_err();
+    assert!(matches!(err, AuthorityError::NoOverride(_)), "{err:?}");
+    assert_eq!(shared.log.lock().unwrap().len(), 4);
 }
 
 #[test]

@@ -284,10 +284,13 @@ pub enum JournalError {
         /// The revision asked for.
         revision: u64,
     },
-    /// The shared store cannot be reached: nothing was written. Evaluation goes on with the
-    /// last state; changes are refused until the store is back.
+    /// The shared store cannot be reached, so the change was not confirmed and is not served.
+    /// Evaluation goes on with the last state. A write the store received just before it
+    /// stopped answering may still be committed when it recovers; the history then shows it.
     #[error(
-        "the shared store is unavailable ({0}): the change was not made; try again when it is back"
+        "the shared store is unavailable ({0}): the change was not confirmed and is not served; \
+         if the store received it before it stopped answering it takes effect when the store \
+         is back (the history shows it), otherwise try again then"
     )]
     Unavailable(String),
     /// A rollout record was refused because this process no longer holds the rollout
