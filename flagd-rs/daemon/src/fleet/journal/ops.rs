@@ -3,8 +3,8 @@
 
 use crate::authority::journal::{JournalError, Replay, RevisionInfo, Segment, Snapshot};
 use crate::fleet::etcd::{
-    Cmp, Compare, EtcdClient, EtcdError, Get, KeyRange, KeyValue, Op, OpResult, Put, RangeResult,
-    Txn, TxnResult,
+    Cmp, Compare, EtcdClient, EtcdError, Get, KeyRange, KeyValue, Op, Put, RangeResult, Txn,
+    TxnResult,
 };
 
 use super::Fence;
@@ -451,6 +451,7 @@ pub(super) async fn read_segment(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::etcd::OpResult;
 
     fn kv(key: &str, value: &[u8], create_revision: i64, mod_revision: i64) -> KeyValue {
         KeyValue {
