@@ -135,7 +135,7 @@ enum Store {
     File(tempfile::TempDir),
     /// A prefix on a real etcd cluster: any number of journals at once.
     Etcd {
-        cluster: EtcdCluster,
+        cluster: Box<EtcdCluster>,
         prefix: String,
         // Dropped last: the cluster's client and the journals' tasks live on it.
         runtime: Runtime,
@@ -155,7 +155,7 @@ impl Store {
             .expect("a runtime");
         let cluster = runtime.block_on(EtcdCluster::start(suite))?;
         Some(Store::Etcd {
-            cluster,
+            cluster: Box::new(cluster),
             prefix: "/flagd-rs/suite".into(),
             runtime,
         })
