@@ -14,7 +14,9 @@ use flagd_rs::authority::journal::{
     FileJournal, Journal, JournalError, OverrideChange, Replay, Replicated, RevisionInfo,
     RevisionKind, Segment, Snapshot,
 };
-use flagd_rs::fleet::etcd::{EtcdClient, EtcdConfig, EtcdError, Get, KeyRange, Put, WatchOptions};
+use flagd_rs::fleet::etcd::{
+    EtcdClient, EtcdConfig, EtcdError, Get, KeyRange, LeaseState, Put, WatchOptions,
+};
 use flagd_rs::fleet::journal::{EtcdJournal, EtcdJournalOptions, Fence};
 use flagd_rs_tests::etcd::EtcdCluster;
 use tokio::runtime::Runtime;
@@ -903,6 +905,67 @@ async fn the_etcd_client_authenticates_and_renews_an_expired_token() {
         .expect("a watch answer")
         .expect("an answer");
     assert_eq!(answer.events.len(), 1, "{answer:?}");
+}
+
+/// A kept lease outlives its time to live, also when the member its keep-alive stream was on
+/// is killed; once no longer kept it expires and takes its key along; a revoked lease is
+/// reported expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_etcd_client_keeps_a_lease_alive_across_a_member_failure() {
+    let Some(mut cluster) = EtcdCluster::start("store_suite::lease").await else {
+        return;
+    };
+    let client = cluster.client();
+    let lease = client
+        .lease_grant(Duration::from_secs(2))
+        .await
+        .expect("a lease");
+    client
+        .put(Put::new("/l/key", "held").lease(lease.id))
+        .await
+        .expect("a key on the lease");
+    let keeper = client.keep_alive(lease);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(keeper.is_alive());
+    assert!(client.get("/l/key").await.unwrap().is_some());
+
+    // A fresh client starts with the first member: its keep-alive stream was there.
+    cluster.kill9(0);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(keeper.is_alive(), "{:?}", keeper.state());
+    let info = client
+        .lease_time_to_live(lease.id, true)
+        .await
+        .unwrap()
+        .expect("the lease lives");
+    assert_eq!(info.keys, vec![b"/l/key".to_vec()]);
+
+    keeper.stop();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while client.get("/l/key").await.unwrap().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the key outlived its lease"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        client.lease_time_to_live(lease.id, false).await.unwrap(),
+        None
+    );
+    assert_eq!(client.lease_keep_alive_once(lease.id).await.unwrap(), None);
+
+    let second = client.lease_grant(Duration::from_secs(5)).await.unwrap();
+    let mut keeper = client.keep_alive(second);
+    client.lease_revoke(second.id).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), keeper.expired())
+        .await
+        .expect("a revoked lease is reported expired");
+    assert_eq!(keeper.state(), LeaseState::Expired);
+    client
+        .lease_revoke(second.id)
+        .await
+        .expect("revoking twice is no error");
 }
 
 /// The test cluster itself: a leader is found, members can be killed, frozen and restarted,
