@@ -14,7 +14,9 @@ use flagd_rs::authority::journal::{
     FileJournal, Journal, JournalError, OverrideChange, Replay, Replicated, RevisionInfo,
     RevisionKind, Segment, Snapshot,
 };
-use flagd_rs::fleet::etcd::{EtcdClient, EtcdConfig, EtcdError, Get, KeyRange, Put, WatchOptions};
+use flagd_rs::fleet::etcd::{
+    EtcdClient, EtcdConfig, EtcdError, Get, KeyRange, LeaseState, Put, WatchOptions,
+};
 use flagd_rs::fleet::journal::{EtcdJournal, EtcdJournalOptions, Fence};
 use flagd_rs_tests::etcd::EtcdCluster;
 use tokio::runtime::Runtime;
@@ -135,7 +137,7 @@ enum Store {
     File(tempfile::TempDir),
     /// A prefix on a real etcd cluster: any number of journals at once.
     Etcd {
-        cluster: EtcdCluster,
+        cluster: Box<EtcdCluster>,
         prefix: String,
         // Dropped last: the cluster's client and the journals' tasks live on it.
         runtime: Runtime,
@@ -155,7 +157,7 @@ impl Store {
             .expect("a runtime");
         let cluster = runtime.block_on(EtcdCluster::start(suite))?;
         Some(Store::Etcd {
-            cluster,
+            cluster: Box::new(cluster),
             prefix: "/flagd-rs/suite".into(),
             runtime,
         })
@@ -687,6 +689,97 @@ fn a_fenced_rollout_record_is_refused_once_the_leader_key_changed() {
     assert_eq!(journal.append_if_head(2, &rollout(3)).unwrap(), 3);
 }
 
+/// A replica that starts from its local copy (etcd may be down) serves that copy, refuses
+/// writes until it has read the store, and then hands on the store's state as a reset.
+#[test]
+fn a_journal_started_from_a_cached_copy_catches_up_with_a_reset() {
+    let Some(mut store) = Store::etcd("store_suite::cached") else {
+        return;
+    };
+    let (writer, _) = store.open();
+    append(&*writer, 1, 4);
+    let cached = Replay {
+        snapshot: None,
+        records: records(1, 2),
+    };
+    let Store::Etcd {
+        cluster,
+        prefix,
+        runtime,
+    } = &mut store
+    else {
+        unreachable!()
+    };
+    for member in 0..cluster.len() {
+        cluster.stop(member);
+    }
+    let client = {
+        let _entered = runtime.enter();
+        EtcdClient::connect(cluster.config()).expect("an etcd client")
+    };
+    let journal = EtcdJournal::open_cached(
+        client,
+        prefix,
+        runtime.handle().clone(),
+        EtcdJournalOptions::default(),
+        &cached,
+    )
+    .expect("a journal from the cached copy");
+    let mut feed = journal.replicated().expect("a feed");
+    assert_eq!(journal.head(), 2);
+    assert!(!journal.health().expect("health").connected);
+    assert!(matches!(
+        journal.append_if_head(2, &record(3, "cached")),
+        Err(JournalError::Unavailable(_))
+    ));
+    for member in 0..cluster.len() {
+        cluster.cont(member);
+    }
+    match store.next(&mut feed) {
+        Replicated::Reset(replay) => assert_eq!(replay.records, records(1, 4)),
+        other => panic!("expected a reset first, got {other:?}"),
+    }
+    assert_eq!(journal.head(), 4);
+    append(&journal, 5, 5);
+    assert!(journal.health().expect("health").connected);
+}
+
+/// A member that freezes under a journal's watch does not stall its feed: the watch moves to
+/// another member and resumes where it was, with nothing missed and no reset.
+#[test]
+fn a_frozen_member_does_not_stall_the_feed() {
+    let Some(mut store) = Store::etcd("store_suite::frozen_member") else {
+        return;
+    };
+    let options = EtcdJournalOptions {
+        progress_interval: Duration::from_millis(200),
+        ..EtcdJournalOptions::default()
+    };
+    let (writer, _) = store.open_with(options);
+    let (reader, _) = store.open_with(options);
+    let mut feed = reader.replicated().expect("a feed");
+    append(&*writer, 1, 2);
+    assert_eq!(store.follow_until(&mut feed, 2), records(1, 2));
+    // A fresh client starts with the first member, so the reader's watch is there.
+    let Store::Etcd { cluster, .. } = &mut store else {
+        unreachable!()
+    };
+    cluster.stop(0);
+    append(&*writer, 3, 5);
+    let mut seen = Vec::new();
+    while seen.last().map_or(0, |r: &RevisionInfo| r.revision) < 5 {
+        match store.next(&mut feed) {
+            Replicated::Appended(batch) => seen.extend(batch),
+            Replicated::Reset(replay) => panic!("a reset although nothing was lost: {replay:?}"),
+        }
+    }
+    assert_eq!(seen, records(3, 5));
+    let Store::Etcd { cluster, .. } = &mut store else {
+        unreachable!()
+    };
+    cluster.cont(0);
+}
+
 /// With etcd unreachable, writes are refused as unavailable within the client's deadline, and
 /// the journal reports the store as not connected.
 #[test]
@@ -736,6 +829,143 @@ fn an_unreachable_store_refuses_writes_in_time() {
         }
     }
     assert!(journal.health().expect("health").connected);
+}
+
+/// With etcd's authentication on, the client authenticates, sends the token on calls and
+/// watches, authenticates again when the token expired, and says clearly when credentials are
+/// missing or wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_etcd_client_authenticates_and_renews_an_expired_token() {
+    let Some(cluster) =
+        EtcdCluster::start_with_args("store_suite::auth", 1, &["--auth-token-ttl", "1"]).await
+    else {
+        return;
+    };
+    // Turn authentication on through etcd's JSON gateway (the client has no admin calls).
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", cluster.endpoint(0));
+    let steps = [
+        (
+            "/v3/auth/user/add",
+            r#"{"name":"root","password":"secret"}"#,
+        ),
+        ("/v3/auth/user/grant", r#"{"user":"root","role":"root"}"#),
+        ("/v3/auth/enable", "{}"),
+    ];
+    for (path, body) in steps {
+        let response = http
+            .post(format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("etcd's JSON gateway");
+        let status = response.status();
+        assert!(
+            status.is_success(),
+            "{path}: {status} {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+    let anonymous = cluster.client();
+    let refused = anonymous.put(Put::new("/a/k", "v")).await.unwrap_err();
+    assert!(matches!(refused, EtcdError::Auth(_)), "{refused}");
+    assert!(refused.to_string().contains("give a user"), "{refused}");
+
+    let mut config = cluster.config();
+    config.user = Some("root".into());
+    config.password = Some("wrong".into());
+    let wrong = EtcdClient::connect(config.clone()).unwrap();
+    let refused = wrong.get("/a/k").await.unwrap_err();
+    assert!(matches!(refused, EtcdError::Auth(_)), "{refused}");
+
+    config.password = Some("secret".into());
+    let client = EtcdClient::connect(config).unwrap();
+    client
+        .put(Put::new("/a/k", "v"))
+        .await
+        .expect("an authenticated write");
+    // The token lives one second unused; the next call must get a new one by itself.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let read = client
+        .get("/a/k")
+        .await
+        .expect("a read with a renewed token");
+    assert_eq!(
+        read.and_then(|kv| kv.value_str().map(str::to_owned)),
+        Some("v".into())
+    );
+    let mut watcher = client
+        .watch(WatchOptions::new(KeyRange::prefix("/a/")).start_revision(1))
+        .await
+        .expect("an authenticated watch");
+    let answer = tokio::time::timeout(Duration::from_secs(10), watcher.message())
+        .await
+        .expect("a watch answer in time")
+        .expect("a watch answer")
+        .expect("an answer");
+    assert_eq!(answer.events.len(), 1, "{answer:?}");
+}
+
+/// A kept lease outlives its time to live, also when the member its keep-alive stream was on
+/// is killed; once no longer kept it expires and takes its key along; a revoked lease is
+/// reported expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_etcd_client_keeps_a_lease_alive_across_a_member_failure() {
+    let Some(mut cluster) = EtcdCluster::start("store_suite::lease").await else {
+        return;
+    };
+    let client = cluster.client();
+    let lease = client
+        .lease_grant(Duration::from_secs(2))
+        .await
+        .expect("a lease");
+    client
+        .put(Put::new("/l/key", "held").lease(lease.id))
+        .await
+        .expect("a key on the lease");
+    let keeper = client.keep_alive(lease);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(keeper.is_alive());
+    assert!(client.get("/l/key").await.unwrap().is_some());
+
+    // A fresh client starts with the first member: its keep-alive stream was there.
+    cluster.kill9(0);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(keeper.is_alive(), "{:?}", keeper.state());
+    let info = client
+        .lease_time_to_live(lease.id, true)
+        .await
+        .unwrap()
+        .expect("the lease lives");
+    assert_eq!(info.keys, vec![b"/l/key".to_vec()]);
+
+    keeper.stop();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while client.get("/l/key").await.unwrap().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the key outlived its lease"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        client.lease_time_to_live(lease.id, false).await.unwrap(),
+        None
+    );
+    assert_eq!(client.lease_keep_alive_once(lease.id).await.unwrap(), None);
+
+    let second = client.lease_grant(Duration::from_secs(5)).await.unwrap();
+    let mut keeper = client.keep_alive(second);
+    client.lease_revoke(second.id).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), keeper.expired())
+        .await
+        .expect("a revoked lease is reported expired");
+    assert_eq!(keeper.state(), LeaseState::Expired);
+    client
+        .lease_revoke(second.id)
+        .await
+        .expect("revoking twice is no error");
 }
 
 /// The test cluster itself: a leader is found, members can be killed, frozen and restarted,

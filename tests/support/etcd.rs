@@ -77,6 +77,8 @@ pub struct EtcdCluster {
     dir: tempfile::TempDir,
     token: String,
     members: Vec<Member>,
+    /// More arguments for every member.
+    args: Vec<String>,
     /// One client over every member, for status and compaction.
     client: EtcdClient,
 }
@@ -91,10 +93,21 @@ impl EtcdCluster {
 
     /// Starts a cluster of `members` members and waits until it serves.
     pub async fn start_with(suite: &str, members: usize) -> Option<EtcdCluster> {
+        EtcdCluster::start_with_args(suite, members, &[]).await
+    }
+
+    /// Starts a cluster of `members` members, each also given `args`, and waits until it
+    /// serves.
+    pub async fn start_with_args(
+        suite: &str,
+        members: usize,
+        args: &[&str],
+    ) -> Option<EtcdCluster> {
         let program = program(suite)?;
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
-            let mut cluster = EtcdCluster::spawn(&program, members);
+            let mut cluster = EtcdCluster::spawn(&program, members, args.clone());
             match cluster.wait_serving(START_TIMEOUT).await {
                 Ok(()) => return Some(cluster),
                 Err(e) => failures.push(format!("{e}\n{}", cluster.logs())),
@@ -107,7 +120,7 @@ impl EtcdCluster {
         );
     }
 
-    fn spawn(program: &Path, members: usize) -> EtcdCluster {
+    fn spawn(program: &Path, members: usize, args: Vec<String>) -> EtcdCluster {
         static CLUSTERS: AtomicU64 = AtomicU64::new(0);
         let dir = tempfile::tempdir().expect("a directory for etcd's data");
         let token = format!(
@@ -134,6 +147,7 @@ impl EtcdCluster {
             dir,
             token,
             members,
+            args,
             client,
         };
         for i in 0..cluster.members.len() {
@@ -184,6 +198,7 @@ impl EtcdCluster {
             .args(["--heartbeat-interval", &HEARTBEAT_MS.to_string()])
             .args(["--election-timeout", &ELECTION_MS.to_string()])
             .args(["--logger", "zap", "--log-outputs", "stderr"])
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);

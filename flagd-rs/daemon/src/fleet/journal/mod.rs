@@ -13,9 +13,11 @@
 //! that runtime's worker threads (it would block one; on a single-threaded runtime, every
 //! call would time out).
 //!
-//! A task on the same runtime follows the store (see [`follow`]): what other writers append
-//! arrives through [`Journal::replicated`], and [`Journal::health`] says whether the store
-//! answers.
+//! A task on the same runtime follows the store (`follow.rs`): what other writers append
+//! arrives through [`Journal::replicated`] (take it right after opening: what arrives before
+//! is kept for it, without bound), and [`Journal::health`] says whether the store answers.
+//! [`Journal::compaction_due`] goes by an estimate of the live records' size, counted from
+//! what this journal wrote and saw.
 
 mod follow;
 pub mod keys;

@@ -4,6 +4,7 @@
 use crate::authority::journal::{JournalError, Replay, RevisionInfo, Segment, Snapshot};
 use crate::fleet::etcd::{
     Cmp, Compare, EtcdClient, EtcdError, Get, KeyRange, KeyValue, Op, Put, RangeResult, Txn,
+    TxnResult,
 };
 
 use super::Fence;
@@ -206,6 +207,17 @@ pub(super) async fn append(
         ])
         .or_else(reads);
     let result = client.txn(txn).await.map_err(store_error)?;
+    judge(&result, &value, revision, fence.as_ref())
+}
+
+/// What an append transaction's answer means. When its compares failed, the answer holds
+/// the head, the record's key and, with a fence, the leader key.
+fn judge(
+    result: &TxnResult,
+    value: &[u8],
+    revision: u64,
+    fence: Option<&Fence>,
+) -> Result<Appended, JournalError> {
     if result.succeeded {
         return Ok(Appended::Done {
             head_mod: result.revision,
@@ -224,7 +236,7 @@ pub(super) async fn append(
     {
         return Ok(Appended::AlreadyStored { head, head_mod });
     }
-    if let Some(fence) = &fence {
+    if let Some(fence) = fence {
         let holder = first(2).map_or(0, |kv| kv.create_revision);
         if holder != fence.create_revision {
             return Ok(Appended::NotLeader);
@@ -349,7 +361,7 @@ pub(super) async fn compact(
 }
 
 /// Why a compaction's compares failed, from the head and snapshot it read instead.
-fn moved(result: &crate::fleet::etcd::TxnResult, head: u64) -> Result<Compacted, JournalError> {
+fn moved(result: &TxnResult, head: u64) -> Result<Compacted, JournalError> {
     match result.range(0).and_then(|r| r.kvs.first()) {
         Some(kv) => {
             let now = decode_head(kv)?;
@@ -433,5 +445,104 @@ pub(super) async fn read_segment(
         None => Err(JournalError::Missing {
             revision: segment.first,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::etcd::OpResult;
+
+    fn kv(key: &str, value: &[u8], create_revision: i64, mod_revision: i64) -> KeyValue {
+        KeyValue {
+            key: key.as_bytes().to_vec(),
+            value: value.to_vec(),
+            create_revision,
+            mod_revision,
+            version: 1,
+            lease: 0,
+        }
+    }
+
+    /// A failed append's answer: the head, the record key and the leader key as read.
+    fn failed(
+        head: Option<KeyValue>,
+        record: Option<KeyValue>,
+        leader: Option<KeyValue>,
+    ) -> TxnResult {
+        let range = |kv: Option<KeyValue>| {
+            OpResult::Range(RangeResult {
+                revision: 50,
+                count: i64::from(kv.is_some()),
+                more: false,
+                kvs: kv.into_iter().collect(),
+            })
+        };
+        TxnResult {
+            succeeded: false,
+            revision: 50,
+            responses: vec![range(head), range(record), range(leader)],
+        }
+    }
+
+    #[test]
+    fn append_answers_are_judged() {
+        let ours = br#"{"revision":3}"#;
+        let fence = Fence {
+            key: "/p/controller".into(),
+            create_revision: 7,
+        };
+        let done = TxnResult {
+            succeeded: true,
+            revision: 42,
+            responses: Vec::new(),
+        };
+        assert_eq!(
+            judge(&done, ours, 3, None).unwrap(),
+            Appended::Done { head_mod: 42 }
+        );
+        // Another writer got revision 3 first.
+        let theirs = failed(
+            Some(kv("/p/head", b"3", 2, 40)),
+            Some(kv("/p/journal/3", br#"{"revision":3,"x":1}"#, 40, 40)),
+            Some(kv("/p/controller", b"a", 7, 7)),
+        );
+        assert_eq!(
+            judge(&theirs, ours, 3, Some(&fence)).unwrap(),
+            Appended::Conflict {
+                head: 3,
+                head_mod: 40
+            }
+        );
+        // An earlier attempt of ours was applied after all.
+        let earlier = failed(
+            Some(kv("/p/head", b"4", 2, 45)),
+            Some(kv("/p/journal/3", ours, 40, 40)),
+            None,
+        );
+        assert_eq!(
+            judge(&earlier, ours, 3, None).unwrap(),
+            Appended::AlreadyStored {
+                head: 4,
+                head_mod: 45
+            }
+        );
+        // The leader key was created again by another replica, or is gone.
+        for leader in [Some(kv("/p/controller", b"b", 9, 9)), None] {
+            let deposed = failed(Some(kv("/p/head", b"2", 2, 30)), None, leader);
+            assert_eq!(
+                judge(&deposed, ours, 3, Some(&fence)).unwrap(),
+                Appended::NotLeader
+            );
+        }
+        // No head at all: the store was emptied under the journal.
+        let empty = failed(None, None, None);
+        assert_eq!(
+            judge(&empty, ours, 3, None).unwrap(),
+            Appended::Conflict {
+                head: 0,
+                head_mod: 0
+            }
+        );
     }
 }
