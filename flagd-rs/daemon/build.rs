@@ -1,5 +1,6 @@
 //! Compiles the protobuf schemas in `schemas/protobuf` into Rust: prost messages, tonic
-//! services and, for the evaluation APIs, proto3 JSON (serde) implementations for Connect.
+//! services and, for the evaluation APIs, proto3 JSON (serde) implementations for Connect; and,
+//! for the fleet store, the client side of the subset of etcd's v3 API in `schemas/protobuf/etcd`.
 
 use std::path::PathBuf;
 
@@ -12,11 +13,14 @@ const PROTOS: &[&str] = &[
     "schema/v1/schema.proto",
 ];
 
+/// etcd's v3 API as far as the fleet store uses it: clients only, no JSON.
+const ETCD_PROTOS: &[&str] = &["etcd/etcdserverpb/rpc.proto", "etcd/mvccpb/kv.proto"];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     let root = manifest.join("../../schemas/protobuf");
     println!("cargo:rerun-if-changed={}", root.display());
-    for p in PROTOS {
+    for p in PROTOS.iter().chain(ETCD_PROTOS) {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
@@ -41,5 +45,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .emit_fields()
         .ignore_unknown_fields()
         .build(&[".flagd.evaluation", ".schema.v1"])?;
+
+    let etcd = protox::compile(ETCD_PROTOS, [&root])?;
+    tonic_prost_build::configure()
+        .build_server(false)
+        .build_client(true)
+        .out_dir(&out)
+        .compile_fds(etcd)?;
     Ok(())
 }
