@@ -5,7 +5,12 @@
 //!   daemon's own tonic.
 //! - [`url`] — the `--store` URL (`etcd://HOST:PORT[,HOST:PORT...]/PREFIX`).
 //! - [`config`] — the `--store*` options.
+//! - [`controller`] — the one rollout controller per fleet: leader election on a lease, the
+//!   fence its rollout records are written under; [`verbs`] carries rollout verbs from any
+//!   replica to it.
 
 pub mod config;
+pub mod controller;
 pub mod etcd;
 pub mod url;
+pub mod verbs;
