@@ -24,4 +24,5 @@ mod reload;
 mod remote;
 mod rollout;
 mod serving;
+mod store_suite;
 mod sync;

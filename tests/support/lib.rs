@@ -2,6 +2,7 @@
 pub mod binary;
 pub mod browser;
 pub mod daemon;
+pub mod etcd;
 pub mod eval;
 pub mod launchpad;
 pub mod otlp;
