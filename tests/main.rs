@@ -10,6 +10,7 @@ mod eval_connect;
 mod eval_grpc;
 mod evaluation_budget;
 mod evaluator_testbed;
+mod fleet_controller;
 mod journal;
 mod management;
 mod ofrep;
