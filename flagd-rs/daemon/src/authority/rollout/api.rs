@@ -346,7 +346,110 @@ verb!(abort, VerbKind::Abort);
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use futures::future::BoxFuture;
+    use tower::ServiceExt as _;
+
+    use super::super::runner::Relay;
+    use super::super::runner::testkit::{FLAGS, store};
     use super::*;
+    use crate::authority::Authority;
+
+    /// A relay that answers every verb with `answer` and keeps what it was sent.
+    #[derive(Debug)]
+    struct Recorder {
+        sent: Mutex<Vec<VerbRequest>>,
+        answer: VerbAnswer,
+    }
+
+    impl Relay for Recorder {
+        fn send(&self, request: VerbRequest) -> BoxFuture<'_, VerbAnswer> {
+            self.sent.lock().unwrap().push(request);
+            Box::pin(async move { self.answer.clone() })
+        }
+    }
+
+    async fn call(router: &Router, path: &str, body: &str) -> (StatusCode, HeaderMap, Value) {
+        let request = Request::post(path)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_owned()))
+            .unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        (
+            parts.status,
+            parts.headers,
+            serde_json::from_slice(&bytes).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_is_not_the_controller_relays_verbs_and_answers_what_came_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let authority = Authority::open(dir.path(), store(FLAGS, 1)).unwrap();
+        let (_leading, input) = tokio::sync::watch::channel(None);
+        let runner = RolloutRunner::spawn_led(
+            authority,
+            std::sync::Arc::new(super::super::HttpGates::new()),
+            input,
+        );
+        let router = router(runner.clone());
+        // Without a relay there is nowhere to send it.
+        let (status, _, body) = call(&router, "/ramp/pause", "{}").await;
+        assert_eq!(
+            (status.as_u16(), body["error"].as_str()),
+            (503, Some("not_controller"))
+        );
+        let relay = Arc::new(Recorder {
+            sent: Mutex::new(Vec::new()),
+            answer: VerbAnswer {
+                status: 201,
+                body: json!({"flag": "ramp", "revision": 7, "phase": "running"}),
+            },
+        });
+        runner.set_relay(relay.clone());
+        let plan = r#"{"plan": "variant: canary\nbaseline: stable\nsteps: [{weight: 10}]\n", "reason": "go"}"#;
+        let (status, headers, body) = call(&router, "/ramp/start", plan).await;
+        assert_eq!(
+            (status.as_u16(), body["revision"].as_u64()),
+            (201, Some(7)),
+            "{body}"
+        );
+        assert_eq!(headers[header::ETAG], "\"7\"");
+        let (status, _, _) = call(&router, "/ramp/pause", r#"{"actor": "ops"}"#).await;
+        assert_eq!(status.as_u16(), 201);
+        // A body the API refuses is refused here, without being sent.
+        let (status, _, body) = call(&router, "/ramp/start", r#"{"plan": 3}"#).await;
+        assert_eq!(
+            (status.as_u16(), body["error"].as_str()),
+            (400, Some("bad_request"))
+        );
+        let sent = relay.sent.lock().unwrap().clone();
+        assert_eq!(sent.len(), 2);
+        assert_eq!(
+            (
+                sent[0].verb,
+                sent[0].flag.as_str(),
+                sent[0].actor.as_str(),
+                sent[0].reason.as_str()
+            ),
+            (VerbKind::Start, "ramp", DEFAULT_ACTOR, "go")
+        );
+        assert_eq!(sent[0].plan.as_ref().unwrap().steps.len(), 1);
+        assert_eq!(
+            (sent[1].verb, sent[1].actor.as_str()),
+            (VerbKind::Pause, "ops")
+        );
+        // An error answer carries no ETag.
+        let answer = into_response(VerbAnswer::error(503, "no_controller", "none"));
+        assert_eq!(answer.status().as_u16(), 503);
+        assert!(answer.headers().get(header::ETAG).is_none());
+        runner.stop().await;
+    }
 
     fn headers(content_type: Option<&str>) -> HeaderMap {
         let mut h = HeaderMap::new();

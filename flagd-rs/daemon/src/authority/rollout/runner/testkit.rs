@@ -21,7 +21,7 @@ use crate::authority::{
 };
 use crate::store::{SourceEvent, SourceUpdate, Store};
 
-pub(super) const FLAGS: &str = r#"{"flags": {
+pub(crate) const FLAGS: &str = r#"{"flags": {
   "ramp": {"state": "ENABLED", "variants": {"stable": "s", "canary": "c"}, "defaultVariant": "stable",
            "targeting": {"fractional": [["stable", 100], ["canary", 0]]}}
 }}"#;
