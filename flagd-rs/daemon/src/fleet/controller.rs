@@ -236,6 +236,8 @@ enum LeadWake {
 
 impl Controller {
     async fn run(self, mut stop: watch::Receiver<bool>) {
+        // Whether the last lease could not be had: an outage is told once, not every attempt.
+        let mut failing = false;
         loop {
             if *stop.borrow() {
                 break;
@@ -245,9 +247,19 @@ impl Controller {
                 _ = stop.wait_for(|s| *s) => break,
             };
             let mut keeper = match lease {
-                Ok(lease) => self.client.keep_alive(lease),
+                Ok(lease) => {
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("got a lease: taking part in the rollout controller election again");
+                    }
+                    self.client.keep_alive(lease)
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "could not get a lease to take part in the rollout controller election");
+                    if failing {
+                        tracing::debug!(error = %e, "still no lease for the rollout controller election");
+                    } else {
+                        tracing::warn!(error = %e, "could not get a lease to take part in the rollout controller election; trying again");
+                    }
+                    failing = true;
                     self.view.send_replace(Leader::Unknown);
                     pause(RETRY, &mut stop).await;
                     continue;
