@@ -4,6 +4,8 @@
 //! - [`etcd`] — a small client for the part of etcd's v3 gRPC API the fleet uses, over the
 //!   daemon's own tonic.
 //! - [`url`] — the `--store` URL (`etcd://HOST:PORT[,HOST:PORT...]/PREFIX`).
+//! - [`journal`] — [`EtcdJournal`](journal::EtcdJournal), the revision journal kept in etcd
+//!   under the URL's prefix.
 //! - [`config`] — the `--store*` options.
 //! - [`controller`] — the one rollout controller per fleet: leader election on a lease, the
 //!   fence its rollout records are written under; [`verbs`] carries rollout verbs from any
@@ -12,5 +14,6 @@
 pub mod config;
 pub mod controller;
 pub mod etcd;
+pub mod journal;
 pub mod url;
 pub mod verbs;
