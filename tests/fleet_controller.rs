@@ -1,6 +1,8 @@
 //! Fleet mode's rollout controller against a real 3-member etcd cluster: one replica is elected
 //! at a time and another takes over when it dies or resigns; verbs sent to any replica reach
-//! the controller and bring back its answer.
+//! the controller and bring back its answer; a canary ramp goes on across the controller's
+//! death (the failover time is printed); a controller frozen past its lease cannot write once
+//! it is replaced.
 //!
 //! Each replica runs on threads of its own with their own tokio runtimes ([`Node`]): killing a
 //! node drops everything on it at once, as `kill -9` ends a process, and freezing one blocks
@@ -11,11 +13,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flagd_evaluator::{Format, LoadOptions};
-use flagd_rs::authority::Authority;
 use flagd_rs::authority::rollout::runner::Term;
-use flagd_rs::authority::rollout::{self, Phase, Plan, RolloutRunner};
+use flagd_rs::authority::rollout::{self, Event, Phase, RolloutRunner};
+use flagd_rs::authority::{Authority, RevisionInfo, RevisionKind, StateCache};
 use flagd_rs::fleet::controller::{self, ControllerHandle, ControllerSettings, Leader};
 use flagd_rs::fleet::etcd::{EtcdClient, EtcdConfig, Get, KeyRange};
+use flagd_rs::fleet::journal::EtcdJournal;
 use flagd_rs::store::{SourceEvent, SourceUpdate, Store};
 use flagd_rs_tests::etcd::EtcdCluster;
 use serde_json::{Value, json};
@@ -27,7 +30,7 @@ const TTL: Duration = Duration::from_secs(2);
 /// How long anything the tests wait for may take before they fail.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-pub(crate) const FLAGS: &str = r#"{"flags": {
+const FLAGS: &str = r#"{"flags": {
   "ramp": {"state": "ENABLED", "variants": {"stable": "stable", "canary": "canary"},
            "defaultVariant": "stable",
            "targeting": {"fractional": [["stable", 100], ["canary", 0]]}},
@@ -39,7 +42,7 @@ pub(crate) const FLAGS: &str = r#"{"flags": {
 /// A thread with its own tokio runtime. What runs on it can be frozen (the thread blocked, as
 /// `SIGSTOP` freezes a process) and thawed, or killed (the runtime dropped with every task on
 /// it, as `kill -9` ends a process: nothing is tidied, leases simply stop being renewed).
-pub(crate) struct Node {
+struct Node {
     handle: tokio::runtime::Handle,
     end: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -47,7 +50,7 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    pub(crate) fn start(name: &str) -> Node {
+    fn start(name: &str) -> Node {
         let (handle_tx, handle_rx) = std::sync::mpsc::channel();
         let (end, ended) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -75,15 +78,12 @@ impl Node {
     }
 
     /// Runs `work` on the node and returns its output.
-    pub(crate) async fn run<T: Send + 'static>(
-        &self,
-        work: impl Future<Output = T> + Send + 'static,
-    ) -> T {
+    async fn run<T: Send + 'static>(&self, work: impl Future<Output = T> + Send + 'static) -> T {
         self.handle.spawn(work).await.expect("the node's task")
     }
 
     /// Blocks the node's thread: nothing on it runs until [`Node::thaw`].
-    pub(crate) fn freeze(&mut self) {
+    fn freeze(&mut self) {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         self.handle.spawn(async move {
             let _ = rx.recv();
@@ -91,12 +91,12 @@ impl Node {
         self.frozen = Some(tx);
     }
 
-    pub(crate) fn thaw(&mut self) {
+    fn thaw(&mut self) {
         self.frozen = None;
     }
 
     /// Ends the node at once: every task on it is dropped.
-    pub(crate) fn kill(&mut self) {
+    fn kill(&mut self) {
         self.thaw();
         if let Some(end) = self.end.take() {
             let _ = end.send(());
@@ -113,7 +113,7 @@ impl Drop for Node {
     }
 }
 
-pub(crate) fn store() -> Arc<Store> {
+fn store() -> Arc<Store> {
     let store = Store::new(vec!["mem".into()], LoadOptions::default());
     store
         .apply(SourceUpdate {
@@ -127,31 +127,18 @@ pub(crate) fn store() -> Arc<Store> {
     store
 }
 
-/// A plan without gates: `steps` as (weight, hold in ms).
-pub(crate) fn plan(steps: &[(f64, u64)]) -> Plan {
-    let steps: Vec<String> = steps
-        .iter()
-        .map(|(w, h)| format!("  - {{weight: {w}, hold: {h}ms}}"))
-        .collect();
-    let text = format!(
-        "variant: canary\nbaseline: stable\nsteps:\n{}\n",
-        steps.join("\n")
-    );
-    rollout::plan::parse(text.as_bytes()).expect("a valid plan")
-}
-
 /// The election of one replica, on a node of its own (so that it can be frozen apart from the
 /// rollouts), with the fences it set.
-pub(crate) struct Election {
-    pub(crate) node: Node,
-    pub(crate) handle: Option<ControllerHandle>,
-    pub(crate) fences: Arc<Mutex<Vec<Option<i64>>>>,
+struct Election {
+    node: Node,
+    handle: Option<ControllerHandle>,
+    fences: Arc<Mutex<Vec<Option<i64>>>>,
 }
 
 impl Election {
     /// Takes part in the election of the fleet under `prefix` as `id`, driving `runner` (led by
     /// `leading`); `fence` is also told the fence.
-    pub(crate) async fn start(
+    async fn start(
         config: EtcdConfig,
         prefix: &str,
         id: &str,
@@ -172,8 +159,7 @@ impl Election {
         let handle = node
             .run(async move {
                 let client = EtcdClient::connect(config).expect("an etcd client");
-                let mut settings = ControllerSettings::new(client, &prefix, &id, TTL);
-                settings.verb_timeout = Duration::from_secs(10);
+                let settings = ControllerSettings::new(client, &prefix, &id, TTL);
                 controller::spawn(settings, runner, leading, set_fence)
             })
             .await;
@@ -184,14 +170,14 @@ impl Election {
         }
     }
 
-    pub(crate) fn leader(&self) -> Leader {
+    fn leader(&self) -> Leader {
         self.handle
             .as_ref()
             .map_or(Leader::Unknown, ControllerHandle::leader)
     }
 
     /// The fence this replica leads under, if it does.
-    pub(crate) fn fence(&self) -> Option<i64> {
+    fn fence(&self) -> Option<i64> {
         match self.leader() {
             Leader::This { fence } => Some(fence),
             _ => None,
@@ -237,7 +223,7 @@ impl Local {
 }
 
 /// Serves `router` on a loopback port (on the current runtime); returns its base URL.
-pub(crate) async fn serve(router: axum::Router) -> String {
+async fn serve(router: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
@@ -247,7 +233,7 @@ pub(crate) async fn serve(router: axum::Router) -> String {
 }
 
 /// `POST {api}/{flag}/{verb}` with `body`: the status and the JSON answer.
-pub(crate) async fn post(api: &str, flag: &str, verb: &str, body: Value) -> (u16, Value) {
+async fn post(api: &str, flag: &str, verb: &str, body: Value) -> (u16, Value) {
     let answer = reqwest::Client::new()
         .post(format!("{api}/{flag}/{verb}"))
         .json(&body)
@@ -261,7 +247,7 @@ pub(crate) async fn post(api: &str, flag: &str, verb: &str, body: Value) -> (u16
 
 /// Waits until exactly one of `elections` leads and every other one knows it; returns the
 /// leader's index and fence.
-pub(crate) async fn agreed(elections: &[&Election]) -> (usize, i64) {
+async fn agreed(elections: &[&Election]) -> (usize, i64) {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let views: Vec<Leader> = elections.iter().map(|e| e.leader()).collect();
@@ -477,4 +463,314 @@ async fn verbs_sent_to_any_replica_reach_the_controller_and_bring_back_its_answe
         (503, Some("no_controller")),
         "{none}"
     );
+}
+
+/// A fleet replica: its authority over the journal in etcd, its runner, its rollout API and
+/// its part in the election (on a node of its own).
+struct Replica {
+    id: String,
+    authority: Arc<Authority>,
+    runner: Arc<RolloutRunner>,
+    election: Election,
+    api: String,
+    work: Node,
+    _dir: tempfile::TempDir,
+}
+
+impl Replica {
+    async fn start(cluster: &EtcdCluster, prefix: &str, id: &str) -> Replica {
+        let work = Node::start(id);
+        let config = cluster.config();
+        let client = work
+            .run(async move { EtcdClient::connect(config).expect("an etcd client") })
+            .await;
+        let (runtime, at) = (work.handle.clone(), prefix.to_owned());
+        // The journal blocks its caller on its runtime: open it from a blocking thread.
+        let (journal, replay) = tokio::task::spawn_blocking(move || {
+            EtcdJournal::open(client, &at, runtime).expect("the journal in etcd")
+        })
+        .await
+        .unwrap();
+        let set_fence = controller::fence_of(&journal);
+        let dir = tempfile::tempdir().unwrap();
+        let cache = StateCache::in_dir(dir.path());
+        let (authority, runner, leading, api) = work
+            .run(async move {
+                let authority =
+                    Authority::with_shared_journal(Box::new(journal), replay, store(), cache);
+                authority.follow();
+                let (leading, input) = watch::channel(None);
+                let runner = RolloutRunner::spawn_led(
+                    authority.clone(),
+                    Arc::new(rollout::HttpGates::new()),
+                    input,
+                );
+                let api = serve(rollout::router(runner.clone())).await;
+                (authority, runner, leading, api)
+            })
+            .await;
+        let election = Election::start(
+            cluster.config(),
+            prefix,
+            id,
+            runner.clone(),
+            leading,
+            Some(set_fence),
+        )
+        .await;
+        Replica {
+            id: id.to_owned(),
+            authority,
+            runner,
+            election,
+            api,
+            work,
+            _dir: dir,
+        }
+    }
+
+    /// Ends the replica at once, as `kill -9` would.
+    fn kill(&mut self) {
+        self.election.node.kill();
+        self.work.kill();
+    }
+}
+
+/// `GET {api}/{flag}`: the rollout's status as this replica answers it.
+async fn status(api: &str, flag: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{api}/{flag}"))
+        .timeout(PATIENCE)
+        .send()
+        .await
+        .expect("the rollout API answers")
+        .json()
+        .await
+        .expect("a JSON answer")
+}
+
+/// Every revision in the fleet's journal, with the store revision that wrote it, in order.
+async fn journal(client: &EtcdClient, prefix: &str) -> Vec<(RevisionInfo, i64)> {
+    let listed = client
+        .range_all(Get::new(KeyRange::prefix(format!("{prefix}/journal/"))))
+        .await
+        .expect("etcd answers");
+    listed
+        .kvs
+        .iter()
+        .map(|kv| {
+            (
+                serde_json::from_slice(&kv.value).expect("a revision record"),
+                kv.create_revision,
+            )
+        })
+        .collect()
+}
+
+/// The rollout events of `flag` in `records`, with the store revision that wrote each.
+fn events(records: &[(RevisionInfo, i64)], flag: &str) -> Vec<(Event, i64)> {
+    records
+        .iter()
+        .filter(|(r, _)| r.kind == RevisionKind::Rollout && r.flag.as_deref() == Some(flag))
+        .filter_map(|(r, at)| Some((serde_json::from_value(r.event.clone()?).ok()?, *at)))
+        .collect()
+}
+
+/// Checks that the journal is dense (every revision once, in order) and that the rollout of
+/// `flag` recorded each of its steps once, from step 2 to `last`, and completed once.
+fn every_revision_once(records: &[(RevisionInfo, i64)], flag: &str, last: usize) {
+    let numbers: Vec<u64> = records.iter().map(|(r, _)| r.revision).collect();
+    let dense: Vec<u64> = (1..=numbers.len() as u64).collect();
+    assert_eq!(numbers, dense, "the journal's revisions");
+    let events = events(records, flag);
+    let steps: Vec<usize> = events
+        .iter()
+        .filter_map(|(e, _)| match e {
+            Event::Step { step, .. } => Some(*step),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps, (2..=last).collect::<Vec<_>>(), "the steps recorded");
+    let ends = events
+        .iter()
+        .filter(|(e, _)| matches!(e, Event::Complete { .. }))
+        .count();
+    assert_eq!(ends, 1, "one completion");
+}
+
+/// Waits until every replica in `replicas` answers `phase: completed` for `flag`.
+async fn completed_everywhere(replicas: &[&Replica], flag: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    for r in replicas {
+        loop {
+            let answer = status(&r.api, flag).await;
+            if answer["phase"] == "completed" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {} never showed the rollout completed: {answer}",
+                r.id
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Waits until the rollout of `flag` has recorded step `step` in the journal.
+async fn until_step(client: &EtcdClient, prefix: &str, flag: &str, step: usize) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let records = journal(client, prefix).await;
+        let reached = events(&records, flag)
+            .iter()
+            .any(|(e, _)| matches!(e, Event::Step { step: s, .. } if *s >= step));
+        if reached {
+            return;
+        }
+        assert!(Instant::now() < deadline, "step {step} was never recorded");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_ramp_goes_on_across_the_death_of_the_controller() {
+    let Some(cluster) = EtcdCluster::start("fleet_controller (ramp across failover)").await else {
+        return;
+    };
+    let client = cluster.client();
+    let prefix = "/flagd-rs/ramp";
+    let mut replicas = Vec::new();
+    for id in ["a", "b", "c"] {
+        replicas.push(Replica::start(&cluster, prefix, id).await);
+    }
+    let elections: Vec<&Election> = replicas.iter().map(|r| &r.election).collect();
+    let (first, fence) = agreed(&elections).await;
+    let sender = (first + 1) % 3;
+
+    // The ramp is started through a replica that is not the controller.
+    let body = json!({"plan": {"variant": "canary", "baseline": "stable",
+        "steps": [{"weight": 1, "hold": "200ms"}, {"weight": 5, "hold": "200ms"},
+                  {"weight": 25, "hold": "200ms"}, {"weight": 50, "hold": "200ms"},
+                  {"weight": 100}]}, "actor": "ci"});
+    let (code, started) = post(&replicas[sender].api, "ramp", "start", body).await;
+    assert_eq!(code, 201, "{started}");
+
+    // The controller dies once step 2 is recorded.
+    until_step(&client, prefix, "ramp", 2).await;
+    let died = Instant::now();
+    replicas[first].kill();
+
+    // The next step is written by the new controller, under its own fence.
+    let deadline = Instant::now() + PATIENCE;
+    let (next_fence, took) = loop {
+        let records = journal(&client, prefix).await;
+        let holder = controller_key(&client, prefix).await;
+        if let Some((_, new_fence)) = holder.filter(|(_, f)| *f != fence)
+            && events(&records, "ramp")
+                .iter()
+                .any(|(_, at)| *at > new_fence)
+        {
+            break (new_fence, died.elapsed());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no step after the controller died"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    eprintln!(
+        "fleet_controller: controller failover (leader killed -> next step written by the new \
+         leader) took {} ms with a lease TTL of {} ms (target: under TTL + 1 s)",
+        took.as_millis(),
+        TTL.as_millis()
+    );
+    assert!(next_fence > fence);
+
+    // The ramp completes, every replica left says so, and every revision is there once.
+    let alive: Vec<&Replica> = replicas
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != first)
+        .map(|(_, r)| r)
+        .collect();
+    completed_everywhere(&alive, "ramp").await;
+    let records = journal(&client, prefix).await;
+    every_revision_once(&records, "ramp", 5);
+    for r in &alive {
+        assert_eq!(r.authority.head(), records.len() as u64, "replica {}", r.id);
+        let weights = r.authority.override_of("ramp").unwrap().weights.unwrap();
+        assert!(
+            weights.contains(&("canary".to_owned(), 100)),
+            "replica {} serves {weights:?}",
+            r.id
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_frozen_past_its_lease_cannot_write_once_replaced() {
+    let Some(cluster) = EtcdCluster::start("fleet_controller (frozen controller)").await else {
+        return;
+    };
+    let client = cluster.client();
+    let prefix = "/flagd-rs/frozen";
+    let mut replicas = Vec::new();
+    for id in ["a", "b", "c"] {
+        replicas.push(Replica::start(&cluster, prefix, id).await);
+    }
+    let elections: Vec<&Election> = replicas.iter().map(|r| &r.election).collect();
+    let (first, fence) = agreed(&elections).await;
+    let steps: Vec<Value> = [1, 5, 10, 25, 50, 75, 100]
+        .iter()
+        .map(|w| json!({"weight": w, "hold": "1s"}))
+        .collect();
+    let body = json!({"plan": {"variant": "canary", "baseline": "stable", "steps": steps}});
+    let (code, started) = post(&replicas[first].api, "ramp", "start", body).await;
+    assert_eq!(code, 201, "{started}");
+    until_step(&client, prefix, "ramp", 2).await;
+
+    // The controller's election freezes (no keep-alive, no watch): its lease ends, another
+    // replica is elected, and its own rollout task, still running, has its next record
+    // refused by the fence.
+    let frozen = &replicas[first];
+    let mut deposed = frozen.runner.watch_deposed();
+    replicas[first].election.node.freeze();
+    tokio::time::timeout(PATIENCE, deposed.wait_for(|t| *t == Some(fence)))
+        .await
+        .expect("the frozen controller's record was refused by the fence")
+        .unwrap();
+    let mut active = replicas[first].runner.watch_active();
+    tokio::time::timeout(PATIENCE, active.wait_for(Option::is_none))
+        .await
+        .expect("the refused controller's runner stops its tasks")
+        .unwrap();
+    let refused_at = journal(&client, prefix).await.len();
+    assert_ne!(
+        controller_key(&client, prefix).await.map(|(_, f)| f),
+        Some(fence),
+        "the fence moved on"
+    );
+
+    // Thawed, it learns it lost the lease, clears its fence and follows the new controller.
+    replicas[first].election.node.thaw();
+    let deadline = Instant::now() + PATIENCE;
+    while replicas[first].election.fences.lock().unwrap().last() != Some(&None) {
+        assert!(
+            Instant::now() < deadline,
+            "the thawed controller kept its fence"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let all: Vec<&Replica> = replicas.iter().collect();
+    completed_everywhere(&all, "ramp").await;
+    let records = journal(&client, prefix).await;
+    every_revision_once(&records, "ramp", 7);
+    assert!(records.len() > refused_at, "the new controller went on");
+    // The frozen replica lost the election for good, and follows the journal.
+    let elections: Vec<&Election> = replicas.iter().map(|r| &r.election).collect();
+    let (now, new_fence) = agreed(&elections).await;
+    assert_ne!(now, first, "the frozen replica did not win again");
+    assert!(new_fence > fence);
+    assert_eq!(replicas[first].authority.head(), records.len() as u64);
 }

@@ -30,6 +30,7 @@ use super::etcd::{
     Cmp, Compare, EtcdClient, EtcdError, Event, EventKind, Get, KeyRange, KeyValue, LeaseKeeper,
     Op, Put, Txn, WatchOptions, Watcher,
 };
+use super::journal::{EtcdJournal, Fence};
 use super::verbs::{self, EtcdRelay};
 use crate::authority::rollout::runner::{RolloutRunner, Term};
 
@@ -46,6 +47,20 @@ const REVOKE_WAIT: Duration = Duration::from_secs(1);
 /// Sets the journal's fence: `Some(create revision)` of the controller key while this replica
 /// leads, `None` otherwise.
 pub type SetFence = Arc<dyn Fn(Option<i64>) + Send + Sync>;
+
+/// The [`SetFence`] of `journal`: its rollout records are fenced by the controller key's
+/// create revision while this replica leads.
+pub fn fence_of(journal: &EtcdJournal) -> SetFence {
+    let fencing = journal.fencing();
+    let key = journal.keys().controller().to_owned();
+    Arc::new(move |fence: Option<i64>| match fence {
+        Some(create_revision) => fencing.set(Fence {
+            key: key.clone(),
+            create_revision,
+        }),
+        None => fencing.clear(),
+    })
+}
 
 /// The fleet's keys this module uses.
 #[derive(Debug, Clone)]
@@ -249,7 +264,9 @@ impl Controller {
             let mut keeper = match lease {
                 Ok(lease) => {
                     if std::mem::take(&mut failing) {
-                        tracing::info!("got a lease: taking part in the rollout controller election again");
+                        tracing::info!(
+                            "got a lease: taking part in the rollout controller election again"
+                        );
                     }
                     self.client.keep_alive(lease)
                 }

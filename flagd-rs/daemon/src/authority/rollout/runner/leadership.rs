@@ -160,6 +160,9 @@ impl RolloutRunner {
     /// paused resumes, as after a restart.
     async fn take_over(self: &Arc<Self>, term: Term) {
         let _serial = self.start_lock.lock().await;
+        if *self.stop_tx.borrow() {
+            return;
+        }
         let gate = self.lead.gate.clone();
         let _ = tokio::task::spawn_blocking(move || gate.set(Some(term))).await;
         *self.lead.crew() = Crew::new();
