@@ -30,7 +30,7 @@ use super::etcd::{
     Cmp, Compare, EtcdClient, EtcdError, Event, EventKind, Get, KeyRange, KeyValue, LeaseKeeper,
     Op, Put, Txn, WatchOptions, Watcher,
 };
-use super::journal::{EtcdJournal, Fence};
+use super::journal::{EtcdJournal, Fence, Fencing};
 use super::verbs::{self, EtcdRelay};
 use crate::authority::rollout::runner::{RolloutRunner, Term};
 
@@ -51,8 +51,13 @@ pub type SetFence = Arc<dyn Fn(Option<i64>) + Send + Sync>;
 /// The [`SetFence`] of `journal`: its rollout records are fenced by the controller key's
 /// create revision while this replica leads.
 pub fn fence_of(journal: &EtcdJournal) -> SetFence {
-    let fencing = journal.fencing();
-    let key = journal.keys().controller().to_owned();
+    fence_setter(journal.fencing(), journal.keys().controller())
+}
+
+/// The [`SetFence`] of a journal's `fencing` (taken from it before it was handed to the
+/// authority), whose leader key is `controller_key` (`PREFIX/controller`).
+pub fn fence_setter(fencing: Arc<Fencing>, controller_key: &str) -> SetFence {
+    let key = controller_key.to_owned();
     Arc::new(move |fence: Option<i64>| match fence {
         Some(create_revision) => fencing.set(Fence {
             key: key.clone(),
@@ -653,5 +658,21 @@ mod tests {
         assert_eq!(keys.head, "/flagd-rs/prod/head");
         assert_eq!(keys.verbs, "/flagd-rs/prod/verbs/");
         assert_eq!(keys.replies, "/flagd-rs/prod/replies/");
+    }
+
+    #[test]
+    fn the_fence_setter_sets_and_clears_the_journals_fence() {
+        let fencing = Arc::new(Fencing::default());
+        let set = fence_setter(fencing.clone(), "/f/controller");
+        set(Some(42));
+        assert_eq!(
+            fencing.current(),
+            Some(Fence {
+                key: "/f/controller".into(),
+                create_revision: 42
+            })
+        );
+        set(None);
+        assert_eq!(fencing.current(), None);
     }
 }
