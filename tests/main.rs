@@ -11,6 +11,7 @@ mod eval_grpc;
 mod evaluation_budget;
 mod evaluator_testbed;
 mod fleet;
+mod fleet_controller;
 mod journal;
 mod management;
 mod ofrep;

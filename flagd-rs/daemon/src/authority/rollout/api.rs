@@ -15,6 +15,11 @@
 //! application/json`; anything else is refused (`415 unsupported_media_type`, `400
 //! bad_request`), so a browser form cannot drive a rollout. Successful answers are the
 //! rollout's status, with its last revision as `ETag`.
+//!
+//! In a fleet, a replica that is not the rollout controller answers `GET`s from its journal and
+//! sends every verb to the controller through its runner's [`Relay`](super::runner::Relay): the
+//! answer is the controller's, exactly as if it had been asked (`503 no_controller` while no
+//! replica is the controller, `503 controller_timeout` when it does not answer in time).
 
 use std::sync::Arc;
 
@@ -27,7 +32,9 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::plan::{self, Plan};
-use super::runner::{RolloutError, RolloutRunner, RolloutStatus};
+use super::runner::{
+    RolloutError, RolloutRunner, RolloutStatus, VerbAnswer, VerbKind, VerbRequest,
+};
 use crate::authority::{AuthorityError, JournalError};
 
 /// The actor recorded when a request names none.
@@ -100,6 +107,7 @@ impl From<RolloutError> for RolloutApiError {
             RolloutError::Authority(_) => (StatusCode::INTERNAL_SERVER_ERROR, "journal"),
             RolloutError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
             RolloutError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            RolloutError::NotController => (StatusCode::SERVICE_UNAVAILABLE, "not_controller"),
         };
         RolloutApiError {
             status,
@@ -109,10 +117,25 @@ impl From<RolloutError> for RolloutApiError {
     }
 }
 
+impl RolloutApiError {
+    fn body(&self) -> Value {
+        json!({"error": self.code, "message": self.message})
+    }
+}
+
 impl IntoResponse for RolloutApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": self.code, "message": self.message});
+        let body = self.body();
         (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<RolloutApiError> for VerbAnswer {
+    fn from(e: RolloutApiError) -> Self {
+        VerbAnswer {
+            status: e.status.as_u16(),
+            body: e.body(),
+        }
     }
 }
 
@@ -131,8 +154,65 @@ pub fn router(runner: Arc<RolloutRunner>) -> Router {
 
 fn answer(status: &RolloutStatus) -> Response {
     let mut response = axum::Json(status).into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", status.revision)) {
+    etag(&mut response, status.revision);
+    response
+}
+
+fn etag(response: &mut Response, revision: u64) {
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{revision}\"")) {
         response.headers_mut().insert(header::ETAG, v);
+    }
+}
+
+/// Runs a verb on this replica's runner and answers as the API does: what the controller
+/// answers a verb relayed to it.
+pub async fn execute(runner: &Arc<RolloutRunner>, request: VerbRequest) -> VerbAnswer {
+    let VerbRequest {
+        verb,
+        flag,
+        plan,
+        actor,
+        reason,
+    } = request;
+    let result = match verb {
+        VerbKind::Start => match plan {
+            Some(plan) => runner.start(&flag, plan, &actor, &reason).await,
+            None => return RolloutApiError::bad_request("the body needs a `plan`").into(),
+        },
+        VerbKind::Pause => runner.pause(&flag, &actor, &reason).await,
+        VerbKind::Resume => runner.resume(&flag, &actor, &reason).await,
+        VerbKind::Promote => runner.promote(&flag, &actor, &reason).await,
+        VerbKind::Abort => runner.abort(&flag, &actor, &reason).await,
+    };
+    match result {
+        Ok(status) => VerbAnswer {
+            status: if verb == VerbKind::Start {
+                StatusCode::CREATED.as_u16()
+            } else {
+                StatusCode::OK.as_u16()
+            },
+            body: serde_json::to_value(&status).unwrap_or(Value::Null),
+        },
+        Err(e) => RolloutApiError::from(e).into(),
+    }
+}
+
+/// Runs a verb here when this replica drives rollouts, or sends it to the controller.
+async fn dispatch(runner: &Arc<RolloutRunner>, request: VerbRequest) -> Response {
+    let answer = match runner.relay() {
+        Some(relay) if !runner.is_controller() => relay.send(request).await,
+        _ => execute(runner, request).await,
+    };
+    into_response(answer)
+}
+
+/// The HTTP answer of `answer`; a success carries the rollout's last revision as `ETag`.
+fn into_response(answer: VerbAnswer) -> Response {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let revision = answer.body.get("revision").and_then(Value::as_u64);
+    let mut response = (status, axum::Json(answer.body)).into_response();
+    if let Some(revision) = revision.filter(|_| status.is_success()) {
+        etag(&mut response, revision);
     }
     response
 }
@@ -206,7 +286,17 @@ async fn start(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, RolloutApiError> {
-    let obj = body_object(&headers, &body)?;
+    let request = start_request(flag, &headers, &body)?;
+    Ok(dispatch(&runner, request).await)
+}
+
+/// A start's request: the body's plan (an object or YAML text), actor and reason.
+fn start_request(
+    flag: String,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<VerbRequest, RolloutApiError> {
+    let obj = body_object(headers, body)?;
     let note = note(&obj)?;
     let plan: Plan = match obj.get("plan") {
         Some(Value::String(text)) => plan::parse(text.as_bytes()).map_err(RolloutError::from)?,
@@ -219,12 +309,17 @@ async fn start(
         }
         None => return Err(RolloutApiError::bad_request("the body needs a `plan`")),
     };
-    let status = runner.start(&flag, plan, &note.actor, &note.reason).await?;
-    Ok((StatusCode::CREATED, answer(&status)).into_response())
+    Ok(VerbRequest {
+        verb: VerbKind::Start,
+        flag,
+        plan: Some(plan),
+        actor: note.actor,
+        reason: note.reason,
+    })
 }
 
 macro_rules! verb {
-    ($name:ident) => {
+    ($name:ident, $kind:expr) => {
         async fn $name(
             State(runner): State<Arc<RolloutRunner>>,
             Path(flag): Path<String>,
@@ -232,20 +327,129 @@ macro_rules! verb {
             body: Bytes,
         ) -> Result<Response, RolloutApiError> {
             let note = note(&body_object(&headers, &body)?)?;
-            let status = runner.$name(&flag, &note.actor, &note.reason).await?;
-            Ok(answer(&status))
+            let request = VerbRequest {
+                verb: $kind,
+                flag,
+                plan: None,
+                actor: note.actor,
+                reason: note.reason,
+            };
+            Ok(dispatch(&runner, request).await)
         }
     };
 }
 
-verb!(pause);
-verb!(resume);
-verb!(promote);
-verb!(abort);
+verb!(pause, VerbKind::Pause);
+verb!(resume, VerbKind::Resume);
+verb!(promote, VerbKind::Promote);
+verb!(abort, VerbKind::Abort);
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use futures::future::BoxFuture;
+    use tower::ServiceExt as _;
+
+    use super::super::runner::Relay;
+    use super::super::runner::testkit::{FLAGS, store};
     use super::*;
+    use crate::authority::Authority;
+
+    /// A relay that answers every verb with `answer` and keeps what it was sent.
+    #[derive(Debug)]
+    struct Recorder {
+        sent: Mutex<Vec<VerbRequest>>,
+        answer: VerbAnswer,
+    }
+
+    impl Relay for Recorder {
+        fn send(&self, request: VerbRequest) -> BoxFuture<'_, VerbAnswer> {
+            self.sent.lock().unwrap().push(request);
+            Box::pin(async move { self.answer.clone() })
+        }
+    }
+
+    async fn call(router: &Router, path: &str, body: &str) -> (StatusCode, HeaderMap, Value) {
+        let request = Request::post(path)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_owned()))
+            .unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        (
+            parts.status,
+            parts.headers,
+            serde_json::from_slice(&bytes).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_is_not_the_controller_relays_verbs_and_answers_what_came_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let authority = Authority::open(dir.path(), store(FLAGS, 1)).unwrap();
+        let (_leading, input) = tokio::sync::watch::channel(None);
+        let runner = RolloutRunner::spawn_led(
+            authority,
+            std::sync::Arc::new(super::super::HttpGates::new()),
+            input,
+        );
+        let router = router(runner.clone());
+        // Without a relay there is nowhere to send it.
+        let (status, _, body) = call(&router, "/ramp/pause", "{}").await;
+        assert_eq!(
+            (status.as_u16(), body["error"].as_str()),
+            (503, Some("not_controller"))
+        );
+        let relay = Arc::new(Recorder {
+            sent: Mutex::new(Vec::new()),
+            answer: VerbAnswer {
+                status: 201,
+                body: json!({"flag": "ramp", "revision": 7, "phase": "running"}),
+            },
+        });
+        runner.set_relay(relay.clone());
+        let plan = r#"{"plan": "variant: canary\nbaseline: stable\nsteps: [{weight: 10}]\n", "reason": "go"}"#;
+        let (status, headers, body) = call(&router, "/ramp/start", plan).await;
+        assert_eq!(
+            (status.as_u16(), body["revision"].as_u64()),
+            (201, Some(7)),
+            "{body}"
+        );
+        assert_eq!(headers[header::ETAG], "\"7\"");
+        let (status, _, _) = call(&router, "/ramp/pause", r#"{"actor": "ops"}"#).await;
+        assert_eq!(status.as_u16(), 201);
+        // A body the API refuses is refused here, without being sent.
+        let (status, _, body) = call(&router, "/ramp/start", r#"{"plan": 3}"#).await;
+        assert_eq!(
+            (status.as_u16(), body["error"].as_str()),
+            (400, Some("bad_request"))
+        );
+        let sent = relay.sent.lock().unwrap().clone();
+        assert_eq!(sent.len(), 2);
+        assert_eq!(
+            (
+                sent[0].verb,
+                sent[0].flag.as_str(),
+                sent[0].actor.as_str(),
+                sent[0].reason.as_str()
+            ),
+            (VerbKind::Start, "ramp", DEFAULT_ACTOR, "go")
+        );
+        assert_eq!(sent[0].plan.as_ref().unwrap().steps.len(), 1);
+        assert_eq!(
+            (sent[1].verb, sent[1].actor.as_str()),
+            (VerbKind::Pause, "ops")
+        );
+        // An error answer carries no ETag.
+        let answer = into_response(VerbAnswer::error(503, "no_controller", "none"));
+        assert_eq!(answer.status().as_u16(), 503);
+        assert!(answer.headers().get(header::ETAG).is_none());
+        runner.stop().await;
+    }
 
     fn headers(content_type: Option<&str>) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -1,6 +1,6 @@
 //! One rollout's state machine: the task that holds its steps, moves it on, pauses, resumes,
 //! rolls it back or aborts it, and acts on the verbs sent to it. It is the only writer of its
-//! rollout's records while it runs.
+//! rollout's records while it runs, in one leadership term.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,12 +13,25 @@ use super::super::split::{self, Layout, percent_text, share, split_weights, weig
 use super::super::{Event, Phase, Rebase, RolloutState, now_ms};
 use super::hold::{GateBook, HoldEnd, Input, next_input};
 use super::status::{RolloutError, RolloutStatus};
-use super::{Command, READY_POLL, RUNNER_ACTOR, RolloutRunner, Verb, blocking, record, with_note};
+use super::{Command, READY_POLL, RUNNER_ACTOR, RolloutRunner, Term, Verb, blocking, with_note};
 use crate::authority::{AuthorityError, RolloutChange};
+
+/// Why a rollout's task ends before its rollout does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Exit {
+    /// This replica does not drive rollouts (any more) in the task's term: nothing more is
+    /// written.
+    Halt,
+    /// A record clashed with a revision appended elsewhere: the task starts again from the
+    /// journal.
+    Reload,
+}
 
 /// Drives one rollout.
 pub(super) struct Driver {
     pub(super) runner: Arc<RolloutRunner>,
+    /// The leadership term the task writes in.
+    term: Term,
     pub(super) flag: String,
     pub(super) checked: Arc<CheckedPlan>,
     pub(super) state: RolloutState,
@@ -27,6 +40,8 @@ pub(super) struct Driver {
     pub(super) book: GateBook,
     /// Whether the store has loaded every source (only then may the split move).
     ready: bool,
+    /// Set when the task must end before the rollout does.
+    pub(super) exit: Option<Exit>,
 }
 
 /// Whether `e` is the authority refusing a change as invalid for the flag (as opposed to
@@ -42,6 +57,7 @@ fn is_refusal(e: &RolloutError) -> bool {
 impl Driver {
     pub(super) fn new(
         runner: Arc<RolloutRunner>,
+        term: Term,
         flag: String,
         checked: CheckedPlan,
         state: RolloutState,
@@ -50,12 +66,14 @@ impl Driver {
         let book = GateBook::new(Some(&checked), &state.counters);
         Driver {
             runner,
+            term,
             flag,
             checked: Arc::new(checked),
             state,
             layout,
             book,
             ready: false,
+            exit: None,
         }
     }
 
@@ -83,7 +101,9 @@ impl Driver {
 
     /// Records `event` (changing the override as `change` says) and applies it to the state.
     /// When the journal cannot record it, the rollout pauses in memory (the journal's state
-    /// resumes after a restart); when the authority refuses the change, nothing changes.
+    /// resumes after a restart); when the authority refuses the change, nothing changes. When
+    /// this replica no longer drives rollouts, or the record clashed with a revision appended
+    /// elsewhere, nothing changes either and the task ends ([`Exit`]).
     pub(super) async fn record(
         &mut self,
         event: Event,
@@ -91,15 +111,10 @@ impl Driver {
         actor: &str,
         reason: String,
     ) -> Result<(), RolloutError> {
-        let result = record(
-            &self.runner.authority,
-            &self.flag,
-            &event,
-            change,
-            actor,
-            reason.clone(),
-        )
-        .await;
+        let result = self
+            .runner
+            .record(self.term, &self.flag, &event, change, actor, reason.clone())
+            .await;
         match result {
             Ok(info) => {
                 self.state.apply(info.revision, &event);
@@ -114,6 +129,16 @@ impl Driver {
                     "rollout revision"
                 );
                 Ok(())
+            }
+            Err(e) if matches!(e, RolloutError::NotController) || e.is_deposed() => {
+                tracing::info!(flag = %self.flag, error = %e, %reason, "a rollout change was not made: this replica does not drive rollouts now");
+                self.exit = Some(Exit::Halt);
+                Err(e)
+            }
+            Err(e @ RolloutError::Authority(AuthorityError::Conflict { .. })) => {
+                tracing::info!(flag = %self.flag, error = %e, %reason, "a rollout change clashed with a revision made elsewhere");
+                self.exit = Some(Exit::Reload);
+                Err(e)
             }
             Err(e) if is_refusal(&e) => {
                 tracing::warn!(flag = %self.flag, error = %e, %reason, "a rollout change was refused");
@@ -134,23 +159,27 @@ impl Driver {
         }
     }
 
-    /// Runs the rollout until it ends or the runner stops. A rollout resumed after a restart
-    /// (`wait_ready`) first waits for the store to load every source, answering verbs meanwhile.
+    /// Runs the rollout until it ends or the runner stops; returns why it ended early, if it
+    /// did. A rollout resumed after a restart or a take-over (`wait_ready`) first waits for
+    /// the store to load every source, answering verbs meanwhile.
     pub(super) async fn run(
         mut self,
         mut rx: mpsc::Receiver<Command>,
         mut stop: watch::Receiver<bool>,
         wait_ready: bool,
-    ) {
+    ) -> Option<Exit> {
         if wait_ready && !self.wait_ready(&mut rx, &mut stop).await {
-            return;
+            return self.exit;
         }
         self.ready = true;
         loop {
+            if self.exit.is_some() {
+                return self.exit;
+            }
             match self.state.phase {
                 Phase::Completed | Phase::RolledBack | Phase::Aborted => break,
                 Phase::Paused => match next_input(&mut rx, &mut stop, None).await {
-                    Input::Stop => return,
+                    Input::Stop => return None,
                     Input::Timer => {}
                     Input::Command(cmd) => {
                         let left = Duration::from_millis(self.state.hold_ms);
@@ -158,7 +187,7 @@ impl Driver {
                     }
                 },
                 Phase::Running => match self.hold(&mut rx, &mut stop).await {
-                    HoldEnd::Stop => return,
+                    HoldEnd::Stop => return None,
                     HoldEnd::Done => {
                         let _ = self.advance(None, None).await;
                     }
@@ -176,11 +205,12 @@ impl Driver {
             }
         }
         self.publish(None);
+        None
     }
 
     /// Waits until the store has loaded every source; a resumed rollout must not move the split
     /// before its flag is loaded. Verbs are answered meanwhile (pause and abort act; resume and
-    /// promote need the flag). Returns false when the runner stops.
+    /// promote need the flag). Returns false when the runner stops or the task must end.
     async fn wait_ready(
         &mut self,
         rx: &mut mpsc::Receiver<Command>,
@@ -193,6 +223,9 @@ impl Driver {
                 Input::Command(cmd) => {
                     let left = self.left();
                     self.on_command(cmd, left).await;
+                    if self.exit.is_some() {
+                        return false;
+                    }
                     if self.state.phase.is_terminal() {
                         return true;
                     }

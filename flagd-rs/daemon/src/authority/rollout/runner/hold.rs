@@ -219,7 +219,8 @@ pub(super) enum HoldEnd {
         detail: String,
         left: Duration,
     },
-    /// The rollout's phase changed (a record could not be made and it paused).
+    /// The rollout's phase changed (a record could not be made and it paused), or its task
+    /// must end.
     Interrupted,
 }
 
@@ -362,7 +363,9 @@ impl Driver {
                 .await
             {
                 Ok(()) => self.book.mark_recorded(counters),
-                Err(_) if self.state.phase != Phase::Running => return Err(HoldEnd::Interrupted),
+                Err(_) if self.state.phase != Phase::Running || self.exit.is_some() => {
+                    return Err(HoldEnd::Interrupted);
+                }
                 Err(_) => {}
             }
         }

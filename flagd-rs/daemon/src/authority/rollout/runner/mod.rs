@@ -2,18 +2,26 @@
 //! interval and records every change through the authority; verbs from the admin API reach the
 //! task over a channel, so a rollout's changes are always made in order by one writer.
 //!
+//! In a fleet only the replica elected rollout controller drives rollouts; the others show the
+//! rollouts as the journal has them, and their API sends verbs to the controller
+//! ([`leadership`], [`relay`]).
+//!
 //! Module map: this file is the registry the API talks to (each flag's latest rollout, starting
 //! rollouts, sending verbs, stopping); [`driver`] is one rollout's state machine; [`hold`] holds
-//! a step and checks its gates; [`status`] has the answers (errors and statuses).
+//! a step and checks its gates; [`status`] has the answers (errors and statuses);
+//! [`leadership`] takes over and steps down; [`relay`] is what a verb sent to the controller
+//! carries.
 
 mod driver;
 mod hold;
+mod leadership;
+mod relay;
 mod status;
 #[cfg(test)]
 pub(crate) mod testkit;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -29,6 +37,9 @@ use crate::authority::{
 };
 use driver::Driver;
 use hold::GateBook;
+use leadership::Leadership;
+pub use leadership::{ALWAYS, Term};
+pub use relay::{Relay, VerbAnswer, VerbKind, VerbRequest};
 pub use status::{Counts, GateStatus, RolloutError, RolloutStatus};
 
 /// The actor recorded for changes the runner makes by itself.
@@ -77,6 +88,27 @@ impl Slot {
     fn status(&self, now: u64) -> RolloutStatus {
         RolloutStatus::of(&self.state, &self.gates, self.problem.as_deref(), now)
     }
+
+    /// A rollout as the journal has it, with no task: whether it can go on is checked, and
+    /// the plan and layout to drive it with are returned when it can.
+    fn from_journal(flag: &str, state: RolloutState) -> (Slot, Option<(CheckedPlan, Layout)>) {
+        let mut slot = Slot {
+            gates: GateBook::new(state.plan.check(flag).ok().as_ref(), &state.counters).statuses,
+            state,
+            problem: None,
+            commands: None,
+        };
+        if slot.state.phase.is_terminal() {
+            return (slot, None);
+        }
+        match resumable(&slot.state) {
+            Err(e) => {
+                slot.problem = Some(format!("cannot resume: {e}"));
+                (slot, None)
+            }
+            Ok(drive) => (slot, Some(drive)),
+        }
+    }
 }
 
 /// Runs every active rollout, and answers the verbs.
@@ -87,11 +119,15 @@ pub struct RolloutRunner {
     /// Each flag's latest rollout. Written by the rollout's task (and by `start` and the abort
     /// of a rollout that cannot go on), read by the API and the metrics collector.
     slots: Mutex<BTreeMap<String, Slot>>,
-    /// Serializes starts (and aborts made by the runner), so that two of one flag cannot both
-    /// find it free.
+    /// Serializes starts, aborts made by the runner, taking over and stepping down, so that
+    /// two of one flag cannot both find it free.
     start_lock: tokio::sync::Mutex<()>,
+    /// Set when the runner stops for good (the daemon is shutting down).
     stop_tx: watch::Sender<bool>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Whether, and in which term, this runner drives rollouts.
+    lead: Leadership,
+    /// Where the API sends verbs while another replica is the controller.
+    relay: OnceLock<Arc<dyn Relay>>,
 }
 
 /// Runs `f` (which blocks on the journal) off the async threads.
@@ -107,26 +143,6 @@ fn encode_error(e: serde_json::Error) -> RolloutError {
     RolloutError::Authority(AuthorityError::Journal(JournalError::Io(
         std::io::Error::other(e),
     )))
-}
-
-/// Records one rollout event through the authority, changing the override as `change` says.
-async fn record(
-    authority: &Arc<Authority>,
-    flag: &str,
-    event: &Event,
-    change: RolloutChange,
-    actor: &str,
-    reason: String,
-) -> Result<RevisionInfo, RolloutError> {
-    let value = serde_json::to_value(event).map_err(encode_error)?;
-    let authority = authority.clone();
-    let (flag, actor) = (flag.to_owned(), actor.to_owned());
-    blocking(move || {
-        authority
-            .append_rollout(&flag, value, change, &actor, &reason)
-            .map_err(RolloutError::from)
-    })
-    .await
 }
 
 /// `text`, followed by `: note` when a note is given.
@@ -212,41 +228,75 @@ fn resumable(state: &RolloutState) -> Result<(CheckedPlan, Layout), RolloutError
 }
 
 impl RolloutRunner {
-    /// A runner over `authority`, checking gates with `gates`. Replays the rollout records and
-    /// resumes every rollout that was running or paused (each waits until the store has loaded
-    /// its flags before it changes the split). A rollout that cannot go on (its plan no longer
-    /// validates) is listed with the problem and can be aborted. Must be called inside a tokio
-    /// runtime.
+    /// A runner over `authority`, checking gates with `gates`, that always drives rollouts (a
+    /// daemon without a shared store). Replays the rollout records and resumes every rollout
+    /// that was running or paused (each waits until the store has loaded its flags before it
+    /// changes the split). A rollout that cannot go on (its plan no longer validates) is listed
+    /// with the problem and can be aborted. Must be called inside a tokio runtime.
     pub fn spawn(authority: Arc<Authority>, gates: Arc<dyn GateEvaluator>) -> Arc<RolloutRunner> {
-        let (stop_tx, _) = watch::channel(false);
-        let runner = Arc::new(RolloutRunner {
+        let runner = RolloutRunner::new(authority, gates, Leadership::new(true));
+        runner.take_over_now(ALWAYS);
+        let always = runner.lead.always.as_ref().map(watch::Sender::subscribe);
+        if let Some(input) = always {
+            tokio::spawn(runner.clone().follow_leadership(input));
+        }
+        runner
+    }
+
+    /// A runner that drives rollouts only while `leadership` says `Some(term)`: this replica
+    /// is the fleet's rollout controller in that term (see [`leadership`]). When it becomes
+    /// the controller it resumes every active rollout from the journal as a restart does (the
+    /// same step, the hold time left as of the last record, the gates' counters); when it
+    /// stops being the controller its tasks stop at once, and it writes nothing; meanwhile its
+    /// status and list answers are the journal's, read again after every revision. A term in
+    /// which the journal refused one of its records (another replica leads) is not taken up
+    /// again; [`RolloutRunner::watch_deposed`] reports it. Must be called inside a tokio
+    /// runtime.
+    pub fn spawn_led(
+        authority: Arc<Authority>,
+        gates: Arc<dyn GateEvaluator>,
+        leadership: watch::Receiver<Option<Term>>,
+    ) -> Arc<RolloutRunner> {
+        let runner = RolloutRunner::new(authority, gates, Leadership::new(false));
+        match *leadership.borrow() {
+            Some(term) => runner.take_over_now(term),
+            None => runner.show_journal(),
+        }
+        tokio::spawn(runner.clone().follow_leadership(leadership));
+        runner
+    }
+
+    fn new(
+        authority: Arc<Authority>,
+        gates: Arc<dyn GateEvaluator>,
+        lead: Leadership,
+    ) -> Arc<RolloutRunner> {
+        Arc::new(RolloutRunner {
             authority,
             gates,
             slots: Mutex::new(BTreeMap::new()),
             start_lock: tokio::sync::Mutex::new(()),
-            stop_tx,
-            tasks: Mutex::new(Vec::new()),
-        });
-        let states = replay(&runner.authority.rollout_records());
+            stop_tx: watch::channel(false).0,
+            lead,
+            relay: OnceLock::new(),
+        })
+    }
+
+    /// Replays the rollout records and resumes, in `term`, every rollout that was running or
+    /// paused.
+    fn resume_all(self: &Arc<Self>, term: Term) {
+        let states = replay(&self.authority.rollout_records());
+        let mut slots = BTreeMap::new();
+        let mut launches = Vec::new();
         for (flag, state) in states {
-            let mut slot = Slot {
-                gates: GateBook::new(state.plan.check(&flag).ok().as_ref(), &state.counters)
-                    .statuses,
-                state,
-                problem: None,
-                commands: None,
-            };
-            if slot.state.phase.is_terminal() {
-                runner.lock().insert(flag, slot);
-                continue;
-            }
-            match resumable(&slot.state) {
-                Err(e) => {
-                    tracing::error!(flag, error = %e, "cannot resume a rollout; it can be aborted");
-                    slot.problem = Some(format!("cannot resume: {e}"));
-                    runner.lock().insert(flag, slot);
+            let (mut slot, drive) = Slot::from_journal(&flag, state);
+            match drive {
+                None => {
+                    if let Some(problem) = &slot.problem {
+                        tracing::error!(flag, %problem, "cannot resume a rollout; it can be aborted");
+                    }
                 }
-                Ok((checked, layout)) => {
+                Some((checked, layout)) => {
                     tracing::info!(
                         flag,
                         rollout = slot.state.id,
@@ -254,23 +304,73 @@ impl RolloutRunner {
                         phase = slot.state.phase.as_str(),
                         "resuming rollout"
                     );
-                    let state = slot.state.clone();
                     let (tx, rx) = mpsc::channel(INBOX);
                     slot.commands = Some(tx);
-                    runner.lock().insert(flag.clone(), slot);
-                    runner.launch(flag, checked, state, layout, rx, true);
+                    launches.push((flag.clone(), checked, slot.state.clone(), layout, rx));
                 }
             }
+            slots.insert(flag, slot);
         }
-        runner
+        *self.lock() = slots;
+        for (flag, checked, state, layout, rx) in launches {
+            self.launch(term, flag, checked, state, layout, rx, true);
+        }
+    }
+
+    /// Shows every flag's latest rollout as the journal has it, with no task.
+    fn show_journal(&self) {
+        let slots = replay(&self.authority.rollout_records())
+            .into_iter()
+            .map(|(flag, state)| {
+                let (slot, _) = Slot::from_journal(&flag, state);
+                (flag, slot)
+            })
+            .collect();
+        *self.lock() = slots;
+    }
+
+    /// Starts the task of flag `flag`'s rollout again from the journal, after one of its
+    /// records clashed with a revision appended elsewhere: the journal says where it is.
+    async fn reload(self: &Arc<Self>, term: Term, flag: String) {
+        let _serial = self.start_lock.lock().await;
+        if self.active_term() != Some(term) || *self.stop_tx.borrow() {
+            return;
+        }
+        let authority = self.authority.clone();
+        let records = match tokio::task::spawn_blocking(move || authority.rollout_records()).await {
+            Ok(records) => records,
+            Err(_) => return,
+        };
+        let Some(state) = replay(&records).remove(&flag) else {
+            return;
+        };
+        tracing::info!(
+            flag,
+            rollout = state.id,
+            step = state.step,
+            phase = state.phase.as_str(),
+            "a rollout record clashed with a revision made elsewhere; going on from the journal"
+        );
+        let (mut slot, drive) = Slot::from_journal(&flag, state);
+        let launch = drive.map(|(checked, layout)| {
+            let (tx, rx) = mpsc::channel(INBOX);
+            slot.commands = Some(tx);
+            (checked, slot.state.clone(), layout, rx)
+        });
+        self.lock().insert(flag.clone(), slot);
+        if let Some((checked, state, layout, rx)) = launch {
+            self.launch(term, flag, checked, state, layout, rx, false);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Slot>> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn launch(
         self: &Arc<Self>,
+        term: Term,
         flag: String,
         checked: CheckedPlan,
         state: RolloutState,
@@ -278,12 +378,71 @@ impl RolloutRunner {
         rx: mpsc::Receiver<Command>,
         wait_ready: bool,
     ) {
-        let driver = Driver::new(self.clone(), flag, checked, state, layout);
-        let stop = self.stop_tx.subscribe();
-        let task = tokio::spawn(driver.run(rx, stop, wait_ready));
-        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
-        tasks.retain(|t| !t.is_finished());
-        tasks.push(task);
+        let driver = Driver::new(self.clone(), term, flag.clone(), checked, state, layout);
+        let mut crew = self.lead.crew();
+        let stop = crew.stop.subscribe();
+        let runner = self.clone();
+        let task = tokio::spawn(async move {
+            if driver.run(rx, stop, wait_ready).await == Some(driver::Exit::Reload) {
+                runner.reload(term, flag).await;
+            }
+        });
+        crew.tasks.retain(|t| !t.is_finished());
+        crew.tasks.push(task);
+    }
+
+    /// Records one rollout event in `term` through the authority, changing the override as
+    /// `change` says. A refusal by the journal because another replica is the controller
+    /// steps the runner down.
+    #[allow(clippy::too_many_arguments)]
+    async fn record(
+        &self,
+        term: Term,
+        flag: &str,
+        event: &Event,
+        change: RolloutChange,
+        actor: &str,
+        reason: String,
+    ) -> Result<RevisionInfo, RolloutError> {
+        let value = serde_json::to_value(event).map_err(encode_error)?;
+        let authority = self.authority.clone();
+        let gate = self.lead.gate.clone();
+        let (flag, actor) = (flag.to_owned(), actor.to_owned());
+        let result = blocking(move || {
+            gate.write_as(term, || {
+                authority
+                    .append_rollout(&flag, value, change, &actor, &reason)
+                    .map_err(RolloutError::from)
+            })
+        })
+        .await;
+        if let Err(e) = &result
+            && e.is_deposed()
+        {
+            self.deposed(term);
+        }
+        result
+    }
+
+    /// The term a verb may write in now, or why it may not.
+    fn writing_term(&self) -> Result<Term, RolloutError> {
+        if *self.stop_tx.borrow() {
+            return Err(RolloutError::Stopped);
+        }
+        self.active_term().ok_or(RolloutError::NotController)
+    }
+
+    /// Where the API sends verbs while this replica is not the controller (set once, by the
+    /// fleet's controller election).
+    pub fn set_relay(&self, relay: Arc<dyn Relay>) {
+        if self.relay.set(relay).is_err() {
+            tracing::warn!("the rollout runner already has a relay to the controller");
+        }
+    }
+
+    /// The relay to the controller, if this runner is part of a fleet.
+    pub fn relay(&self) -> Option<Arc<dyn Relay>> {
+        self.relay.get().cloned()
     }
 
     /// Shows a rollout's task's state in its slot (unless a newer rollout took the slot).
@@ -323,10 +482,9 @@ impl RolloutRunner {
         actor: &str,
         reason: &str,
     ) -> Result<RolloutStatus, RolloutError> {
-        if *self.stop_tx.borrow() {
-            return Err(RolloutError::Stopped);
-        }
+        self.writing_term()?;
         let _serial = self.start_lock.lock().await;
+        let term = self.writing_term()?;
         if let Some(slot) = self.lock().get(flag)
             && !slot.state.phase.is_terminal()
         {
@@ -339,12 +497,20 @@ impl RolloutRunner {
         let authority = self.authority.clone();
         let (key, who, note) = (flag.to_owned(), actor.to_owned(), reason.to_owned());
         let for_record = checked.clone();
+        let gate = self.lead.gate.clone();
         let (info, event) = blocking(move || {
-            authority.start_rollout(&key, &who, |basis| {
-                start_record(&key, &for_record, basis, &note)
+            gate.write_as(term, || {
+                authority.start_rollout(&key, &who, |basis| {
+                    start_record(&key, &for_record, basis, &note)
+                })
             })
         })
-        .await?;
+        .await
+        .inspect_err(|e| {
+            if e.is_deposed() {
+                self.deposed(term);
+            }
+        })?;
         let Some(state) = RolloutState::started(info.revision, flag, &event) else {
             return Err(RolloutError::Stopped);
         };
@@ -362,7 +528,7 @@ impl RolloutRunner {
         };
         let status = slot.status(now_ms());
         self.lock().insert(flag.to_owned(), slot);
-        self.launch(flag.to_owned(), checked, state, layout, rx, false);
+        self.launch(term, flag.to_owned(), checked, state, layout, rx, false);
         Ok(status)
     }
 
@@ -429,6 +595,7 @@ impl RolloutRunner {
         actor: &str,
         reason: &str,
     ) -> Result<RolloutStatus, RolloutError> {
+        self.writing_term()?;
         let sender = {
             let slots = self.lock();
             let Some(slot) = slots.get(flag) else {
@@ -491,6 +658,7 @@ impl RolloutRunner {
         reason: &str,
     ) -> Result<RolloutStatus, RolloutError> {
         let _serial = self.start_lock.lock().await;
+        let term = self.writing_term()?;
         let state = {
             let slots = self.lock();
             match slots.get(flag) {
@@ -505,15 +673,9 @@ impl RolloutRunner {
             at_ms: now_ms(),
             reason: text.clone(),
         };
-        let info = record(
-            &self.authority,
-            flag,
-            &event,
-            state.restore_change(),
-            actor,
-            text,
-        )
-        .await?;
+        let info = self
+            .record(term, flag, &event, state.restore_change(), actor, text)
+            .await?;
         let mut slots = self.lock();
         let slot = slots
             .get_mut(flag)
@@ -529,12 +691,15 @@ impl RolloutRunner {
         Ok(slot.status(now_ms()))
     }
 
-    /// Stops every rollout task (their state stays in the journal, to be resumed by the next
-    /// runner). Waits briefly for tasks busy recording a change.
+    /// Stops every rollout task for good (their state stays in the journal, to be resumed by
+    /// the next runner). Waits briefly for tasks busy recording a change.
     pub async fn stop(&self) {
         let _ = self.stop_tx.send(true);
-        let tasks: Vec<JoinHandle<()>> =
-            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        let tasks: Vec<JoinHandle<()>> = {
+            let mut crew = self.lead.crew();
+            crew.stop.send_replace(true);
+            std::mem::take(&mut crew.tasks)
+        };
         for mut task in tasks {
             if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
                 task.abort();

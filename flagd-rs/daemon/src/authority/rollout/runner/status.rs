@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::super::gates::GateOutcome;
 use super::super::plan::{Plan, PlanError};
 use super::super::{Phase, RolloutState};
-use crate::authority::AuthorityError;
+use crate::authority::{AuthorityError, JournalError};
 
 /// Why a rollout verb was refused.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +79,21 @@ pub enum RolloutError {
     /// The rollout's task did not act on a verb in time.
     #[error("the rollout of flag '{0}' did not answer in time")]
     Busy(String),
+    /// Another replica of the fleet is the rollout controller: this one changes no rollout.
+    #[error(
+        "this replica is not the rollout controller: only the controller changes rollouts (the admin API sends verbs to it)"
+    )]
+    NotController,
+}
+
+impl RolloutError {
+    /// Whether the journal refused a record because another replica is the controller.
+    pub fn is_deposed(&self) -> bool {
+        matches!(
+            self,
+            RolloutError::Authority(AuthorityError::Journal(JournalError::NotLeader))
+        )
+    }
 }
 
 /// Check counts of one gate.

@@ -1,6 +1,6 @@
 //! What the authority's unit tests share (the runner's, and the history's store): a store over
-//! one in-memory document, an authority with a journal in a temporary directory, and gates
-//! answered from a script.
+//! one in-memory document, an authority with a journal in a temporary directory, gates
+//! answered from a script, and replicas sharing a journal in memory.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -11,12 +11,17 @@ use futures::future::BoxFuture;
 
 use super::super::gates::{GateContext, GateEvaluator, GateOutcome, Verdict};
 use super::super::plan::{self, Gate, Plan};
-use super::{RolloutRunner, RolloutStatus};
-use crate::authority::Authority;
+use tokio::sync::{mpsc, watch};
+
+use super::{RolloutRunner, RolloutStatus, Term};
 use crate::authority::rollout::Phase;
+use crate::authority::{
+    Authority, Journal, JournalError, Replay, Replicated, RevisionInfo, RevisionKind, StateCache,
+    StoreHealth,
+};
 use crate::store::{SourceEvent, SourceUpdate, Store};
 
-pub(super) const FLAGS: &str = r#"{"flags": {
+pub(crate) const FLAGS: &str = r#"{"flags": {
   "ramp": {"state": "ENABLED", "variants": {"stable": "s", "canary": "c"}, "defaultVariant": "stable",
            "targeting": {"fractional": [["stable", 100], ["canary", 0]]}}
 }}"#;
@@ -117,4 +122,146 @@ pub(super) async fn until(
 /// [`until`] the rollout is in `phase`.
 pub(super) async fn until_phase(runner: &RolloutRunner, flag: &str, phase: Phase) -> RolloutStatus {
     until(runner, flag, |s| s.phase == phase).await
+}
+
+/// A journal in memory that several authorities share, as a fleet's replicas share a store:
+/// each append reaches the others' feeds, and a rollout record written under a fence is refused
+/// (`NotLeader`) unless the fence is the fleet's leader term.
+#[derive(Debug, Default)]
+pub(super) struct Fleet {
+    pub(super) log: Mutex<Vec<RevisionInfo>>,
+    feeds: Mutex<Vec<mpsc::UnboundedSender<Replicated>>>,
+    /// The term of the replica holding the leadership.
+    pub(super) leader: Mutex<Option<Term>>,
+}
+
+impl Fleet {
+    /// Appends `record` without telling any replica (a write whose news is late).
+    pub(super) fn append_unannounced(&self, record: RevisionInfo) {
+        self.log.lock().unwrap().push(record);
+    }
+
+    /// The number of revisions stored.
+    pub(super) fn len(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+}
+
+#[derive(Debug)]
+struct Member {
+    fleet: Arc<Fleet>,
+    fence: Arc<Mutex<Option<Term>>>,
+    feed: Mutex<Option<mpsc::UnboundedReceiver<Replicated>>>,
+}
+
+impl Journal for Member {
+    fn head(&self) -> u64 {
+        self.fleet
+            .log
+            .lock()
+            .unwrap()
+            .last()
+            .map_or(0, |r| r.revision)
+    }
+
+    fn append_if_head(&self, head: u64, record: &RevisionInfo) -> Result<u64, JournalError> {
+        let mut log = self.fleet.log.lock().unwrap();
+        if record.kind == RevisionKind::Rollout
+            && let Some(fence) = *self.fence.lock().unwrap()
+            && *self.fleet.leader.lock().unwrap() != Some(fence)
+        {
+            return Err(JournalError::NotLeader);
+        }
+        let actual = log.last().map_or(0, |r| r.revision);
+        if actual != head {
+            return Err(JournalError::Conflict {
+                expected: head,
+                head: actual,
+            });
+        }
+        log.push(record.clone());
+        for feed in self.fleet.feeds.lock().unwrap().iter() {
+            let _ = feed.send(Replicated::Appended(vec![record.clone()]));
+        }
+        Ok(record.revision)
+    }
+
+    fn read_from(&self, revision: u64) -> Result<Vec<RevisionInfo>, JournalError> {
+        let log = self.fleet.log.lock().unwrap();
+        Ok(log
+            .iter()
+            .filter(|r| r.revision >= revision)
+            .cloned()
+            .collect())
+    }
+
+    fn replicated(&self) -> Option<mpsc::UnboundedReceiver<Replicated>> {
+        self.feed.lock().unwrap().take()
+    }
+
+    fn health(&self) -> Option<StoreHealth> {
+        Some(StoreHealth {
+            connected: true,
+            confirmed: None,
+        })
+    }
+}
+
+/// One replica of a [`Fleet`]: its authority (following the others' appends), its runner led
+/// by `leadership`, and the fence its rollout records are written under.
+pub(super) struct Replica {
+    pub(super) runner: Arc<RolloutRunner>,
+    pub(super) leadership: watch::Sender<Option<Term>>,
+    pub(super) fence: Arc<Mutex<Option<Term>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Replica {
+    /// A replica of `fleet` serving `FLAGS`, not the controller, with gates answering `gates`.
+    pub(super) fn join(fleet: &Arc<Fleet>, gates: Arc<Script>) -> Replica {
+        let (tx, rx) = mpsc::unbounded_channel();
+        fleet.feeds.lock().unwrap().push(tx);
+        let fence = Arc::new(Mutex::new(None));
+        let member = Member {
+            fleet: fleet.clone(),
+            fence: fence.clone(),
+            feed: Mutex::new(Some(rx)),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let records = fleet.log.lock().unwrap().clone();
+        let authority = Authority::with_shared_journal(
+            Box::new(member),
+            Replay {
+                snapshot: None,
+                records,
+            },
+            store(FLAGS, 1),
+            StateCache::in_dir(dir.path()),
+        );
+        authority.follow();
+        let (leadership, input) = watch::channel(None);
+        let runner = RolloutRunner::spawn_led(authority.clone(), gates, input);
+        Replica {
+            runner,
+            leadership,
+            fence,
+            _dir: dir,
+        }
+    }
+
+    /// Makes this replica the controller in `term`, as an election won would.
+    pub(super) fn lead(&self, fleet: &Fleet, term: Term) {
+        *fleet.leader.lock().unwrap() = Some(term);
+        *self.fence.lock().unwrap() = Some(term);
+        self.leadership.send_replace(Some(term));
+    }
+
+    /// Waits (bounded) until the runner drives rollouts in `term` (`None`: in none).
+    pub(super) async fn until_active(&self, term: Option<Term>) {
+        let mut active = self.runner.watch_active();
+        tokio::time::timeout(Duration::from_secs(60), active.wait_for(|t| *t == term))
+            .await
+            .expect("the runner acts on its leadership")
+            .unwrap();
+    }
 }
