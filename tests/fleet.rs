@@ -358,3 +358,179 @@ async fn a_replica_frozen_past_a_compaction_reads_the_state_again() {
     wait_history(b, &[1, 2, 3, 4, 5]).await;
     assert_eq!(b.variant("bg", "x").await.as_deref(), Some("green"));
 }
+
+/// The replica holding the controller key, by index, once one is elected.
+async fn controller(fleet: &Fleet) -> usize {
+    let client = fleet.cluster.client();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let holder = client
+            .get("/fleet-test/controller")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|kv| kv.value_str().map(str::to_owned));
+        if let Some(i) = holder.and_then(|id| fleet.replicas.iter().position(|r| r.id == id)) {
+            return i;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no controller elected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn rollout_status(replica: &Replica) -> Value {
+    let out = flagd_rs::authority::rollout::cli::run_args([
+        "status",
+        "ramp",
+        "--output",
+        "json",
+        "--admin-url",
+        &replica.admin_url(),
+    ])
+    .await;
+    match out {
+        Ok(text) => serde_json::from_str(&text).unwrap_or(Value::Null),
+        Err(e) => Value::String(e.to_string()),
+    }
+}
+
+async fn wait_phase(replica: &Replica, phase: &str, timeout: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let status = rollout_status(replica).await;
+        if status["phase"] == phase {
+            return status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} shows {status}, not {phase}:\n{}",
+            replica.id,
+            replica.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A canary ramp started through a replica that is not the controller goes on after the
+/// controller's process is killed with -9: the next controller resumes it, it completes, every
+/// replica's CLI shows `"phase": "completed"`, and the history is dense with each step once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_ramp_completes_across_kill_9_of_the_controller() {
+    let Some(mut fleet) =
+        Fleet::start("fleet (etcd cluster)", 3, &["--store-lease-ttl", "2"]).await
+    else {
+        return;
+    };
+    let leader = controller(&fleet).await;
+    let sender = (leader + 1) % 3;
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.yaml");
+    std::fs::write(
+        &plan,
+        "flag: ramp\nvariant: canary\nbaseline: stable\nsteps:\n  - {weight: 1, hold: 1s}\n  - {weight: 5, hold: 1s}\n  - {weight: 25, hold: 1s}\n  - {weight: 50, hold: 1s}\n  - {weight: 100}\n",
+    )
+    .unwrap();
+    let out = flagd_rs::authority::rollout::cli::run_args([
+        "start",
+        "ramp",
+        "--plan",
+        plan.to_str().unwrap(),
+        "--admin-url",
+        &fleet.replicas[sender].admin_url(),
+    ])
+    .await;
+    assert!(out.is_ok(), "{out:?}\n{}", fleet.replicas[leader].log());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    fleet.replicas[leader].kill9();
+    let survivor = &fleet.replicas[sender];
+    let done = wait_phase(survivor, "completed", Duration::from_secs(60)).await;
+    assert_eq!(done["phase"], "completed", "{done}");
+    for (i, r) in fleet.replicas.iter().enumerate() {
+        if i == leader {
+            continue;
+        }
+        wait_phase(r, "completed", Duration::from_secs(10)).await;
+        let revisions = history(r).await;
+        let dense: Vec<u64> = (1..=revisions.len() as u64).collect();
+        assert_eq!(revisions, dense, "{}", r.id);
+    }
+    // Each step's weights were written once: the canary's weight moves 1, 5, 25, 50, 100.
+    let (_, answer) = admin(
+        survivor,
+        reqwest::Method::GET,
+        "/v1/revisions?flag=ramp&after=0&limit=1000",
+        Value::Null,
+    )
+    .await;
+    let weights: Vec<u64> = answer["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["changes"][0]["after"]["weights"]["canary"].as_u64())
+        .collect();
+    let mut steps = weights.clone();
+    steps.dedup();
+    assert_eq!(steps, [1, 5, 25, 50, 100], "{weights:?}");
+    assert_eq!(weights, steps, "a step was written twice: {weights:?}");
+}
+
+/// A controller frozen (SIGSTOP) past its lease is replaced; when it thaws it can change
+/// nothing (a record it tries is refused by the fence, or it sees its lease gone first and
+/// steps down): each step is written once, by the new controller, and the ramp completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_controller_cannot_write_after_it_thaws() {
+    let Some(fleet) = Fleet::start("fleet (etcd cluster)", 3, &["--store-lease-ttl", "1"]).await
+    else {
+        return;
+    };
+    let leader = controller(&fleet).await;
+    let other = (leader + 1) % 3;
+    let body = json!({"plan": {"variant": "canary", "baseline": "stable",
+        "steps": [{"weight": 10, "hold": "2s"}, {"weight": 100}]}, "actor": "ci"});
+    let (status, answer) = admin(
+        &fleet.replicas[other],
+        reqwest::Method::POST,
+        "/v1/rollouts/ramp/start",
+        body,
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    fleet.replicas[leader].signal("STOP");
+    // Past the lease: another replica takes over and completes the ramp.
+    let done = wait_phase(&fleet.replicas[other], "completed", Duration::from_secs(30)).await;
+    assert_eq!(done["phase"], "completed");
+    fleet.replicas[leader].signal("CONT");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, answer) = admin(
+        &fleet.replicas[other],
+        reqwest::Method::GET,
+        "/v1/revisions?flag=ramp&after=0&limit=1000",
+        Value::Null,
+    )
+    .await;
+    let weights: Vec<u64> = answer["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["changes"][0]["after"]["weights"]["canary"].as_u64())
+        .collect();
+    assert_eq!(weights, [10, 100], "{answer}");
+    let log = fleet.replicas[leader].log();
+    // Whichever it noticed first, the refused record or the lost lease, it stepped down.
+    assert!(
+        log.contains("the journal refused a rollout record")
+            || log.contains("no longer the rollout controller")
+            || log.contains("its rollout tasks stopped"),
+        "{log}"
+    );
+    // The thawed replica follows the others again.
+    wait_phase(
+        &fleet.replicas[leader],
+        "completed",
+        Duration::from_secs(10),
+    )
+    .await;
+}

@@ -275,8 +275,34 @@ pub async fn run(
 
     metrics.register_collector(Box::new(AuthorityCollector::new(authority.clone())));
     // Rollouts recorded in the journal resume here; each waits for the store to load its flag.
-    let rollouts =
-        rollout::RolloutRunner::spawn(authority.clone(), Arc::new(rollout::HttpGates::new()));
+    // In a fleet only the elected controller drives them; the others show the journal's view
+    // and relay verbs to it.
+    let gates = Arc::new(rollout::HttpGates::new());
+    let (rollouts, controller) = match (&fleet, &config.store) {
+        (Some(fleet), Some(settings)) => {
+            let (leading, leadership) = watch::channel(None);
+            let runner = rollout::RolloutRunner::spawn_led(authority.clone(), gates, leadership);
+            let controller = crate::fleet::controller::spawn(
+                crate::fleet::controller::ControllerSettings::new(
+                    fleet.client.clone(),
+                    &fleet.prefix,
+                    &settings.replica_id,
+                    settings.lease_ttl,
+                ),
+                runner.clone(),
+                leading,
+                crate::fleet::controller::fence_setter(
+                    fleet.fencing.clone(),
+                    &fleet.controller_key,
+                ),
+            );
+            (runner, Some(controller))
+        }
+        _ => (
+            rollout::RolloutRunner::spawn(authority.clone(), gates),
+            None,
+        ),
+    };
     metrics.register_collector(Box::new(rollout::RolloutCollector::new(rollouts.clone())));
     let metrics = Arc::new(metrics);
     let metrics_export = match &config.otel.metrics {
@@ -494,6 +520,10 @@ pub async fn run(
         .is_err()
     {
         source_tasks.iter().for_each(tokio::task::JoinHandle::abort);
+    }
+    // The controller hands over at once instead of a lease later.
+    if let Some(controller) = controller {
+        controller.resign().await;
     }
     rollouts.stop().await;
     // The last metrics and spans go out after the servers stopped recording them.
