@@ -197,13 +197,17 @@ pub async fn execute(runner: &Arc<RolloutRunner>, request: VerbRequest) -> VerbA
     }
 }
 
-/// Runs a verb here when this replica drives rollouts, or sends it to the controller.
-async fn dispatch(runner: &Arc<RolloutRunner>, request: VerbRequest) -> Response {
-    let answer = match runner.relay() {
+/// Runs a verb here when this replica drives rollouts, or sends it to the controller: the
+/// answer the controller gives, wherever the verb was asked (the API and the dashboard).
+pub async fn run_verb(runner: &Arc<RolloutRunner>, request: VerbRequest) -> VerbAnswer {
+    match runner.relay() {
         Some(relay) if !runner.is_controller() => relay.send(request).await,
         _ => execute(runner, request).await,
-    };
-    into_response(answer)
+    }
+}
+
+async fn dispatch(runner: &Arc<RolloutRunner>, request: VerbRequest) -> Response {
+    into_response(run_verb(runner, request).await)
 }
 
 /// The HTTP answer of `answer`; a success carries the rollout's last revision as `ETag`.

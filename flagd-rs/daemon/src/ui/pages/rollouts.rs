@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -15,7 +15,9 @@ use super::{
     Live, UiError, actor, change_fields, done, done_banner, flag_href, frame, layout, pct,
 };
 use crate::authority::rollout::Phase;
+use crate::authority::rollout::api::run_verb;
 use crate::authority::rollout::runner::RolloutStatus;
+use crate::authority::rollout::runner::{VerbKind, VerbRequest};
 use crate::ui::Dashboard;
 
 /// A rollout verb the dashboard offers.
@@ -280,21 +282,36 @@ pub async fn act(
     let verb = verb_of(&verb)?;
     let form = dashboard.write_form(&headers, &body)?;
     let (who, why) = (actor(&form), form.get("reason").unwrap_or("").to_owned());
-    let runner = &dashboard.rollouts;
-    let status = match verb {
-        Verb::Promote => runner.promote(&flag, &who, &why).await,
-        Verb::Pause => runner.pause(&flag, &who, &why).await,
-        Verb::Resume => runner.resume(&flag, &who, &why).await,
-        Verb::Abort => runner.abort(&flag, &who, &why).await,
-    }?;
+    // The same path as the API's verbs: here when this replica drives rollouts, otherwise
+    // through the store to the fleet's controller.
+    let request = VerbRequest {
+        verb: match verb {
+            Verb::Promote => VerbKind::Promote,
+            Verb::Pause => VerbKind::Pause,
+            Verb::Resume => VerbKind::Resume,
+            Verb::Abort => VerbKind::Abort,
+        },
+        flag: flag.clone(),
+        plan: None,
+        actor: who,
+        reason: why,
+    };
+    let answer = run_verb(&dashboard.rollouts, request).await;
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    if !status.is_success() {
+        let message = answer.body["message"]
+            .as_str()
+            .map_or_else(|| answer.body.to_string(), str::to_owned);
+        return Err(UiError::new(status, message));
+    }
     Ok(done(
         "/ui/rollouts",
         &format!(
             "{} {}: now {} (revision {}).",
             verb.label(),
             flag,
-            status.phase.as_str(),
-            status.revision
+            answer.body["phase"].as_str().unwrap_or("?"),
+            answer.body["revision"].as_u64().unwrap_or(0)
         ),
     ))
 }
