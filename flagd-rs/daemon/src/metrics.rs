@@ -29,9 +29,11 @@
 //! Recording is on the request path of every evaluation, so it is built to be cheap: each label
 //! combination's counter handle is cached behind a read-mostly lock and found by borrowed string
 //! comparison, so a repeated combination costs one uncontended read lock, a hash lookup and two
-//! atomic increments, with no allocation.
+//! atomic increments, with no allocation. The HTTP series of a route the server knows in
+//! advance are found without even that: a [`RouteSeries`] keeps the handles of one route and
+//! method once they are first used.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
@@ -217,6 +219,84 @@ struct HttpEntry {
 struct ActiveEntry {
     method: Box<str>,
     gauge: Gauge,
+}
+
+/// The HTTP series of one route and method, resolved the first time they are recorded and kept,
+/// so that recording through it is a few atomic operations (and the histograms' own lock), with
+/// no lookup. Series appear in the exposition only once something was recorded in them, as with
+/// [`Metrics::http_request`]. Responses with another status than 200 take the cached lookup.
+#[derive(Debug)]
+pub struct RouteSeries {
+    route: &'static str,
+    method: &'static str,
+    active: OnceLock<Gauge>,
+    /// The duration and size histograms of status 200.
+    ok: OnceLock<(Histogram, Histogram)>,
+}
+
+impl RouteSeries {
+    /// The series of `route` and `method` (nothing is created yet).
+    pub const fn new(route: &'static str, method: &'static str) -> Self {
+        RouteSeries {
+            route,
+            method,
+            active: OnceLock::new(),
+            ok: OnceLock::new(),
+        }
+    }
+
+    /// The route label.
+    pub fn route(&self) -> &'static str {
+        self.route
+    }
+
+    /// The method label.
+    pub fn method(&self) -> &'static str {
+        self.method
+    }
+
+    /// Counts one more request in flight; [`RouteSeries::leave`] counts it out.
+    #[inline]
+    pub fn enter(&self, metrics: &Metrics) {
+        self.active
+            .get_or_init(|| metrics.active_gauge(self.route, self.method))
+            .inc();
+    }
+
+    /// Counts out a request [`RouteSeries::enter`] counted in.
+    #[inline]
+    pub fn leave(&self) {
+        if let Some(gauge) = self.active.get() {
+            gauge.dec();
+        }
+    }
+
+    /// [`Metrics::http_request`] for this route and method.
+    #[inline]
+    pub fn request(&self, metrics: &Metrics, status: u16, elapsed: Duration) {
+        match status {
+            200 => self.ok(metrics).0.observe(elapsed.as_secs_f64()),
+            _ => metrics.http_request(self.route, self.method, status, elapsed),
+        }
+    }
+
+    /// [`Metrics::http_response_size`] for this route and method.
+    #[inline]
+    pub fn response_size(&self, metrics: &Metrics, status: u16, bytes: u64) {
+        match status {
+            // Exact up to 2^53 bytes, far beyond any response.
+            200 => self.ok(metrics).1.observe(bytes as f64),
+            _ => metrics.http_response_size(self.route, self.method, status, bytes),
+        }
+    }
+
+    fn ok(&self, metrics: &Metrics) -> &(Histogram, Histogram) {
+        self.ok.get_or_init(|| {
+            metrics.with_http_entry(self.route, self.method, 200, |e| {
+                (e.duration.clone(), e.size.clone())
+            })
+        })
+    }
 }
 
 /// One request in flight: counted in `http_server_active_requests` until dropped.
@@ -472,6 +552,13 @@ impl Metrics {
 
     /// Counts a request in flight on `route` until the returned guard is dropped.
     pub fn http_active(&self, route: &str, method: &str) -> ActiveRequest {
+        let gauge = self.active_gauge(route, method);
+        gauge.inc();
+        ActiveRequest(gauge)
+    }
+
+    /// The in-flight gauge of `route` and `method`, created the first time.
+    fn active_gauge(&self, route: &str, method: &str) -> Gauge {
         {
             let cache = self.in_flight.read().unwrap_or_else(|e| e.into_inner());
             let route = bounded(&cache, route);
@@ -479,8 +566,7 @@ impl Metrics {
                 .get(route)
                 .and_then(|list| list.iter().find(|e| &*e.method == method))
             {
-                e.gauge.inc();
-                return ActiveRequest(e.gauge.clone());
+                return e.gauge.clone();
             }
         }
         let mut cache = self.in_flight.write().unwrap_or_else(|e| e.into_inner());
@@ -501,20 +587,19 @@ impl Metrics {
             }
         };
         drop(cache);
-        gauge.inc();
-        ActiveRequest(gauge)
+        gauge
     }
 
     /// Runs `record` on the cached histograms of (route, method, status), creating them the
     /// first time.
     #[inline]
-    fn with_http_entry(
+    fn with_http_entry<R>(
         &self,
         route: &str,
         method: &str,
         status: u16,
-        record: impl FnOnce(&HttpEntry),
-    ) {
+        record: impl FnOnce(&HttpEntry) -> R,
+    ) -> R {
         {
             let cache = self.http.read().unwrap_or_else(|e| e.into_inner());
             let route = bounded(&cache, route);
@@ -522,35 +607,33 @@ impl Metrics {
                 list.iter()
                     .find(|e| e.status == status && &*e.method == method)
             }) {
-                record(e);
-                return;
+                return record(e);
             }
         }
         let mut cache = self.http.write().unwrap_or_else(|e| e.into_inner());
         let route = bounded(&cache, route);
         let list = cache.entry(route.into()).or_default();
-        let at = match list
+        match list
             .iter()
-            .position(|e| e.status == status && &*e.method == method)
+            .find(|e| e.status == status && &*e.method == method)
         {
-            Some(at) => at,
+            Some(e) => record(e),
             None => {
                 let labels = HttpLabels {
                     route: route.into(),
                     method: method.into(),
                     status,
                 };
-                list.push(HttpEntry {
+                let entry = HttpEntry {
                     method: method.into(),
                     status,
                     duration: self.durations.get_or_create_owned(&labels),
                     size: self.sizes.get_or_create_owned(&labels),
-                });
-                list.len() - 1
+                };
+                let recorded = record(&entry);
+                list.push(entry);
+                recorded
             }
-        };
-        if let Some(e) = list.get(at) {
-            record(e);
         }
     }
 

@@ -91,18 +91,19 @@ pub fn earliest(first: Option<Duration>, second: Option<Duration>) -> Option<(Du
 pin_project_lite::pin_project! {
     /// The response future of a gRPC call under the client's `grpc-timeout`: past the deadline
     /// before the response head, the call is answered `DEADLINE_EXCEEDED`; an invalid header
-    /// is answered at once. Without the header it is the inner future as is.
-    pub struct GrpcDeadline<F> {
+    /// is answered at once. Without the header it is the inner future as is. `RB` is the
+    /// response body type of the call (the answers made here have an empty one).
+    pub struct GrpcDeadline<F, RB = Body> {
         #[pin]
         inner: Option<F>,
         #[pin]
         sleep: Option<Sleep>,
-        early: Option<Response>,
+        early: Option<Response<RB>>,
         web: bool,
     }
 }
 
-impl<F> GrpcDeadline<F> {
+impl<F, RB: Default> GrpcDeadline<F, RB> {
     /// Calls `call` with `request` under the request's `grpc-timeout`. A header that is not a
     /// valid timeout is answered with `invalid` (connect-go refuses it as INVALID_ARGUMENT,
     /// grpc-go as INTERNAL) without calling. `web`: the request is gRPC-Web, and so are the
@@ -141,8 +142,8 @@ impl<F> GrpcDeadline<F> {
 }
 
 /// A trailers-only gRPC (or gRPC-Web) response carrying `status`.
-fn status_response(status: tonic::Status, web: bool) -> Response {
-    let mut response = status.into_http::<Body>();
+fn status_response<B: Default>(status: tonic::Status, web: bool) -> Response<B> {
+    let mut response = status.into_http::<B>();
     if web {
         response.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -152,11 +153,12 @@ fn status_response(status: tonic::Status, web: bool) -> Response {
     response
 }
 
-impl<F, E> Future for GrpcDeadline<F>
+impl<F, RB, E> Future for GrpcDeadline<F, RB>
 where
-    F: Future<Output = Result<Response, E>>,
+    F: Future<Output = Result<Response<RB>, E>>,
+    RB: Default,
 {
-    type Output = Result<Response, E>;
+    type Output = Result<Response<RB>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();

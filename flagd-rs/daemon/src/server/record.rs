@@ -1,6 +1,12 @@
-//! The HTTP metrics of every port that serves requests, recorded by one layer under flagd's
-//! names (see `metrics.rs`): the time to the response head, the size of the body as sent, and
-//! the requests in flight until their body is sent.
+//! The HTTP metrics of every port that serves requests, recorded under flagd's names (see
+//! `metrics.rs`): the time to the response head, the size of the body as sent, and the requests
+//! in flight until their body is sent.
+//!
+//! A port names its routes once ([`Recorder::new`]); the series of each route are kept per
+//! method ([`RouteSeries`]), so recording a request finds them by index, with no lookup. A body
+//! in memory is measured when the response head is ready; a streamed one (gRPC, event streams)
+//! is counted as it is sent, by a wrapper generic over the body, so that the only box is the one
+//! that turns it into the port's response body.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,28 +17,174 @@ use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
 use http::Method;
-use http_body::{Body as _, Frame, SizeHint};
+use http_body::{Frame, SizeHint};
 use tokio::time::Instant;
 
-use crate::metrics::{ActiveRequest, Metrics};
+use crate::metrics::{ActiveRequest, Metrics, RouteSeries};
 
-/// Names the route of a request path for the metrics: a route template or a procedure name,
-/// never the path itself (or clients could create series at will).
-pub type RouteOf = fn(&str) -> &'static str;
+/// The methods whose series are kept per route. Requests with another method (rare: an
+/// extension method, refused by every route) are recorded through the metrics' cached lookups.
+static METHODS: [Method; 7] = [
+    Method::POST,
+    Method::GET,
+    Method::OPTIONS,
+    Method::HEAD,
+    Method::PUT,
+    Method::DELETE,
+    Method::PATCH,
+];
 
-/// Records each request (route, method, status) in the metrics. A plain layer rather than a
-/// `from_fn` middleware, which would clone and box the inner service and box a future for every
-/// request.
+/// Names the route of a request path for the metrics, as an index into the port's routes: a
+/// route template or a procedure name, never the path itself (or clients could create series at
+/// will). An index past the routes is recorded as `other`.
+pub type RouteOf = fn(&str) -> usize;
+
+/// The HTTP metrics of one port: the metrics registry and the series of each of its routes.
+#[derive(Debug)]
+pub struct Recorder {
+    metrics: Arc<Metrics>,
+    routes: Box<[&'static str]>,
+    /// `routes.len() * METHODS.len()` series, route by route.
+    series: Box<[RouteSeries]>,
+}
+
+impl Recorder {
+    /// The recorder of a port whose requests fall on `routes`.
+    pub fn new(metrics: Arc<Metrics>, routes: &[&'static str]) -> Arc<Recorder> {
+        let series = routes
+            .iter()
+            .flat_map(|&route| {
+                METHODS
+                    .iter()
+                    .map(move |m| RouteSeries::new(route, m.as_str()))
+            })
+            .collect();
+        Arc::new(Recorder {
+            metrics,
+            routes: routes.into(),
+            series,
+        })
+    }
+
+    /// Starts recording a request with `method` on route number `route`: it counts as in flight
+    /// until the returned value, or the response body it is handed to, is dropped.
+    pub fn start(self: &Arc<Self>, route: usize, method: &Method) -> Started {
+        let started = Instant::now();
+        let series = METHODS
+            .iter()
+            .position(|m| m == method)
+            .filter(|_| route < self.routes.len())
+            .map(|m| route * METHODS.len() + m);
+        let at = match series.and_then(|i| self.series.get(i).map(|s| (i, s))) {
+            Some((i, series)) => {
+                series.enter(&self.metrics);
+                At::Series(i)
+            }
+            None => {
+                let route = self.routes.get(route).copied().unwrap_or("other");
+                let active = self.metrics.http_active(route, method.as_str());
+                At::Lookup {
+                    route,
+                    method: method.clone(),
+                    _active: active,
+                }
+            }
+        };
+        Started {
+            recorder: self.clone(),
+            at,
+            started,
+        }
+    }
+}
+
+/// Where a request's series are.
+#[derive(Debug)]
+enum At {
+    /// Kept series, by index.
+    Series(usize),
+    /// Found by the metrics' cached lookups; the guard keeps the request in flight.
+    Lookup {
+        route: &'static str,
+        method: Method,
+        _active: ActiveRequest,
+    },
+}
+
+/// A request being recorded; holding it keeps the request in flight.
+#[derive(Debug)]
+pub struct Started {
+    recorder: Arc<Recorder>,
+    at: At,
+    started: Instant,
+}
+
+impl Started {
+    /// Records the request as answered with `status` once `future` yields its response, and the
+    /// size of the body as it is sent.
+    pub fn wrap<F>(self, future: F) -> Recorded<F> {
+        Recorded {
+            inner: future,
+            started: Some(self),
+        }
+    }
+
+    fn request(&self, status: u16) {
+        let elapsed: Duration = self.started.elapsed();
+        let metrics = &*self.recorder.metrics;
+        match &self.at {
+            At::Series(i) => {
+                if let Some(series) = self.recorder.series.get(*i) {
+                    series.request(metrics, status, elapsed);
+                }
+            }
+            At::Lookup { route, method, .. } => {
+                metrics.http_request(route, method.as_str(), status, elapsed);
+            }
+        }
+    }
+
+    fn response_size(&self, status: u16, bytes: u64) {
+        let metrics = &*self.recorder.metrics;
+        match &self.at {
+            At::Series(i) => {
+                if let Some(series) = self.recorder.series.get(*i) {
+                    series.response_size(metrics, status, bytes);
+                }
+            }
+            At::Lookup { route, method, .. } => {
+                metrics.http_response_size(route, method.as_str(), status, bytes);
+            }
+        }
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let At::Series(i) = self.at
+            && let Some(series) = self.recorder.series.get(i)
+        {
+            series.leave();
+        }
+    }
+}
+
+/// Records each request of the wrapped service (route, method, status). A plain layer rather
+/// than a `from_fn` middleware, which would clone and box the inner service and box a future for
+/// every request.
 #[derive(Debug, Clone)]
 pub struct RecordLayer {
-    metrics: Arc<Metrics>,
+    recorder: Arc<Recorder>,
     route_of: RouteOf,
 }
 
 impl RecordLayer {
-    /// A layer recording into `metrics`, naming routes with `route_of`.
-    pub fn new(metrics: Arc<Metrics>, route_of: RouteOf) -> Self {
-        RecordLayer { metrics, route_of }
+    /// A layer recording into `metrics` requests on `routes`, naming each with `route_of`.
+    pub fn new(metrics: Arc<Metrics>, routes: &[&'static str], route_of: RouteOf) -> Self {
+        RecordLayer {
+            recorder: Recorder::new(metrics, routes),
+            route_of,
+        }
     }
 }
 
@@ -42,7 +194,7 @@ impl<S> tower::Layer<S> for RecordLayer {
     fn layer(&self, inner: S) -> Record<S> {
         Record {
             inner,
-            metrics: self.metrics.clone(),
+            recorder: self.recorder.clone(),
             route_of: self.route_of,
         }
     }
@@ -52,13 +204,15 @@ impl<S> tower::Layer<S> for RecordLayer {
 #[derive(Debug, Clone)]
 pub struct Record<S> {
     inner: S,
-    metrics: Arc<Metrics>,
+    recorder: Arc<Recorder>,
     route_of: RouteOf,
 }
 
-impl<S, B> tower::Service<http::Request<B>> for Record<S>
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for Record<S>
 where
-    S: tower::Service<http::Request<B>, Response = Response>,
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<axum::BoxError>,
 {
     type Response = Response;
     type Error = S::Error;
@@ -68,45 +222,29 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let started = Instant::now();
-        let method = request.method().clone();
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let route = (self.route_of)(request.uri().path());
-        let active = self.metrics.http_active(route, method.as_str());
-        Recorded {
-            inner: self.inner.call(request),
-            done: Some(Done {
-                metrics: self.metrics.clone(),
-                route,
-                method,
-                started,
-                _active: active,
-            }),
-        }
+        let started = self.recorder.start(route, request.method());
+        started.wrap(self.inner.call(request))
     }
-}
-
-/// What a request's metrics need once it is answered; holding it keeps the request in flight.
-struct Done {
-    metrics: Arc<Metrics>,
-    route: &'static str,
-    method: Method,
-    started: Instant,
-    _active: ActiveRequest,
 }
 
 pin_project_lite::pin_project! {
-    /// The response future of [`Record`]: records the request once the response head is ready.
+    /// A response future under recording: records the request once the response head is ready
+    /// and hands the body over as the port's response body (boxed only when it is not one
+    /// already).
     pub struct Recorded<F> {
         #[pin]
         inner: F,
-        done: Option<Done>,
+        started: Option<Started>,
     }
 }
 
-impl<F, E> std::future::Future for Recorded<F>
+impl<F, B, E> std::future::Future for Recorded<F>
 where
-    F: std::future::Future<Output = Result<Response, E>>,
+    F: std::future::Future<Output = Result<http::Response<B>, E>>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
 {
     type Output = Result<Response, E>;
 
@@ -116,70 +254,78 @@ where
             Ok(response) => response,
             Err(e) => return Poll::Ready(Err(e)),
         };
-        let Some(done) = this.done.take() else {
-            return Poll::Ready(Ok(response));
+        let Some(started) = this.started.take() else {
+            return Poll::Ready(Ok(response.map(Body::new)));
         };
         let status = response.status().as_u16();
-        let elapsed: Duration = done.started.elapsed();
-        done.metrics
-            .http_request(done.route, done.method.as_str(), status, elapsed);
+        started.request(status);
         // A body in memory is sent at once; a streamed one is counted as it goes.
-        Poll::Ready(Ok(match response.body().size_hint().exact() {
-            Some(bytes) => {
-                done.metrics
-                    .http_response_size(done.route, done.method.as_str(), status, bytes);
-                response
-            }
-            None => response.map(|body| {
-                Body::new(Counted {
-                    inner: body,
-                    bytes: 0,
-                    status,
-                    done: Some(done),
-                })
-            }),
-        }))
+        Poll::Ready(Ok(
+            match http_body::Body::size_hint(response.body()).exact() {
+                Some(bytes) => {
+                    started.response_size(status, bytes);
+                    drop(started);
+                    response.map(Body::new)
+                }
+                None => response.map(|body| {
+                    Body::new(Counted {
+                        inner: body,
+                        bytes: 0,
+                        status,
+                        started: Some(started),
+                    })
+                }),
+            },
+        ))
     }
 }
 
-/// A streamed response body that records its size, and ends the request's time in flight, when
-/// it ends or is dropped.
-struct Counted {
-    inner: Body,
-    bytes: u64,
-    status: u16,
-    done: Option<Done>,
-}
+pin_project_lite::pin_project! {
+    /// A streamed response body that records its size, and ends the request's time in flight,
+    /// when it ends or is dropped.
+    struct Counted<B> {
+        #[pin]
+        inner: B,
+        bytes: u64,
+        status: u16,
+        started: Option<Started>,
+    }
 
-impl Counted {
-    fn finish(&mut self) {
-        if let Some(done) = self.done.take() {
-            done.metrics.http_response_size(
-                done.route,
-                done.method.as_str(),
-                self.status,
-                self.bytes,
-            );
+    impl<B> PinnedDrop for Counted<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            finish(this.started, *this.status, *this.bytes);
         }
     }
 }
 
-impl http_body::Body for Counted {
+/// Records the size of a streamed body once.
+fn finish(started: &mut Option<Started>, status: u16, bytes: u64) {
+    if let Some(started) = started.take() {
+        started.response_size(status, bytes);
+    }
+}
+
+impl<B> http_body::Body for Counted<B>
+where
+    B: http_body::Body<Data = Bytes>,
+{
     type Data = Bytes;
-    type Error = axum::Error;
+    type Error = B::Error;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
         match &frame {
             Some(Ok(f)) => {
                 if let Some(data) = f.data_ref() {
-                    self.bytes += data.len() as u64;
+                    *this.bytes += data.len() as u64;
                 }
             }
-            Some(Err(_)) | None => self.finish(),
+            Some(Err(_)) | None => finish(this.started, *this.status, *this.bytes),
         }
         Poll::Ready(frame)
     }
@@ -193,20 +339,16 @@ impl http_body::Body for Counted {
     }
 }
 
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.finish();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use http_body_util::BodyExt as _;
     use tower::{Layer as _, ServiceExt as _};
 
-    fn route(path: &str) -> &'static str {
-        if path == "/known" { "/known" } else { "other" }
+    const ROUTES: [&str; 2] = ["/known", "other"];
+
+    fn route(path: &str) -> usize {
+        usize::from(path != "/known")
     }
 
     fn count(text: &str, prefix: &str, needles: &[&str]) -> Option<String> {
@@ -216,23 +358,56 @@ mod tests {
             .map(str::to_owned)
     }
 
+    /// Answers `/known` with 5 bytes in memory, `/missing` with a 404, and anything else with
+    /// 5 bytes in two chunks.
+    fn service(
+        metrics: &Arc<Metrics>,
+    ) -> impl tower::Service<
+        http::Request<Body>,
+        Response = Response,
+        Error = std::convert::Infallible,
+    > + Clone {
+        RecordLayer::new(metrics.clone(), &ROUTES, route).layer(tower::service_fn(
+            |req: http::Request<Body>| async move {
+                let response = match req.uri().path() {
+                    "/known" => Response::new(Body::from("12345")),
+                    "/missing" => {
+                        let mut r = Response::new(Body::from("gone"));
+                        *r.status_mut() = http::StatusCode::NOT_FOUND;
+                        r
+                    }
+                    _ => {
+                        let chunks = vec![Ok::<_, std::io::Error>("ab"), Ok("cde")];
+                        Response::new(Body::from_stream(futures::stream::iter(chunks)))
+                    }
+                };
+                Ok::<_, std::convert::Infallible>(response)
+            },
+        ))
+    }
+
+    fn request(method: Method, path: &str) -> http::Request<Body> {
+        http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn records_in_memory_and_streamed_bodies() {
         let metrics = Arc::new(Metrics::new());
-        let svc = RecordLayer::new(metrics.clone(), route).layer(tower::service_fn(
-            |req: http::Request<Body>| async move {
-                let body = if req.uri().path() == "/known" {
-                    Body::from("12345")
-                } else {
-                    let chunks = vec![Ok::<_, std::io::Error>("ab"), Ok("cde")];
-                    Body::from_stream(futures::stream::iter(chunks))
-                };
-                Ok::<_, std::convert::Infallible>(Response::new(body))
-            },
-        ));
-        let request = |path: &str| http::Request::post(path).body(Body::empty()).unwrap();
+        let svc = service(&metrics);
+        assert!(
+            !metrics.encode().contains("http_server_active_requests{"),
+            "no series before the first request"
+        );
 
-        let response = svc.clone().oneshot(request("/known")).await.unwrap();
+        let response = svc
+            .clone()
+            .oneshot(request(Method::POST, "/known"))
+            .await
+            .unwrap();
         let text = metrics.encode();
         assert_eq!(
             count(
@@ -249,7 +424,10 @@ mod tests {
         );
         drop(response);
 
-        let response = svc.oneshot(request("/raw/path")).await.unwrap();
+        let response = svc
+            .oneshot(request(Method::POST, "/raw/path"))
+            .await
+            .unwrap();
         let gauge = || {
             count(
                 &metrics.encode(),
@@ -282,6 +460,89 @@ mod tests {
                 &["http_route=\"other\"", "http_request_method=\"POST\""]
             )
             .is_some_and(|n| n == "1")
+        );
+    }
+
+    #[tokio::test]
+    async fn other_statuses_and_methods() {
+        let metrics = Arc::new(Metrics::new());
+        let svc = service(&metrics);
+        for _ in 0..2 {
+            let r = svc
+                .clone()
+                .oneshot(request(Method::GET, "/missing"))
+                .await
+                .unwrap();
+            assert_eq!(r.status(), http::StatusCode::NOT_FOUND);
+        }
+        let purge = Method::from_bytes(b"PURGE").unwrap();
+        let r = svc.clone().oneshot(request(purge, "/known")).await.unwrap();
+        assert_eq!(r.status(), http::StatusCode::OK);
+        let text = metrics.encode();
+        let needles = [
+            "http_route=\"other\"",
+            "http_request_method=\"GET\"",
+            "http_response_status_code=\"404\"",
+        ];
+        assert_eq!(
+            count(
+                &text,
+                "http_server_request_duration_seconds_count{",
+                &needles
+            )
+            .as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            count(&text, "http_server_response_body_size_bytes_sum{", &needles).as_deref(),
+            Some("8.0")
+        );
+        let purged = [
+            "http_route=\"/known\"",
+            "http_request_method=\"PURGE\"",
+            "http_response_status_code=\"200\"",
+        ];
+        assert_eq!(
+            count(
+                &text,
+                "http_server_request_duration_seconds_count{",
+                &purged
+            )
+            .as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            count(
+                &text,
+                "http_server_active_requests{",
+                &["http_request_method=\"PURGE\""]
+            )
+            .as_deref(),
+            Some("0")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_request_is_no_longer_in_flight() {
+        let metrics = Arc::new(Metrics::new());
+        let recorder = Recorder::new(metrics.clone(), &ROUTES);
+        let gauge = || {
+            count(
+                &metrics.encode(),
+                "http_server_active_requests{",
+                &["/known"],
+            )
+        };
+        let started = recorder.start(0, &Method::POST);
+        let pending = started.wrap(std::future::pending::<Result<Response, ()>>());
+        assert_eq!(gauge().as_deref(), Some("1"));
+        drop(pending);
+        assert_eq!(gauge().as_deref(), Some("0"));
+        assert!(
+            !metrics
+                .encode()
+                .contains("http_server_request_duration_seconds_count{"),
+            "an unanswered request has no duration"
         );
     }
 }

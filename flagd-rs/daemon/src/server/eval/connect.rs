@@ -84,18 +84,28 @@ fn codec(headers: &HeaderMap, streaming: bool) -> Option<Codec> {
         Some((m, p)) => (m.trim(), Some(p.trim())),
         None => (ct.trim(), None),
     };
-    let mime = mime.to_ascii_lowercase();
-    let subtype = if streaming {
-        mime.strip_prefix("application/connect+")?
+    let prefix = if streaming {
+        "application/connect+"
     } else {
-        mime.strip_prefix("application/")?
+        "application/"
     };
-    match (subtype, params) {
-        ("json", None) => Some(Codec::Json),
-        ("json", Some(p)) if p.replace(' ', "").eq_ignore_ascii_case("charset=utf-8") => {
+    // Compared without regard to case, without making a lower-case copy per request.
+    let subtype = mime
+        .get(..prefix.len())
+        .filter(|p| p.eq_ignore_ascii_case(prefix))
+        .and_then(|_| mime.get(prefix.len()..))?;
+    let codec = if subtype.eq_ignore_ascii_case("json") {
+        Codec::Json
+    } else if subtype.eq_ignore_ascii_case("proto") {
+        Codec::Proto
+    } else {
+        return None;
+    };
+    match (codec, params) {
+        (_, None) => Some(codec),
+        (Codec::Json, Some(p)) if p.replace(' ', "").eq_ignore_ascii_case("charset=utf-8") => {
             Some(Codec::Json)
         }
-        ("proto", None) => Some(Codec::Proto),
         _ => None,
     }
 }
@@ -676,5 +686,18 @@ mod tests {
         );
         assert_eq!(codec(&ct("text/plain"), false), None);
         assert_eq!(codec(&HeaderMap::new(), false), None);
+        assert_eq!(
+            codec(&ct("Application/JSON ; Charset=UTF-8"), false),
+            Some(Codec::Json)
+        );
+        assert_eq!(
+            codec(&ct("APPLICATION/CONNECT+PROTO"), true),
+            Some(Codec::Proto)
+        );
+        assert_eq!(codec(&ct("application/proto; charset=utf-8"), false), None);
+        assert_eq!(codec(&ct("application/json; charset=latin1"), false), None);
+        assert_eq!(codec(&ct("application/jsonx"), false), None);
+        assert_eq!(codec(&ct("application/"), false), None);
+        assert_eq!(codec(&ct("app"), false), None);
     }
 }

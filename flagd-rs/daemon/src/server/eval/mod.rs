@@ -12,116 +12,195 @@ pub mod resolve;
 pub mod rpc;
 pub mod services;
 
+use std::convert::Infallible;
+use std::sync::Arc;
+
 use axum::Router;
-use axum::extract::Request;
-use tonic::service::Routes;
-use tower::{Layer as _, ServiceExt as _};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use futures::FutureExt as _;
+use futures::future::{BoxFuture, Either};
+use tonic::codec::CompressionEncoding::Gzip;
+use tonic_web::{GrpcWebLayer, GrpcWebService};
+use tower::{Layer as _, Service as _};
 
 use crate::proto::flagd::evaluation::{v1, v2};
 use crate::proto::schema::v1 as schema;
 use crate::server::deadline::GrpcDeadline;
 use crate::server::http::{GrpcKind, grpc_kind};
-use crate::server::record::RecordLayer;
+use crate::server::record::Recorder;
 use crate::server::{body, cors};
 use crate::state::AppState;
 
+use self::resolve::Api;
+
 pub use error::{Code, RequestError};
 
-/// The three evaluation services as tonic routes, each service wrapped by `$wrap` (a closure,
-/// expanded once per service type). Messages may come gzip-compressed (`grpc-encoding`) and
-/// are sent compressed to clients that accept it (`grpc-accept-encoding`); `$limit` bounds a
-/// message after decompression.
-macro_rules! evaluation_routes {
-    ($state:expr, $limit:expr, $wrap:expr) => {{
-        use tonic::codec::CompressionEncoding::Gzip;
-        Routes::new(($wrap)(
-            v1::service_server::ServiceServer::new(services::V1::new($state.clone()))
-                .accept_compressed(Gzip)
-                .send_compressed(Gzip)
-                .max_decoding_message_size($limit),
-        ))
-        .add_service(($wrap)(
-            v2::service_server::ServiceServer::new(services::V2::new($state.clone()))
-                .accept_compressed(Gzip)
-                .send_compressed(Gzip)
-                .max_decoding_message_size($limit),
-        ))
-        .add_service(($wrap)(
-            schema::service_server::ServiceServer::new(services::SchemaV1::new($state.clone()))
-                .accept_compressed(Gzip)
-                .send_compressed(Gzip)
-                .max_decoding_message_size($limit),
-        ))
-        .into_axum_router()
-    }};
+/// A gRPC call's response future, as tonic's generated services return it.
+type GrpcFuture = BoxFuture<'static, Result<http::Response<tonic::body::Body>, Infallible>>;
+
+/// Builds one evaluation service: messages may come gzip-compressed (`grpc-encoding`) and are
+/// sent compressed to clients that accept it (`grpc-accept-encoding`); `$limit` bounds a message
+/// after decompression.
+macro_rules! service {
+    ($server:ty, $service:expr, $limit:expr) => {
+        <$server>::new($service)
+            .accept_compressed(Gzip)
+            .send_compressed(Gzip)
+            .max_decoding_message_size($limit)
+    };
+}
+
+/// The three evaluation services over gRPC, as tonic generates them, and behind the gRPC-Web
+/// translation.
+#[derive(Clone)]
+struct Grpc {
+    v1: v1::service_server::ServiceServer<services::V1>,
+    v2: v2::service_server::ServiceServer<services::V2>,
+    schema: schema::service_server::ServiceServer<services::SchemaV1>,
+    v1_web: GrpcWebService<v1::service_server::ServiceServer<services::V1>>,
+    v2_web: GrpcWebService<v2::service_server::ServiceServer<services::V2>>,
+    schema_web: GrpcWebService<schema::service_server::ServiceServer<services::SchemaV1>>,
+}
+
+impl Grpc {
+    fn new(state: &AppState, limit: usize) -> Self {
+        let v1 = service!(
+            v1::service_server::ServiceServer<services::V1>,
+            services::V1::new(state.clone()),
+            limit
+        );
+        let v2 = service!(
+            v2::service_server::ServiceServer<services::V2>,
+            services::V2::new(state.clone()),
+            limit
+        );
+        let schema = service!(
+            schema::service_server::ServiceServer<services::SchemaV1>,
+            services::SchemaV1::new(state.clone()),
+            limit
+        );
+        let web = GrpcWebLayer::new();
+        Grpc {
+            v1_web: web.layer(v1.clone()),
+            v2_web: web.layer(v2.clone()),
+            schema_web: web.layer(schema.clone()),
+            v1,
+            v2,
+            schema,
+        }
+    }
+
+    /// Calls the service `api` names, plain or through the gRPC-Web translation (`web`). A path
+    /// of no service is answered UNIMPLEMENTED, as tonic's routes answer it.
+    fn call(&self, api: Option<Api>, web: bool, request: http::Request<LimitedBody>) -> GrpcFuture {
+        match (api, web) {
+            (Some(Api::V1), false) => self.v1.clone().call(request),
+            (Some(Api::V2), false) => self.v2.clone().call(request),
+            (Some(Api::Schema), false) => self.schema.clone().call(request),
+            // gRPC-Web is rare enough for its future to be boxed once more.
+            (Some(Api::V1), true) => Box::pin(self.v1_web.clone().call(request)),
+            (Some(Api::V2), true) => Box::pin(self.v2_web.clone().call(request)),
+            (Some(Api::Schema), true) => Box::pin(self.schema_web.clone().call(request)),
+            (None, _) => {
+                let response = tonic::Status::unimplemented("").into_http();
+                Box::pin(std::future::ready(Ok(response)))
+            }
+        }
+    }
+}
+
+/// Everything the dispatch of the evaluation port needs, shared by every request.
+struct Dispatch {
+    grpc: Grpc,
+    connect: connect::Connect,
+    recorder: Arc<Recorder>,
+    limit: usize,
+}
+
+/// The metrics route of every RPC, in the order of [`rpc::RPCS`], then `other`.
+fn metric_routes() -> Vec<&'static str> {
+    rpc::RPCS
+        .iter()
+        .map(|rpc| rpc.path)
+        .chain(["other"])
+        .collect()
 }
 
 /// The complete application of the evaluation port: gRPC (+ gRPC-Web) and Connect for the
 /// three services, with CORS and request metrics.
+///
+/// Requests are dispatched here rather than by routers: the RPC table names the request's
+/// metrics route, and the service prefix of the path its gRPC service, so a gRPC call reaches
+/// tonic's generated service with its body unboxed, and its streamed response is boxed once,
+/// where the metrics count its bytes.
 pub fn router(state: AppState) -> Router {
     let limit = body::effective_limit(state.limits.max_body_bytes);
     // The body limit (`limit_grpc_body`) refuses a message whose declared length is over the
     // limit with flagd's RESOURCE_EXHAUSTED before tonic would answer OUT_OF_RANGE; tonic's
     // limit then only bounds what a compressed message expands to (RESOURCE_EXHAUSTED too).
-    let grpc = evaluation_routes!(state, limit, |s| s);
-    let web = tonic_web::GrpcWebLayer::new();
-    let grpc_web = evaluation_routes!(state, limit, |s| web.layer(s));
-    let http = Router::new()
-        .fallback(connect::handle)
-        .with_state(connect::Connect::new(state.clone()));
-    // Plain gRPC over HTTP/2 (nearly all traffic) goes straight to tonic; gRPC-Web, and gRPC
-    // over HTTP/1.1 (which only gRPC-Web can carry), through the gRPC-Web translation; all
-    // other requests to the Connect handler. The layers wrap the dispatch directly rather than
-    // the router, where each one would box and clone its inner service for every request.
-    // A gRPC call's `grpc-timeout` bounds its response future; an invalid one is refused as
-    // connect-go refuses it. Connect reads its own timeout header in the handler.
-    let dispatch = tower::service_fn(move |request: Request| match grpc_kind(request.headers()) {
-        Some(GrpcKind::Plain) if request.version() == http::Version::HTTP_2 => {
-            GrpcDeadline::call(request, false, tonic::Code::InvalidArgument, |r| {
-                grpc.clone().oneshot(limit_grpc_body(limit, r))
-            })
+    let dispatch = Arc::new(Dispatch {
+        grpc: Grpc::new(&state, limit),
+        connect: connect::Connect::new(state.clone()),
+        recorder: Recorder::new(state.metrics.clone(), &metric_routes()),
+        limit,
+    });
+    let service = tower::service_fn(move |request: Request| {
+        let d = &*dispatch;
+        let path = request.uri().path();
+        let route = rpc::index(path).unwrap_or(rpc::RPCS.len());
+        let started = d.recorder.start(route, request.method());
+        // Plain gRPC over HTTP/2 (nearly all traffic) goes straight to tonic; gRPC-Web, and
+        // gRPC over HTTP/1.1 (which only gRPC-Web can carry), through the gRPC-Web
+        // translation; all other requests to the Connect handler. A gRPC call's
+        // `grpc-timeout` bounds its response future; an invalid one is refused as connect-go
+        // refuses it. Connect reads its own timeout header in the handler.
+        match grpc_kind(request.headers()) {
+            Some(kind) => {
+                let web = kind == GrpcKind::Web || request.version() != http::Version::HTTP_2;
+                let api = rpc::service_of(path);
+                let limit = d.limit;
+                Either::Left(started.wrap(GrpcDeadline::call(
+                    request,
+                    kind == GrpcKind::Web,
+                    tonic::Code::InvalidArgument,
+                    |r| d.grpc.call(api, web, limit_grpc_body(limit, r)),
+                )))
+            }
+            None => {
+                let connect = connect::handle(State(d.connect.clone()), request);
+                Either::Right(started.wrap(connect.map(Ok::<_, Infallible>)))
+            }
         }
-        Some(kind) => {
-            let web = kind == GrpcKind::Web;
-            GrpcDeadline::call(request, web, tonic::Code::InvalidArgument, |r| {
-                grpc_web.clone().oneshot(limit_grpc_body(limit, r))
-            })
-        }
-        None => GrpcDeadline::none(http.clone().oneshot(request)),
     });
     let service = tower::ServiceBuilder::new()
         .layer(cors::layer(&state.cors_origins))
-        .layer(RecordLayer::new(state.metrics.clone(), |path| {
-            rpc::lookup(path).map_or("other", |rpc| rpc.path)
-        }))
-        .service(dispatch);
+        .service(service);
     Router::new().fallback_service(service)
 }
 
 /// Bounds a gRPC request body to `limit` bytes; past it the body fails with a
 /// RESOURCE_EXHAUSTED status, which tonic reports to the client as is.
-fn limit_grpc_body(limit: usize, request: Request) -> Request {
+fn limit_grpc_body(limit: usize, request: Request) -> http::Request<LimitedBody> {
     // gRPC-Web's text form is base64: its first bytes are no length prefix.
     let text = request
         .headers()
         .get(http::header::CONTENT_TYPE)
         .and_then(|ct| ct.as_bytes().get(..21))
         .is_some_and(|ct| ct.eq_ignore_ascii_case(b"application/grpc-web-"));
-    request.map(|body| {
-        axum::body::Body::new(LimitedBody {
-            inner: body,
-            remaining: limit,
-            limit,
-            prefix: [0; 5],
-            prefix_len: if text { 5 } else { 0 },
-        })
+    request.map(|body| LimitedBody {
+        inner: body,
+        remaining: limit,
+        limit,
+        prefix: [0; 5],
+        prefix_len: if text { 5 } else { 0 },
     })
 }
 
 /// A request body that errors with a gRPC status once more than `limit` bytes arrived, or as
 /// soon as the first message's length prefix declares more than `limit` bytes.
 struct LimitedBody {
-    inner: axum::body::Body,
+    inner: Body,
     remaining: usize,
     limit: usize,
     /// The first message's 5-byte prefix (flags and length), as far as it arrived.

@@ -43,7 +43,7 @@ pub struct Rpc {
     pub path: &'static str,
 }
 
-/// Builds [`RPCS`] from each service's name and methods.
+/// Builds [`RPCS`] and [`SERVICES`] from each service's name and methods.
 macro_rules! rpc_table {
     ($($api:ident $service:literal [$($method:ident)*])*) => {
         /// Every RPC served on the evaluation port.
@@ -54,6 +54,9 @@ macro_rules! rpc_table {
                 path: concat!("/", $service, "/", stringify!($method)),
             },
         )*)*];
+
+        /// Each service with the path prefix of its RPCs (`/<service>/`).
+        pub const SERVICES: &[(Api, &str)] = &[$((Api::$api, concat!("/", $service, "/")),)*];
     };
 }
 
@@ -68,7 +71,22 @@ rpc_table! {
 
 /// The RPC `path` names, if it is one of [`RPCS`].
 pub fn lookup(path: &str) -> Option<&'static Rpc> {
-    RPCS.iter().find(|rpc| rpc.path == path)
+    index(path).and_then(|i| RPCS.get(i))
+}
+
+/// The position in [`RPCS`] of the RPC `path` names.
+pub fn index(path: &str) -> Option<usize> {
+    RPCS.iter().position(|rpc| rpc.path == path)
+}
+
+/// The service whose methods `path` is under (`/<service>/<something>`), as gRPC routes a call
+/// to a service before the service looks at the method.
+pub fn service_of(path: &str) -> Option<Api> {
+    SERVICES.iter().find_map(|&(api, prefix)| {
+        path.strip_prefix(prefix)
+            .is_some_and(|method| !method.is_empty())
+            .then_some(api)
+    })
 }
 
 #[cfg(test)]
@@ -91,5 +109,25 @@ mod tests {
         assert_eq!(lookup("/flagd.evaluation.v1.Service/Nope"), None);
         assert_eq!(lookup("/"), None);
         assert_eq!(lookup(""), None);
+        assert_eq!(index(RPCS[3].path), Some(3));
+        assert_eq!(index("/schema.v1.Service/Nope"), None);
+    }
+
+    #[test]
+    fn paths_name_their_services() {
+        assert_eq!(SERVICES.len(), 3);
+        assert_eq!(
+            service_of("/flagd.evaluation.v2.Service/ResolveInt"),
+            Some(Api::V2)
+        );
+        assert_eq!(service_of("/schema.v1.Service/Unknown"), Some(Api::Schema));
+        assert_eq!(
+            service_of("/flagd.evaluation.v1.Service/a/b"),
+            Some(Api::V1)
+        );
+        assert_eq!(service_of("/flagd.evaluation.v1.Service/"), None);
+        assert_eq!(service_of("/flagd.evaluation.v1.Service"), None);
+        assert_eq!(service_of("/flagd.evaluation.v3.Service/ResolveInt"), None);
+        assert_eq!(service_of("/"), None);
     }
 }

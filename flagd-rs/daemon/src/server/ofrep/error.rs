@@ -1,12 +1,13 @@
 //! Every way an OFREP request or one of its flags fails, mapped to flagd's status codes, error
 //! codes and bodies in this one place.
 
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use flagd_evaluator::{ErrorCode, Evaluation, Exceeded};
 use http::StatusCode;
 use serde_json::{Map, Value};
 
-use super::wire::{json_response, write_error};
+use super::gzip;
+use super::wire::write_error;
 use crate::server::eval::RequestError;
 use crate::server::eval::resolve::Meta;
 
@@ -68,11 +69,18 @@ pub fn collect_metadata<'m>(
         .collect()
 }
 
-impl IntoResponse for OfrepError {
-    fn into_response(self) -> Response {
+impl OfrepError {
+    /// The answer to a request that accepts gzip (`accepts_gzip`) or not.
+    pub fn answer(self, accepts_gzip: bool) -> Response {
+        let (status, body) = self.render();
+        gzip::json_answer(status, body, None, accepts_gzip)
+    }
+
+    /// The status code and JSON body of the answer.
+    fn render(&self) -> (StatusCode, String) {
         let mut out = String::new();
         let none = None::<std::iter::Empty<(&str, Meta<'_>)>>;
-        let status = match &self {
+        let status = match self {
             OfrepError::TooLarge => {
                 out.push_str(r#"{"errorDetails":"request body too large"}"#);
                 StatusCode::PAYLOAD_TOO_LARGE
@@ -109,7 +117,7 @@ impl IntoResponse for OfrepError {
                 StatusCode::BAD_REQUEST
             }
         };
-        json_response(status, out)
+        (status, out)
     }
 }
 

@@ -2,21 +2,19 @@
 //! [`MIN_SIZE`] bytes is gzipped when the request accepts gzip; smaller ones stay as they are,
 //! since the framing would cost more than it saves (a single-flag answer is a few hundred
 //! bytes; a bulk answer of a dozen flags already compresses several times over). Every answer
-//! says `Vary: Accept-Encoding`, so caches keep the two encodings apart.
+//! says `Vary: Accept-Encoding`, so caches keep the two encodings apart. The handlers, which
+//! hold the body before it becomes a response, build their JSON answers with [`json_answer`];
+//! the port marks every answer with [`vary`].
 //!
 //! The compressed body is another representation, so it must not share the strong validator of
 //! the plain one (RFC 9110 §8.8.1): its `ETag` gets the suffix [`ETAG_SUFFIX`] inside the
 //! quotes (`"<hex>-gzip"`). `conditional.rs` strips it again when the request still accepts
 //! gzip.
 
-use axum::body::Body;
-use axum::extract::Request;
-use axum::middleware::Next;
 use axum::response::Response;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use http_body::Body as _;
-use http_body_util::BodyExt as _;
 
+use super::wire::json_response;
 use crate::server::compress;
 
 /// The smallest body worth compressing, flagd's default.
@@ -43,58 +41,44 @@ pub fn suffixed(etag: &str) -> String {
     }
 }
 
-/// The middleware: gzips the JSON answers of requests that accept gzip (see the module
-/// documentation) and marks every answer as varying with `Accept-Encoding`.
-pub async fn negotiate(request: Request, next: Next) -> Response {
-    let accepts = accepts_gzip(request.headers());
-    let mut response = next.run(request).await;
+/// A JSON answer with `status` and `body` to a request that accepts gzip (`accepts`) or not:
+/// gzipped when it [`compresses`]. `etag` is the entity tag of the plain body; a gzipped answer
+/// carries it [`suffixed`].
+pub fn json_answer(
+    status: StatusCode,
+    body: String,
+    etag: Option<&str>,
+    accepts: bool,
+) -> Response {
+    let gzipped = compresses(accepts, body.len());
+    let mut response = if gzipped {
+        let mut response = json_response(status, compress::gzip(body.as_bytes()));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        response
+    } else {
+        json_response(status, body)
+    };
+    if let Some(etag) = etag {
+        let tag = if gzipped {
+            HeaderValue::from_str(&suffixed(etag))
+        } else {
+            HeaderValue::from_str(etag)
+        };
+        if let Ok(tag) = tag {
+            response.headers_mut().insert(header::ETAG, tag);
+        }
+    }
+    response
+}
+
+/// Marks an answer of the port as varying with `Accept-Encoding`, as every one does.
+pub fn vary(mut response: Response) -> Response {
     response
         .headers_mut()
         .append(header::VARY, HeaderValue::from_static("accept-encoding"));
-    let size = response.body().size_hint().exact();
-    let eligible = response.status() != StatusCode::NOT_MODIFIED
-        && !response.headers().contains_key(header::CONTENT_ENCODING)
-        && is_json(response.headers())
-        && size.is_some_and(|n| compresses(accepts, usize::try_from(n).unwrap_or(usize::MAX)));
-    if !eligible {
-        return response;
-    }
-    let (mut parts, body) = response.into_parts();
-    // The body is in memory (its exact size is known), so collecting it does not wait.
-    let bytes = match body.collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => {
-            tracing::error!(error = %e, "reading an OFREP answer to compress it");
-            let mut failed = Response::new(Body::empty());
-            *failed.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-            return failed;
-        }
-    };
-    let compressed = compress::gzip(&bytes);
-    parts.headers.remove(header::CONTENT_LENGTH);
-    parts
-        .headers
-        .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-    if let Some(tag) = parts
-        .headers
-        .get(header::ETAG)
-        .and_then(|v| v.to_str().ok())
-        && let Ok(tag) = HeaderValue::from_str(&suffixed(tag))
-    {
-        parts.headers.insert(header::ETAG, tag);
-    }
-    Response::from_parts(parts, Body::from(compressed))
-}
-
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.split(';')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
-        })
+    response
 }
 
 #[cfg(test)]
@@ -136,6 +120,59 @@ mod tests {
         assert!(!compresses(true, MIN_SIZE - 1));
         assert!(compresses(true, MIN_SIZE));
         assert!(!compresses(false, 1 << 20));
+    }
+
+    #[tokio::test]
+    async fn answers_are_gzipped_when_large_and_accepted() {
+        use http_body_util::BodyExt as _;
+        let large = format!("{{\"flags\":[{}]}}", "0,".repeat(MIN_SIZE) + "0");
+        let read = |response: Response| async move {
+            let (parts, body) = response.into_parts();
+            (parts, body.collect().await.unwrap().to_bytes())
+        };
+
+        let (parts, body) = read(json_answer(
+            StatusCode::OK,
+            large.clone(),
+            Some("\"t\""),
+            true,
+        ))
+        .await;
+        assert_eq!(parts.headers[header::CONTENT_ENCODING], "gzip");
+        assert_eq!(parts.headers[header::CONTENT_TYPE], "application/json");
+        assert_eq!(parts.headers[header::ETAG], "\"t-gzip\"");
+        let mut back = String::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_string(&mut back)
+            .unwrap();
+        assert_eq!(back, large);
+
+        let (parts, body) = read(json_answer(
+            StatusCode::OK,
+            large.clone(),
+            Some("\"t\""),
+            false,
+        ))
+        .await;
+        assert!(!parts.headers.contains_key(header::CONTENT_ENCODING));
+        assert_eq!(parts.headers[header::ETAG], "\"t\"");
+        assert_eq!(&body[..], large.as_bytes());
+
+        let small = r#"{"errorCode":"GENERAL"}"#.to_owned();
+        let (parts, body) = read(json_answer(
+            StatusCode::BAD_REQUEST,
+            small.clone(),
+            None,
+            true,
+        ))
+        .await;
+        assert_eq!(parts.status, StatusCode::BAD_REQUEST);
+        assert!(!parts.headers.contains_key(header::CONTENT_ENCODING));
+        assert!(!parts.headers.contains_key(header::ETAG));
+        assert_eq!(&body[..], small.as_bytes());
+
+        let varied = vary(vary(Response::new(axum::body::Body::empty())));
+        assert_eq!(varied.headers().get_all(header::VARY).iter().count(), 2);
     }
 
     #[test]

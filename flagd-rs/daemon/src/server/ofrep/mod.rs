@@ -24,28 +24,28 @@
 
 mod conditional;
 mod error;
-mod gzip;
+pub(crate) mod gzip;
 mod request;
 mod version;
 mod wire;
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::middleware;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::post;
-use axum::{Extension, Router};
 use flagd_evaluator::{Evaluation, Flag, now_unix_seconds};
 use http::header::ETAG;
 use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use serde_json::{Map, Value};
+use tower::util::MapResponseLayer;
 
 pub use version::config_version;
 
 use self::error::{OfrepError, collect_metadata, write_flag_error};
-use self::wire::{json_response, write_metadata, write_success};
+use self::wire::{write_metadata, write_success};
 use crate::selector::Selector;
 use crate::server::body::{self, BodyError};
 use crate::server::cors;
@@ -61,14 +61,23 @@ pub const SINGLE_ROUTE: &str = "/ofrep/v1/evaluate/flags/{key}";
 /// The bulk route (`flags` and `flags/`), as flagd names it in its HTTP metrics.
 pub const BULK_ROUTE: &str = "/ofrep/v1/evaluate/{path:flags\\/|flags}";
 
-/// The metrics route of a request path on this port: [`SINGLE_ROUTE`], [`BULK_ROUTE`] or
-/// `other`.
-pub fn route_of(path: &str) -> &'static str {
+/// The metrics routes of this port: [`SINGLE_ROUTE`], [`BULK_ROUTE`] and `other`.
+const ROUTES: [&str; 3] = [SINGLE_ROUTE, BULK_ROUTE, "other"];
+
+/// The metrics route of a request path on this port, as an index into [`ROUTES`].
+fn route_of(path: &str) -> usize {
     match path.strip_prefix("/ofrep/v1/evaluate/flags") {
-        Some("" | "/") => BULK_ROUTE,
-        Some(key) if key.starts_with('/') => SINGLE_ROUTE,
-        _ => "other",
+        Some("" | "/") => 1,
+        Some(key) if key.starts_with('/') => 0,
+        _ => 2,
     }
+}
+
+/// What the OFREP handlers share.
+struct Ofrep {
+    state: AppState,
+    /// The event streams, which bulk answers advertise, when they are served.
+    streams: Option<Arc<OfrepStreams>>,
 }
 
 /// The OFREP routes over `state`, with CORS for `state.cors_origins`, the HTTP metrics and gzip,
@@ -80,23 +89,25 @@ pub fn router(state: AppState) -> Router {
 /// [`router`] with the event streams: `/ofrep/v1/sse` served and advertised in bulk answers.
 pub fn router_with_streams(state: AppState, streams: Option<Arc<OfrepStreams>>) -> Router {
     let cors = cors::layer(&state.cors_origins);
-    let record = RecordLayer::new(state.metrics.clone(), route_of);
+    let record = RecordLayer::new(state.metrics.clone(), &ROUTES, route_of);
     let mut routes = Router::new()
         .route("/ofrep/v1/evaluate/flags/{key}", post(evaluate_flag))
         .route("/ofrep/v1/evaluate/flags", post(evaluate_flags))
         .route("/ofrep/v1/evaluate/flags/", post(evaluate_flags));
-    if let Some(streams) = streams {
-        routes = routes
-            .merge(ofrep_sse::routes(streams.clone()))
-            .layer(Extension(streams));
+    if let Some(streams) = &streams {
+        routes = routes.merge(ofrep_sse::routes(streams.clone()));
     }
-    routes
-        // Innermost compression, so the metrics see the bytes that are sent.
-        .layer(middleware::from_fn(gzip::negotiate))
-        .layer(record)
+    // Shared rather than cloned into every request.
+    let app = routes.with_state(Arc::new(Ofrep { state, streams }));
+    // The layers wrap the router once, rather than each route, where every layer would box
+    // and clone its inner service for every request. The handlers gzip their own answers, so
+    // the metrics see the bytes that are sent; every answer varies with `Accept-Encoding`.
+    let service = tower::ServiceBuilder::new()
         .layer(cors)
-        // Shared rather than cloned into every request.
-        .with_state(Arc::new(state))
+        .layer(record)
+        .layer(MapResponseLayer::new(gzip::vary))
+        .service(app);
+    Router::new().fallback_service(service)
 }
 
 /// A bulk answer: the exact body and its strong `ETag`.
@@ -170,22 +181,25 @@ async fn read_context(
 
 /// `POST /ofrep/v1/evaluate/flags/{key}`.
 async fn evaluate_flag(
-    State(state): State<Arc<AppState>>,
+    State(ofrep): State<Arc<Ofrep>>,
     Path(key): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    single(&state, key, &headers, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    let accepts_gzip = gzip::accepts_gzip(&headers);
+    match single(&ofrep.state, key, &headers, body).await {
+        Ok(out) => gzip::json_answer(StatusCode::OK, out, None, accepts_gzip),
+        Err(e) => e.answer(accepts_gzip),
+    }
 }
 
+/// The body of a single-flag success.
 async fn single(
     state: &AppState,
     key: String,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Response, OfrepError> {
+) -> Result<String, OfrepError> {
     let context = read_context(state, headers, body, Some(&key)).await?;
     let call = Call::json(state, headers, context, SINGLE_SPAN)
         .map_err(|e| OfrepError::selector(&e, Some(&key)))?;
@@ -205,7 +219,7 @@ async fn single(
     }
     let mut out = String::with_capacity(128);
     write_success(&mut out, &eval, &call.selector);
-    Ok(json_response(StatusCode::OK, out))
+    Ok(out)
 }
 
 /// The span name of a single-flag request (its route).
@@ -216,16 +230,16 @@ const BULK_SPAN: &str = "POST /ofrep/v1/evaluate/flags";
 
 /// `POST /ofrep/v1/evaluate/flags` (and with a trailing `/`).
 async fn evaluate_flags(
-    State(state): State<Arc<AppState>>,
-    streams: Option<Extension<Arc<OfrepStreams>>>,
+    State(ofrep): State<Arc<Ofrep>>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let streams = streams.as_ref().map(|Extension(s)| &**s);
-    bulk(&state, streams, &uri, &headers, body)
+    let accepts_gzip = gzip::accepts_gzip(&headers);
+    let streams = ofrep.streams.as_deref();
+    bulk(&ofrep.state, streams, &uri, &headers, body, accepts_gzip)
         .await
-        .unwrap_or_else(IntoResponse::into_response)
+        .unwrap_or_else(|e| e.answer(accepts_gzip))
 }
 
 async fn bulk(
@@ -234,6 +248,7 @@ async fn bulk(
     uri: &Uri,
     headers: &HeaderMap,
     body: Body,
+    accepts_gzip: bool,
 ) -> Result<Response, OfrepError> {
     let context = read_context(state, headers, body, None).await?;
     let call = Call::json(state, headers, context, BULK_SPAN)
@@ -250,7 +265,6 @@ async fn bulk(
         }
         None => render_bulk(&snapshot, &call.selector, evaluate, None),
     };
-    let accepts_gzip = gzip::accepts_gzip(headers);
     let vetoed = match streams {
         Some(streams) => conditional::config_etag(uri).is_some_and(|announced| {
             ofrep_sse::vetoes(Some(streams), &snapshot, &call.selector, &announced, &etag)
@@ -266,11 +280,12 @@ async fn bulk(
         };
         return Ok(not_modified(&tag));
     }
-    let mut response = json_response(StatusCode::OK, out);
-    if let Ok(tag) = HeaderValue::from_str(&etag) {
-        response.headers_mut().insert(ETAG, tag);
-    }
-    Ok(response)
+    Ok(gzip::json_answer(
+        StatusCode::OK,
+        out,
+        Some(&etag),
+        accepts_gzip,
+    ))
 }
 
 /// `304 Not Modified`: the `ETag` and nothing else (no body, no content type or length).
@@ -289,11 +304,12 @@ mod tests {
 
     #[test]
     fn metrics_routes() {
-        assert_eq!(route_of("/ofrep/v1/evaluate/flags"), BULK_ROUTE);
-        assert_eq!(route_of("/ofrep/v1/evaluate/flags/"), BULK_ROUTE);
-        assert_eq!(route_of("/ofrep/v1/evaluate/flags/my-flag"), SINGLE_ROUTE);
-        assert_eq!(route_of("/ofrep/v1/evaluate/flagsx"), "other");
-        assert_eq!(route_of("/ofrep/v1/configuration"), "other");
-        assert_eq!(route_of("/"), "other");
+        let route = |path| ROUTES[route_of(path)];
+        assert_eq!(route("/ofrep/v1/evaluate/flags"), BULK_ROUTE);
+        assert_eq!(route("/ofrep/v1/evaluate/flags/"), BULK_ROUTE);
+        assert_eq!(route("/ofrep/v1/evaluate/flags/my-flag"), SINGLE_ROUTE);
+        assert_eq!(route("/ofrep/v1/evaluate/flagsx"), "other");
+        assert_eq!(route("/ofrep/v1/configuration"), "other");
+        assert_eq!(route("/"), "other");
     }
 }

@@ -14,8 +14,8 @@ use crate::server::eval::resolve::{self, Meta};
 use crate::server::sync::gojson::{write_str, write_value};
 
 /// A response with a JSON body.
-pub fn json_response(status: StatusCode, body: String) -> Response {
-    let mut response = Response::new(Body::from(body));
+pub fn json_response(status: StatusCode, body: impl Into<Body>) -> Response {
+    let mut response = Response::new(body.into());
     *response.status_mut() = status;
     response
         .headers_mut()

@@ -17,6 +17,7 @@ use super::hub::{Beat, OfrepStreams, Subscriber};
 use super::wire::{KEEP_ALIVE, SSE_PATH, TOKEN_PARAM, Token};
 use crate::selector::Selector;
 use crate::server::eval::resolve::SELECTOR_HEADER;
+use crate::server::ofrep::gzip;
 use crate::server::sync::gojson::write_str;
 
 /// The header a reconnecting `EventSource` sends with the id of the last event it received.
@@ -54,9 +55,10 @@ async fn connect_at(
 }
 
 fn open(streams: &OfrepStreams, path: Option<String>, uri: &Uri, headers: &HeaderMap) -> Response {
+    let refuse = |status, details: &str| error(status, details, gzip::accepts_gzip(headers));
     let request = match StreamRequest::read(path, uri, headers) {
         Ok(request) => request,
-        Err(details) => return error(StatusCode::BAD_REQUEST, &details),
+        Err(details) => return refuse(StatusCode::BAD_REQUEST, &details),
     };
     match streams.subscribe(
         request.selector,
@@ -64,7 +66,7 @@ fn open(streams: &OfrepStreams, path: Option<String>, uri: &Uri, headers: &Heade
         request.last_event_id.as_deref(),
     ) {
         Some(subscriber) => stream(subscriber),
-        None => error(
+        None => refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "the daemon is shutting down",
         ),
@@ -131,17 +133,13 @@ impl StreamRequest {
     }
 }
 
-/// `{"errorCode":"GENERAL","errorDetails":..}` with `status`.
-fn error(status: StatusCode, details: &str) -> Response {
+/// `{"errorCode":"GENERAL","errorDetails":..}` with `status`, gzipped as the port's other JSON
+/// answers are when large enough and the request `accepts_gzip`.
+fn error(status: StatusCode, details: &str, accepts_gzip: bool) -> Response {
     let mut body = String::from(r#"{"errorCode":"GENERAL","errorDetails":"#);
     write_str(&mut body, details);
     body.push('}');
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+    gzip::json_answer(status, body, None, accepts_gzip)
 }
 
 /// The event stream: the first frame if any, then the group's frames and keep-alive comments,
