@@ -501,6 +501,10 @@ struct Daemon {
 
 impl Daemon {
     async fn start(token: Option<&str>) -> Daemon {
+        Daemon::start_configured(token, |_| {}).await
+    }
+
+    async fn start_configured(token: Option<&str>, configure: impl FnOnce(&mut Config)) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let flags = dir.path().join("flags.json");
         std::fs::write(&flags, FLAGS).unwrap();
@@ -516,6 +520,7 @@ impl Daemon {
             std::fs::write(&file, format!("{t}\n")).unwrap();
             config.admin_token_file = Some(file);
         }
+        configure(&mut config);
         let listeners = Listeners::bind(&config).await.unwrap();
         let ports = listeners.ports().unwrap();
         let admin_url = format!("http://127.0.0.1:{}", listeners.admin_port().unwrap());
@@ -926,4 +931,49 @@ async fn cli_commands_drive_the_admin_api() {
         format!("{err:#}").contains("calling the admin API"),
         "{err:#}"
     );
+}
+
+/// With `--revision-metadata`, every evaluation's flag metadata carries the override revision
+/// served; without it, it does not.
+#[tokio::test]
+async fn revision_metadata_reports_the_revision_served() {
+    async fn resolve(port: u16) -> Value {
+        reqwest::Client::new()
+            .post(format!(
+                "http://127.0.0.1:{port}/flagd.evaluation.v1.Service/ResolveString"
+            ))
+            .json(&json!({"flagKey": "bg"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+    let daemon = Daemon::start_configured(None, |c| c.revision_metadata = true).await;
+    assert_eq!(
+        resolve(daemon.eval_port).await["metadata"]["flagd-rs-revision"],
+        0.0
+    );
+    for variant in ["green", "blue"] {
+        let (status, _) = send(
+            reqwest::Client::new()
+                .put(daemon.url("/v1/flags/bg/override"))
+                .json(&json!({"defaultVariant": variant})),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let answer = resolve(daemon.eval_port).await;
+    assert_eq!(answer["value"], "blue", "{answer}");
+    assert_eq!(answer["metadata"]["flagd-rs-revision"], 2.0, "{answer}");
+    daemon.stop().await;
+
+    let plain = Daemon::start(None).await;
+    let answer = resolve(plain.eval_port).await;
+    assert!(
+        answer["metadata"].get("flagd-rs-revision").is_none(),
+        "{answer}"
+    );
+    plain.stop().await;
 }

@@ -86,6 +86,7 @@ impl Server {
             limits: Limits::default(),
             cors_origins: Arc::from(Vec::<String>::new()),
             telemetry: Default::default(),
+            revision: None,
         };
         configure(&mut state);
         let metrics = state.metrics.clone();

@@ -61,6 +61,7 @@ impl SyncServer {
             limits,
             cors_origins: Arc::from(Vec::<String>::new()),
             telemetry: Default::default(),
+            revision: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

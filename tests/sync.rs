@@ -66,6 +66,7 @@ impl SyncServer {
             limits,
             cors_origins: Arc::from(Vec::<String>::new()),
             telemetry: Default::default(),
+            revision: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
@@ -447,6 +448,7 @@ async fn tls() {
         limits: Limits::default(),
         cors_origins: Arc::from(Vec::<String>::new()),
         telemetry: Default::default(),
+        revision: None,
     };
     let tls = flagd_rs::server::http::load_tls(&cert, &key).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -507,6 +509,7 @@ async fn unix_socket() {
         limits: Limits::default(),
         cors_origins: Arc::from(Vec::<String>::new()),
         telemetry: Default::default(),
+        revision: None,
     };
     let socket = dir.path().join("sync.sock");
     let listener = tokio::net::UnixListener::bind(&socket).unwrap();

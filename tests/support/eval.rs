@@ -90,6 +90,7 @@ impl EvalServer {
             limits: options.limits,
             cors_origins: options.cors_origins.into(),
             telemetry: Default::default(),
+            revision: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -325,6 +325,9 @@ pub async fn run(
         limits: config.limits,
         cors_origins: config.cors_origins.into(),
         telemetry: telemetry.clone(),
+        revision: config
+            .revision_metadata
+            .then(|| authority.served_revision()),
     };
 
     let ui_context = state.context.clone();
@@ -346,9 +349,10 @@ pub async fn run(
 
     let mut servers = JoinSet::new();
     let ofrep_streams = config.ofrep_sse.enabled.then(|| {
-        crate::server::ofrep_sse::OfrepStreams::start(
+        crate::server::ofrep_sse::OfrepStreams::start_with_revision(
             state.store.clone(),
             config.ofrep_sse.clone(),
+            state.revision.clone(),
             shutdown_rx.clone(),
         )
     });

@@ -62,4 +62,7 @@ pub struct AppState {
     /// Request spans; shared because every request may record one ([`Telemetry::off`] when no
     /// collector is configured).
     pub telemetry: Telemetry,
+    /// With `--revision-metadata`: the override revision served, added to every evaluation's
+    /// flag metadata as `flagd-rs-revision`.
+    pub revision: Option<Arc<std::sync::atomic::AtomicU64>>,
 }

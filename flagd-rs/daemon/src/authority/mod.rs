@@ -240,6 +240,9 @@ pub struct Authority {
     /// The head after every revision, for watchers that redraw on any change (the dashboard's
     /// live view); rollout revisions that move no override reach nobody through the store.
     head_tx: tokio::sync::watch::Sender<u64>,
+    /// The revision applied to the store, updated before the store's snapshot changes: what
+    /// evaluations report as `flagd-rs-revision`.
+    served: Arc<std::sync::atomic::AtomicU64>,
     /// With a shared journal: where the state as of the head is kept for a restart while the
     /// store is unreachable.
     cache: Option<StateCache>,
@@ -373,7 +376,8 @@ impl Authority {
         if !inner.overrides.is_empty() {
             store.set_overrides(Arc::new(to_store(&inner.overrides)));
         }
-        let head_tx = tokio::sync::watch::channel(inner.head()).0;
+        let head = inner.head();
+        let head_tx = tokio::sync::watch::channel(head).0;
         let published = ArcSwap::from_pointee(Published {
             head: inner.head(),
             overrides: inner.overrides.clone(),
@@ -386,6 +390,7 @@ impl Authority {
             head_tx,
             cache,
             started: SystemTime::now(),
+            served: Arc::new(std::sync::atomic::AtomicU64::new(head)),
         })
     }
 
@@ -485,6 +490,8 @@ impl Authority {
 
     /// Publishes the state in `inner` to readers (and the store, when `touched`).
     fn publish(&self, inner: &Inner, touched: bool) {
+        self.served
+            .store(inner.head(), std::sync::atomic::Ordering::Release);
         if touched {
             self.store
                 .set_overrides(Arc::new(to_store(&inner.overrides)));
@@ -505,6 +512,12 @@ impl Authority {
                     "could not save the state cache");
             }
         }
+    }
+
+    /// The revision this process serves, as a shared counter that evaluations read without a
+    /// lock (`--revision-metadata`).
+    pub fn served_revision(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        Arc::clone(&self.served)
     }
 
     /// How the shared journal stands with its store (`None`: a local journal).

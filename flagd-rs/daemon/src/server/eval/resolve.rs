@@ -100,6 +100,8 @@ pub struct Call<'h> {
     /// The request's span; only touched when `traced`, so an untraced request never borrows it.
     span: RefCell<EvalSpan>,
     traced: bool,
+    /// `flagd-rs-revision`, when the daemon reports it: read once per request.
+    revision: Option<Value>,
 }
 
 impl std::fmt::Debug for Call<'_> {
@@ -171,6 +173,10 @@ impl<'h> Call<'h> {
             context: OnceCell::new(),
             traced: span.is_recording(),
             span: RefCell::new(span),
+            revision: state
+                .revision
+                .as_ref()
+                .map(|r| Value::from(r.load(std::sync::atomic::Ordering::Acquire))),
         })
     }
 
@@ -234,7 +240,12 @@ impl<'h> Call<'h> {
         &'c self,
         flag: &'c Map<String, Value>,
     ) -> impl Iterator<Item = (&'c str, Meta<'c>)> + 'c {
-        metadata_entries(&self.selector, flag)
+        metadata_entries(&self.selector, self.revision.as_ref(), flag)
+    }
+
+    /// The `flagd-rs-revision` this request reports, if the daemon reports one.
+    pub fn revision(&self) -> Option<&Value> {
+        self.revision.as_ref()
     }
 
     /// [`Call::metadata_entries`] as a protobuf `Struct`.
@@ -276,8 +287,11 @@ pub fn echo(selector: &Selector) -> Option<(&'static str, &str)> {
 }
 
 /// The response metadata of a flag under `selector` ([`Call::metadata_entries`]).
+/// With `--revision-metadata`, `revision` (the override revision served) comes last as
+/// [`REVISION_KEY`].
 pub fn metadata_entries<'c>(
     selector: &'c Selector,
+    revision: Option<&'c Value>,
     flag: &'c Map<String, Value>,
 ) -> impl Iterator<Item = (&'c str, Meta<'c>)> + 'c {
     echo(selector)
@@ -288,7 +302,12 @@ pub fn metadata_entries<'c>(
                 .filter(|(_, v)| !v.is_null())
                 .map(|(k, v)| (k.as_str(), Meta::Json(v))),
         )
+        .chain(revision.map(|v| (REVISION_KEY, Meta::Json(v))))
 }
+
+/// The flag-metadata key of the override revision a response was served at
+/// (`--revision-metadata`).
+pub const REVISION_KEY: &str = "flagd-rs-revision";
 
 /// The flag `key` among those `call` selects. A miss is counted in the metrics as a
 /// FLAG_NOT_FOUND evaluation.

@@ -126,6 +126,7 @@ pub struct BulkAnswer {
 pub fn render_bulk<'s>(
     snapshot: &'s Snapshot,
     selector: &'s Selector,
+    revision: Option<&Value>,
     mut evaluate: impl FnMut(&'s Flag) -> Evaluation<'s>,
     event_streams: Option<&str>,
 ) -> BulkAnswer {
@@ -137,18 +138,21 @@ pub fn render_bulk<'s>(
         }
         let eval = evaluate(found.flag);
         match eval.error {
-            None => write_success(&mut out, &eval, selector),
+            None => write_success(&mut out, &eval, selector, revision),
             Some(code) => write_flag_error(
                 &mut out,
                 &eval,
                 code,
-                resolve::metadata_entries(selector, eval.metadata()),
+                resolve::metadata_entries(selector, revision, eval.metadata()),
             ),
         }
     }
     // The top-level metadata is the selector's echo alone.
     out.push_str("],\"metadata\":");
-    write_metadata(&mut out, resolve::metadata_entries(selector, &Map::new()));
+    write_metadata(
+        &mut out,
+        resolve::metadata_entries(selector, None, &Map::new()),
+    );
     if let Some(streams) = event_streams {
         out.push_str(",\"eventStreams\":");
         out.push_str(streams);
@@ -218,7 +222,7 @@ async fn single(
         });
     }
     let mut out = String::with_capacity(128);
-    write_success(&mut out, &eval, &call.selector);
+    write_success(&mut out, &eval, &call.selector, call.revision());
     Ok(out)
 }
 
@@ -261,9 +265,15 @@ async fn bulk(
         // The streams learn this context, so they can announce the ETag its refetch will get.
         Some(streams) => {
             let context = call.context().to_json();
-            streams.bulk_answer(&snapshot, &call.selector, &context, evaluate)
+            streams.bulk_answer(
+                &snapshot,
+                &call.selector,
+                call.revision(),
+                &context,
+                evaluate,
+            )
         }
-        None => render_bulk(&snapshot, &call.selector, evaluate, None),
+        None => render_bulk(&snapshot, &call.selector, call.revision(), evaluate, None),
     };
     let vetoed = match streams {
         Some(streams) => conditional::config_etag(uri).is_some_and(|announced| {

@@ -8,6 +8,7 @@ use axum::response::Response;
 use flagd_evaluator::Evaluation;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, StatusCode};
+use serde_json::Value;
 
 use crate::selector::Selector;
 use crate::server::eval::resolve::{self, Meta};
@@ -26,7 +27,12 @@ pub fn json_response(status: StatusCode, body: impl Into<Body>) -> Response {
 /// `{"value":..,"key":..,"reason":..,"variant":..,"metadata":{..}}` in Go's field order. `value`
 /// is left out when there is none (the caller's default applies); `variant` is always present,
 /// empty when nothing was chosen, because the Python OFREP provider fails without it.
-pub fn write_success(out: &mut String, eval: &Evaluation<'_>, selector: &Selector) {
+pub fn write_success(
+    out: &mut String,
+    eval: &Evaluation<'_>,
+    selector: &Selector,
+    revision: Option<&Value>,
+) {
     out.push('{');
     if let Some(value) = eval.value.filter(|v| !v.is_null()) {
         out.push_str("\"value\":");
@@ -40,7 +46,10 @@ pub fn write_success(out: &mut String, eval: &Evaluation<'_>, selector: &Selecto
     out.push_str(",\"variant\":");
     write_str(out, eval.variant.unwrap_or_default());
     out.push_str(",\"metadata\":");
-    write_metadata(out, resolve::metadata_entries(selector, eval.metadata()));
+    write_metadata(
+        out,
+        resolve::metadata_entries(selector, revision, eval.metadata()),
+    );
     out.push('}');
 }
 

@@ -20,6 +20,7 @@
 //! least recently used first, beyond [`MAX_IDLE_GROUPS`]. A group with streams is never
 //! forgotten; each of those streams holds a connection.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -241,6 +242,8 @@ pub struct OfrepStreams {
     epoch: u64,
     registry: Mutex<Registry>,
     beat: watch::Sender<Beat>,
+    /// With `--revision-metadata`: the revision bulk bodies carry in every flag's metadata.
+    revision: Option<Arc<AtomicU64>>,
 }
 
 impl OfrepStreams {
@@ -249,6 +252,18 @@ impl OfrepStreams {
     pub fn start(
         store: Arc<Store>,
         settings: SseSettings,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<OfrepStreams> {
+        OfrepStreams::start_with_revision(store, settings, None, shutdown)
+    }
+
+    /// [`OfrepStreams::start`] for a daemon that reports the revision it serves in flag
+    /// metadata (`--revision-metadata`): bodies rendered for a change carry it as the bulk
+    /// handler's do.
+    pub fn start_with_revision(
+        store: Arc<Store>,
+        settings: SseSettings,
+        revision: Option<Arc<AtomicU64>>,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<OfrepStreams> {
         let feed = ChangeFeed::new(&store, shutdown);
@@ -262,6 +277,7 @@ impl OfrepStreams {
             epoch,
             registry: Mutex::default(),
             beat: watch::channel(Beat::Tick(0)).0,
+            revision,
         });
         tokio::spawn(streams.clone().run(feed));
         streams
@@ -293,6 +309,7 @@ impl OfrepStreams {
         &self,
         snapshot: &'s Snapshot,
         selector: &'s Selector,
+        revision: Option<&Value>,
         context: &Value,
         evaluate: impl FnMut(&'s Flag) -> Evaluation<'s>,
     ) -> BulkAnswer {
@@ -307,7 +324,7 @@ impl OfrepStreams {
             .filter(|key| self.admits(key, size));
         let uri = wire::request_uri(selector, key.as_ref().and_then(|k| k.token));
         let streams = wire::event_streams(&self.settings, &uri);
-        let answer = render_bulk(snapshot, selector, evaluate, Some(&streams));
+        let answer = render_bulk(snapshot, selector, revision, evaluate, Some(&streams));
         if let Some(key) = key {
             self.register(key, context, size, &answer.etag, snapshot.revision);
         }
@@ -455,9 +472,14 @@ impl OfrepStreams {
         let uri = wire::request_uri(&key.selector, key.token);
         let streams = wire::event_streams(&self.settings, &uri);
         let now = now_unix_seconds();
+        let revision = self
+            .revision
+            .as_ref()
+            .map(|r| Value::from(r.load(Ordering::Acquire)));
         render_bulk(
             snapshot,
             &key.selector,
+            revision.as_ref(),
             |flag| flag.evaluate(context, now),
             Some(&streams),
         )
@@ -626,7 +648,9 @@ mod tests {
     fn bulk(streams: &OfrepStreams, store: &Store, selector: &Selector, ctx: &Value) -> BulkAnswer {
         let snapshot = store.snapshot();
         let now = now_unix_seconds();
-        streams.bulk_answer(&snapshot, selector, ctx, |flag| flag.evaluate(ctx, now))
+        streams.bulk_answer(&snapshot, selector, None, ctx, |flag| {
+            flag.evaluate(ctx, now)
+        })
     }
 
     /// The token a bulk answer advertises.
