@@ -1,90 +1,22 @@
-//! Two authorities over one journal, as two replicas over a shared store: what one appends the
-//! other applies, a change made on a stale replica catches up first, and a clash is a conflict.
+//! Authorities over one in-memory shared journal (the rollout runner's test fleet), as replicas
+//! over a shared store: what one appends the other applies, a change made on a stale replica
+//! catches up and is worked out again, and an `If-Match` on an old head is a conflict.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use flagd_evaluator::OverridePatch;
-use tokio::sync::mpsc;
 
 use super::*;
-use crate::authority::rollout::runner::testkit::store;
+use crate::authority::rollout::runner::testkit::{Fleet, store};
 
 const FLAGS: &str = r#"{"flags": {
   "a": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off"},
   "b": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off"}
 }}"#;
 
-/// A journal in memory that several authorities share; each gets the others' appends.
-#[derive(Debug, Default)]
-struct Shared {
-    log: Mutex<Vec<RevisionInfo>>,
-    feeds: Mutex<Vec<mpsc::UnboundedSender<Replicated>>>,
-}
-
-#[derive(Debug)]
-struct Handle {
-    shared: Arc<Shared>,
-    feed: Mutex<Option<mpsc::UnboundedReceiver<Replicated>>>,
-}
-
-impl Handle {
-    fn new(shared: &Arc<Shared>) -> Box<Handle> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        shared.feeds.lock().unwrap().push(tx);
-        Box::new(Handle {
-            shared: Arc::clone(shared),
-            feed: Mutex::new(Some(rx)),
-        })
-    }
-}
-
-impl Journal for Handle {
-    fn head(&self) -> u64 {
-        self.shared
-            .log
-            .lock()
-            .unwrap()
-            .last()
-            .map_or(0, |r| r.revision)
-    }
-
-    fn append_if_head(&self, head: u64, record: &RevisionInfo) -> Result<u64, JournalError> {
-        let mut log = self.shared.log.lock().unwrap();
-        let actual = log.last().map_or(0, |r| r.revision);
-        if actual != head {
-            return Err(JournalError::Conflict {
-                expected: head,
-                head: actual,
-            });
-        }
-        log.push(record.clone());
-        Ok(record.revision)
-    }
-
-    fn read_from(&self, revision: u64) -> Result<Vec<RevisionInfo>, JournalError> {
-        let log = self.shared.log.lock().unwrap();
-        Ok(log
-            .iter()
-            .filter(|r| r.revision >= revision)
-            .cloned()
-            .collect())
-    }
-
-    fn replicated(&self) -> Option<mpsc::UnboundedReceiver<Replicated>> {
-        self.feed.lock().unwrap().take()
-    }
-
-    fn health(&self) -> Option<StoreHealth> {
-        Some(StoreHealth {
-            connected: true,
-            confirmed: None,
-        })
-    }
-}
-
-fn replica(shared: &Arc<Shared>, dir: &std::path::Path) -> Arc<Authority> {
+fn replica(shared: &Arc<Fleet>, dir: &std::path::Path) -> Arc<Authority> {
     Authority::with_shared_journal(
-        Handle::new(shared),
+        shared.member(),
         Replay::default(),
         store(FLAGS, 1),
         StateCache::in_dir(dir),
@@ -104,7 +36,7 @@ fn variant(authority: &Authority, flag: &str) -> Option<String> {
 
 #[test]
 fn a_stale_replica_catches_up_and_appends_on_top() {
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Fleet::default());
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (a, b) = (replica(&shared, da.path()), replica(&shared, db.path()));
     a.set_override("a", on(), "ci", "canary", None).unwrap();
@@ -139,7 +71,7 @@ fn a_stale_replica_catches_up_and_appends_on_top() {
 
 #[test]
 fn an_if_match_on_an_old_head_is_refused_after_catching_up() {
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Fleet::default());
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (a, b) = (replica(&shared, da.path()), replica(&shared, db.path()));
     a.set_override("a", on(), "ci", "one", None).unwrap();
@@ -159,7 +91,7 @@ fn an_if_match_on_an_old_head_is_refused_after_catching_up() {
 
 #[test]
 fn replicated_revisions_apply_whole_fill_gaps_and_reset() {
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Fleet::default());
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (a, b) = (replica(&shared, da.path()), replica(&shared, db.path()));
     let one = a.set_override("a", on(), "ci", "one", None).unwrap();
@@ -195,16 +127,13 @@ fn replicated_revisions_apply_whole_fill_gaps_and_reset() {
 
 #[tokio::test]
 async fn follow_applies_the_feed() {
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Fleet::default());
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (a, b) = (replica(&shared, da.path()), replica(&shared, db.path()));
     let task = b.follow().expect("a shared journal has a feed");
     assert!(b.follow().is_none(), "the feed is taken once");
     let mut head = b.watch_head();
-    let info = a.set_override("a", on(), "ci", "one", None).unwrap();
-    for tx in shared.feeds.lock().unwrap().iter() {
-        let _ = tx.send(Replicated::Appended(vec![info.clone()]));
-    }
+    a.set_override("a", on(), "ci", "one", None).unwrap();
     tokio::time::timeout(
         std::time::Duration::from_secs(5),
         head.wait_for(|h| *h == 1),

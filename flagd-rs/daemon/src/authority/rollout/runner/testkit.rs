@@ -128,14 +128,25 @@ pub(super) async fn until_phase(runner: &RolloutRunner, flag: &str, phase: Phase
 /// each append reaches the others' feeds, and a rollout record written under a fence is refused
 /// (`NotLeader`) unless the fence is the fleet's leader term.
 #[derive(Debug, Default)]
-pub(super) struct Fleet {
-    pub(super) log: Mutex<Vec<RevisionInfo>>,
+pub(crate) struct Fleet {
+    pub(crate) log: Mutex<Vec<RevisionInfo>>,
     feeds: Mutex<Vec<mpsc::UnboundedSender<Replicated>>>,
     /// The term of the replica holding the leadership.
     pub(super) leader: Mutex<Option<Term>>,
 }
 
 impl Fleet {
+    /// A new member's journal (unfenced): what the others append reaches its feed.
+    pub(crate) fn member(self: &Arc<Fleet>) -> Box<dyn Journal> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.feeds.lock().unwrap().push(tx);
+        Box::new(Member {
+            fleet: Arc::clone(self),
+            fence: Arc::new(Mutex::new(None)),
+            feed: Mutex::new(Some(rx)),
+        })
+    }
+
     /// Appends `record` without telling any replica (a write whose news is late).
     pub(super) fn append_unannounced(&self, record: RevisionInfo) {
         self.log.lock().unwrap().push(record);
