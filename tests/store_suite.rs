@@ -191,8 +191,19 @@ impl Store {
     fn open_with(&self, options: EtcdJournalOptions) -> (Arc<dyn Journal>, Replay) {
         match self {
             Store::File(dir) => {
-                let (journal, replay, _) =
-                    FileJournal::open(dir.path()).expect("open the file journal");
+                // A child process another test forks in parallel holds a copy of the lock's
+                // descriptor until it execs; a reopen right after a close can meet that copy.
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                let (journal, replay, _) = loop {
+                    match FileJournal::open(dir.path()) {
+                        Err(JournalError::Locked { .. })
+                            if std::time::Instant::now() < deadline =>
+                        {
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        other => break other.expect("open the file journal"),
+                    }
+                };
                 (Arc::new(journal), replay)
             }
             Store::Etcd {
