@@ -20,11 +20,20 @@ command -v "$flagd_rs" >/dev/null || { echo "$flagd_rs is not on PATH (cargo ins
 work=$(mktemp -d)
 pids=()
 stop() {
+  trap - EXIT INT TERM
   kill "${pids[@]}" 2>/dev/null || true
+  # Give every process up to 10 s to stop cleanly, then kill what is left.
+  local i
+  for i in $(seq 1 100); do
+    kill -0 "${pids[@]}" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -9 "${pids[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
   rm -rf "$work"
 }
-trap stop EXIT INT TERM
+trap stop EXIT
+trap 'exit 130' INT TERM
 
 cluster=m0=http://127.0.0.1:2380,m1=http://127.0.0.1:12380,m2=http://127.0.0.1:22380
 endpoints=127.0.0.1:2379,127.0.0.1:12379,127.0.0.1:22379
