@@ -128,9 +128,7 @@ async fn upstream_down_at_start_is_retried() {
     // Reserve A's sync port, start B against it, then start A there.
     let dir = tempfile::tempdir().unwrap();
     let file = write_file(dir.path(), "flags.json", FLAGS);
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = probe.local_addr().unwrap().port();
-    drop(probe);
+    let port = flagd_rs_tests::ports::free_port();
     let b = Daemon::spawn(vec![grpc_source(port)]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(b.readyz().await, 412);

@@ -10,6 +10,7 @@ use flagd_evaluator::{Format, HashGeneration, LoadOptions};
 use flagd_rs::config::{Cli, Command, Config, DEFAULT_STATE_DIR, ValidateArgs};
 use flagd_rs::sources::Provider;
 use flagd_rs_tests::daemon::{self, workspace_root};
+use flagd_rs_tests::ports::free_port;
 use serde::Deserialize as _;
 use serde_json::Value;
 
@@ -362,14 +363,6 @@ async fn the_executable_validates_and_stops_on_sigterm() {
         Some(0),
         "flagd-rs should exit 0 after SIGTERM"
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

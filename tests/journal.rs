@@ -18,6 +18,7 @@ use flagd_rs::authority::{
 use flagd_rs::cli_admin;
 use flagd_rs::store::{SourceEvent, SourceUpdate, Store};
 use flagd_rs_tests::daemon::{TestDaemon, config_for};
+use flagd_rs_tests::ports::free_port;
 use serde_json::{Value, json};
 
 const FLAGS: &str = r#"{"flags": {
@@ -123,14 +124,6 @@ fn append_synthetic(state: &Path, first: u64, last: u64) {
         .unwrap();
     file.write_all(&bytes).unwrap();
     file.sync_all().unwrap();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `flagd-rs start` serving `flags` with `state` as its state directory, on free ports; returns

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use flagd_rs::fleet::etcd::{EtcdClient, EtcdConfig, Get, KeyRange, Put};
 
+use crate::ports::free_port;
 use crate::require;
 
 /// How to get the program.
@@ -51,13 +52,6 @@ pub fn program(suite: &str) -> Option<PathBuf> {
         require::missing(suite, "etcd is not installed", INSTALL);
     }
     found
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 /// One member: its ports, its process and whether it is frozen.

@@ -6,6 +6,7 @@ pub mod etcd;
 pub mod eval;
 pub mod launchpad;
 pub mod otlp;
+pub mod ports;
 pub mod replica;
 pub mod require;
 pub mod testbed;
