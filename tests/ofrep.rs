@@ -508,6 +508,50 @@ async fn methods_paths_and_body_limit() {
 }
 
 #[tokio::test]
+async fn single_flag_paths_plain_and_escaped() {
+    let s = Server::start(|_| ()).await;
+    // A plain key and the same key with escapes are answered alike; a key that decodes to
+    // something else is that flag.
+    let plain = s.flag("by-team", "{}").await;
+    assert_eq!(plain.0, 200);
+    assert_eq!(s.flag("by%2Dteam", "{}").await, plain);
+    assert_eq!(s.flag("%62%79-team", "{}").await, plain);
+    let (status, body) = s.flag("by%20team", "{}").await;
+    assert_eq!(status, 404);
+    assert!(body.contains(r#""key":"by team""#), "{body}");
+    // Keys that are not one path segment, or not UTF-8 once decoded, are no flag route.
+    for (path, want) in [
+        ("/ofrep/v1/evaluate/flags/by-team/", 404),
+        ("/ofrep/v1/evaluate/flags/by/team", 404),
+        ("/ofrep/v1/evaluate/flags/%FF", 400),
+    ] {
+        let resp = s.post(path).body("{}").send().await.unwrap();
+        assert_eq!(resp.status(), want, "POST {path}");
+        assert_eq!(resp.headers()["vary"], "accept-encoding", "POST {path}");
+    }
+    let resp = s
+        .client
+        .head(format!("{}/ofrep/v1/evaluate/flags/by-team", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "POST");
+    // Both ways of reaching the handler count under the single-flag route.
+    let text = s.metrics.encode();
+    let count = text
+        .lines()
+        .find(|l| {
+            l.starts_with("http_server_request_duration_seconds_count{")
+                && l.contains(r#"http_route="/ofrep/v1/evaluate/flags/{key}""#)
+                && l.contains(r#"http_request_method="POST""#)
+                && l.contains(r#"http_response_status_code="200""#)
+        })
+        .and_then(|l| l.rsplit(' ').next());
+    assert_eq!(count, Some("3"), "{text}");
+}
+
+#[tokio::test]
 async fn cors_preflight_and_exposed_etag() {
     let s =
         Server::start(|st| st.cors_origins = Arc::from(vec!["https://*.example.com".to_owned()]))

@@ -356,10 +356,10 @@ pub async fn run(
             shutdown_rx.clone(),
         )
     });
-    let ofrep_app = crate::server::ofrep::router_with_streams(state.clone(), ofrep_streams);
+    let ofrep_app = crate::server::ofrep::app(state.clone(), ofrep_streams);
     let sync_app = crate::server::sync::router(state.clone(), config.disable_sync_metadata);
     let sync_store = state.store.clone();
-    let eval_app = crate::server::eval::router(state);
+    let eval_app = crate::server::eval::app(state);
     let http = ServeOptions::http(max_header_bytes);
     spawn_server(
         &mut servers,
@@ -553,16 +553,16 @@ pub async fn run(
 }
 
 /// One port to serve: its listener, application, TLS and serving options.
-struct Port {
+struct Port<A = axum::Router> {
     /// The name errors and logs use.
     name: &'static str,
     listener: Listener,
-    app: axum::Router,
+    app: A,
     tls: Option<Arc<ServerConfig>>,
     options: ServeOptions,
 }
 
-impl Port {
+impl<A: http::App> Port<A> {
     /// Serves the port until `shutdown`; the result names the port.
     async fn serve(self, shutdown: watch::Receiver<bool>) -> (&'static str, std::io::Result<()>) {
         let served =
@@ -572,9 +572,9 @@ impl Port {
 }
 
 /// Serves `port` in a task of `servers` until `shutdown`.
-fn spawn_server(
+fn spawn_server<A: http::App>(
     servers: &mut JoinSet<(&'static str, std::io::Result<()>)>,
-    port: Port,
+    port: Port<A>,
     shutdown: watch::Receiver<bool>,
 ) {
     servers.spawn(port.serve(shutdown));

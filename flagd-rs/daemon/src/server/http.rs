@@ -4,13 +4,16 @@
 //! hyper, and on shutdown stop accepting and drain. Also the content-type test that tells gRPC
 //! requests (for tonic) from everything else (for axum handlers).
 
+use std::convert::Infallible;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::response::Response;
 use http::{HeaderMap, Request, header};
+use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
@@ -43,6 +46,41 @@ const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// request the client is about to send. The port's own, shorter timeout bounds the first bytes
 /// of every connection (the protocol sniff), so a silent client is still dropped quickly.
 const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(5);
+
+/// What a port serves: a service from requests to responses that never fails, cloned for every
+/// connection, as an axum [`Router`] is. The evaluation and OFREP ports serve their layered
+/// dispatch as it is, without a router around it, whose fallback route would match the path,
+/// record route parameters and box the service and its future for every request.
+pub trait App:
+    tower::Service<Request<Body>, Response = Response, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> App for S where
+    S: tower::Service<
+            Request<Body>,
+            Response = Response,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// An [`App`] as hyper calls it: the request body boxed into axum's body type, as a router
+/// boxes it.
+type Hyper<A> = tower::util::MapRequest<A, fn(Request<Incoming>) -> Request<Body>>;
+
+fn hyper_service<A: App>(app: A) -> TowerToHyperService<Hyper<A>> {
+    let boxed: fn(Request<Incoming>) -> Request<Body> = |request| request.map(Body::new);
+    TowerToHyperService::new(app.map_request(boxed))
+}
 
 /// How one port is served.
 #[derive(Debug, Clone, Copy)]
@@ -126,9 +164,9 @@ pub async fn serve(
 ///
 /// Without `options.grpc_only`, each connection speaks HTTP/1.1 or HTTP/2: prior-knowledge h2c
 /// without TLS, ALPN-negotiated with `tls`. With it, HTTP/2 only.
-pub async fn serve_with(
+pub async fn serve_with<A: App>(
     listener: Listener,
-    app: Router,
+    app: A,
     tls: Option<Arc<ServerConfig>>,
     options: ServeOptions,
     mut shutdown: watch::Receiver<bool>,
@@ -234,9 +272,9 @@ impl Builders {
     }
 
     /// Serves one connection to its end.
-    async fn serve(&self, conn: Conn, app: Router, watcher: Watcher) -> Result<(), ConnError> {
+    async fn serve<A: App>(&self, conn: Conn, app: A, watcher: Watcher) -> Result<(), ConnError> {
         if let Some(policy) = self.grpc_only {
-            let service = TowerToHyperService::new(app);
+            let service = hyper_service(app);
             return self
                 .serve_h2(PingGuard::new(conn, policy), service, watcher)
                 .await;
@@ -251,7 +289,7 @@ impl Builders {
             },
             (_, conn) => conn,
         };
-        let service = TowerToHyperService::new(app);
+        let service = hyper_service(app);
         let (protocol, io) = listen::sniff(conn, Some(self.header_read_timeout)).await?;
         match protocol {
             Protocol::Http1 => watcher
@@ -287,10 +325,10 @@ impl Builders {
         }
     }
 
-    async fn serve_h2<S>(
+    async fn serve_h2<S, A: App>(
         &self,
         io: S,
-        service: TowerToHyperService<Router>,
+        service: TowerToHyperService<Hyper<A>>,
         watcher: Watcher,
     ) -> Result<(), ConnError>
     where

@@ -14,7 +14,6 @@
 
 use std::io;
 
-use axum::Router;
 use axum::body::Body;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, Version};
@@ -79,7 +78,7 @@ pub async fn serve(
     mut stream: TcpStream,
     head_length: usize,
     request: Request<Body>,
-    app: Router,
+    app: impl super::http::App,
     _watcher: Watcher,
 ) -> io::Result<()> {
     // The head was only peeked: consume it now (it is all there).

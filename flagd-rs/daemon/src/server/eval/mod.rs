@@ -27,7 +27,7 @@ use tower::{Layer as _, Service as _};
 use crate::proto::flagd::evaluation::{v1, v2};
 use crate::proto::schema::v1 as schema;
 use crate::server::deadline::GrpcDeadline;
-use crate::server::http::{GrpcKind, grpc_kind};
+use crate::server::http::{App, GrpcKind, grpc_kind};
 use crate::server::record::Recorder;
 use crate::server::{body, cors};
 use crate::state::AppState;
@@ -127,6 +127,11 @@ fn metric_routes() -> Vec<&'static str> {
         .collect()
 }
 
+/// [`app`] as a router.
+pub fn router(state: AppState) -> Router {
+    Router::new().fallback_service(app(state))
+}
+
 /// The complete application of the evaluation port: gRPC (+ gRPC-Web) and Connect for the
 /// three services, with CORS and request metrics.
 ///
@@ -134,7 +139,7 @@ fn metric_routes() -> Vec<&'static str> {
 /// metrics route, and the service prefix of the path its gRPC service, so a gRPC call reaches
 /// tonic's generated service with its body unboxed, and its streamed response is boxed once,
 /// where the metrics count its bytes.
-pub fn router(state: AppState) -> Router {
+pub fn app(state: AppState) -> impl App {
     let limit = body::effective_limit(state.limits.max_body_bytes);
     // The body limit (`limit_grpc_body`) refuses a message whose declared length is over the
     // limit with flagd's RESOURCE_EXHAUSTED before tonic would answer OUT_OF_RANGE; tonic's
@@ -173,10 +178,9 @@ pub fn router(state: AppState) -> Router {
             }
         }
     });
-    let service = tower::ServiceBuilder::new()
+    tower::ServiceBuilder::new()
         .layer(cors::layer(&state.cors_origins))
-        .service(service);
-    Router::new().fallback_service(service)
+        .service(service)
 }
 
 /// Bounds a gRPC request body to `limit` bytes; past it the body fails with a

@@ -33,13 +33,15 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::response::Response;
 use axum::routing::post;
 use flagd_evaluator::{Evaluation, Flag, now_unix_seconds};
+use futures::future::Either;
 use http::header::ETAG;
-use http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use serde_json::{Map, Value};
+use tower::ServiceExt as _;
 use tower::util::MapResponseLayer;
 
 pub use version::config_version;
@@ -50,6 +52,7 @@ use crate::selector::Selector;
 use crate::server::body::{self, BodyError};
 use crate::server::cors;
 use crate::server::eval::resolve::{self, Call};
+use crate::server::http::App;
 use crate::server::ofrep_sse::{self, OfrepStreams};
 use crate::server::record::RecordLayer;
 use crate::state::AppState;
@@ -88,26 +91,61 @@ pub fn router(state: AppState) -> Router {
 
 /// [`router`] with the event streams: `/ofrep/v1/sse` served and advertised in bulk answers.
 pub fn router_with_streams(state: AppState, streams: Option<Arc<OfrepStreams>>) -> Router {
+    Router::new().fallback_service(app(state, streams))
+}
+
+/// The application of the OFREP port ([`router_with_streams`] without a router around it).
+pub fn app(state: AppState, streams: Option<Arc<OfrepStreams>>) -> impl App {
     let cors = cors::layer(&state.cors_origins);
     let record = RecordLayer::new(state.metrics.clone(), &ROUTES, route_of);
+    // Shared rather than cloned into every request.
+    let ofrep = Arc::new(Ofrep {
+        state,
+        streams: streams.clone(),
+    });
     let mut routes = Router::new()
         .route("/ofrep/v1/evaluate/flags/{key}", post(evaluate_flag))
         .route("/ofrep/v1/evaluate/flags", post(evaluate_flags))
         .route("/ofrep/v1/evaluate/flags/", post(evaluate_flags));
-    if let Some(streams) = &streams {
-        routes = routes.merge(ofrep_sse::routes(streams.clone()));
+    if let Some(streams) = streams {
+        routes = routes.merge(ofrep_sse::routes(streams));
     }
-    // Shared rather than cloned into every request.
-    let app = routes.with_state(Arc::new(Ofrep { state, streams }));
-    // The layers wrap the router once, rather than each route, where every layer would box
-    // and clone its inner service for every request. The handlers gzip their own answers, so
-    // the metrics see the bytes that are sent; every answer varies with `Accept-Encoding`.
-    let service = tower::ServiceBuilder::new()
+    let routes = routes.with_state(ofrep.clone());
+    // A single-flag evaluation, the port's most frequent request, goes straight to its
+    // handler; everything else through the routes.
+    let dispatch = tower::service_fn(move |request: Request| match single_flag_key(&request) {
+        Some(key) => {
+            let ofrep = ofrep.clone();
+            Either::Left(async move {
+                let (parts, body) = request.into_parts();
+                Ok(single_answer(&ofrep, key, &parts.headers, body).await)
+            })
+        }
+        None => Either::Right(routes.clone().oneshot(request)),
+    });
+    // The handlers gzip their own answers, so the metrics see the bytes that are sent; every
+    // answer varies with `Accept-Encoding`.
+    tower::ServiceBuilder::new()
         .layer(cors)
         .layer(record)
         .layer(MapResponseLayer::new(gzip::vary))
-        .service(app);
-    Router::new().fallback_service(service)
+        .service(dispatch)
+}
+
+/// The flag key of a request the routes would give to [`evaluate_flag`] unchanged: a `POST` of
+/// `/ofrep/v1/evaluate/flags/{key}` whose key is one path segment with nothing to
+/// percent-decode. Any other request, a key with `%` escapes included, goes through the routes,
+/// which decode it (or refuse it) as they always have.
+fn single_flag_key(request: &Request) -> Option<String> {
+    if request.method() != Method::POST {
+        return None;
+    }
+    let key = request
+        .uri()
+        .path()
+        .strip_prefix("/ofrep/v1/evaluate/flags/")?;
+    let plain = !key.is_empty() && !key.contains(['/', '%']);
+    plain.then(|| key.to_owned())
 }
 
 /// A bulk answer: the exact body and its strong `ETag`.
@@ -190,8 +228,13 @@ async fn evaluate_flag(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let accepts_gzip = gzip::accepts_gzip(&headers);
-    match single(&ofrep.state, key, &headers, body).await {
+    single_answer(&ofrep, key, &headers, body).await
+}
+
+/// The answer to a single-flag evaluation.
+async fn single_answer(ofrep: &Ofrep, key: String, headers: &HeaderMap, body: Body) -> Response {
+    let accepts_gzip = gzip::accepts_gzip(headers);
+    match single(&ofrep.state, key, headers, body).await {
         Ok(out) => gzip::json_answer(StatusCode::OK, out, None, accepts_gzip),
         Err(e) => e.answer(accepts_gzip),
     }
@@ -311,6 +354,37 @@ fn not_modified(etag: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn single_flag_requests_taken_straight_to_the_handler() {
+        let key = |method: Method, path: &str| {
+            let request = Request::builder()
+                .method(method)
+                .uri(path)
+                .body(Body::empty())
+                .unwrap();
+            single_flag_key(&request)
+        };
+        let post = |path| key(Method::POST, path);
+        assert_eq!(
+            post("/ofrep/v1/evaluate/flags/my-flag").as_deref(),
+            Some("my-flag")
+        );
+        assert_eq!(
+            post("/ofrep/v1/evaluate/flags/a.b_c?x=1").as_deref(),
+            Some("a.b_c")
+        );
+        // Left to the routes: other methods, paths, empty or nested keys, and escapes to decode.
+        assert_eq!(key(Method::GET, "/ofrep/v1/evaluate/flags/my-flag"), None);
+        assert_eq!(key(Method::HEAD, "/ofrep/v1/evaluate/flags/my-flag"), None);
+        assert_eq!(post("/ofrep/v1/evaluate/flags/"), None);
+        assert_eq!(post("/ofrep/v1/evaluate/flags"), None);
+        assert_eq!(post("/ofrep/v1/evaluate/flags/a/b"), None);
+        assert_eq!(post("/ofrep/v1/evaluate/flags/a/"), None);
+        assert_eq!(post("/ofrep/v1/evaluate/flags/my%20flag"), None);
+        assert_eq!(post("/ofrep/v1/evaluate/flagsx"), None);
+        assert_eq!(post("/ofrep/v1/sse"), None);
+    }
 
     #[test]
     fn metrics_routes() {
