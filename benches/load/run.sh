@@ -5,7 +5,8 @@
 #
 # Usage: benches/load/run.sh [MODE...]   (default: every mode, in this order)
 #   throughput  max req/s: gRPC ResolveBoolean (h2load, 8 connections x 16 streams) for a static
-#               and a targeting flag, Connect JSON ResolveBoolean (wrk, 32 connections), OFREP
+#               and a targeting flag, and for the static flag on flagd.evaluation.v2 (against the
+#               no-op's v1), Connect JSON ResolveBoolean (wrk, 32 connections), OFREP
 #               single flag (wrk); daemon and no-op alternate, LOAD_REPEAT rounds
 #   latency     p50/p99 at half the daemon's max rate (h2load --rps, per-request log), for the
 #               daemon and for the no-op at the same rate; and at a light 1,000 req/s (gRPC)
@@ -115,6 +116,7 @@ FLEET_FILE=$((BASE + 1413))
 ETCD=$((BASE + 1500))
 FLEET_WRITES=${LOAD_FLEET_WRITES:-200}
 RESOLVE=/flagd.evaluation.v1.Service/ResolveBoolean
+RESOLVE_V2=/flagd.evaluation.v2.Service/ResolveBoolean
 OFREP_SINGLE=/ofrep/v1/evaluate/flags/static-bool
 OFREP_BULK=/ofrep/v1/evaluate/flags
 
@@ -286,17 +288,28 @@ spot_check() {
     grep -qi '^grpc-status: 0' "$WORK/grpc-headers" || { echo "spot check failed" >&2; exit 1; }
     printf -v "GRPC_BYTES_$name" '%s' "$(stat -c %s "$WORK/grpc-response")"
   done
+  if [[ $label == flagd-rs ]]; then
+    curl -sS -m 5 --http2-prior-knowledge -D "$WORK/grpc-headers" -o "$WORK/grpc-response" \
+      -H 'content-type: application/grpc' -H 'te: trailers' \
+      --data-binary @"$WORK/grpc-static.bin" "http://127.0.0.1:$port$RESOLVE_V2"
+    echo "$label gRPC v2 static: $(tr -d '\r' <"$WORK/grpc-headers" | grep -i '^grpc-' | tr '\n' ' ')" \
+      "$(stat -c %s "$WORK/grpc-response") bytes" >&2
+    grep -qi '^grpc-status: 0' "$WORK/grpc-headers" || { echo "spot check failed" >&2; exit 1; }
+    GRPC_BYTES_v2_static=$(stat -c %s "$WORK/grpc-response")
+  fi
   out=$(curl -sS -m 5 -w ' HTTP %{http_code}' -X POST -H 'content-type: application/json' \
     --data-binary @"$WORK/ofrep-single.json" "http://127.0.0.1:$ofrep$OFREP_SINGLE")
   echo "$label OFREP: $out" >&2
   [[ $out == *'"value"'*'HTTP 200' ]] || { echo "spot check failed" >&2; exit 1; }
 }
 
-# h2load_max <test> <server> <run> <port> <body> <response bytes>: max-rate gRPC.
+# h2load_max <test> <server> <run> <port> <body> <response bytes> [<path>]: max-rate gRPC
+# (ResolveBoolean of flagd.evaluation.v1 unless another path is given).
 h2load_max() {
-  local test=$1 server=$2 round=$3 port=$4 body=$5 bytes=$6 log=$WORK/$1-$2-$3.out
+  local test=$1 server=$2 round=$3 port=$4 body=$5 bytes=$6 path=${7:-$RESOLVE}
+  local log=$WORK/$1-$2-$3.out
   local options=(-c 8 -m 16 -t "$THREADS" -d "$body" -H 'content-type: application/grpc'
-    -H 'te: trailers' "http://127.0.0.1:$port$RESOLVE")
+    -H 'te: trailers' "http://127.0.0.1:$port$path")
   # A separate warm-up run: h2load's own --warm-up-time leaves the warm-up's bytes in the
   # traffic totals, which the gRPC error count below relies on.
   run h2load -D "$WARMUP" "${options[@]}" >/dev/null
@@ -330,6 +343,9 @@ throughput() {
     h2load_max grpc-static noop "$round" "$NOOP" "$WORK/grpc-static.bin" "$NOOP_GRPC_BYTES"
     h2load_max grpc-targeting daemon "$round" "$DAEMON" "$WORK/grpc-targeting.bin" "$GRPC_BYTES_targeting"
     h2load_max grpc-targeting noop "$round" "$NOOP" "$WORK/grpc-targeting.bin" "$NOOP_GRPC_BYTES"
+    # flagd.evaluation.v2 on the daemon, against the no-op's v1 (the same request bytes).
+    h2load_max grpc-v2-static daemon "$round" "$DAEMON" "$WORK/grpc-static.bin" "$GRPC_BYTES_v2_static" "$RESOLVE_V2"
+    h2load_max grpc-v2-static noop "$round" "$NOOP" "$WORK/grpc-static.bin" "$NOOP_GRPC_BYTES"
     wrk_max connect-static daemon "$round" "http://127.0.0.1:$DAEMON$RESOLVE" "$WORK/connect-static.json"
     wrk_max connect-static noop "$round" "http://127.0.0.1:$NOOP$RESOLVE" "$WORK/connect-static.json"
     wrk_max connect-targeting daemon "$round" "http://127.0.0.1:$DAEMON$RESOLVE" "$WORK/connect-targeting.json"

@@ -126,6 +126,7 @@ def report(path):
     throughput = [
         ("grpc-static", "gRPC ResolveBoolean, static flag (h2load 8x16)"),
         ("grpc-targeting", "gRPC ResolveBoolean, targeting flag (h2load 8x16)"),
+        ("grpc-v2-static", "gRPC v2 ResolveBoolean, static flag, vs the no-op's v1 (h2load 8x16)"),
         ("connect-static", "Connect JSON ResolveBoolean, static flag (wrk 32 conns)"),
         ("connect-targeting", "Connect JSON ResolveBoolean, targeting flag (wrk 32 conns)"),
         ("ofrep-single", "OFREP single flag, static (wrk 32 conns)"),
