@@ -52,5 +52,40 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .out_dir(&out)
         .compile_fds(etcd)?;
+
+    link_order(&manifest);
     Ok(())
+}
+
+/// Optimised builds on x86-64 Linux, which Rust links with LLD, place the functions that
+/// start-up, an idle daemon and one request of each protocol run first and together
+/// (`layout/functions.order`, written by `benches/layout/profile.sh`). The pages of code a
+/// running daemon touches are then few and adjacent instead of spread over the whole text.
+/// Names the build no longer has are skipped; other targets and linkers are left alone, and
+/// `FLAGD_RS_LINK_ORDER=0` turns it off.
+fn link_order(manifest: &std::path::Path) {
+    let order = manifest.join("layout/functions.order");
+    println!("cargo:rerun-if-changed={}", order.display());
+    println!("cargo:rerun-if-env-changed=FLAGD_RS_LINK_ORDER");
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER");
+    let optimised = std::env::var("PROFILE").is_ok_and(|p| p == "release");
+    let target = std::env::var("TARGET").unwrap_or_default();
+    let wanted = std::env::var("FLAGD_RS_LINK_ORDER").as_deref() != Ok("0");
+    // A linker or linker flavour chosen by the builder may not be LLD.
+    let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    let default_linker = !flags.contains("linker")
+        && !flags.contains("fuse-ld")
+        && std::env::var_os("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER").is_none();
+    if optimised
+        && wanted
+        && default_linker
+        && target == "x86_64-unknown-linux-gnu"
+        && order.is_file()
+    {
+        println!(
+            "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
+            order.display()
+        );
+        println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+    }
 }
