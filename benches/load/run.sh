@@ -70,7 +70,9 @@
 #   LOAD_FLEET_WRITES [200]  admin writes of the fleet mode
 #   LOAD_WORK [/tmp/flagd-load]    scratch directory (flag files, bodies, logs)
 #   LOAD_RESULTS             JSON-lines results [target/load/results-<UTC time>.jsonl]
-#   LOAD_NO_BUILD            set to skip the build (dist profile)
+#   LOAD_NO_BUILD            set to skip the build
+#   LOAD_PROFILE [dist]      the cargo profile whose binaries are built and loaded (`release`
+#                            to compare the quick build with the shipped one)
 #   FLAGD_PEERS_SRC          the peer workload generator's directory [<workspace>/../shared/peers]
 #
 # Every load targets 127.0.0.1, every load command is bounded in time, and every process the
@@ -80,7 +82,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE=$ROOT/benches/load
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=$TARGET/dist
+PROFILE=${LOAD_PROFILE:-dist}
+BIN=$TARGET/$PROFILE
 PEERS_SRC=${FLAGD_PEERS_SRC:-$ROOT/../shared/peers}
 WORK=${LOAD_WORK:-/tmp/flagd-load}
 OUT=${LOAD_RESULTS:-$TARGET/load/results-$(date -u +%Y%m%dT%H%M%SZ).jsonl}
@@ -162,7 +165,7 @@ ensure_tools() {
 
 build() {
   [[ -n ${LOAD_NO_BUILD:-} ]] && return
-  (cd "$ROOT" && run cargo build --profile dist -p flagd-rs --bin flagd-rs \
+  (cd "$ROOT" && run cargo build --profile "$PROFILE" -p flagd-rs --bin flagd-rs \
     -p flagd-rs-benches --bin noop_server --bin load_client --bin sse_load --bin fleet_probe)
 }
 
