@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# Writes the link order of the daemon's functions (flagd-rs/daemon/layout/functions.order): the
+# Writes the link order of the daemon's functions (flagd-rs/daemon/layout/<profile>.order): the
 # functions start-up and an idle daemon run, then those that serve one request of each protocol,
-# recorded with callgrind on the dist binary. The linker places them first and together, so that
+# recorded with callgrind on that profile's binary. The linker places them first and together, so that
 # the pages of code a running daemon touches are few and adjacent instead of spread over the
 # whole text (the kernel maps code in blocks around each page touched).
 #
-# Usage: benches/layout/profile.sh   (after `cargo build --profile dist -p flagd-rs --bin flagd-rs`)
-# Needs valgrind, curl and python3. Functions missing from a later build are skipped by the
-# linker, so an older order file only places fewer functions.
+# Usage: benches/layout/profile.sh [PROFILE]   (default dist; after
+#        `cargo build --profile PROFILE -p flagd-rs --bin flagd-rs`; run it for `dist` and `release`)
+# Needs valgrind, curl and python3. Symbol names carry a hash of the build's settings and of the
+# dependencies' versions, so each profile has its own list, and a dependency upgrade leaves
+# names behind: the linker skips them (the daemon only touches more pages) until this is run
+# again.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-BIN=${LAYOUT_BIN:-$ROOT/target/dist/flagd-rs}
-OUT=${LAYOUT_OUT:-$ROOT/flagd-rs/daemon/layout/functions.order}
+PROFILE=${1:-dist}
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/flagd-rs
+OUT=$ROOT/flagd-rs/daemon/layout/$PROFILE.order
 BASE=${LAYOUT_BASE_PORT:-19500}
 WORK=$(mktemp -d)
 trap 'kill "${PID:-0}" 2>/dev/null || true; rm -rf "$WORK"' EXIT

@@ -59,12 +59,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// Optimised builds on x86-64 Linux, which Rust links with LLD, place the functions that
 /// start-up, an idle daemon and one request of each protocol run first and together
-/// (`layout/functions.order`, written by `benches/layout/profile.sh`). The pages of code a
+/// (`layout/<profile>.order`, written by `benches/layout/profile.sh`). The pages of code a
 /// running daemon touches are then few and adjacent instead of spread over the whole text.
-/// Names the build no longer has are skipped; other targets and linkers are left alone, and
+/// Symbol names carry a hash of the build's settings, so each profile has its own list; names
+/// a build does not have are skipped. Other targets and linkers are left alone, and
 /// `FLAGD_RS_LINK_ORDER=0` turns it off.
 fn link_order(manifest: &std::path::Path) {
-    let order = manifest.join("layout/functions.order");
+    let Some(profile) = profile_name() else {
+        return;
+    };
+    let order = manifest.join(format!("layout/{profile}.order"));
     println!("cargo:rerun-if-changed={}", order.display());
     println!("cargo:rerun-if-env-changed=FLAGD_RS_LINK_ORDER");
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER");
@@ -88,4 +92,12 @@ fn link_order(manifest: &std::path::Path) {
         );
         println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
     }
+}
+
+/// The cargo profile being built (`dist`, `release`, ...): the directory above `build/` in
+/// `OUT_DIR` (`<target dir>[/<triple>]/<profile>/build/<package>-<hash>/out`).
+fn profile_name() -> Option<String> {
+    let out = PathBuf::from(std::env::var_os("OUT_DIR")?);
+    let profile = out.ancestors().nth(3)?.file_name()?.to_str()?;
+    Some(profile.to_owned())
 }
