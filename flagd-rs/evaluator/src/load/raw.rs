@@ -106,17 +106,51 @@ pub(super) fn compact(raw: &str) -> Cow<'_, str> {
 /// when it is not closed).
 #[inline]
 fn string_end(bytes: &[u8], from: usize) -> usize {
+    string_end_escaped(bytes, from).0
+}
+
+/// [`string_end`], and whether the string holds a backslash.
+#[inline]
+fn string_end_escaped(bytes: &[u8], from: usize) -> (usize, bool) {
     let mut i = from;
+    let mut escaped = false;
     loop {
-        match bytes
-            .get(i..)
-            .and_then(|rest| rest.iter().position(|&b| b == b'"' || b == b'\\'))
-        {
-            Some(n) if bytes.get(i + n) == Some(&b'"') => return i + n + 1,
-            Some(n) => i += n + 2,
-            None => return bytes.len(),
+        match quote_or_backslash(bytes, i) {
+            Some(n) if bytes.get(n) == Some(&b'"') => return (n + 1, escaped),
+            Some(n) => {
+                escaped = true;
+                i = n + 2;
+            }
+            None => return (bytes.len(), escaped),
         }
     }
+}
+
+/// The position of the first `"` or `\\` at or after `from`, eight bytes at a time.
+#[inline]
+fn quote_or_backslash(bytes: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // High bit set in each byte of `word` equal to `byte` (and possibly in bytes after the
+    // first such one, which the lowest set bit ignores).
+    let matches = |word: u64, byte: u8| {
+        let x = word ^ (ONES * u64::from(byte));
+        x.wrapping_sub(ONES) & !x & HIGHS
+    };
+    let mut i = from;
+    while let Some(Ok(chunk)) = bytes.get(i..i + 8).map(<[u8; 8]>::try_from) {
+        let word = u64::from_le_bytes(chunk);
+        let found = matches(word, b'"') | matches(word, b'\\');
+        if found != 0 {
+            return Some(i + (found.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    bytes
+        .get(i..)?
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\')
+        .map(|n| i + n)
 }
 
 /// Deepest nesting the typed decode takes on trust. The full parse refuses 128 levels; the
@@ -141,9 +175,8 @@ pub(super) fn plain(bytes: &[u8]) -> bool {
         match b {
             b'"' => {
                 digits = 0;
-                let end = string_end(bytes, i);
-                let contents = bytes.get(i..end).unwrap_or_default();
-                if contents.contains(&b'\\') && has_surrogate_escape(contents) {
+                let (end, escaped) = string_end_escaped(bytes, i);
+                if escaped && has_surrogate_escape(bytes.get(i..end).unwrap_or_default()) {
                     return false;
                 }
                 i = end;
@@ -208,6 +241,46 @@ mod tests {
         assert_eq!(compact(r#"["\\", 1]"#), r#"["\\",1]"#);
         assert_eq!(compact(r#"["\" ",  "a" ]"#), r#"["\" ","a"]"#);
         assert_eq!(compact(" [1]\n"), "[1]");
+    }
+
+    /// [`string_end`] one byte at a time.
+    fn string_end_bytewise(bytes: &[u8], from: usize) -> usize {
+        let mut i = from;
+        loop {
+            match bytes.get(i) {
+                Some(b'"') => return i + 1,
+                Some(b'\\') => i += 2,
+                Some(_) => i += 1,
+                None => return bytes.len(),
+            }
+        }
+    }
+
+    #[test]
+    fn strings_end_where_they_close() {
+        let long = format!("{}\\\"{}\\\\\"tail", "x".repeat(37), "y".repeat(9));
+        for text in [
+            r#"ab"x"#,
+            r#"abcdefghijklmnop"x"#,
+            r#"abcdefg\"hijklm"x"#,
+            r#"abcdefg\\"hijklm"x"#,
+            r#"\\\\\\\\"x"#,
+            "abcdefghij",
+            "abcdefgh\\",
+            "abcdefg\\",
+            "\u{e9}\u{20ac}\u{1f600}\"",
+            &long,
+        ] {
+            for from in 0..text.len().min(12) {
+                assert_eq!(
+                    string_end(text.as_bytes(), from),
+                    string_end_bytewise(text.as_bytes(), from),
+                    "{text} from {from}"
+                );
+            }
+        }
+        assert!(string_end_escaped(br#"ab\ncdefghijkl"x"#, 0).1);
+        assert!(!string_end_escaped(br#"abcdefghijkl"x\"#, 0).1);
     }
 
     #[test]

@@ -135,11 +135,12 @@ impl<'o> Compiler<'o> {
 
     /// Compiles each element of an argument list.
     fn list<I: RuleInput>(&mut self, items: &[I], depth: usize) -> Result<Box<[Node]>, RuleError> {
-        items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| at(self.compile(item, depth), i))
-            .collect()
+        // Sized up front: collecting through `Result` would grow the list and then shrink it.
+        let mut nodes = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            nodes.push(at(self.compile(item, depth), i)?);
+        }
+        Ok(nodes.into_boxed_slice())
     }
 
     /// Rejects literal containers nested deeper than allowed.
