@@ -72,6 +72,45 @@ pub(super) fn present<'de, D: Deserializer<'de>>(
     <&serde_json::value::RawValue>::deserialize(d).map(Some)
 }
 
+/// `bytes` without the whitespace between tokens that cannot matter to a parser: each gap next
+/// to a structural character or a quote goes; a gap between two other characters (`1 2`, `- 1`,
+/// `true false`) stays as one space, so that no invalid document turns valid. Strings are
+/// copied as they are. Borrowed when there is nothing to remove.
+pub(super) fn compact_document(bytes: &[u8]) -> Cow<'_, [u8]> {
+    let separates = |b: Option<&u8>| {
+        matches!(
+            b,
+            None | Some(b'{' | b'}' | b'[' | b']' | b':' | b',' | b'"')
+        )
+    };
+    let mut out: Vec<u8> = Vec::new();
+    let (mut i, mut start) = (0, 0);
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'"' => i = string_end(bytes, i + 1),
+            b' ' | b'\t' | b'\n' | b'\r' => {
+                let end = gap_end(bytes, i + 1);
+                if out.capacity() == 0 {
+                    out.reserve(bytes.len());
+                }
+                out.extend_from_slice(bytes.get(start..i).unwrap_or_default());
+                let before = i.checked_sub(1).and_then(|p| bytes.get(p));
+                if !separates(before) && !separates(bytes.get(end)) {
+                    out.push(b' ');
+                }
+                i = end;
+                start = end;
+            }
+            _ => i += 1,
+        }
+    }
+    if start == 0 {
+        return Cow::Borrowed(bytes);
+    }
+    out.extend_from_slice(bytes.get(start..).unwrap_or_default());
+    Cow::Owned(out)
+}
+
 /// `raw` (one JSON value as written) without the whitespace between tokens, in one pass that
 /// copies the text between gaps. Borrowed when there is none to remove.
 pub(super) fn compact(raw: &str) -> Cow<'_, str> {
@@ -199,10 +238,73 @@ pub(super) fn plain(bytes: &[u8]) -> bool {
                 digits = 0;
                 depth = depth.saturating_sub(1);
             }
+            b' ' | b'\n' | b'\r' | b'\t' => {
+                digits = 0;
+                i = gap_end(bytes, i);
+            }
             _ => digits = 0,
         }
     }
     true
+}
+
+/// The end of the run of whitespace at `from` (an indented document is mostly such runs).
+#[inline]
+fn gap_end(bytes: &[u8], from: usize) -> usize {
+    let mut i = from;
+    while bytes.get(i..i + 8) == Some(b"        ") {
+        i += 8;
+    }
+    while matches!(bytes.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+        i += 1;
+    }
+    i
+}
+
+/// Whether `bytes` hold a JSON document that is not cut short: something besides whitespace,
+/// and every string, array and object opened in it closed. Not a syntax check (the load is):
+/// a cheap way to tell a file that is still being written from a finished one.
+pub fn closed(bytes: &[u8]) -> bool {
+    let mut depth = 0usize;
+    let mut any = false;
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        i += 1;
+        match b {
+            b'"' => {
+                any = true;
+                match closed_string_end(bytes, i) {
+                    Some(end) => i = end,
+                    None => return false,
+                }
+            }
+            b'[' | b'{' => {
+                any = true;
+                depth += 1;
+            }
+            b']' | b'}' => {
+                any = true;
+                depth = depth.saturating_sub(1);
+            }
+            b' ' | b'\n' | b'\r' | b'\t' => i = gap_end(bytes, i),
+            _ => any = true,
+        }
+    }
+    any && depth == 0
+}
+
+/// The position just past the string whose contents start at `from`; `None` when it is not
+/// closed.
+#[inline]
+fn closed_string_end(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    loop {
+        let n = quote_or_backslash(bytes, i)?;
+        if bytes.get(n) == Some(&b'"') {
+            return Some(n + 1);
+        }
+        i = n + 2;
+    }
 }
 
 /// Whether string contents (between the quotes) hold a `\uD800`..`\uDFFF` escape.
@@ -281,6 +383,73 @@ mod tests {
         }
         assert!(string_end_escaped(br#"ab\ncdefghijkl"x"#, 0).1);
         assert!(!string_end_escaped(br#"abcdefghijkl"x\"#, 0).1);
+    }
+
+    #[test]
+    fn document_gaps_go_where_they_cannot_matter() {
+        let compacted = |s: &str| String::from_utf8(compact_document(s.as_bytes()).into_owned());
+        assert!(matches!(
+            compact_document(br#"{"a":[1,2]}"#),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            compacted("\n{ \"a b\" : [ 1 , \"x \\\" y\" ],\n\t\"c\": null }\n").unwrap(),
+            "{\"a b\":[1,\"x \\\" y\"],\"c\":null}"
+        );
+        // Gaps that separate tokens stay, so what was invalid stays invalid.
+        for (text, expected) in [
+            ("[1 2]", "[1 2]"),
+            ("[ -  1 ]", "[- 1]"),
+            ("[true\n\nfalse]", "[true false]"),
+            ("[1. 5, 1 e5]", "[1. 5,1 e5]"),
+            (r#"["a" "b"]"#, r#"["a""b"]"#),
+        ] {
+            assert_eq!(compacted(text).unwrap(), expected);
+            let before = serde_json::from_str::<serde_json::Value>(text).is_ok();
+            let after = serde_json::from_str::<serde_json::Value>(expected).is_ok();
+            assert_eq!(before, after, "{text}");
+        }
+        // Every value that parses parses to the same value after.
+        for text in [
+            "  { \"flags\" : { \"f\" : { \"v\" : [ 1.5e3 , -0 , \"\\u00e9 \" , { } , [ ] ] } } }  ",
+            "[\"\\\\\" , \"  \" ]",
+            "\"unterminated",
+        ] {
+            let before = serde_json::from_str::<serde_json::Value>(text).ok();
+            let after =
+                serde_json::from_slice::<serde_json::Value>(&compact_document(text.as_bytes()))
+                    .ok();
+            assert_eq!(before, after, "{text}");
+        }
+    }
+
+    #[test]
+    fn documents_cut_short_are_not_closed() {
+        for complete in [
+            r#"{"flags":{}}"#,
+            "  {\n  \"a\": [1, \"x\\\"]\" ]\n}\n",
+            "[]",
+            "1",
+            // Not a syntax check: a finished file with an error is finished.
+            r#"{"flags":}"#,
+        ] {
+            assert!(closed(complete.as_bytes()), "{complete}");
+        }
+        for cut in [
+            "",
+            "  \n\t",
+            r#"{"flags":"#,
+            r#"{"flags":{"a":"x"#,
+            r#"{"flags":{"a":"x\"#,
+            r#"{"flags":{"a":"x\""#,
+            "[[[]]",
+        ] {
+            assert!(!closed(cut.as_bytes()), "{cut}");
+        }
+        let doc = r#"{"flags":{"a":{"state":"ENABLED","variants":{"x":"a \" b"}}}}"#;
+        for end in 0..doc.len() {
+            assert!(!closed(&doc.as_bytes()[..end]), "{}", &doc[..end]);
+        }
     }
 
     #[test]
