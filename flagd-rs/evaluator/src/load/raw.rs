@@ -72,45 +72,6 @@ pub(super) fn present<'de, D: Deserializer<'de>>(
     <&serde_json::value::RawValue>::deserialize(d).map(Some)
 }
 
-/// `bytes` without the whitespace between tokens that cannot matter to a parser: each gap next
-/// to a structural character or a quote goes; a gap between two other characters (`1 2`, `- 1`,
-/// `true false`) stays as one space, so that no invalid document turns valid. Strings are
-/// copied as they are. Borrowed when there is nothing to remove.
-pub(super) fn compact_document(bytes: &[u8]) -> Cow<'_, [u8]> {
-    let separates = |b: Option<&u8>| {
-        matches!(
-            b,
-            None | Some(b'{' | b'}' | b'[' | b']' | b':' | b',' | b'"')
-        )
-    };
-    let mut out: Vec<u8> = Vec::new();
-    let (mut i, mut start) = (0, 0);
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'"' => i = string_end(bytes, i + 1),
-            b' ' | b'\t' | b'\n' | b'\r' => {
-                let end = gap_end(bytes, i + 1);
-                if out.capacity() == 0 {
-                    out.reserve(bytes.len());
-                }
-                out.extend_from_slice(bytes.get(start..i).unwrap_or_default());
-                let before = i.checked_sub(1).and_then(|p| bytes.get(p));
-                if !separates(before) && !separates(bytes.get(end)) {
-                    out.push(b' ');
-                }
-                i = end;
-                start = end;
-            }
-            _ => i += 1,
-        }
-    }
-    if start == 0 {
-        return Cow::Borrowed(bytes);
-    }
-    out.extend_from_slice(bytes.get(start..).unwrap_or_default());
-    Cow::Owned(out)
-}
-
 /// `raw` (one JSON value as written) without the whitespace between tokens, in one pass that
 /// copies the text between gaps. Borrowed when there is none to remove.
 pub(super) fn compact(raw: &str) -> Cow<'_, str> {
@@ -205,7 +166,26 @@ const MAX_PLAIN_DIGITS: usize = 300;
 /// lone surrogate escapes, numbers out of range), so a document that nests deeply, has any
 /// surrogate escape, a number with an exponent or an overlong number goes through the full
 /// parse instead. Syntax errors are left to the parsers.
+#[cfg(test)]
 pub(super) fn plain(bytes: &[u8]) -> bool {
+    plain_compacted(bytes).is_some()
+}
+
+/// [`plain`], and when it is, the document without its line breaks and indentation, for the
+/// passes of the typed decode (an indented document is mostly gaps). A gap that holds a line
+/// break or more than one character goes; where it separates two tokens that are neither
+/// structural characters nor strings (`1  2`, `-\n1`, `true\nfalse`) one space stays, so that
+/// no invalid document turns valid. Single spaces and strings stay as written: what a flag's
+/// text compacts to depends on that text alone. Borrowed when there is no gap to remove.
+pub(super) fn plain_compacted(bytes: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let separates = |b: Option<&u8>| {
+        matches!(
+            b,
+            None | Some(b'{' | b'}' | b'[' | b']' | b':' | b',' | b'"')
+        )
+    };
+    let mut out: Vec<u8> = Vec::new();
+    let mut start = 0;
     let mut depth = 0usize;
     let mut digits = 0usize;
     let mut i = 0;
@@ -216,22 +196,22 @@ pub(super) fn plain(bytes: &[u8]) -> bool {
                 digits = 0;
                 let (end, escaped) = string_end_escaped(bytes, i);
                 if escaped && has_surrogate_escape(bytes.get(i..end).unwrap_or_default()) {
-                    return false;
+                    return None;
                 }
                 i = end;
             }
             b'0'..=b'9' => {
                 digits += 1;
                 if digits > MAX_PLAIN_DIGITS {
-                    return false;
+                    return None;
                 }
             }
-            b'e' | b'E' if digits > 0 => return false,
+            b'e' | b'E' if digits > 0 => return None,
             b'[' | b'{' => {
                 digits = 0;
                 depth += 1;
                 if depth > MAX_PLAIN_DEPTH {
-                    return false;
+                    return None;
                 }
             }
             b']' | b'}' => {
@@ -240,12 +220,29 @@ pub(super) fn plain(bytes: &[u8]) -> bool {
             }
             b' ' | b'\n' | b'\r' | b'\t' => {
                 digits = 0;
+                let gap = i - 1;
                 i = gap_end(bytes, i);
+                if i - gap == 1 && matches!(b, b' ' | b'\t') {
+                    continue;
+                }
+                if out.capacity() == 0 {
+                    out.reserve(bytes.len());
+                }
+                out.extend_from_slice(bytes.get(start..gap).unwrap_or_default());
+                let before = gap.checked_sub(1).and_then(|p| bytes.get(p));
+                if !separates(before) && !separates(bytes.get(i)) {
+                    out.push(b' ');
+                }
+                start = i;
             }
             _ => digits = 0,
         }
     }
-    true
+    if start == 0 {
+        return Some(Cow::Borrowed(bytes));
+    }
+    out.extend_from_slice(bytes.get(start..).unwrap_or_default());
+    Some(Cow::Owned(out))
 }
 
 /// The end of the run of whitespace at `from` (an indented document is mostly such runs).
@@ -387,38 +384,41 @@ mod tests {
 
     #[test]
     fn document_gaps_go_where_they_cannot_matter() {
-        let compacted = |s: &str| String::from_utf8(compact_document(s.as_bytes()).into_owned());
+        let compacted = |s: &str| {
+            let out = plain_compacted(s.as_bytes()).expect("plain");
+            String::from_utf8(out.into_owned()).unwrap()
+        };
         assert!(matches!(
-            compact_document(br#"{"a":[1,2]}"#),
-            Cow::Borrowed(_)
+            plain_compacted(br#"{"a": [1, 2]}"#),
+            Some(Cow::Borrowed(_))
         ));
         assert_eq!(
-            compacted("\n{ \"a b\" : [ 1 , \"x \\\" y\" ],\n\t\"c\": null }\n").unwrap(),
-            "{\"a b\":[1,\"x \\\" y\"],\"c\":null}"
+            compacted("\n{ \"a b\" : [ 1 , \"x \\\" y\" ],\n\t\"c\":  null }\n"),
+            "{ \"a b\" : [ 1 , \"x \\\" y\" ],\"c\":null }"
         );
         // Gaps that separate tokens stay, so what was invalid stays invalid.
         for (text, expected) in [
             ("[1 2]", "[1 2]"),
-            ("[ -  1 ]", "[- 1]"),
+            ("[1\n2]", "[1 2]"),
+            ("[ -  1 ]", "[ - 1 ]"),
             ("[true\n\nfalse]", "[true false]"),
-            ("[1. 5, 1 e5]", "[1. 5,1 e5]"),
-            (r#"["a" "b"]"#, r#"["a""b"]"#),
+            ("[1.\n5,\t1  e5]", "[1. 5,\t1 e5]"),
+            ("[\"a\"\n  \"b\"]", "[\"a\"\"b\"]"),
         ] {
-            assert_eq!(compacted(text).unwrap(), expected);
+            assert_eq!(compacted(text), expected);
             let before = serde_json::from_str::<serde_json::Value>(text).is_ok();
             let after = serde_json::from_str::<serde_json::Value>(expected).is_ok();
             assert_eq!(before, after, "{text}");
         }
         // Every value that parses parses to the same value after.
         for text in [
-            "  { \"flags\" : { \"f\" : { \"v\" : [ 1.5e3 , -0 , \"\\u00e9 \" , { } , [ ] ] } } }  ",
-            "[\"\\\\\" , \"  \" ]",
-            "\"unterminated",
+            "  {\n  \"flags\" :\n { \"f\" : { \"v\" : [ 1.5 ,\r\n -0 , \"\\u00e9 \\n\" , { } , [ ] ] } } }  ",
+            "[\"\\\\\"  ,\n  \"  \"\n]",
+            "\"unterminated\n  ",
         ] {
             let before = serde_json::from_str::<serde_json::Value>(text).ok();
-            let after =
-                serde_json::from_slice::<serde_json::Value>(&compact_document(text.as_bytes()))
-                    .ok();
+            let after = plain_compacted(text.as_bytes())
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
             assert_eq!(before, after, "{text}");
         }
     }

@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::LoadOptions;
-use super::raw::{Entries, Text, compact, compact_document, plain, present};
+use super::raw::{Entries, Text, compact, plain_compacted, present};
 use super::reuse::{document_fingerprint, fingerprint, may_refer, provenance};
 use crate::logic::input::{Json, RuleInput, Shape};
 use crate::logic::{CompileOptions, Rule};
@@ -108,12 +108,12 @@ pub(super) fn load_json(
     opts: &LoadOptions,
     previous: Option<&FlagSet>,
 ) -> Option<FlagSet> {
-    // Every pass below reads the document without the gaps between its tokens (an indented
-    // document is mostly gaps). Flags' fingerprints are taken of the compacted text too.
-    let compacted = compact_document(bytes);
+    // Every pass below reads the document without its line breaks and indentation; flags'
+    // fingerprints are taken of that text too.
+    let compacted = plain_compacted(bytes)?;
     let bytes = &*compacted;
     // Only an object is a document (serde would also take an array as the members in order).
-    if !plain(bytes) || bytes.first() != Some(&b'{') {
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
         return None;
     }
     let root: Document<'_> = serde_json::from_slice(bytes).ok()?;
