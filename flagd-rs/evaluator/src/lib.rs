@@ -21,7 +21,7 @@ mod model;
 mod resolve;
 
 pub use error::{Diagnostic, LoadError, Severity};
-pub use load::{Format, LoadOptions, Loaded, load, load_value, parse, reload};
+pub use load::{Format, LoadOptions, Loaded, closed, load, load_value, parse, reload};
 pub use logic::{
     BudgetLimit, CompileOptions, Context, ContextBuilder, ContextRef, EvalBudget, EvalContext,
     EvalError, Exceeded, Rule, RuleError,

@@ -14,6 +14,8 @@ use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{Draft, ValidationError, Validator};
 use serde_json::{Map, Value};
 
+use crate::logic::input::RuleInput;
+
 /// The flag-document schema (draft-07), as shipped in `schemas/json/flags.json`.
 pub const FLAGS_SCHEMA: &str = include_str!("../../../schemas/json/flags.json");
 
@@ -166,7 +168,7 @@ impl SchemaValidator {
 
 /// Whether `rule` is a targeting rule the schema accepts: an object whose known operators have
 /// arguments of the right shape and number.
-pub(crate) fn targeting_ok(rule: &Value) -> bool {
+pub(crate) fn targeting_ok<I: RuleInput>(rule: &I) -> bool {
     fast::targeting_ok(rule)
 }
 
@@ -774,6 +776,7 @@ mod fast {
     use serde_json::{Map, Value};
 
     use super::MAX_DEPTH;
+    use crate::logic::input::{RuleInput, Shape};
 
     /// The operators `sem_ver` accepts, as listed in `targeting.json`.
     const SEM_VER_OPERATORS: &[&str] = &["=", "!=", "<", "<=", ">", ">=", "^", "~"];
@@ -869,41 +872,46 @@ mod fast {
         value.is_string() || value.is_number() || value.is_boolean()
     }
 
-    pub(super) fn targeting_ok(rule: &Value) -> bool {
+    pub(super) fn targeting_ok<I: RuleInput>(rule: &I) -> bool {
         rule.is_object() && expression_ok(rule, 0)
     }
 
     /// Any operand: arrays are checked element by element, objects as rules (known operators
     /// only), scalars always pass.
-    fn expression_ok(value: &Value, depth: usize) -> bool {
+    fn expression_ok<I: RuleInput>(value: &I, depth: usize) -> bool {
         if depth > MAX_DEPTH {
             return false;
         }
-        match value {
-            Value::Array(items) => items.iter().all(|item| expression_ok(item, depth + 1)),
-            Value::Object(rule) => rule
-                .iter()
+        match value.shape() {
+            Shape::Arr(items) => items.iter().all(|item| expression_ok(item, depth + 1)),
+            Shape::Obj(_) => value
+                .members()
                 .all(|(op, args)| operator_ok(op, args, depth + 1)),
             _ => true,
         }
     }
 
-    fn operator_ok(op: &str, args: &Value, depth: usize) -> bool {
+    /// The elements of `value` when it is an array.
+    fn array<I: RuleInput>(value: &I) -> Option<&[I]> {
+        match value.shape() {
+            Shape::Arr(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    fn operator_ok<I: RuleInput>(op: &str, args: &I, depth: usize) -> bool {
         let operands = |min: usize, max: usize| {
-            args.as_array()
-                .is_some_and(|a| (min..=max).contains(&a.len()))
+            array(args).is_some_and(|a| (min..=max).contains(&a.len()))
                 && expression_ok(args, depth)
         };
         // A bare operand stands for a one-element list; an explicit list is counted.
         let bare_or_operands = |min: usize, max: usize| {
-            args.as_array()
-                .is_none_or(|a| (min..=max).contains(&a.len()))
-                && expression_ok(args, depth)
+            array(args).is_none_or(|a| (min..=max).contains(&a.len())) && expression_ok(args, depth)
         };
         match op {
             "var" => {
-                !args.is_boolean()
-                    && args.as_array().is_none_or(|a| a.len() <= 2)
+                !matches!(args.shape(), Shape::Bool(_))
+                    && array(args).is_none_or(|a| a.len() <= 2)
                     && expression_ok(args, depth)
             }
             "missing" | "and" | "or" | "+" | "*" | "min" | "max" | "cat" | "merge" => {
@@ -915,25 +923,25 @@ mod fast {
             "<" | "<=" | ">" | ">=" | "substr" | "reduce" => operands(2, 3),
             "!" | "!!" | "abs" => bare_or_operands(1, 1),
             "-" => bare_or_operands(1, 2),
-            "$ref" => args.as_str().is_some_and(|name| !name.is_empty()),
-            "sem_ver" => match args.as_array().map(Vec::as_slice) {
+            "$ref" => matches!(args.shape(), Shape::Str(name) if !name.is_empty()),
+            "sem_ver" => match array(args) {
                 Some([left, operator, right]) => {
-                    let operator_ok = match operator {
-                        Value::String(s) => SEM_VER_OPERATORS.contains(&s.as_str()),
-                        Value::Object(_) => expression_ok(operator, depth + 1),
+                    let operator_ok = match operator.shape() {
+                        Shape::Str(s) => SEM_VER_OPERATORS.contains(&s),
+                        Shape::Obj(_) => expression_ok(operator, depth + 1),
                         _ => false,
                     };
                     operator_ok && expression_ok(left, depth + 1) && expression_ok(right, depth + 1)
                 }
                 _ => false,
             },
-            "fractional" => match args.as_array().map(Vec::as_slice) {
+            "fractional" => match array(args) {
                 Some([first, rest @ ..]) => {
-                    let first_ok = match first {
-                        Value::Array(_) => distribution_ok(first, depth + 1),
-                        Value::String(_) | Value::Null => true,
-                        Value::Object(_) => expression_ok(first, depth + 1),
-                        Value::Bool(_) | Value::Number(_) => false,
+                    let first_ok = match first.shape() {
+                        Shape::Arr(_) => distribution_ok(first, depth + 1),
+                        Shape::Str(_) | Shape::Null => true,
+                        Shape::Obj(_) => expression_ok(first, depth + 1),
+                        Shape::Bool(_) | Shape::Num(_) => false,
                     };
                     first_ok && rest.iter().all(|d| distribution_ok(d, depth + 1))
                 }
@@ -945,18 +953,18 @@ mod fast {
     }
 
     /// `[variant]` or `[variant, weight]`; the weight an integer, null or a rule.
-    fn distribution_ok(value: &Value, depth: usize) -> bool {
-        let Some(items) = value.as_array() else {
+    fn distribution_ok<I: RuleInput>(value: &I, depth: usize) -> bool {
+        let Some(items) = array(value) else {
             return false;
         };
-        let variant_ok = |v: &Value| !v.is_array() && expression_ok(v, depth + 1);
-        let weight_ok = |w: &Value| match w {
-            Value::Null => true,
-            Value::Number(n) => is_integer(n),
-            Value::Object(_) => expression_ok(w, depth + 1),
+        let variant_ok = |v: &I| array(v).is_none() && expression_ok(v, depth + 1);
+        let weight_ok = |w: &I| match w.shape() {
+            Shape::Null => true,
+            Shape::Num(n) => is_integer(n),
+            Shape::Obj(_) => expression_ok(w, depth + 1),
             _ => false,
         };
-        match items.as_slice() {
+        match items {
             [variant] => variant_ok(variant),
             [variant, weight] => variant_ok(variant) && weight_ok(weight),
             _ => false,

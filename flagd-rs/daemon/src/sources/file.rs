@@ -360,11 +360,13 @@ fn probe(path: &Path, format: Format) -> Probe {
     }
 }
 
-/// A syntax check only, cheaper than the store's full load, to tell a save in progress from a
-/// finished one.
+/// Whether the file looks finished rather than a save in progress, much cheaper than the
+/// store's full load: a JSON document that is not empty and closes every string, array and
+/// object it opens (a finished file with a syntax error is finished: the store rejects it);
+/// for YAML, a document that parses.
 fn well_formed(bytes: &[u8], format: Format) -> bool {
     match format {
-        Format::Json => serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok(),
+        Format::Json => flagd_evaluator::closed(bytes),
         Format::Yaml => flagd_evaluator::parse(bytes, format).is_ok(),
     }
 }

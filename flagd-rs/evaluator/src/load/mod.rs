@@ -11,6 +11,7 @@ mod raw;
 pub(crate) mod reuse;
 mod typed;
 
+pub use raw::closed;
 pub(crate) use reuse::Provenance;
 
 use std::fmt;

@@ -106,17 +106,51 @@ pub(super) fn compact(raw: &str) -> Cow<'_, str> {
 /// when it is not closed).
 #[inline]
 fn string_end(bytes: &[u8], from: usize) -> usize {
+    string_end_escaped(bytes, from).0
+}
+
+/// [`string_end`], and whether the string holds a backslash.
+#[inline]
+fn string_end_escaped(bytes: &[u8], from: usize) -> (usize, bool) {
     let mut i = from;
+    let mut escaped = false;
     loop {
-        match bytes
-            .get(i..)
-            .and_then(|rest| rest.iter().position(|&b| b == b'"' || b == b'\\'))
-        {
-            Some(n) if bytes.get(i + n) == Some(&b'"') => return i + n + 1,
-            Some(n) => i += n + 2,
-            None => return bytes.len(),
+        match quote_or_backslash(bytes, i) {
+            Some(n) if bytes.get(n) == Some(&b'"') => return (n + 1, escaped),
+            Some(n) => {
+                escaped = true;
+                i = n + 2;
+            }
+            None => return (bytes.len(), escaped),
         }
     }
+}
+
+/// The position of the first `"` or `\\` at or after `from`, eight bytes at a time.
+#[inline]
+fn quote_or_backslash(bytes: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // High bit set in each byte of `word` equal to `byte` (and possibly in bytes after the
+    // first such one, which the lowest set bit ignores).
+    let matches = |word: u64, byte: u8| {
+        let x = word ^ (ONES * u64::from(byte));
+        x.wrapping_sub(ONES) & !x & HIGHS
+    };
+    let mut i = from;
+    while let Some(Ok(chunk)) = bytes.get(i..i + 8).map(<[u8; 8]>::try_from) {
+        let word = u64::from_le_bytes(chunk);
+        let found = matches(word, b'"') | matches(word, b'\\');
+        if found != 0 {
+            return Some(i + (found.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    bytes
+        .get(i..)?
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\')
+        .map(|n| i + n)
 }
 
 /// Deepest nesting the typed decode takes on trust. The full parse refuses 128 levels; the
@@ -132,7 +166,26 @@ const MAX_PLAIN_DIGITS: usize = 300;
 /// lone surrogate escapes, numbers out of range), so a document that nests deeply, has any
 /// surrogate escape, a number with an exponent or an overlong number goes through the full
 /// parse instead. Syntax errors are left to the parsers.
+#[cfg(test)]
 pub(super) fn plain(bytes: &[u8]) -> bool {
+    plain_compacted(bytes).is_some()
+}
+
+/// [`plain`], and when it is, the document without its line breaks and indentation, for the
+/// passes of the typed decode (an indented document is mostly gaps). A gap that holds a line
+/// break or more than one character goes; where it separates two tokens that are neither
+/// structural characters nor strings (`1  2`, `-\n1`, `true\nfalse`) one space stays, so that
+/// no invalid document turns valid. Single spaces and strings stay as written: what a flag's
+/// text compacts to depends on that text alone. Borrowed when there is no gap to remove.
+pub(super) fn plain_compacted(bytes: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let separates = |b: Option<&u8>| {
+        matches!(
+            b,
+            None | Some(b'{' | b'}' | b'[' | b']' | b':' | b',' | b'"')
+        )
+    };
+    let mut out: Vec<u8> = Vec::new();
+    let mut start = 0;
     let mut depth = 0usize;
     let mut digits = 0usize;
     let mut i = 0;
@@ -141,35 +194,114 @@ pub(super) fn plain(bytes: &[u8]) -> bool {
         match b {
             b'"' => {
                 digits = 0;
-                let end = string_end(bytes, i);
-                let contents = bytes.get(i..end).unwrap_or_default();
-                if contents.contains(&b'\\') && has_surrogate_escape(contents) {
-                    return false;
+                let (end, escaped) = string_end_escaped(bytes, i);
+                if escaped && has_surrogate_escape(bytes.get(i..end).unwrap_or_default()) {
+                    return None;
                 }
                 i = end;
             }
             b'0'..=b'9' => {
                 digits += 1;
                 if digits > MAX_PLAIN_DIGITS {
-                    return false;
+                    return None;
                 }
             }
-            b'e' | b'E' if digits > 0 => return false,
+            b'e' | b'E' if digits > 0 => return None,
             b'[' | b'{' => {
                 digits = 0;
                 depth += 1;
                 if depth > MAX_PLAIN_DEPTH {
-                    return false;
+                    return None;
                 }
             }
             b']' | b'}' => {
                 digits = 0;
                 depth = depth.saturating_sub(1);
             }
+            b' ' | b'\n' | b'\r' | b'\t' => {
+                digits = 0;
+                let gap = i - 1;
+                i = gap_end(bytes, i);
+                if i - gap == 1 && matches!(b, b' ' | b'\t') {
+                    continue;
+                }
+                if out.capacity() == 0 {
+                    out.reserve(bytes.len());
+                }
+                out.extend_from_slice(bytes.get(start..gap).unwrap_or_default());
+                let before = gap.checked_sub(1).and_then(|p| bytes.get(p));
+                if !separates(before) && !separates(bytes.get(i)) {
+                    out.push(b' ');
+                }
+                start = i;
+            }
             _ => digits = 0,
         }
     }
-    true
+    if start == 0 {
+        return Some(Cow::Borrowed(bytes));
+    }
+    out.extend_from_slice(bytes.get(start..).unwrap_or_default());
+    Some(Cow::Owned(out))
+}
+
+/// The end of the run of whitespace at `from` (an indented document is mostly such runs).
+#[inline]
+fn gap_end(bytes: &[u8], from: usize) -> usize {
+    let mut i = from;
+    while bytes.get(i..i + 8) == Some(b"        ") {
+        i += 8;
+    }
+    while matches!(bytes.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+        i += 1;
+    }
+    i
+}
+
+/// Whether `bytes` hold a JSON document that is not cut short: something besides whitespace,
+/// and every string, array and object opened in it closed. Not a syntax check (the load is):
+/// a cheap way to tell a file that is still being written from a finished one.
+pub fn closed(bytes: &[u8]) -> bool {
+    let mut depth = 0usize;
+    let mut any = false;
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        i += 1;
+        match b {
+            b'"' => {
+                any = true;
+                match closed_string_end(bytes, i) {
+                    Some(end) => i = end,
+                    None => return false,
+                }
+            }
+            b'[' | b'{' => {
+                any = true;
+                depth += 1;
+            }
+            b']' | b'}' => {
+                any = true;
+                depth = depth.saturating_sub(1);
+            }
+            b' ' | b'\n' | b'\r' | b'\t' => i = gap_end(bytes, i),
+            _ => any = true,
+        }
+    }
+    any && depth == 0
+}
+
+/// The position just past the string whose contents start at `from`; `None` when it is not
+/// closed.
+#[inline]
+fn closed_string_end(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    loop {
+        let n = quote_or_backslash(bytes, i)?;
+        if bytes.get(n) == Some(&b'"') {
+            return Some(n + 1);
+        }
+        i = n + 2;
+    }
 }
 
 /// Whether string contents (between the quotes) hold a `\uD800`..`\uDFFF` escape.
@@ -208,6 +340,116 @@ mod tests {
         assert_eq!(compact(r#"["\\", 1]"#), r#"["\\",1]"#);
         assert_eq!(compact(r#"["\" ",  "a" ]"#), r#"["\" ","a"]"#);
         assert_eq!(compact(" [1]\n"), "[1]");
+    }
+
+    /// [`string_end`] one byte at a time.
+    fn string_end_bytewise(bytes: &[u8], from: usize) -> usize {
+        let mut i = from;
+        loop {
+            match bytes.get(i) {
+                Some(b'"') => return i + 1,
+                Some(b'\\') => i += 2,
+                Some(_) => i += 1,
+                None => return bytes.len(),
+            }
+        }
+    }
+
+    #[test]
+    fn strings_end_where_they_close() {
+        let long = format!("{}\\\"{}\\\\\"tail", "x".repeat(37), "y".repeat(9));
+        for text in [
+            r#"ab"x"#,
+            r#"abcdefghijklmnop"x"#,
+            r#"abcdefg\"hijklm"x"#,
+            r#"abcdefg\\"hijklm"x"#,
+            r#"\\\\\\\\"x"#,
+            "abcdefghij",
+            "abcdefgh\\",
+            "abcdefg\\",
+            "\u{e9}\u{20ac}\u{1f600}\"",
+            &long,
+        ] {
+            for from in 0..text.len().min(12) {
+                assert_eq!(
+                    string_end(text.as_bytes(), from),
+                    string_end_bytewise(text.as_bytes(), from),
+                    "{text} from {from}"
+                );
+            }
+        }
+        assert!(string_end_escaped(br#"ab\ncdefghijkl"x"#, 0).1);
+        assert!(!string_end_escaped(br#"abcdefghijkl"x\"#, 0).1);
+    }
+
+    #[test]
+    fn document_gaps_go_where_they_cannot_matter() {
+        let compacted = |s: &str| {
+            let out = plain_compacted(s.as_bytes()).expect("plain");
+            String::from_utf8(out.into_owned()).unwrap()
+        };
+        assert!(matches!(
+            plain_compacted(br#"{"a": [1, 2]}"#),
+            Some(Cow::Borrowed(_))
+        ));
+        assert_eq!(
+            compacted("\n{ \"a b\" : [ 1 , \"x \\\" y\" ],\n\t\"c\":  null }\n"),
+            "{ \"a b\" : [ 1 , \"x \\\" y\" ],\"c\":null }"
+        );
+        // Gaps that separate tokens stay, so what was invalid stays invalid.
+        for (text, expected) in [
+            ("[1 2]", "[1 2]"),
+            ("[1\n2]", "[1 2]"),
+            ("[ -  1 ]", "[ - 1 ]"),
+            ("[true\n\nfalse]", "[true false]"),
+            ("[1.\n5,\t1  e5]", "[1. 5,\t1 e5]"),
+            ("[\"a\"\n  \"b\"]", "[\"a\"\"b\"]"),
+        ] {
+            assert_eq!(compacted(text), expected);
+            let before = serde_json::from_str::<serde_json::Value>(text).is_ok();
+            let after = serde_json::from_str::<serde_json::Value>(expected).is_ok();
+            assert_eq!(before, after, "{text}");
+        }
+        // Every value that parses parses to the same value after.
+        for text in [
+            "  {\n  \"flags\" :\n { \"f\" : { \"v\" : [ 1.5 ,\r\n -0 , \"\\u00e9 \\n\" , { } , [ ] ] } } }  ",
+            "[\"\\\\\"  ,\n  \"  \"\n]",
+            "\"unterminated\n  ",
+        ] {
+            let before = serde_json::from_str::<serde_json::Value>(text).ok();
+            let after = plain_compacted(text.as_bytes())
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+            assert_eq!(before, after, "{text}");
+        }
+    }
+
+    #[test]
+    fn documents_cut_short_are_not_closed() {
+        for complete in [
+            r#"{"flags":{}}"#,
+            "  {\n  \"a\": [1, \"x\\\"]\" ]\n}\n",
+            "[]",
+            "1",
+            // Not a syntax check: a finished file with an error is finished.
+            r#"{"flags":}"#,
+        ] {
+            assert!(closed(complete.as_bytes()), "{complete}");
+        }
+        for cut in [
+            "",
+            "  \n\t",
+            r#"{"flags":"#,
+            r#"{"flags":{"a":"x"#,
+            r#"{"flags":{"a":"x\"#,
+            r#"{"flags":{"a":"x\""#,
+            "[[[]]",
+        ] {
+            assert!(!closed(cut.as_bytes()), "{cut}");
+        }
+        let doc = r#"{"flags":{"a":{"state":"ENABLED","variants":{"x":"a \" b"}}}}"#;
+        for end in 0..doc.len() {
+            assert!(!closed(&doc.as_bytes()[..end]), "{}", &doc[..end]);
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
 
 use super::LoadOptions;
+use crate::logic::input::{RuleInput, Shape};
 
 /// Fingerprint of an evaluator that the document does not define.
 pub(crate) const MISSING: u64 = 0;
@@ -67,9 +68,9 @@ pub(crate) fn document_fingerprint(opts: &LoadOptions, metadata: Option<&str>) -
 /// to, directly or through the evaluators it names, each with its fingerprint ([`MISSING`] when
 /// the document does not define it). Every string under a `$ref` member counts, wherever it is:
 /// a superset of what compilation inlines, which is all the comparison needs.
-pub(crate) fn provenance(
+pub(crate) fn provenance<I: RuleInput>(
     definition: u64,
-    rule: Option<&Value>,
+    rule: Option<&I>,
     evaluators: &Map<String, Value>,
     hashes: &FxHashMap<&str, u64>,
 ) -> Provenance {
@@ -94,31 +95,46 @@ pub(crate) fn provenance(
 
 /// The evaluator names `rule` refers to through `$ref`, directly or through the evaluators it
 /// names, sorted. Every string under a `$ref` member counts, wherever it is.
-pub(crate) fn referenced(rule: &Value, evaluators: &Map<String, Value>) -> Vec<Box<str>> {
+pub(crate) fn referenced<I: RuleInput>(rule: &I, evaluators: &Map<String, Value>) -> Vec<Box<str>> {
     let mut names: Vec<Box<str>> = Vec::new();
-    let mut pending: Vec<&Value> = vec![rule];
+    let mut bodies: Vec<&Value> = Vec::new();
+    references_in(rule, evaluators, &mut names, &mut bodies);
+    while let Some(body) = bodies.pop() {
+        references_in(body, evaluators, &mut names, &mut bodies);
+    }
+    names.sort_unstable();
+    names
+}
+
+/// Adds the names `rule` refers to that `names` does not hold yet, and the bodies of those the
+/// document defines to `bodies`.
+fn references_in<'e, I: RuleInput>(
+    rule: &I,
+    evaluators: &'e Map<String, Value>,
+    names: &mut Vec<Box<str>>,
+    bodies: &mut Vec<&'e Value>,
+) {
+    let mut pending: Vec<&I> = vec![rule];
     while let Some(value) = pending.pop() {
-        match value {
-            Value::Object(map) => {
-                for (op, args) in map {
+        match value.shape() {
+            Shape::Obj(_) => {
+                for (op, args) in value.members() {
                     if op == "$ref"
-                        && let Value::String(name) = args
-                        && !names.iter().any(|n| **n == **name)
+                        && let Shape::Str(name) = args.shape()
+                        && !names.iter().any(|n| **n == *name)
                     {
-                        names.push(name.as_str().into());
-                        if let Some(body) = evaluators.get(name.as_str()) {
-                            pending.push(body);
+                        names.push(name.into());
+                        if let Some(body) = evaluators.get(name) {
+                            bodies.push(body);
                         }
                     }
                     pending.push(args);
                 }
             }
-            Value::Array(items) => pending.extend(items),
+            Shape::Arr(items) => pending.extend(items),
             _ => {}
         }
     }
-    names.sort_unstable();
-    names
 }
 
 /// Whether a rule's text can refer to an evaluator: only one that names `$ref` (or hides a name

@@ -14,8 +14,9 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::LoadOptions;
-use super::raw::{Entries, Text, compact, plain, present};
+use super::raw::{Entries, Text, compact, plain_compacted, present};
 use super::reuse::{document_fingerprint, fingerprint, may_refer, provenance};
+use crate::logic::input::{Json, RuleInput, Shape};
 use crate::logic::{CompileOptions, Rule};
 use crate::model::{Flag, FlagSet, State};
 use crate::schema;
@@ -107,8 +108,12 @@ pub(super) fn load_json(
     opts: &LoadOptions,
     previous: Option<&FlagSet>,
 ) -> Option<FlagSet> {
+    // Every pass below reads the document without its line breaks and indentation; flags'
+    // fingerprints are taken of that text too.
+    let compacted = plain_compacted(bytes)?;
+    let bytes = &*compacted;
     // Only an object is a document (serde would also take an array as the members in order).
-    if !plain(bytes) || bytes.trim_ascii_start().first() != Some(&b'{') {
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
         return None;
     }
     let root: Document<'_> = serde_json::from_slice(bytes).ok()?;
@@ -279,7 +284,7 @@ fn flag(
         None => (
             None,
             None,
-            provenance(
+            provenance::<Json<'_>>(
                 definition,
                 None,
                 &shared.evaluators,
@@ -287,7 +292,8 @@ fn flag(
             ),
         ),
         Some(raw) => {
-            let rule: Value = serde_json::from_str(raw.get()).ok()?;
+            // The rule read straight from its text, without a tree of `Value`s.
+            let rule: Json<'_> = serde_json::from_str(raw.get()).ok()?;
             if !schema::targeting_ok(&rule) {
                 return None;
             }
@@ -300,10 +306,10 @@ fn flag(
                 &shared.evaluators,
                 &shared.evaluator_hashes,
             );
-            if rule.as_object().is_some_and(Map::is_empty) {
+            if matches!(rule.shape(), Shape::Obj(0)) {
                 (None, None, provenance)
             } else {
-                let compiled = Rule::compile(&rule, compile).ok()?;
+                let compiled = Rule::compile_input(&rule, compile).ok()?;
                 let source = Box::from(compact(raw.get()));
                 (Some(compiled), Some(source), provenance)
             }
@@ -392,6 +398,24 @@ mod tests {
     }
 
     #[test]
+    fn rules_read_from_their_text_load_as_parsed_rules_do() {
+        agrees(
+            r#"{"$evaluators":{"e":{"in":["x",{"var":"k"}]},"f":{"$ref":"e"}},"flags":{
+              "dup": {"state":"ENABLED","variants":{"a":1,"b":2},"defaultVariant":"a",
+                      "targeting":{"if":[true,"b","a"],"if":[{"==":[{"var":"k"},-0]},"b","a"]}},
+              "esc": {"state":"ENABLED","variants":{"a\u0062":"x","b":"y"},"defaultVariant":"b",
+                      "targeting":{"i\u0066":[{"\u0024ref":"f"},"a\u0062",{"v\u0061r":"k\n"}]}},
+              "zero": {"state":"ENABLED","variants":{"a":true,"b":false},"defaultVariant":"a",
+                      "targeting":{"if":[{"<":[0.0,{"var":"k"},-0.0]},"b",null]}},
+              "lit": {"state":"ENABLED","variants":{"a":{"x":1},"b":{"x":2}},"defaultVariant":"a",
+                      "targeting":{"if":[{"in":[{"var":"k"},["a","b","c","d","e","f","g","h","i","j","k"]]},"b","a"]}},
+              "deep": {"state":"ENABLED","variants":{"a":true},"defaultVariant":"a",
+                      "targeting":{"!":{"!":{"!":{"!":{"==":[[[[[1]]]],{"var":"k"}]}}}}}}
+            }}"#,
+        );
+    }
+
+    #[test]
     fn the_typed_way_leaves_to_the_full_way_what_it_must_explain() {
         let flag = r#"{"state":"ENABLED","variants":{"a":true},"defaultVariant":"a"}"#;
         let gives_up = [
@@ -436,6 +460,9 @@ mod tests {
             format!(r#"{{"x":"\udc00","flags":{{"f":{flag}}}}}"#),
             format!(r#"{{"x":1e999,"flags":{{"f":{flag}}}}}"#),
             format!(r#"{{"flags":{{"f":{flag}}}}} x"#),
+            // A rule serde_json would read as the JSON text of its member.
+            r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":true},"targeting":{"$serde_json::private::RawValue":"{}"}}}}"#
+                .to_owned(),
             // A repeated member: the full way keeps the last one.
             format!(r#"{{"flags":{{}},"flags":{{"f":{flag}}}}}"#),
         ];

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use super::budget::{self, EvalBudget};
 use super::context::Probe;
 use super::eval::{self, Env, Runtime};
+use super::input::{RuleInput, Shape};
 use super::tree::{
     AffixNode, Args, Cmp, Costly, Entry, FractionalNode, InNode, IterKind, IterNode, Node, Op,
     Path, Seg, SemVerNode, Subject, VarNode, VarPath,
@@ -99,67 +100,68 @@ impl<'o> Compiler<'o> {
     }
 
     /// Compiles `v`, found `depth` containers deep (the rule itself being at depth 0).
-    pub(crate) fn compile(&mut self, v: &Value, depth: usize) -> Result<Node, RuleError> {
+    pub(crate) fn compile<I: RuleInput>(&mut self, v: &I, depth: usize) -> Result<Node, RuleError> {
         self.count()?;
-        match v {
-            Value::Object(m) if m.len() == 1 => {
+        match v.shape() {
+            Shape::Obj(1) => {
                 if depth >= self.opts.max_depth {
                     return Err(self.too_deep());
                 }
-                let Some((key, args)) = m.iter().next() else {
-                    return Ok(Node::Const(v.clone()));
+                let Some((key, args)) = v.members().next() else {
+                    return Ok(Node::Const(v.to_value()));
                 };
                 at(self.operator(key, args, depth + 1), key)
             }
-            Value::Object(_) => {
+            Shape::Obj(_) => {
                 // Several keys make a literal; no key makes `{}`, which evaluates to itself.
                 self.check_literal(v, depth)?;
-                Ok(Node::Const(v.clone()))
+                Ok(Node::Const(v.to_value()))
             }
-            Value::Array(items) => {
+            Shape::Arr(items) => {
                 if depth >= self.opts.max_depth {
                     return Err(self.too_deep());
                 }
                 if !contains_rule(v, self.opts.max_depth.saturating_sub(depth)) {
                     self.check_literal(v, depth)?;
-                    return Ok(Node::Const(v.clone()));
+                    return Ok(Node::Const(v.to_value()));
                 }
                 let nodes = self.list(items, depth + 1)?;
                 Ok(self.fold(Node::Array(nodes)))
             }
-            Value::String(s) => Ok(costly(Node::Const(v.clone()), s.len())),
-            scalar => Ok(Node::Const(scalar.clone())),
+            Shape::Str(s) => Ok(costly(Node::Const(Value::String(s.to_owned())), s.len())),
+            _ => Ok(Node::Const(v.to_value())),
         }
     }
 
     /// Compiles each element of an argument list.
-    fn list(&mut self, items: &[Value], depth: usize) -> Result<Box<[Node]>, RuleError> {
-        items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| at(self.compile(item, depth), i))
-            .collect()
+    fn list<I: RuleInput>(&mut self, items: &[I], depth: usize) -> Result<Box<[Node]>, RuleError> {
+        // Sized up front: collecting through `Result` would grow the list and then shrink it.
+        let mut nodes = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            nodes.push(at(self.compile(item, depth), i)?);
+        }
+        Ok(nodes.into_boxed_slice())
     }
 
     /// Rejects literal containers nested deeper than allowed.
-    fn check_literal(&self, v: &Value, depth: usize) -> Result<(), RuleError> {
-        match v {
-            Value::Array(items) => {
+    fn check_literal<I: RuleInput>(&self, v: &I, depth: usize) -> Result<(), RuleError> {
+        match v.shape() {
+            Shape::Arr(items) => {
                 if depth >= self.opts.max_depth {
                     return Err(self.too_deep());
                 }
                 for (i, child) in items.iter().enumerate() {
-                    if matches!(child, Value::Array(_) | Value::Object(_)) {
+                    if matches!(child.shape(), Shape::Arr(_) | Shape::Obj(_)) {
                         at(self.check_literal(child, depth + 1), i)?;
                     }
                 }
             }
-            Value::Object(m) => {
+            Shape::Obj(_) => {
                 if depth >= self.opts.max_depth {
                     return Err(self.too_deep());
                 }
-                for (k, child) in m {
-                    if matches!(child, Value::Array(_) | Value::Object(_)) {
+                for (k, child) in v.members() {
+                    if matches!(child.shape(), Shape::Arr(_) | Shape::Obj(_)) {
                         at(self.check_literal(child, depth + 1), k)?;
                     }
                 }
@@ -170,7 +172,12 @@ impl<'o> Compiler<'o> {
     }
 
     /// Compiles `{key: args}`; `depth` is the depth of `args`.
-    fn operator(&mut self, key: &str, args: &Value, depth: usize) -> Result<Node, RuleError> {
+    fn operator<I: RuleInput>(
+        &mut self,
+        key: &str,
+        args: &I,
+        depth: usize,
+    ) -> Result<Node, RuleError> {
         let op = match key {
             "$ref" => return self.reference(args, depth),
             "var" => return self.var(args, depth),
@@ -218,30 +225,26 @@ impl<'o> Compiler<'o> {
             "sem_ver" => Op::SemVer,
             _ => return Ok(Node::Unknown(key.into())),
         };
-        let args = match args {
-            Value::Array(items) => {
+        let args = match args.shape() {
+            Shape::Arr(items) => {
                 if depth >= self.opts.max_depth {
                     return Err(self.too_deep());
                 }
                 Args::List(self.list(items, depth + 1)?)
             }
-            other => Args::One(self.compile(other, depth)?),
+            _ => Args::One(self.compile(args, depth)?),
         };
         Ok(self.fold(specialize(op, args)))
     }
 
     /// Inlines the evaluator `{"$ref": name}` names; a missing one, or one that refers back to
     /// itself, compiles to an unknown operator as the reference engine reports it.
-    fn reference(&mut self, args: &Value, depth: usize) -> Result<Node, RuleError> {
+    fn reference<I: RuleInput>(&mut self, args: &I, depth: usize) -> Result<Node, RuleError> {
         let unknown = || Ok(Node::Unknown("$ref".into()));
-        let Value::String(name) = args else {
+        let Shape::Str(name) = args.shape() else {
             return unknown();
         };
-        let Some((name, rule)) = self
-            .opts
-            .evaluators
-            .and_then(|e| e.get_key_value(name.as_str()))
-        else {
+        let Some((name, rule)) = self.opts.evaluators.and_then(|e| e.get_key_value(name)) else {
             return unknown();
         };
         if self.expanding.contains(&name.as_str()) {
@@ -256,8 +259,13 @@ impl<'o> Compiler<'o> {
 
     /// `if`, `and`, `or`: arguments are evaluated lazily, from a literal list; anything else
     /// makes the reference engine panic.
-    fn lazy(&mut self, op: &'static str, args: &Value, depth: usize) -> Result<Node, RuleError> {
-        let Value::Array(items) = args else {
+    fn lazy<I: RuleInput>(
+        &mut self,
+        op: &'static str,
+        args: &I,
+        depth: usize,
+    ) -> Result<Node, RuleError> {
+        let Shape::Arr(items) = args.shape() else {
             return Ok(Node::Fail(Box::new(EvalError::InvalidArguments(op))));
         };
         if depth >= self.opts.max_depth {
@@ -273,12 +281,12 @@ impl<'o> Compiler<'o> {
     }
 
     /// `var`; a long static path is charged by its length on every lookup.
-    fn var(&mut self, args: &Value, depth: usize) -> Result<Node, RuleError> {
+    fn var<I: RuleInput>(&mut self, args: &I, depth: usize) -> Result<Node, RuleError> {
         let node = self.var_node(args, depth)?;
-        Ok(match args {
-            Value::String(s) => costly(node, s.len()),
-            Value::Array(items) => match items.first() {
-                Some(Value::String(s)) => costly(node, s.len()),
+        Ok(match args.shape() {
+            Shape::Str(s) => costly(node, s.len()),
+            Shape::Arr(items) => match items.first().map(RuleInput::shape) {
+                Some(Shape::Str(s)) => costly(node, s.len()),
                 _ => node,
             },
             _ => node,
@@ -286,25 +294,25 @@ impl<'o> Compiler<'o> {
     }
 
     /// The node of a `var`.
-    fn var_node(&mut self, args: &Value, depth: usize) -> Result<Node, RuleError> {
+    fn var_node<I: RuleInput>(&mut self, args: &I, depth: usize) -> Result<Node, RuleError> {
         let fail = || Ok(Node::Fail(Box::new(EvalError::InvalidArguments("var"))));
-        let node = match args {
-            Value::Null => VarNode {
+        let node = match args.shape() {
+            Shape::Null => VarNode {
                 path: VarPath::Static(Path::Null),
                 default: None,
                 outer_first: true,
             },
-            Value::String(s) => VarNode {
+            Shape::Str(s) => VarNode {
                 path: VarPath::Static(parse_path(s)),
                 default: None,
                 outer_first: !s.is_empty() && !s.starts_with('.'),
             },
-            Value::Number(n) => VarNode {
+            Shape::Num(n) => VarNode {
                 path: VarPath::Static(parse_path(&format_number(super::value::number_f64(n)))),
                 default: None,
                 outer_first: true,
             },
-            Value::Array(items) => {
+            Shape::Arr(items) => {
                 if depth >= self.opts.max_depth {
                     return Err(self.too_deep());
                 }
@@ -315,11 +323,9 @@ impl<'o> Compiler<'o> {
                         outer_first: false,
                     })));
                 };
-                let path = match first {
-                    Value::String(s) => VarPath::Static(parse_path(s)),
-                    Value::Object(m) if m.len() == 1 => {
-                        VarPath::Dynamic(at(self.compile(first, depth + 1), 0)?)
-                    }
+                let path = match first.shape() {
+                    Shape::Str(s) => VarPath::Static(parse_path(s)),
+                    Shape::Obj(1) => VarPath::Dynamic(at(self.compile(first, depth + 1), 0)?),
                     // The reference engine asserts the first element is a string.
                     _ => return fail(),
                 };
@@ -327,26 +333,26 @@ impl<'o> Compiler<'o> {
                     Some(d) if items.len() == 2 => Some(at(self.compile(d, depth + 1), 1)?),
                     _ => None,
                 };
-                let all_falsy = items.iter().all(|i| !view_of(i).truthy());
+                let all_falsy = items.iter().all(|i| !i.truthy());
                 VarNode {
                     path,
                     default,
                     outer_first: !all_falsy,
                 }
             }
-            Value::Object(m) if m.len() == 1 => VarNode {
+            Shape::Obj(1) => VarNode {
                 path: VarPath::Dynamic(self.compile(args, depth)?),
                 default: None,
                 outer_first: false,
             },
-            Value::Bool(_) | Value::Object(_) => return fail(),
+            Shape::Bool(_) | Shape::Obj(_) => return fail(),
         };
         Ok(Node::Var(Box::new(node)))
     }
 
     /// `fractional`.
-    fn fractional(&mut self, args: &Value, depth: usize) -> Result<Node, RuleError> {
-        let Value::Array(items) = args else {
+    fn fractional<I: RuleInput>(&mut self, args: &I, depth: usize) -> Result<Node, RuleError> {
+        let Shape::Arr(items) = args.shape() else {
             let one = self.compile(args, depth)?;
             return Ok(Node::Op(Op::Fractional, Box::new(Args::One(one))));
         };
@@ -357,13 +363,14 @@ impl<'o> Compiler<'o> {
         // A literal array first is a distribution (the shorthand form); anything else is the
         // bucketing value or a rule deciding at run time.
         let (first, rest_at) = match items.first() {
-            Some(Value::Array(_)) | None => (None, 0),
+            Some(v) if matches!(v.shape(), Shape::Arr(_)) => (None, 0),
+            None => (None, 0),
             Some(v) => (Some(at(self.compile(v, depth), 0)?), 1),
         };
         let mut entries = Vec::with_capacity(items.len().saturating_sub(rest_at));
         for (i, item) in items.iter().enumerate().skip(rest_at) {
-            let entry = match item {
-                Value::Array(pair) if (1..=2).contains(&pair.len()) => {
+            let entry = match item.shape() {
+                Shape::Arr(pair) if (1..=2).contains(&pair.len()) => {
                     if depth >= self.opts.max_depth {
                         return at(Err(self.too_deep()), i);
                     }
@@ -374,7 +381,7 @@ impl<'o> Compiler<'o> {
                     };
                     Entry::Pair(variant, weight)
                 }
-                other => Entry::Other(at(self.compile(other, depth), i)?),
+                _ => Entry::Other(at(self.compile(item, depth), i)?),
             };
             entries.push(entry);
         }
@@ -389,8 +396,13 @@ impl<'o> Compiler<'o> {
 
     /// `map`, `filter`, `reduce`, `all`, `none`, `some`: their arguments are not evaluated up
     /// front; the per-element rule runs against each element.
-    fn iter(&mut self, kind: IterKind, args: &Value, depth: usize) -> Result<Node, RuleError> {
-        let Value::Array(items) = args else {
+    fn iter<I: RuleInput>(
+        &mut self,
+        kind: IterKind,
+        args: &I,
+        depth: usize,
+    ) -> Result<Node, RuleError> {
+        let Shape::Arr(items) = args.shape() else {
             return Ok(Node::Fail(Box::new(EvalError::InvalidArguments(
                 iter_name(kind),
             ))));
@@ -400,11 +412,11 @@ impl<'o> Compiler<'o> {
         }
         let depth = depth + 1;
         let subject = match items.first() {
-            Some(v @ Value::Array(_)) => {
+            Some(v) if matches!(v.shape(), Shape::Arr(_)) => {
                 at(self.check_literal(v, depth), 0)?;
-                Subject::Literal(v.clone())
+                Subject::Literal(v.to_value())
             }
-            Some(v @ Value::Object(_)) => Subject::Rule(at(self.compile(v, depth), 0)?),
+            Some(v) if v.is_object() => Subject::Rule(at(self.compile(v, depth), 0)?),
             _ => Subject::Absent,
         };
         let (logic, logic_is_rule) = match items.get(1) {
@@ -441,10 +453,10 @@ pub(crate) fn iter_name(kind: IterKind) -> &'static str {
 /// Whether `v` contains an object anywhere (an operator, or a literal the engine would still
 /// look into). Nesting beyond `depth` levels also answers yes, leaving the depth error to the
 /// compiler.
-fn contains_rule(v: &Value, depth: usize) -> bool {
-    match v {
-        Value::Object(_) => true,
-        Value::Array(items) => depth == 0 || items.iter().any(|i| contains_rule(i, depth - 1)),
+fn contains_rule<I: RuleInput>(v: &I, depth: usize) -> bool {
+    match v.shape() {
+        Shape::Obj(_) => true,
+        Shape::Arr(items) => depth == 0 || items.iter().any(|i| contains_rule(i, depth - 1)),
         _ => false,
     }
 }

@@ -44,6 +44,7 @@ pub mod budget;
 mod compile;
 pub mod context;
 mod eval;
+pub(crate) mod input;
 mod tree;
 pub(crate) mod value;
 
@@ -138,6 +139,14 @@ impl Rule {
     /// ill-shaped arguments compile to nodes that fail when (and only if) they are evaluated,
     /// as in flagd.
     pub fn compile(rule: &Value, opts: &CompileOptions<'_>) -> Result<Rule, RuleError> {
+        Self::compile_input(rule, opts)
+    }
+
+    /// [`Rule::compile`] for any rule input, such as a rule read straight from its text.
+    pub(crate) fn compile_input<I: input::RuleInput>(
+        rule: &I,
+        opts: &CompileOptions<'_>,
+    ) -> Result<Rule, RuleError> {
         let root = compile::Compiler::new(opts).compile(rule, 0)?;
         Ok(Rule {
             root,
