@@ -74,7 +74,7 @@ impl Flag {
         if self.variants.len() <= 8 {
             self.variants
                 .iter()
-                .position(|(k, _)| same_text(k.as_bytes(), name.as_bytes()))
+                .position(|(k, _)| k.len() == name.len() && k.as_bytes() == name.as_bytes())
         } else {
             self.variants
                 .binary_search_by(|(k, _)| (**k).cmp(name))
@@ -131,18 +131,6 @@ impl Flag {
                     other.targeting_source.as_deref(),
                 ))
     }
-}
-
-/// Whether two strings are equal; variant names are short, and comparing their bytes in place
-/// costs less than a call to `memcmp`.
-#[inline(always)]
-fn same_text(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len()
-        && if a.len() <= 16 {
-            a.iter().zip(b).all(|(x, y)| x == y)
-        } else {
-            a == b
-        }
 }
 
 /// Records in each newly built flag what the evaluators its rule refers to are. A flag shared

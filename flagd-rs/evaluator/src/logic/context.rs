@@ -398,7 +398,7 @@ impl Context {
             .unwrap_or_default()
     }
 
-    #[inline]
+    #[inline(always)]
     fn found<'a>(&'a self, slot: &'a Slot) -> Found<'a> {
         match slot {
             Slot::Null => Found::Null,
@@ -426,10 +426,12 @@ impl Context {
                 .ok()?;
             return self.entries.get(i).map(|e| self.found(&e.value));
         }
-        self.entries
-            .iter()
-            .find(|e| self.matches(e.key, p, key))
-            .map(|e| self.found(&e.value))
+        for e in &self.entries {
+            if self.matches(e.key, p, key) {
+                return Some(self.found(&e.value));
+            }
+        }
+        None
     }
 }
 
