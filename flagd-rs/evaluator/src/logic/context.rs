@@ -398,7 +398,7 @@ impl Context {
             .unwrap_or_default()
     }
 
-    #[inline]
+    #[inline(always)]
     fn found<'a>(&'a self, slot: &'a Slot) -> Found<'a> {
         match slot {
             Slot::Null => Found::Null,
@@ -417,7 +417,7 @@ impl Context {
     }
 
     /// The value of top-level `key`, whose probe is `p`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn lookup(&self, p: Probe, key: &str) -> Option<Found<'_>> {
         if self.sorted {
             let i = self
@@ -426,10 +426,12 @@ impl Context {
                 .ok()?;
             return self.entries.get(i).map(|e| self.found(&e.value));
         }
-        self.entries
-            .iter()
-            .find(|e| self.matches(e.key, p, key))
-            .map(|e| self.found(&e.value))
+        for e in &self.entries {
+            if self.matches(e.key, p, key) {
+                return Some(self.found(&e.value));
+            }
+        }
+        None
     }
 }
 
@@ -644,6 +646,77 @@ mod tests {
             ctx.to_json(),
             json!({"int": 3, "frac": 0.25, "huge": 1e300, "nan": null, "inf": null,
                    "obj": {"a": [1]}, "str": "s"})
+        );
+    }
+
+    #[test]
+    fn literal_searches_of_top_level_strings_agree_with_the_general_path() {
+        let data = json!({
+            "email": "ann@acme.com", "region": "eu-west-1", "n": 42, "t": true, "nil": null,
+            "arr": ["@acme.com"], "obj": {"a": "@acme.com"}, "empty": "", "uni": "ünï@çødé.org",
+            "long": format!("{}@acme.com", "x".repeat(300)),
+            "nested": {"email": "bob@acme.com"}
+        });
+        let subjects = [
+            "email",
+            "region",
+            "n",
+            "t",
+            "nil",
+            "arr",
+            "obj",
+            "empty",
+            "uni",
+            "long",
+            "missing",
+            "nested.email",
+        ];
+        let literals = [
+            "@acme.com",
+            "eu-",
+            ".org",
+            "",
+            "ø",
+            "çødé.org",
+            "1",
+            "true",
+            "@acme.co",
+        ];
+        for subject in subjects {
+            for literal in literals {
+                let var = json!({"var": subject});
+                for op in ["in", "starts_with", "ends_with"] {
+                    let args = if op == "in" {
+                        json!([literal, var])
+                    } else {
+                        json!([var, literal])
+                    };
+                    // `both` checks the built context against the JSON value; the expected
+                    // value comes from the general operator over a computed subject.
+                    let got = both(json!({ op: args }), &data);
+                    let general = if op == "in" {
+                        json!({ op: [literal, {"or": [var]}] })
+                    } else {
+                        json!({ op: [{"or": [var]}, literal] })
+                    };
+                    assert_eq!(got, both(general, &data), "{op} {subject} {literal}");
+                }
+            }
+        }
+        // A budget too small for the lookup fails the same way on both paths.
+        let rule = json!({"starts_with": [{"var": "region"}, "eu-"]});
+        let opts = CompileOptions {
+            budget: crate::EvalBudget {
+                max_operations: 1,
+                ..crate::EvalBudget::default()
+            },
+            ..CompileOptions::default()
+        };
+        let rule = Rule::compile(&rule, &opts).unwrap();
+        let built = Context::from_json(&data);
+        assert_eq!(
+            rule.evaluate_with(&built, "flag", 7).unwrap_err(),
+            rule.evaluate_with(&data, "flag", 7).unwrap_err()
         );
     }
 

@@ -242,6 +242,15 @@ fn eval_affix<'a>(prefix: bool, args: &'a [Node; 2], env: &Env<'a, '_>) -> Res<'
 /// `starts_with` / `ends_with` against a literal string.
 #[inline(never)]
 fn eval_affix_literal<'a>(n: &'a AffixNode, env: &Env<'a, '_>) -> Res<'a> {
+    if let Some(s) = top_text(&n.subject, env)? {
+        // The visit of the literal argument, as the general node counts it.
+        env.rt.meter.step()?;
+        return Ok(Val::Bool(if n.prefix {
+            n.affix.prefix_of(s)
+        } else {
+            n.affix.suffix_of(s)
+        }));
+    }
     let subject = eval(&n.subject, env)?;
     // The visit of the literal argument, as the general node counts it.
     env.rt.meter.step()?;
@@ -383,6 +392,12 @@ fn eval_in<'a>(n: &'a InNode, env: &Env<'a, '_>) -> Res<'a> {
     // skips the general membership dispatch; a constant needle cannot fail, so evaluating the
     // haystack first changes nothing.
     if let (Node::Const(Value::String(needle)), true) = (&n.needle, n.rest.is_empty()) {
+        if let Some(h) = top_text(&n.haystack, env)? {
+            return Ok(Val::Bool(match &n.finder {
+                Some(finder) => finder.found_in(h),
+                None => str_contains(h, needle),
+            }));
+        }
         let haystack = eval(&n.haystack, env)?;
         if let Some(h) = haystack.as_text() {
             return Ok(Val::Bool(match &n.finder {
@@ -617,6 +632,28 @@ fn walk<'a>(segs: &[Seg], env: &Env<'a, '_>) -> Option<Val<'a>> {
         env.rt.meter.read_text(s.len());
     }
     Some(Val::Ref(cur))
+}
+
+/// The string a `{"var": "name"}` of one segment reads from a built context, visited and
+/// charged as [`eval`] would; `None`, with nothing charged, when the node is something else or
+/// finds no string there, so that the caller evaluates it the general way.
+#[inline(always)]
+fn top_text<'a>(node: &'a Node, env: &Env<'a, '_>) -> Result<Option<&'a str>, EvalError> {
+    let (Node::Var(v), ContextRef::Flat(c), None) = (node, env.data, env.outer) else {
+        return Ok(None);
+    };
+    let (VarPath::Static(Path::Segs(segs)), None) = (&v.path, &v.default) else {
+        return Ok(None);
+    };
+    let [seg] = &**segs else {
+        return Ok(None);
+    };
+    let Some(Found::Str(s)) = c.lookup(seg.probe, &seg.key) else {
+        return Ok(None);
+    };
+    env.rt.meter.step()?;
+    env.rt.meter.read_text(s.len());
+    Ok(Some(s))
 }
 
 /// A value found at the top of a built context, as [`walk`] returns it.

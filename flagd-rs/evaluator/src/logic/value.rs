@@ -313,6 +313,23 @@ pub(crate) struct Needle {
     last: u64,
     /// Selects the bytes of `head` that belong to the literal.
     mask: u64,
+    /// The first byte in every byte of a word, and the last byte likewise (both zero for the
+    /// empty literal): candidate positions of a search are where both occur at the right
+    /// distance.
+    first_bytes: u64,
+    last_bytes: u64,
+}
+
+/// `0x01` in every byte.
+const LOW_BITS: u64 = u64::from_ne_bytes([0x01; 8]);
+/// `0x80` in every byte.
+const HIGH_BITS: u64 = u64::from_ne_bytes([0x80; 8]);
+
+/// The high bit of every zero byte of `x` is set (and possibly that of a byte above a zero
+/// byte, never below the lowest one); no other bit is.
+#[inline(always)]
+fn zero_bytes(x: u64) -> u64 {
+    x.wrapping_sub(LOW_BITS) & !x & HIGH_BITS
 }
 
 /// Haystacks up to this length are searched word by word; longer ones by the standard library.
@@ -358,6 +375,8 @@ impl Needle {
             head: word_padded(b, 0) & low_bytes(n),
             last: b.len().checked_sub(8).and_then(|i| word(b, i)).unwrap_or(0),
             mask: low_bytes(n),
+            first_bytes: LOW_BITS.wrapping_mul(u64::from(b.first().copied().unwrap_or(0))),
+            last_bytes: LOW_BITS.wrapping_mul(u64::from(b.last().copied().unwrap_or(0))),
         }
     }
 
@@ -398,7 +417,32 @@ impl Needle {
         if h.len() > WORD_SCAN {
             return haystack.contains(&*self.text);
         }
-        (0..=last_start).any(|i| self.at(h, i))
+        if n == 0 {
+            return true;
+        }
+        // Eight candidate positions at a time: those where the literal's first byte occurs and
+        // its last byte occurs `n - 1` bytes later (found with word arithmetic, no byte loop);
+        // each such position is then confirmed by `at`. Usually there is one, or none.
+        let mut i = 0;
+        while i <= last_start {
+            let starts = word_padded(h, i) ^ self.first_bytes;
+            let ends = word_padded(h, i + n - 1) ^ self.last_bytes;
+            let mut hits = zero_bytes(starts | ends);
+            // Positions past `last_start` cannot hold the literal.
+            let room = last_start - i + 1;
+            if room < 8 {
+                hits &= low_bytes(room);
+            }
+            while hits != 0 {
+                let at = i + (hits.trailing_zeros() / 8) as usize;
+                if self.at(h, at) {
+                    return true;
+                }
+                hits &= hits - 1;
+            }
+            i += 8;
+        }
+        false
     }
 }
 
@@ -544,5 +588,50 @@ mod tests {
         }
         assert!(Needle::new("").found_in(""));
         assert!(!Needle::new("a").found_in(""));
+    }
+
+    #[test]
+    fn needle_finds_literals_at_every_position_of_short_haystacks() {
+        // Literals whose first and last bytes repeat, that contain NUL or are multi-byte, put
+        // at every offset of ASCII haystacks made of near misses, across the eight-position
+        // blocks of the search.
+        let literals = [
+            "a",
+            "aa",
+            "aba",
+            "@acme.com",
+            "\0x\0",
+            "x\0",
+            "éü",
+            "0123456789abcdefg",
+        ];
+        let filler = "ab@acme.co\0x".repeat(8);
+        for literal in literals {
+            let needle = Needle::new(literal);
+            for len in 0..=64usize {
+                let h = &filler[..len];
+                assert_eq!(
+                    needle.found_in(h),
+                    h.contains(literal),
+                    "{literal:?} in {h:?}"
+                );
+                for at in 0..=len {
+                    let with = format!("{}{literal}{}", &h[..at], &h[at..]);
+                    assert!(needle.found_in(&with), "{literal:?} in {with:?}");
+                    // The literal short of its last character, or of its first.
+                    let last = literal.char_indices().last().map_or(0, |(i, _)| i);
+                    let first = literal.chars().next().map_or(0, char::len_utf8);
+                    let (head, tail) = (&literal[..last], &literal[first..]);
+                    for part in [head, tail] {
+                        let near = format!("{}{part}{}", &h[..at], &h[at..]);
+                        assert_eq!(
+                            needle.found_in(&near),
+                            near.contains(literal),
+                            "{literal:?} in {near:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }
