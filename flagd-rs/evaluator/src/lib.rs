@@ -19,6 +19,8 @@ mod error;
 mod load;
 mod model;
 mod resolve;
+#[cfg(test)]
+mod testbed;
 
 pub use error::{Diagnostic, LoadError, Severity};
 pub use load::{Format, LoadOptions, Loaded, closed, load, load_value, parse, reload};

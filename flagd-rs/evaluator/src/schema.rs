@@ -982,7 +982,6 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
-    use std::path::PathBuf;
 
     /// Flags in the testbed files that break the schema on purpose (they test how evaluation
     /// copes with malformed operator arguments).
@@ -1166,56 +1165,32 @@ mod tests {
 
     #[test]
     fn testbed_flag_files_validate() {
-        let root = std::env::var_os("FLAGD_TESTBED")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testbed")
-            });
-        if !root.is_dir() {
-            println!(
-                "skipping: no testbed at {} (set FLAGD_TESTBED)",
-                root.display()
-            );
+        let Some(documents) = crate::testbed::flag_documents() else {
             return;
-        }
+        };
         let mut checked = 0;
-        for dir in [root.join("flags"), root.join("evaluator/flags")] {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries {
-                let path = entry.unwrap().path();
-                if path.extension().is_none_or(|e| e != "json") {
-                    continue;
-                }
-                let doc: Value =
-                    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-                let found = SchemaValidator::shared().validate(&doc);
-                for v in &found {
-                    let expected = v
-                        .flag
-                        .as_deref()
-                        .is_some_and(|f| DELIBERATELY_INVALID.contains(&f));
-                    assert!(expected, "{}: {v:?}", path.display());
-                }
-                // The schema must notice every deliberately broken flag the file contains.
-                for flag in DELIBERATELY_INVALID {
-                    if doc["flags"].get(flag).is_some() {
-                        assert!(
-                            found.iter().any(|v| v.flag.as_deref() == Some(flag)),
-                            "{}: {flag} passed",
-                            path.display()
-                        );
-                    }
-                }
-                checked += 1;
+        for (path, doc) in &documents {
+            let found = SchemaValidator::shared().validate(doc);
+            for v in &found {
+                let expected = v
+                    .flag
+                    .as_deref()
+                    .is_some_and(|f| DELIBERATELY_INVALID.contains(&f));
+                assert!(expected, "{}: {v:?}", path.display());
             }
+            // The schema must notice every deliberately broken flag the file contains.
+            for flag in DELIBERATELY_INVALID {
+                if doc["flags"].get(flag).is_some() {
+                    assert!(
+                        found.iter().any(|v| v.flag.as_deref() == Some(flag)),
+                        "{}: {flag} passed",
+                        path.display()
+                    );
+                }
+            }
+            checked += 1;
         }
-        assert!(
-            checked >= 11,
-            "only {checked} testbed files found under {}",
-            root.display()
-        );
+        assert!(checked >= 11, "only {checked} testbed flag files found");
     }
 
     /// The fast path and the compiled schema agree on the testbed files and the fixed cases.

@@ -436,39 +436,30 @@ mod tests {
 
     #[test]
     fn testbed_rules_compile_alike_from_text() {
-        let root =
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testbed");
+        let Some(documents) = crate::testbed::flag_documents() else {
+            return;
+        };
         let mut compiled = 0;
-        for dir in [root.join("flags"), root.join("evaluator/flags")] {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries {
-                let path = entry.unwrap().path();
-                if path.extension().is_none_or(|e| e != "json") {
-                    continue;
-                }
-                let doc: Value =
-                    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-                let evaluators = doc
-                    .get("$evaluators")
-                    .and_then(Value::as_object)
-                    .cloned()
-                    .unwrap_or_default();
-                let flags = doc.get("flags").and_then(Value::as_object);
-                for rule in flags
-                    .into_iter()
-                    .flat_map(|f| f.values())
-                    .filter_map(|f| f.get("targeting"))
-                    .chain(evaluators.values())
-                {
-                    compiles_alike(&rule.to_string(), &evaluators, 64);
-                    let pretty = serde_json::to_string_pretty(rule).unwrap();
-                    compiles_alike(&pretty, &evaluators, 64);
-                    compiled += 1;
-                }
+        for (_, doc) in &documents {
+            let evaluators = doc
+                .get("$evaluators")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            let flags = doc.get("flags").and_then(Value::as_object);
+            for rule in flags
+                .into_iter()
+                .flat_map(|f| f.values())
+                .filter_map(|f| f.get("targeting"))
+                .chain(evaluators.values())
+            {
+                compiles_alike(&rule.to_string(), &evaluators, 64);
+                let pretty = serde_json::to_string_pretty(rule).unwrap();
+                compiles_alike(&pretty, &evaluators, 64);
+                compiled += 1;
             }
         }
+        assert!(compiled > 0, "no rule in the testbed's flag files");
         println!("{compiled} testbed rules compiled both ways");
     }
 
