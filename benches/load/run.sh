@@ -283,27 +283,28 @@ spot_check() {
       --data-binary @"$WORK/connect-$name.json" "http://127.0.0.1:$port$RESOLVE")
     echo "$label Connect $name: $out" >&2
     [[ $out == *'"value"'*'HTTP 200' ]] || { echo "spot check failed" >&2; exit 1; }
-    curl -sS -m 5 --http2-prior-knowledge -D "$WORK/grpc-headers" -o "$WORK/grpc-response" \
-      -H 'content-type: application/grpc' -H 'te: trailers' \
-      --data-binary @"$WORK/grpc-$name.bin" "http://127.0.0.1:$port$RESOLVE"
-    echo "$label gRPC $name: $(tr -d '\r' <"$WORK/grpc-headers" | grep -i '^grpc-' | tr '\n' ' ')" \
-      "$(stat -c %s "$WORK/grpc-response") bytes" >&2
-    grep -qi '^grpc-status: 0' "$WORK/grpc-headers" || { echo "spot check failed" >&2; exit 1; }
-    printf -v "GRPC_BYTES_$name" '%s' "$(stat -c %s "$WORK/grpc-response")"
+    grpc_spot_check "$port" "$label" "$name" "$name" "$RESOLVE"
   done
   if [[ $label == flagd-rs ]]; then
-    curl -sS -m 5 --http2-prior-knowledge -D "$WORK/grpc-headers" -o "$WORK/grpc-response" \
-      -H 'content-type: application/grpc' -H 'te: trailers' \
-      --data-binary @"$WORK/grpc-static.bin" "http://127.0.0.1:$port$RESOLVE_V2"
-    echo "$label gRPC v2 static: $(tr -d '\r' <"$WORK/grpc-headers" | grep -i '^grpc-' | tr '\n' ' ')" \
-      "$(stat -c %s "$WORK/grpc-response") bytes" >&2
-    grep -qi '^grpc-status: 0' "$WORK/grpc-headers" || { echo "spot check failed" >&2; exit 1; }
-    GRPC_BYTES_v2_static=$(stat -c %s "$WORK/grpc-response")
+    grpc_spot_check "$port" "$label" v2_static static "$RESOLVE_V2"
   fi
   out=$(curl -sS -m 5 -w ' HTTP %{http_code}' -X POST -H 'content-type: application/json' \
     --data-binary @"$WORK/ofrep-single.json" "http://127.0.0.1:$ofrep$OFREP_SINGLE")
   echo "$label OFREP: $out" >&2
   [[ $out == *'"value"'*'HTTP 200' ]] || { echo "spot check failed" >&2; exit 1; }
+}
+
+# grpc_spot_check <port> <label> <name> <body: static|targeting> <path>: one gRPC request answers
+# grpc-status 0; sets GRPC_BYTES_<name> to its response body size.
+grpc_spot_check() {
+  local port=$1 label=$2 name=$3 body=$4 path=$5
+  curl -sS -m 5 --http2-prior-knowledge -D "$WORK/grpc-headers" -o "$WORK/grpc-response" \
+    -H 'content-type: application/grpc' -H 'te: trailers' \
+    --data-binary @"$WORK/grpc-$body.bin" "http://127.0.0.1:$port$path"
+  echo "$label gRPC ${name//_/ }: $(tr -d '\r' <"$WORK/grpc-headers" | grep -i '^grpc-' | tr '\n' ' ')" \
+    "$(stat -c %s "$WORK/grpc-response") bytes" >&2
+  grep -qi '^grpc-status: 0' "$WORK/grpc-headers" || { echo "spot check failed" >&2; exit 1; }
+  printf -v "GRPC_BYTES_$name" '%s' "$(stat -c %s "$WORK/grpc-response")"
 }
 
 # h2load_max <test> <server> <run> <port> <body> <response bytes> [<path>]: max-rate gRPC
