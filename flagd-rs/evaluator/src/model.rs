@@ -6,6 +6,7 @@ use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
 
 use crate::load::Provenance;
+use crate::load::raw::sort_last_wins;
 use crate::load::reuse;
 use crate::logic::Rule;
 
@@ -202,16 +203,8 @@ impl FlagSet {
         metadata: Map<String, Value>,
         evaluators: Map<String, Value>,
     ) -> Self {
-        flags.sort_by(|a, b| a.key.cmp(&b.key));
         // In the array form a key may repeat; the later definition wins, as a map would keep it.
-        flags.dedup_by(|later, earlier| {
-            if later.key == earlier.key {
-                std::mem::swap(later, earlier);
-                true
-            } else {
-                false
-            }
-        });
+        sort_last_wins(&mut flags, |a, b| a.key.cmp(&b.key));
         stamp_evaluators_digests(&mut flags, &evaluators);
         let mut index = FxHashMap::default();
         index.reserve(flags.len());

@@ -7,7 +7,7 @@
 //! every YAML document, goes the full way: parse into a value, validate against the schema,
 //! check and compile each flag, and report every problem.
 
-mod raw;
+pub(crate) mod raw;
 pub(crate) mod reuse;
 mod typed;
 

@@ -9,7 +9,7 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 
 /// A JSON string, borrowed from the document unless it had escapes.
 #[derive(Debug)]
-pub(super) struct Text<'a>(pub(super) Cow<'a, str>);
+pub(crate) struct Text<'a>(pub(crate) Cow<'a, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -31,6 +31,20 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
         }
         d.deserialize_str(TextVisitor(PhantomData))
     }
+}
+
+/// Sorts `items` by `order` and keeps, of items that order equal, the last one (stable sort),
+/// as a parsed JSON map keeps the last of repeated names.
+pub(crate) fn sort_last_wins<T>(items: &mut Vec<T>, order: impl Fn(&T, &T) -> std::cmp::Ordering) {
+    items.sort_by(&order);
+    items.dedup_by(|later, earlier| {
+        if order(later, earlier).is_eq() {
+            std::mem::swap(later, earlier);
+            true
+        } else {
+            false
+        }
+    });
 }
 
 /// The members of a JSON object in document order, repeated names included. Only an object

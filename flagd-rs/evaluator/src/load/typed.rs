@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::LoadOptions;
-use super::raw::{Entries, Text, compact, plain_compacted, present};
+use super::raw::{Entries, Text, compact, plain_compacted, present, sort_last_wins};
 use super::reuse::{document_fingerprint, fingerprint, may_refer, provenance};
 use crate::logic::input::{Json, RuleInput, Shape};
 use crate::logic::{CompileOptions, Rule};
@@ -244,16 +244,8 @@ fn flag(
         .into_iter()
         .map(|(name, value)| (Box::from(name.0), value))
         .collect();
-    variants.sort_by(|a, b| a.0.cmp(&b.0));
     // A repeated name keeps its last value, as a parsed map does.
-    variants.dedup_by(|later, earlier| {
-        if later.0 == earlier.0 {
-            std::mem::swap(later, earlier);
-            true
-        } else {
-            false
-        }
-    });
+    sort_last_wins(&mut variants, |a, b| a.0.cmp(&b.0));
     if !schema::variant_values_ok(variants.iter().map(|(_, v)| v)) {
         return None;
     }

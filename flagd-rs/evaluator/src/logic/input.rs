@@ -11,6 +11,8 @@ use std::fmt;
 use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
+use crate::load::raw::{Text, sort_last_wins};
+
 /// The name serde_json gives a raw value inside a map. A parsed [`Value`] reads an object whose
 /// first member has this name as the JSON text of its value, so [`Json`] declines it and leaves
 /// it to the parse that knows.
@@ -136,31 +138,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for Json<'a> {
     }
 }
 
-/// A member name, borrowed when it has no escapes.
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for KeyVisitor<'a> {
-            type Value = Key<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a member name")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(KeyVisitor(std::marker::PhantomData))
-    }
-}
-
 struct JsonVisitor<'a>(std::marker::PhantomData<&'a ()>);
 
 impl<'de: 'a, 'a> Visitor<'de> for JsonVisitor<'a> {
@@ -221,7 +198,7 @@ impl<'de: 'a, 'a> Visitor<'de> for JsonVisitor<'a> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut members: Vec<(Cow<'a, str>, Json<'a>)> = Vec::new();
-        while let Some(Key(key)) = map.next_key::<Key<'a>>()? {
+        while let Some(Text(key)) = map.next_key::<Text<'a>>()? {
             if members.is_empty() && key == RAW_VALUE_TOKEN {
                 return Err(A::Error::custom("a raw value token as a member name"));
             }
@@ -229,15 +206,7 @@ impl<'de: 'a, 'a> Visitor<'de> for JsonVisitor<'a> {
         }
         if members.len() > 1 {
             // Key order, and the last of repeated names, as a parsed map keeps them.
-            members.sort_by(|a, b| a.0.cmp(&b.0));
-            members.dedup_by(|later, earlier| {
-                if later.0 == earlier.0 {
-                    std::mem::swap(later, earlier);
-                    true
-                } else {
-                    false
-                }
-            });
+            sort_last_wins(&mut members, |a, b| a.0.cmp(&b.0));
         }
         Ok(Json::Obj(members))
     }
