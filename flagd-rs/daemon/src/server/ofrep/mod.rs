@@ -86,15 +86,11 @@ struct Ofrep {
 /// The OFREP routes over `state`, with CORS for `state.cors_origins`, the HTTP metrics and gzip,
 /// without event streams. Other methods on these paths answer `405`; other paths `404`.
 pub fn router(state: AppState) -> Router {
-    router_with_streams(state, None)
+    Router::new().fallback_service(app(state, None))
 }
 
-/// [`router`] with the event streams: `/ofrep/v1/sse` served and advertised in bulk answers.
-pub fn router_with_streams(state: AppState, streams: Option<Arc<OfrepStreams>>) -> Router {
-    Router::new().fallback_service(app(state, streams))
-}
-
-/// The application of the OFREP port ([`router_with_streams`] without a router around it).
+/// The application of the OFREP port, served without a router around it; with `streams`,
+/// `/ofrep/v1/sse` is served and advertised in bulk answers.
 pub fn app(state: AppState, streams: Option<Arc<OfrepStreams>>) -> impl App {
     let cors = cors::layer(&state.cors_origins);
     let record = RecordLayer::new(state.metrics.clone(), &ROUTES, route_of);
