@@ -78,14 +78,6 @@ impl<'de: 'a, 'a, V: Deserialize<'de>> Deserialize<'de> for Entries<'a, V> {
     }
 }
 
-/// For a `#[serde(deserialize_with)]` field: the member's raw text whatever it holds, `null`
-/// included (an `Option` would turn `null` into "absent").
-pub(super) fn present<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<&'de serde_json::value::RawValue>, D::Error> {
-    <&serde_json::value::RawValue>::deserialize(d).map(Some)
-}
-
 /// `raw` (one JSON value as written) without the whitespace between tokens, in one pass that
 /// copies the text between gaps. Borrowed when there is none to remove.
 pub(super) fn compact(raw: &str) -> Cow<'_, str> {
