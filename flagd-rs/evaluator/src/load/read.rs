@@ -2,11 +2,12 @@
 //! definition yields its decoded members and the span of text it was written in, with no tree
 //! of the document and no second read of a definition or a rule.
 //!
-//! It accepts only JSON that serde_json accepts, and decodes it to what serde_json decodes it
-//! to; anything it is not sure of (a control character in a string, an unknown escape, a
-//! member name serde_json treats specially) makes it give up (`None`). It reads text the
-//! document pass ([`super::raw::plain_compacted`]) has let through: valid UTF-8, nesting of at
-//! most 100 levels, no surrogate escapes, numbers without exponents and of at most 300 digits.
+//! It accepts only JSON that serde_json parses into a value, and decodes it to what serde_json
+//! decodes it to; anything it is not sure of makes it give up (`None`): a control character in
+//! a string, an unknown escape, any surrogate escape, a member name serde_json treats
+//! specially, nesting deeper than 100 levels (the full parse refuses 128), a number with an
+//! exponent or of more than 300 characters (either may be out of a double's range, which the
+//! full parse refuses even in members that the reader only passes over).
 
 use std::borrow::Cow;
 
@@ -17,10 +18,18 @@ use crate::model::State;
 
 use super::raw::sort_last_wins;
 
+/// Deepest nesting the reader takes.
+const MAX_DEPTH: usize = 100;
+
+/// Longest number the reader takes, in characters.
+const MAX_NUMBER: usize = 300;
+
 /// A position in JSON text.
 pub(super) struct Reader<'a> {
     text: &'a str,
     pos: usize,
+    /// Arrays and objects open at `pos`.
+    depth: usize,
 }
 
 /// One flag definition's members, decoded but not yet checked against each other or compiled.
@@ -51,7 +60,11 @@ pub(super) fn state(text: &str) -> Option<State> {
 
 impl<'a> Reader<'a> {
     pub(super) fn new(text: &'a str) -> Self {
-        Reader { text, pos: 0 }
+        Reader {
+            text,
+            pos: 0,
+            depth: 0,
+        }
     }
 
     /// The text read so far, from `start`.
@@ -78,11 +91,19 @@ impl<'a> Reader<'a> {
 
     #[inline]
     fn ws(&mut self) {
-        while matches!(
-            self.text.as_bytes().get(self.pos),
-            Some(b' ' | b'\t' | b'\n' | b'\r')
-        ) {
-            self.pos += 1;
+        let bytes = self.text.as_bytes();
+        if !matches!(bytes.get(self.pos), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            return;
+        }
+        loop {
+            // Indentation comes in runs of spaces.
+            while bytes.get(self.pos..self.pos + 8) == Some(b"        ") {
+                self.pos += 8;
+            }
+            match bytes.get(self.pos) {
+                Some(b' ' | b'\t' | b'\n' | b'\r') => self.pos += 1,
+                _ => return,
+            }
         }
     }
 
@@ -94,8 +115,13 @@ impl<'a> Reader<'a> {
     /// Opens an object or array (`open`); whether an element follows (`false`: it was empty).
     pub(super) fn open(&mut self, open: u8, close: u8) -> Option<bool> {
         self.eat(open)?;
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return None;
+        }
         if self.peek()? == close {
             self.pos += 1;
+            self.depth -= 1;
             return Some(false);
         }
         Some(true)
@@ -110,6 +136,7 @@ impl<'a> Reader<'a> {
             }
             b if b == close => {
                 self.pos += 1;
+                self.depth -= 1;
                 Some(false)
             }
             _ => None,
@@ -160,7 +187,7 @@ impl<'a> Reader<'a> {
                     if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                         return None;
                     }
-                    // Surrogates never get here (the document pass sends them the long way).
+                    // A surrogate is no `char`: pairs and lone ones go the long way.
                     (char::from_u32(u32::from_str_radix(hex, 16).ok()?)?, 6)
                 }
                 _ => return None,
@@ -208,14 +235,8 @@ impl<'a> Reader<'a> {
                 return None;
             }
         }
-        if matches!(bytes.get(i), Some(b'e' | b'E')) {
-            i += 1;
-            if matches!(bytes.get(i), Some(b'+' | b'-')) {
-                i += 1;
-            }
-            if !digits(&mut i) {
-                return None;
-            }
+        if matches!(bytes.get(i), Some(b'e' | b'E')) || i - start > MAX_NUMBER {
+            return None;
         }
         self.pos = i;
         self.text.get(start..i)
@@ -560,10 +581,35 @@ mod tests {
             "]",
             "{\"a\":1} x",
             r#"{"$serde_json::private::RawValue":"[1]"}"#,
+            // What serde_json reads but the reader leaves to it.
+            "1e3",
+            "[1.5E-2]",
+            r#"{"a":[1e400]}"#,
+            r#""\ud83d\ude00""#,
+            r#""\udc00""#,
         ] {
             agrees(text);
             assert!(value(text).is_none(), "accepted {text:?}");
+            assert!(
+                !skips(text) || text.contains(RAW_VALUE_TOKEN),
+                "passed over {text:?}"
+            );
         }
+        let long = "9".repeat(MAX_NUMBER);
+        assert!(value(&long).is_some());
+        assert!(value(&format!("[{long}1]")).is_none());
+        assert!(!skips(&format!("{{\"a\":{long}.5}}")));
+        let nested = |n: usize| "[".repeat(n) + &"]".repeat(n);
+        assert!(value(&nested(MAX_DEPTH)).is_some());
+        assert!(skips(&format!(
+            "[{},{}]",
+            nested(MAX_DEPTH - 1),
+            nested(MAX_DEPTH - 1)
+        )));
+        assert!(value(&nested(MAX_DEPTH + 1)).is_none());
+        assert!(json(&nested(MAX_DEPTH + 1)).is_none());
+        assert!(!skips(&nested(MAX_DEPTH + 1)));
+        assert!(!skips(&nested(100_000)));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::LoadOptions;
-use super::raw::{Entries, compact, plain_compacted, sort_last_wins};
+use super::raw::{Entries, compact, sort_last_wins};
 use super::read::{Parts, Reader, state};
 use super::reuse::{document_fingerprint, fingerprint, may_refer, provenance};
 use crate::logic::input::{Json, RuleInput, Shape};
@@ -82,10 +82,7 @@ pub(super) fn load_json(
     opts: &LoadOptions,
     previous: Option<&FlagSet>,
 ) -> Option<FlagSet> {
-    // Every pass below reads the document without its line breaks and indentation; flags'
-    // fingerprints are taken of that text too.
-    let compacted = plain_compacted(bytes)?;
-    let text = std::str::from_utf8(&compacted).ok()?;
+    let text = std::str::from_utf8(bytes).ok()?;
     let mut reader = Reader::new(text);
     // Only an object is a document.
     let mut more = reader.open(b'{', b'}')?;
@@ -472,6 +469,130 @@ mod tests {
                 "the typed way accepted {doc}"
             );
         }
+    }
+
+    /// The same comparison for any document: when the typed way takes it, it builds what the
+    /// full way builds; when it gives up, the full way decides.
+    #[track_caller]
+    fn agrees_or_gives_up(doc: &str) {
+        if load_json(doc.as_bytes(), &LoadOptions::default(), None).is_some() {
+            agrees(doc);
+        }
+    }
+
+    #[test]
+    fn every_testbed_document_loads_as_the_full_way_loads_it() {
+        let Some(documents) = crate::testbed::flag_documents() else {
+            return;
+        };
+        let mut taken = 0;
+        for (path, value) in documents {
+            let text = std::fs::read_to_string(&path).unwrap();
+            for form in [
+                text,
+                value.to_string(),
+                serde_json::to_string_pretty(&value).unwrap(),
+            ] {
+                let parsed = parse(form.as_bytes(), Format::Json).unwrap();
+                let clean = load_value(parsed, &LoadOptions::default())
+                    .is_ok_and(|l| l.diagnostics.is_empty());
+                let typed = load_json(form.as_bytes(), &LoadOptions::default(), None);
+                if typed.is_some() {
+                    assert!(
+                        clean,
+                        "{}: the typed way took what the full way warns of",
+                        path.display()
+                    );
+                    agrees(&form);
+                    taken += 1;
+                }
+            }
+        }
+        assert!(taken > 0, "the typed way took no testbed document");
+    }
+
+    #[test]
+    fn shared_members_after_the_flags_still_apply() {
+        let flag = r#"{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off","targeting":{"if":[{"$ref":"e"},"on","off"]}}"#;
+        let late = format!(
+            r#"{{"flags":{{"f":{flag}}},"metadata":{{"flagSetId":"s","v":1}},"$evaluators":{{"e":{{"==":[1,1]}}}}}}"#
+        );
+        let set = load_json(late.as_bytes(), &LoadOptions::default(), None).unwrap();
+        let f = set.get("f").unwrap();
+        assert_eq!(f.flag_set_id(), Some("s"));
+        assert_eq!(f.evaluate(&serde_json::json!({}), 0).variant, Some("on"));
+        agrees(&late);
+        // And on a reload, with the previous set to reuse from.
+        let again = load_json(late.as_bytes(), &LoadOptions::default(), Some(&set)).unwrap();
+        assert!(Arc::ptr_eq(
+            set.get_shared("f").unwrap(),
+            again.get_shared("f").unwrap()
+        ));
+    }
+
+    #[test]
+    fn indented_and_compact_documents_load_alike() {
+        let doc: Value = serde_json::from_str(
+            r#"{"$schema":"https://flagd.dev/schema/v0/flags.json","metadata":{"flagSetId":"s","n":-0.5},
+            "$evaluators":{"staff":{"ends_with":[{"var":"email"},"@acme.com"]}},
+            "flags":{
+              "a":{"state":"ENABLED","variants":{"x":{"k":[1,-0,0.25,"\u00e9\t"]},"y":{}},"defaultVariant":"x",
+                   "targeting":{"if":[{"in":["@b.com",{"var":"email"}]},"y",null]},"metadata":{"t":"x y","n":1.0}},
+              "b":{"state":"DISABLED","variants":{"on":true},"defaultVariant":"on","unknown":[{"deep":[[[]]]},"s",false,null]},
+              "c":{"state":"ENABLED","variants":{"1":1,"2":2},"defaultVariant":"2",
+                   "targeting":{"fractional":[{"cat":[{"var":"$flagd.flagKey"},{"var":"targetingKey"}]},["1",50],["2",50]]}},
+              "d":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off",
+                   "targeting":{"if":[{"$ref":"staff"},"on","off"]}}
+            }}"#,
+        )
+        .unwrap();
+        for text in [doc.to_string(), serde_json::to_string_pretty(&doc).unwrap()] {
+            agrees(&text);
+            let array = text.replacen(r#""flags":{"#, r#""flags":["#, 1);
+            agrees_or_gives_up(&array);
+        }
+    }
+
+    #[test]
+    fn documents_cut_short_go_the_full_way_and_are_syntax_errors() {
+        let doc = r#"{"metadata":{"v":"1"},"flags":{"f":{"state":"ENABLED","variants":{"a":"x \" y","b":"\u00e9"},"defaultVariant":"a","targeting":{"if":[{"==":[{"var":"k"},[1,2.5]]},"b",null]}}}}"#;
+        assert!(load_json(doc.as_bytes(), &LoadOptions::default(), None).is_some());
+        for end in 0..doc.len() {
+            let cut = &doc.as_bytes()[..end];
+            assert!(
+                load_json(cut, &LoadOptions::default(), None).is_none(),
+                "{end}"
+            );
+            assert!(
+                matches!(
+                    crate::load(cut, Format::Json, &LoadOptions::default()),
+                    Err(crate::LoadError::Syntax { .. })
+                ),
+                "{end}"
+            );
+        }
+    }
+
+    #[test]
+    fn repeated_members_and_keys_load_as_the_full_way_loads_them() {
+        // Repeated flag keys: the last wins, both ways.
+        agrees(
+            r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":1},"defaultVariant":"a"},"f":{"state":"DISABLED","variants":{"b":2},"defaultVariant":"b"}}}"#,
+        );
+        // Repeated members of a definition, of the document, and of a rule's object.
+        for doc in [
+            r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":1},"variants":{"b":1},"defaultVariant":"b"}}}"#,
+            r#"{"metadata":{},"metadata":{"x":1},"flags":{}}"#,
+            r#"{"$schema":"a","$schema":"b","flags":{}}"#,
+        ] {
+            assert!(
+                load_json(doc.as_bytes(), &LoadOptions::default(), None).is_none(),
+                "{doc}"
+            );
+        }
+        agrees(
+            r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":1,"b":2},"defaultVariant":"a","targeting":{"if":[false,"a","b"],"if":[true,"b","a"]},"x":1,"x":2}}}"#,
+        );
     }
 
     #[test]
