@@ -92,10 +92,7 @@ pub(super) fn compact(raw: &str) -> Cow<'_, str> {
                     out.reserve(bytes.len());
                 }
                 out.push_str(raw.get(start..i).unwrap_or_default());
-                i += 1;
-                while matches!(bytes.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-                    i += 1;
-                }
+                i = gap_end(bytes, i + 1);
                 start = i;
             }
             _ => i += 1,
@@ -153,13 +150,16 @@ fn quote_or_backslash(bytes: &[u8], from: usize) -> Option<usize> {
 #[inline]
 fn gap_end(bytes: &[u8], from: usize) -> usize {
     let mut i = from;
-    while bytes.get(i..i + 8) == Some(b"        ") {
-        i += 8;
+    loop {
+        // Indentation comes in runs of spaces after each line break.
+        while bytes.get(i..i + 8) == Some(b"        ") {
+            i += 8;
+        }
+        match bytes.get(i) {
+            Some(b' ' | b'\n' | b'\r' | b'\t') => i += 1,
+            _ => return i,
+        }
     }
-    while matches!(bytes.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
-        i += 1;
-    }
-    i
 }
 
 /// Whether `bytes` hold a JSON document that is not cut short: something besides whitespace,
@@ -222,6 +222,10 @@ mod tests {
         assert_eq!(compact(r#"["\\", 1]"#), r#"["\\",1]"#);
         assert_eq!(compact(r#"["\" ",  "a" ]"#), r#"["\" ","a"]"#);
         assert_eq!(compact(" [1]\n"), "[1]");
+        let indented = "{\n                \"a\" :\n\t                        [1,\r\n        \n         2 ]\n}";
+        assert_eq!(compact(indented), r#"{"a":[1,2]}"#);
+        assert!(closed(indented.as_bytes()));
+        assert!(!closed(&indented.as_bytes()[..indented.len() - 1]));
     }
 
     /// [`string_end`] one byte at a time.
