@@ -79,7 +79,9 @@ impl<'de: 'a, 'a, V: Deserialize<'de>> Deserialize<'de> for Entries<'a, V> {
 }
 
 /// `raw` (one JSON value as written) without the whitespace between tokens, in one pass that
-/// copies the text between gaps. Borrowed when there is none to remove.
+/// copies the text between gaps; borrowed when there is none to remove. What the reader writes
+/// of a rule as it reads it is checked against this.
+#[cfg(test)]
 pub(super) fn compact(raw: &str) -> Cow<'_, str> {
     let bytes = raw.as_bytes();
     let mut out = String::new();
@@ -107,7 +109,7 @@ pub(super) fn compact(raw: &str) -> Cow<'_, str> {
 
 /// The position just past the string whose contents start at `from` (past the end of `bytes`
 /// when it is not closed).
-#[inline]
+#[cfg(test)]
 fn string_end(bytes: &[u8], from: usize) -> usize {
     let mut i = from;
     loop {

@@ -30,6 +30,8 @@ pub(super) struct Reader<'a> {
     pos: usize,
     /// Arrays and objects open at `pos`.
     depth: usize,
+    /// Where a rule's text is written as it is read.
+    scratch: String,
 }
 
 /// One flag definition's members, decoded but not yet checked against each other or compiled.
@@ -41,8 +43,9 @@ pub(super) struct Parts<'a> {
     pub(super) variants: Option<Vec<(Cow<'a, str>, Value)>>,
     /// `None` when absent or null.
     pub(super) default_variant: Option<Cow<'a, str>>,
-    /// The rule's text and the rule read from it; `None` when absent.
-    pub(super) targeting: Option<(&'a str, Json<'a>)>,
+    /// The rule's text as written, the same without whitespace between tokens, and the rule
+    /// read from it; `None` when absent.
+    pub(super) targeting: Option<(&'a str, Box<str>, Json<'a>)>,
     /// In document order, repeated names included.
     pub(super) metadata: Vec<(Cow<'a, str>, Value)>,
     /// `None` when absent or null.
@@ -64,6 +67,7 @@ impl<'a> Reader<'a> {
             text,
             pos: 0,
             depth: 0,
+            scratch: String::new(),
         }
     }
 
@@ -276,19 +280,40 @@ impl<'a> Reader<'a> {
     }
 
     /// Any value as a [`Json`] tree (objects' members sorted, the last of repeated names kept).
+    #[cfg(test)]
     pub(super) fn json(&mut self) -> Option<Json<'a>> {
-        match self.peek()? {
-            b'"' => self.string().map(Json::Str),
+        self.json_into(&mut String::new())
+    }
+
+    /// [`Reader::json`], and the value's text without whitespace between tokens appended to
+    /// `out` (strings, numbers and literals as written), as a rule's text is kept.
+    pub(super) fn json_into(&mut self, out: &mut String) -> Option<Json<'a>> {
+        let start = self.at();
+        match self.text.as_bytes().get(start)? {
+            b'"' => {
+                let text = self.string()?;
+                out.push_str(self.since(start)?);
+                Some(Json::Str(text))
+            }
             b'{' => {
                 let mut members: Vec<(Cow<'a, str>, Json<'a>)> = Vec::new();
                 let mut more = self.open(b'{', b'}')?;
+                out.push('{');
+                if !more {
+                    out.push('}');
+                }
                 while more {
-                    let name = self.name()?;
+                    let at = self.at();
+                    let name = self.string()?;
+                    out.push_str(self.since(at)?);
+                    self.eat(b':')?;
+                    out.push(':');
                     if members.is_empty() && name == RAW_VALUE_TOKEN {
                         return None;
                     }
-                    members.push((name, self.json()?));
+                    members.push((name, self.json_into(out)?));
                     more = self.next(b'}')?;
+                    out.push(if more { ',' } else { '}' });
                 }
                 if members.len() > 1 {
                     sort_last_wins(&mut members, |a, b| a.0.cmp(&b.0));
@@ -298,17 +323,33 @@ impl<'a> Reader<'a> {
             b'[' => {
                 let mut items = Vec::new();
                 let mut more = self.open(b'[', b']')?;
+                out.push('[');
+                if !more {
+                    out.push(']');
+                }
                 while more {
-                    items.push(self.json()?);
+                    items.push(self.json_into(out)?);
                     more = self.next(b']')?;
+                    out.push(if more { ',' } else { ']' });
                 }
                 Some(Json::Arr(items))
             }
-            b't' => self.literal("true").map(|()| Json::Bool(true)),
-            b'f' => self.literal("false").map(|()| Json::Bool(false)),
-            b'n' => self.literal("null").map(|()| Json::Null),
-            _ => number_value(self.number()?).map(Json::Num),
+            b't' => self.word("true", out).map(|()| Json::Bool(true)),
+            b'f' => self.word("false", out).map(|()| Json::Bool(false)),
+            b'n' => self.word("null", out).map(|()| Json::Null),
+            _ => {
+                let number = self.number()?;
+                out.push_str(number);
+                number_value(number).map(Json::Num)
+            }
         }
+    }
+
+    /// [`Reader::literal`], written to `out`.
+    fn word(&mut self, word: &str, out: &mut String) -> Option<()> {
+        self.literal(word)?;
+        out.push_str(word);
+        Some(())
     }
 
     /// Any value as a [`Value`].
@@ -404,8 +445,13 @@ impl<'a> Reader<'a> {
                 "targeting" => {
                     once(8)?;
                     let start = self.at();
-                    let rule = self.json()?;
-                    parts.targeting = Some((self.since(start)?, rule));
+                    // One buffer for every rule's text; each keeps an exact copy.
+                    let mut text = std::mem::take(&mut self.scratch);
+                    text.clear();
+                    let rule = self.json_into(&mut text);
+                    let compact = Box::from(text.as_str());
+                    self.scratch = text;
+                    parts.targeting = Some((self.since(start)?, compact, rule?));
                 }
                 "metadata" => {
                     once(16)?;
@@ -504,6 +550,9 @@ mod tests {
         let tree = json(text);
         if let Some(tree) = &tree {
             assert_eq!(Some(tree.to_value()), parsed, "{text}");
+            let mut written = String::new();
+            Reader::new(text).json_into(&mut written).unwrap();
+            assert_eq!(written, super::super::raw::compact(text), "{text}");
         }
         assert_eq!(read.is_some(), tree.is_some(), "{text}");
         // Passing over a value takes the member name serde_json treats specially as any other.
@@ -635,6 +684,10 @@ mod tests {
         assert_eq!(parts.default_variant, None);
         assert_eq!(
             parts.targeting.as_ref().map(|t| t.0),
+            Some(r#"{"if":[true,"a","b"]}"#)
+        );
+        assert_eq!(
+            parts.targeting.as_ref().map(|t| &*t.1),
             Some(r#"{"if":[true,"a","b"]}"#)
         );
         assert_eq!(parts.metadata.len(), 1);

@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::LoadOptions;
-use super::raw::{Entries, compact, sort_last_wins};
+use super::raw::{Entries, sort_last_wins};
 use super::read::{Parts, Reader, state};
 use super::reuse::{document_fingerprint, fingerprint, may_refer, provenance};
 use crate::logic::input::{Json, RuleInput, Shape};
@@ -290,7 +290,7 @@ fn build(
                 &shared.evaluator_hashes,
             ),
         ),
-        Some((raw, rule)) => {
+        Some((raw, source, rule)) => {
             if !schema::targeting_ok(&rule) {
                 return None;
             }
@@ -307,7 +307,6 @@ fn build(
                 (None, None, provenance)
             } else {
                 let compiled = Rule::compile_input(&rule, compile).ok()?;
-                let source = Box::from(compact(raw));
                 (Some(compiled), Some(source), provenance)
             }
         }
