@@ -40,10 +40,55 @@ pub enum SourceEvent {
         /// How to parse them.
         format: Format,
     },
+    /// Bytes that may belong to a save still in progress (what the file source read right
+    /// after a change). The store loads them as [`SourceEvent::Content`]; when they turn out cut
+    /// short, it leaves the source as it was and answers `false` through `settled`, so that the
+    /// source looks again. Every other outcome, accepted or rejected, answers `true`.
+    Unsettled {
+        /// Raw bytes as read.
+        bytes: Vec<u8>,
+        /// How to parse them.
+        format: Format,
+        /// Where the answer goes.
+        settled: Settled,
+    },
     /// The document is gone (a deleted file): its flags are removed.
     Removed,
     /// Fetching failed; the last good flags of the source stay.
     Failed(String),
+}
+
+/// The store's answer to [`SourceEvent::Unsettled`]: `true` once the bytes were taken (accepted
+/// or rejected), `false` when they were cut short and the source should look again. Dropped
+/// unanswered only when the store stops.
+#[derive(Debug, Clone)]
+pub struct Settled(Arc<Mutex<Option<tokio::sync::oneshot::Sender<bool>>>>);
+
+impl Settled {
+    /// An answer slot and the receiver the source waits on.
+    pub fn channel() -> (Settled, tokio::sync::oneshot::Receiver<bool>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (Settled(Arc::new(Mutex::new(Some(tx)))), rx)
+    }
+
+    /// Answers (only the first answer counts).
+    pub fn answer(&self, settled: bool) {
+        let sender = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(sender) = sender {
+            let _ = sender.send(settled);
+        }
+    }
+}
+
+/// Whether bytes that failed to load are a document cut short (a save in progress) rather than a
+/// finished document with an error: a JSON document that does not close every string, array and
+/// object it opens (one that did would have parsed, or failed for another reason than its end),
+/// or a YAML document that does not parse.
+pub fn cut_short(bytes: &[u8], format: Format, error: &LoadError) -> bool {
+    match format {
+        Format::Json => !flagd_evaluator::closed(bytes),
+        Format::Yaml => matches!(error, LoadError::Syntax { .. }),
+    }
 }
 
 /// One message from a source to the store task.
@@ -313,6 +358,14 @@ pub struct Store {
     published_failures: ArcSwap<Vec<PatchFailure>>,
 }
 
+/// Why [`Store::publish`] published nothing.
+enum Publish {
+    /// The document was rejected; the source's last good flags stay.
+    Rejected(LoadError),
+    /// Unsettled bytes were cut short; nothing changed.
+    CutShort,
+}
+
 #[derive(Debug, Default)]
 struct WriterState {
     hashes: Vec<Option<u64>>,
@@ -440,21 +493,46 @@ impl Store {
     /// back to the system ([`crate::heap`]).
     pub fn apply(&self, update: SourceUpdate) -> Result<Option<Arc<Change>>, LoadError> {
         let mut parsed_large = false;
-        let result = self.publish(update, &mut parsed_large);
+        let (update, settled) = match update.event {
+            SourceEvent::Unsettled {
+                bytes,
+                format,
+                settled,
+            } => (
+                SourceUpdate {
+                    source: update.source,
+                    event: SourceEvent::Content { bytes, format },
+                },
+                Some(settled),
+            ),
+            _ => (update, None),
+        };
+        let result = self.publish(update, settled.is_some(), &mut parsed_large);
+        if let Some(settled) = settled {
+            settled.answer(!matches!(result, Err(Publish::CutShort)));
+        }
         if parsed_large {
             crate::heap::release_free_pages();
         }
-        result
+        match result {
+            Ok(change) => Ok(change),
+            // A save in progress: nothing changed, nothing to report.
+            Err(Publish::CutShort) => Ok(None),
+            Err(Publish::Rejected(err)) => Err(err),
+        }
     }
 
     /// [`Store::apply`] itself; sets `parsed_large` when it parsed a large document. The
     /// document is parsed and compiled before the writer lock is taken; the lock covers only
     /// the override overlay and the swap.
+    /// With `unsettled`, bytes that turn out cut short ([`cut_short`]) leave everything as it
+    /// was.
     fn publish(
         &self,
         update: SourceUpdate,
+        unsettled: bool,
         parsed_large: &mut bool,
-    ) -> Result<Option<Arc<Change>>, LoadError> {
+    ) -> Result<Option<Arc<Change>>, Publish> {
         let idx = update.source;
         let Some(uri) = self.sources.get(idx).cloned() else {
             return Ok(None);
@@ -468,6 +546,8 @@ impl Store {
                 return Ok(None);
             }
             SourceEvent::Removed => None,
+            // `apply` hands these on as `Content`.
+            SourceEvent::Unsettled { .. } => return Ok(None),
             SourceEvent::Content { bytes, format } => {
                 let hash = {
                     let mut h = FxHasher::default();
@@ -505,11 +585,15 @@ impl Store {
                         self.mark_synced(idx, Some(loaded.diagnostics.clone()));
                         Some((hash, Arc::new(loaded.flags)))
                     }
+                    Err(err) if unsettled && cut_short(&bytes, format, &err) => {
+                        tracing::debug!(source = %uri, "flag document cut short; waiting for the rest");
+                        return Err(Publish::CutShort);
+                    }
                     Err(err) => {
                         tracing::error!(source = %uri, error = %err, "rejected flag document; keeping the last good flags");
                         self.set_error(idx, Some(err.to_string()));
                         self.set_diagnostics(idx, rejection_diagnostics(&err));
-                        return Err(err);
+                        return Err(Publish::Rejected(err));
                     }
                 }
             }
@@ -840,7 +924,7 @@ fn reload_span(telemetry: &Telemetry, store: &Store, update: &SourceUpdate) -> T
     );
     span.set_with(|| {
         let event = match &update.event {
-            SourceEvent::Content { .. } => "content",
+            SourceEvent::Content { .. } | SourceEvent::Unsettled { .. } => "content",
             SourceEvent::Removed => "removed",
             SourceEvent::Failed(_) => "failed",
         };
@@ -892,6 +976,108 @@ mod tests {
         r.flag
             .default_variant()
             .map(|(_, v)| v.as_str().unwrap_or_default().to_owned())
+    }
+
+    /// `bytes` offered as a save that may be in progress; the store's answer.
+    fn offer(store: &Store, bytes: &[u8], format: Format) -> (bool, Result<bool, String>) {
+        let (settled, mut verdict) = Settled::channel();
+        let result = store.apply(SourceUpdate {
+            source: 0,
+            event: SourceEvent::Unsettled {
+                bytes: bytes.to_vec(),
+                format,
+                settled,
+            },
+        });
+        let answer = verdict.try_recv().expect("answered");
+        (
+            answer,
+            result.map(|c| c.is_some()).map_err(|e| e.to_string()),
+        )
+    }
+
+    #[test]
+    fn unsettled_bytes_cut_short_leave_the_source_as_it_was() {
+        let store = Store::new(vec!["file".into()], LoadOptions::default());
+        let good = doc(&[("x", "1", None)]);
+        assert_eq!(
+            offer(&store, good.as_bytes(), Format::Json),
+            (true, Ok(true))
+        );
+        let edit =
+            r#"{"flags":{"x":{"state":"ENABLED","variants":{"a":"2 \" }"},"defaultVariant":"a"}}}"#;
+        // Every prefix of the edit is a save in progress: no change, no error, no diagnostics.
+        for end in 0..edit.len() {
+            let cut = &edit.as_bytes()[..end];
+            assert_eq!(
+                offer(&store, cut, Format::Json),
+                (false, Ok(false)),
+                "{}",
+                &edit[..end]
+            );
+            let status = &store.source_status()[0];
+            assert_eq!(status.last_error, None, "{}", &edit[..end]);
+            assert!(status.diagnostics.is_empty());
+            assert_eq!(
+                value_of(&store, "x", &Selector::default()).as_deref(),
+                Some("1")
+            );
+        }
+        assert_eq!(
+            offer(&store, edit.as_bytes(), Format::Json),
+            (true, Ok(true))
+        );
+        assert_eq!(
+            value_of(&store, "x", &Selector::default()).as_deref(),
+            Some("2 \" }")
+        );
+        // The same prefix sent as finished content is rejected as it always was.
+        let cut = &edit.as_bytes()[..20];
+        let as_content = store
+            .apply(SourceUpdate {
+                source: 0,
+                event: SourceEvent::Content {
+                    bytes: cut.to_vec(),
+                    format: Format::Json,
+                },
+            })
+            .unwrap_err();
+        assert!(matches!(as_content, LoadError::Syntax { .. }));
+        // A YAML document cut short does not parse.
+        assert_eq!(
+            offer(&store, b"flags:\n  x: {state: ENA", Format::Yaml),
+            (false, Ok(false))
+        );
+    }
+
+    #[test]
+    fn finished_documents_with_errors_are_rejected_with_the_same_message() {
+        let store = Store::new(vec!["file".into()], LoadOptions::default());
+        for (bytes, format) in [
+            (&br#"{"flags":}"#[..], Format::Json),
+            (br#"{"flags":{}} x"#, Format::Json),
+            (
+                br#"{"flags":{"x":{"state":"ENABLED","variants":{"a":1},"defaultVariant":"b"}}}"#,
+                Format::Json,
+            ),
+            (b"flags: {x: 1}\n", Format::Yaml),
+        ] {
+            let expected = flagd_evaluator::load(bytes, format, &LoadOptions::default())
+                .unwrap_err()
+                .to_string();
+            assert_eq!(offer(&store, bytes, format), (true, Err(expected.clone())));
+            assert_eq!(store.source_status()[0].last_error, Some(expected));
+        }
+        // Hostile documents: nested deeply, cut inside an escape, numbers out of range.
+        let deep = "[".repeat(10_000);
+        assert!(!offer(&store, deep.as_bytes(), Format::Json).0);
+        assert!(!offer(&store, br#"{"flags":{"a":"\u00"#, Format::Json).0);
+        let (answer, result) = offer(
+            &store,
+            br#"{"flags":{"a":{"state":"ENABLED","variants":{"a":1e400}}}}"#,
+            Format::Json,
+        );
+        assert!(answer && result.is_err(), "{result:?}");
     }
 
     #[test]

@@ -10,14 +10,16 @@
 //! which also serves alone when notifications are unavailable.
 //!
 //! Notifications are debounced, then the path is read again (following symlinks). Content is
-//! sent only when its bytes differ from what was last sent. A file that does not parse, or that
-//! has vanished, may be a save in progress, so it is looked at once more after the debounce
-//! before it is reported; a document that still does not parse is sent anyway and the store,
-//! which keeps the last good flags, rejects it with a diagnostic.
+//! sent only when its bytes differ from what was last sent. A file that has vanished, or whose
+//! bytes the store finds cut short as it loads them (a JSON document that does not close what
+//! it opens, a YAML document that does not parse: [`SourceEvent::Unsettled`]), may be a save in
+//! progress, so it is looked at once more after the debounce before it is reported; a document
+//! that is still cut short is sent anyway and the store, which keeps the last good flags,
+//! rejects it with a diagnostic.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::Hasher;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,11 +29,12 @@ use std::time::{Duration, SystemTime};
 use flagd_evaluator::Format;
 use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use rustc_hash::FxHasher;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::{SourceError, runtime};
-use crate::store::{SourceEvent, SourceUpdate};
+use crate::store::{Settled, SourceEvent, SourceUpdate};
 
 /// Timing of a file source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,10 +197,8 @@ impl FileSource {
     }
 
     async fn probe(&self) -> Option<Probe> {
-        let (path, format) = (self.path.clone(), self.format);
-        tokio::task::spawn_blocking(move || probe(&path, format))
-            .await
-            .ok()
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || probe(&path)).await.ok()
     }
 
     /// Reads the file and sends what changed. `false` when the source should stop.
@@ -205,14 +206,9 @@ impl FileSource {
         let Some(mut probe) = self.probe().await else {
             return true;
         };
-        let unsettled = match &probe.read {
-            Read::Bytes { well_formed, .. } => !well_formed,
-            Read::Missing => self.loaded,
-            Read::Error(_) => false,
-        };
-        if unsettled {
-            // Probably a save in progress (truncated, half written, or renamed away for a
-            // moment): look once more before bothering the store.
+        if matches!(probe.read, Read::Missing) && self.loaded {
+            // Probably a save in progress (renamed away for a moment): look once more before
+            // bothering the store.
             if !self.pause().await {
                 return false;
             }
@@ -220,6 +216,31 @@ impl FileSource {
                 probe = again;
             }
         }
+        let read = self.take(probe, watches).await;
+        let bytes = match read {
+            Read::Bytes(bytes) => bytes,
+            other => return self.emit(other).await,
+        };
+        // The store tells a save in progress (cut short) from a finished document as it
+        // loads it; then the file is looked at once more, and what is there is sent as it is.
+        match self.offer(bytes).await {
+            Offer::Stop => return false,
+            Offer::Taken => return true,
+            Offer::CutShort => {}
+        }
+        if !self.pause().await {
+            return false;
+        }
+        let Some(probe) = self.probe().await else {
+            return true;
+        };
+        let read = self.take(probe, watches).await;
+        self.emit(read).await
+    }
+
+    /// Follows what `probe` found out about the path (watched directories, metadata) and
+    /// returns its read.
+    async fn take(&mut self, probe: Probe, watches: &mut Option<Watches>) -> Read {
         self.filter
             .follow_all
             .store(probe.symlink, Ordering::Relaxed);
@@ -228,7 +249,41 @@ impl FileSource {
             *watches = update_watches(watches.take(), probe.dirs).await;
         }
         self.seen = probe.stat;
-        self.emit(probe.read).await
+        probe.read
+    }
+
+    /// Sends bytes that may be a save in progress, unless they are what was last sent, and
+    /// waits for the store's verdict.
+    async fn offer(&mut self, bytes: Vec<u8>) -> Offer {
+        let hash = content_hash(&bytes);
+        if self.last == Sent::Content(hash) {
+            return Offer::Taken;
+        }
+        let (settled, verdict) = Settled::channel();
+        let len = bytes.len();
+        let update = SourceUpdate {
+            source: self.index,
+            event: SourceEvent::Unsettled {
+                bytes,
+                format: self.format,
+                settled,
+            },
+        };
+        if self.tx.send(update).await.is_err() {
+            return Offer::Stop;
+        }
+        let taken = tokio::select! {
+            _ = self.shutdown.wait_for(|stop| *stop) => return Offer::Stop,
+            // Unanswered only when the store stopped; the next send finds out.
+            verdict = verdict => verdict.unwrap_or(true),
+        };
+        if !taken {
+            return Offer::CutShort;
+        }
+        self.last = Sent::Content(hash);
+        self.loaded = true;
+        tracing::debug!(path = %self.path.display(), bytes = len, "flag file changed");
+        Offer::Taken
     }
 
     /// The slow path: re-establishes watches on directories that were replaced, and re-reads
@@ -255,7 +310,7 @@ impl FileSource {
     /// Sends what `read` means for the store, unless it was the last thing sent.
     async fn emit(&mut self, read: Read) -> bool {
         let event = match read {
-            Read::Bytes { bytes, .. } => {
+            Read::Bytes(bytes) => {
                 let hash = content_hash(&bytes);
                 if self.last == Sent::Content(hash) {
                     return true;
@@ -305,16 +360,29 @@ impl FileSource {
     }
 }
 
+/// What tells bytes already sent from new ones: a fast hash (an unnoticed change would need two
+/// versions of the file with the same hash, which only its writer can make, against itself).
 fn content_hash(bytes: &[u8]) -> u64 {
-    let mut h = DefaultHasher::new();
-    bytes.hash(&mut h);
+    let mut h = FxHasher::default();
+    h.write(bytes);
+    h.write_usize(bytes.len());
     h.finish()
+}
+
+/// What became of bytes offered to the store.
+enum Offer {
+    /// Accepted or rejected: sent.
+    Taken,
+    /// Cut short: look again.
+    CutShort,
+    /// The source should stop.
+    Stop,
 }
 
 /// What reading the path found.
 #[derive(Debug)]
 enum Read {
-    Bytes { bytes: Vec<u8>, well_formed: bool },
+    Bytes(Vec<u8>),
     Missing,
     Error(String),
 }
@@ -332,13 +400,10 @@ struct Probe {
     symlink: bool,
 }
 
-fn probe(path: &Path, format: Format) -> Probe {
+fn probe(path: &Path) -> Probe {
     let stat = stat(path);
     let read = match std::fs::read(path) {
-        Ok(bytes) => {
-            let well_formed = well_formed(&bytes, format);
-            Read::Bytes { bytes, well_formed }
-        }
+        Ok(bytes) => Read::Bytes(bytes),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Read::Missing,
         Err(e) => Read::Error(format!("cannot read flag file {}: {e}", path.display())),
     };
@@ -357,17 +422,6 @@ fn probe(path: &Path, format: Format) -> Probe {
         read,
         dirs,
         symlink,
-    }
-}
-
-/// Whether the file looks finished rather than a save in progress, much cheaper than the
-/// store's full load: a JSON document that is not empty and closes every string, array and
-/// object it opens (a finished file with a syntax error is finished: the store rejects it);
-/// for YAML, a document that parses.
-fn well_formed(bytes: &[u8], format: Format) -> bool {
-    match format {
-        Format::Json => flagd_evaluator::closed(bytes),
-        Format::Yaml => flagd_evaluator::parse(bytes, format).is_ok(),
     }
 }
 
@@ -610,13 +664,31 @@ mod tests {
             Harness::start(dir, path, options)
         }
 
+        /// The next update as the store takes it: unsettled bytes are answered as the store
+        /// answers them (cut short: wait for the next), and come out as content.
         async fn next(&mut self) -> SourceEvent {
-            let update = tokio::time::timeout(WAIT, self.rx.recv())
-                .await
-                .expect("no update in time")
-                .expect("source ended");
-            assert_eq!(update.source, 7);
-            update.event
+            loop {
+                let update = tokio::time::timeout(WAIT, self.rx.recv())
+                    .await
+                    .expect("no update in time")
+                    .expect("source ended");
+                assert_eq!(update.source, 7);
+                match update.event {
+                    SourceEvent::Unsettled {
+                        bytes,
+                        format,
+                        settled,
+                    } => {
+                        let short = flagd_evaluator::load(&bytes, format, &Default::default())
+                            .is_err_and(|e| crate::store::cut_short(&bytes, format, &e));
+                        settled.answer(!short);
+                        if !short {
+                            return SourceEvent::Content { bytes, format };
+                        }
+                    }
+                    event => return event,
+                }
+            }
         }
 
         #[track_caller]
@@ -725,6 +797,49 @@ mod tests {
         std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
         std::fs::remove_dir_all(d.join("..2026_02")).unwrap();
         h.next_content(V1).await;
+    }
+
+    /// The next update as it was sent, unanswered.
+    async fn raw_update(h: &mut Harness) -> SourceEvent {
+        tokio::time::timeout(WAIT, h.rx.recv())
+            .await
+            .expect("no update in time")
+            .expect("source ended")
+            .event
+    }
+
+    #[tokio::test]
+    async fn a_file_cut_short_is_looked_at_again_and_then_sent_as_it_is() {
+        let mut h = Harness::with_file(Some(V1), fast());
+        h.next_content(V1).await;
+        let half = &V2[..V2.len() / 2];
+        h.replace(half);
+        // The store finds the bytes cut short; meanwhile the save finishes.
+        match raw_update(&mut h).await {
+            SourceEvent::Unsettled { bytes, settled, .. } => {
+                assert_eq!(bytes, half.as_bytes());
+                h.replace(V2);
+                settled.answer(false);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Looked at once more: sent as finished content, whatever it holds.
+        match raw_update(&mut h).await {
+            SourceEvent::Content { bytes, .. } => assert_eq!(bytes, V2.as_bytes()),
+            other => panic!("{other:?}"),
+        }
+        // A file that stays cut short is sent as it is after the second look, for the store
+        // to reject.
+        h.replace(half);
+        match raw_update(&mut h).await {
+            SourceEvent::Unsettled { settled, .. } => settled.answer(false),
+            other => panic!("{other:?}"),
+        }
+        match raw_update(&mut h).await {
+            SourceEvent::Content { bytes, .. } => assert_eq!(bytes, half.as_bytes()),
+            other => panic!("{other:?}"),
+        }
+        h.quiet().await;
     }
 
     #[tokio::test]
@@ -871,14 +986,5 @@ mod tests {
         assert!(filter.relevant(&Event::new(EventKind::Other)));
         filter.follow_all.store(true, Ordering::Relaxed);
         assert!(filter.relevant(&ev(write, "/cfg/other.json")));
-    }
-
-    #[test]
-    fn syntax_check() {
-        assert!(well_formed(V1.as_bytes(), Format::Json));
-        assert!(!well_formed(b"", Format::Json));
-        assert!(!well_formed(b"{\"flags\":", Format::Json));
-        assert!(well_formed(b"flags: {}\n", Format::Yaml));
-        assert!(!well_formed(b"  \n", Format::Yaml));
     }
 }

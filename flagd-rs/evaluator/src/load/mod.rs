@@ -8,6 +8,7 @@
 //! check and compile each flag, and report every problem.
 
 pub(crate) mod raw;
+mod read;
 pub(crate) mod reuse;
 mod typed;
 

@@ -78,16 +78,10 @@ impl<'de: 'a, 'a, V: Deserialize<'de>> Deserialize<'de> for Entries<'a, V> {
     }
 }
 
-/// For a `#[serde(deserialize_with)]` field: the member's raw text whatever it holds, `null`
-/// included (an `Option` would turn `null` into "absent").
-pub(super) fn present<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<&'de serde_json::value::RawValue>, D::Error> {
-    <&serde_json::value::RawValue>::deserialize(d).map(Some)
-}
-
 /// `raw` (one JSON value as written) without the whitespace between tokens, in one pass that
-/// copies the text between gaps. Borrowed when there is none to remove.
+/// copies the text between gaps; borrowed when there is none to remove. What the reader writes
+/// of a rule as it reads it is checked against this.
+#[cfg(test)]
 pub(super) fn compact(raw: &str) -> Cow<'_, str> {
     let bytes = raw.as_bytes();
     let mut out = String::new();
@@ -100,10 +94,7 @@ pub(super) fn compact(raw: &str) -> Cow<'_, str> {
                     out.reserve(bytes.len());
                 }
                 out.push_str(raw.get(start..i).unwrap_or_default());
-                i += 1;
-                while matches!(bytes.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-                    i += 1;
-                }
+                i = gap_end(bytes, i + 1);
                 start = i;
             }
             _ => i += 1,
@@ -118,24 +109,14 @@ pub(super) fn compact(raw: &str) -> Cow<'_, str> {
 
 /// The position just past the string whose contents start at `from` (past the end of `bytes`
 /// when it is not closed).
-#[inline]
+#[cfg(test)]
 fn string_end(bytes: &[u8], from: usize) -> usize {
-    string_end_escaped(bytes, from).0
-}
-
-/// [`string_end`], and whether the string holds a backslash.
-#[inline]
-fn string_end_escaped(bytes: &[u8], from: usize) -> (usize, bool) {
     let mut i = from;
-    let mut escaped = false;
     loop {
         match quote_or_backslash(bytes, i) {
-            Some(n) if bytes.get(n) == Some(&b'"') => return (n + 1, escaped),
-            Some(n) => {
-                escaped = true;
-                i = n + 2;
-            }
-            None => return (bytes.len(), escaped),
+            Some(n) if bytes.get(n) == Some(&b'"') => return n + 1,
+            Some(n) => i = n + 2,
+            None => return bytes.len(),
         }
     }
 }
@@ -167,109 +148,20 @@ fn quote_or_backslash(bytes: &[u8], from: usize) -> Option<usize> {
         .map(|n| i + n)
 }
 
-/// Deepest nesting the typed decode takes on trust. The full parse refuses 128 levels; the
-/// typed decode skips parts of the document without counting, so a deeper one goes the long way.
-const MAX_PLAIN_DEPTH: usize = 100;
-
-/// Longest run of digits the typed decode takes on trust (a longer number may overflow a
-/// double, which the full parse refuses).
-const MAX_PLAIN_DIGITS: usize = 300;
-
-/// Whether the typed decode can judge `bytes` exactly as the full parse would. The typed decode
-/// skips members it does not need without the checks a full parse makes on every value (depth,
-/// lone surrogate escapes, numbers out of range), so a document that nests deeply, has any
-/// surrogate escape, a number with an exponent or an overlong number goes through the full
-/// parse instead. Syntax errors are left to the parsers.
-#[cfg(test)]
-pub(super) fn plain(bytes: &[u8]) -> bool {
-    plain_compacted(bytes).is_some()
-}
-
-/// [`plain`], and when it is, the document without its line breaks and indentation, for the
-/// passes of the typed decode (an indented document is mostly gaps). A gap that holds a line
-/// break or more than one character goes; where it separates two tokens that are neither
-/// structural characters nor strings (`1  2`, `-\n1`, `true\nfalse`) one space stays, so that
-/// no invalid document turns valid. Single spaces and strings stay as written: what a flag's
-/// text compacts to depends on that text alone. Borrowed when there is no gap to remove.
-pub(super) fn plain_compacted(bytes: &[u8]) -> Option<Cow<'_, [u8]>> {
-    let separates = |b: Option<&u8>| {
-        matches!(
-            b,
-            None | Some(b'{' | b'}' | b'[' | b']' | b':' | b',' | b'"')
-        )
-    };
-    let mut out: Vec<u8> = Vec::new();
-    let mut start = 0;
-    let mut depth = 0usize;
-    let mut digits = 0usize;
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        i += 1;
-        match b {
-            b'"' => {
-                digits = 0;
-                let (end, escaped) = string_end_escaped(bytes, i);
-                if escaped && has_surrogate_escape(bytes.get(i..end).unwrap_or_default()) {
-                    return None;
-                }
-                i = end;
-            }
-            b'0'..=b'9' => {
-                digits += 1;
-                if digits > MAX_PLAIN_DIGITS {
-                    return None;
-                }
-            }
-            b'e' | b'E' if digits > 0 => return None,
-            b'[' | b'{' => {
-                digits = 0;
-                depth += 1;
-                if depth > MAX_PLAIN_DEPTH {
-                    return None;
-                }
-            }
-            b']' | b'}' => {
-                digits = 0;
-                depth = depth.saturating_sub(1);
-            }
-            b' ' | b'\n' | b'\r' | b'\t' => {
-                digits = 0;
-                let gap = i - 1;
-                i = gap_end(bytes, i);
-                if i - gap == 1 && matches!(b, b' ' | b'\t') {
-                    continue;
-                }
-                if out.capacity() == 0 {
-                    out.reserve(bytes.len());
-                }
-                out.extend_from_slice(bytes.get(start..gap).unwrap_or_default());
-                let before = gap.checked_sub(1).and_then(|p| bytes.get(p));
-                if !separates(before) && !separates(bytes.get(i)) {
-                    out.push(b' ');
-                }
-                start = i;
-            }
-            _ => digits = 0,
-        }
-    }
-    if start == 0 {
-        return Some(Cow::Borrowed(bytes));
-    }
-    out.extend_from_slice(bytes.get(start..).unwrap_or_default());
-    Some(Cow::Owned(out))
-}
-
 /// The end of the run of whitespace at `from` (an indented document is mostly such runs).
 #[inline]
 fn gap_end(bytes: &[u8], from: usize) -> usize {
     let mut i = from;
-    while bytes.get(i..i + 8) == Some(b"        ") {
-        i += 8;
+    loop {
+        // Indentation comes in runs of spaces after each line break.
+        while bytes.get(i..i + 8) == Some(b"        ") {
+            i += 8;
+        }
+        match bytes.get(i) {
+            Some(b' ' | b'\n' | b'\r' | b'\t') => i += 1,
+            _ => return i,
+        }
     }
-    while matches!(bytes.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
-        i += 1;
-    }
-    i
 }
 
 /// Whether `bytes` hold a JSON document that is not cut short: something besides whitespace,
@@ -318,28 +210,6 @@ fn closed_string_end(bytes: &[u8], from: usize) -> Option<usize> {
     }
 }
 
-/// Whether string contents (between the quotes) hold a `\uD800`..`\uDFFF` escape.
-fn has_surrogate_escape(contents: &[u8]) -> bool {
-    let mut i = 0;
-    while let Some(&b) = contents.get(i) {
-        if b == b'\\' {
-            if contents.get(i + 1) == Some(&b'u')
-                && matches!(contents.get(i + 2), Some(b'd' | b'D'))
-                && matches!(
-                    contents.get(i + 3),
-                    Some(b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
-                )
-            {
-                return true;
-            }
-            i += 2;
-        } else {
-            i += 1;
-        }
-    }
-    false
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,6 +224,10 @@ mod tests {
         assert_eq!(compact(r#"["\\", 1]"#), r#"["\\",1]"#);
         assert_eq!(compact(r#"["\" ",  "a" ]"#), r#"["\" ","a"]"#);
         assert_eq!(compact(" [1]\n"), "[1]");
+        let indented = "{\n                \"a\" :\n\t                        [1,\r\n        \n         2 ]\n}";
+        assert_eq!(compact(indented), r#"{"a":[1,2]}"#);
+        assert!(closed(indented.as_bytes()));
+        assert!(!closed(&indented.as_bytes()[..indented.len() - 1]));
     }
 
     /// [`string_end`] one byte at a time.
@@ -392,49 +266,6 @@ mod tests {
                 );
             }
         }
-        assert!(string_end_escaped(br#"ab\ncdefghijkl"x"#, 0).1);
-        assert!(!string_end_escaped(br#"abcdefghijkl"x\"#, 0).1);
-    }
-
-    #[test]
-    fn document_gaps_go_where_they_cannot_matter() {
-        let compacted = |s: &str| {
-            let out = plain_compacted(s.as_bytes()).expect("plain");
-            String::from_utf8(out.into_owned()).unwrap()
-        };
-        assert!(matches!(
-            plain_compacted(br#"{"a": [1, 2]}"#),
-            Some(Cow::Borrowed(_))
-        ));
-        assert_eq!(
-            compacted("\n{ \"a b\" : [ 1 , \"x \\\" y\" ],\n\t\"c\":  null }\n"),
-            "{ \"a b\" : [ 1 , \"x \\\" y\" ],\"c\":null }"
-        );
-        // Gaps that separate tokens stay, so what was invalid stays invalid.
-        for (text, expected) in [
-            ("[1 2]", "[1 2]"),
-            ("[1\n2]", "[1 2]"),
-            ("[ -  1 ]", "[ - 1 ]"),
-            ("[true\n\nfalse]", "[true false]"),
-            ("[1.\n5,\t1  e5]", "[1. 5,\t1 e5]"),
-            ("[\"a\"\n  \"b\"]", "[\"a\"\"b\"]"),
-        ] {
-            assert_eq!(compacted(text), expected);
-            let before = serde_json::from_str::<serde_json::Value>(text).is_ok();
-            let after = serde_json::from_str::<serde_json::Value>(expected).is_ok();
-            assert_eq!(before, after, "{text}");
-        }
-        // Every value that parses parses to the same value after.
-        for text in [
-            "  {\n  \"flags\" :\n { \"f\" : { \"v\" : [ 1.5 ,\r\n -0 , \"\\u00e9 \\n\" , { } , [ ] ] } } }  ",
-            "[\"\\\\\"  ,\n  \"  \"\n]",
-            "\"unterminated\n  ",
-        ] {
-            let before = serde_json::from_str::<serde_json::Value>(text).ok();
-            let after = plain_compacted(text.as_bytes())
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
-            assert_eq!(before, after, "{text}");
-        }
     }
 
     #[test]
@@ -464,33 +295,6 @@ mod tests {
         for end in 0..doc.len() {
             assert!(!closed(&doc.as_bytes()[..end]), "{}", &doc[..end]);
         }
-    }
-
-    #[test]
-    fn plain_documents() {
-        assert!(plain(
-            br#"{"flags":{"a":{"v":[1,2.5,-3,"e1","\u00e9"]}},"t":true,"f":false}"#
-        ));
-        assert!(!plain(br#"{"x":1e3}"#));
-        assert!(!plain(br#"{"x":2.5E-3}"#));
-        assert!(!plain(br#"{"x":"\ud83d\ude00"}"#));
-        assert!(!plain(br#"{"x":"\uDFFF"}"#));
-        assert!(
-            plain(br#"{"x":"\\ud800"}"#),
-            "an escaped backslash is no escape"
-        );
-        assert!(!plain("[".repeat(MAX_PLAIN_DEPTH + 1).as_bytes()));
-        assert!(plain(
-            format!(
-                "{}{}",
-                "[".repeat(MAX_PLAIN_DEPTH),
-                "]".repeat(MAX_PLAIN_DEPTH)
-            )
-            .as_bytes()
-        ));
-        assert!(!plain(
-            format!("[{}]", "9".repeat(MAX_PLAIN_DIGITS + 1)).as_bytes()
-        ));
     }
 
     #[test]

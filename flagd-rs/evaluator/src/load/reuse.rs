@@ -31,7 +31,7 @@ pub(crate) struct Provenance {
 
 impl Provenance {
     /// Whether a flag built from `self` is what `definition` under `evaluators` compiles to.
-    pub(crate) fn matches(&self, definition: u64, evaluators: &FxHashMap<&str, u64>) -> bool {
+    pub(crate) fn matches(&self, definition: u64, evaluators: &FxHashMap<Box<str>, u64>) -> bool {
         self.definition != 0
             && self.definition == definition
             && self
@@ -72,7 +72,7 @@ pub(crate) fn provenance<I: RuleInput>(
     definition: u64,
     rule: Option<&I>,
     evaluators: &Map<String, Value>,
-    hashes: &FxHashMap<&str, u64>,
+    hashes: &FxHashMap<Box<str>, u64>,
 ) -> Provenance {
     let Some(rule) = rule else {
         return Provenance {

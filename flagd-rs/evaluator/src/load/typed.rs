@@ -1,6 +1,7 @@
-//! The fast way in for JSON: decode the document into borrowed, typed parts without building a
-//! tree of the whole document, check what the schema and flagd check, compile each rule from
-//! its own raw text, and keep flags a previous load already compiled from the same inputs.
+//! The fast way in for JSON: read the document once, decoding each flag definition as it is
+//! read ([`super::read`]) without a tree of the whole document, check what the schema and
+//! flagd check, compile each rule from the tree read from its text, and keep flags a previous
+//! load already compiled from the same inputs.
 //!
 //! It either produces exactly what the full path ([`super::load_value`]) would, for a document
 //! that path accepts without a single diagnostic, or gives up (`None`), and the caller takes the
@@ -9,96 +10,69 @@
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::LoadOptions;
-use super::raw::{Entries, Text, compact, plain_compacted, present, sort_last_wins};
+use super::raw::{Entries, sort_last_wins};
+use super::read::{Parts, Reader, state};
 use super::reuse::{document_fingerprint, fingerprint, may_refer, provenance};
 use crate::logic::input::{Json, RuleInput, Shape};
 use crate::logic::{CompileOptions, Rule};
-use crate::model::{Flag, FlagSet, State};
+use crate::model::{Flag, FlagSet};
 use crate::schema;
 
-/// One flag definition as written. Members it does not name are skipped, as the schema allows.
-#[derive(Deserialize)]
-struct FlagDef<'a> {
-    #[serde(borrow)]
-    state: Option<Text<'a>>,
-    #[serde(borrow, default)]
-    variants: Entries<'a, Value>,
-    #[serde(borrow, rename = "defaultVariant")]
-    default_variant: Option<Text<'a>>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    targeting: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    metadata: Entries<'a, Value>,
-    #[serde(borrow)]
-    key: Option<Text<'a>>,
-}
-
-/// A document's members as the typed way needs them; others are skipped. A repeated member
-/// fails the decode (and the document takes the full way).
-#[derive(Deserialize)]
-struct Document<'a> {
-    #[serde(borrow, rename = "$schema", default, deserialize_with = "present")]
-    schema: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "present")]
-    metadata: Option<&'a RawValue>,
-    #[serde(borrow, rename = "$evaluators", default, deserialize_with = "present")]
-    evaluators: Option<&'a RawValue>,
-    #[serde(borrow)]
-    flags: Option<FlagList<'a>>,
-}
-
-/// `flags`: key -> definition, or definitions with their `key`, each as written.
-enum FlagList<'a> {
-    Map(Entries<'a, &'a RawValue>),
-    Array(Vec<&'a RawValue>),
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for FlagList<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct ListVisitor<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for ListVisitor<'a> {
-            type Value = FlagList<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an object or an array of flags")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
-                while let Some(key) = map.next_key::<Text<'a>>()? {
-                    out.push((key, map.next_value::<&'a RawValue>()?));
-                }
-                Ok(FlagList::Map(Entries(out)))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-                while let Some(def) = seq.next_element::<&'a RawValue>()? {
-                    out.push(def);
-                }
-                Ok(FlagList::Array(out))
-            }
-        }
-        d.deserialize_any(ListVisitor(std::marker::PhantomData))
-    }
-}
-
 /// The document's shared parts, as every flag needs them.
-struct Shared<'d> {
+struct Shared {
     metadata: Map<String, Value>,
     evaluators: Map<String, Value>,
     /// Evaluator name -> fingerprint of its definition.
-    evaluator_hashes: FxHashMap<&'d str, u64>,
+    evaluator_hashes: FxHashMap<Box<str>, u64>,
     /// The document-level fingerprint of every flag ([`document_fingerprint`]).
     document: u64,
+}
+
+impl Shared {
+    /// From the texts of the document's `metadata` and `$evaluators` members (`None`: absent).
+    fn new(metadata: Option<&str>, evaluators: Option<&str>, opts: &LoadOptions) -> Option<Self> {
+        let metadata_map = match metadata {
+            None => Map::new(),
+            Some(raw) => {
+                let map: Map<String, Value> = serde_json::from_str(raw).ok()?;
+                if !schema::set_metadata_ok(&map) {
+                    return None;
+                }
+                map
+            }
+        };
+        let entries: Entries<'_, &RawValue> = match evaluators {
+            None => Entries::default(),
+            Some(raw) => serde_json::from_str(raw).ok()?,
+        };
+        let mut evaluator_map = Map::new();
+        let mut evaluator_hashes = FxHashMap::default();
+        for (name, raw) in &entries.0 {
+            let rule: Value = serde_json::from_str(raw.get()).ok()?;
+            // flagd refuses an empty evaluator; the schema wants a rule object.
+            if name.0.is_empty()
+                || rule.as_object().is_none_or(Map::is_empty)
+                || !schema::targeting_ok(&rule)
+            {
+                return None;
+            }
+            evaluator_hashes.insert(
+                Box::from(&*name.0),
+                fingerprint(&[name.0.as_bytes(), raw.get().as_bytes()]),
+            );
+            evaluator_map.insert(name.0.clone().into_owned(), rule);
+        }
+        Some(Shared {
+            metadata: metadata_map,
+            evaluators: evaluator_map,
+            evaluator_hashes,
+            document: document_fingerprint(opts, metadata),
+        })
+    }
 }
 
 /// Loads a JSON document the fast way, reusing the flags of `previous` whose inputs are
@@ -108,81 +82,59 @@ pub(super) fn load_json(
     opts: &LoadOptions,
     previous: Option<&FlagSet>,
 ) -> Option<FlagSet> {
-    // Every pass below reads the document without its line breaks and indentation; flags'
-    // fingerprints are taken of that text too.
-    let compacted = plain_compacted(bytes)?;
-    let bytes = &*compacted;
-    // Only an object is a document (serde would also take an array as the members in order).
-    if bytes.trim_ascii_start().first() != Some(&b'{') {
-        return None;
-    }
-    let root: Document<'_> = serde_json::from_slice(bytes).ok()?;
-    if root.schema.is_some_and(|s| !s.get().starts_with('"')) {
-        return None;
-    }
-    let metadata_raw = root.metadata.map(RawValue::get);
-    let metadata = match metadata_raw {
-        None => Map::new(),
-        Some(raw) => {
-            let map: Map<String, Value> = serde_json::from_str(raw).ok()?;
-            if !schema::set_metadata_ok(&map) {
-                return None;
-            }
-            map
-        }
-    };
-    let evaluator_entries: Entries<'_, &RawValue> = match root.evaluators {
-        None => Entries::default(),
-        Some(raw) => serde_json::from_str(raw.get()).ok()?,
-    };
-    let mut evaluators = Map::new();
-    let mut evaluator_hashes = FxHashMap::default();
-    for (name, raw) in &evaluator_entries.0 {
-        let rule: Value = serde_json::from_str(raw.get()).ok()?;
-        // flagd refuses an empty evaluator; the schema wants a rule object.
-        if name.0.is_empty()
-            || rule.as_object().is_none_or(Map::is_empty)
-            || !schema::targeting_ok(&rule)
-        {
-            return None;
-        }
-        evaluator_hashes.insert(
-            &*name.0,
-            fingerprint(&[name.0.as_bytes(), raw.get().as_bytes()]),
-        );
-        evaluators.insert(name.0.clone().into_owned(), rule);
-    }
-    let shared = Shared {
-        metadata,
-        evaluators,
-        evaluator_hashes,
-        document: document_fingerprint(opts, metadata_raw),
-    };
-    let previous = previous.filter(|p| p.document_fingerprint == shared.document);
-    let compile = CompileOptions {
-        evaluators: Some(&shared.evaluators),
-        hash: opts.hash,
-        max_depth: opts.max_rule_depth,
-        budget: opts.budget,
-    };
-
-    let mut flags = Vec::new();
-    match root.flags? {
-        FlagList::Map(entries) => {
-            flags.reserve(entries.0.len());
-            for (key, def) in &entries.0 {
-                if key.0.is_empty() {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut reader = Reader::new(text);
+    // Only an object is a document.
+    let mut more = reader.open(b'{', b'}')?;
+    let (mut schema_seen, mut metadata, mut evaluators) = (false, None, None);
+    // The flags, the span of the `flags` member, and the shared parts they were built with.
+    let mut built: Option<(Vec<Arc<Flag>>, usize, usize, Shared)> = None;
+    // Whether `metadata` or `$evaluators` came after `flags` (then the flags are built again).
+    let mut late = false;
+    while more {
+        let name = reader.name()?;
+        // A repeated member makes it give up (the full way keeps the last one).
+        match &*name {
+            "$schema" => {
+                if std::mem::replace(&mut schema_seen, true) || reader.peek()? != b'"' {
                     return None;
                 }
-                flags.push(flag(&key.0, def.get(), false, &shared, &compile, previous)?);
+                reader.skip()?;
             }
-        }
-        FlagList::Array(list) => {
-            flags.reserve(list.len());
-            for def in list {
-                flags.push(flag("", def.get(), true, &shared, &compile, previous)?);
+            "metadata" | "$evaluators" => {
+                let start = reader.at();
+                reader.skip()?;
+                let slot = if name == "metadata" {
+                    &mut metadata
+                } else {
+                    &mut evaluators
+                };
+                if slot.replace(reader.since(start)?).is_some() {
+                    return None;
+                }
+                late |= built.is_some();
             }
+            "flags" => {
+                if built.is_some() {
+                    return None;
+                }
+                let shared = Shared::new(metadata, evaluators, opts)?;
+                let start = reader.at();
+                let flags = flags(&mut reader, &shared, opts, previous)?;
+                built = Some((flags, start, reader.at(), shared));
+            }
+            _ => reader.skip()?,
         }
+        more = reader.next(b'}')?;
+    }
+    if !reader.at_end() {
+        return None;
+    }
+    let (mut flags, start, end, mut shared) = built?;
+    if late {
+        shared = Shared::new(metadata, evaluators, opts)?;
+        let mut again = Reader::new(text.get(start..end)?);
+        flags = self::flags(&mut again, &shared, opts, previous)?;
     }
     let Shared {
         metadata,
@@ -195,54 +147,113 @@ pub(super) fn load_json(
     Some(set)
 }
 
+/// The `flags` member: key -> definition, or definitions with their `key`.
+fn flags(
+    reader: &mut Reader<'_>,
+    shared: &Shared,
+    opts: &LoadOptions,
+    previous: Option<&FlagSet>,
+) -> Option<Vec<Arc<Flag>>> {
+    let previous = previous.filter(|p| p.document_fingerprint == shared.document);
+    let compile = CompileOptions {
+        evaluators: Some(&shared.evaluators),
+        hash: opts.hash,
+        max_depth: opts.max_rule_depth,
+        budget: opts.budget,
+    };
+    let mut out = Vec::new();
+    match reader.peek()? {
+        b'{' => {
+            let mut more = reader.open(b'{', b'}')?;
+            while more {
+                let key = reader.name()?;
+                if key.is_empty() {
+                    return None;
+                }
+                out.push(flag(reader, Some(&key), shared, &compile, previous)?);
+                more = reader.next(b'}')?;
+            }
+        }
+        b'[' => {
+            let mut more = reader.open(b'[', b']')?;
+            while more {
+                out.push(flag(reader, None, shared, &compile, previous)?);
+                more = reader.next(b']')?;
+            }
+        }
+        _ => return None,
+    }
+    Some(out)
+}
+
 /// One flag: the previous load's when its inputs are unchanged, else decoded, checked and
-/// compiled. In the array form (`keyed`) the key is the definition's `key` member.
+/// compiled. `key` is `None` in the array form, where the key is the definition's `key` member.
+/// With a previous load to reuse from, the definition is passed over first and decoded only
+/// when it changed; without, it is decoded as it is read.
 fn flag(
-    key: &str,
-    raw: &str,
-    keyed: bool,
-    shared: &Shared<'_>,
+    reader: &mut Reader<'_>,
+    key: Option<&str>,
+    shared: &Shared,
     compile: &CompileOptions<'_>,
     previous: Option<&FlagSet>,
 ) -> Option<Arc<Flag>> {
-    // Only an object is a flag (serde would also take an array as the fields in order).
-    if !raw.starts_with('{') {
+    // Only an object is a flag.
+    if reader.peek()? != b'{' {
         return None;
     }
-    let decoded;
-    let key = if keyed {
-        #[derive(Deserialize)]
-        struct Keyed<'a> {
-            #[serde(borrow)]
-            key: Option<Text<'a>>,
+    let array_form = key.is_none();
+    let start = reader.at();
+    let (raw, mut parts) = match (previous, key) {
+        (Some(previous), Some(key)) => {
+            reader.skip()?;
+            let raw = reader.since(start)?;
+            let definition = fingerprint(&[key.as_bytes(), raw.as_bytes()]);
+            if let Some(old) = previous.get_shared(key)
+                && old.provenance.matches(definition, &shared.evaluator_hashes)
+            {
+                return Some(old.clone());
+            }
+            let mut again = Reader::new(raw);
+            (raw, again.flag()?)
         }
-        decoded = serde_json::from_str::<Keyed<'_>>(raw).ok()?.key?.0;
-        &*decoded
-    } else {
-        key
+        _ => {
+            let parts = reader.flag()?;
+            (reader.since(start)?, parts)
+        }
+    };
+    let own_key;
+    let key = match key {
+        Some(key) => key,
+        None => {
+            own_key = parts.key.take().filter(|k| !k.is_empty())?;
+            &*own_key
+        }
     };
     let definition = fingerprint(&[key.as_bytes(), raw.as_bytes()]);
-    if let Some(old) = previous.and_then(|p| p.get_shared(key))
+    if array_form
+        && let Some(old) = previous.and_then(|p| p.get_shared(key))
         && old.provenance.matches(definition, &shared.evaluator_hashes)
     {
         return Some(old.clone());
     }
-    let def: FlagDef<'_> = serde_json::from_str(raw).ok()?;
-    if keyed && def.key.as_ref().is_none_or(|k| k.0.is_empty()) {
-        return None;
-    }
+    build(key, definition, parts, shared, compile)
+}
 
-    let state = match def.state?.0.as_ref() {
-        "ENABLED" => State::Enabled,
-        "DISABLED" => State::Disabled,
-        _ => return None,
-    };
+/// A flag from its decoded parts, checked as the schema and flagd check it.
+fn build(
+    key: &str,
+    definition: u64,
+    parts: Parts<'_>,
+    shared: &Shared,
+    compile: &CompileOptions<'_>,
+) -> Option<Arc<Flag>> {
+    let state = state(&parts.state?)?;
 
-    let mut variants: Vec<(Box<str>, Value)> = def
+    let mut variants: Vec<(Box<str>, Value)> = parts
         .variants
-        .0
+        .unwrap_or_default()
         .into_iter()
-        .map(|(name, value)| (Box::from(name.0), value))
+        .map(|(name, value)| (Box::from(name), value))
         .collect();
     // A repeated name keeps its last value, as a parsed map does.
     sort_last_wins(&mut variants, |a, b| a.0.cmp(&b.0));
@@ -250,29 +261,25 @@ fn flag(
         return None;
     }
 
-    let default_variant = match def.default_variant {
+    let default_variant = match parts.default_variant {
         None => None,
-        Some(name) if name.0.is_empty() => None,
-        Some(name) => Some(
-            variants
-                .binary_search_by(|(k, _)| (**k).cmp(&*name.0))
-                .ok()?,
-        ),
+        Some(name) if name.is_empty() => None,
+        Some(name) => Some(variants.binary_search_by(|(k, _)| (**k).cmp(&*name)).ok()?),
     };
 
     let mut metadata = shared.metadata.clone();
-    for (name, value) in def.metadata.0 {
+    for (name, value) in parts.metadata {
         if !schema::metadata_value_ok(&value) {
             return None;
         }
-        metadata.insert(name.0.into_owned(), value);
+        metadata.insert(name.into_owned(), value);
     }
     let flag_set_id = metadata
         .get("flagSetId")
         .and_then(Value::as_str)
         .map(Box::from);
 
-    let (targeting, targeting_source, provenance) = match def.targeting {
+    let (targeting, targeting_source, provenance) = match parts.targeting {
         None => (
             None,
             None,
@@ -283,15 +290,13 @@ fn flag(
                 &shared.evaluator_hashes,
             ),
         ),
-        Some(raw) => {
-            // The rule read straight from its text, without a tree of `Value`s.
-            let rule: Json<'_> = serde_json::from_str(raw.get()).ok()?;
+        Some((raw, source, rule)) => {
             if !schema::targeting_ok(&rule) {
                 return None;
             }
             // Only a rule whose text names `$ref` (or hides a name behind an escape) can refer
             // to an evaluator.
-            let refers = may_refer(raw.get());
+            let refers = may_refer(raw);
             let provenance = provenance(
                 definition,
                 Some(&rule).filter(|_| refers),
@@ -302,7 +307,6 @@ fn flag(
                 (None, None, provenance)
             } else {
                 let compiled = Rule::compile_input(&rule, compile).ok()?;
-                let source = Box::from(compact(raw.get()));
                 (Some(compiled), Some(source), provenance)
             }
         }
@@ -464,6 +468,130 @@ mod tests {
                 "the typed way accepted {doc}"
             );
         }
+    }
+
+    /// The same comparison for any document: when the typed way takes it, it builds what the
+    /// full way builds; when it gives up, the full way decides.
+    #[track_caller]
+    fn agrees_or_gives_up(doc: &str) {
+        if load_json(doc.as_bytes(), &LoadOptions::default(), None).is_some() {
+            agrees(doc);
+        }
+    }
+
+    #[test]
+    fn every_testbed_document_loads_as_the_full_way_loads_it() {
+        let Some(documents) = crate::testbed::flag_documents() else {
+            return;
+        };
+        let mut taken = 0;
+        for (path, value) in documents {
+            let text = std::fs::read_to_string(&path).unwrap();
+            for form in [
+                text,
+                value.to_string(),
+                serde_json::to_string_pretty(&value).unwrap(),
+            ] {
+                let parsed = parse(form.as_bytes(), Format::Json).unwrap();
+                let clean = load_value(parsed, &LoadOptions::default())
+                    .is_ok_and(|l| l.diagnostics.is_empty());
+                let typed = load_json(form.as_bytes(), &LoadOptions::default(), None);
+                if typed.is_some() {
+                    assert!(
+                        clean,
+                        "{}: the typed way took what the full way warns of",
+                        path.display()
+                    );
+                    agrees(&form);
+                    taken += 1;
+                }
+            }
+        }
+        assert!(taken > 0, "the typed way took no testbed document");
+    }
+
+    #[test]
+    fn shared_members_after_the_flags_still_apply() {
+        let flag = r#"{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off","targeting":{"if":[{"$ref":"e"},"on","off"]}}"#;
+        let late = format!(
+            r#"{{"flags":{{"f":{flag}}},"metadata":{{"flagSetId":"s","v":1}},"$evaluators":{{"e":{{"==":[1,1]}}}}}}"#
+        );
+        let set = load_json(late.as_bytes(), &LoadOptions::default(), None).unwrap();
+        let f = set.get("f").unwrap();
+        assert_eq!(f.flag_set_id(), Some("s"));
+        assert_eq!(f.evaluate(&serde_json::json!({}), 0).variant, Some("on"));
+        agrees(&late);
+        // And on a reload, with the previous set to reuse from.
+        let again = load_json(late.as_bytes(), &LoadOptions::default(), Some(&set)).unwrap();
+        assert!(Arc::ptr_eq(
+            set.get_shared("f").unwrap(),
+            again.get_shared("f").unwrap()
+        ));
+    }
+
+    #[test]
+    fn indented_and_compact_documents_load_alike() {
+        let doc: Value = serde_json::from_str(
+            r#"{"$schema":"https://flagd.dev/schema/v0/flags.json","metadata":{"flagSetId":"s","n":-0.5},
+            "$evaluators":{"staff":{"ends_with":[{"var":"email"},"@acme.com"]}},
+            "flags":{
+              "a":{"state":"ENABLED","variants":{"x":{"k":[1,-0,0.25,"\u00e9\t"]},"y":{}},"defaultVariant":"x",
+                   "targeting":{"if":[{"in":["@b.com",{"var":"email"}]},"y",null]},"metadata":{"t":"x y","n":1.0}},
+              "b":{"state":"DISABLED","variants":{"on":true},"defaultVariant":"on","unknown":[{"deep":[[[]]]},"s",false,null]},
+              "c":{"state":"ENABLED","variants":{"1":1,"2":2},"defaultVariant":"2",
+                   "targeting":{"fractional":[{"cat":[{"var":"$flagd.flagKey"},{"var":"targetingKey"}]},["1",50],["2",50]]}},
+              "d":{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off",
+                   "targeting":{"if":[{"$ref":"staff"},"on","off"]}}
+            }}"#,
+        )
+        .unwrap();
+        for text in [doc.to_string(), serde_json::to_string_pretty(&doc).unwrap()] {
+            agrees(&text);
+            let array = text.replacen(r#""flags":{"#, r#""flags":["#, 1);
+            agrees_or_gives_up(&array);
+        }
+    }
+
+    #[test]
+    fn documents_cut_short_go_the_full_way_and_are_syntax_errors() {
+        let doc = r#"{"metadata":{"v":"1"},"flags":{"f":{"state":"ENABLED","variants":{"a":"x \" y","b":"\u00e9"},"defaultVariant":"a","targeting":{"if":[{"==":[{"var":"k"},[1,2.5]]},"b",null]}}}}"#;
+        assert!(load_json(doc.as_bytes(), &LoadOptions::default(), None).is_some());
+        for end in 0..doc.len() {
+            let cut = &doc.as_bytes()[..end];
+            assert!(
+                load_json(cut, &LoadOptions::default(), None).is_none(),
+                "{end}"
+            );
+            assert!(
+                matches!(
+                    crate::load(cut, Format::Json, &LoadOptions::default()),
+                    Err(crate::LoadError::Syntax { .. })
+                ),
+                "{end}"
+            );
+        }
+    }
+
+    #[test]
+    fn repeated_members_and_keys_load_as_the_full_way_loads_them() {
+        // Repeated flag keys: the last wins, both ways.
+        agrees(
+            r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":1},"defaultVariant":"a"},"f":{"state":"DISABLED","variants":{"b":2},"defaultVariant":"b"}}}"#,
+        );
+        // Repeated members of a definition, of the document, and of a rule's object.
+        for doc in [
+            r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":1},"variants":{"b":1},"defaultVariant":"b"}}}"#,
+            r#"{"metadata":{},"metadata":{"x":1},"flags":{}}"#,
+            r#"{"$schema":"a","$schema":"b","flags":{}}"#,
+        ] {
+            assert!(
+                load_json(doc.as_bytes(), &LoadOptions::default(), None).is_none(),
+                "{doc}"
+            );
+        }
+        agrees(
+            r#"{"flags":{"f":{"state":"ENABLED","variants":{"a":1,"b":2},"defaultVariant":"a","targeting":{"if":[false,"a","b"],"if":[true,"b","a"]},"x":1,"x":2}}}"#,
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::load::raw::{Text, sort_last_wins};
 /// The name serde_json gives a raw value inside a map. A parsed [`Value`] reads an object whose
 /// first member has this name as the JSON text of its value, so [`Json`] declines it and leaves
 /// it to the parse that knows.
-const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+pub(crate) const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
 
 /// One JSON value as a rule input shows it.
 #[derive(Debug, Clone, Copy)]
