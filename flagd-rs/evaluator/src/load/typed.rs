@@ -16,8 +16,10 @@ use serde_json::{Map, Value};
 use super::LoadOptions;
 use super::raw::{Entries, Text, compact, plain_compacted, present, sort_last_wins};
 use super::reuse::{document_fingerprint, fingerprint, may_refer, provenance};
+use crate::intern::Interner;
 use crate::logic::input::{Json, RuleInput, Shape};
 use crate::logic::{CompileOptions, Rule};
+use crate::metadata::{Metadata, SetMetadata};
 use crate::model::{Flag, FlagSet, State};
 use crate::schema;
 
@@ -94,6 +96,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for FlagList<'a> {
 /// The document's shared parts, as every flag needs them.
 struct Shared<'d> {
     metadata: Map<String, Value>,
+    /// The same, as every flag holds it.
+    set_metadata: Option<Arc<SetMetadata>>,
     evaluators: Map<String, Value>,
     /// Evaluator name -> fingerprint of its definition.
     evaluator_hashes: FxHashMap<&'d str, u64>,
@@ -152,7 +156,9 @@ pub(super) fn load_json(
         );
         evaluators.insert(name.0.clone().into_owned(), rule);
     }
+    let mut interner = Interner::default();
     let shared = Shared {
+        set_metadata: SetMetadata::from_map(&metadata, &mut interner),
         metadata,
         evaluators,
         evaluator_hashes,
@@ -174,13 +180,27 @@ pub(super) fn load_json(
                 if key.0.is_empty() {
                     return None;
                 }
-                flags.push(flag(&key.0, def.get(), false, &shared, &compile, previous)?);
+                flags.push(flag(
+                    &key.0,
+                    def.get(),
+                    false,
+                    (&shared, &mut interner),
+                    &compile,
+                    previous,
+                )?);
             }
         }
         FlagList::Array(list) => {
             flags.reserve(list.len());
             for def in list {
-                flags.push(flag("", def.get(), true, &shared, &compile, previous)?);
+                flags.push(flag(
+                    "",
+                    def.get(),
+                    true,
+                    (&shared, &mut interner),
+                    &compile,
+                    previous,
+                )?);
             }
         }
     }
@@ -196,12 +216,13 @@ pub(super) fn load_json(
 }
 
 /// One flag: the previous load's when its inputs are unchanged, else decoded, checked and
-/// compiled. In the array form (`keyed`) the key is the definition's `key` member.
+/// compiled. In the array form (`keyed`) the key is the definition's `key` member. Variant and
+/// metadata names and values are shared through `interner`.
 fn flag(
     key: &str,
     raw: &str,
     keyed: bool,
-    shared: &Shared<'_>,
+    (shared, interner): (&Shared<'_>, &mut Interner),
     compile: &CompileOptions<'_>,
     previous: Option<&FlagSet>,
 ) -> Option<Arc<Flag>> {
@@ -238,11 +259,11 @@ fn flag(
         _ => return None,
     };
 
-    let mut variants: Vec<(Box<str>, Value)> = def
+    let mut variants: Vec<(Arc<str>, Value)> = def
         .variants
         .0
         .into_iter()
-        .map(|(name, value)| (Box::from(name.0), value))
+        .map(|(name, value)| (interner.name(&name.0), value))
         .collect();
     // A repeated name keeps its last value, as a parsed map does.
     sort_last_wins(&mut variants, |a, b| a.0.cmp(&b.0));
@@ -254,23 +275,28 @@ fn flag(
         None => None,
         Some(name) if name.0.is_empty() => None,
         Some(name) => Some(
-            variants
-                .binary_search_by(|(k, _)| (**k).cmp(&*name.0))
-                .ok()?,
+            u32::try_from(
+                variants
+                    .binary_search_by(|(k, _)| (**k).cmp(&*name.0))
+                    .ok()?,
+            )
+            .ok()?,
         ),
     };
 
-    let mut metadata = shared.metadata.clone();
+    let variants = variants
+        .into_iter()
+        .map(|(name, value)| (name, interner.value(value)))
+        .collect();
+
+    let mut own = Vec::with_capacity(def.metadata.0.len());
     for (name, value) in def.metadata.0 {
         if !schema::metadata_value_ok(&value) {
             return None;
         }
-        metadata.insert(name.0.into_owned(), value);
+        own.push((interner.name(&name.0), interner.value(value)));
     }
-    let flag_set_id = metadata
-        .get("flagSetId")
-        .and_then(Value::as_str)
-        .map(Box::from);
+    let metadata = Metadata::new(shared.set_metadata.as_ref(), own);
 
     let (targeting, targeting_source, provenance) = match def.targeting {
         None => (
@@ -311,12 +337,11 @@ fn flag(
     Some(Arc::new(Flag {
         key: key.into(),
         state,
-        variants,
         default_variant,
+        variants,
         targeting,
         targeting_source,
         metadata,
-        flag_set_id,
         provenance,
         evaluators_digest: 0,
     }))
@@ -464,6 +489,25 @@ mod tests {
                 "the typed way accepted {doc}"
             );
         }
+    }
+
+    #[test]
+    fn shared_variant_values_keep_the_form_each_flag_wrote() {
+        let doc = r#"{"metadata":{"team":"t","n":0},"flags":{
+            "a":{"state":"ENABLED","variants":{"x":1,"y":0.0,"z":2},"defaultVariant":"x","metadata":{"n":-0.0}},
+            "b":{"state":"ENABLED","variants":{"x":1.0,"y":-0.0,"z":2},"defaultVariant":"x","metadata":{"n":0}},
+            "c":{"state":"ENABLED","variants":{"x":1,"y":0.0,"z":2},"defaultVariant":"x"}}}"#;
+        let set = load_json(doc.as_bytes(), &LoadOptions::default(), None).unwrap();
+        let written = |key: &str| {
+            let flag = set.get(key).unwrap();
+            let variants: Vec<String> = flag.variants().map(|(_, v)| v.to_string()).collect();
+            (variants.join(" "), flag.metadata()["n"].to_string())
+        };
+        assert_eq!(written("a"), ("1 0.0 2".into(), "-0.0".into()));
+        assert_eq!(written("b"), ("1.0 -0.0 2".into(), "0".into()));
+        assert_eq!(written("c"), ("1 0.0 2".into(), "0".into()));
+        assert_eq!(set.get("c").unwrap().metadata()["team"], "t");
+        assert!(!set.get("a").unwrap().same_definition(set.get("b").unwrap()));
     }
 
     #[test]
