@@ -7,7 +7,6 @@
 
 use std::cmp::Ordering;
 use std::fmt;
-use std::iter::Peekable;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -41,22 +40,103 @@ impl SetMetadata {
 }
 
 /// Flag-set metadata overlaid by the flag's own metadata.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Metadata {
     /// The flag's own entries.
     own: Sorted,
     /// The document's, shared by its flags.
     set: Option<Arc<SetMetadata>>,
+    /// The merged order, worked out once so that reading the entries (on every response)
+    /// compares no keys: bit `k` of the low half is set when the `k`-th entry is the flag's own,
+    /// bit `j` of the high half when the set's `j`-th entry is hidden by one. [`NO_PLAN`] for
+    /// more than [`PLANNED`] entries on either side.
+    plan: u32,
+    /// Where `flagSetId` is, which every lookup by selector reads: [`ABSENT`], an own entry's
+    /// position, or [`IN_SET`] with a set entry's position.
+    flag_set_id: u32,
 }
+
+impl Default for Metadata {
+    fn default() -> Self {
+        Metadata {
+            own: Box::default(),
+            set: None,
+            plan: NO_PLAN,
+            flag_set_id: ABSENT,
+        }
+    }
+}
+
+/// No plan: the entries are merged by comparing keys.
+const NO_PLAN: u32 = u32::MAX;
+/// The most entries a plan covers on either side.
+const PLANNED: usize = 15;
+/// `flagSetId` is not among the entries.
+const ABSENT: u32 = u32::MAX;
+/// Marks a set entry's position.
+const IN_SET: u32 = 1 << 31;
 
 impl Metadata {
     /// The flag's own entries (`own`, in document order: a repeated key keeps its last value)
     /// over the set's.
     pub(crate) fn new(set: Option<&Arc<SetMetadata>>, own: Vec<Entry>) -> Self {
-        Metadata {
+        let mut md = Metadata {
             own: sorted(own),
             set: set.cloned(),
+            plan: NO_PLAN,
+            flag_set_id: ABSENT,
+        };
+        md.plan = md.merge_plan();
+        md.flag_set_id = md.locate("flagSetId");
+        md
+    }
+
+    fn merge_plan(&self) -> u32 {
+        let (own, set) = (&*self.own, self.set_entries());
+        if own.len() > PLANNED || set.len() > PLANNED {
+            return NO_PLAN;
         }
+        let (mut from_own, mut hidden) = (0u32, 0u32);
+        let (mut i, mut j, mut k) = (0, 0, 0);
+        while i < own.len() || j < set.len() {
+            let order = match (own.get(i), set.get(j)) {
+                (Some(o), Some(s)) => o.0.cmp(&s.0),
+                (Some(_), None) => Ordering::Less,
+                _ => Ordering::Greater,
+            };
+            if order == Ordering::Equal {
+                hidden |= 1 << j;
+                j += 1;
+            }
+            if order == Ordering::Greater {
+                j += 1;
+            } else {
+                from_own |= 1 << k;
+                i += 1;
+            }
+            k += 1;
+        }
+        from_own | hidden << 16
+    }
+
+    fn locate(&self, key: &str) -> u32 {
+        let at = |entries: &[Entry]| entries.iter().position(|(k, _)| **k == *key);
+        match (at(&self.own), at(self.set_entries())) {
+            (Some(i), _) => i as u32,
+            (None, Some(j)) if j < IN_SET as usize => IN_SET | j as u32,
+            _ => ABSENT,
+        }
+    }
+
+    /// The value of `flagSetId`, if it is a string.
+    #[inline]
+    pub(crate) fn flag_set_id(&self) -> Option<&str> {
+        let entry = match self.flag_set_id {
+            ABSENT => None,
+            at if at & IN_SET != 0 => self.set_entries().get((at & !IN_SET) as usize),
+            at => self.own.get(at as usize),
+        };
+        entry.and_then(|(_, v)| v.as_str())
     }
 
     /// The empty metadata, for the outcome of a flag that does not exist.
@@ -77,9 +157,13 @@ impl Metadata {
 
     /// The entries, the flag's own beating the set's, in byte order of their keys.
     pub fn iter(&self) -> Iter<'_> {
+        let planned = self.plan != NO_PLAN;
         Iter {
-            own: self.own.iter().peekable(),
-            set: self.set_entries().iter().peekable(),
+            own: self.own.iter(),
+            set: self.set_entries().iter(),
+            from_own: if planned { self.plan & 0xffff } else { 0 },
+            hidden: if planned { self.plan >> 16 } else { 0 },
+            planned,
         }
     }
 
@@ -134,27 +218,48 @@ fn sorted(mut entries: Vec<Entry>) -> Sorted {
 
 /// The merged entries of a [`Metadata`], in byte order of their keys.
 pub struct Iter<'a> {
-    own: Peekable<std::slice::Iter<'a, Entry>>,
-    set: Peekable<std::slice::Iter<'a, Entry>>,
+    own: std::slice::Iter<'a, Entry>,
+    set: std::slice::Iter<'a, Entry>,
+    /// The plan's bits still to follow (see [`Metadata`]), when `planned`.
+    from_own: u32,
+    hidden: u32,
+    planned: bool,
 }
 
 impl<'a> Iterator for Iter<'a> {
     type Item = (&'a str, &'a Value);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let order = match (self.own.peek(), self.set.peek()) {
-            (None, None) => return None,
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (Some(own), Some(set)) => own.0.cmp(&set.0),
-        };
-        let (k, v) = match order {
-            Ordering::Less => self.own.next()?,
-            Ordering::Greater => self.set.next()?,
-            Ordering::Equal => {
-                // The flag's own entry hides the set's.
-                self.set.next();
+        let (k, v) = if self.planned {
+            let own = self.from_own & 1 == 1;
+            self.from_own >>= 1;
+            if own {
                 self.own.next()?
+            } else {
+                loop {
+                    let entry = self.set.next()?;
+                    let hidden = self.hidden & 1 == 1;
+                    self.hidden >>= 1;
+                    if !hidden {
+                        break entry;
+                    }
+                }
+            }
+        } else {
+            let order = match (self.own.as_slice().first(), self.set.as_slice().first()) {
+                (None, None) => return None,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(own), Some(set)) => own.0.cmp(&set.0),
+            };
+            match order {
+                Ordering::Less => self.own.next()?,
+                Ordering::Greater => self.set.next()?,
+                Ordering::Equal => {
+                    // The flag's own entry hides the set's.
+                    self.set.next();
+                    self.own.next()?
+                }
             }
         };
         Some((&**k, &**v))
@@ -267,6 +372,43 @@ mod tests {
                 ("t", json!(null)),
             ],
         );
+    }
+
+    #[test]
+    fn many_entries_merge_by_their_keys() {
+        let set: Map<String, Value> = (0..20).map(|i| (format!("k{i:02}"), json!(i))).collect();
+        let own: Vec<(String, Value)> = (10..40)
+            .step_by(3)
+            .map(|i| (format!("k{i:02}"), json!(-i)))
+            .collect();
+        let own: Vec<(&str, Value)> = own.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        same_as_the_map(Value::Object(set.clone()), &own);
+        let many: Vec<(String, Value)> = (0..40).map(|i| (format!("o{i}"), json!(i))).collect();
+        let many: Vec<(&str, Value)> = many.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        same_as_the_map(json!({"a": 1, "p": 2, "z": 3}), &many);
+        same_as_the_map(Value::Object(set), &[]);
+    }
+
+    #[test]
+    fn the_flag_set_is_found_where_it_is() {
+        let set_of = |set: Value, own: &[(&str, Value)]| {
+            let (md, merged) = both(set, own);
+            assert_eq!(
+                md.flag_set_id(),
+                merged.get("flagSetId").and_then(Value::as_str)
+            );
+            md.flag_set_id().map(str::to_owned)
+        };
+        let set = json!({"flagSetId": "s", "team": "a"});
+        assert_eq!(set_of(set.clone(), &[]).as_deref(), Some("s"));
+        assert_eq!(
+            set_of(set.clone(), &[("flagSetId", json!("own"))]).as_deref(),
+            Some("own")
+        );
+        // The flag's own non-string value hides the set's string, as the merged map did.
+        assert_eq!(set_of(set, &[("flagSetId", json!(1))]), None);
+        assert_eq!(set_of(json!({"team": "a"}), &[("x", json!("y"))]), None);
+        assert_eq!(Metadata::empty().flag_set_id(), None);
     }
 
     #[test]

@@ -111,7 +111,7 @@ impl Flag {
     /// The flag set this flag belongs to (`metadata.flagSetId`), if any.
     #[inline]
     pub fn flag_set_id(&self) -> Option<&str> {
-        self.metadata.get("flagSetId").and_then(Value::as_str)
+        self.metadata.flag_set_id()
     }
 
     /// What the shared `$evaluators` its rule refers to are (0 when it refers to none). With the
