@@ -389,7 +389,7 @@ fn meta(document: &str, key: &str, expected: &str, set: Option<&str>) {
     let Some(f) = flags.get(key) else {
         return fail(format!("no flag {key} in {document}"));
     };
-    let got = Value::Object(f.metadata().clone());
+    let got = Value::Object(f.metadata().to_map());
     if !json_eq(&got, &parse("expected", expected)) {
         check(
             &got.to_string(),

@@ -395,7 +395,7 @@ fn check_invariants(eval: &Evaluation<'_>) -> Result<(), String> {
 /// On an error, or when no variant was chosen (DISABLED, DEFAULT without a default variant), the
 /// SDK hands back the caller's fallback; on an error it reports no variant.
 fn sdk_details<T>(res: Resolution<'_, T>, fallback: &Typed, wrap: impl Fn(T) -> Typed) -> Details {
-    let metadata = res.metadata.clone();
+    let metadata = res.metadata.to_map();
     let error_code = res.error.map(|e| e.as_str().to_owned());
     let (value, variant) = match (res.error, res.value) {
         (None, Some(v)) => (wrap(v), res.variant.map(str::to_owned)),

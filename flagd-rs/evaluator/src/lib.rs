@@ -16,7 +16,10 @@ pub mod patch;
 pub mod schema;
 
 mod error;
+mod index;
+mod intern;
 mod load;
+mod metadata;
 mod model;
 mod resolve;
 #[cfg(test)]
@@ -28,6 +31,7 @@ pub use logic::{
     BudgetLimit, CompileOptions, Context, ContextBuilder, ContextRef, EvalBudget, EvalContext,
     EvalError, Exceeded, Rule, RuleError,
 };
+pub use metadata::{Iter as MetadataIter, Metadata};
 pub use model::{Flag, FlagSet, State};
 pub use ops::fractional::HashGeneration;
 pub use patch::{OverridePatch, PatchError, PatchFailure, PatchField, SplitEntry};

@@ -5,10 +5,12 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
 
+use crate::index::KeyIndex;
 use crate::load::Provenance;
 use crate::load::raw::sort_last_wins;
 use crate::load::reuse;
 use crate::logic::Rule;
+use crate::metadata::Metadata;
 
 /// Whether a flag is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,18 +26,18 @@ pub enum State {
 pub struct Flag {
     pub(crate) key: Box<str>,
     pub(crate) state: State,
-    /// Variants sorted by name, so lookups can binary-search and output is stable.
-    pub(crate) variants: Vec<(Box<str>, Value)>,
     /// Index into `variants`; `None` when the document gave null, `""` or nothing.
-    pub(crate) default_variant: Option<usize>,
+    pub(crate) default_variant: Option<u32>,
+    /// Variants sorted by name, so lookups can binary-search and output is stable. Names and
+    /// values are shared with the other flags of the load that have the same.
+    pub(crate) variants: Box<[(Arc<str>, Arc<Value>)]>,
     /// `None` when targeting is absent, null or `{}`: such a flag resolves statically.
     pub(crate) targeting: Option<Rule>,
     /// The targeting rule as written (JSON without whitespace between tokens, `$ref`s not
     /// expanded), kept for sync output.
     pub(crate) targeting_source: Option<Box<str>>,
-    /// Flag-set metadata overlaid by the flag's own metadata.
-    pub(crate) metadata: Map<String, Value>,
-    pub(crate) flag_set_id: Option<Box<str>>,
+    /// Flag-set metadata (shared with the document's other flags) overlaid by the flag's own.
+    pub(crate) metadata: Metadata,
     /// What the flag was compiled from, for reuse by a later load of the same document.
     pub(crate) provenance: Provenance,
     /// What the shared `$evaluators` its rule refers to are (0: it refers to none), so that a
@@ -56,7 +58,7 @@ impl Flag {
 
     /// Variant names and values, sorted by name.
     pub fn variants(&self) -> impl ExactSizeIterator<Item = (&str, &Value)> {
-        self.variants.iter().map(|(k, v)| (&**k, v))
+        self.variants.iter().map(|(k, v)| (&**k, &**v))
     }
 
     /// The value of variant `name`, if the flag has it.
@@ -64,7 +66,7 @@ impl Flag {
     pub fn variant(&self, name: &str) -> Option<(&str, &Value)> {
         self.variant_index(name)
             .and_then(|i| self.variants.get(i))
-            .map(|(k, v)| (&**k, v))
+            .map(|(k, v)| (&**k, &**v))
     }
 
     /// The position of variant `name`. Flags have few variants, so for up to eight a scan that
@@ -86,8 +88,8 @@ impl Flag {
     /// The default variant's name and value, if the flag has one.
     pub fn default_variant(&self) -> Option<(&str, &Value)> {
         self.default_variant
-            .and_then(|i| self.variants.get(i))
-            .map(|(k, v)| (&**k, v))
+            .and_then(|i| self.variants.get(i as usize))
+            .map(|(k, v)| (&**k, &**v))
     }
 
     /// The compiled targeting rule; `None` for a static flag.
@@ -100,14 +102,16 @@ impl Flag {
         self.targeting_source.as_deref()
     }
 
-    /// Flag-set metadata merged with the flag's metadata (the flag's keys win).
-    pub fn metadata(&self) -> &Map<String, Value> {
+    /// Flag-set metadata merged with the flag's metadata (the flag's keys win), as a view that
+    /// iterates in byte order of the keys.
+    pub fn metadata(&self) -> &Metadata {
         &self.metadata
     }
 
     /// The flag set this flag belongs to (`metadata.flagSetId`), if any.
+    #[inline]
     pub fn flag_set_id(&self) -> Option<&str> {
-        self.flag_set_id.as_deref()
+        self.metadata.flag_set_id()
     }
 
     /// What the shared `$evaluators` its rule refers to are (0 when it refers to none). With the
@@ -189,7 +193,8 @@ fn same_rule(a: Option<&str>, b: Option<&str>) -> bool {
 pub struct FlagSet {
     /// Flags sorted by key, each shared with the loads that reused it.
     pub(crate) flags: Vec<Arc<Flag>>,
-    pub(crate) index: FxHashMap<Box<str>, u32>,
+    /// Positions in `flags` by key.
+    pub(crate) index: KeyIndex,
     pub(crate) metadata: Map<String, Value>,
     pub(crate) evaluators: Map<String, Value>,
     /// The document-level inputs of every flag (load options, flag-set metadata); 0 when the
@@ -206,11 +211,7 @@ impl FlagSet {
         // In the array form a key may repeat; the later definition wins, as a map would keep it.
         sort_last_wins(&mut flags, |a, b| a.key.cmp(&b.key));
         stamp_evaluators_digests(&mut flags, &evaluators);
-        let mut index = FxHashMap::default();
-        index.reserve(flags.len());
-        for (i, flag) in flags.iter().enumerate() {
-            index.insert(flag.key.clone(), i as u32);
-        }
+        let index = KeyIndex::new(flags.len(), |i| flags.get(i).map(|f| &*f.key));
         Self {
             flags,
             index,
@@ -229,9 +230,10 @@ impl FlagSet {
     /// Looks a flag up by key, as the shared pointer the set holds.
     #[inline]
     pub fn get_shared(&self, key: &str) -> Option<&Arc<Flag>> {
+        let flags = &self.flags;
         self.index
-            .get(key)
-            .and_then(|&i| self.flags.get(i as usize))
+            .find(key, |i| flags.get(i).map(|f| &*f.key))
+            .and_then(|i| flags.get(i))
     }
 
     /// All flags, sorted by key. A flag a later [`crate::reload`] reused is the same `Arc` in

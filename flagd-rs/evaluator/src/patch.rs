@@ -414,7 +414,7 @@ impl Flag {
         }
         if let Some(name) = &patch.default_variant {
             match self.variant_index(name) {
-                Some(index) => flag.default_variant = Some(index),
+                Some(index) => flag.default_variant = u32::try_from(index).ok(),
                 None => stale.push((
                     PatchField::DefaultVariant,
                     PatchError::UnknownVariant {

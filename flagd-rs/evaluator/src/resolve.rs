@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::logic::value::PlainName;
 use crate::logic::{BudgetLimit, ContextRef, EvalError, Exceeded};
+use crate::metadata::Metadata;
 use crate::model::{Flag, FlagSet, State};
 
 /// Why a flag resolved the way it did (flagd's reason strings).
@@ -116,7 +117,7 @@ pub struct Evaluation<'a> {
 
 impl<'a> Evaluation<'a> {
     /// The flag's merged metadata.
-    pub fn metadata(&self) -> &'a Map<String, Value> {
+    pub fn metadata(&self) -> &'a Metadata {
         self.flag.metadata()
     }
 
@@ -175,7 +176,7 @@ pub struct Resolution<'a, T> {
     /// More about the error, for the errors flagd does not have.
     pub detail: Option<ErrorDetail>,
     /// The flag's merged metadata (empty for an unknown flag).
-    pub metadata: &'a Map<String, Value>,
+    pub metadata: &'a Metadata,
 }
 
 /// The value types a flag can be resolved as.
@@ -224,8 +225,6 @@ impl<'a> FlagType<'a> for &'a Map<String, Value> {
         value.as_object()
     }
 }
-
-static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
 
 impl Flag {
     /// Evaluates the flag against `context` at `timestamp` (Unix seconds, `$flagd.timestamp`).
@@ -334,7 +333,7 @@ impl FlagSet {
                 reason: Reason::Error,
                 error: Some(ErrorCode::FlagNotFound),
                 detail: None,
-                metadata: &EMPTY,
+                metadata: Metadata::empty(),
             },
         }
     }

@@ -21,7 +21,9 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::error::{Diagnostic, LoadError, Severity, pointer_token};
+use crate::intern::Interner;
 use crate::logic::{CompileOptions, EvalBudget, Rule};
+use crate::metadata::{Metadata, SetMetadata};
 use crate::model::{Flag, FlagSet, State};
 use crate::ops::fractional::HashGeneration;
 use crate::schema::SchemaValidator;
@@ -228,6 +230,11 @@ pub fn load_value(document: Value, opts: &LoadOptions) -> Result<Loaded, LoadErr
         budget: opts.budget,
     };
 
+    let mut interner = Interner::default();
+    let shared = Shared {
+        metadata: SetMetadata::from_map(&set_metadata, &mut interner),
+        compile: &compile,
+    };
     let mut flags = Vec::new();
     match root.remove("flags") {
         None | Some(Value::Null) => {}
@@ -239,8 +246,8 @@ pub fn load_value(document: Value, opts: &LoadOptions) -> Result<Loaded, LoadErr
                     &key,
                     def,
                     &pointer,
-                    &set_metadata,
-                    &compile,
+                    &shared,
+                    &mut interner,
                     &mut diagnostics,
                 ) {
                     flags.push(flag);
@@ -257,8 +264,8 @@ pub fn load_value(document: Value, opts: &LoadOptions) -> Result<Loaded, LoadErr
                             &key,
                             def,
                             &pointer,
-                            &set_metadata,
-                            &compile,
+                            &shared,
+                            &mut interner,
                             &mut diagnostics,
                         ) {
                             flags.push(flag);
@@ -320,12 +327,19 @@ fn is_empty_evaluator(rule: &Value) -> bool {
     rule.to_string().len() < 3
 }
 
+/// What every flag of a document is decoded with.
+struct Shared<'a> {
+    /// The flag-set metadata, as the flags share it.
+    metadata: Option<Arc<SetMetadata>>,
+    compile: &'a CompileOptions<'a>,
+}
+
 fn decode_flag(
     key: &str,
     def: Value,
     pointer: &str,
-    set_metadata: &Map<String, Value>,
-    compile: &CompileOptions<'_>,
+    shared: &Shared<'_>,
+    interner: &mut Interner,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Arc<Flag>> {
     let errors_before = diagnostics
@@ -354,8 +368,11 @@ fn decode_flag(
         }
     };
 
-    let mut variants: Vec<(Box<str>, Value)> = match obj.remove("variants") {
-        Some(Value::Object(m)) => m.into_iter().map(|(k, v)| (k.into(), v)).collect(),
+    let mut variants: Vec<(Arc<str>, Arc<Value>)> = match obj.remove("variants") {
+        Some(Value::Object(m)) => m
+            .into_iter()
+            .map(|(k, v)| (interner.name(&k), interner.value(v)))
+            .collect(),
         None | Some(Value::Null) => Vec::new(),
         Some(_) => {
             error(
@@ -370,9 +387,13 @@ fn decode_flag(
     let default_variant = match obj.get("defaultVariant") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.is_empty() => None,
-        Some(Value::String(s)) => match variants.binary_search_by(|(k, _)| (**k).cmp(s.as_str())) {
-            Ok(i) => Some(i),
-            Err(_) => {
+        Some(Value::String(s)) => match variants
+            .binary_search_by(|(k, _)| (**k).cmp(s.as_str()))
+            .ok()
+            .and_then(|i| u32::try_from(i).ok())
+        {
+            Some(i) => Some(i),
+            None => {
                 error(
                     "/defaultVariant",
                     format!("default variant '{s}' isn't a valid variant of flag '{key}'"),
@@ -389,21 +410,23 @@ fn decode_flag(
         }
     };
 
-    let mut metadata = set_metadata.clone();
-    match obj.remove("metadata") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(m)) => metadata.extend(m),
-        Some(_) => error("/metadata", "metadata must be an object".into()),
-    }
-    let flag_set_id = metadata
-        .get("flagSetId")
-        .and_then(Value::as_str)
-        .map(Box::from);
+    let own = match obj.remove("metadata") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Object(m)) => m
+            .into_iter()
+            .map(|(k, v)| (interner.name(&k), interner.value(v)))
+            .collect(),
+        Some(_) => {
+            error("/metadata", "metadata must be an object".into());
+            Vec::new()
+        }
+    };
+    let metadata = Metadata::new(shared.metadata.as_ref(), own);
 
     let (targeting, targeting_source) = match obj.get("targeting") {
         None | Some(Value::Null) => (None, None),
         Some(Value::Object(m)) if m.is_empty() => (None, None),
-        Some(rule) => match Rule::compile(rule, compile) {
+        Some(rule) => match Rule::compile(rule, shared.compile) {
             Ok(compiled) => (Some(compiled), Some(rule.to_string().into_boxed_str())),
             Err(e) => {
                 error("/targeting", format!("invalid targeting rule: {e}"));
@@ -420,12 +443,11 @@ fn decode_flag(
         Arc::new(Flag {
             key: key.into(),
             state,
-            variants,
             default_variant,
+            variants: variants.into_boxed_slice(),
             targeting,
             targeting_source,
             metadata,
-            flag_set_id,
             provenance: Default::default(),
             evaluators_digest: 0,
         })

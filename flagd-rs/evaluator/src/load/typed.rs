@@ -17,14 +17,18 @@ use super::LoadOptions;
 use super::raw::{Entries, sort_last_wins};
 use super::read::{Parts, Reader, state};
 use super::reuse::{document_fingerprint, fingerprint, may_refer, provenance};
+use crate::intern::Interner;
 use crate::logic::input::{Json, RuleInput, Shape};
 use crate::logic::{CompileOptions, Rule};
+use crate::metadata::{Metadata, SetMetadata};
 use crate::model::{Flag, FlagSet};
 use crate::schema;
 
 /// The document's shared parts, as every flag needs them.
 struct Shared {
     metadata: Map<String, Value>,
+    /// The same, as every flag holds it.
+    set_metadata: Option<Arc<SetMetadata>>,
     evaluators: Map<String, Value>,
     /// Evaluator name -> fingerprint of its definition.
     evaluator_hashes: FxHashMap<Box<str>, u64>,
@@ -34,7 +38,12 @@ struct Shared {
 
 impl Shared {
     /// From the texts of the document's `metadata` and `$evaluators` members (`None`: absent).
-    fn new(metadata: Option<&str>, evaluators: Option<&str>, opts: &LoadOptions) -> Option<Self> {
+    fn new(
+        metadata: Option<&str>,
+        evaluators: Option<&str>,
+        opts: &LoadOptions,
+        interner: &mut Interner,
+    ) -> Option<Self> {
         let metadata_map = match metadata {
             None => Map::new(),
             Some(raw) => {
@@ -67,6 +76,7 @@ impl Shared {
             evaluator_map.insert(name.0.clone().into_owned(), rule);
         }
         Some(Shared {
+            set_metadata: SetMetadata::from_map(&metadata_map, interner),
             metadata: metadata_map,
             evaluators: evaluator_map,
             evaluator_hashes,
@@ -86,6 +96,7 @@ pub(super) fn load_json(
     let mut reader = Reader::new(text);
     // Only an object is a document.
     let mut more = reader.open(b'{', b'}')?;
+    let mut interner = Interner::default();
     let (mut schema_seen, mut metadata, mut evaluators) = (false, None, None);
     // The flags, the span of the `flags` member, and the shared parts they were built with.
     let mut built: Option<(Vec<Arc<Flag>>, usize, usize, Shared)> = None;
@@ -118,9 +129,9 @@ pub(super) fn load_json(
                 if built.is_some() {
                     return None;
                 }
-                let shared = Shared::new(metadata, evaluators, opts)?;
+                let shared = Shared::new(metadata, evaluators, opts, &mut interner)?;
                 let start = reader.at();
-                let flags = flags(&mut reader, &shared, opts, previous)?;
+                let flags = flags(&mut reader, (&shared, &mut interner), opts, previous)?;
                 built = Some((flags, start, reader.at(), shared));
             }
             _ => reader.skip()?,
@@ -132,9 +143,9 @@ pub(super) fn load_json(
     }
     let (mut flags, start, end, mut shared) = built?;
     if late {
-        shared = Shared::new(metadata, evaluators, opts)?;
+        shared = Shared::new(metadata, evaluators, opts, &mut interner)?;
         let mut again = Reader::new(text.get(start..end)?);
-        flags = self::flags(&mut again, &shared, opts, previous)?;
+        flags = self::flags(&mut again, (&shared, &mut interner), opts, previous)?;
     }
     let Shared {
         metadata,
@@ -150,7 +161,7 @@ pub(super) fn load_json(
 /// The `flags` member: key -> definition, or definitions with their `key`.
 fn flags(
     reader: &mut Reader<'_>,
-    shared: &Shared,
+    (shared, interner): (&Shared, &mut Interner),
     opts: &LoadOptions,
     previous: Option<&FlagSet>,
 ) -> Option<Vec<Arc<Flag>>> {
@@ -170,14 +181,20 @@ fn flags(
                 if key.is_empty() {
                     return None;
                 }
-                out.push(flag(reader, Some(&key), shared, &compile, previous)?);
+                out.push(flag(
+                    reader,
+                    Some(&key),
+                    (shared, interner),
+                    &compile,
+                    previous,
+                )?);
                 more = reader.next(b'}')?;
             }
         }
         b'[' => {
             let mut more = reader.open(b'[', b']')?;
             while more {
-                out.push(flag(reader, None, shared, &compile, previous)?);
+                out.push(flag(reader, None, (shared, interner), &compile, previous)?);
                 more = reader.next(b']')?;
             }
         }
@@ -189,11 +206,12 @@ fn flags(
 /// One flag: the previous load's when its inputs are unchanged, else decoded, checked and
 /// compiled. `key` is `None` in the array form, where the key is the definition's `key` member.
 /// With a previous load to reuse from, the definition is passed over first and decoded only
-/// when it changed; without, it is decoded as it is read.
+/// when it changed; without, it is decoded as it is read. Variant and metadata names and
+/// values are shared through `interner`.
 fn flag(
     reader: &mut Reader<'_>,
     key: Option<&str>,
-    shared: &Shared,
+    (shared, interner): (&Shared, &mut Interner),
     compile: &CompileOptions<'_>,
     previous: Option<&FlagSet>,
 ) -> Option<Arc<Flag>> {
@@ -236,7 +254,7 @@ fn flag(
     {
         return Some(old.clone());
     }
-    build(key, definition, parts, shared, compile)
+    build(key, definition, parts, (shared, interner), compile)
 }
 
 /// A flag from its decoded parts, checked as the schema and flagd check it.
@@ -244,16 +262,16 @@ fn build(
     key: &str,
     definition: u64,
     parts: Parts<'_>,
-    shared: &Shared,
+    (shared, interner): (&Shared, &mut Interner),
     compile: &CompileOptions<'_>,
 ) -> Option<Arc<Flag>> {
     let state = state(&parts.state?)?;
 
-    let mut variants: Vec<(Box<str>, Value)> = parts
+    let mut variants: Vec<(Arc<str>, Value)> = parts
         .variants
         .unwrap_or_default()
         .into_iter()
-        .map(|(name, value)| (Box::from(name), value))
+        .map(|(name, value)| (interner.name(&name), value))
         .collect();
     // A repeated name keeps its last value, as a parsed map does.
     sort_last_wins(&mut variants, |a, b| a.0.cmp(&b.0));
@@ -264,20 +282,29 @@ fn build(
     let default_variant = match parts.default_variant {
         None => None,
         Some(name) if name.is_empty() => None,
-        Some(name) => Some(variants.binary_search_by(|(k, _)| (**k).cmp(&*name)).ok()?),
+        Some(name) => Some(
+            u32::try_from(
+                variants
+                    .binary_search_by(|(k, _)| (**k).cmp(&*name))
+                    .ok()?,
+            )
+            .ok()?,
+        ),
     };
 
-    let mut metadata = shared.metadata.clone();
+    let variants = variants
+        .into_iter()
+        .map(|(name, value)| (name, interner.value(value)))
+        .collect();
+
+    let mut own = Vec::with_capacity(parts.metadata.len());
     for (name, value) in parts.metadata {
         if !schema::metadata_value_ok(&value) {
             return None;
         }
-        metadata.insert(name.into_owned(), value);
+        own.push((interner.name(&name), interner.value(value)));
     }
-    let flag_set_id = metadata
-        .get("flagSetId")
-        .and_then(Value::as_str)
-        .map(Box::from);
+    let metadata = Metadata::new(shared.set_metadata.as_ref(), own);
 
     let (targeting, targeting_source, provenance) = match parts.targeting {
         None => (
@@ -320,7 +347,6 @@ fn build(
         targeting,
         targeting_source,
         metadata,
-        flag_set_id,
         provenance,
         evaluators_digest: 0,
     }))

@@ -5,7 +5,7 @@
 
 use std::cell::{Cell, OnceCell, RefCell};
 
-use flagd_evaluator::{Context, ErrorCode, Evaluation, Flag, FlagType, Reason};
+use flagd_evaluator::{Context, ErrorCode, Evaluation, Flag, FlagType, Metadata, Reason};
 use http::HeaderMap;
 use serde_json::{Map, Value};
 
@@ -238,7 +238,7 @@ impl<'h> Call<'h> {
     /// with the same key wins, so the flag's metadata overrides the echo.
     pub fn metadata_entries<'c>(
         &'c self,
-        flag: &'c Map<String, Value>,
+        flag: &'c Metadata,
     ) -> impl Iterator<Item = (&'c str, Meta<'c>)> + 'c {
         metadata_entries(&self.selector, self.revision.as_ref(), flag)
     }
@@ -249,7 +249,7 @@ impl<'h> Call<'h> {
     }
 
     /// [`Call::metadata_entries`] as a protobuf `Struct`.
-    fn metadata(&self, flag: &Map<String, Value>) -> pbjson_types::Struct {
+    fn metadata(&self, flag: &Metadata) -> pbjson_types::Struct {
         let mut md = pbjson_types::Struct::default();
         for (k, v) in self.metadata_entries(flag) {
             let v = match v {
@@ -292,7 +292,7 @@ pub fn echo(selector: &Selector) -> Option<(&'static str, &str)> {
 pub fn metadata_entries<'c>(
     selector: &'c Selector,
     revision: Option<&'c Value>,
-    flag: &'c Map<String, Value>,
+    flag: &'c Metadata,
 ) -> impl Iterator<Item = (&'c str, Meta<'c>)> + 'c {
     echo(selector)
         .map(|(k, v)| (k, Meta::Text(v)))
@@ -300,7 +300,7 @@ pub fn metadata_entries<'c>(
         .chain(
             flag.iter()
                 .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k.as_str(), Meta::Json(v))),
+                .map(|(k, v)| (k, Meta::Json(v))),
         )
         .chain(revision.map(|v| (REVISION_KEY, Meta::Json(v))))
 }

@@ -36,7 +36,7 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::response::Response;
 use axum::routing::post;
-use flagd_evaluator::{Evaluation, Flag, now_unix_seconds};
+use flagd_evaluator::{Evaluation, Flag, Metadata, now_unix_seconds};
 use futures::future::Either;
 use http::header::ETAG;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
@@ -185,7 +185,7 @@ pub fn render_bulk<'s>(
     out.push_str("],\"metadata\":");
     write_metadata(
         &mut out,
-        resolve::metadata_entries(selector, None, &Map::new()),
+        resolve::metadata_entries(selector, None, Metadata::empty()),
     );
     if let Some(streams) = event_streams {
         out.push_str(",\"eventStreams\":");
@@ -248,7 +248,7 @@ async fn single(
         .map_err(|e| OfrepError::selector(&e, Some(&key)))?;
     let snapshot = state.store.snapshot();
     let Ok(flag) = resolve::lookup(state, &snapshot, &call, &key) else {
-        let metadata = collect_metadata(call.metadata_entries(&Map::new()));
+        let metadata = collect_metadata(call.metadata_entries(Metadata::empty()));
         return Err(OfrepError::NotFound { key, metadata });
     };
     let eval = resolve::untyped(state, &call, flag, now_unix_seconds());

@@ -13,7 +13,7 @@ use ring::digest::{Context, SHA256};
 
 use super::conditional::push_hex;
 use crate::selector::Selector;
-use crate::server::sync::gojson::{write_map, write_str, write_value};
+use crate::server::sync::gojson::{write_entries, write_str, write_value};
 use crate::store::Snapshot;
 
 /// Bytes of the SHA-256 kept in a version (128 bits, written as 32 hex digits).
@@ -69,7 +69,7 @@ fn feed_flag(digest: &mut Context, scratch: &mut String, flag: &Flag) {
     scratch.push('}');
     part(scratch.as_bytes());
     scratch.clear();
-    write_map(scratch, flag.metadata(), write_value);
+    write_entries(scratch, flag.metadata().iter(), write_value);
     part(scratch.as_bytes());
 }
 

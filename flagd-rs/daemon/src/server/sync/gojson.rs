@@ -46,10 +46,24 @@ pub fn write_value(out: &mut String, value: &Value) {
 pub fn write_map(
     out: &mut String,
     map: &Map<String, Value>,
+    value: impl FnMut(&mut String, &Value),
+) {
+    write_entries(
+        out,
+        sorted(map).into_iter().map(|(k, v)| (k.as_str(), v)),
+        value,
+    );
+}
+
+/// Appends an object of `entries`, which come in byte order of their keys (as a flag's
+/// [`flagd_evaluator::Metadata`] iterates), writing each value with `value`.
+pub fn write_entries<'a>(
+    out: &mut String,
+    entries: impl Iterator<Item = (&'a str, &'a Value)>,
     mut value: impl FnMut(&mut String, &Value),
 ) {
     out.push('{');
-    for (i, (k, v)) in sorted(map).into_iter().enumerate() {
+    for (i, (k, v)) in entries.enumerate() {
         if i > 0 {
             out.push(',');
         }

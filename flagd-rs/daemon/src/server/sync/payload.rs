@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use flagd_evaluator::{Flag, State};
 use serde_json::{Map, Value};
 
-use super::gojson::{write_map, write_str, write_value};
+use super::gojson::{write_entries, write_map, write_str, write_value};
 use crate::selector::Selector;
 use crate::store::{FlagRef, Snapshot};
 
@@ -77,7 +77,7 @@ fn write_flag(
     write_str(out, source);
     if !flag.metadata().is_empty() {
         out.push_str(",\"metadata\":");
-        write_map(out, flag.metadata(), write_value);
+        write_entries(out, flag.metadata().iter(), write_value);
     }
     out.push('}');
 }
