@@ -16,6 +16,7 @@ pub mod patch;
 pub mod schema;
 
 mod error;
+mod index;
 mod load;
 mod model;
 mod resolve;

@@ -7,7 +7,7 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use crate::logic::value::PlainName;
-use crate::logic::{BudgetLimit, ContextRef, EvalError, Exceeded};
+use crate::logic::{BudgetLimit, ContextRef, EvalError, Exceeded, Outcome, Pick};
 use crate::model::{Flag, FlagSet, State};
 
 /// Why a flag resolved the way it did (flagd's reason strings).
@@ -262,8 +262,24 @@ impl Flag {
         let Some(rule) = &self.targeting else {
             return self.fall_back(out, Reason::Static);
         };
-        let result = match rule.evaluate_in(context().into(), &self.key, timestamp) {
-            Ok(r) => r,
+        let result = match rule.evaluate_outcome(context().into(), &self.key, timestamp) {
+            Ok(Outcome::Value(r)) => r,
+            Ok(Outcome::Variant(i)) => {
+                match self.variants.get(i as usize) {
+                    Some((k, v)) => {
+                        out.variant = Some(k);
+                        out.value = Some(v);
+                        out.reason = Reason::TargetingMatch;
+                    }
+                    None => out.error = Some(ErrorCode::General),
+                }
+                return out;
+            }
+            Ok(Outcome::Default) => return self.fall_back(out, Reason::Default),
+            Ok(Outcome::NoVariant) => {
+                out.error = Some(ErrorCode::General);
+                return out;
+            }
             Err(EvalError::BudgetExceeded(what)) => {
                 out.error = Some(ErrorCode::General);
                 out.detail = Some(ErrorDetail::BudgetExceeded(what.limit()));
@@ -293,6 +309,24 @@ impl Flag {
             None => out.error = Some(ErrorCode::General),
         }
         out
+    }
+
+    /// Works out what each constant result of the targeting rule's top-level `if` selects, as
+    /// [`Flag::evaluate_with`] would find it by the result's variant name, so that evaluation
+    /// skips the name matching for them. Called when the flag is built or its rule replaced.
+    pub(crate) fn bind_results(&mut self) {
+        let Some(mut rule) = self.targeting.take() else {
+            return;
+        };
+        rule.bind(|v| match variant_name(v) {
+            None => Pick::Default,
+            Some(name) => match self.variant_index(&name).map(u32::try_from) {
+                Some(Ok(i)) => Pick::Variant(i),
+                Some(Err(_)) => Pick::Unbound,
+                None => Pick::NoVariant,
+            },
+        });
+        self.targeting = Some(rule);
     }
 
     /// The default variant with `reason`, or DEFAULT with nothing chosen when there is none.

@@ -20,7 +20,7 @@ use super::value::{
     Val, View, equals, format_number, go_int, go_interface_eq, less, str_contains, strict_equals,
     view_of,
 };
-use super::{CompileOptions, EvalError};
+use super::{CompileOptions, EvalError, Outcome, Pick};
 use crate::ops::fractional::{self, HashGeneration};
 use crate::ops::semver;
 
@@ -328,6 +328,41 @@ fn eval_if<'a>(args: &'a [Node], env: &Env<'a, '_>) -> Res<'a> {
     match args.last() {
         Some(last) if n % 2 == 1 => clause(last, env),
         _ => Ok(Val::Null),
+    }
+}
+
+/// The top-level `if` of a rule bound to its flag's variants: as [`eval`] of the node, except
+/// that a constant result with a bound pick comes back as that pick.
+#[inline]
+pub(crate) fn eval_top_if<'a>(
+    args: &'a [Node],
+    picks: &[Pick],
+    env: &Env<'a, '_>,
+) -> Result<Outcome<'a>, EvalError> {
+    // The visit of the `if` node itself, as `eval` counts it.
+    env.rt.meter.step()?;
+    let n = args.len();
+    let mut i = 0;
+    let chosen = loop {
+        if i + 1 >= n {
+            if n % 2 == 1 {
+                break n - 1;
+            }
+            return Ok(Outcome::Value(Val::Null));
+        }
+        if eval(&args[i], env)?.truthy() {
+            break i + 1;
+        }
+        i += 2;
+    };
+    match picks.get(chosen) {
+        Some(Pick::Variant(v)) => Ok(Outcome::Variant(*v)),
+        Some(Pick::Default) => Ok(Outcome::Default),
+        Some(Pick::NoVariant) => Ok(Outcome::NoVariant),
+        Some(Pick::Unbound) | None => match args.get(chosen) {
+            Some(node) => clause(node, env).map(Outcome::Value),
+            None => Ok(Outcome::Value(Val::Null)),
+        },
     }
 }
 
