@@ -929,6 +929,36 @@ fn eval_fractional<'a>(n: &'a FractionalNode, env: &Env<'a, '_>) -> Res<'a> {
     }
 }
 
+/// A top-level `fractional` of constant entries bucketed by the targeting key, in a rule bound
+/// to its flag's variants: as [`eval`] of the node, except that an entry with a bound pick
+/// comes back as that pick.
+#[inline]
+pub(crate) fn eval_top_fractional<'a>(
+    n: &'a FractionalNode,
+    picks: &[Pick],
+    env: &Env<'a, '_>,
+) -> Result<Outcome<'a>, EvalError> {
+    // The visit of the `fractional` node itself, as `eval` counts it.
+    env.rt.meter.step()?;
+    let (None, Some(Some(cum)), false) = (&n.first, &n.table, n.entries.is_empty()) else {
+        return eval_fractional(n, env).map(Outcome::Value);
+    };
+    let Bucketing::Hash(h, None) = bucketing(n.hash, None, env) else {
+        return Ok(Outcome::Value(Val::Null));
+    };
+    let Some(i) = fractional::pick(cum, h) else {
+        return Ok(Outcome::Value(Val::Null));
+    };
+    Ok(match (picks.get(i), n.entries.get(i)) {
+        (Some(Pick::Variant(v)), _) => Outcome::Variant(*v),
+        (Some(Pick::Default), _) => Outcome::Default,
+        (Some(Pick::NoVariant), _) => Outcome::NoVariant,
+        (_, Some(Entry::Pair(Node::Const(v), _))) => Outcome::Value(Val::Ref(v)),
+        (_, Some(Entry::Other(Node::Const(v)))) => Outcome::Value(first_element(Val::Ref(v))),
+        _ => Outcome::Value(Val::Null),
+    })
+}
+
 /// The bucketing hash of `{"cat": items}` (two or more operands), computed without building
 /// the string.
 fn hash_cat<'a>(

@@ -154,7 +154,8 @@ pub(crate) enum Outcome<'a> {
 pub struct Rule {
     root: tree::Node,
     /// For a rule whose top is an `if`: per argument, what it selects when it is a constant
-    /// result (empty until the rule is bound to its flag's variants).
+    /// result; for a top-level `fractional` of constant entries: per entry (empty until the
+    /// rule is bound to its flag's variants).
     picks: Box<[Pick]>,
     /// Kept for rules met at evaluation time (flagd re-reads some results as rules).
     hash: HashGeneration,
@@ -240,27 +241,59 @@ impl Rule {
         }
     }
 
-    /// Works out, with `pick_of`, what each constant result of the top-level `if` selects,
-    /// so that evaluating the rule for its flag needs no variant-name matching for them.
+    /// Works out, with `pick_of`, what each constant result of the top-level `if` (or each
+    /// constant variant of a top-level `fractional` split) selects, so that evaluating the rule
+    /// for its flag needs no variant-name matching for them.
     pub(crate) fn bind(&mut self, pick_of: impl Fn(&Value) -> Pick) {
-        let tree::Node::If(args) = &self.root else {
-            self.picks = Box::default();
-            return;
-        };
-        let n = args.len();
-        self.picks = args
-            .iter()
-            .enumerate()
-            .map(|(j, arg)| {
-                // Results follow their conditions (odd positions); an odd count ends in the
-                // else result.
-                let result = j % 2 == 1 || (n % 2 == 1 && j == n - 1);
-                match (result, arg) {
-                    (true, tree::Node::Const(v)) => pick_of(v),
+        self.picks = match &self.root {
+            tree::Node::If(args) => {
+                let n = args.len();
+                args.iter()
+                    .enumerate()
+                    .map(|(j, arg)| {
+                        // Results follow their conditions (odd positions); an odd count ends
+                        // in the else result.
+                        let result = j % 2 == 1 || (n % 2 == 1 && j == n - 1);
+                        match (result, arg) {
+                            (true, tree::Node::Const(v)) => pick_of(v),
+                            _ => Pick::Unbound,
+                        }
+                    })
+                    .collect()
+            }
+            // A split of constant entries bucketed by the targeting key: per entry.
+            tree::Node::Fractional(f) if f.first.is_none() && matches!(f.table, Some(Some(_))) => f
+                .entries
+                .iter()
+                .map(|e| match e {
+                    tree::Entry::Pair(tree::Node::Const(v), _) => pick_of(v),
                     _ => Pick::Unbound,
-                }
-            })
-            .collect();
+                })
+                .collect(),
+            _ => Box::default(),
+        };
+    }
+
+    /// This rule without its binding to a flag's variants, so that tests can compare the bound
+    /// evaluation with the general one.
+    #[cfg(test)]
+    pub(crate) fn unbound(&self) -> Rule {
+        Rule {
+            picks: Box::default(),
+            ..self.clone()
+        }
+    }
+
+    /// Replaces the rule's evaluation budget.
+    #[cfg(test)]
+    pub(crate) fn set_budget(&mut self, budget: EvalBudget) {
+        self.budget = budget;
+    }
+
+    /// Whether the rule is bound to its flag's variants (see [`Rule::bind`]).
+    #[cfg(test)]
+    pub(crate) fn is_bound(&self) -> bool {
+        !self.picks.is_empty()
     }
 
     /// [`Rule::evaluate_in`] for a rule bound to its flag's variants ([`Rule::bind`]): a
@@ -281,6 +314,9 @@ impl Rule {
         let out = match &self.root {
             tree::Node::If(args) if !self.picks.is_empty() => {
                 eval::eval_top_if(args, &self.picks, &env)
+            }
+            tree::Node::Fractional(f) if !self.picks.is_empty() => {
+                eval::eval_top_fractional(f, &self.picks, &env)
             }
             root => eval::eval(root, &env).map(Outcome::Value),
         };
