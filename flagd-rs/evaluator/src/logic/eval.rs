@@ -350,7 +350,12 @@ pub(crate) fn eval_top_if<'a>(
             }
             return Ok(Outcome::Value(Val::Null));
         }
-        if eval(&args[i], env)?.truthy() {
+        let cond = &args[i];
+        let truthy = match cond {
+            Node::And(items) => all_truthy(items, true, env)?,
+            _ => eval(cond, env)?.truthy(),
+        };
+        if truthy {
             break i + 1;
         }
         i += 2;
@@ -378,6 +383,34 @@ fn clause<'a>(node: &'a Node, env: &Env<'a, '_>) -> Res<'a> {
         View::Obj(m) if m.len() == 1 => dynamic(&v.as_json(), env, "if"),
         _ => Ok(v),
     }
+}
+
+/// Whether `node` evaluates to a truthy value: [`eval`] then [`Val::truthy`], except that an
+/// `and`/`or` is not asked for its value, only whether its operands are truthy (the value of
+/// `and` is truthy exactly when every operand is, that of `or` when one is), with the same
+/// operands evaluated in the same order and the same visits counted.
+#[inline(always)]
+fn eval_truthy<'a>(node: &'a Node, env: &Env<'a, '_>) -> Result<bool, EvalError> {
+    match node {
+        Node::And(args) => all_truthy(args, true, env),
+        Node::Or(args) => all_truthy(args, false, env),
+        _ => Ok(eval(node, env)?.truthy()),
+    }
+}
+
+/// [`eval_truthy`] of an `and` (`every`) or an `or` (not `every`) with operands `args`.
+#[inline(never)]
+fn all_truthy<'a>(args: &'a [Node], every: bool, env: &Env<'a, '_>) -> Result<bool, EvalError> {
+    // The visit of the `and`/`or` node itself, as `eval` counts it.
+    env.rt.meter.step()?;
+    for arg in args {
+        // `and` stops at the first falsy operand, `or` at the first truthy one.
+        if eval_truthy(arg, env)? != every {
+            return Ok(!every);
+        }
+    }
+    // Every operand of an `and` was truthy (none: `null`); no operand of an `or` was.
+    Ok(every && !args.is_empty())
 }
 
 /// `and`: the first falsy operand, else the last one (`null` for none).
