@@ -12,26 +12,37 @@ const EMPTY: u32 = u32::MAX;
 const K1: u64 = 0x243f_6a88_85a3_08d3;
 const K2: u64 = 0x9e37_79b9_7f4a_7c15;
 
-/// A key as a slot holds it: its length and its first sixteen bytes, zero-padded.
+/// A key as a slot holds it: its first sixteen bytes, zero-padded, and its length (saturated:
+/// a key of 4 GiB or more compares its remaining bytes anyway).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Words {
     head: u64,
     tail: u64,
-    len: u64,
+    len: u32,
 }
 
-/// One table slot.
+/// One table slot: a key's [`Words`], laid out flat in 24 bytes.
 #[derive(Debug, Clone, Copy)]
 struct Slot {
-    key: Words,
+    head: u64,
+    tail: u64,
+    len: u32,
     /// The flag's position in the set, or [`EMPTY`].
     flag: u32,
+}
+
+impl Slot {
+    /// Whether the slot's key has the words `w`.
+    #[inline(always)]
+    fn holds(&self, w: Words) -> bool {
+        self.head == w.head && self.tail == w.tail && self.len == w.len
+    }
 }
 
 /// Key → position of the flag in the set's sorted list.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct FlagIndex {
-    /// A power of two long (or empty), at most half full, so probe runs stay short.
+    /// A power of two long (or empty), at most two-thirds full, so probe runs stay short.
     slots: Box<[Slot]>,
     /// How far a hash is shifted to give a slot position (64 − log2 of the table length).
     shift: u32,
@@ -81,7 +92,7 @@ impl Words {
         Words {
             head,
             tail,
-            len: len as u64,
+            len: u32::try_from(len).unwrap_or(u32::MAX),
         }
     }
 }
@@ -90,7 +101,7 @@ impl Words {
 #[inline(always)]
 fn hash(key: &[u8], w: Words) -> u64 {
     let mix = |acc: u64, x: u64| (acc ^ x).wrapping_mul(K1).rotate_left(29);
-    let mut h = mix(mix(w.len.wrapping_mul(K2), w.head), w.tail);
+    let mut h = mix(mix(u64::from(w.len).wrapping_mul(K2), w.head), w.tail);
     let mut at = 16;
     while at < key.len() {
         let n = (key.len() - at).min(8);
@@ -107,10 +118,12 @@ impl FlagIndex {
         if n == 0 {
             return FlagIndex::default();
         }
-        // At least twice as many slots as keys (and at least 8).
-        let len = (n * 2).next_power_of_two().max(8);
+        // At least half as many slots again as keys (and at least 8).
+        let len = (n + n / 2 + 1).next_power_of_two().max(8);
         let empty = Slot {
-            key: Words::default(),
+            head: 0,
+            tail: 0,
+            len: 0,
             flag: EMPTY,
         };
         let mut slots = vec![empty; len].into_boxed_slice();
@@ -124,7 +137,9 @@ impl FlagIndex {
             }
             if let Some(slot) = slots.get_mut(at) {
                 *slot = Slot {
-                    key: w,
+                    head: w.head,
+                    tail: w.tail,
+                    len: w.len,
                     flag: i as u32,
                 };
             }
@@ -152,7 +167,7 @@ impl FlagIndex {
             if slot.flag == EMPTY {
                 return None;
             }
-            if slot.key == w {
+            if slot.holds(w) {
                 let i = slot.flag as usize;
                 if b.len() <= 16 {
                     return Some(i);
@@ -234,6 +249,11 @@ mod tests {
         assert_eq!(lookup(&keys, &index, "ab"), Some(0));
         assert_eq!(lookup(&keys, &index, "ab\0"), Some(1));
         assert_eq!(lookup(&keys, &index, "ab\0\0"), None);
+    }
+
+    #[test]
+    fn slots_are_small() {
+        assert_eq!(std::mem::size_of::<Slot>(), 24);
     }
 
     #[test]
