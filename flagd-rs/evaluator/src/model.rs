@@ -5,7 +5,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
 
-use crate::index::KeyIndex;
+use crate::index::FlagIndex;
 use crate::load::Provenance;
 use crate::load::raw::sort_last_wins;
 use crate::load::reuse;
@@ -193,8 +193,7 @@ fn same_rule(a: Option<&str>, b: Option<&str>) -> bool {
 pub struct FlagSet {
     /// Flags sorted by key, each shared with the loads that reused it.
     pub(crate) flags: Vec<Arc<Flag>>,
-    /// Positions in `flags` by key.
-    pub(crate) index: KeyIndex,
+    pub(crate) index: FlagIndex,
     pub(crate) metadata: Map<String, Value>,
     pub(crate) evaluators: Map<String, Value>,
     /// The document-level inputs of every flag (load options, flag-set metadata); 0 when the
@@ -211,7 +210,13 @@ impl FlagSet {
         // In the array form a key may repeat; the later definition wins, as a map would keep it.
         sort_last_wins(&mut flags, |a, b| a.key.cmp(&b.key));
         stamp_evaluators_digests(&mut flags, &evaluators);
-        let index = KeyIndex::new(flags.len(), |i| flags.get(i).map(|f| &*f.key));
+        for flag in &mut flags {
+            // A flag shared with an earlier load was bound then.
+            if let Some(flag) = Arc::get_mut(flag) {
+                flag.bind_results();
+            }
+        }
+        let index = FlagIndex::new(flags.iter().map(|f| &*f.key));
         Self {
             flags,
             index,
@@ -230,10 +235,10 @@ impl FlagSet {
     /// Looks a flag up by key, as the shared pointer the set holds.
     #[inline]
     pub fn get_shared(&self, key: &str) -> Option<&Arc<Flag>> {
-        let flags = &self.flags;
-        self.index
-            .find(key, |i| flags.get(i).map(|f| &*f.key))
-            .and_then(|i| flags.get(i))
+        let i = self
+            .index
+            .get(key, |i| self.flags.get(i).map(|f| &*f.key))?;
+        self.flags.get(i)
     }
 
     /// All flags, sorted by key. A flag a later [`crate::reload`] reused is the same `Arc` in

@@ -429,6 +429,7 @@ impl Flag {
                 Ok((rule, source)) => {
                     flag.targeting = Some(rule);
                     flag.targeting_source = Some(source.into_boxed_str());
+                    flag.bind_results();
                 }
                 Err(error) => stale.push((PatchField::Weights, error)),
             }

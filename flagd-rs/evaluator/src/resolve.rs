@@ -7,7 +7,7 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use crate::logic::value::PlainName;
-use crate::logic::{BudgetLimit, ContextRef, EvalError, Exceeded};
+use crate::logic::{BudgetLimit, ContextRef, EvalError, Exceeded, Outcome, Pick};
 use crate::metadata::Metadata;
 use crate::model::{Flag, FlagSet, State};
 
@@ -261,8 +261,24 @@ impl Flag {
         let Some(rule) = &self.targeting else {
             return self.fall_back(out, Reason::Static);
         };
-        let result = match rule.evaluate_in(context().into(), &self.key, timestamp) {
-            Ok(r) => r,
+        let result = match rule.evaluate_outcome(context().into(), &self.key, timestamp) {
+            Ok(Outcome::Value(r)) => r,
+            Ok(Outcome::Variant(i)) => {
+                match self.variants.get(i as usize) {
+                    Some((k, v)) => {
+                        out.variant = Some(k);
+                        out.value = Some(v);
+                        out.reason = Reason::TargetingMatch;
+                    }
+                    None => out.error = Some(ErrorCode::General),
+                }
+                return out;
+            }
+            Ok(Outcome::Default) => return self.fall_back(out, Reason::Default),
+            Ok(Outcome::NoVariant) => {
+                out.error = Some(ErrorCode::General);
+                return out;
+            }
             Err(EvalError::BudgetExceeded(what)) => {
                 out.error = Some(ErrorCode::General);
                 out.detail = Some(ErrorDetail::BudgetExceeded(what.limit()));
@@ -292,6 +308,24 @@ impl Flag {
             None => out.error = Some(ErrorCode::General),
         }
         out
+    }
+
+    /// Works out what each constant result of the targeting rule's top-level `if` selects, as
+    /// [`Flag::evaluate_with`] would find it by the result's variant name, so that evaluation
+    /// skips the name matching for them. Called when the flag is built or its rule replaced.
+    pub(crate) fn bind_results(&mut self) {
+        let Some(mut rule) = self.targeting.take() else {
+            return;
+        };
+        rule.bind(|v| match variant_name(v) {
+            None => Pick::Default,
+            Some(name) => match self.variant_index(&name).map(u32::try_from) {
+                Some(Ok(i)) => Pick::Variant(i),
+                Some(Err(_)) => Pick::Unbound,
+                None => Pick::NoVariant,
+            },
+        });
+        self.targeting = Some(rule);
     }
 
     /// The default variant with `reason`, or DEFAULT with nothing chosen when there is none.
@@ -609,6 +643,167 @@ mod tests {
         );
         // Other failures carry no detail.
         assert_eq!(flags.resolve_bool("missing", &large).detail, None);
+    }
+
+    /// The outcome of evaluating `flag` in a comparable form.
+    fn outcome(e: &Evaluation<'_>) -> (Option<String>, Option<Value>, Reason, Option<ErrorCode>) {
+        (
+            e.variant.map(str::to_owned),
+            e.value.cloned(),
+            e.reason,
+            e.error,
+        )
+    }
+
+    #[test]
+    fn bound_constant_results_agree_with_name_matching() {
+        // Variants named as Go renders the results below, and a few results naming none.
+        let doc = r#"{"flags": {
+            "if": {"state": "ENABLED", "variants": {"on": 1, "off": 2, "true": 3, "false": 4,
+                    "1": 5, "1.5": 6, "a\\u003cb": 7, "é": 8, "": 9, "[a,1]": 10},
+                "defaultVariant": "off",
+                "targeting": {"if": [
+                    {"in": ["@acme.com", {"var": "email"}]}, "on",
+                    {"starts_with": [{"var": "region"}, "eu-"]}, true,
+                    {"ends_with": [{"var": "email"}, ".org"]}, false,
+                    {"==": [{"var": "n"}, 1]}, 1,
+                    {"==": [{"var": "n"}, 2]}, 1.5,
+                    {"==": [{"var": "n"}, 3]}, "a<b",
+                    {"==": [{"var": "n"}, 4]}, "é",
+                    {"==": [{"var": "n"}, 5]}, "",
+                    {"==": [{"var": "n"}, 6]}, ["a", 1],
+                    {"==": [{"var": "n"}, 7]}, null,
+                    {"==": [{"var": "n"}, 8]}, "nope",
+                    {"==": [{"var": "n"}, 9]}, {"var": "pick"},
+                    {"==": [{"var": "n"}, 10]}, {"if": [{"var": "t"}, "on", "missing"]},
+                    "off"]}},
+            "logic": {"state": "ENABLED", "variants": {"on": true, "off": false},
+                "defaultVariant": "off",
+                "targeting": {"if": [
+                    {"and": [{"var": "t"}, {"or": [{"var": "n"}, {"var": "email"}]},
+                        {"ends_with": [{"var": "email"}, ".org"]}]}, "on",
+                    {"and": []}, "on",
+                    {"or": []}, "on",
+                    {"and": [{"var": "pick"}, {"or": [false, {"nope": 1}]}]}, "on",
+                    {"and": [{"var": "region"}, {"var": "n"}]}, "off",
+                    {"or": [{"!": {"var": "email"}}, {"and": [{"var": "n"}, 0]}]}, "on",
+                    "off"]}},
+            "no-else": {"state": "ENABLED", "variants": {"on": true, "off": false},
+                "defaultVariant": "off",
+                "targeting": {"if": [{"in": ["@acme.com", {"var": "email"}]}, "on"]}},
+            "no-default": {"state": "ENABLED", "variants": {"on": true, "off": false},
+                "targeting": {"if": [{"var": "t"}, "on", null]}},
+            "only-else": {"state": "ENABLED", "variants": {"on": true},
+                "defaultVariant": "on", "targeting": {"if": [{"var": "email"}]}},
+            "split": {"state": "ENABLED", "variants": {"a": "a", "b": "b", "true": "t"},
+                "defaultVariant": "a",
+                "targeting": {"fractional": [["a", 10], ["b", 10], ["gone", 10], [null, 10], [true, 10]]}},
+            "split-by": {"state": "ENABLED", "variants": {"a": "a", "b": "b"},
+                "defaultVariant": "a",
+                "targeting": {"fractional": [{"var": "email"}, ["a", 1], ["b", 1]]}}
+        }}"#;
+        let set = crate::load(
+            doc.as_bytes(),
+            crate::Format::Json,
+            &crate::LoadOptions::default(),
+        )
+        .unwrap()
+        .flags;
+        let contexts = [
+            json!({"email": "ann@acme.com", "targetingKey": "k1"}),
+            json!({"email": "bob@uni.edu.org", "region": "eu-west-1", "targetingKey": "k2"}),
+            json!({"email": "cy@x.org", "targetingKey": "ユーザー"}),
+            json!({"region": "us-east-1", "targetingKey": ""}),
+            json!({"email": 42, "region": ["eu-"], "targetingKey": 7}),
+            json!({"t": true, "pick": "on"}),
+            json!({"t": false}),
+            json!("not an object"),
+            json!(null),
+            json!({}),
+        ];
+        let numbered = (1..=10).map(
+            |n| json!({"n": n, "t": n % 2 == 0, "pick": "on", "targetingKey": format!("u{n}")}),
+        );
+        let mut budgets = vec![crate::EvalBudget::default()];
+        budgets.extend((1..6).map(|max_operations| crate::EvalBudget {
+            max_operations,
+            ..crate::EvalBudget::default()
+        }));
+        for flag in set.flags() {
+            let rule = flag.targeting().unwrap();
+            assert!(
+                rule.is_bound() != (flag.key() == "split-by"),
+                "{}",
+                flag.key()
+            );
+            for budget in &budgets {
+                let mut bound = (**flag).clone();
+                let mut unbound = (**flag).clone();
+                if let (Some(b), Some(u)) = (&mut bound.targeting, &mut unbound.targeting) {
+                    b.set_budget(*budget);
+                    *u = b.unbound();
+                }
+                for ctx in contexts.iter().cloned().chain(numbered.clone()) {
+                    let built = crate::Context::from_json(&ctx);
+                    let expected = outcome(&unbound.evaluate(&ctx, 5));
+                    assert_eq!(
+                        outcome(&bound.evaluate(&ctx, 5)),
+                        expected,
+                        "{} {ctx}",
+                        flag.key()
+                    );
+                    assert_eq!(
+                        outcome(&bound.evaluate(&built, 5)),
+                        expected,
+                        "{} {ctx}",
+                        flag.key()
+                    );
+                    let a = bound.evaluate(&ctx, 5);
+                    let b = unbound.evaluate(&ctx, 5);
+                    assert_eq!(a.detail, b.detail);
+                }
+            }
+        }
+        // Spot checks of what the bound results select.
+        let ctx = json!({"n": 3});
+        let e = set.evaluate("if", &ctx, 0).unwrap();
+        assert_eq!((e.variant, e.value), (Some("a\\u003cb"), Some(&json!(7))));
+        let e = set.evaluate("if", &json!({"n": 7}), 0).unwrap();
+        assert_eq!((e.variant, e.reason), (Some("off"), Reason::Default));
+        let e = set.evaluate("if", &json!({"n": 8}), 0).unwrap();
+        assert_eq!((e.variant, e.error), (None, Some(ErrorCode::General)));
+        let e = set.evaluate("if", &json!({"n": 1}), 0).unwrap();
+        assert_eq!((e.variant, e.reason), (Some("1"), Reason::TargetingMatch));
+        let e = set.evaluate("no-default", &json!({"t": false}), 0).unwrap();
+        assert_eq!(
+            (e.variant, e.reason, e.error),
+            (None, Reason::Default, None)
+        );
+        let e = set
+            .evaluate("no-else", &json!({"email": "x@y.z"}), 0)
+            .unwrap();
+        assert_eq!((e.variant, e.reason), (Some("off"), Reason::Default));
+    }
+
+    #[test]
+    fn a_patched_rule_is_bound_again() {
+        let doc = br#"{"flags": {"f": {"state": "ENABLED", "variants": {"a": 1, "b": 2},
+            "defaultVariant": "a", "targeting": {"fractional": [["a", 50], ["b", 50]]}}}}"#;
+        let set = crate::load(doc, crate::Format::Json, &crate::LoadOptions::default())
+            .unwrap()
+            .flags;
+        let patch: crate::OverridePatch =
+            serde_json::from_value(json!({"weights": {"a": 0, "b": 100}})).unwrap();
+        let flag = set
+            .get("f")
+            .unwrap()
+            .with_patch(&patch, set.evaluators(), &crate::LoadOptions::default())
+            .unwrap();
+        assert!(flag.targeting().unwrap().is_bound());
+        for i in 0..50 {
+            let e = flag.evaluate(&json!({"targetingKey": format!("user-{i}")}), 0);
+            assert_eq!((e.variant, e.value), (Some("b"), Some(&json!(2))));
+        }
     }
 
     #[test]

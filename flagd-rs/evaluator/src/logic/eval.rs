@@ -20,7 +20,7 @@ use super::value::{
     Val, View, equals, format_number, go_int, go_interface_eq, less, str_contains, strict_equals,
     view_of,
 };
-use super::{CompileOptions, EvalError};
+use super::{CompileOptions, EvalError, Outcome, Pick};
 use crate::ops::fractional::{self, HashGeneration};
 use crate::ops::semver;
 
@@ -331,6 +331,46 @@ fn eval_if<'a>(args: &'a [Node], env: &Env<'a, '_>) -> Res<'a> {
     }
 }
 
+/// The top-level `if` of a rule bound to its flag's variants: as [`eval`] of the node, except
+/// that a constant result with a bound pick comes back as that pick.
+#[inline]
+pub(crate) fn eval_top_if<'a>(
+    args: &'a [Node],
+    picks: &[Pick],
+    env: &Env<'a, '_>,
+) -> Result<Outcome<'a>, EvalError> {
+    // The visit of the `if` node itself, as `eval` counts it.
+    env.rt.meter.step()?;
+    let n = args.len();
+    let mut i = 0;
+    let chosen = loop {
+        if i + 1 >= n {
+            if n % 2 == 1 {
+                break n - 1;
+            }
+            return Ok(Outcome::Value(Val::Null));
+        }
+        let cond = &args[i];
+        let truthy = match cond {
+            Node::And(items) => all_truthy(items, true, env)?,
+            _ => eval(cond, env)?.truthy(),
+        };
+        if truthy {
+            break i + 1;
+        }
+        i += 2;
+    };
+    match picks.get(chosen) {
+        Some(Pick::Variant(v)) => Ok(Outcome::Variant(*v)),
+        Some(Pick::Default) => Ok(Outcome::Default),
+        Some(Pick::NoVariant) => Ok(Outcome::NoVariant),
+        Some(Pick::Unbound) | None => match args.get(chosen) {
+            Some(node) => clause(node, env).map(Outcome::Value),
+            None => Ok(Outcome::Value(Val::Null)),
+        },
+    }
+}
+
 /// An `if` branch: a result that is a single-key object is evaluated again as a rule.
 #[inline]
 fn clause<'a>(node: &'a Node, env: &Env<'a, '_>) -> Res<'a> {
@@ -343,6 +383,34 @@ fn clause<'a>(node: &'a Node, env: &Env<'a, '_>) -> Res<'a> {
         View::Obj(m) if m.len() == 1 => dynamic(&v.as_json(), env, "if"),
         _ => Ok(v),
     }
+}
+
+/// Whether `node` evaluates to a truthy value: [`eval`] then [`Val::truthy`], except that an
+/// `and`/`or` is not asked for its value, only whether its operands are truthy (the value of
+/// `and` is truthy exactly when every operand is, that of `or` when one is), with the same
+/// operands evaluated in the same order and the same visits counted.
+#[inline(always)]
+fn eval_truthy<'a>(node: &'a Node, env: &Env<'a, '_>) -> Result<bool, EvalError> {
+    match node {
+        Node::And(args) => all_truthy(args, true, env),
+        Node::Or(args) => all_truthy(args, false, env),
+        _ => Ok(eval(node, env)?.truthy()),
+    }
+}
+
+/// [`eval_truthy`] of an `and` (`every`) or an `or` (not `every`) with operands `args`.
+#[inline(never)]
+fn all_truthy<'a>(args: &'a [Node], every: bool, env: &Env<'a, '_>) -> Result<bool, EvalError> {
+    // The visit of the `and`/`or` node itself, as `eval` counts it.
+    env.rt.meter.step()?;
+    for arg in args {
+        // `and` stops at the first falsy operand, `or` at the first truthy one.
+        if eval_truthy(arg, env)? != every {
+            return Ok(!every);
+        }
+    }
+    // Every operand of an `and` was truthy (none: `null`); no operand of an `or` was.
+    Ok(every && !args.is_empty())
 }
 
 /// `and`: the first falsy operand, else the last one (`null` for none).
@@ -892,6 +960,36 @@ fn eval_fractional<'a>(n: &'a FractionalNode, env: &Env<'a, '_>) -> Res<'a> {
             }
         }
     }
+}
+
+/// A top-level `fractional` of constant entries bucketed by the targeting key, in a rule bound
+/// to its flag's variants: as [`eval`] of the node, except that an entry with a bound pick
+/// comes back as that pick.
+#[inline]
+pub(crate) fn eval_top_fractional<'a>(
+    n: &'a FractionalNode,
+    picks: &[Pick],
+    env: &Env<'a, '_>,
+) -> Result<Outcome<'a>, EvalError> {
+    // The visit of the `fractional` node itself, as `eval` counts it.
+    env.rt.meter.step()?;
+    let (None, Some(Some(cum)), false) = (&n.first, &n.table, n.entries.is_empty()) else {
+        return eval_fractional(n, env).map(Outcome::Value);
+    };
+    let Bucketing::Hash(h, None) = bucketing(n.hash, None, env) else {
+        return Ok(Outcome::Value(Val::Null));
+    };
+    let Some(i) = fractional::pick(cum, h) else {
+        return Ok(Outcome::Value(Val::Null));
+    };
+    Ok(match (picks.get(i), n.entries.get(i)) {
+        (Some(Pick::Variant(v)), _) => Outcome::Variant(*v),
+        (Some(Pick::Default), _) => Outcome::Default,
+        (Some(Pick::NoVariant), _) => Outcome::NoVariant,
+        (_, Some(Entry::Pair(Node::Const(v), _))) => Outcome::Value(Val::Ref(v)),
+        (_, Some(Entry::Other(Node::Const(v)))) => Outcome::Value(first_element(Val::Ref(v))),
+        _ => Outcome::Value(Val::Null),
+    })
 }
 
 /// The bucketing hash of `{"cat": items}` (two or more operands), computed without building

@@ -122,10 +122,41 @@ pub enum EvalError {
     BudgetExceeded(Exceeded),
 }
 
+/// What a constant result of a rule's top-level `if` selects among the variants of the flag the
+/// rule belongs to, worked out once when the flag is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pick {
+    /// Not a constant result (a rule, or a condition): evaluated and matched as usual.
+    Unbound,
+    /// The constant names this variant (its position among the flag's variants).
+    Variant(u32),
+    /// The constant is `null`: the flag's default applies.
+    Default,
+    /// The constant names no variant of the flag.
+    NoVariant,
+}
+
+/// What evaluating a rule for a flag gave.
+#[derive(Debug)]
+pub(crate) enum Outcome<'a> {
+    /// A constant result bound to a variant (its position among the flag's variants).
+    Variant(u32),
+    /// A constant `null` result.
+    Default,
+    /// A constant result that names no variant.
+    NoVariant,
+    /// Any other result, to be matched against the variants.
+    Value(value::Val<'a>),
+}
+
 /// A compiled targeting rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
     root: tree::Node,
+    /// For a rule whose top is an `if`: per argument, what it selects when it is a constant
+    /// result; for a top-level `fractional` of constant entries: per entry (empty until the
+    /// rule is bound to its flag's variants).
+    picks: Box<[Pick]>,
     /// Kept for rules met at evaluation time (flagd re-reads some results as rules).
     hash: HashGeneration,
     max_depth: usize,
@@ -150,6 +181,7 @@ impl Rule {
         let root = compile::Compiler::new(opts).compile(rule, 0)?;
         Ok(Rule {
             root,
+            picks: Box::default(),
             hash: opts.hash,
             max_depth: opts.max_depth,
             budget: opts.budget,
@@ -203,6 +235,91 @@ impl Rule {
         let out = eval::eval(&self.root, &env);
         // A limit crossed where no error could be returned, or whose error another one
         // replaced on the way up, still ends the evaluation.
+        match rt.exceeded() {
+            Some(what) => Err(EvalError::BudgetExceeded(what)),
+            None => out,
+        }
+    }
+
+    /// Works out, with `pick_of`, what each constant result of the top-level `if` (or each
+    /// constant variant of a top-level `fractional` split) selects, so that evaluating the rule
+    /// for its flag needs no variant-name matching for them.
+    pub(crate) fn bind(&mut self, pick_of: impl Fn(&Value) -> Pick) {
+        self.picks = match &self.root {
+            tree::Node::If(args) => {
+                let n = args.len();
+                args.iter()
+                    .enumerate()
+                    .map(|(j, arg)| {
+                        // Results follow their conditions (odd positions); an odd count ends
+                        // in the else result.
+                        let result = j % 2 == 1 || (n % 2 == 1 && j == n - 1);
+                        match (result, arg) {
+                            (true, tree::Node::Const(v)) => pick_of(v),
+                            _ => Pick::Unbound,
+                        }
+                    })
+                    .collect()
+            }
+            // A split of constant entries bucketed by the targeting key: per entry.
+            tree::Node::Fractional(f) if f.first.is_none() && matches!(f.table, Some(Some(_))) => f
+                .entries
+                .iter()
+                .map(|e| match e {
+                    tree::Entry::Pair(tree::Node::Const(v), _) => pick_of(v),
+                    _ => Pick::Unbound,
+                })
+                .collect(),
+            _ => Box::default(),
+        };
+    }
+
+    /// This rule without its binding to a flag's variants, so that tests can compare the bound
+    /// evaluation with the general one.
+    #[cfg(test)]
+    pub(crate) fn unbound(&self) -> Rule {
+        Rule {
+            picks: Box::default(),
+            ..self.clone()
+        }
+    }
+
+    /// Replaces the rule's evaluation budget.
+    #[cfg(test)]
+    pub(crate) fn set_budget(&mut self, budget: EvalBudget) {
+        self.budget = budget;
+    }
+
+    /// Whether the rule is bound to its flag's variants (see [`Rule::bind`]).
+    #[cfg(test)]
+    pub(crate) fn is_bound(&self) -> bool {
+        !self.picks.is_empty()
+    }
+
+    /// [`Rule::evaluate_in`] for a rule bound to its flag's variants ([`Rule::bind`]): a
+    /// constant result of the top-level `if` comes back as what it selects.
+    #[inline]
+    pub(crate) fn evaluate_outcome<'a>(
+        &'a self,
+        data: ContextRef<'a>,
+        flag_key: &'a str,
+        timestamp: i64,
+    ) -> Result<Outcome<'a>, EvalError> {
+        let rt = eval::Runtime::new(self.hash, self.max_depth, self.budget);
+        let flagd = eval::Flagd {
+            key: flag_key,
+            timestamp,
+        };
+        let env = eval::Env::root(data, Some(flagd), &rt);
+        let out = match &self.root {
+            tree::Node::If(args) if !self.picks.is_empty() => {
+                eval::eval_top_if(args, &self.picks, &env)
+            }
+            tree::Node::Fractional(f) if !self.picks.is_empty() => {
+                eval::eval_top_fractional(f, &self.picks, &env)
+            }
+            root => eval::eval(root, &env).map(Outcome::Value),
+        };
         match rt.exceeded() {
             Some(what) => Err(EvalError::BudgetExceeded(what)),
             None => out,
