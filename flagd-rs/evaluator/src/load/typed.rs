@@ -282,14 +282,9 @@ fn build(
     let default_variant = match parts.default_variant {
         None => None,
         Some(name) if name.is_empty() => None,
-        Some(name) => Some(
-            u32::try_from(
-                variants
-                    .binary_search_by(|(k, _)| (**k).cmp(&*name))
-                    .ok()?,
-            )
-            .ok()?,
-        ),
+        Some(name) => {
+            Some(u32::try_from(variants.binary_search_by(|(k, _)| (**k).cmp(&*name)).ok()?).ok()?)
+        }
     };
 
     let variants = variants
