@@ -7,6 +7,7 @@
 //! every YAML document, goes the full way: parse into a value, validate against the schema,
 //! check and compile each flag, and report every problem.
 
+mod digest;
 pub(crate) mod raw;
 mod read;
 pub(crate) mod reuse;

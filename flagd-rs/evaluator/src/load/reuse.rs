@@ -7,13 +7,11 @@
 //! three are fingerprinted; the evaluators are recorded by name with the fingerprint each had
 //! (or that it was missing, since a `$ref` to a missing evaluator compiles too).
 
-use std::hash::{BuildHasher, Hasher};
-use std::sync::OnceLock;
-
 use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
 
 use super::LoadOptions;
+pub(crate) use super::digest::fingerprint;
 use crate::logic::input::{RuleInput, Shape};
 
 /// Fingerprint of an evaluator that the document does not define.
@@ -39,18 +37,6 @@ impl Provenance {
                 .iter()
                 .all(|(name, hash)| evaluators.get(&**name).copied().unwrap_or(MISSING) == *hash)
     }
-}
-
-/// A keyed hash of `parts` (each length-prefixed), never 0. The key is chosen once per process,
-/// so fingerprints are comparable across loads and unpredictable to whoever writes the document.
-pub(crate) fn fingerprint(parts: &[&[u8]]) -> u64 {
-    static KEYS: OnceLock<std::hash::RandomState> = OnceLock::new();
-    let mut hasher = KEYS.get_or_init(std::hash::RandomState::new).build_hasher();
-    for part in parts {
-        hasher.write_usize(part.len());
-        hasher.write(part);
-    }
-    hasher.finish() | 1
 }
 
 /// The document-level inputs of every flag: the load options that shape compilation and the
