@@ -124,6 +124,13 @@ fn string_end(bytes: &[u8], from: usize) -> usize {
 /// The position of the first `"` or `\\` at or after `from`, eight bytes at a time.
 #[inline]
 fn quote_or_backslash(bytes: &[u8], from: usize) -> Option<usize> {
+    string_stop::<false>(bytes, from)
+}
+
+/// The position of the first `"` or `\\` (with `CONTROLS`, also of the first control
+/// character) at or after `from`, eight bytes at a time; `None` when there is none.
+#[inline]
+pub(super) fn string_stop<const CONTROLS: bool>(bytes: &[u8], from: usize) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     // High bit set in each byte of `word` equal to `byte` (and possibly in bytes after the
@@ -135,7 +142,10 @@ fn quote_or_backslash(bytes: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
     while let Some(Ok(chunk)) = bytes.get(i..i + 8).map(<[u8; 8]>::try_from) {
         let word = u64::from_le_bytes(chunk);
-        let found = matches(word, b'"') | matches(word, b'\\');
+        let mut found = matches(word, b'"') | matches(word, b'\\');
+        if CONTROLS {
+            found |= word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+        }
         if found != 0 {
             return Some(i + (found.trailing_zeros() / 8) as usize);
         }
@@ -144,7 +154,7 @@ fn quote_or_backslash(bytes: &[u8], from: usize) -> Option<usize> {
     bytes
         .get(i..)?
         .iter()
-        .position(|&b| b == b'"' || b == b'\\')
+        .position(|&b| b == b'"' || b == b'\\' || (CONTROLS && b < 0x20))
         .map(|n| i + n)
 }
 

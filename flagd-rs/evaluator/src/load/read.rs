@@ -485,29 +485,7 @@ fn number_value(text: &str) -> Option<Number> {
 /// at a time; `None` when there is none (a string cut short).
 #[inline]
 fn special(bytes: &[u8], from: usize) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    // High bit set in the lowest byte of `word` equal to `byte` (bytes above it may be flagged
-    // too; only the lowest counts).
-    let equal = |word: u64, byte: u8| {
-        let x = word ^ (ONES * u64::from(byte));
-        x.wrapping_sub(ONES) & !x & HIGHS
-    };
-    let mut i = from;
-    while let Some(Ok(chunk)) = bytes.get(i..i + 8).map(<[u8; 8]>::try_from) {
-        let word = u64::from_le_bytes(chunk);
-        let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
-        let found = equal(word, b'"') | equal(word, b'\\') | control;
-        if found != 0 {
-            return Some(i + (found.trailing_zeros() / 8) as usize);
-        }
-        i += 8;
-    }
-    bytes
-        .get(i..)?
-        .iter()
-        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-        .map(|n| i + n)
+    super::raw::string_stop::<true>(bytes, from)
 }
 
 #[cfg(test)]
