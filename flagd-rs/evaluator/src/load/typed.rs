@@ -221,7 +221,8 @@ fn flag(
     }
     let array_form = key.is_none();
     let start = reader.at();
-    let (raw, mut parts) = match (previous, key) {
+    // The fingerprint, when it was taken before decoding.
+    let (raw, mut parts, taken) = match (previous, key) {
         (Some(previous), Some(key)) => {
             reader.skip()?;
             let raw = reader.since(start)?;
@@ -232,11 +233,11 @@ fn flag(
                 return Some(old.clone());
             }
             let mut again = Reader::new(raw);
-            (raw, again.flag()?)
+            (raw, again.flag()?, Some(definition))
         }
         _ => {
             let parts = reader.flag()?;
-            (reader.since(start)?, parts)
+            (reader.since(start)?, parts, None)
         }
     };
     let own_key;
@@ -247,7 +248,7 @@ fn flag(
             &*own_key
         }
     };
-    let definition = fingerprint(&[key.as_bytes(), raw.as_bytes()]);
+    let definition = taken.unwrap_or_else(|| fingerprint(&[key.as_bytes(), raw.as_bytes()]));
     if array_form
         && let Some(old) = previous.and_then(|p| p.get_shared(key))
         && old.provenance.matches(definition, &shared.evaluator_hashes)
