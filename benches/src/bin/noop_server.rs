@@ -33,6 +33,10 @@ use tokio::sync::watch;
 use tonic::service::Routes;
 use tonic::{Request, Status};
 
+// The daemon's allocator, so that the baseline runs on the same stack.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// What every ResolveBoolean answers: the shape of a static flag's resolution.
 fn constant_boolean() -> ResolveBooleanResponse {
     ResolveBooleanResponse {

@@ -22,6 +22,10 @@ use flagd_rs_benches::{
 };
 use serde_json::{Map, Value, json};
 
+// The daemon's allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type Error = Box<dyn std::error::Error>;
 
 const USAGE: &str =

@@ -6,6 +6,11 @@ use clap::Parser as _;
 use flagd_rs::config::{Cli, Command, Config};
 use flagd_rs::{Listeners, telemetry, validate};
 
+// Loading a flag document makes a few hundred thousand short-lived allocations; mimalloc serves
+// them in about a third of the instructions the C library's allocator takes (see `heap`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
