@@ -21,7 +21,6 @@ use flagd_evaluator::{
     PatchFailure,
 };
 use rustc_hash::{FxHashMap, FxHasher};
-use smallvec::SmallVec;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::otel::Telemetry;
@@ -122,18 +121,49 @@ impl ChangeKind {
     }
 }
 
-/// One changed flag.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One changed flag. It shares the flag it names (the new definition, or for a delete the
+/// removed one) instead of copying its key and flag set.
+#[derive(Debug, Clone)]
 pub struct FlagChange {
-    /// The flag's key.
-    pub key: Box<str>,
-    /// The flag set it belongs (or belonged) to.
-    pub flag_set_id: Option<Box<str>>,
+    /// The flag as defined now, or as it was before a delete.
+    flag: Arc<Flag>,
     /// The source that defines (or defined) it.
     pub source: Arc<str>,
     /// What happened to it.
     pub kind: ChangeKind,
 }
+
+impl FlagChange {
+    /// The change of `flag` from `source`.
+    fn new(flag: &Arc<Flag>, source: &Arc<str>, kind: ChangeKind) -> FlagChange {
+        FlagChange {
+            flag: flag.clone(),
+            source: source.clone(),
+            kind,
+        }
+    }
+
+    /// The flag's key.
+    pub fn key(&self) -> &str {
+        self.flag.key()
+    }
+
+    /// The flag set it belongs (or belonged) to.
+    pub fn flag_set_id(&self) -> Option<&str> {
+        self.flag.flag_set_id()
+    }
+}
+
+impl PartialEq for FlagChange {
+    fn eq(&self, other: &FlagChange) -> bool {
+        self.key() == other.key()
+            && self.flag_set_id() == other.flag_set_id()
+            && self.source == other.source
+            && self.kind == other.kind
+    }
+}
+
+impl Eq for FlagChange {}
 
 /// The flags that changed when a revision was published.
 #[derive(Debug, Clone)]
@@ -156,7 +186,7 @@ impl Change {
             Selector::All | Selector::FlagSet(_) => &self.flags,
         };
         list.iter()
-            .filter(move |c| selector.matches(c.flag_set_id.as_deref(), &c.source))
+            .filter(move |c| selector.matches(c.flag_set_id(), &c.source))
     }
 
     /// Whether nothing any selector sees changed.
@@ -188,20 +218,25 @@ pub struct Snapshot {
     /// Monotonically increasing; bumped on every publish.
     pub revision: u64,
     sources: Arc<[Arc<str>]>,
+    /// Per source, its document; a key is looked up in each through the document's own index.
     documents: Vec<Option<Arc<FlagSet>>>,
     /// Every stored flag sorted by (flag set, key, priority).
     entries: Vec<Entry>,
-    /// Key -> entries with that key, ascending priority.
-    by_key: FxHashMap<Box<str>, SmallVec<[u32; 1]>>,
 }
 
-fn flag_at(documents: &[Option<Arc<FlagSet>>], e: Entry) -> Option<&Flag> {
+fn flag_at(documents: &[Option<Arc<FlagSet>>], e: Entry) -> Option<&Arc<Flag>> {
     documents
         .get(e.source as usize)?
         .as_ref()?
         .flags()
         .get(e.flag as usize)
-        .map(|f| &**f)
+}
+
+/// A stored flag as the change lists take it: the shared flag and its source.
+#[derive(Clone, Copy)]
+struct Shared<'a> {
+    flag: &'a Arc<Flag>,
+    source: &'a Arc<str>,
 }
 
 impl Snapshot {
@@ -210,36 +245,36 @@ impl Snapshot {
         sources: Arc<[Arc<str>]>,
         documents: Vec<Option<Arc<FlagSet>>>,
     ) -> Self {
-        let mut entries = Vec::new();
+        // Each flag with its sort key, worked out once; one document's flags come sorted by key,
+        // so without flag sets (or with one source) the list is usually in order already.
+        let mut keyed: Vec<(Option<&str>, &str, Entry)> = Vec::new();
         for (s, doc) in documents.iter().enumerate() {
             if let Some(doc) = doc {
-                entries.extend((0..doc.len()).map(|f| Entry {
-                    source: s as u32,
-                    flag: f as u32,
+                keyed.reserve(doc.len());
+                keyed.extend(doc.flags().iter().enumerate().map(|(f, flag)| {
+                    (
+                        flag.flag_set_id(),
+                        flag.key(),
+                        Entry {
+                            source: s as u32,
+                            flag: f as u32,
+                        },
+                    )
                 }));
             }
         }
-        let sort_key = |e: &Entry| {
-            let f = flag_at(&documents, *e);
-            (f.and_then(Flag::flag_set_id), f.map(Flag::key), e.source)
+        let order = |a: &(Option<&str>, &str, Entry), b: &(Option<&str>, &str, Entry)| {
+            (a.0, a.1, a.2.source).cmp(&(b.0, b.1, b.2.source))
         };
-        entries.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
-        let mut by_key: FxHashMap<Box<str>, SmallVec<[u32; 1]>> = FxHashMap::default();
-        by_key.reserve(entries.len());
-        for (i, e) in entries.iter().enumerate() {
-            if let Some(f) = flag_at(&documents, *e) {
-                by_key.entry(f.key().into()).or_default().push(i as u32);
-            }
+        if !keyed.is_sorted_by(|a, b| order(a, b).is_le()) {
+            keyed.sort_unstable_by(order);
         }
-        for list in by_key.values_mut() {
-            list.sort_by_key(|&i| entries.get(i as usize).map(|e| e.source));
-        }
+        let entries = keyed.into_iter().map(|(_, _, e)| e).collect();
         Snapshot {
             revision,
             sources,
             documents,
             entries,
-            by_key,
         }
     }
 
@@ -256,13 +291,17 @@ impl Snapshot {
     /// admits.
     #[inline]
     pub fn get(&self, key: &str, selector: &Selector) -> Option<FlagRef<'_>> {
-        let ids = self.by_key.get(key)?;
-        ids.iter()
+        self.documents
+            .iter()
+            .zip(self.sources.iter())
+            .enumerate()
             .rev()
-            .filter_map(|&i| {
-                self.entries
-                    .get(i as usize)
-                    .and_then(|e| self.entry_ref(*e))
+            .filter_map(|(s, (doc, source))| {
+                Some(FlagRef {
+                    flag: doc.as_ref()?.get(key)?,
+                    source,
+                    priority: s as u32,
+                })
             })
             .find(|r| selector.matches(r.flag.flag_set_id(), r.source))
     }
@@ -271,23 +310,46 @@ impl Snapshot {
     /// and key only the highest-priority source's flag is listed, except under a source
     /// selector, which lists that source's own flags.
     pub fn iter<'a>(&'a self, selector: &'a Selector) -> impl Iterator<Item = FlagRef<'a>> + 'a {
-        let entries = &self.entries;
-        entries.iter().enumerate().filter_map(move |(i, e)| {
-            let r = self.entry_ref(*e)?;
-            if !selector.matches(r.flag.flag_set_id(), r.source) {
-                return None;
-            }
-            if !matches!(selector, Selector::Source(_))
-                && let Some(n) = entries
-                    .get(i + 1)
-                    .and_then(|e| flag_at(&self.documents, *e))
-                && n.key() == r.flag.key()
-                && n.flag_set_id() == r.flag.flag_set_id()
-            {
-                return None; // a higher-priority source shadows this one
-            }
-            Some(r)
-        })
+        self.entries
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, e)| self.admitted(i, *e, selector))
+            .filter_map(move |e| self.entry_ref(e))
+    }
+
+    /// [`Snapshot::iter`] as the shared flags.
+    fn iter_shared<'a>(&'a self, selector: &'a Selector) -> impl Iterator<Item = Shared<'a>> + 'a {
+        self.entries
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, e)| self.admitted(i, *e, selector))
+            .filter_map(move |e| {
+                Some(Shared {
+                    flag: flag_at(&self.documents, e)?,
+                    source: self.sources.get(e.source as usize)?,
+                })
+            })
+    }
+
+    /// `e`, the `i`th entry, if [`Snapshot::iter`] lists it under `selector`.
+    #[inline]
+    fn admitted(&self, i: usize, e: Entry, selector: &Selector) -> Option<Entry> {
+        let flag = flag_at(&self.documents, e)?;
+        let source = self.sources.get(e.source as usize)?;
+        if !selector.matches(flag.flag_set_id(), source) {
+            return None;
+        }
+        if !matches!(selector, Selector::Source(_))
+            && let Some(n) = self
+                .entries
+                .get(i + 1)
+                .and_then(|e| flag_at(&self.documents, *e))
+            && n.key() == flag.key()
+            && n.flag_set_id() == flag.flag_set_id()
+        {
+            return None; // a higher-priority source shadows this one
+        }
+        Some(e)
     }
 
     /// Number of flags visible without a selector.
@@ -770,9 +832,9 @@ fn log_warnings(uri: &str, diagnostics: &[Diagnostic]) {
     }
 }
 
-/// Flags visible without a selector, as ((flag set, key) order) references.
-fn visible(s: &Snapshot) -> Vec<FlagRef<'_>> {
-    s.iter(&Selector::All).collect()
+/// Flags visible without a selector, in (flag set, key) order.
+fn visible(s: &Snapshot) -> Vec<Shared<'_>> {
+    s.iter_shared(&Selector::All).collect()
 }
 
 /// The change set between two snapshots: one entry per (flag set, key) that was added,
@@ -781,12 +843,7 @@ fn diff(old: &Snapshot, new: &Snapshot) -> Vec<FlagChange> {
     let (a, b) = (visible(old), visible(new));
     let mut out = Vec::new();
     let (mut i, mut j) = (0, 0);
-    let change = |r: &FlagRef<'_>, kind| FlagChange {
-        key: r.flag.key().into(),
-        flag_set_id: r.flag.flag_set_id().map(Into::into),
-        source: r.source.clone(),
-        kind,
-    };
+    let change = |r: &Shared<'_>, kind| FlagChange::new(r.flag, r.source, kind);
     while i < a.len() || j < b.len() {
         let ord = match (a.get(i), b.get(j)) {
             (Some(x), Some(y)) => {
@@ -837,12 +894,7 @@ fn document_diff(old: &Snapshot, new: &Snapshot) -> Vec<FlagChange> {
         let empty: &[Arc<Flag>] = &[];
         let a = a.map_or(empty, |d| d.flags());
         let b = b.map_or(empty, |d| d.flags());
-        let change = |f: &Flag, kind| FlagChange {
-            key: f.key().into(),
-            flag_set_id: f.flag_set_id().map(Into::into),
-            source: source.clone(),
-            kind,
-        };
+        let change = |f: &Arc<Flag>, kind| FlagChange::new(f, source, kind);
         // Both lists are sorted by key with one flag per key.
         let (mut i, mut j) = (0, 0);
         while i < a.len() || j < b.len() {
@@ -1095,15 +1147,12 @@ mod tests {
             .apply(content(1, &doc(&[("x", "2", None)])))
             .unwrap()
             .unwrap();
-        assert_eq!(
-            c.flags,
-            vec![FlagChange {
-                key: "x".into(),
-                flag_set_id: None,
-                source: "two".into(),
-                kind: ChangeKind::Update
-            }]
-        );
+        let got: Vec<_> = c
+            .flags
+            .iter()
+            .map(|f| (f.key(), f.flag_set_id(), &*f.source, f.kind))
+            .collect();
+        assert_eq!(got, vec![("x", None, "two", ChangeKind::Update)]);
         assert!(store.is_ready());
         assert_eq!(value_of(&store, "x", &Selector::All).as_deref(), Some("2"));
         assert_eq!(
@@ -1240,7 +1289,7 @@ mod tests {
     }
 
     fn keys(change: &Change) -> Vec<(&str, ChangeKind)> {
-        change.flags.iter().map(|c| (&*c.key, c.kind)).collect()
+        change.flags.iter().map(|c| (c.key(), c.kind)).collect()
     }
 
     #[test]
@@ -1302,7 +1351,7 @@ mod tests {
         // flagd, which inlines evaluators before comparing, reports it).
         let keys = |change: Option<Arc<Change>>| -> Vec<String> {
             change
-                .map(|c| c.flags.iter().map(|f| f.key.to_string()).collect())
+                .map(|c| c.flags.iter().map(|f| f.key().to_string()).collect())
                 .unwrap_or_default()
         };
         let e2 = doc.replace(
@@ -1353,7 +1402,7 @@ mod tests {
         let change = store.apply(content(0, &targeted(3, same, ""))).unwrap();
         let keys: Vec<&str> = change
             .as_ref()
-            .map(|c| c.flags.iter().map(|f| &*f.key).collect())
+            .map(|c| c.flags.iter().map(|f| f.key()).collect())
             .unwrap_or_default();
         // f1 refers to e1 directly, f2 through e2.
         assert_eq!(keys, ["f1", "f2"]);
@@ -1446,7 +1495,7 @@ mod tests {
             Selector::Source("high".into()),
         );
         let seen = |c: &Change, s: &Selector| -> Vec<(String, ChangeKind)> {
-            c.selected(s).map(|f| (f.key.to_string(), f.kind)).collect()
+            c.selected(s).map(|f| (f.key().to_string(), f.kind)).collect()
         };
         // The shadowed definition changes: invisible without a selector, seen by its source.
         let change = store
