@@ -210,6 +210,9 @@ pub struct FlagRef<'a> {
 struct Entry {
     source: u32,
     flag: u32,
+    /// Whether the next entry has the same flag set and key (a higher-priority source's flag,
+    /// which shadows this one except under a source selector).
+    shadowed: bool,
 }
 
 /// One immutable, published state of all flags.
@@ -258,6 +261,7 @@ impl Snapshot {
                         Entry {
                             source: s as u32,
                             flag: f as u32,
+                            shadowed: false,
                         },
                     )
                 }));
@@ -269,7 +273,12 @@ impl Snapshot {
         if !keyed.is_sorted_by(|a, b| order(a, b).is_le()) {
             keyed.sort_unstable_by(order);
         }
-        let entries = keyed.into_iter().map(|(_, _, e)| e).collect();
+        let mut entries: Vec<Entry> = keyed.iter().map(|&(_, _, e)| e).collect();
+        for (e, pair) in entries.iter_mut().zip(keyed.windows(2)) {
+            if let [(set, key, _), (next_set, next_key, _)] = pair {
+                e.shadowed = set == next_set && key == next_key;
+            }
+        }
         Snapshot {
             revision,
             sources,
@@ -312,8 +321,7 @@ impl Snapshot {
     pub fn iter<'a>(&'a self, selector: &'a Selector) -> impl Iterator<Item = FlagRef<'a>> + 'a {
         self.entries
             .iter()
-            .enumerate()
-            .filter_map(move |(i, e)| self.admitted(i, *e, selector))
+            .filter_map(move |e| self.admitted(*e, selector))
             .filter_map(move |e| self.entry_ref(e))
     }
 
@@ -321,8 +329,7 @@ impl Snapshot {
     fn iter_shared<'a>(&'a self, selector: &'a Selector) -> impl Iterator<Item = Shared<'a>> + 'a {
         self.entries
             .iter()
-            .enumerate()
-            .filter_map(move |(i, e)| self.admitted(i, *e, selector))
+            .filter_map(move |e| self.admitted(*e, selector))
             .filter_map(move |e| {
                 Some(Shared {
                     flag: flag_at(&self.documents, e)?,
@@ -331,23 +338,16 @@ impl Snapshot {
             })
     }
 
-    /// `e`, the `i`th entry, if [`Snapshot::iter`] lists it under `selector`.
+    /// `e` if [`Snapshot::iter`] lists it under `selector`.
     #[inline]
-    fn admitted(&self, i: usize, e: Entry, selector: &Selector) -> Option<Entry> {
+    fn admitted(&self, e: Entry, selector: &Selector) -> Option<Entry> {
         let flag = flag_at(&self.documents, e)?;
         let source = self.sources.get(e.source as usize)?;
         if !selector.matches(flag.flag_set_id(), source) {
             return None;
         }
-        if !matches!(selector, Selector::Source(_))
-            && let Some(n) = self
-                .entries
-                .get(i + 1)
-                .and_then(|e| flag_at(&self.documents, *e))
-            && n.key() == flag.key()
-            && n.flag_set_id() == flag.flag_set_id()
-        {
-            return None; // a higher-priority source shadows this one
+        if e.shadowed && !matches!(selector, Selector::Source(_)) {
+            return None;
         }
         Some(e)
     }
@@ -846,6 +846,8 @@ fn diff(old: &Snapshot, new: &Snapshot) -> Vec<FlagChange> {
     let change = |r: &Shared<'_>, kind| FlagChange::new(r.flag, r.source, kind);
     while i < a.len() || j < b.len() {
         let ord = match (a.get(i), b.get(j)) {
+            // The same flag is at the same place in both.
+            (Some(x), Some(y)) if Arc::ptr_eq(x.flag, y.flag) => std::cmp::Ordering::Equal,
             (Some(x), Some(y)) => {
                 (x.flag.flag_set_id(), x.flag.key()).cmp(&(y.flag.flag_set_id(), y.flag.key()))
             }
@@ -899,6 +901,10 @@ fn document_diff(old: &Snapshot, new: &Snapshot) -> Vec<FlagChange> {
         let (mut i, mut j) = (0, 0);
         while i < a.len() || j < b.len() {
             match (a.get(i), b.get(j)) {
+                (Some(x), Some(y)) if Arc::ptr_eq(x, y) => {
+                    i += 1;
+                    j += 1;
+                }
                 (Some(x), Some(y)) if x.key() == y.key() => {
                     if !x.same_definition(y) || x.flag_set_id() != y.flag_set_id() {
                         out.push(change(y, ChangeKind::Update));
