@@ -10,7 +10,7 @@
 //! when a snapshot is built, so every server sees the effective flags; they stay applied when a
 //! source reloads.
 
-use std::hash::{Hash, Hasher};
+use std::hash::Hasher;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,6 +48,9 @@ pub enum SourceEvent {
         bytes: Vec<u8>,
         /// How to parse them.
         format: Format,
+        /// The bytes' [`content_hash`], which the source works out anyway to tell new bytes
+        /// from those it sent; the store uses it instead of hashing them again.
+        hash: u64,
         /// Where the answer goes.
         settled: Settled,
     },
@@ -55,6 +58,16 @@ pub enum SourceEvent {
     Removed,
     /// Fetching failed; the last good flags of the source stay.
     Failed(String),
+}
+
+/// What tells a document's bytes from other bytes: a fast hash of all of them and their length
+/// (an unnoticed change would need two versions with the same hash, which only their writer can
+/// make, against itself). The store keeps it per source to skip bytes it already holds.
+pub fn content_hash(bytes: &[u8]) -> u64 {
+    let mut h = FxHasher::default();
+    h.write(bytes);
+    h.write_usize(bytes.len());
+    h.finish()
 }
 
 /// The store's answer to [`SourceEvent::Unsettled`]: `true` once the bytes were taken (accepted
@@ -555,10 +568,11 @@ impl Store {
     /// back to the system ([`crate::heap`]).
     pub fn apply(&self, update: SourceUpdate) -> Result<Option<Arc<Change>>, LoadError> {
         let mut parsed_large = false;
-        let (update, settled) = match update.event {
+        let (update, settled, hash) = match update.event {
             SourceEvent::Unsettled {
                 bytes,
                 format,
+                hash,
                 settled,
             } => (
                 SourceUpdate {
@@ -566,10 +580,11 @@ impl Store {
                     event: SourceEvent::Content { bytes, format },
                 },
                 Some(settled),
+                Some(hash),
             ),
-            _ => (update, None),
+            _ => (update, None, None),
         };
-        let result = self.publish(update, settled.is_some(), &mut parsed_large);
+        let result = self.publish(update, hash, settled.is_some(), &mut parsed_large);
         if let Some(settled) = settled {
             settled.answer(!matches!(result, Err(Publish::CutShort)));
         }
@@ -584,7 +599,8 @@ impl Store {
         }
     }
 
-    /// [`Store::apply`] itself; sets `parsed_large` when it parsed a large document. The
+    /// [`Store::apply`] itself; sets `parsed_large` when it parsed a large document. `hash` is
+    /// the content's [`content_hash`] when the source sent it. The
     /// document is parsed and compiled before the writer lock is taken; the lock covers only
     /// the override overlay and the swap.
     /// With `unsettled`, bytes that turn out cut short ([`cut_short`]) leave everything as it
@@ -592,6 +608,7 @@ impl Store {
     fn publish(
         &self,
         update: SourceUpdate,
+        hash: Option<u64>,
         unsettled: bool,
         parsed_large: &mut bool,
     ) -> Result<Option<Arc<Change>>, Publish> {
@@ -611,11 +628,7 @@ impl Store {
             // `apply` hands these on as `Content`.
             SourceEvent::Unsettled { .. } => return Ok(None),
             SourceEvent::Content { bytes, format } => {
-                let hash = {
-                    let mut h = FxHasher::default();
-                    bytes.hash(&mut h);
-                    h.finish()
-                };
+                let hash = hash.unwrap_or_else(|| content_hash(&bytes));
                 let (unchanged, previous) = {
                     let writer = self.lock_writer();
                     (
@@ -1044,6 +1057,7 @@ mod tests {
             event: SourceEvent::Unsettled {
                 bytes: bytes.to_vec(),
                 format,
+                hash: content_hash(bytes),
                 settled,
             },
         });
