@@ -1515,7 +1515,9 @@ mod tests {
             Selector::Source("high".into()),
         );
         let seen = |c: &Change, s: &Selector| -> Vec<(String, ChangeKind)> {
-            c.selected(s).map(|f| (f.key().to_string(), f.kind)).collect()
+            c.selected(s)
+                .map(|f| (f.key().to_string(), f.kind))
+                .collect()
         };
         // The shadowed definition changes: invisible without a selector, seen by its source.
         let change = store
@@ -1573,5 +1575,143 @@ mod tests {
         );
         assert_eq!(value_of(&store2, "k", &Selector::All).as_deref(), Some("B"));
         assert!(snap.get("k", &Selector::FlagSet("".into())).is_none());
+    }
+
+    #[test]
+    fn lookups_and_listings_agree_with_a_scan_of_every_source() {
+        let uris = ["s0", "s1", "s2"];
+        let store = Store::new(
+            uris.iter().map(|u| u.to_string()).collect(),
+            LoadOptions::default(),
+        );
+        let docs: [&[(&str, &str, Option<&str>)]; 3] = [
+            &[
+                ("a", "0a", None),
+                ("b", "0b", Some("one")),
+                ("c", "0c", Some("two")),
+                ("e", "0e", None),
+            ],
+            &[
+                ("a", "1a", Some("one")),
+                ("b", "1b", Some("one")),
+                ("d", "1d", None),
+            ],
+            &[
+                ("a", "2a", None),
+                ("c", "2c", Some("one")),
+                ("d", "2d", Some("two")),
+            ],
+        ];
+        for (i, d) in docs.iter().enumerate() {
+            store.apply(content(i, &doc(d))).unwrap();
+        }
+        let snap = store.snapshot();
+        let selectors = [
+            Selector::All,
+            Selector::FlagSet("one".into()),
+            Selector::FlagSet("two".into()),
+            Selector::FlagSet("".into()),
+            Selector::Source("s0".into()),
+            Selector::Source("s1".into()),
+            Selector::Source("s2".into()),
+        ];
+        // Every stored flag as (flag set, key, priority, value).
+        let mut all: Vec<(Option<&str>, &str, u32, &str)> = Vec::new();
+        for (s, d) in docs.iter().enumerate() {
+            for (k, v, set) in d.iter() {
+                all.push((*set, k, s as u32, v));
+            }
+        }
+        all.sort();
+        for sel in &selectors {
+            for key in ["a", "b", "c", "d", "e", "f", ""] {
+                // The highest-priority flag with the key that the selector admits.
+                let expected = all
+                    .iter()
+                    .filter(|(set, k, s, _)| *k == key && sel.matches(*set, uris[*s as usize]))
+                    .max_by_key(|(_, _, s, _)| *s)
+                    .map(|(_, _, s, v)| (*s, v.to_string()));
+                let got = snap.get(key, sel).map(|r| {
+                    let v = r.flag.default_variant().and_then(|(_, v)| v.as_str());
+                    (r.priority, v.unwrap_or_default().to_owned())
+                });
+                assert_eq!(got, expected, "{key:?} under {sel:?}");
+            }
+            // In (flag set, key) order; a higher source shadows the same flag set and key except
+            // under a source selector.
+            let expected: Vec<(Option<&str>, &str, u32)> = all
+                .iter()
+                .filter(|(set, k, s, _)| {
+                    matches!(sel, Selector::Source(_))
+                        || !all
+                            .iter()
+                            .any(|(set2, k2, s2, _)| set2 == set && k2 == k && s2 > s)
+                })
+                .filter(|(set, _, s, _)| sel.matches(*set, uris[*s as usize]))
+                .map(|(set, k, s, _)| (*set, *k, *s))
+                .collect();
+            let got: Vec<(Option<&str>, &str, u32)> = snap
+                .iter(sel)
+                .map(|r| (r.flag.flag_set_id(), r.flag.key(), r.priority))
+                .collect();
+            assert_eq!(got, expected, "listing under {sel:?}");
+        }
+    }
+
+    #[test]
+    fn changes_share_the_flags_they_name() {
+        let store = Store::new(vec!["s".into()], LoadOptions::default());
+        let c = store
+            .apply(content(
+                0,
+                &doc(&[("x", "1", Some("one")), ("y", "1", None)]),
+            ))
+            .unwrap()
+            .unwrap();
+        let snap = store.snapshot();
+        let stored = snap.document(0).unwrap().flags();
+        for list in [&c.flags, &c.by_source] {
+            assert_eq!(list.len(), 2);
+            for change in list {
+                assert!(stored.iter().any(|f| Arc::ptr_eq(f, &change.flag)));
+            }
+        }
+        assert_eq!(
+            c.flags
+                .iter()
+                .map(|f| (f.flag_set_id(), f.key()))
+                .collect::<Vec<_>>(),
+            vec![(None, "y"), (Some("one"), "x")]
+        );
+        // A removed flag is named as it was.
+        let removed = shared(&store, "x");
+        let c = store
+            .apply(content(0, &doc(&[("y", "1", None)])))
+            .unwrap()
+            .unwrap();
+        for list in [&c.flags, &c.by_source] {
+            assert_eq!(list.len(), 1);
+            assert!(Arc::ptr_eq(&list[0].flag, &removed));
+            assert_eq!(
+                (list[0].key(), list[0].flag_set_id(), list[0].kind),
+                ("x", Some("one"), ChangeKind::Delete)
+            );
+        }
+    }
+
+    #[test]
+    fn unsettled_bytes_are_known_by_the_hash_they_came_with() {
+        let store = Store::new(vec!["s".into()], LoadOptions::default());
+        let text = doc(&[("x", "1", None)]);
+        assert_eq!(
+            offer(&store, text.as_bytes(), Format::Json),
+            (true, Ok(true))
+        );
+        // The same bytes as settled content: the store already holds them.
+        assert!(store.apply(content(0, &text)).unwrap().is_none());
+        assert_eq!(
+            offer(&store, text.as_bytes(), Format::Json),
+            (true, Ok(false))
+        );
     }
 }

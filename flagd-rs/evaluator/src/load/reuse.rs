@@ -176,3 +176,46 @@ pub(crate) fn evaluators_digest<'n>(
         fingerprint(&[&digests])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn provenance_lists_every_evaluator_reached_once_sorted() {
+        let evaluators = json!({
+            "b": {"and": [{"$ref": "c"}, {"$ref": "a"}]},
+            "a": {"or": [[{"$ref": "gone"}], {"$ref": "b"}]},
+            "c": {"==": [{"var": "x"}, "$ref"]},
+            "unused": {"$ref": "d"}
+        });
+        let evaluators = evaluators.as_object().unwrap();
+        let rule = json!({"if": [{"$ref": "b"}, {"$ref": "b"}, {"in": ["x", [{"$ref": "c"}]]}]});
+        assert_eq!(
+            referenced(&rule, evaluators),
+            ["a", "b", "c", "gone"].map(Box::<str>::from).to_vec()
+        );
+        let hashes: FxHashMap<Box<str>, u64> = [("a", 1), ("b", 2), ("c", 3), ("unused", 4)]
+            .into_iter()
+            .map(|(n, h)| (Box::from(n), h))
+            .collect();
+        let p = provenance(7, Some(&rule), evaluators, &hashes);
+        assert_eq!(p.definition, 7);
+        let listed: Vec<(&str, u64)> = p.evaluators.iter().map(|(n, h)| (&**n, *h)).collect();
+        assert_eq!(listed, [("a", 1), ("b", 2), ("c", 3), ("gone", MISSING)]);
+        assert!(p.matches(7, &hashes));
+        let mut changed = hashes.clone();
+        changed.insert("c".into(), 30);
+        assert!(!p.matches(7, &changed));
+        // An evaluator the rule does not reach does not count.
+        changed.insert("c".into(), 3);
+        changed.insert("unused".into(), 40);
+        assert!(p.matches(7, &changed));
+        // No rule, or a rule without `$ref`: nothing listed.
+        let none = provenance::<Value>(7, None, evaluators, &hashes);
+        assert!(none.evaluators.is_empty());
+        let plain = provenance(7, Some(&json!({"var": "$ref"})), evaluators, &hashes);
+        assert!(plain.evaluators.is_empty());
+    }
+}
