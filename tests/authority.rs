@@ -155,7 +155,7 @@ async fn overrides_reach_the_snapshot_and_subscribers() {
     let change = events.try_recv().unwrap();
     assert_eq!(change.flags.len(), 1);
     assert_eq!(
-        (&*change.flags[0].key, change.flags[0].kind),
+        (change.flags[0].key(), change.flags[0].kind),
         ("bg", ChangeKind::Update)
     );
 

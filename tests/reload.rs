@@ -124,7 +124,7 @@ impl Daemon {
     /// The next change set, asserted to be exactly `expected` as (key, kind) pairs.
     async fn expect_change(&mut self, expected: &[(&str, ChangeKind)]) {
         let change = self.next_change().await;
-        let got: Vec<(&str, ChangeKind)> = change.flags.iter().map(|f| (&*f.key, f.kind)).collect();
+        let got: Vec<(&str, ChangeKind)> = change.flags.iter().map(|f| (f.key(), f.kind)).collect();
         assert_eq!(got, expected);
     }
 

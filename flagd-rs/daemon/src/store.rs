@@ -10,7 +10,7 @@
 //! when a snapshot is built, so every server sees the effective flags; they stay applied when a
 //! source reloads.
 
-use std::hash::{Hash, Hasher};
+use std::hash::Hasher;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +21,6 @@ use flagd_evaluator::{
     PatchFailure,
 };
 use rustc_hash::{FxHashMap, FxHasher};
-use smallvec::SmallVec;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::otel::Telemetry;
@@ -49,6 +48,9 @@ pub enum SourceEvent {
         bytes: Vec<u8>,
         /// How to parse them.
         format: Format,
+        /// The bytes' [`content_hash`], which the source works out anyway to tell new bytes
+        /// from those it sent; the store uses it instead of hashing them again.
+        hash: u64,
         /// Where the answer goes.
         settled: Settled,
     },
@@ -56,6 +58,16 @@ pub enum SourceEvent {
     Removed,
     /// Fetching failed; the last good flags of the source stay.
     Failed(String),
+}
+
+/// What tells a document's bytes from other bytes: a fast hash of all of them and their length
+/// (an unnoticed change would need two versions with the same hash, which only their writer can
+/// make, against itself). The store keeps it per source to skip bytes it already holds.
+pub fn content_hash(bytes: &[u8]) -> u64 {
+    let mut h = FxHasher::default();
+    h.write(bytes);
+    h.write_usize(bytes.len());
+    h.finish()
 }
 
 /// The store's answer to [`SourceEvent::Unsettled`]: `true` once the bytes were taken (accepted
@@ -122,18 +134,49 @@ impl ChangeKind {
     }
 }
 
-/// One changed flag.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One changed flag. It shares the flag it names (the new definition, or for a delete the
+/// removed one) instead of copying its key and flag set.
+#[derive(Debug, Clone)]
 pub struct FlagChange {
-    /// The flag's key.
-    pub key: Box<str>,
-    /// The flag set it belongs (or belonged) to.
-    pub flag_set_id: Option<Box<str>>,
+    /// The flag as defined now, or as it was before a delete.
+    flag: Arc<Flag>,
     /// The source that defines (or defined) it.
     pub source: Arc<str>,
     /// What happened to it.
     pub kind: ChangeKind,
 }
+
+impl FlagChange {
+    /// The change of `flag` from `source`.
+    fn new(flag: &Arc<Flag>, source: &Arc<str>, kind: ChangeKind) -> FlagChange {
+        FlagChange {
+            flag: flag.clone(),
+            source: source.clone(),
+            kind,
+        }
+    }
+
+    /// The flag's key.
+    pub fn key(&self) -> &str {
+        self.flag.key()
+    }
+
+    /// The flag set it belongs (or belonged) to.
+    pub fn flag_set_id(&self) -> Option<&str> {
+        self.flag.flag_set_id()
+    }
+}
+
+impl PartialEq for FlagChange {
+    fn eq(&self, other: &FlagChange) -> bool {
+        self.key() == other.key()
+            && self.flag_set_id() == other.flag_set_id()
+            && self.source == other.source
+            && self.kind == other.kind
+    }
+}
+
+impl Eq for FlagChange {}
 
 /// The flags that changed when a revision was published.
 #[derive(Debug, Clone)]
@@ -156,7 +199,7 @@ impl Change {
             Selector::All | Selector::FlagSet(_) => &self.flags,
         };
         list.iter()
-            .filter(move |c| selector.matches(c.flag_set_id.as_deref(), &c.source))
+            .filter(move |c| selector.matches(c.flag_set_id(), &c.source))
     }
 
     /// Whether nothing any selector sees changed.
@@ -180,6 +223,9 @@ pub struct FlagRef<'a> {
 struct Entry {
     source: u32,
     flag: u32,
+    /// Whether the next entry has the same flag set and key (a higher-priority source's flag,
+    /// which shadows this one except under a source selector).
+    shadowed: bool,
 }
 
 /// One immutable, published state of all flags.
@@ -188,20 +234,25 @@ pub struct Snapshot {
     /// Monotonically increasing; bumped on every publish.
     pub revision: u64,
     sources: Arc<[Arc<str>]>,
+    /// Per source, its document; a key is looked up in each through the document's own index.
     documents: Vec<Option<Arc<FlagSet>>>,
     /// Every stored flag sorted by (flag set, key, priority).
     entries: Vec<Entry>,
-    /// Key -> entries with that key, ascending priority.
-    by_key: FxHashMap<Box<str>, SmallVec<[u32; 1]>>,
 }
 
-fn flag_at(documents: &[Option<Arc<FlagSet>>], e: Entry) -> Option<&Flag> {
+fn flag_at(documents: &[Option<Arc<FlagSet>>], e: Entry) -> Option<&Arc<Flag>> {
     documents
         .get(e.source as usize)?
         .as_ref()?
         .flags()
         .get(e.flag as usize)
-        .map(|f| &**f)
+}
+
+/// A stored flag as the change lists take it: the shared flag and its source.
+#[derive(Clone, Copy)]
+struct Shared<'a> {
+    flag: &'a Arc<Flag>,
+    source: &'a Arc<str>,
 }
 
 impl Snapshot {
@@ -210,36 +261,42 @@ impl Snapshot {
         sources: Arc<[Arc<str>]>,
         documents: Vec<Option<Arc<FlagSet>>>,
     ) -> Self {
-        let mut entries = Vec::new();
+        // Each flag with its sort key, worked out once; one document's flags come sorted by key,
+        // so without flag sets (or with one source) the list is usually in order already.
+        let mut keyed: Vec<(Option<&str>, &str, Entry)> = Vec::new();
         for (s, doc) in documents.iter().enumerate() {
             if let Some(doc) = doc {
-                entries.extend((0..doc.len()).map(|f| Entry {
-                    source: s as u32,
-                    flag: f as u32,
+                keyed.reserve(doc.len());
+                keyed.extend(doc.flags().iter().enumerate().map(|(f, flag)| {
+                    (
+                        flag.flag_set_id(),
+                        flag.key(),
+                        Entry {
+                            source: s as u32,
+                            flag: f as u32,
+                            shadowed: false,
+                        },
+                    )
                 }));
             }
         }
-        let sort_key = |e: &Entry| {
-            let f = flag_at(&documents, *e);
-            (f.and_then(Flag::flag_set_id), f.map(Flag::key), e.source)
+        let order = |a: &(Option<&str>, &str, Entry), b: &(Option<&str>, &str, Entry)| {
+            (a.0, a.1, a.2.source).cmp(&(b.0, b.1, b.2.source))
         };
-        entries.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
-        let mut by_key: FxHashMap<Box<str>, SmallVec<[u32; 1]>> = FxHashMap::default();
-        by_key.reserve(entries.len());
-        for (i, e) in entries.iter().enumerate() {
-            if let Some(f) = flag_at(&documents, *e) {
-                by_key.entry(f.key().into()).or_default().push(i as u32);
-            }
+        if !keyed.is_sorted_by(|a, b| order(a, b).is_le()) {
+            keyed.sort_unstable_by(order);
         }
-        for list in by_key.values_mut() {
-            list.sort_by_key(|&i| entries.get(i as usize).map(|e| e.source));
+        let mut entries: Vec<Entry> = keyed.iter().map(|&(_, _, e)| e).collect();
+        for (e, pair) in entries.iter_mut().zip(keyed.windows(2)) {
+            if let [(set, key, _), (next_set, next_key, _)] = pair {
+                e.shadowed = set == next_set && key == next_key;
+            }
         }
         Snapshot {
             revision,
             sources,
             documents,
             entries,
-            by_key,
         }
     }
 
@@ -256,13 +313,17 @@ impl Snapshot {
     /// admits.
     #[inline]
     pub fn get(&self, key: &str, selector: &Selector) -> Option<FlagRef<'_>> {
-        let ids = self.by_key.get(key)?;
-        ids.iter()
+        self.documents
+            .iter()
+            .zip(self.sources.iter())
+            .enumerate()
             .rev()
-            .filter_map(|&i| {
-                self.entries
-                    .get(i as usize)
-                    .and_then(|e| self.entry_ref(*e))
+            .filter_map(|(s, (doc, source))| {
+                Some(FlagRef {
+                    flag: doc.as_ref()?.get(key)?,
+                    source,
+                    priority: s as u32,
+                })
             })
             .find(|r| selector.matches(r.flag.flag_set_id(), r.source))
     }
@@ -271,23 +332,37 @@ impl Snapshot {
     /// and key only the highest-priority source's flag is listed, except under a source
     /// selector, which lists that source's own flags.
     pub fn iter<'a>(&'a self, selector: &'a Selector) -> impl Iterator<Item = FlagRef<'a>> + 'a {
-        let entries = &self.entries;
-        entries.iter().enumerate().filter_map(move |(i, e)| {
-            let r = self.entry_ref(*e)?;
-            if !selector.matches(r.flag.flag_set_id(), r.source) {
-                return None;
-            }
-            if !matches!(selector, Selector::Source(_))
-                && let Some(n) = entries
-                    .get(i + 1)
-                    .and_then(|e| flag_at(&self.documents, *e))
-                && n.key() == r.flag.key()
-                && n.flag_set_id() == r.flag.flag_set_id()
-            {
-                return None; // a higher-priority source shadows this one
-            }
-            Some(r)
-        })
+        self.entries
+            .iter()
+            .filter_map(move |e| self.admitted(*e, selector))
+            .filter_map(move |e| self.entry_ref(e))
+    }
+
+    /// [`Snapshot::iter`] as the shared flags.
+    fn iter_shared<'a>(&'a self, selector: &'a Selector) -> impl Iterator<Item = Shared<'a>> + 'a {
+        self.entries
+            .iter()
+            .filter_map(move |e| self.admitted(*e, selector))
+            .filter_map(move |e| {
+                Some(Shared {
+                    flag: flag_at(&self.documents, e)?,
+                    source: self.sources.get(e.source as usize)?,
+                })
+            })
+    }
+
+    /// `e` if [`Snapshot::iter`] lists it under `selector`.
+    #[inline]
+    fn admitted(&self, e: Entry, selector: &Selector) -> Option<Entry> {
+        let flag = flag_at(&self.documents, e)?;
+        let source = self.sources.get(e.source as usize)?;
+        if !selector.matches(flag.flag_set_id(), source) {
+            return None;
+        }
+        if e.shadowed && !matches!(selector, Selector::Source(_)) {
+            return None;
+        }
+        Some(e)
     }
 
     /// Number of flags visible without a selector.
@@ -493,10 +568,11 @@ impl Store {
     /// back to the system ([`crate::heap`]).
     pub fn apply(&self, update: SourceUpdate) -> Result<Option<Arc<Change>>, LoadError> {
         let mut parsed_large = false;
-        let (update, settled) = match update.event {
+        let (update, settled, hash) = match update.event {
             SourceEvent::Unsettled {
                 bytes,
                 format,
+                hash,
                 settled,
             } => (
                 SourceUpdate {
@@ -504,10 +580,11 @@ impl Store {
                     event: SourceEvent::Content { bytes, format },
                 },
                 Some(settled),
+                Some(hash),
             ),
-            _ => (update, None),
+            _ => (update, None, None),
         };
-        let result = self.publish(update, settled.is_some(), &mut parsed_large);
+        let result = self.publish(update, hash, settled.is_some(), &mut parsed_large);
         if let Some(settled) = settled {
             settled.answer(!matches!(result, Err(Publish::CutShort)));
         }
@@ -522,7 +599,8 @@ impl Store {
         }
     }
 
-    /// [`Store::apply`] itself; sets `parsed_large` when it parsed a large document. The
+    /// [`Store::apply`] itself; sets `parsed_large` when it parsed a large document. `hash` is
+    /// the content's [`content_hash`] when the source sent it. The
     /// document is parsed and compiled before the writer lock is taken; the lock covers only
     /// the override overlay and the swap.
     /// With `unsettled`, bytes that turn out cut short ([`cut_short`]) leave everything as it
@@ -530,6 +608,7 @@ impl Store {
     fn publish(
         &self,
         update: SourceUpdate,
+        hash: Option<u64>,
         unsettled: bool,
         parsed_large: &mut bool,
     ) -> Result<Option<Arc<Change>>, Publish> {
@@ -549,11 +628,7 @@ impl Store {
             // `apply` hands these on as `Content`.
             SourceEvent::Unsettled { .. } => return Ok(None),
             SourceEvent::Content { bytes, format } => {
-                let hash = {
-                    let mut h = FxHasher::default();
-                    bytes.hash(&mut h);
-                    h.finish()
-                };
+                let hash = hash.unwrap_or_else(|| content_hash(&bytes));
                 let (unchanged, previous) = {
                     let writer = self.lock_writer();
                     (
@@ -770,9 +845,9 @@ fn log_warnings(uri: &str, diagnostics: &[Diagnostic]) {
     }
 }
 
-/// Flags visible without a selector, as ((flag set, key) order) references.
-fn visible(s: &Snapshot) -> Vec<FlagRef<'_>> {
-    s.iter(&Selector::All).collect()
+/// Flags visible without a selector, in (flag set, key) order.
+fn visible(s: &Snapshot) -> Vec<Shared<'_>> {
+    s.iter_shared(&Selector::All).collect()
 }
 
 /// The change set between two snapshots: one entry per (flag set, key) that was added,
@@ -781,14 +856,11 @@ fn diff(old: &Snapshot, new: &Snapshot) -> Vec<FlagChange> {
     let (a, b) = (visible(old), visible(new));
     let mut out = Vec::new();
     let (mut i, mut j) = (0, 0);
-    let change = |r: &FlagRef<'_>, kind| FlagChange {
-        key: r.flag.key().into(),
-        flag_set_id: r.flag.flag_set_id().map(Into::into),
-        source: r.source.clone(),
-        kind,
-    };
+    let change = |r: &Shared<'_>, kind| FlagChange::new(r.flag, r.source, kind);
     while i < a.len() || j < b.len() {
         let ord = match (a.get(i), b.get(j)) {
+            // The same flag is at the same place in both.
+            (Some(x), Some(y)) if Arc::ptr_eq(x.flag, y.flag) => std::cmp::Ordering::Equal,
             (Some(x), Some(y)) => {
                 (x.flag.flag_set_id(), x.flag.key()).cmp(&(y.flag.flag_set_id(), y.flag.key()))
             }
@@ -837,16 +909,15 @@ fn document_diff(old: &Snapshot, new: &Snapshot) -> Vec<FlagChange> {
         let empty: &[Arc<Flag>] = &[];
         let a = a.map_or(empty, |d| d.flags());
         let b = b.map_or(empty, |d| d.flags());
-        let change = |f: &Flag, kind| FlagChange {
-            key: f.key().into(),
-            flag_set_id: f.flag_set_id().map(Into::into),
-            source: source.clone(),
-            kind,
-        };
+        let change = |f: &Arc<Flag>, kind| FlagChange::new(f, source, kind);
         // Both lists are sorted by key with one flag per key.
         let (mut i, mut j) = (0, 0);
         while i < a.len() || j < b.len() {
             match (a.get(i), b.get(j)) {
+                (Some(x), Some(y)) if Arc::ptr_eq(x, y) => {
+                    i += 1;
+                    j += 1;
+                }
                 (Some(x), Some(y)) if x.key() == y.key() => {
                     if !x.same_definition(y) || x.flag_set_id() != y.flag_set_id() {
                         out.push(change(y, ChangeKind::Update));
@@ -986,6 +1057,7 @@ mod tests {
             event: SourceEvent::Unsettled {
                 bytes: bytes.to_vec(),
                 format,
+                hash: content_hash(bytes),
                 settled,
             },
         });
@@ -1095,15 +1167,12 @@ mod tests {
             .apply(content(1, &doc(&[("x", "2", None)])))
             .unwrap()
             .unwrap();
-        assert_eq!(
-            c.flags,
-            vec![FlagChange {
-                key: "x".into(),
-                flag_set_id: None,
-                source: "two".into(),
-                kind: ChangeKind::Update
-            }]
-        );
+        let got: Vec<_> = c
+            .flags
+            .iter()
+            .map(|f| (f.key(), f.flag_set_id(), &*f.source, f.kind))
+            .collect();
+        assert_eq!(got, vec![("x", None, "two", ChangeKind::Update)]);
         assert!(store.is_ready());
         assert_eq!(value_of(&store, "x", &Selector::All).as_deref(), Some("2"));
         assert_eq!(
@@ -1240,7 +1309,7 @@ mod tests {
     }
 
     fn keys(change: &Change) -> Vec<(&str, ChangeKind)> {
-        change.flags.iter().map(|c| (&*c.key, c.kind)).collect()
+        change.flags.iter().map(|c| (c.key(), c.kind)).collect()
     }
 
     #[test]
@@ -1302,7 +1371,7 @@ mod tests {
         // flagd, which inlines evaluators before comparing, reports it).
         let keys = |change: Option<Arc<Change>>| -> Vec<String> {
             change
-                .map(|c| c.flags.iter().map(|f| f.key.to_string()).collect())
+                .map(|c| c.flags.iter().map(|f| f.key().to_string()).collect())
                 .unwrap_or_default()
         };
         let e2 = doc.replace(
@@ -1353,7 +1422,7 @@ mod tests {
         let change = store.apply(content(0, &targeted(3, same, ""))).unwrap();
         let keys: Vec<&str> = change
             .as_ref()
-            .map(|c| c.flags.iter().map(|f| &*f.key).collect())
+            .map(|c| c.flags.iter().map(|f| f.key()).collect())
             .unwrap_or_default();
         // f1 refers to e1 directly, f2 through e2.
         assert_eq!(keys, ["f1", "f2"]);
@@ -1446,7 +1515,9 @@ mod tests {
             Selector::Source("high".into()),
         );
         let seen = |c: &Change, s: &Selector| -> Vec<(String, ChangeKind)> {
-            c.selected(s).map(|f| (f.key.to_string(), f.kind)).collect()
+            c.selected(s)
+                .map(|f| (f.key().to_string(), f.kind))
+                .collect()
         };
         // The shadowed definition changes: invisible without a selector, seen by its source.
         let change = store
@@ -1504,5 +1575,143 @@ mod tests {
         );
         assert_eq!(value_of(&store2, "k", &Selector::All).as_deref(), Some("B"));
         assert!(snap.get("k", &Selector::FlagSet("".into())).is_none());
+    }
+
+    #[test]
+    fn lookups_and_listings_agree_with_a_scan_of_every_source() {
+        let uris = ["s0", "s1", "s2"];
+        let store = Store::new(
+            uris.iter().map(|u| u.to_string()).collect(),
+            LoadOptions::default(),
+        );
+        let docs: [&[(&str, &str, Option<&str>)]; 3] = [
+            &[
+                ("a", "0a", None),
+                ("b", "0b", Some("one")),
+                ("c", "0c", Some("two")),
+                ("e", "0e", None),
+            ],
+            &[
+                ("a", "1a", Some("one")),
+                ("b", "1b", Some("one")),
+                ("d", "1d", None),
+            ],
+            &[
+                ("a", "2a", None),
+                ("c", "2c", Some("one")),
+                ("d", "2d", Some("two")),
+            ],
+        ];
+        for (i, d) in docs.iter().enumerate() {
+            store.apply(content(i, &doc(d))).unwrap();
+        }
+        let snap = store.snapshot();
+        let selectors = [
+            Selector::All,
+            Selector::FlagSet("one".into()),
+            Selector::FlagSet("two".into()),
+            Selector::FlagSet("".into()),
+            Selector::Source("s0".into()),
+            Selector::Source("s1".into()),
+            Selector::Source("s2".into()),
+        ];
+        // Every stored flag as (flag set, key, priority, value).
+        let mut all: Vec<(Option<&str>, &str, u32, &str)> = Vec::new();
+        for (s, d) in docs.iter().enumerate() {
+            for (k, v, set) in d.iter() {
+                all.push((*set, k, s as u32, v));
+            }
+        }
+        all.sort();
+        for sel in &selectors {
+            for key in ["a", "b", "c", "d", "e", "f", ""] {
+                // The highest-priority flag with the key that the selector admits.
+                let expected = all
+                    .iter()
+                    .filter(|(set, k, s, _)| *k == key && sel.matches(*set, uris[*s as usize]))
+                    .max_by_key(|(_, _, s, _)| *s)
+                    .map(|(_, _, s, v)| (*s, v.to_string()));
+                let got = snap.get(key, sel).map(|r| {
+                    let v = r.flag.default_variant().and_then(|(_, v)| v.as_str());
+                    (r.priority, v.unwrap_or_default().to_owned())
+                });
+                assert_eq!(got, expected, "{key:?} under {sel:?}");
+            }
+            // In (flag set, key) order; a higher source shadows the same flag set and key except
+            // under a source selector.
+            let expected: Vec<(Option<&str>, &str, u32)> = all
+                .iter()
+                .filter(|(set, k, s, _)| {
+                    matches!(sel, Selector::Source(_))
+                        || !all
+                            .iter()
+                            .any(|(set2, k2, s2, _)| set2 == set && k2 == k && s2 > s)
+                })
+                .filter(|(set, _, s, _)| sel.matches(*set, uris[*s as usize]))
+                .map(|(set, k, s, _)| (*set, *k, *s))
+                .collect();
+            let got: Vec<(Option<&str>, &str, u32)> = snap
+                .iter(sel)
+                .map(|r| (r.flag.flag_set_id(), r.flag.key(), r.priority))
+                .collect();
+            assert_eq!(got, expected, "listing under {sel:?}");
+        }
+    }
+
+    #[test]
+    fn changes_share_the_flags_they_name() {
+        let store = Store::new(vec!["s".into()], LoadOptions::default());
+        let c = store
+            .apply(content(
+                0,
+                &doc(&[("x", "1", Some("one")), ("y", "1", None)]),
+            ))
+            .unwrap()
+            .unwrap();
+        let snap = store.snapshot();
+        let stored = snap.document(0).unwrap().flags();
+        for list in [&c.flags, &c.by_source] {
+            assert_eq!(list.len(), 2);
+            for change in list {
+                assert!(stored.iter().any(|f| Arc::ptr_eq(f, &change.flag)));
+            }
+        }
+        assert_eq!(
+            c.flags
+                .iter()
+                .map(|f| (f.flag_set_id(), f.key()))
+                .collect::<Vec<_>>(),
+            vec![(None, "y"), (Some("one"), "x")]
+        );
+        // A removed flag is named as it was.
+        let removed = shared(&store, "x");
+        let c = store
+            .apply(content(0, &doc(&[("y", "1", None)])))
+            .unwrap()
+            .unwrap();
+        for list in [&c.flags, &c.by_source] {
+            assert_eq!(list.len(), 1);
+            assert!(Arc::ptr_eq(&list[0].flag, &removed));
+            assert_eq!(
+                (list[0].key(), list[0].flag_set_id(), list[0].kind),
+                ("x", Some("one"), ChangeKind::Delete)
+            );
+        }
+    }
+
+    #[test]
+    fn unsettled_bytes_are_known_by_the_hash_they_came_with() {
+        let store = Store::new(vec!["s".into()], LoadOptions::default());
+        let text = doc(&[("x", "1", None)]);
+        assert_eq!(
+            offer(&store, text.as_bytes(), Format::Json),
+            (true, Ok(true))
+        );
+        // The same bytes as settled content: the store already holds them.
+        assert!(store.apply(content(0, &text)).unwrap().is_none());
+        assert_eq!(
+            offer(&store, text.as_bytes(), Format::Json),
+            (true, Ok(false))
+        );
     }
 }

@@ -140,33 +140,37 @@ impl Flag {
 
 /// Records in each newly built flag what the evaluators its rule refers to are. A flag shared
 /// with an earlier load keeps its digest: it was reused because those evaluators are unchanged.
+/// A fingerprinted flag's provenance already lists the evaluators its rule refers to (none for a
+/// rule whose text cannot name one); only other flags look at the rule's text.
 fn stamp_evaluators_digests(flags: &mut [Arc<Flag>], evaluators: &Map<String, Value>) {
     let mut cache = FxHashMap::default();
     for flag in flags {
         let Some(flag) = Arc::get_mut(flag) else {
             continue;
         };
+        if flag.provenance.definition != 0 {
+            if !flag.provenance.evaluators.is_empty() {
+                flag.evaluators_digest = reuse::evaluators_digest(
+                    flag.provenance.evaluators.iter().map(|(name, _)| &**name),
+                    evaluators,
+                    &mut cache,
+                );
+            }
+            continue;
+        }
         let Some(text) = flag.targeting_source.as_deref() else {
             continue;
         };
         if !reuse::may_refer(text) {
             continue;
         }
-        flag.evaluators_digest = if flag.provenance.definition != 0 {
-            reuse::evaluators_digest(
-                flag.provenance.evaluators.iter().map(|(name, _)| &**name),
+        flag.evaluators_digest = match serde_json::from_str::<Value>(text) {
+            Ok(rule) => reuse::evaluators_digest(
+                reuse::referenced(&rule, evaluators).iter().map(|n| &**n),
                 evaluators,
                 &mut cache,
-            )
-        } else {
-            match serde_json::from_str::<Value>(text) {
-                Ok(rule) => reuse::evaluators_digest(
-                    reuse::referenced(&rule, evaluators).iter().map(|n| &**n),
-                    evaluators,
-                    &mut cache,
-                ),
-                Err(_) => 0,
-            }
+            ),
+            Err(_) => 0,
         };
     }
 }

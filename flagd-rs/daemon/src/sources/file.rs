@@ -19,7 +19,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
-use std::hash::Hasher;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,12 +28,11 @@ use std::time::{Duration, SystemTime};
 use flagd_evaluator::Format;
 use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
-use rustc_hash::FxHasher;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::{SourceError, runtime};
-use crate::store::{Settled, SourceEvent, SourceUpdate};
+use crate::store::{Settled, SourceEvent, SourceUpdate, content_hash};
 
 /// Timing of a file source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,6 +264,7 @@ impl FileSource {
             event: SourceEvent::Unsettled {
                 bytes,
                 format: self.format,
+                hash,
                 settled,
             },
         };
@@ -358,15 +357,6 @@ impl FileSource {
         self.last = Sent::Failed(message.clone());
         Some(SourceEvent::Failed(message))
     }
-}
-
-/// What tells bytes already sent from new ones: a fast hash (an unnoticed change would need two
-/// versions of the file with the same hash, which only its writer can make, against itself).
-fn content_hash(bytes: &[u8]) -> u64 {
-    let mut h = FxHasher::default();
-    h.write(bytes);
-    h.write_usize(bytes.len());
-    h.finish()
 }
 
 /// What became of bytes offered to the store.
@@ -677,8 +667,10 @@ mod tests {
                     SourceEvent::Unsettled {
                         bytes,
                         format,
+                        hash,
                         settled,
                     } => {
+                        assert_eq!(hash, content_hash(&bytes));
                         let short = flagd_evaluator::load(&bytes, format, &Default::default())
                             .is_err_and(|e| crate::store::cut_short(&bytes, format, &e));
                         settled.answer(!short);

@@ -190,7 +190,7 @@ impl Feed {
                     change
                         .flags
                         .iter()
-                        .map(|c| (c.flag_set_id.as_deref().map(str::to_owned), c.key.to_string()))
+                        .map(|c| (c.flag_set_id().map(str::to_owned), c.key().to_string()))
                         .collect(),
                 )),
                 Changed::Missed => Some(Wake::Lagged),

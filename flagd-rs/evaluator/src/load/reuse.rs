@@ -9,6 +9,7 @@
 
 use rustc_hash::FxHashMap;
 use serde_json::{Map, Value};
+use smallvec::SmallVec;
 
 use super::LoadOptions;
 pub(crate) use super::digest::fingerprint;
@@ -66,11 +67,13 @@ pub(crate) fn provenance<I: RuleInput>(
             evaluators: Box::default(),
         };
     };
-    let evaluators = referenced(rule, evaluators)
-        .into_iter()
-        .map(|name| {
-            let hash = hashes.get(&*name).copied().unwrap_or(MISSING);
-            (name, hash)
+    let names = referenced_names(rule, evaluators);
+    // Built at its final size: one allocation for the list and one per name.
+    let evaluators = names
+        .iter()
+        .map(|&name| {
+            let hash = hashes.get(name).copied().unwrap_or(MISSING);
+            (Box::from(name), hash)
         })
         .collect();
     Provenance {
@@ -82,8 +85,20 @@ pub(crate) fn provenance<I: RuleInput>(
 /// The evaluator names `rule` refers to through `$ref`, directly or through the evaluators it
 /// names, sorted. Every string under a `$ref` member counts, wherever it is.
 pub(crate) fn referenced<I: RuleInput>(rule: &I, evaluators: &Map<String, Value>) -> Vec<Box<str>> {
-    let mut names: Vec<Box<str>> = Vec::new();
-    let mut bodies: Vec<&Value> = Vec::new();
+    referenced_names(rule, evaluators)
+        .into_iter()
+        .map(Box::from)
+        .collect()
+}
+
+/// [`referenced`], borrowing the names from the rule and the evaluators. A rule names few
+/// evaluators and is a shallow tree, so the lists stay inline.
+fn referenced_names<'a, I: RuleInput>(
+    rule: &'a I,
+    evaluators: &'a Map<String, Value>,
+) -> SmallVec<[&'a str; 4]> {
+    let mut names = SmallVec::new();
+    let mut bodies: SmallVec<[&'a Value; 4]> = SmallVec::new();
     references_in(rule, evaluators, &mut names, &mut bodies);
     while let Some(body) = bodies.pop() {
         references_in(body, evaluators, &mut names, &mut bodies);
@@ -94,22 +109,23 @@ pub(crate) fn referenced<I: RuleInput>(rule: &I, evaluators: &Map<String, Value>
 
 /// Adds the names `rule` refers to that `names` does not hold yet, and the bodies of those the
 /// document defines to `bodies`.
-fn references_in<'e, I: RuleInput>(
-    rule: &I,
-    evaluators: &'e Map<String, Value>,
-    names: &mut Vec<Box<str>>,
-    bodies: &mut Vec<&'e Value>,
+fn references_in<'a, I: RuleInput>(
+    rule: &'a I,
+    evaluators: &'a Map<String, Value>,
+    names: &mut SmallVec<[&'a str; 4]>,
+    bodies: &mut SmallVec<[&'a Value; 4]>,
 ) {
-    let mut pending: Vec<&I> = vec![rule];
+    let mut pending: SmallVec<[&'a I; 16]> = SmallVec::new();
+    pending.push(rule);
     while let Some(value) = pending.pop() {
         match value.shape() {
             Shape::Obj(_) => {
                 for (op, args) in value.members() {
                     if op == "$ref"
                         && let Shape::Str(name) = args.shape()
-                        && !names.iter().any(|n| **n == *name)
+                        && !names.contains(&name)
                     {
-                        names.push(name.into());
+                        names.push(name);
                         if let Some(body) = evaluators.get(name) {
                             bodies.push(body);
                         }
@@ -158,5 +174,48 @@ pub(crate) fn evaluators_digest<'n>(
         0
     } else {
         fingerprint(&[&digests])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn provenance_lists_every_evaluator_reached_once_sorted() {
+        let evaluators = json!({
+            "b": {"and": [{"$ref": "c"}, {"$ref": "a"}]},
+            "a": {"or": [[{"$ref": "gone"}], {"$ref": "b"}]},
+            "c": {"==": [{"var": "x"}, "$ref"]},
+            "unused": {"$ref": "d"}
+        });
+        let evaluators = evaluators.as_object().unwrap();
+        let rule = json!({"if": [{"$ref": "b"}, {"$ref": "b"}, {"in": ["x", [{"$ref": "c"}]]}]});
+        assert_eq!(
+            referenced(&rule, evaluators),
+            ["a", "b", "c", "gone"].map(Box::<str>::from).to_vec()
+        );
+        let hashes: FxHashMap<Box<str>, u64> = [("a", 1), ("b", 2), ("c", 3), ("unused", 4)]
+            .into_iter()
+            .map(|(n, h)| (Box::from(n), h))
+            .collect();
+        let p = provenance(7, Some(&rule), evaluators, &hashes);
+        assert_eq!(p.definition, 7);
+        let listed: Vec<(&str, u64)> = p.evaluators.iter().map(|(n, h)| (&**n, *h)).collect();
+        assert_eq!(listed, [("a", 1), ("b", 2), ("c", 3), ("gone", MISSING)]);
+        assert!(p.matches(7, &hashes));
+        let mut changed = hashes.clone();
+        changed.insert("c".into(), 30);
+        assert!(!p.matches(7, &changed));
+        // An evaluator the rule does not reach does not count.
+        changed.insert("c".into(), 3);
+        changed.insert("unused".into(), 40);
+        assert!(p.matches(7, &changed));
+        // No rule, or a rule without `$ref`: nothing listed.
+        let none = provenance::<Value>(7, None, evaluators, &hashes);
+        assert!(none.evaluators.is_empty());
+        let plain = provenance(7, Some(&json!({"var": "$ref"})), evaluators, &hashes);
+        assert!(plain.evaluators.is_empty());
     }
 }

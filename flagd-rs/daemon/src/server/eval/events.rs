@@ -143,7 +143,7 @@ async fn next(s: &mut Subscription) -> Option<Result<Event, RequestError>> {
             }
             received = recv(&mut s.changes) => {
                 let data = match received {
-                    Ok(change) => change_data(change.selected(&s.selector).map(|c| (&*c.key, c.kind))),
+                    Ok(change) => change_data(change.selected(&s.selector).map(|c| (c.key(), c.kind))),
                     // Some change sets were missed: every selected flag may have changed.
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         let snapshot = s.store.snapshot();
