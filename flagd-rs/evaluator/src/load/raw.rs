@@ -36,6 +36,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
 /// Sorts `items` by `order` and keeps, of items that order equal, the last one (stable sort),
 /// as a parsed JSON map keeps the last of repeated names.
 pub(crate) fn sort_last_wins<T>(items: &mut Vec<T>, order: impl Fn(&T, &T) -> std::cmp::Ordering) {
+    // Strictly ascending already: nothing to sort, nothing repeated.
+    if items.is_sorted_by(|a, b| order(a, b).is_lt()) {
+        return;
+    }
     items.sort_by(&order);
     items.dedup_by(|later, earlier| {
         if order(later, earlier).is_eq() {

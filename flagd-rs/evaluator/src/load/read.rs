@@ -15,6 +15,7 @@ use serde_json::{Map, Number, Value};
 
 use crate::logic::input::{Json, RAW_VALUE_TOKEN};
 use crate::model::State;
+use crate::schema::ValueKind;
 
 use super::raw::sort_last_wins;
 
@@ -32,6 +33,13 @@ pub(super) struct Reader<'a> {
     depth: usize,
     /// Where a rule's text is written as it is read.
     scratch: String,
+    /// The elements of the arrays being read into a [`Json`] tree, innermost last; each array
+    /// takes its own off the top at its final size when it closes.
+    items: Vec<Json<'a>>,
+    /// The same for objects' members.
+    members: Vec<(Cow<'a, str>, Json<'a>)>,
+    /// Whether a member named `$ref` was read into a [`Json`] tree since this was last reset.
+    saw_ref: bool,
 }
 
 /// One flag definition's members, decoded but not yet checked against each other or compiled.
@@ -40,16 +48,37 @@ pub(super) struct Parts<'a> {
     /// `None` when absent or null.
     pub(super) state: Option<Cow<'a, str>>,
     /// In document order, repeated names included; `None` when absent.
-    pub(super) variants: Option<Vec<(Cow<'a, str>, Value)>>,
+    pub(super) variants: Option<Vec<(Cow<'a, str>, Item<'a>)>>,
     /// `None` when absent or null.
     pub(super) default_variant: Option<Cow<'a, str>>,
     /// The rule's text as written, the same without whitespace between tokens, and the rule
     /// read from it; `None` when absent.
     pub(super) targeting: Option<(&'a str, Box<str>, Json<'a>)>,
+    /// Whether the rule has a member named `$ref` anywhere (its name decoded), the only way it
+    /// can refer to an evaluator.
+    pub(super) refers: bool,
     /// In document order, repeated names included.
     pub(super) metadata: Vec<(Cow<'a, str>, Value)>,
     /// `None` when absent or null.
     pub(super) key: Option<Cow<'a, str>>,
+}
+
+/// A variant's value: a string as read from the text (borrowed unless it holds escapes), so
+/// that a string shared with an earlier flag needs none of its own, or any other value decoded.
+#[derive(Debug)]
+pub(super) enum Item<'a> {
+    Str(Cow<'a, str>),
+    Value(Value),
+}
+
+impl Item<'_> {
+    /// What the value is, as the schema's checks of variants look at it.
+    pub(super) fn kind(&self) -> ValueKind {
+        match self {
+            Item::Str(_) => ValueKind::String,
+            Item::Value(value) => ValueKind::of(value),
+        }
+    }
 }
 
 /// `state` parsed: flagd's two states, nothing else.
@@ -68,6 +97,9 @@ impl<'a> Reader<'a> {
             pos: 0,
             depth: 0,
             scratch: String::new(),
+            items: Vec::new(),
+            members: Vec::new(),
+            saw_ref: false,
         }
     }
 
@@ -296,7 +328,9 @@ impl<'a> Reader<'a> {
                 Some(Json::Str(text))
             }
             b'{' => {
-                let mut members: Vec<(Cow<'a, str>, Json<'a>)> = Vec::new();
+                // The members go on the shared stack above `base` (inner objects take theirs
+                // off before they return) and leave it in one list of their final size.
+                let base = self.members.len();
                 let mut more = self.open(b'{', b'}')?;
                 out.push('{');
                 if !more {
@@ -308,31 +342,35 @@ impl<'a> Reader<'a> {
                     out.push_str(self.since(at)?);
                     self.eat(b':')?;
                     out.push(':');
-                    if members.is_empty() && name == RAW_VALUE_TOKEN {
+                    if self.members.len() == base && name == RAW_VALUE_TOKEN {
                         return None;
                     }
-                    members.push((name, self.json_into(out)?));
+                    self.saw_ref |= name == "$ref";
+                    let value = self.json_into(out)?;
+                    self.members.push((name, value));
                     more = self.next(b'}')?;
                     out.push(if more { ',' } else { '}' });
                 }
+                let mut members = self.members.split_off(base);
                 if members.len() > 1 {
                     sort_last_wins(&mut members, |a, b| a.0.cmp(&b.0));
                 }
                 Some(Json::Obj(members))
             }
             b'[' => {
-                let mut items = Vec::new();
+                let base = self.items.len();
                 let mut more = self.open(b'[', b']')?;
                 out.push('[');
                 if !more {
                     out.push(']');
                 }
                 while more {
-                    items.push(self.json_into(out)?);
+                    let item = self.json_into(out)?;
+                    self.items.push(item);
                     more = self.next(b']')?;
                     out.push(if more { ',' } else { ']' });
                 }
-                Some(Json::Arr(items))
+                Some(Json::Arr(self.items.split_off(base)))
             }
             b't' => self.word("true", out).map(|()| Json::Bool(true)),
             b'f' => self.word("false", out).map(|()| Json::Bool(false)),
@@ -400,6 +438,22 @@ impl<'a> Reader<'a> {
         Some(out)
     }
 
+    /// An object's members, name -> [`Item`], in document order, repeated names included.
+    fn items(&mut self) -> Option<Vec<(Cow<'a, str>, Item<'a>)>> {
+        let mut out = Vec::new();
+        let mut more = self.open(b'{', b'}')?;
+        while more {
+            let name = self.name()?;
+            let item = match self.peek()? {
+                b'"' => Item::Str(self.string()?),
+                _ => Item::Value(self.value()?),
+            };
+            out.push((name, item));
+            more = self.next(b'}')?;
+        }
+        Some(out)
+    }
+
     /// A string or null.
     fn optional_string(&mut self) -> Option<Option<Cow<'a, str>>> {
         if self.peek()? == b'n' {
@@ -417,6 +471,7 @@ impl<'a> Reader<'a> {
             variants: None,
             default_variant: None,
             targeting: None,
+            refers: false,
             metadata: Vec::new(),
             key: None,
         };
@@ -436,7 +491,7 @@ impl<'a> Reader<'a> {
                 }
                 "variants" => {
                     once(2)?;
-                    parts.variants = Some(self.entries()?);
+                    parts.variants = Some(self.items()?);
                 }
                 "defaultVariant" => {
                     once(4)?;
@@ -448,7 +503,12 @@ impl<'a> Reader<'a> {
                     // One buffer for every rule's text; each keeps an exact copy.
                     let mut text = std::mem::take(&mut self.scratch);
                     text.clear();
+                    // What a rule given up on left on the stacks is not this rule's.
+                    self.items.clear();
+                    self.members.clear();
+                    self.saw_ref = false;
                     let rule = self.json_into(&mut text);
+                    parts.refers = self.saw_ref;
                     let compact = Box::from(text.as_str());
                     self.scratch = text;
                     parts.targeting = Some((self.since(start)?, compact, rule?));
@@ -686,6 +746,65 @@ mod tests {
         }
         assert_eq!(state("ENABLED"), Some(State::Enabled));
         assert_eq!(state("enabled"), None);
+    }
+
+    #[test]
+    fn a_rule_refers_when_a_member_is_named_ref() {
+        let refers = |rule: &str| {
+            let text = format!(r#"{{"state":"ENABLED","targeting":{rule},"metadata":{{"$ref":"m"}}}}"#);
+            let parts = Reader::new(&text).flag().unwrap();
+            let (_, _, tree) = parts.targeting.as_ref().unwrap();
+            // Agrees with what the rule names, whatever the text hides behind escapes.
+            let names = crate::load::reuse::referenced(tree, &serde_json::Map::new());
+            assert!(parts.refers || names.is_empty(), "{rule}");
+            parts.refers
+        };
+        for rule in [
+            r#"{"$ref":"a"}"#,
+            r#"{"if":[{"$ref":"a"},"on","off"]}"#,
+            r#"{"$ref":"a"}"#,
+            r#"{"$ref":"a"}"#,
+            r#"{"in":[1,[{"x":{"$ref":1}}]]}"#,
+            r#"{"$ref":"a","$ref":"b"}"#,
+        ] {
+            assert!(refers(rule), "{rule}");
+        }
+        for rule in [
+            r#"{}"#,
+            r#"{"var":"$ref"}"#,
+            r#"{"cat":["$ref","$ref"]}"#,
+            r#"{"$re":"a","ref":"b","$ref ":"c"}"#,
+        ] {
+            assert!(!refers(rule), "{rule}");
+        }
+        // Each flag's rule answers for itself.
+        let text = r#"[{"targeting":{"$ref":"a"}},{"targeting":{"var":"x"}}]"#;
+        let mut r = Reader::new(text);
+        assert!(r.open(b'[', b']').unwrap());
+        assert!(r.flag().unwrap().refers);
+        assert!(r.next(b']').unwrap());
+        assert!(!r.flag().unwrap().refers);
+    }
+
+    #[test]
+    fn nested_containers_keep_their_own_elements() {
+        let text = r#"{"b":[1,[2,{"d":[],"c":{"x":[3,4]}}],{}],"a":{"z":[{"y":1},[5]],"w":"v"},"c":[[],[[]]]}"#;
+        let tree = json(text).unwrap();
+        assert_eq!(tree.to_value(), serde_json::from_str::<Value>(text).unwrap());
+        fn exact(tree: &Json<'_>) {
+            match tree {
+                Json::Arr(items) => {
+                    assert_eq!(items.capacity(), items.len());
+                    items.iter().for_each(exact);
+                }
+                Json::Obj(members) => {
+                    assert_eq!(members.capacity(), members.len());
+                    members.iter().for_each(|(_, v)| exact(v));
+                }
+                _ => {}
+            }
+        }
+        exact(&tree);
     }
 
     #[test]

@@ -15,8 +15,8 @@ use serde_json::{Map, Value};
 
 use super::LoadOptions;
 use super::raw::{Entries, sort_last_wins};
-use super::read::{Parts, Reader, state};
-use super::reuse::{document_fingerprint, fingerprint, may_refer, provenance};
+use super::read::{Item, Parts, Reader, state};
+use super::reuse::{document_fingerprint, fingerprint, provenance};
 use crate::intern::Interner;
 use crate::logic::input::{Json, RuleInput, Shape};
 use crate::logic::{CompileOptions, Rule};
@@ -268,15 +268,10 @@ fn build(
 ) -> Option<Arc<Flag>> {
     let state = state(&parts.state?)?;
 
-    let mut variants: Vec<(Arc<str>, Value)> = parts
-        .variants
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(name, value)| (interner.name(&name), value))
-        .collect();
+    let mut variants = parts.variants.unwrap_or_default();
     // A repeated name keeps its last value, as a parsed map does.
     sort_last_wins(&mut variants, |a, b| a.0.cmp(&b.0));
-    if !schema::variant_values_ok(variants.iter().map(|(_, v)| v)) {
+    if !schema::variant_kinds_ok(variants.iter().map(|(_, v)| v.kind())) {
         return None;
     }
 
@@ -288,10 +283,16 @@ fn build(
         }
     };
 
-    let variants = variants
-        .into_iter()
-        .map(|(name, value)| (name, interner.value(value)))
-        .collect();
+    // Built at its final size.
+    let mut shared_variants = Vec::with_capacity(variants.len());
+    for (name, value) in variants {
+        let value = match value {
+            Item::Str(text) => interner.string_value(&text),
+            Item::Value(value) => interner.value(value),
+        };
+        shared_variants.push((interner.name(&name), value));
+    }
+    let variants = shared_variants.into_boxed_slice();
 
     let mut own = Vec::with_capacity(parts.metadata.len());
     for (name, value) in parts.metadata {
@@ -313,16 +314,14 @@ fn build(
                 &shared.evaluator_hashes,
             ),
         ),
-        Some((raw, source, rule)) => {
+        Some((_, source, rule)) => {
             if !schema::targeting_ok(&rule) {
                 return None;
             }
-            // Only a rule whose text names `$ref` (or hides a name behind an escape) can refer
-            // to an evaluator.
-            let refers = may_refer(raw);
+            // Only a rule with a member named `$ref` can refer to an evaluator.
             let provenance = provenance(
                 definition,
-                Some(&rule).filter(|_| refers),
+                Some(&rule).filter(|_| parts.refers),
                 &shared.evaluators,
                 &shared.evaluator_hashes,
             );
