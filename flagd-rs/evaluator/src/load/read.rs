@@ -47,8 +47,6 @@ pub(super) struct Reader<'a> {
 pub(super) struct Parts<'a> {
     /// `None` when absent or null.
     pub(super) state: Option<Cow<'a, str>>,
-    /// In document order, repeated names included; `None` when absent.
-    pub(super) variants: Option<Vec<(Cow<'a, str>, Item<'a>)>>,
     /// `None` when absent or null.
     pub(super) default_variant: Option<Cow<'a, str>>,
     /// The rule's text as written, the same without whitespace between tokens, and the rule
@@ -57,10 +55,18 @@ pub(super) struct Parts<'a> {
     /// Whether the rule has a member named `$ref` anywhere (its name decoded), the only way it
     /// can refer to an evaluator.
     pub(super) refers: bool,
-    /// In document order, repeated names included.
-    pub(super) metadata: Vec<(Cow<'a, str>, Value)>,
     /// `None` when absent or null.
     pub(super) key: Option<Cow<'a, str>>,
+}
+
+/// The variants and the metadata of the definition last read, in lists kept from one
+/// definition to the next (each definition's are taken out of them as it is built).
+#[derive(Debug, Default)]
+pub(super) struct Lists<'a> {
+    /// In document order, repeated names included; empty when absent.
+    pub(super) variants: Vec<(Cow<'a, str>, Item<'a>)>,
+    /// In document order, repeated names included; empty when absent.
+    pub(super) metadata: Vec<(Cow<'a, str>, Value)>,
 }
 
 /// A variant's value: a string as read from the text (borrowed unless it holds escapes), so
@@ -426,21 +432,21 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// An object's members, name -> value, in document order, repeated names included.
-    fn entries(&mut self) -> Option<Vec<(Cow<'a, str>, Value)>> {
-        let mut out = Vec::new();
+    /// An object's members, name -> value, in document order, repeated names included, added
+    /// to `out`.
+    fn entries(&mut self, out: &mut Vec<(Cow<'a, str>, Value)>) -> Option<()> {
         let mut more = self.open(b'{', b'}')?;
         while more {
             let name = self.name()?;
             out.push((name, self.value()?));
             more = self.next(b'}')?;
         }
-        Some(out)
+        Some(())
     }
 
-    /// An object's members, name -> [`Item`], in document order, repeated names included.
-    fn items(&mut self) -> Option<Vec<(Cow<'a, str>, Item<'a>)>> {
-        let mut out = Vec::new();
+    /// An object's members, name -> [`Item`], in document order, repeated names included,
+    /// added to `out`.
+    fn items(&mut self, out: &mut Vec<(Cow<'a, str>, Item<'a>)>) -> Option<()> {
         let mut more = self.open(b'{', b'}')?;
         while more {
             let name = self.name()?;
@@ -451,7 +457,7 @@ impl<'a> Reader<'a> {
             out.push((name, item));
             more = self.next(b'}')?;
         }
-        Some(out)
+        Some(())
     }
 
     /// A string or null.
@@ -463,16 +469,17 @@ impl<'a> Reader<'a> {
         self.string().map(Some)
     }
 
-    /// One flag definition (an object). Members it does not name are checked and passed over;
-    /// one it names twice, or of a type it does not take, makes it give up.
-    pub(super) fn flag(&mut self) -> Option<Parts<'a>> {
+    /// One flag definition (an object), its variants and metadata into `lists` (emptied
+    /// first). Members it does not name are checked and passed over; one it names twice, or of
+    /// a type it does not take, makes it give up.
+    pub(super) fn flag(&mut self, lists: &mut Lists<'a>) -> Option<Parts<'a>> {
+        lists.variants.clear();
+        lists.metadata.clear();
         let mut parts = Parts {
             state: None,
-            variants: None,
             default_variant: None,
             targeting: None,
             refers: false,
-            metadata: Vec::new(),
             key: None,
         };
         let mut seen = 0u8;
@@ -491,7 +498,7 @@ impl<'a> Reader<'a> {
                 }
                 "variants" => {
                     once(2)?;
-                    parts.variants = Some(self.items()?);
+                    self.items(&mut lists.variants)?;
                 }
                 "defaultVariant" => {
                     once(4)?;
@@ -515,7 +522,7 @@ impl<'a> Reader<'a> {
                 }
                 "metadata" => {
                     once(16)?;
-                    parts.metadata = self.entries()?;
+                    self.entries(&mut lists.metadata)?;
                 }
                 "key" => {
                     once(32)?;
@@ -715,10 +722,11 @@ mod tests {
     fn flag_parts_are_decoded_and_repeats_refused() {
         let text = r#"{"state":"DISABLED","extra":[{"a":1}],"variants":{"b":1,"a":2,"b":3},"defaultVariant":null,"targeting":{"if":[true,"a","b"]},"metadata":{"m":"x"},"key":"k\n"}"#;
         let mut r = Reader::new(text);
-        let parts = r.flag().unwrap();
+        let mut lists = Lists::default();
+        let parts = r.flag(&mut lists).unwrap();
         assert!(r.at_end());
         assert_eq!(parts.state.as_deref(), Some("DISABLED"));
-        assert_eq!(parts.variants.as_ref().map(Vec::len), Some(3));
+        assert_eq!(lists.variants.len(), 3);
         assert_eq!(parts.default_variant, None);
         assert_eq!(
             parts.targeting.as_ref().map(|t| t.0),
@@ -728,7 +736,10 @@ mod tests {
             parts.targeting.as_ref().map(|t| &*t.1),
             Some(r#"{"if":[true,"a","b"]}"#)
         );
-        assert_eq!(parts.metadata.len(), 1);
+        assert_eq!(lists.metadata.len(), 1);
+        // The next definition's lists start empty.
+        assert!(Reader::new(r#"{"state":"ENABLED"}"#).flag(&mut lists).is_some());
+        assert!(lists.variants.is_empty() && lists.metadata.is_empty());
         assert_eq!(parts.key.as_deref(), Some("k\n"));
         for bad in [
             r#"{"state":"ENABLED","state":"ENABLED"}"#,
@@ -742,7 +753,7 @@ mod tests {
             r#"{"targeting":{"a":1},"targeting":{}}"#,
             r#"[]"#,
         ] {
-            assert!(Reader::new(bad).flag().is_none(), "{bad}");
+            assert!(Reader::new(bad).flag(&mut lists).is_none(), "{bad}");
         }
         assert_eq!(state("ENABLED"), Some(State::Enabled));
         assert_eq!(state("enabled"), None);
@@ -752,7 +763,7 @@ mod tests {
     fn a_rule_refers_when_a_member_is_named_ref() {
         let refers = |rule: &str| {
             let text = format!(r#"{{"state":"ENABLED","targeting":{rule},"metadata":{{"$ref":"m"}}}}"#);
-            let parts = Reader::new(&text).flag().unwrap();
+            let parts = Reader::new(&text).flag(&mut Lists::default()).unwrap();
             let (_, _, tree) = parts.targeting.as_ref().unwrap();
             // Agrees with what the rule names, whatever the text hides behind escapes.
             let names = crate::load::reuse::referenced(tree, &serde_json::Map::new());
@@ -781,9 +792,10 @@ mod tests {
         let text = r#"[{"targeting":{"$ref":"a"}},{"targeting":{"var":"x"}}]"#;
         let mut r = Reader::new(text);
         assert!(r.open(b'[', b']').unwrap());
-        assert!(r.flag().unwrap().refers);
+        let mut lists = Lists::default();
+        assert!(r.flag(&mut lists).unwrap().refers);
         assert!(r.next(b']').unwrap());
-        assert!(!r.flag().unwrap().refers);
+        assert!(!r.flag(&mut lists).unwrap().refers);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 use super::LoadOptions;
 use super::raw::{Entries, sort_last_wins};
-use super::read::{Item, Parts, Reader, state};
+use super::read::{Item, Lists, Parts, Reader, state};
 use super::reuse::{document_fingerprint, fingerprint, provenance};
 use crate::intern::Interner;
 use crate::logic::input::{Json, RuleInput, Shape};
@@ -159,8 +159,8 @@ pub(super) fn load_json(
 }
 
 /// The `flags` member: key -> definition, or definitions with their `key`.
-fn flags(
-    reader: &mut Reader<'_>,
+fn flags<'a>(
+    reader: &mut Reader<'a>,
     (shared, interner): (&Shared, &mut Interner),
     opts: &LoadOptions,
     previous: Option<&FlagSet>,
@@ -173,6 +173,7 @@ fn flags(
         budget: opts.budget,
     };
     let mut out = Vec::new();
+    let mut lists = Lists::default();
     match reader.peek()? {
         b'{' => {
             let mut more = reader.open(b'{', b'}')?;
@@ -182,7 +183,7 @@ fn flags(
                     return None;
                 }
                 out.push(flag(
-                    reader,
+                    (reader, &mut lists),
                     Some(&key),
                     (shared, interner),
                     &compile,
@@ -194,7 +195,13 @@ fn flags(
         b'[' => {
             let mut more = reader.open(b'[', b']')?;
             while more {
-                out.push(flag(reader, None, (shared, interner), &compile, previous)?);
+                out.push(flag(
+                    (reader, &mut lists),
+                    None,
+                    (shared, interner),
+                    &compile,
+                    previous,
+                )?);
                 more = reader.next(b']')?;
             }
         }
@@ -207,9 +214,9 @@ fn flags(
 /// compiled. `key` is `None` in the array form, where the key is the definition's `key` member.
 /// With a previous load to reuse from, the definition is passed over first and decoded only
 /// when it changed; without, it is decoded as it is read. Variant and metadata names and
-/// values are shared through `interner`.
-fn flag(
-    reader: &mut Reader<'_>,
+/// values are shared through `interner`; `lists` are where the reader puts them.
+fn flag<'a>(
+    (reader, lists): (&mut Reader<'a>, &mut Lists<'a>),
     key: Option<&str>,
     (shared, interner): (&Shared, &mut Interner),
     compile: &CompileOptions<'_>,
@@ -233,10 +240,10 @@ fn flag(
                 return Some(old.clone());
             }
             let mut again = Reader::new(raw);
-            (raw, again.flag()?, Some(definition))
+            (raw, again.flag(lists)?, Some(definition))
         }
         _ => {
-            let parts = reader.flag()?;
+            let parts = reader.flag(lists)?;
             (reader.since(start)?, parts, None)
         }
     };
@@ -255,22 +262,22 @@ fn flag(
     {
         return Some(old.clone());
     }
-    build(key, definition, parts, (shared, interner), compile)
+    build(key, definition, (parts, lists), (shared, interner), compile)
 }
 
 /// A flag from its decoded parts, checked as the schema and flagd check it.
 fn build(
     key: &str,
     definition: u64,
-    parts: Parts<'_>,
+    (parts, lists): (Parts<'_>, &mut Lists<'_>),
     (shared, interner): (&Shared, &mut Interner),
     compile: &CompileOptions<'_>,
 ) -> Option<Arc<Flag>> {
     let state = state(&parts.state?)?;
 
-    let mut variants = parts.variants.unwrap_or_default();
+    let variants = &mut lists.variants;
     // A repeated name keeps its last value, as a parsed map does.
-    sort_last_wins(&mut variants, |a, b| a.0.cmp(&b.0));
+    sort_last_wins(variants, |a, b| a.0.cmp(&b.0));
     if !schema::variant_kinds_ok(variants.iter().map(|(_, v)| v.kind())) {
         return None;
     }
@@ -285,7 +292,7 @@ fn build(
 
     // Built at its final size.
     let mut shared_variants = Vec::with_capacity(variants.len());
-    for (name, value) in variants {
+    for (name, value) in variants.drain(..) {
         let value = match value {
             Item::Str(text) => interner.string_value(&text),
             Item::Value(value) => interner.value(value),
@@ -294,8 +301,8 @@ fn build(
     }
     let variants = shared_variants.into_boxed_slice();
 
-    let mut own = Vec::with_capacity(parts.metadata.len());
-    for (name, value) in parts.metadata {
+    let mut own = Vec::with_capacity(lists.metadata.len());
+    for (name, value) in lists.metadata.drain(..) {
         if !schema::metadata_value_ok(&value) {
             return None;
         }
