@@ -171,7 +171,12 @@ mod tests {
         assert!(Arc::ptr_eq(&b, &values.get(json!("canary"))));
         assert!(Arc::ptr_eq(&b, &values.get_string("canary")));
         // Other values written alike stay apart from the string.
-        for other in [json!(["canary"]), json!({"canary": null}), json!(null), json!(0)] {
+        for other in [
+            json!(["canary"]),
+            json!({"canary": null}),
+            json!(null),
+            json!(0),
+        ] {
             assert!(!Arc::ptr_eq(&values.get(other), &b));
         }
         assert!(!Arc::ptr_eq(&values.get_string(""), &b));

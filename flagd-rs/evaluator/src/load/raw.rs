@@ -164,11 +164,18 @@ pub(super) fn string_stop<const CONTROLS: bool>(bytes: &[u8], from: usize) -> Op
 
 /// The end of the run of whitespace at `from` (an indented document is mostly such runs).
 #[inline]
-fn gap_end(bytes: &[u8], from: usize) -> usize {
+pub(super) fn gap_end(bytes: &[u8], from: usize) -> usize {
+    const SPACES: u64 = u64::from_ne_bytes([b' '; 8]);
     let mut i = from;
     loop {
-        // Indentation comes in runs of spaces after each line break.
-        while bytes.get(i..i + 8) == Some(b"        ") {
+        // Indentation comes in runs of spaces after each line break: eight bytes at a time,
+        // up to the first that is not a space.
+        while let Some(Ok(chunk)) = bytes.get(i..i + 8).map(<[u8; 8]>::try_from) {
+            let other = u64::from_le_bytes(chunk) ^ SPACES;
+            if other != 0 {
+                i += (other.trailing_zeros() / 8) as usize;
+                break;
+            }
             i += 8;
         }
         match bytes.get(i) {

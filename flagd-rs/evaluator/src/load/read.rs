@@ -134,18 +134,8 @@ impl<'a> Reader<'a> {
     #[inline]
     fn ws(&mut self) {
         let bytes = self.text.as_bytes();
-        if !matches!(bytes.get(self.pos), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            return;
-        }
-        loop {
-            // Indentation comes in runs of spaces.
-            while bytes.get(self.pos..self.pos + 8) == Some(b"        ") {
-                self.pos += 8;
-            }
-            match bytes.get(self.pos) {
-                Some(b' ' | b'\t' | b'\n' | b'\r') => self.pos += 1,
-                _ => return,
-            }
+        if matches!(bytes.get(self.pos), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.pos = super::raw::gap_end(bytes, self.pos);
         }
     }
 
@@ -738,7 +728,11 @@ mod tests {
         );
         assert_eq!(lists.metadata.len(), 1);
         // The next definition's lists start empty.
-        assert!(Reader::new(r#"{"state":"ENABLED"}"#).flag(&mut lists).is_some());
+        assert!(
+            Reader::new(r#"{"state":"ENABLED"}"#)
+                .flag(&mut lists)
+                .is_some()
+        );
         assert!(lists.variants.is_empty() && lists.metadata.is_empty());
         assert_eq!(parts.key.as_deref(), Some("k\n"));
         for bad in [
@@ -762,7 +756,8 @@ mod tests {
     #[test]
     fn a_rule_refers_when_a_member_is_named_ref() {
         let refers = |rule: &str| {
-            let text = format!(r#"{{"state":"ENABLED","targeting":{rule},"metadata":{{"$ref":"m"}}}}"#);
+            let text =
+                format!(r#"{{"state":"ENABLED","targeting":{rule},"metadata":{{"$ref":"m"}}}}"#);
             let parts = Reader::new(&text).flag(&mut Lists::default()).unwrap();
             let (_, _, tree) = parts.targeting.as_ref().unwrap();
             // Agrees with what the rule names, whatever the text hides behind escapes.
@@ -802,7 +797,10 @@ mod tests {
     fn nested_containers_keep_their_own_elements() {
         let text = r#"{"b":[1,[2,{"d":[],"c":{"x":[3,4]}}],{}],"a":{"z":[{"y":1},[5]],"w":"v"},"c":[[],[[]]]}"#;
         let tree = json(text).unwrap();
-        assert_eq!(tree.to_value(), serde_json::from_str::<Value>(text).unwrap());
+        assert_eq!(
+            tree.to_value(),
+            serde_json::from_str::<Value>(text).unwrap()
+        );
         fn exact(tree: &Json<'_>) {
             match tree {
                 Json::Arr(items) => {
@@ -817,6 +815,38 @@ mod tests {
             }
         }
         exact(&tree);
+    }
+
+    #[test]
+    fn whitespace_is_passed_over_word_wise() {
+        for gap in [
+            "",
+            " ",
+            "\n",
+            "  \t\r\n",
+            "        ",
+            "\n                \n   ",
+        ] {
+            for pad in 0..10 {
+                let text = format!(
+                    "{}{gap}{}[{}1 ]",
+                    " ".repeat(pad),
+                    "\n".repeat(pad % 3),
+                    " ".repeat(pad)
+                );
+                let mut r = Reader::new(&text);
+                let end = text.len() - text.trim_start().len();
+                assert_eq!(r.at(), end, "{text:?}");
+                assert!(r.value().is_some() && r.at_end(), "{text:?}");
+            }
+        }
+        // What is not whitespace stops the run wherever it falls in a word.
+        for at in 0..20 {
+            let mut text = " ".repeat(20);
+            text.insert(at, 'z');
+            assert_eq!(super::super::raw::gap_end(text.as_bytes(), 0), at);
+        }
+        assert_eq!(super::super::raw::gap_end(b"   ", 0), 3);
     }
 
     #[test]

@@ -677,7 +677,12 @@ mod tests {
     fn split_path(s: &str) -> Vec<(String, Option<usize>)> {
         s.split('.')
             .filter(|p| !p.is_empty())
-            .map(|p| (p.to_owned(), go_int(parse_go_float(p).unwrap_or(0.0)).try_into().ok()))
+            .map(|p| {
+                (
+                    p.to_owned(),
+                    go_int(parse_go_float(p).unwrap_or(0.0)).try_into().ok(),
+                )
+            })
             .collect()
     }
 
@@ -720,16 +725,43 @@ mod tests {
             };
             assert_eq!(segs, split_path(s), "{s}");
             let flagd = matches!(parse_path(s), Path::Flagd(_));
-            assert_eq!(flagd, s.split('.').find(|p| !p.is_empty()) == Some("$flagd"));
+            assert_eq!(
+                flagd,
+                s.split('.').find(|p| !p.is_empty()) == Some("$flagd")
+            );
         }
     }
 
     #[test]
     fn a_segment_reads_as_an_index_as_a_parse_reads_it() {
         for p in [
-            "", "a", "x1", "0", "7", "007", "1.9", "-0", "-1", "+3", ".5", "1e2", "1E2", "inf",
-            "-inf", "+Infinity", "nan", "NaN", "n", "i", "In", "12345678901234567890", "9e99",
-            "_1", " 1", "1 ", "é",
+            "",
+            "a",
+            "x1",
+            "0",
+            "7",
+            "007",
+            "1.9",
+            "-0",
+            "-1",
+            "+3",
+            ".5",
+            "1e2",
+            "1E2",
+            "inf",
+            "-inf",
+            "+Infinity",
+            "nan",
+            "NaN",
+            "n",
+            "i",
+            "In",
+            "12345678901234567890",
+            "9e99",
+            "_1",
+            " 1",
+            "1 ",
+            "é",
         ] {
             let parsed = usize::try_from(go_int(parse_go_float(p).unwrap_or(0.0))).ok();
             assert_eq!(segment_index(p), parsed, "{p:?}");
