@@ -40,6 +40,10 @@ pub(super) struct Reader<'a> {
     members: Vec<(Cow<'a, str>, Json<'a>)>,
     /// Whether a member named `$ref` was read into a [`Json`] tree since this was last reset.
     saw_ref: bool,
+    /// While [`Reader::json_into`] reads: where the text not yet copied to `copy` starts.
+    copy_from: Option<usize>,
+    /// Where [`Reader::json_into`] copies the text it reads, without whitespace between tokens.
+    copy: String,
 }
 
 /// One flag definition's members, decoded but not yet checked against each other or compiled.
@@ -106,6 +110,8 @@ impl<'a> Reader<'a> {
             items: Vec::new(),
             members: Vec::new(),
             saw_ref: false,
+            copy_from: None,
+            copy: String::new(),
         }
     }
 
@@ -135,7 +141,20 @@ impl<'a> Reader<'a> {
     fn ws(&mut self) {
         let bytes = self.text.as_bytes();
         if matches!(bytes.get(self.pos), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.pos = super::raw::gap_end(bytes, self.pos);
+            let end = super::raw::gap_end(bytes, self.pos);
+            if self.copy_from.is_some() {
+                self.copy_run(end);
+            }
+            self.pos = end;
+        }
+    }
+
+    /// While a value's text is copied: the run up to the gap at `pos`, which ends at `end`.
+    fn copy_run(&mut self, end: usize) {
+        if let Some(from) = self.copy_from.replace(end)
+            && let Some(run) = self.text.get(from..self.pos)
+        {
+            self.copy.push_str(run);
         }
     }
 
@@ -274,9 +293,16 @@ impl<'a> Reader<'a> {
         self.text.get(start..i)
     }
 
+    #[inline]
     fn literal(&mut self, word: &str) -> Option<()> {
         let end = self.pos + word.len();
-        (self.text.get(self.pos..end)? == word).then(|| self.pos = end)
+        // Byte by byte: the words are four or five bytes long.
+        let found = self.text.as_bytes().get(self.pos..end)?;
+        found
+            .iter()
+            .zip(word.as_bytes())
+            .all(|(a, b)| a == b)
+            .then(|| self.pos = end)
     }
 
     /// Any value, checked and passed over.
@@ -314,38 +340,44 @@ impl<'a> Reader<'a> {
     }
 
     /// [`Reader::json`], and the value's text without whitespace between tokens appended to
-    /// `out` (strings, numbers and literals as written), as a rule's text is kept.
+    /// `out` (strings, numbers and literals as written), as a rule's text is kept: the runs of
+    /// text between the gaps of whitespace the reader passes over are copied as they end.
     pub(super) fn json_into(&mut self, out: &mut String) -> Option<Json<'a>> {
         let start = self.at();
-        match self.text.as_bytes().get(start)? {
-            b'"' => {
-                let text = self.string()?;
-                out.push_str(self.since(start)?);
-                Some(Json::Str(text))
+        std::mem::swap(&mut self.copy, out);
+        self.copy_from = Some(start);
+        let mut tree = self.tree();
+        if let Some(from) = self.copy_from.take()
+            && tree.is_some()
+        {
+            match self.text.get(from..self.pos) {
+                Some(run) => self.copy.push_str(run),
+                None => tree = None,
             }
+        }
+        std::mem::swap(&mut self.copy, out);
+        tree
+    }
+
+    /// [`Reader::json`] itself.
+    fn tree(&mut self) -> Option<Json<'a>> {
+        let start = self.at();
+        match self.text.as_bytes().get(start)? {
+            b'"' => self.string().map(Json::Str),
             b'{' => {
                 // The members go on the shared stack above `base` (inner objects take theirs
                 // off before they return) and leave it in one list of their final size.
                 let base = self.members.len();
                 let mut more = self.open(b'{', b'}')?;
-                out.push('{');
-                if !more {
-                    out.push('}');
-                }
                 while more {
-                    let at = self.at();
-                    let name = self.string()?;
-                    out.push_str(self.since(at)?);
-                    self.eat(b':')?;
-                    out.push(':');
+                    let name = self.name()?;
                     if self.members.len() == base && name == RAW_VALUE_TOKEN {
                         return None;
                     }
                     self.saw_ref |= name == "$ref";
-                    let value = self.json_into(out)?;
+                    let value = self.tree()?;
                     self.members.push((name, value));
                     more = self.next(b'}')?;
-                    out.push(if more { ',' } else { '}' });
                 }
                 let mut members = self.members.split_off(base);
                 if members.len() > 1 {
@@ -356,34 +388,18 @@ impl<'a> Reader<'a> {
             b'[' => {
                 let base = self.items.len();
                 let mut more = self.open(b'[', b']')?;
-                out.push('[');
-                if !more {
-                    out.push(']');
-                }
                 while more {
-                    let item = self.json_into(out)?;
+                    let item = self.tree()?;
                     self.items.push(item);
                     more = self.next(b']')?;
-                    out.push(if more { ',' } else { ']' });
                 }
                 Some(Json::Arr(self.items.split_off(base)))
             }
-            b't' => self.word("true", out).map(|()| Json::Bool(true)),
-            b'f' => self.word("false", out).map(|()| Json::Bool(false)),
-            b'n' => self.word("null", out).map(|()| Json::Null),
-            _ => {
-                let number = self.number()?;
-                out.push_str(number);
-                number_value(number).map(Json::Num)
-            }
+            b't' => self.literal("true").map(|()| Json::Bool(true)),
+            b'f' => self.literal("false").map(|()| Json::Bool(false)),
+            b'n' => self.literal("null").map(|()| Json::Null),
+            _ => number_value(self.number()?).map(Json::Num),
         }
-    }
-
-    /// [`Reader::literal`], written to `out`.
-    fn word(&mut self, word: &str, out: &mut String) -> Option<()> {
-        self.literal(word)?;
-        out.push_str(word);
-        Some(())
     }
 
     /// Any value as a [`Value`].
@@ -815,6 +831,44 @@ mod tests {
             }
         }
         exact(&tree);
+    }
+
+    #[test]
+    fn a_rule_is_kept_without_whitespace_between_tokens() {
+        for compact in [
+            r#"{"if":[{"in":["@d1.example.com",{"var":"email"}]},"on","off"]}"#,
+            r#"{"cat":["a b","  ",{"var":"x y"},"\" \\ ",-1.50,true,null,[],{}]}"#,
+            r#"{"b":1,"a":[2,{"c":null}],"b":3}"#,
+            r#""just a string""#,
+            "12",
+        ] {
+            let value: Value = serde_json::from_str(compact).unwrap();
+            let pretty = serde_json::to_string_pretty(&value).unwrap();
+            let spaced = compact.replace(':', " :\t").replace(',', " ,\r\n        ");
+            for text in [
+                compact.to_owned(),
+                pretty,
+                spaced,
+                format!("  \n{compact}  "),
+            ] {
+                let mut r = Reader::new(&text);
+                let mut out = String::from("kept ");
+                let tree = r.json_into(&mut out).unwrap();
+                assert!(r.at_end(), "{text}");
+                assert_eq!(tree.to_value(), value, "{text}");
+                assert_eq!(
+                    out,
+                    format!("kept {}", super::super::raw::compact(&text)),
+                    "{text}"
+                );
+                // Nothing is copied once the value has been read.
+                assert!(r.copy_from.is_none() && r.copy.is_empty());
+            }
+        }
+        // A value cut short leaves the reader copying nothing.
+        let mut r = Reader::new("[1, [2, ");
+        assert!(r.json_into(&mut String::new()).is_none());
+        assert!(r.copy_from.is_none());
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::fmt::Display;
 
 use rustc_hash::FxHashSet;
 use serde_json::{Map, Value};
+use smallvec::SmallVec;
 
 use super::budget::{self, EvalBudget};
 use super::context::Probe;
@@ -33,8 +34,9 @@ const SET_THRESHOLD: usize = 8;
 /// Compilation state for one rule.
 pub(crate) struct Compiler<'o> {
     opts: &'o CompileOptions<'o>,
-    /// Evaluators being expanded, innermost last, to detect reference cycles.
-    expanding: Vec<&'o str>,
+    /// Evaluators being expanded, innermost last, to detect reference cycles (a few deep at
+    /// most in real rules: kept in place until then).
+    expanding: SmallVec<[&'o str; 4]>,
     /// Nodes created so far.
     nodes: usize,
     /// Whether constant sub-rules are evaluated once, here.
@@ -71,7 +73,7 @@ impl<'o> Compiler<'o> {
     pub(crate) fn new(opts: &'o CompileOptions<'o>) -> Self {
         Compiler {
             opts,
-            expanding: Vec::new(),
+            expanding: SmallVec::new(),
             nodes: 0,
             folding: true,
         }
