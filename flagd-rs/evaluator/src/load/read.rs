@@ -121,12 +121,14 @@ impl<'a> Reader<'a> {
     }
 
     /// Where the next value starts (after whitespace).
+    #[inline]
     pub(super) fn at(&mut self) -> usize {
         self.ws();
         self.pos
     }
 
     /// The next byte after whitespace.
+    #[inline]
     pub(super) fn peek(&mut self) -> Option<u8> {
         self.ws();
         self.text.as_bytes().get(self.pos).copied()
@@ -137,25 +139,38 @@ impl<'a> Reader<'a> {
         self.peek().is_none()
     }
 
-    #[inline]
+    #[inline(always)]
     fn ws(&mut self) {
         let bytes = self.text.as_bytes();
         if matches!(bytes.get(self.pos), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            let end = super::raw::gap_end(bytes, self.pos);
-            if self.copy_from.is_some() {
-                self.copy_run(end);
+            if self.copy_from.is_none()
+                && !matches!(bytes.get(self.pos + 1), Some(b' ' | b'\t' | b'\n' | b'\r'))
+            {
+                // One byte between two tokens, as in a document written on one line.
+                self.pos += 1;
+            } else {
+                self.gap();
             }
-            self.pos = end;
         }
     }
 
-    /// While a value's text is copied: the run up to the gap at `pos`, which ends at `end`.
-    fn copy_run(&mut self, end: usize) {
-        if let Some(from) = self.copy_from.replace(end)
-            && let Some(run) = self.text.get(from..self.pos)
-        {
-            self.copy.push_str(run);
+    /// [`Reader::ws`] at a gap of whitespace longer than one byte, or in a value whose text is
+    /// copied, where the run before the gap is copied.
+    #[inline(never)]
+    fn gap(&mut self) {
+        let end = super::raw::gap_end(self.text.as_bytes(), self.pos);
+        if let Some(from) = self.copy_from {
+            self.copy_from = match self.text.get(from..self.pos) {
+                Some(run) => {
+                    self.copy.push_str(run);
+                    Some(end)
+                }
+                // Not reached (runs start and end at token boundaries); if it were, the value
+                // would be given up when its last run is not found either.
+                None => Some(usize::MAX),
+            };
         }
+        self.pos = end;
     }
 
     #[inline]
