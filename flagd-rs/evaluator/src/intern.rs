@@ -27,6 +27,12 @@ impl Interner {
     pub(crate) fn value(&mut self, value: Value) -> Arc<Value> {
         self.values.get(value)
     }
+
+    /// The shared string value `text` ([`Interner::value`] of it, with no string made when it
+    /// is already shared).
+    pub(crate) fn string_value(&mut self, text: &str) -> Arc<Value> {
+        self.values.get_string(text)
+    }
 }
 
 /// Shared names: each text once.
@@ -61,6 +67,23 @@ impl Values {
             return found.clone();
         }
         let value = Arc::new(value);
+        same.push(value.clone());
+        value
+    }
+
+    /// [`Values::get`] of a string value, hashed as [`hash`] hashes it.
+    fn get_string(&mut self, text: &str) -> Arc<Value> {
+        let mut h = FxHasher::default();
+        h.write_u8(4);
+        text.hash(&mut h);
+        let same = self.0.entry(h.finish()).or_default();
+        if let Some(found) = same
+            .iter()
+            .find(|v| matches!(&***v, Value::String(s) if s == text))
+        {
+            return found.clone();
+        }
+        let value = Arc::new(Value::String(text.to_owned()));
         same.push(value.clone());
         value
     }
@@ -136,6 +159,28 @@ mod tests {
         let (a, b) = (names.get("on"), names.get("on"));
         assert!(Arc::ptr_eq(&a, &b));
         assert!(!Arc::ptr_eq(&a, &names.get("off")));
+    }
+
+    #[test]
+    fn string_values_are_shared_with_values_read_whole() {
+        let mut values = Values::default();
+        let a = values.get(json!("stable"));
+        assert!(Arc::ptr_eq(&a, &values.get_string("stable")));
+        let b = values.get_string("canary");
+        assert_eq!(*b, json!("canary"));
+        assert!(Arc::ptr_eq(&b, &values.get(json!("canary"))));
+        assert!(Arc::ptr_eq(&b, &values.get_string("canary")));
+        // Other values written alike stay apart from the string.
+        for other in [
+            json!(["canary"]),
+            json!({"canary": null}),
+            json!(null),
+            json!(0),
+        ] {
+            assert!(!Arc::ptr_eq(&values.get(other), &b));
+        }
+        assert!(!Arc::ptr_eq(&values.get_string(""), &b));
+        assert_eq!(*values.get_string(""), json!(""));
     }
 
     #[test]

@@ -172,10 +172,36 @@ pub(crate) fn targeting_ok<I: RuleInput>(rule: &I) -> bool {
     fast::targeting_ok(rule)
 }
 
-/// Whether a flag's variant values (after repeated names are merged) are what the schema
-/// accepts: at least one, all booleans, all strings, all numbers or all objects.
-pub(crate) fn variant_values_ok<'a>(values: impl Iterator<Item = &'a Value>) -> bool {
-    fast::variant_values_ok(values)
+/// Whether a flag's variant values (after repeated names are merged), given by their kinds,
+/// are what the schema accepts: at least one, all booleans, all strings, all numbers or all
+/// objects.
+pub(crate) fn variant_kinds_ok(kinds: impl Iterator<Item = ValueKind>) -> bool {
+    fast::variant_kinds_ok(kinds)
+}
+
+/// What a variant's value is, as far as the schema's checks of variants look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ValueKind {
+    Null,
+    Bool,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+impl ValueKind {
+    /// The kind of `value`.
+    pub(crate) fn of(value: &Value) -> Self {
+        match value {
+            Value::Null => ValueKind::Null,
+            Value::Bool(_) => ValueKind::Bool,
+            Value::Number(_) => ValueKind::Number,
+            Value::String(_) => ValueKind::String,
+            Value::Array(_) => ValueKind::Array,
+            Value::Object(_) => ValueKind::Object,
+        }
+    }
 }
 
 /// Whether a metadata value is one the schema accepts (a string, number or boolean).
@@ -775,7 +801,7 @@ fn plural(count: u64, noun: &str) -> String {
 mod fast {
     use serde_json::{Map, Value};
 
-    use super::MAX_DEPTH;
+    use super::{MAX_DEPTH, ValueKind};
     use crate::logic::input::{RuleInput, Shape};
 
     /// The operators `sem_ver` accepts, as listed in `targeting.json`.
@@ -848,18 +874,19 @@ mod fast {
     }
 
     /// At least one variant, and all values booleans, all strings, all numbers or all objects.
-    pub(super) fn variant_values_ok<'a>(mut values: impl Iterator<Item = &'a Value>) -> bool {
-        let Some(first) = values.next() else {
+    pub(super) fn variant_values_ok<'a>(values: impl Iterator<Item = &'a Value>) -> bool {
+        variant_kinds_ok(values.map(ValueKind::of))
+    }
+
+    /// [`variant_values_ok`] from the values' kinds.
+    pub(super) fn variant_kinds_ok(mut kinds: impl Iterator<Item = ValueKind>) -> bool {
+        let Some(first) = kinds.next() else {
             return false;
         };
-        let same: fn(&Value) -> bool = match first {
-            Value::Bool(_) => Value::is_boolean,
-            Value::String(_) => Value::is_string,
-            Value::Number(_) => Value::is_number,
-            Value::Object(_) => Value::is_object,
-            Value::Null | Value::Array(_) => return false,
-        };
-        values.all(same)
+        if matches!(first, ValueKind::Null | ValueKind::Array) {
+            return false;
+        }
+        kinds.all(|kind| kind == first)
     }
 
     fn metadata_ok(metadata: &Value) -> bool {

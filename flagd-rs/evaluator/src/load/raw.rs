@@ -36,6 +36,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
 /// Sorts `items` by `order` and keeps, of items that order equal, the last one (stable sort),
 /// as a parsed JSON map keeps the last of repeated names.
 pub(crate) fn sort_last_wins<T>(items: &mut Vec<T>, order: impl Fn(&T, &T) -> std::cmp::Ordering) {
+    // Strictly ascending already: nothing to sort, nothing repeated.
+    if items.is_sorted_by(|a, b| order(a, b).is_lt()) {
+        return;
+    }
     items.sort_by(&order);
     items.dedup_by(|later, earlier| {
         if order(later, earlier).is_eq() {
@@ -160,11 +164,18 @@ pub(super) fn string_stop<const CONTROLS: bool>(bytes: &[u8], from: usize) -> Op
 
 /// The end of the run of whitespace at `from` (an indented document is mostly such runs).
 #[inline]
-fn gap_end(bytes: &[u8], from: usize) -> usize {
+pub(super) fn gap_end(bytes: &[u8], from: usize) -> usize {
+    const SPACES: u64 = u64::from_ne_bytes([b' '; 8]);
     let mut i = from;
     loop {
-        // Indentation comes in runs of spaces after each line break.
-        while bytes.get(i..i + 8) == Some(b"        ") {
+        // Indentation comes in runs of spaces after each line break: eight bytes at a time,
+        // up to the first that is not a space.
+        while let Some(Ok(chunk)) = bytes.get(i..i + 8).map(<[u8; 8]>::try_from) {
+            let other = u64::from_le_bytes(chunk) ^ SPACES;
+            if other != 0 {
+                i += (other.trailing_zeros() / 8) as usize;
+                break;
+            }
             i += 8;
         }
         match bytes.get(i) {

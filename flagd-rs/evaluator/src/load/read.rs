@@ -15,6 +15,7 @@ use serde_json::{Map, Number, Value};
 
 use crate::logic::input::{Json, RAW_VALUE_TOKEN};
 use crate::model::State;
+use crate::schema::ValueKind;
 
 use super::raw::sort_last_wins;
 
@@ -32,6 +33,17 @@ pub(super) struct Reader<'a> {
     depth: usize,
     /// Where a rule's text is written as it is read.
     scratch: String,
+    /// The elements of the arrays being read into a [`Json`] tree, innermost last; each array
+    /// takes its own off the top at its final size when it closes.
+    items: Vec<Json<'a>>,
+    /// The same for objects' members.
+    members: Vec<(Cow<'a, str>, Json<'a>)>,
+    /// Whether a member named `$ref` was read into a [`Json`] tree since this was last reset.
+    saw_ref: bool,
+    /// While [`Reader::json_into`] reads: where the text not yet copied to `copy` starts.
+    copy_from: Option<usize>,
+    /// Where [`Reader::json_into`] copies the text it reads, without whitespace between tokens.
+    copy: String,
 }
 
 /// One flag definition's members, decoded but not yet checked against each other or compiled.
@@ -39,17 +51,44 @@ pub(super) struct Reader<'a> {
 pub(super) struct Parts<'a> {
     /// `None` when absent or null.
     pub(super) state: Option<Cow<'a, str>>,
-    /// In document order, repeated names included; `None` when absent.
-    pub(super) variants: Option<Vec<(Cow<'a, str>, Value)>>,
     /// `None` when absent or null.
     pub(super) default_variant: Option<Cow<'a, str>>,
     /// The rule's text as written, the same without whitespace between tokens, and the rule
     /// read from it; `None` when absent.
     pub(super) targeting: Option<(&'a str, Box<str>, Json<'a>)>,
-    /// In document order, repeated names included.
-    pub(super) metadata: Vec<(Cow<'a, str>, Value)>,
+    /// Whether the rule has a member named `$ref` anywhere (its name decoded), the only way it
+    /// can refer to an evaluator.
+    pub(super) refers: bool,
     /// `None` when absent or null.
     pub(super) key: Option<Cow<'a, str>>,
+}
+
+/// The variants and the metadata of the definition last read, in lists kept from one
+/// definition to the next (each definition's are taken out of them as it is built).
+#[derive(Debug, Default)]
+pub(super) struct Lists<'a> {
+    /// In document order, repeated names included; empty when absent.
+    pub(super) variants: Vec<(Cow<'a, str>, Item<'a>)>,
+    /// In document order, repeated names included; empty when absent.
+    pub(super) metadata: Vec<(Cow<'a, str>, Value)>,
+}
+
+/// A variant's value: a string as read from the text (borrowed unless it holds escapes), so
+/// that a string shared with an earlier flag needs none of its own, or any other value decoded.
+#[derive(Debug)]
+pub(super) enum Item<'a> {
+    Str(Cow<'a, str>),
+    Value(Value),
+}
+
+impl Item<'_> {
+    /// What the value is, as the schema's checks of variants look at it.
+    pub(super) fn kind(&self) -> ValueKind {
+        match self {
+            Item::Str(_) => ValueKind::String,
+            Item::Value(value) => ValueKind::of(value),
+        }
+    }
 }
 
 /// `state` parsed: flagd's two states, nothing else.
@@ -68,6 +107,11 @@ impl<'a> Reader<'a> {
             pos: 0,
             depth: 0,
             scratch: String::new(),
+            items: Vec::new(),
+            members: Vec::new(),
+            saw_ref: false,
+            copy_from: None,
+            copy: String::new(),
         }
     }
 
@@ -77,12 +121,14 @@ impl<'a> Reader<'a> {
     }
 
     /// Where the next value starts (after whitespace).
+    #[inline]
     pub(super) fn at(&mut self) -> usize {
         self.ws();
         self.pos
     }
 
     /// The next byte after whitespace.
+    #[inline]
     pub(super) fn peek(&mut self) -> Option<u8> {
         self.ws();
         self.text.as_bytes().get(self.pos).copied()
@@ -93,22 +139,38 @@ impl<'a> Reader<'a> {
         self.peek().is_none()
     }
 
-    #[inline]
+    #[inline(always)]
     fn ws(&mut self) {
         let bytes = self.text.as_bytes();
-        if !matches!(bytes.get(self.pos), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            return;
-        }
-        loop {
-            // Indentation comes in runs of spaces.
-            while bytes.get(self.pos..self.pos + 8) == Some(b"        ") {
-                self.pos += 8;
-            }
-            match bytes.get(self.pos) {
-                Some(b' ' | b'\t' | b'\n' | b'\r') => self.pos += 1,
-                _ => return,
+        if matches!(bytes.get(self.pos), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            if self.copy_from.is_none()
+                && !matches!(bytes.get(self.pos + 1), Some(b' ' | b'\t' | b'\n' | b'\r'))
+            {
+                // One byte between two tokens, as in a document written on one line.
+                self.pos += 1;
+            } else {
+                self.gap();
             }
         }
+    }
+
+    /// [`Reader::ws`] at a gap of whitespace longer than one byte, or in a value whose text is
+    /// copied, where the run before the gap is copied.
+    #[inline(never)]
+    fn gap(&mut self) {
+        let end = super::raw::gap_end(self.text.as_bytes(), self.pos);
+        if let Some(from) = self.copy_from {
+            self.copy_from = match self.text.get(from..self.pos) {
+                Some(run) => {
+                    self.copy.push_str(run);
+                    Some(end)
+                }
+                // Not reached (runs start and end at token boundaries); if it were, the value
+                // would be given up when its last run is not found either.
+                None => Some(usize::MAX),
+            };
+        }
+        self.pos = end;
     }
 
     #[inline]
@@ -246,9 +308,16 @@ impl<'a> Reader<'a> {
         self.text.get(start..i)
     }
 
+    #[inline]
     fn literal(&mut self, word: &str) -> Option<()> {
         let end = self.pos + word.len();
-        (self.text.get(self.pos..end)? == word).then(|| self.pos = end)
+        // Byte by byte: the words are four or five bytes long.
+        let found = self.text.as_bytes().get(self.pos..end)?;
+        found
+            .iter()
+            .zip(word.as_bytes())
+            .all(|(a, b)| a == b)
+            .then(|| self.pos = end)
     }
 
     /// Any value, checked and passed over.
@@ -286,70 +355,66 @@ impl<'a> Reader<'a> {
     }
 
     /// [`Reader::json`], and the value's text without whitespace between tokens appended to
-    /// `out` (strings, numbers and literals as written), as a rule's text is kept.
+    /// `out` (strings, numbers and literals as written), as a rule's text is kept: the runs of
+    /// text between the gaps of whitespace the reader passes over are copied as they end.
     pub(super) fn json_into(&mut self, out: &mut String) -> Option<Json<'a>> {
         let start = self.at();
-        match self.text.as_bytes().get(start)? {
-            b'"' => {
-                let text = self.string()?;
-                out.push_str(self.since(start)?);
-                Some(Json::Str(text))
+        std::mem::swap(&mut self.copy, out);
+        self.copy_from = Some(start);
+        let mut tree = self.tree();
+        if let Some(from) = self.copy_from.take()
+            && tree.is_some()
+        {
+            match self.text.get(from..self.pos) {
+                Some(run) => self.copy.push_str(run),
+                None => tree = None,
             }
+        }
+        std::mem::swap(&mut self.copy, out);
+        tree
+    }
+
+    /// [`Reader::json`] itself.
+    fn tree(&mut self) -> Option<Json<'a>> {
+        let start = self.at();
+        match self.text.as_bytes().get(start)? {
+            b'"' => self.string().map(Json::Str),
             b'{' => {
-                let mut members: Vec<(Cow<'a, str>, Json<'a>)> = Vec::new();
+                // The members go on the shared stack above `base` (inner objects take theirs
+                // off before they return) and leave it in one list of their final size.
+                let base = self.members.len();
                 let mut more = self.open(b'{', b'}')?;
-                out.push('{');
-                if !more {
-                    out.push('}');
-                }
                 while more {
-                    let at = self.at();
-                    let name = self.string()?;
-                    out.push_str(self.since(at)?);
-                    self.eat(b':')?;
-                    out.push(':');
-                    if members.is_empty() && name == RAW_VALUE_TOKEN {
+                    let name = self.name()?;
+                    if self.members.len() == base && name == RAW_VALUE_TOKEN {
                         return None;
                     }
-                    members.push((name, self.json_into(out)?));
+                    self.saw_ref |= name == "$ref";
+                    let value = self.tree()?;
+                    self.members.push((name, value));
                     more = self.next(b'}')?;
-                    out.push(if more { ',' } else { '}' });
                 }
+                let mut members = self.members.split_off(base);
                 if members.len() > 1 {
                     sort_last_wins(&mut members, |a, b| a.0.cmp(&b.0));
                 }
                 Some(Json::Obj(members))
             }
             b'[' => {
-                let mut items = Vec::new();
+                let base = self.items.len();
                 let mut more = self.open(b'[', b']')?;
-                out.push('[');
-                if !more {
-                    out.push(']');
-                }
                 while more {
-                    items.push(self.json_into(out)?);
+                    let item = self.tree()?;
+                    self.items.push(item);
                     more = self.next(b']')?;
-                    out.push(if more { ',' } else { ']' });
                 }
-                Some(Json::Arr(items))
+                Some(Json::Arr(self.items.split_off(base)))
             }
-            b't' => self.word("true", out).map(|()| Json::Bool(true)),
-            b'f' => self.word("false", out).map(|()| Json::Bool(false)),
-            b'n' => self.word("null", out).map(|()| Json::Null),
-            _ => {
-                let number = self.number()?;
-                out.push_str(number);
-                number_value(number).map(Json::Num)
-            }
+            b't' => self.literal("true").map(|()| Json::Bool(true)),
+            b'f' => self.literal("false").map(|()| Json::Bool(false)),
+            b'n' => self.literal("null").map(|()| Json::Null),
+            _ => number_value(self.number()?).map(Json::Num),
         }
-    }
-
-    /// [`Reader::literal`], written to `out`.
-    fn word(&mut self, word: &str, out: &mut String) -> Option<()> {
-        self.literal(word)?;
-        out.push_str(word);
-        Some(())
     }
 
     /// Any value as a [`Value`].
@@ -388,16 +453,32 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// An object's members, name -> value, in document order, repeated names included.
-    fn entries(&mut self) -> Option<Vec<(Cow<'a, str>, Value)>> {
-        let mut out = Vec::new();
+    /// An object's members, name -> value, in document order, repeated names included, added
+    /// to `out`.
+    fn entries(&mut self, out: &mut Vec<(Cow<'a, str>, Value)>) -> Option<()> {
         let mut more = self.open(b'{', b'}')?;
         while more {
             let name = self.name()?;
             out.push((name, self.value()?));
             more = self.next(b'}')?;
         }
-        Some(out)
+        Some(())
+    }
+
+    /// An object's members, name -> [`Item`], in document order, repeated names included,
+    /// added to `out`.
+    fn items(&mut self, out: &mut Vec<(Cow<'a, str>, Item<'a>)>) -> Option<()> {
+        let mut more = self.open(b'{', b'}')?;
+        while more {
+            let name = self.name()?;
+            let item = match self.peek()? {
+                b'"' => Item::Str(self.string()?),
+                _ => Item::Value(self.value()?),
+            };
+            out.push((name, item));
+            more = self.next(b'}')?;
+        }
+        Some(())
     }
 
     /// A string or null.
@@ -409,15 +490,17 @@ impl<'a> Reader<'a> {
         self.string().map(Some)
     }
 
-    /// One flag definition (an object). Members it does not name are checked and passed over;
-    /// one it names twice, or of a type it does not take, makes it give up.
-    pub(super) fn flag(&mut self) -> Option<Parts<'a>> {
+    /// One flag definition (an object), its variants and metadata into `lists` (emptied
+    /// first). Members it does not name are checked and passed over; one it names twice, or of
+    /// a type it does not take, makes it give up.
+    pub(super) fn flag(&mut self, lists: &mut Lists<'a>) -> Option<Parts<'a>> {
+        lists.variants.clear();
+        lists.metadata.clear();
         let mut parts = Parts {
             state: None,
-            variants: None,
             default_variant: None,
             targeting: None,
-            metadata: Vec::new(),
+            refers: false,
             key: None,
         };
         let mut seen = 0u8;
@@ -436,7 +519,7 @@ impl<'a> Reader<'a> {
                 }
                 "variants" => {
                     once(2)?;
-                    parts.variants = Some(self.entries()?);
+                    self.items(&mut lists.variants)?;
                 }
                 "defaultVariant" => {
                     once(4)?;
@@ -448,14 +531,19 @@ impl<'a> Reader<'a> {
                     // One buffer for every rule's text; each keeps an exact copy.
                     let mut text = std::mem::take(&mut self.scratch);
                     text.clear();
+                    // What a rule given up on left on the stacks is not this rule's.
+                    self.items.clear();
+                    self.members.clear();
+                    self.saw_ref = false;
                     let rule = self.json_into(&mut text);
+                    parts.refers = self.saw_ref;
                     let compact = Box::from(text.as_str());
                     self.scratch = text;
                     parts.targeting = Some((self.since(start)?, compact, rule?));
                 }
                 "metadata" => {
                     once(16)?;
-                    parts.metadata = self.entries()?;
+                    self.entries(&mut lists.metadata)?;
                 }
                 "key" => {
                     once(32)?;
@@ -655,10 +743,11 @@ mod tests {
     fn flag_parts_are_decoded_and_repeats_refused() {
         let text = r#"{"state":"DISABLED","extra":[{"a":1}],"variants":{"b":1,"a":2,"b":3},"defaultVariant":null,"targeting":{"if":[true,"a","b"]},"metadata":{"m":"x"},"key":"k\n"}"#;
         let mut r = Reader::new(text);
-        let parts = r.flag().unwrap();
+        let mut lists = Lists::default();
+        let parts = r.flag(&mut lists).unwrap();
         assert!(r.at_end());
         assert_eq!(parts.state.as_deref(), Some("DISABLED"));
-        assert_eq!(parts.variants.as_ref().map(Vec::len), Some(3));
+        assert_eq!(lists.variants.len(), 3);
         assert_eq!(parts.default_variant, None);
         assert_eq!(
             parts.targeting.as_ref().map(|t| t.0),
@@ -668,7 +757,14 @@ mod tests {
             parts.targeting.as_ref().map(|t| &*t.1),
             Some(r#"{"if":[true,"a","b"]}"#)
         );
-        assert_eq!(parts.metadata.len(), 1);
+        assert_eq!(lists.metadata.len(), 1);
+        // The next definition's lists start empty.
+        assert!(
+            Reader::new(r#"{"state":"ENABLED"}"#)
+                .flag(&mut lists)
+                .is_some()
+        );
+        assert!(lists.variants.is_empty() && lists.metadata.is_empty());
         assert_eq!(parts.key.as_deref(), Some("k\n"));
         for bad in [
             r#"{"state":"ENABLED","state":"ENABLED"}"#,
@@ -682,10 +778,144 @@ mod tests {
             r#"{"targeting":{"a":1},"targeting":{}}"#,
             r#"[]"#,
         ] {
-            assert!(Reader::new(bad).flag().is_none(), "{bad}");
+            assert!(Reader::new(bad).flag(&mut lists).is_none(), "{bad}");
         }
         assert_eq!(state("ENABLED"), Some(State::Enabled));
         assert_eq!(state("enabled"), None);
+    }
+
+    #[test]
+    fn a_rule_refers_when_a_member_is_named_ref() {
+        let refers = |rule: &str| {
+            let text =
+                format!(r#"{{"state":"ENABLED","targeting":{rule},"metadata":{{"$ref":"m"}}}}"#);
+            let parts = Reader::new(&text).flag(&mut Lists::default()).unwrap();
+            let (_, _, tree) = parts.targeting.as_ref().unwrap();
+            // Agrees with what the rule names, whatever the text hides behind escapes.
+            let names = crate::load::reuse::referenced(tree, &serde_json::Map::new());
+            assert!(parts.refers || names.is_empty(), "{rule}");
+            parts.refers
+        };
+        for rule in [
+            r#"{"$ref":"a"}"#,
+            r#"{"if":[{"$ref":"a"},"on","off"]}"#,
+            r#"{"$ref":"a"}"#,
+            r#"{"$ref":"a"}"#,
+            r#"{"in":[1,[{"x":{"$ref":1}}]]}"#,
+            r#"{"$ref":"a","$ref":"b"}"#,
+        ] {
+            assert!(refers(rule), "{rule}");
+        }
+        for rule in [
+            r#"{}"#,
+            r#"{"var":"$ref"}"#,
+            r#"{"cat":["$ref","$ref"]}"#,
+            r#"{"$re":"a","ref":"b","$ref ":"c"}"#,
+        ] {
+            assert!(!refers(rule), "{rule}");
+        }
+        // Each flag's rule answers for itself.
+        let text = r#"[{"targeting":{"$ref":"a"}},{"targeting":{"var":"x"}}]"#;
+        let mut r = Reader::new(text);
+        assert!(r.open(b'[', b']').unwrap());
+        let mut lists = Lists::default();
+        assert!(r.flag(&mut lists).unwrap().refers);
+        assert!(r.next(b']').unwrap());
+        assert!(!r.flag(&mut lists).unwrap().refers);
+    }
+
+    #[test]
+    fn nested_containers_keep_their_own_elements() {
+        let text = r#"{"b":[1,[2,{"d":[],"c":{"x":[3,4]}}],{}],"a":{"z":[{"y":1},[5]],"w":"v"},"c":[[],[[]]]}"#;
+        let tree = json(text).unwrap();
+        assert_eq!(
+            tree.to_value(),
+            serde_json::from_str::<Value>(text).unwrap()
+        );
+        fn exact(tree: &Json<'_>) {
+            match tree {
+                Json::Arr(items) => {
+                    assert_eq!(items.capacity(), items.len());
+                    items.iter().for_each(exact);
+                }
+                Json::Obj(members) => {
+                    assert_eq!(members.capacity(), members.len());
+                    members.iter().for_each(|(_, v)| exact(v));
+                }
+                _ => {}
+            }
+        }
+        exact(&tree);
+    }
+
+    #[test]
+    fn a_rule_is_kept_without_whitespace_between_tokens() {
+        for compact in [
+            r#"{"if":[{"in":["@d1.example.com",{"var":"email"}]},"on","off"]}"#,
+            r#"{"cat":["a b","  ",{"var":"x y"},"\" \\ ",-1.50,true,null,[],{}]}"#,
+            r#"{"b":1,"a":[2,{"c":null}],"b":3}"#,
+            r#""just a string""#,
+            "12",
+        ] {
+            let value: Value = serde_json::from_str(compact).unwrap();
+            let pretty = serde_json::to_string_pretty(&value).unwrap();
+            let spaced = compact.replace(':', " :\t").replace(',', " ,\r\n        ");
+            for text in [
+                compact.to_owned(),
+                pretty,
+                spaced,
+                format!("  \n{compact}  "),
+            ] {
+                let mut r = Reader::new(&text);
+                let mut out = String::from("kept ");
+                let tree = r.json_into(&mut out).unwrap();
+                assert!(r.at_end(), "{text}");
+                assert_eq!(tree.to_value(), value, "{text}");
+                assert_eq!(
+                    out,
+                    format!("kept {}", super::super::raw::compact(&text)),
+                    "{text}"
+                );
+                // Nothing is copied once the value has been read.
+                assert!(r.copy_from.is_none() && r.copy.is_empty());
+            }
+        }
+        // A value cut short leaves the reader copying nothing.
+        let mut r = Reader::new("[1, [2, ");
+        assert!(r.json_into(&mut String::new()).is_none());
+        assert!(r.copy_from.is_none());
+    }
+
+    #[test]
+    fn whitespace_is_passed_over_word_wise() {
+        for gap in [
+            "",
+            " ",
+            "\n",
+            "  \t\r\n",
+            "        ",
+            "\n                \n   ",
+        ] {
+            for pad in 0..10 {
+                let text = format!(
+                    "{}{gap}{}[{}1 ]",
+                    " ".repeat(pad),
+                    "\n".repeat(pad % 3),
+                    " ".repeat(pad)
+                );
+                let mut r = Reader::new(&text);
+                let end = text.len() - text.trim_start().len();
+                assert_eq!(r.at(), end, "{text:?}");
+                assert!(r.value().is_some() && r.at_end(), "{text:?}");
+            }
+        }
+        // What is not whitespace stops the run wherever it falls in a word.
+        for at in 0..20 {
+            let mut text = " ".repeat(20);
+            text.insert(at, 'z');
+            assert_eq!(super::super::raw::gap_end(text.as_bytes(), 0), at);
+        }
+        assert_eq!(super::super::raw::gap_end(b"   ", 0), 3);
     }
 
     #[test]

@@ -15,8 +15,8 @@ use serde_json::{Map, Value};
 
 use super::LoadOptions;
 use super::raw::{Entries, sort_last_wins};
-use super::read::{Parts, Reader, state};
-use super::reuse::{document_fingerprint, fingerprint, may_refer, provenance};
+use super::read::{Item, Lists, Parts, Reader, state};
+use super::reuse::{document_fingerprint, fingerprint, provenance};
 use crate::intern::Interner;
 use crate::logic::input::{Json, RuleInput, Shape};
 use crate::logic::{CompileOptions, Rule};
@@ -159,8 +159,8 @@ pub(super) fn load_json(
 }
 
 /// The `flags` member: key -> definition, or definitions with their `key`.
-fn flags(
-    reader: &mut Reader<'_>,
+fn flags<'a>(
+    reader: &mut Reader<'a>,
     (shared, interner): (&Shared, &mut Interner),
     opts: &LoadOptions,
     previous: Option<&FlagSet>,
@@ -173,6 +173,7 @@ fn flags(
         budget: opts.budget,
     };
     let mut out = Vec::new();
+    let mut lists = Lists::default();
     match reader.peek()? {
         b'{' => {
             let mut more = reader.open(b'{', b'}')?;
@@ -182,7 +183,7 @@ fn flags(
                     return None;
                 }
                 out.push(flag(
-                    reader,
+                    (reader, &mut lists),
                     Some(&key),
                     (shared, interner),
                     &compile,
@@ -194,7 +195,13 @@ fn flags(
         b'[' => {
             let mut more = reader.open(b'[', b']')?;
             while more {
-                out.push(flag(reader, None, (shared, interner), &compile, previous)?);
+                out.push(flag(
+                    (reader, &mut lists),
+                    None,
+                    (shared, interner),
+                    &compile,
+                    previous,
+                )?);
                 more = reader.next(b']')?;
             }
         }
@@ -207,9 +214,9 @@ fn flags(
 /// compiled. `key` is `None` in the array form, where the key is the definition's `key` member.
 /// With a previous load to reuse from, the definition is passed over first and decoded only
 /// when it changed; without, it is decoded as it is read. Variant and metadata names and
-/// values are shared through `interner`.
-fn flag(
-    reader: &mut Reader<'_>,
+/// values are shared through `interner`; `lists` are where the reader puts them.
+fn flag<'a>(
+    (reader, lists): (&mut Reader<'a>, &mut Lists<'a>),
     key: Option<&str>,
     (shared, interner): (&Shared, &mut Interner),
     compile: &CompileOptions<'_>,
@@ -233,10 +240,10 @@ fn flag(
                 return Some(old.clone());
             }
             let mut again = Reader::new(raw);
-            (raw, again.flag()?, Some(definition))
+            (raw, again.flag(lists)?, Some(definition))
         }
         _ => {
-            let parts = reader.flag()?;
+            let parts = reader.flag(lists)?;
             (reader.since(start)?, parts, None)
         }
     };
@@ -255,28 +262,23 @@ fn flag(
     {
         return Some(old.clone());
     }
-    build(key, definition, parts, (shared, interner), compile)
+    build(key, definition, (parts, lists), (shared, interner), compile)
 }
 
 /// A flag from its decoded parts, checked as the schema and flagd check it.
 fn build(
     key: &str,
     definition: u64,
-    parts: Parts<'_>,
+    (parts, lists): (Parts<'_>, &mut Lists<'_>),
     (shared, interner): (&Shared, &mut Interner),
     compile: &CompileOptions<'_>,
 ) -> Option<Arc<Flag>> {
     let state = state(&parts.state?)?;
 
-    let mut variants: Vec<(Arc<str>, Value)> = parts
-        .variants
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(name, value)| (interner.name(&name), value))
-        .collect();
+    let variants = &mut lists.variants;
     // A repeated name keeps its last value, as a parsed map does.
-    sort_last_wins(&mut variants, |a, b| a.0.cmp(&b.0));
-    if !schema::variant_values_ok(variants.iter().map(|(_, v)| v)) {
+    sort_last_wins(variants, |a, b| a.0.cmp(&b.0));
+    if !schema::variant_kinds_ok(variants.iter().map(|(_, v)| v.kind())) {
         return None;
     }
 
@@ -288,13 +290,19 @@ fn build(
         }
     };
 
-    let variants = variants
-        .into_iter()
-        .map(|(name, value)| (name, interner.value(value)))
-        .collect();
+    // Built at its final size.
+    let mut shared_variants = Vec::with_capacity(variants.len());
+    for (name, value) in variants.drain(..) {
+        let value = match value {
+            Item::Str(text) => interner.string_value(&text),
+            Item::Value(value) => interner.value(value),
+        };
+        shared_variants.push((interner.name(&name), value));
+    }
+    let variants = shared_variants.into_boxed_slice();
 
-    let mut own = Vec::with_capacity(parts.metadata.len());
-    for (name, value) in parts.metadata {
+    let mut own = Vec::with_capacity(lists.metadata.len());
+    for (name, value) in lists.metadata.drain(..) {
         if !schema::metadata_value_ok(&value) {
             return None;
         }
@@ -313,16 +321,14 @@ fn build(
                 &shared.evaluator_hashes,
             ),
         ),
-        Some((raw, source, rule)) => {
+        Some((_, source, rule)) => {
             if !schema::targeting_ok(&rule) {
                 return None;
             }
-            // Only a rule whose text names `$ref` (or hides a name behind an escape) can refer
-            // to an evaluator.
-            let refers = may_refer(raw);
+            // Only a rule with a member named `$ref` can refer to an evaluator.
             let provenance = provenance(
                 definition,
-                Some(&rule).filter(|_| refers),
+                Some(&rule).filter(|_| parts.refers),
                 &shared.evaluators,
                 &shared.evaluator_hashes,
             );

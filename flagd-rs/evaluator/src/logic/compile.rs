@@ -9,6 +9,7 @@ use std::fmt::Display;
 
 use rustc_hash::FxHashSet;
 use serde_json::{Map, Value};
+use smallvec::SmallVec;
 
 use super::budget::{self, EvalBudget};
 use super::context::Probe;
@@ -33,8 +34,9 @@ const SET_THRESHOLD: usize = 8;
 /// Compilation state for one rule.
 pub(crate) struct Compiler<'o> {
     opts: &'o CompileOptions<'o>,
-    /// Evaluators being expanded, innermost last, to detect reference cycles.
-    expanding: Vec<&'o str>,
+    /// Evaluators being expanded, innermost last, to detect reference cycles (a few deep at
+    /// most in real rules: kept in place until then).
+    expanding: SmallVec<[&'o str; 4]>,
     /// Nodes created so far.
     nodes: usize,
     /// Whether constant sub-rules are evaluated once, here.
@@ -42,8 +44,19 @@ pub(crate) struct Compiler<'o> {
 }
 
 /// Adds `segment` in front of the JSON pointer of a depth error raised below it.
+#[inline(always)]
 fn at<T>(r: Result<T, RuleError>, segment: impl Display) -> Result<T, RuleError> {
-    r.map_err(|e| match e {
+    match r {
+        Ok(v) => Ok(v),
+        Err(e) => Err(prefixed(e, &segment)),
+    }
+}
+
+/// [`at`]'s error path, kept out of line.
+#[cold]
+#[inline(never)]
+fn prefixed(e: RuleError, segment: &dyn Display) -> RuleError {
+    match e {
         RuleError::TooDeep { max, pointer } => {
             let token = segment.to_string().replace('~', "~0").replace('/', "~1");
             RuleError::TooDeep {
@@ -52,7 +65,7 @@ fn at<T>(r: Result<T, RuleError>, segment: impl Display) -> Result<T, RuleError>
             }
         }
         other => other,
-    })
+    }
 }
 
 impl<'o> Compiler<'o> {
@@ -60,7 +73,7 @@ impl<'o> Compiler<'o> {
     pub(crate) fn new(opts: &'o CompileOptions<'o>) -> Self {
         Compiler {
             opts,
-            expanding: Vec::new(),
+            expanding: SmallVec::new(),
             nodes: 0,
             folding: true,
         }
@@ -463,15 +476,23 @@ fn contains_rule<I: RuleInput>(v: &I, depth: usize) -> bool {
 
 /// Splits a `var` path into segments as the reference engine walks it.
 pub(crate) fn parse_path(s: &str) -> Path {
-    let segs: Box<[Seg]> = s
-        .split('.')
-        .filter(|p| !p.is_empty())
-        .map(|p| Seg {
-            key: p.into(),
-            index: segment_index(p),
-            probe: Probe::of(p),
-        })
-        .collect();
+    let seg = |p: &str| Seg {
+        key: p.into(),
+        index: segment_index(p),
+        probe: Probe::of(p),
+    };
+    // Built at its final size: most paths are one key.
+    let segs: Box<[Seg]> = if !s.contains('.') {
+        if s.is_empty() {
+            Box::default()
+        } else {
+            Box::new([seg(s)])
+        }
+    } else {
+        let mut segs = Vec::with_capacity(s.split('.').filter(|p| !p.is_empty()).count());
+        segs.extend(s.split('.').filter(|p| !p.is_empty()).map(seg));
+        segs.into_boxed_slice()
+    };
     match segs.first() {
         None => Path::Whole,
         Some(first) if &*first.key == "$flagd" => Path::Flagd(segs),
@@ -482,6 +503,14 @@ pub(crate) fn parse_path(s: &str) -> Path {
 /// The array index a path segment selects: the engine converts it to a number (0 when it does
 /// not read as one) and truncates.
 pub(crate) fn segment_index(p: &str) -> Option<usize> {
+    // Only a digit, a sign, a point or the start of `inf`/`nan` can begin a number; anything
+    // else reads as 0 without a parse.
+    if !matches!(
+        p.as_bytes().first(),
+        Some(b'0'..=b'9' | b'+' | b'-' | b'.' | b'i' | b'I' | b'n' | b'N')
+    ) {
+        return Some(0);
+    }
     let i = go_int(parse_go_float(p).unwrap_or(0.0));
     usize::try_from(i).ok()
 }
@@ -639,5 +668,105 @@ fn affix(prefix: bool, args: [Node; 2]) -> Node {
         }
         args if prefix => Node::StartsWith(Box::new(args)),
         args => Node::EndsWith(Box::new(args)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The segments of `s` as splitting on every point gives them.
+    fn split_path(s: &str) -> Vec<(String, Option<usize>)> {
+        s.split('.')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                (
+                    p.to_owned(),
+                    go_int(parse_go_float(p).unwrap_or(0.0)).try_into().ok(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn paths_split_as_every_point_splits_them() {
+        for s in [
+            "",
+            ".",
+            "..",
+            "a",
+            "email",
+            ".a",
+            "a.",
+            "a.b",
+            "a..b",
+            "a.0.b",
+            "$flagd.flagKey",
+            "$flagd",
+            "0",
+            "-1",
+            "1e3",
+            "+2",
+            "inf",
+            "NaN",
+            "Infinity",
+            "nope",
+            "é.ü",
+        ] {
+            let segs: Vec<(String, Option<usize>)> = match parse_path(s) {
+                Path::Whole | Path::Null => Vec::new(),
+                Path::Segs(segs) | Path::Flagd(segs) => {
+                    assert_eq!(segs.len(), split_path(s).len(), "{s}");
+                    segs.iter()
+                        .map(|seg| {
+                            assert_eq!(seg.probe, Probe::of(&seg.key), "{s}");
+                            (seg.key.to_string(), seg.index)
+                        })
+                        .collect()
+                }
+            };
+            assert_eq!(segs, split_path(s), "{s}");
+            let flagd = matches!(parse_path(s), Path::Flagd(_));
+            assert_eq!(
+                flagd,
+                s.split('.').find(|p| !p.is_empty()) == Some("$flagd")
+            );
+        }
+    }
+
+    #[test]
+    fn a_segment_reads_as_an_index_as_a_parse_reads_it() {
+        for p in [
+            "",
+            "a",
+            "x1",
+            "0",
+            "7",
+            "007",
+            "1.9",
+            "-0",
+            "-1",
+            "+3",
+            ".5",
+            "1e2",
+            "1E2",
+            "inf",
+            "-inf",
+            "+Infinity",
+            "nan",
+            "NaN",
+            "n",
+            "i",
+            "In",
+            "12345678901234567890",
+            "9e99",
+            "_1",
+            " 1",
+            "1 ",
+            "é",
+        ] {
+            let parsed = usize::try_from(go_int(parse_go_float(p).unwrap_or(0.0))).ok();
+            assert_eq!(segment_index(p), parsed, "{p:?}");
+        }
     }
 }
