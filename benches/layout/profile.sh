@@ -19,7 +19,7 @@ BIN=${CARGO_TARGET_DIR:-$ROOT/target}/$PROFILE/flagd-rs
 OUT=$ROOT/flagd-rs/daemon/layout/$PROFILE.order
 BASE=${LAYOUT_BASE_PORT:-19500}
 WORK=$(mktemp -d)
-trap 'kill "${PID:-0}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'if [ -n "${PID:-}" ]; then kill "$PID" 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
 
 command -v valgrind >/dev/null || { echo "valgrind is needed" >&2; exit 1; }
 cd "$ROOT"
