@@ -173,7 +173,10 @@ pub fn app(state: AppState) -> impl App {
                 )))
             }
             None => {
-                let connect = connect::handle(State(d.connect.clone()), request);
+                // The Connect handler's future is several times the size of a gRPC call's;
+                // boxed, it does not make every gRPC stream's future (moved as the stream is
+                // spawned and polled) as large as itself.
+                let connect = Box::pin(connect::handle(State(d.connect.clone()), request));
                 Either::Right(started.wrap(connect.map(Ok::<_, Infallible>)))
             }
         }
