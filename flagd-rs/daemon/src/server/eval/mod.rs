@@ -165,11 +165,12 @@ pub fn app(state: AppState) -> impl App {
                 let web = kind == GrpcKind::Web || request.version() != http::Version::HTTP_2;
                 let api = rpc::service_of(path);
                 let limit = d.limit;
+                let grpc_web = kind == GrpcKind::Web;
                 Either::Left(started.wrap(GrpcDeadline::call(
                     request,
-                    kind == GrpcKind::Web,
+                    grpc_web,
                     tonic::Code::InvalidArgument,
-                    |r| d.grpc.call(api, web, limit_grpc_body(limit, r)),
+                    |r| d.grpc.call(api, web, limit_grpc_body(limit, grpc_web, r)),
                 )))
             }
             None => {
@@ -187,14 +188,16 @@ pub fn app(state: AppState) -> impl App {
 }
 
 /// Bounds a gRPC request body to `limit` bytes; past it the body fails with a
-/// RESOURCE_EXHAUSTED status, which tonic reports to the client as is.
-fn limit_grpc_body(limit: usize, request: Request) -> http::Request<LimitedBody> {
+/// RESOURCE_EXHAUSTED status, which tonic reports to the client as is. `grpc_web`: the
+/// content type is gRPC-Web's.
+fn limit_grpc_body(limit: usize, grpc_web: bool, request: Request) -> http::Request<LimitedBody> {
     // gRPC-Web's text form is base64: its first bytes are no length prefix.
-    let text = request
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|ct| ct.as_bytes().get(..21))
-        .is_some_and(|ct| ct.eq_ignore_ascii_case(b"application/grpc-web-"));
+    let text = grpc_web
+        && request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|ct| ct.as_bytes().get(..21))
+            .is_some_and(|ct| ct.eq_ignore_ascii_case(b"application/grpc-web-"));
     request.map(|body| LimitedBody {
         inner: body,
         remaining: limit,
