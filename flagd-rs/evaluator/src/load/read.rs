@@ -69,8 +69,9 @@ pub(super) struct Parts<'a> {
 pub(super) struct Lists<'a> {
     /// In document order, repeated names included; empty when absent.
     pub(super) variants: Vec<(Cow<'a, str>, Item<'a>)>,
-    /// In document order, repeated names included; empty when absent.
-    pub(super) metadata: Vec<(Cow<'a, str>, Value)>,
+    /// In document order, repeated names included; empty when absent. A string value stays
+    /// borrowed from the text, as a variant's does.
+    pub(super) metadata: Vec<(Cow<'a, str>, Item<'a>)>,
 }
 
 /// A variant's value: a string as read from the text (borrowed unless it holds escapes), so
@@ -159,6 +160,17 @@ impl<'a> Reader<'a> {
     #[inline(never)]
     fn gap(&mut self) {
         let end = super::raw::gap_end(self.text.as_bytes(), self.pos);
+        if self.copy_from.is_some() {
+            self.copy_run(end);
+        }
+        self.pos = end;
+    }
+
+    /// In a value whose text is copied, at a gap of whitespace from `pos` to `end`: the run of
+    /// text before the gap copied, the next one starting at `end`. Out of line, so that passing
+    /// over a gap elsewhere saves no registers for it.
+    #[inline(never)]
+    fn copy_run(&mut self, end: usize) {
         if let Some(from) = self.copy_from {
             self.copy_from = match self.text.get(from..self.pos) {
                 Some(run) => {
@@ -170,7 +182,6 @@ impl<'a> Reader<'a> {
                 None => Some(usize::MAX),
             };
         }
-        self.pos = end;
     }
 
     #[inline]
@@ -453,18 +464,6 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// An object's members, name -> value, in document order, repeated names included, added
-    /// to `out`.
-    fn entries(&mut self, out: &mut Vec<(Cow<'a, str>, Value)>) -> Option<()> {
-        let mut more = self.open(b'{', b'}')?;
-        while more {
-            let name = self.name()?;
-            out.push((name, self.value()?));
-            more = self.next(b'}')?;
-        }
-        Some(())
-    }
-
     /// An object's members, name -> [`Item`], in document order, repeated names included,
     /// added to `out`.
     fn items(&mut self, out: &mut Vec<(Cow<'a, str>, Item<'a>)>) -> Option<()> {
@@ -543,7 +542,7 @@ impl<'a> Reader<'a> {
                 }
                 "metadata" => {
                     once(16)?;
-                    self.entries(&mut lists.metadata)?;
+                    self.items(&mut lists.metadata)?;
                 }
                 "key" => {
                     once(32)?;

@@ -303,10 +303,17 @@ fn build(
 
     let mut own = Vec::with_capacity(lists.metadata.len());
     for (name, value) in lists.metadata.drain(..) {
-        if !schema::metadata_value_ok(&value) {
-            return None;
-        }
-        own.push((interner.name(&name), interner.value(value)));
+        let value = match value {
+            // A string shared with an earlier flag needs no copy of its own.
+            Item::Str(text) => interner.string_value(&text),
+            Item::Value(value) => {
+                if !schema::metadata_value_ok(&value) {
+                    return None;
+                }
+                interner.value(value)
+            }
+        };
+        own.push((interner.name(&name), value));
     }
     let metadata = Metadata::new(shared.set_metadata.as_ref(), own);
 
@@ -437,6 +444,28 @@ mod tests {
                       "targeting":{"!":{"!":{"!":{"!":{"==":[[[[[1]]]],{"var":"k"}]}}}}}}
             }}"#,
         );
+    }
+
+    #[test]
+    fn metadata_strings_read_from_the_text_load_as_parsed_ones_do() {
+        let doc = r#"{"flags":{
+          "f": {"state":"ENABLED","variants":{"a":true},"defaultVariant":"a",
+                "metadata":{"owner":"team","t":"x \" \u00e9\n","n":1,"b":false,"z":2.5,"owner":"last","e":""}},
+          "g": {"state":"ENABLED","variants":{"a":"team"},"defaultVariant":"a",
+                "metadata":{ "owner" : "team" , "t":"x \" \u00e9\n","m":"last"}}}}"#;
+        agrees(doc);
+        let set = load_json(doc.as_bytes(), &LoadOptions::default(), None).unwrap();
+        let (f, g) = (set.get("f").unwrap(), set.get("g").unwrap());
+        assert_eq!(f.metadata().get("owner"), Some(&serde_json::json!("last")));
+        assert_eq!(g.metadata().get("t"), Some(&serde_json::json!("x \" \u{e9}\n")));
+        assert_eq!(f.metadata().get("z"), Some(&serde_json::json!(2.5)));
+        // Kinds the schema refuses still leave the document to the full way.
+        for bad in [r#"{"o":null}"#, r#"{"o":[]}"#, r#"{"o":"x","p":{}}"#] {
+            let doc = format!(
+                r#"{{"flags":{{"f":{{"state":"ENABLED","variants":{{"a":true}},"metadata":{bad}}}}}}}"#
+            );
+            assert!(load_json(doc.as_bytes(), &LoadOptions::default(), None).is_none(), "{doc}");
+        }
     }
 
     #[test]
