@@ -132,21 +132,20 @@ fn quote_or_backslash(bytes: &[u8], from: usize) -> Option<usize> {
 }
 
 /// The position of the first `"` or `\\` (with `CONTROLS`, also of the first control
-/// character) at or after `from`, sixteen bytes at a time (most names and values in a flag
-/// document are shorter: one step); `None` when there is none.
+/// character) at or after `from`, eight bytes at a time; `None` when there is none.
 #[inline]
 pub(super) fn string_stop<const CONTROLS: bool>(bytes: &[u8], from: usize) -> Option<usize> {
-    const ONES: u128 = u128::from_ne_bytes([0x01; 16]);
-    const HIGHS: u128 = u128::from_ne_bytes([0x80; 16]);
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     // High bit set in each byte of `word` equal to `byte` (and possibly in bytes after the
     // first such one, which the lowest set bit ignores).
-    let matches = |word: u128, byte: u8| {
-        let x = word ^ (ONES * u128::from(byte));
+    let matches = |word: u64, byte: u8| {
+        let x = word ^ (ONES * u64::from(byte));
         x.wrapping_sub(ONES) & !x & HIGHS
     };
     let mut i = from;
-    while let Some(Ok(chunk)) = bytes.get(i..i + 16).map(<[u8; 16]>::try_from) {
-        let word = u128::from_le_bytes(chunk);
+    while let Some(Ok(chunk)) = bytes.get(i..i + 8).map(<[u8; 8]>::try_from) {
+        let word = u64::from_le_bytes(chunk);
         let mut found = matches(word, b'"') | matches(word, b'\\');
         if CONTROLS {
             found |= word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
@@ -154,7 +153,7 @@ pub(super) fn string_stop<const CONTROLS: bool>(bytes: &[u8], from: usize) -> Op
         if found != 0 {
             return Some(i + (found.trailing_zeros() / 8) as usize);
         }
-        i += 16;
+        i += 8;
     }
     bytes
         .get(i..)?

@@ -160,17 +160,6 @@ impl<'a> Reader<'a> {
     #[inline(never)]
     fn gap(&mut self) {
         let end = super::raw::gap_end(self.text.as_bytes(), self.pos);
-        if self.copy_from.is_some() {
-            self.copy_run(end);
-        }
-        self.pos = end;
-    }
-
-    /// In a value whose text is copied, at a gap of whitespace from `pos` to `end`: the run of
-    /// text before the gap copied, the next one starting at `end`. Out of line, so that passing
-    /// over a gap elsewhere saves no registers for it.
-    #[inline(never)]
-    fn copy_run(&mut self, end: usize) {
         if let Some(from) = self.copy_from {
             self.copy_from = match self.text.get(from..self.pos) {
                 Some(run) => {
@@ -182,6 +171,7 @@ impl<'a> Reader<'a> {
                 None => Some(usize::MAX),
             };
         }
+        self.pos = end;
     }
 
     #[inline]
