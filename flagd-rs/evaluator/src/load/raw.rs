@@ -144,8 +144,10 @@ pub(super) fn string_stop<const CONTROLS: bool>(bytes: &[u8], from: usize) -> Op
         x.wrapping_sub(ONES) & !x & HIGHS
     };
     let mut i = from;
-    while let Some(Ok(chunk)) = bytes.get(i..i + 8).map(<[u8; 8]>::try_from) {
-        let word = u64::from_le_bytes(chunk);
+    // Whole words first (one length check a word), then the bytes left over.
+    let mut words = bytes.get(from..)?.chunks_exact(8);
+    for chunk in &mut words {
+        let word = u64::from_le_bytes(<[u8; 8]>::try_from(chunk).ok()?);
         let mut found = matches(word, b'"') | matches(word, b'\\');
         if CONTROLS {
             found |= word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
@@ -155,8 +157,8 @@ pub(super) fn string_stop<const CONTROLS: bool>(bytes: &[u8], from: usize) -> Op
         }
         i += 8;
     }
-    bytes
-        .get(i..)?
+    words
+        .remainder()
         .iter()
         .position(|&b| b == b'"' || b == b'\\' || (CONTROLS && b < 0x20))
         .map(|n| i + n)
