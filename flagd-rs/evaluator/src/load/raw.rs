@@ -355,7 +355,16 @@ mod tests {
             }
         }
         for gap in &gaps {
-            for after in ["", "\"a\"", "}", "1", "\u{a0}", "\u{b}", "\u{c}", "x         "] {
+            for after in [
+                "",
+                "\"a\"",
+                "}",
+                "1",
+                "\u{a0}",
+                "\u{b}",
+                "\u{c}",
+                "x         ",
+            ] {
                 for before in ["", "{", ":"] {
                     let text = format!("{before}{gap}{after}");
                     let bytes = text.as_bytes();

@@ -457,14 +457,20 @@ mod tests {
         let set = load_json(doc.as_bytes(), &LoadOptions::default(), None).unwrap();
         let (f, g) = (set.get("f").unwrap(), set.get("g").unwrap());
         assert_eq!(f.metadata().get("owner"), Some(&serde_json::json!("last")));
-        assert_eq!(g.metadata().get("t"), Some(&serde_json::json!("x \" \u{e9}\n")));
+        assert_eq!(
+            g.metadata().get("t"),
+            Some(&serde_json::json!("x \" \u{e9}\n"))
+        );
         assert_eq!(f.metadata().get("z"), Some(&serde_json::json!(2.5)));
         // Kinds the schema refuses still leave the document to the full way.
         for bad in [r#"{"o":null}"#, r#"{"o":[]}"#, r#"{"o":"x","p":{}}"#] {
             let doc = format!(
                 r#"{{"flags":{{"f":{{"state":"ENABLED","variants":{{"a":true}},"metadata":{bad}}}}}}}"#
             );
-            assert!(load_json(doc.as_bytes(), &LoadOptions::default(), None).is_none(), "{doc}");
+            assert!(
+                load_json(doc.as_bytes(), &LoadOptions::default(), None).is_none(),
+                "{doc}"
+            );
         }
     }
 
