@@ -616,6 +616,72 @@ mod tests {
     }
 
     #[test]
+    fn gaps_of_every_kind_around_every_token_load_alike() {
+        let compact = r#"{"metadata":{"flagSetId":"s"},"flags":{"a":{"state":"ENABLED","variants":{"x":{"k":[1,-0,0.25,"\u00e9\t"]},"y":{"s":"y \" ,:{}[]"}},"defaultVariant":"x","targeting":{"if":[{"in":["@b.com",{"var":"email"}]},"y",null]},"metadata":{"t":"x y","n":1.0,"b":true}},"b":{"state":"DISABLED","variants":{"on":true,"off":false},"defaultVariant":"on"}}}"#;
+        let full = full(compact);
+        let gaps = [
+            " ".to_owned(),
+            "\t".to_owned(),
+            "\r\n".to_owned(),
+            format!("\n{}", " ".repeat(7)),
+            format!("\n{}", " ".repeat(16)),
+            format!("\n{}", " ".repeat(33)),
+            "\n\t  \r\n    \n".to_owned(),
+        ];
+        for gap in &gaps {
+            // The gap after every structural byte outside strings (and so before every token).
+            let mut text = String::new();
+            let mut in_string = false;
+            let mut escaped = false;
+            for ch in compact.chars() {
+                text.push(ch);
+                if in_string {
+                    match (escaped, ch) {
+                        (true, _) => escaped = false,
+                        (false, '\\') => escaped = true,
+                        (false, '"') => in_string = false,
+                        _ => {}
+                    }
+                    if !in_string {
+                        text.push_str(gap);
+                    }
+                    continue;
+                }
+                match ch {
+                    '"' => in_string = true,
+                    '{' | '}' | '[' | ']' | ':' | ',' => text.push_str(gap),
+                    _ => {}
+                }
+            }
+            let text = format!("{gap}{text}");
+            agrees(&text);
+            let fast = load_json(text.as_bytes(), &LoadOptions::default(), None).unwrap();
+            for (a, b) in fast.flags().iter().zip(full.flags()) {
+                assert!(a.same_definition(b), "{text:?}");
+                assert_eq!(a.targeting_source(), b.targeting_source(), "{text:?}");
+            }
+            // Cut short anywhere before its last byte that is not whitespace, it is refused.
+            let last = text.trim_end().len();
+            for end in (0..last).filter(|&end| text.is_char_boundary(end)) {
+                let cut = &text.as_bytes()[..end];
+                assert!(
+                    load_json(cut, &LoadOptions::default(), None).is_none(),
+                    "{:?}",
+                    &text[..end]
+                );
+                assert!(
+                    matches!(
+                        crate::load(cut, Format::Json, &LoadOptions::default()),
+                        Err(crate::LoadError::Syntax { .. })
+                    ),
+                    "{:?}",
+                    &text[..end]
+                );
+            }
+        }
+    }
+
+    #[test]
     fn documents_cut_short_go_the_full_way_and_are_syntax_errors() {
         let doc = r#"{"metadata":{"v":"1"},"flags":{"f":{"state":"ENABLED","variants":{"a":"x \" y","b":"\u00e9"},"defaultVariant":"a","targeting":{"if":[{"==":[{"var":"k"},[1,2.5]]},"b",null]}}}}"#;
         assert!(load_json(doc.as_bytes(), &LoadOptions::default(), None).is_some());
