@@ -144,21 +144,27 @@ impl<'a> Reader<'a> {
     fn ws(&mut self) {
         let bytes = self.text.as_bytes();
         if matches!(bytes.get(self.pos), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            if self.copy_from.is_none()
-                && !matches!(bytes.get(self.pos + 1), Some(b' ' | b'\t' | b'\n' | b'\r'))
-            {
+            if self.copy_from.is_some() {
+                self.copied_gap();
+            } else if matches!(bytes.get(self.pos + 1), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+                self.gap();
+            } else {
                 // One byte between two tokens, as in a document written on one line.
                 self.pos += 1;
-            } else {
-                self.gap();
             }
         }
     }
 
-    /// [`Reader::ws`] at a gap of whitespace longer than one byte, or in a value whose text is
-    /// copied, where the run before the gap is copied.
+    /// [`Reader::ws`] at a gap of whitespace longer than one byte.
     #[inline(never)]
     fn gap(&mut self) {
+        self.pos = super::raw::gap_end(self.text.as_bytes(), self.pos);
+    }
+
+    /// [`Reader::ws`] at a gap in a value whose text is copied: the run before the gap is
+    /// copied, and the next one starts after it.
+    #[inline(never)]
+    fn copied_gap(&mut self) {
         let end = super::raw::gap_end(self.text.as_bytes(), self.pos);
         if let Some(from) = self.copy_from {
             self.copy_from = match self.text.get(from..self.pos) {
