@@ -55,14 +55,24 @@ impl Names {
 /// and a float of equal magnitude (`1`, `1.0`) or the two zeros (`0.0`, `-0.0`) stay apart, as
 /// output keeps the form the document gave.
 #[derive(Default)]
-struct Values(FxHashMap<u64, SmallVec<[Arc<Value>; 1]>>);
+struct Values {
+    by_hash: FxHashMap<u64, SmallVec<[Arc<Value>; 1]>>,
+    /// `false` and `true` (most variants of boolean flags), kept apart from the map: no hash
+    /// and no lookup for them.
+    bools: [Option<Arc<Value>>; 2],
+}
 
 impl Values {
     /// The shared value equal to `value`.
     fn get(&mut self, value: Value) -> Arc<Value> {
+        if let Value::Bool(b) = value {
+            return self.bools[usize::from(b)]
+                .get_or_insert_with(|| Arc::new(Value::Bool(b)))
+                .clone();
+        }
         let mut h = FxHasher::default();
         hash(&value, &mut h);
-        let same = self.0.entry(h.finish()).or_default();
+        let same = self.by_hash.entry(h.finish()).or_default();
         if let Some(found) = same.iter().find(|v| identical(v, &value)) {
             return found.clone();
         }
@@ -76,7 +86,7 @@ impl Values {
         let mut h = FxHasher::default();
         h.write_u8(4);
         text.hash(&mut h);
-        let same = self.0.entry(h.finish()).or_default();
+        let same = self.by_hash.entry(h.finish()).or_default();
         if let Some(found) = same
             .iter()
             .find(|v| matches!(&***v, Value::String(s) if s == text))
@@ -194,6 +204,11 @@ mod tests {
             &values.get(json!(true))
         ));
         assert!(Arc::ptr_eq(
+            &values.get(json!(false)),
+            &values.get(json!(false))
+        ));
+        assert_eq!(*values.get(json!(false)), json!(false));
+        assert!(Arc::ptr_eq(
             &values.get(json!("x")),
             &values.get(json!("x"))
         ));
@@ -212,6 +227,7 @@ mod tests {
             json!({"a": -0.0}),
             json!("0"),
             json!(false),
+            json!(true),
             json!(null),
         ];
         let shared: Vec<Arc<Value>> = apart.iter().map(|v| values.get(v.clone())).collect();

@@ -144,8 +144,10 @@ pub(super) fn string_stop<const CONTROLS: bool>(bytes: &[u8], from: usize) -> Op
         x.wrapping_sub(ONES) & !x & HIGHS
     };
     let mut i = from;
-    while let Some(Ok(chunk)) = bytes.get(i..i + 8).map(<[u8; 8]>::try_from) {
-        let word = u64::from_le_bytes(chunk);
+    // Whole words first (one length check a word), then the bytes left over.
+    let mut words = bytes.get(from..)?.chunks_exact(8);
+    for chunk in &mut words {
+        let word = u64::from_le_bytes(<[u8; 8]>::try_from(chunk).ok()?);
         let mut found = matches(word, b'"') | matches(word, b'\\');
         if CONTROLS {
             found |= word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
@@ -155,32 +157,41 @@ pub(super) fn string_stop<const CONTROLS: bool>(bytes: &[u8], from: usize) -> Op
         }
         i += 8;
     }
-    bytes
-        .get(i..)?
+    words
+        .remainder()
         .iter()
         .position(|&b| b == b'"' || b == b'\\' || (CONTROLS && b < 0x20))
         .map(|n| i + n)
 }
 
-/// The end of the run of whitespace at `from` (an indented document is mostly such runs).
+/// The end of the run of whitespace at `from` (an indented document is mostly such runs: a line
+/// break and the next line's indentation).
 #[inline]
 pub(super) fn gap_end(bytes: &[u8], from: usize) -> usize {
-    const SPACES: u64 = u64::from_ne_bytes([b' '; 8]);
+    const SPACES: u128 = u128::from_ne_bytes([b' '; 16]);
     let mut i = from;
     loop {
-        // Indentation comes in runs of spaces after each line break: eight bytes at a time,
-        // up to the first that is not a space.
-        while let Some(Ok(chunk)) = bytes.get(i..i + 8).map(<[u8; 8]>::try_from) {
-            let other = u64::from_le_bytes(chunk) ^ SPACES;
-            if other != 0 {
-                i += (other.trailing_zeros() / 8) as usize;
+        match bytes.get(i) {
+            Some(b'\n' | b'\r' | b'\t') => i += 1,
+            Some(b' ') => {}
+            _ => return i,
+        }
+        // The run of spaces from `i` (none, when another line break or tab follows), sixteen
+        // bytes at a time up to the first that is not a space: one step for most indentation.
+        loop {
+            if let Some(Ok(chunk)) = bytes.get(i..i + 16).map(<[u8; 16]>::try_from) {
+                let other = u128::from_le_bytes(chunk) ^ SPACES;
+                if other != 0 {
+                    i += (other.trailing_zeros() / 8) as usize;
+                    break;
+                }
+                i += 16;
+            } else {
+                while bytes.get(i) == Some(&b' ') {
+                    i += 1;
+                }
                 break;
             }
-            i += 8;
-        }
-        match bytes.get(i) {
-            Some(b' ' | b'\n' | b'\r' | b'\t') => i += 1,
-            _ => return i,
         }
     }
 }
@@ -285,6 +296,86 @@ mod tests {
                     string_end_bytewise(text.as_bytes(), from),
                     "{text} from {from}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn string_stops_are_found_wherever_they_fall() {
+        let bytewise = |bytes: &[u8], from: usize, controls: bool| {
+            bytes
+                .get(from..)?
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || (controls && b < 0x20))
+                .map(|n| from + n)
+        };
+        // A stop of each kind at every place in and past two words, after plain bytes, bytes
+        // above 0x7f, and bytes just above the control range.
+        for fill in ["a", "\u{e9}", " ", "~", "\u{7f}", "!#"] {
+            for len in 0..40 {
+                for stop in ["", "\"", "\\", "\n", "\t", "\r", "\u{0}", "\u{1f}"] {
+                    let text = format!("{}{stop}{}", fill.repeat(len), fill.repeat(3));
+                    let bytes = text.as_bytes();
+                    for from in 0..=bytes.len() + 1 {
+                        assert_eq!(
+                            string_stop::<true>(bytes, from),
+                            bytewise(bytes, from, true),
+                            "{text:?} from {from}"
+                        );
+                        assert_eq!(
+                            string_stop::<false>(bytes, from),
+                            bytewise(bytes, from, false),
+                            "{text:?} from {from}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`gap_end`] one byte at a time.
+    fn gap_end_bytewise(bytes: &[u8], from: usize) -> usize {
+        let mut i = from;
+        while matches!(bytes.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+            i += 1;
+        }
+        i
+    }
+
+    #[test]
+    fn gaps_of_every_kind_and_length_end_where_whitespace_ends() {
+        // Runs of spaces of every length up to past two words, between breaks of each kind,
+        // followed by a token, by a byte that is not JSON whitespace, or by the end.
+        let mut gaps = vec![String::new()];
+        for len in 0..40 {
+            for lead in ["", "\n", "\r\n", "\t", "\n\t", " \n"] {
+                for tail in ["", "\n", "\t", "\r", "\n  \n    "] {
+                    gaps.push(format!("{lead}{}{tail}", " ".repeat(len)));
+                }
+            }
+        }
+        for gap in &gaps {
+            for after in [
+                "",
+                "\"a\"",
+                "}",
+                "1",
+                "\u{a0}",
+                "\u{b}",
+                "\u{c}",
+                "x         ",
+            ] {
+                for before in ["", "{", ":"] {
+                    let text = format!("{before}{gap}{after}");
+                    let bytes = text.as_bytes();
+                    for from in 0..=bytes.len() {
+                        assert_eq!(
+                            gap_end(bytes, from),
+                            gap_end_bytewise(bytes, from),
+                            "{text:?} from {from}"
+                        );
+                    }
+                }
             }
         }
     }

@@ -69,8 +69,9 @@ pub(super) struct Parts<'a> {
 pub(super) struct Lists<'a> {
     /// In document order, repeated names included; empty when absent.
     pub(super) variants: Vec<(Cow<'a, str>, Item<'a>)>,
-    /// In document order, repeated names included; empty when absent.
-    pub(super) metadata: Vec<(Cow<'a, str>, Value)>,
+    /// In document order, repeated names included; empty when absent. A string value stays
+    /// borrowed from the text, as a variant's does.
+    pub(super) metadata: Vec<(Cow<'a, str>, Item<'a>)>,
 }
 
 /// A variant's value: a string as read from the text (borrowed unless it holds escapes), so
@@ -143,21 +144,27 @@ impl<'a> Reader<'a> {
     fn ws(&mut self) {
         let bytes = self.text.as_bytes();
         if matches!(bytes.get(self.pos), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            if self.copy_from.is_none()
-                && !matches!(bytes.get(self.pos + 1), Some(b' ' | b'\t' | b'\n' | b'\r'))
-            {
+            if self.copy_from.is_some() {
+                self.copied_gap();
+            } else if matches!(bytes.get(self.pos + 1), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+                self.gap();
+            } else {
                 // One byte between two tokens, as in a document written on one line.
                 self.pos += 1;
-            } else {
-                self.gap();
             }
         }
     }
 
-    /// [`Reader::ws`] at a gap of whitespace longer than one byte, or in a value whose text is
-    /// copied, where the run before the gap is copied.
+    /// [`Reader::ws`] at a gap of whitespace longer than one byte.
     #[inline(never)]
     fn gap(&mut self) {
+        self.pos = super::raw::gap_end(self.text.as_bytes(), self.pos);
+    }
+
+    /// [`Reader::ws`] at a gap in a value whose text is copied: the run before the gap is
+    /// copied, and the next one starts after it.
+    #[inline(never)]
+    fn copied_gap(&mut self) {
         let end = super::raw::gap_end(self.text.as_bytes(), self.pos);
         if let Some(from) = self.copy_from {
             self.copy_from = match self.text.get(from..self.pos) {
@@ -453,18 +460,6 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// An object's members, name -> value, in document order, repeated names included, added
-    /// to `out`.
-    fn entries(&mut self, out: &mut Vec<(Cow<'a, str>, Value)>) -> Option<()> {
-        let mut more = self.open(b'{', b'}')?;
-        while more {
-            let name = self.name()?;
-            out.push((name, self.value()?));
-            more = self.next(b'}')?;
-        }
-        Some(())
-    }
-
     /// An object's members, name -> [`Item`], in document order, repeated names included,
     /// added to `out`.
     fn items(&mut self, out: &mut Vec<(Cow<'a, str>, Item<'a>)>) -> Option<()> {
@@ -543,7 +538,7 @@ impl<'a> Reader<'a> {
                 }
                 "metadata" => {
                     once(16)?;
-                    self.entries(&mut lists.metadata)?;
+                    self.items(&mut lists.metadata)?;
                 }
                 "key" => {
                     once(32)?;

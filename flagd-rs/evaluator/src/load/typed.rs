@@ -303,10 +303,17 @@ fn build(
 
     let mut own = Vec::with_capacity(lists.metadata.len());
     for (name, value) in lists.metadata.drain(..) {
-        if !schema::metadata_value_ok(&value) {
-            return None;
-        }
-        own.push((interner.name(&name), interner.value(value)));
+        let value = match value {
+            // A string shared with an earlier flag needs no copy of its own.
+            Item::Str(text) => interner.string_value(&text),
+            Item::Value(value) => {
+                if !schema::metadata_value_ok(&value) {
+                    return None;
+                }
+                interner.value(value)
+            }
+        };
+        own.push((interner.name(&name), value));
     }
     let metadata = Metadata::new(shared.set_metadata.as_ref(), own);
 
@@ -437,6 +444,34 @@ mod tests {
                       "targeting":{"!":{"!":{"!":{"!":{"==":[[[[[1]]]],{"var":"k"}]}}}}}}
             }}"#,
         );
+    }
+
+    #[test]
+    fn metadata_strings_read_from_the_text_load_as_parsed_ones_do() {
+        let doc = r#"{"flags":{
+          "f": {"state":"ENABLED","variants":{"a":true},"defaultVariant":"a",
+                "metadata":{"owner":"team","t":"x \" \u00e9\n","n":1,"b":false,"z":2.5,"owner":"last","e":""}},
+          "g": {"state":"ENABLED","variants":{"a":"team"},"defaultVariant":"a",
+                "metadata":{ "owner" : "team" , "t":"x \" \u00e9\n","m":"last"}}}}"#;
+        agrees(doc);
+        let set = load_json(doc.as_bytes(), &LoadOptions::default(), None).unwrap();
+        let (f, g) = (set.get("f").unwrap(), set.get("g").unwrap());
+        assert_eq!(f.metadata().get("owner"), Some(&serde_json::json!("last")));
+        assert_eq!(
+            g.metadata().get("t"),
+            Some(&serde_json::json!("x \" \u{e9}\n"))
+        );
+        assert_eq!(f.metadata().get("z"), Some(&serde_json::json!(2.5)));
+        // Kinds the schema refuses still leave the document to the full way.
+        for bad in [r#"{"o":null}"#, r#"{"o":[]}"#, r#"{"o":"x","p":{}}"#] {
+            let doc = format!(
+                r#"{{"flags":{{"f":{{"state":"ENABLED","variants":{{"a":true}},"metadata":{bad}}}}}}}"#
+            );
+            assert!(
+                load_json(doc.as_bytes(), &LoadOptions::default(), None).is_none(),
+                "{doc}"
+            );
+        }
     }
 
     #[test]
@@ -577,6 +612,72 @@ mod tests {
             agrees(&text);
             let array = text.replacen(r#""flags":{"#, r#""flags":["#, 1);
             agrees_or_gives_up(&array);
+        }
+    }
+
+    #[test]
+    fn gaps_of_every_kind_around_every_token_load_alike() {
+        let compact = r#"{"metadata":{"flagSetId":"s"},"flags":{"a":{"state":"ENABLED","variants":{"x":{"k":[1,-0,0.25,"\u00e9\t"]},"y":{"s":"y \" ,:{}[]"}},"defaultVariant":"x","targeting":{"if":[{"in":["@b.com",{"var":"email"}]},"y",null]},"metadata":{"t":"x y","n":1.0,"b":true}},"b":{"state":"DISABLED","variants":{"on":true,"off":false},"defaultVariant":"on"}}}"#;
+        let full = full(compact);
+        let gaps = [
+            " ".to_owned(),
+            "\t".to_owned(),
+            "\r\n".to_owned(),
+            format!("\n{}", " ".repeat(7)),
+            format!("\n{}", " ".repeat(16)),
+            format!("\n{}", " ".repeat(33)),
+            "\n\t  \r\n    \n".to_owned(),
+        ];
+        for gap in &gaps {
+            // The gap after every structural byte outside strings (and so before every token).
+            let mut text = String::new();
+            let mut in_string = false;
+            let mut escaped = false;
+            for ch in compact.chars() {
+                text.push(ch);
+                if in_string {
+                    match (escaped, ch) {
+                        (true, _) => escaped = false,
+                        (false, '\\') => escaped = true,
+                        (false, '"') => in_string = false,
+                        _ => {}
+                    }
+                    if !in_string {
+                        text.push_str(gap);
+                    }
+                    continue;
+                }
+                match ch {
+                    '"' => in_string = true,
+                    '{' | '}' | '[' | ']' | ':' | ',' => text.push_str(gap),
+                    _ => {}
+                }
+            }
+            let text = format!("{gap}{text}");
+            agrees(&text);
+            let fast = load_json(text.as_bytes(), &LoadOptions::default(), None).unwrap();
+            for (a, b) in fast.flags().iter().zip(full.flags()) {
+                assert!(a.same_definition(b), "{text:?}");
+                assert_eq!(a.targeting_source(), b.targeting_source(), "{text:?}");
+            }
+            // Cut short anywhere before its last byte that is not whitespace, it is refused.
+            let last = text.trim_end().len();
+            for end in (0..last).filter(|&end| text.is_char_boundary(end)) {
+                let cut = &text.as_bytes()[..end];
+                assert!(
+                    load_json(cut, &LoadOptions::default(), None).is_none(),
+                    "{:?}",
+                    &text[..end]
+                );
+                assert!(
+                    matches!(
+                        crate::load(cut, Format::Json, &LoadOptions::default()),
+                        Err(crate::LoadError::Syntax { .. })
+                    ),
+                    "{:?}",
+                    &text[..end]
+                );
+            }
         }
     }
 
