@@ -240,19 +240,23 @@ pub struct Snapshot {
     entries: Vec<Entry>,
 }
 
-fn flag_at(documents: &[Option<Arc<FlagSet>>], e: Entry) -> Option<&Arc<Flag>> {
-    documents
-        .get(e.source as usize)?
-        .as_ref()?
-        .flags()
-        .get(e.flag as usize)
-}
-
-/// A stored flag as the change lists take it: the shared flag and its source.
+/// A stored flag as the change lists take it: the shared flag, its source and priority.
 #[derive(Clone, Copy)]
 struct Shared<'a> {
     flag: &'a Arc<Flag>,
     source: &'a Arc<str>,
+    priority: u32,
+}
+
+impl<'a> Shared<'a> {
+    /// The flag as the store serves it.
+    fn served(self) -> FlagRef<'a> {
+        FlagRef {
+            flag: self.flag,
+            source: self.source,
+            priority: self.priority,
+        }
+    }
 }
 
 impl Snapshot {
@@ -300,10 +304,15 @@ impl Snapshot {
         }
     }
 
-    fn entry_ref(&self, e: Entry) -> Option<FlagRef<'_>> {
-        let doc = self.documents.get(e.source as usize)?.as_ref()?;
-        Some(FlagRef {
-            flag: doc.flags().get(e.flag as usize)?.as_ref(),
+    /// The stored flag `e` names.
+    fn shared(&self, e: Entry) -> Option<Shared<'_>> {
+        Some(Shared {
+            flag: self
+                .documents
+                .get(e.source as usize)?
+                .as_ref()?
+                .flags()
+                .get(e.flag as usize)?,
             source: self.sources.get(e.source as usize)?,
             priority: e.source,
         })
@@ -332,37 +341,17 @@ impl Snapshot {
     /// and key only the highest-priority source's flag is listed, except under a source
     /// selector, which lists that source's own flags.
     pub fn iter<'a>(&'a self, selector: &'a Selector) -> impl Iterator<Item = FlagRef<'a>> + 'a {
-        self.entries
-            .iter()
-            .filter_map(move |e| self.admitted(*e, selector))
-            .filter_map(move |e| self.entry_ref(e))
+        self.iter_shared(selector).map(Shared::served)
     }
 
     /// [`Snapshot::iter`] as the shared flags.
     fn iter_shared<'a>(&'a self, selector: &'a Selector) -> impl Iterator<Item = Shared<'a>> + 'a {
+        let by_source = matches!(selector, Selector::Source(_));
         self.entries
             .iter()
-            .filter_map(move |e| self.admitted(*e, selector))
-            .filter_map(move |e| {
-                Some(Shared {
-                    flag: flag_at(&self.documents, e)?,
-                    source: self.sources.get(e.source as usize)?,
-                })
-            })
-    }
-
-    /// `e` if [`Snapshot::iter`] lists it under `selector`.
-    #[inline]
-    fn admitted(&self, e: Entry, selector: &Selector) -> Option<Entry> {
-        let flag = flag_at(&self.documents, e)?;
-        let source = self.sources.get(e.source as usize)?;
-        if !selector.matches(flag.flag_set_id(), source) {
-            return None;
-        }
-        if e.shadowed && !matches!(selector, Selector::Source(_)) {
-            return None;
-        }
-        Some(e)
+            .filter(move |e| by_source || !e.shadowed)
+            .filter_map(move |e| self.shared(*e))
+            .filter(move |r| selector.matches(r.flag.flag_set_id(), r.source))
     }
 
     /// Number of flags visible without a selector.
