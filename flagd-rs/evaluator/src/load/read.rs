@@ -10,9 +10,11 @@
 //! full parse refuses even in members that the reader only passes over).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use serde_json::{Map, Number, Value};
 
+use crate::intern::Interner;
 use crate::logic::input::{Json, RAW_VALUE_TOKEN};
 use crate::model::State;
 use crate::schema::ValueKind;
@@ -88,6 +90,15 @@ impl Item<'_> {
         match self {
             Item::Str(_) => ValueKind::String,
             Item::Value(value) => ValueKind::of(value),
+        }
+    }
+
+    /// The value shared through `interner`: a string shared with an earlier flag needs no copy
+    /// of its own.
+    pub(super) fn shared(self, interner: &mut Interner) -> Arc<Value> {
+        match self {
+            Item::Str(text) => interner.string_value(&text),
+            Item::Value(value) => interner.value(value),
         }
     }
 }

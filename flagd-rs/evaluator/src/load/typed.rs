@@ -293,27 +293,19 @@ fn build(
     // Built at its final size.
     let mut shared_variants = Vec::with_capacity(variants.len());
     for (name, value) in variants.drain(..) {
-        let value = match value {
-            Item::Str(text) => interner.string_value(&text),
-            Item::Value(value) => interner.value(value),
-        };
-        shared_variants.push((interner.name(&name), value));
+        shared_variants.push((interner.name(&name), value.shared(interner)));
     }
     let variants = shared_variants.into_boxed_slice();
 
     let mut own = Vec::with_capacity(lists.metadata.len());
     for (name, value) in lists.metadata.drain(..) {
-        let value = match value {
-            // A string shared with an earlier flag needs no copy of its own.
-            Item::Str(text) => interner.string_value(&text),
-            Item::Value(value) => {
-                if !schema::metadata_value_ok(&value) {
-                    return None;
-                }
-                interner.value(value)
-            }
-        };
-        own.push((interner.name(&name), value));
+        // A string is always a metadata value the schema accepts; other values are checked.
+        if let Item::Value(value) = &value
+            && !schema::metadata_value_ok(value)
+        {
+            return None;
+        }
+        own.push((interner.name(&name), value.shared(interner)));
     }
     let metadata = Metadata::new(shared.set_metadata.as_ref(), own);
 
