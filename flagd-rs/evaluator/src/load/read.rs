@@ -805,8 +805,8 @@ mod tests {
         for rule in [
             r#"{"$ref":"a"}"#,
             r#"{"if":[{"$ref":"a"},"on","off"]}"#,
-            r#"{"$ref":"a"}"#,
-            r#"{"$ref":"a"}"#,
+            r#"{"\u0024ref":"a"}"#,
+            r#"{"$r\u0065f":"a"}"#,
             r#"{"in":[1,[{"x":{"$ref":1}}]]}"#,
             r#"{"$ref":"a","$ref":"b"}"#,
         ] {
@@ -817,6 +817,7 @@ mod tests {
             r#"{"var":"$ref"}"#,
             r#"{"cat":["$ref","$ref"]}"#,
             r#"{"$re":"a","ref":"b","$ref ":"c"}"#,
+            r#"{"\u0024re":"a","$ref\u0000":"b"}"#,
         ] {
             assert!(!refers(rule), "{rule}");
         }
