@@ -634,6 +634,106 @@ async fn grpc_web_unary() {
 }
 
 #[tokio::test]
+async fn grpc_web_within_and_past_the_body_limit() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    let limits = Limits {
+        max_body_bytes: 1024,
+        ..Limits::default()
+    };
+    let server = EvalServer::start_with(
+        FLAGS,
+        Options {
+            limits,
+            ..Options::default()
+        },
+    )
+    .await;
+    let pad = pbjson_types::Struct {
+        fields: [(
+            "pad".to_owned(),
+            pbjson_types::Value {
+                kind: Some(pbjson_types::value::Kind::StringValue("x".repeat(4096))),
+            },
+        )]
+        .into(),
+    };
+    // The response's frames, each base64 of its own in the text form.
+    let frames_of = |text: bool, body: &[u8]| -> Vec<(u8, Vec<u8>)> {
+        let bytes = if text {
+            let body = std::str::from_utf8(body).unwrap();
+            body.split_inclusive('=')
+                .flat_map(|chunk| STANDARD.decode(chunk).unwrap())
+                .collect()
+        } else {
+            body.to_vec()
+        };
+        let (frames, rest) = split_envelopes(&bytes);
+        assert!(rest.is_empty());
+        frames
+    };
+    for text in [false, true] {
+        let content_type = if text {
+            "application/grpc-web-text"
+        } else {
+            "application/grpc-web+proto"
+        };
+        let call = |context: Option<pbjson_types::Struct>| {
+            let message = v1::ResolveStringRequest {
+                flag_key: "str".into(),
+                context,
+            };
+            let body = envelope(0, &message.encode_to_vec());
+            client()
+                .post(server.url(&format!("{V1}ResolveString")))
+                .header("content-type", content_type)
+                .header("accept", content_type)
+                .body(if text {
+                    STANDARD.encode(body).into_bytes()
+                } else {
+                    body
+                })
+                .send()
+        };
+        // Within the limit. The text form's first bytes ("AAAAA") would read as a length
+        // prefix of about 1 GiB: only the decoded message's prefix counts.
+        let response = call(None).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{content_type}");
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(content_type.trim_end_matches("+proto")),
+            "{content_type}"
+        );
+        let frames = frames_of(text, &response.bytes().await.unwrap());
+        let decoded = v1::ResolveStringResponse::decode(frames[0].1.as_slice()).unwrap();
+        assert_eq!(
+            (decoded.value.as_str(), decoded.reason.as_str()),
+            ("hi", "STATIC")
+        );
+        assert!(String::from_utf8_lossy(&frames[1].1).contains("grpc-status:0"));
+
+        // Past it: RESOURCE_EXHAUSTED, as over plain gRPC.
+        let response = call(Some(pad.clone())).await.unwrap();
+        let status = response
+            .headers()
+            .get("grpc-status")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = response.bytes().await.unwrap();
+        let trailers = match status {
+            Some(_) => String::new(),
+            None => String::from_utf8_lossy(&frames_of(text, &body)[0].1).into_owned(),
+        };
+        assert!(
+            status.as_deref() == Some("8") || trailers.contains("grpc-status:8"),
+            "{content_type}: {status:?} {trailers}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn cors_preflight_and_exposed_headers() {
     let server = EvalServer::start(FLAGS).await;
     let response = client()

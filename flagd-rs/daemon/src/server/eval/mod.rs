@@ -16,7 +16,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Request, State};
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Either};
@@ -51,6 +50,10 @@ macro_rules! service {
     };
 }
 
+/// A service behind the gRPC-Web translation, its request bodies bounded after it (as
+/// [`Limited`] bounds them).
+type Web<S> = GrpcWebService<Limited<S>>;
+
 /// The three evaluation services over gRPC, as tonic generates them, and behind the gRPC-Web
 /// translation.
 #[derive(Clone)]
@@ -58,9 +61,11 @@ struct Grpc {
     v1: v1::service_server::ServiceServer<services::V1>,
     v2: v2::service_server::ServiceServer<services::V2>,
     schema: schema::service_server::ServiceServer<services::SchemaV1>,
-    v1_web: GrpcWebService<v1::service_server::ServiceServer<services::V1>>,
-    v2_web: GrpcWebService<v2::service_server::ServiceServer<services::V2>>,
-    schema_web: GrpcWebService<schema::service_server::ServiceServer<services::SchemaV1>>,
+    v1_web: Web<v1::service_server::ServiceServer<services::V1>>,
+    v2_web: Web<v2::service_server::ServiceServer<services::V2>>,
+    schema_web: Web<schema::service_server::ServiceServer<services::SchemaV1>>,
+    /// The request body limit.
+    limit: usize,
 }
 
 impl Grpc {
@@ -82,22 +87,25 @@ impl Grpc {
         );
         let web = GrpcWebLayer::new();
         Grpc {
-            v1_web: web.layer(v1.clone()),
-            v2_web: web.layer(v2.clone()),
-            schema_web: web.layer(schema.clone()),
+            v1_web: web.layer(Limited::new(v1.clone(), limit)),
+            v2_web: web.layer(Limited::new(v2.clone(), limit)),
+            schema_web: web.layer(Limited::new(schema.clone(), limit)),
             v1,
             v2,
             schema,
+            limit,
         }
     }
 
-    /// Calls the service `api` names, plain or through the gRPC-Web translation (`web`). A path
-    /// of no service is answered UNIMPLEMENTED, as tonic's routes answer it.
-    fn call(&self, api: Option<Api>, web: bool, request: http::Request<LimitedBody>) -> GrpcFuture {
+    /// Calls the service `api` names, plain or through the gRPC-Web translation (`web`), its
+    /// request body bounded ([`limit_grpc_body`]). A path of no service is answered
+    /// UNIMPLEMENTED, as tonic's routes answer it.
+    fn call(&self, api: Option<Api>, web: bool, request: Request) -> GrpcFuture {
+        let limit = self.limit;
         match (api, web) {
-            (Some(Api::V1), false) => self.v1.clone().call(request),
-            (Some(Api::V2), false) => self.v2.clone().call(request),
-            (Some(Api::Schema), false) => self.schema.clone().call(request),
+            (Some(Api::V1), false) => self.v1.clone().call(limit_grpc_body(limit, request)),
+            (Some(Api::V2), false) => self.v2.clone().call(limit_grpc_body(limit, request)),
+            (Some(Api::Schema), false) => self.schema.clone().call(limit_grpc_body(limit, request)),
             // gRPC-Web is rare enough for its future to be boxed once more.
             (Some(Api::V1), true) => Box::pin(self.v1_web.clone().call(request)),
             (Some(Api::V2), true) => Box::pin(self.v2_web.clone().call(request)),
@@ -115,7 +123,6 @@ struct Dispatch {
     grpc: Grpc,
     connect: connect::Connect,
     recorder: Arc<Recorder>,
-    limit: usize,
 }
 
 /// The metrics route of every RPC, in the order of [`rpc::RPCS`], then `other`.
@@ -148,7 +155,6 @@ pub fn app(state: AppState) -> impl App {
         grpc: Grpc::new(&state, limit),
         connect: connect::Connect::new(state.clone()),
         recorder: Recorder::new(state.metrics.clone(), &metric_routes()),
-        limit,
     });
     let service = tower::service_fn(move |request: Request| {
         let d = &*dispatch;
@@ -164,13 +170,11 @@ pub fn app(state: AppState) -> impl App {
             Some(kind) => {
                 let web = kind == GrpcKind::Web || request.version() != http::Version::HTTP_2;
                 let api = rpc::service_of(path);
-                let limit = d.limit;
-                let grpc_web = kind == GrpcKind::Web;
                 Either::Left(started.wrap(GrpcDeadline::call(
                     request,
-                    grpc_web,
+                    kind == GrpcKind::Web,
                     tonic::Code::InvalidArgument,
-                    |r| d.grpc.call(api, web, limit_grpc_body(limit, grpc_web, r)),
+                    |r| d.grpc.call(api, web, r),
                 )))
             }
             None => {
@@ -188,29 +192,57 @@ pub fn app(state: AppState) -> impl App {
 }
 
 /// Bounds a gRPC request body to `limit` bytes; past it the body fails with a
-/// RESOURCE_EXHAUSTED status, which tonic reports to the client as is. `grpc_web`: the
-/// content type is gRPC-Web's.
-fn limit_grpc_body(limit: usize, grpc_web: bool, request: Request) -> http::Request<LimitedBody> {
-    // gRPC-Web's text form is base64: its first bytes are no length prefix.
-    let text = grpc_web
-        && request
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|ct| ct.as_bytes().get(..21))
-            .is_some_and(|ct| ct.eq_ignore_ascii_case(b"application/grpc-web-"));
+/// RESOURCE_EXHAUSTED status, which tonic reports to the client as is.
+fn limit_grpc_body<B>(limit: usize, request: http::Request<B>) -> http::Request<LimitedBody<B>> {
     request.map(|body| LimitedBody {
         inner: body,
         remaining: limit,
         limit,
         prefix: [0; 5],
-        prefix_len: if text { 5 } else { 0 },
+        prefix_len: 0,
     })
+}
+
+/// A gRPC service whose request bodies are bounded ([`limit_grpc_body`]) as they reach it. Behind
+/// the gRPC-Web translation it sees the translated body (the text form decoded from base64),
+/// so the first message's length prefix is checked in both forms, and the translation hands
+/// the RESOURCE_EXHAUSTED status back in its trailers as tonic reports it.
+#[derive(Clone)]
+struct Limited<S> {
+    inner: S,
+    limit: usize,
+}
+
+impl<S> Limited<S> {
+    fn new(inner: S, limit: usize) -> Self {
+        Limited { inner, limit }
+    }
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Limited<S>
+where
+    S: tower::Service<http::Request<LimitedBody<B>>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        self.inner.call(limit_grpc_body(self.limit, request))
+    }
 }
 
 /// A request body that errors with a gRPC status once more than `limit` bytes arrived, or as
 /// soon as the first message's length prefix declares more than `limit` bytes.
-struct LimitedBody {
-    inner: Body,
+struct LimitedBody<B> {
+    inner: B,
     remaining: usize,
     limit: usize,
     /// The first message's 5-byte prefix (flags and length), as far as it arrived.
@@ -218,7 +250,7 @@ struct LimitedBody {
     prefix_len: usize,
 }
 
-impl LimitedBody {
+impl<B> LimitedBody<B> {
     /// Notes the start of the body; `true` once the first message declares too many bytes.
     fn declares_too_much(&mut self, data: &[u8]) -> bool {
         if self.prefix_len == self.prefix.len() {
@@ -235,7 +267,11 @@ impl LimitedBody {
     }
 }
 
-impl http_body::Body for LimitedBody {
+impl<B> http_body::Body for LimitedBody<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     type Data = bytes::Bytes;
     type Error = tonic::Status;
 
@@ -247,7 +283,8 @@ impl http_body::Body for LimitedBody {
         let frame = match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
             Poll::Ready(Some(Err(e))) => {
-                return Poll::Ready(Some(Err(tonic::Status::from_error(Box::new(e)))));
+                // A status the body already carries (the translation's) is kept as it is.
+                return Poll::Ready(Some(Err(tonic::Status::from_error(e.into()))));
             }
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => return Poll::Pending,
